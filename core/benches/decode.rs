@@ -1,0 +1,2 @@
+//! Decoding throughput of the built-in framings. TODO(helper A).
+fn main() {}

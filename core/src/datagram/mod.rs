@@ -1,0 +1,1 @@
+//! Datagram endpoint. TODO(helper C).

@@ -1,0 +1,311 @@
+//! The portable, synchronous request handler traits and the service that makes handlers.
+//!
+//! EasyNetwork's handler is an async generator: it `yield`s to receive the next request and
+//! returns to end. Here that generator is flattened into calls that return [`Next`]:
+//! `Next::Recv { timeout }` is the `yield`, `Next::Close` the early return. What the server
+//! has for the handler at each receive point comes in as [`Received`]. The same handler runs
+//! on both drivers and in any custom event loop.
+//!
+//! ```
+//! use easynet_core::handler::{HandlerResult, Next, Received, StreamContext, StreamHandler};
+//!
+//! /// Echoes each line back; answers parse errors and closes on "quit".
+//! struct Echo;
+//!
+//! impl StreamHandler for Echo {
+//!     type Request = String;
+//!     type Response = String;
+//!
+//!     fn handle(&mut self, cx: &mut StreamContext<'_, String>, received: Received<String>) -> HandlerResult {
+//!         match received {
+//!             Received::Request(line) if line == "quit" => return Ok(Next::Close),
+//!             Received::Request(line) => cx.send(&line)?,
+//!             Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+//!             Received::Timeout => {}
+//!         }
+//!         Ok(Next::recv())
+//!     }
+//! }
+//! # let _ = Echo;
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::ConnId;
+use crate::protocol::{BoxError, ParseError, SerializeError};
+
+/// What the handler wants after a call: receive again, or end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Next {
+    /// Wait for the next request. With a timeout, [`Received::Timeout`] comes if no complete
+    /// request arrived within it; partial bytes received meanwhile are kept. A zero timeout
+    /// delivers an already-buffered request or times out at once.
+    Recv {
+        /// How long to wait for one complete request; `None` waits for ever.
+        timeout: Option<Duration>,
+    },
+    /// End: queued responses are flushed and the connection is closed gracefully (for a
+    /// datagram handler, the routine for this peer ends).
+    Close,
+}
+
+impl Next {
+    /// Receive with no timeout.
+    pub const fn recv() -> Self {
+        Next::Recv { timeout: None }
+    }
+
+    /// Receive with a timeout.
+    pub const fn recv_timeout(timeout: Duration) -> Self {
+        Next::Recv {
+            timeout: Some(timeout),
+        }
+    }
+}
+
+/// What the server delivers at a receive point.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Received<R> {
+    /// A complete request.
+    Request(R),
+    /// The receive timeout expired before a complete request arrived.
+    Timeout,
+    /// Bytes that do not form a valid request; they were skipped and the rest is kept.
+    ParseError(ParseError),
+}
+
+/// The error type handlers return; any error closes that one connection, never the server.
+pub type HandlerError = BoxError;
+
+/// What handler calls return.
+pub type HandlerResult = Result<Next, HandlerError>;
+
+/// Why [`StreamContext::send`] or [`DatagramContext::send`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The client is closing or closed; nothing was queued.
+    #[error("client is closed")]
+    Closed,
+    /// The response could not be serialized; nothing was queued.
+    #[error(transparent)]
+    Serialize(#[from] SerializeError),
+}
+
+/// Who is at the other end, and where they connected.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The connection (or datagram peer) handle.
+    pub id: ConnId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The server's address for this connection.
+    pub local: SocketAddr,
+    /// TLS details, once the handshake is done.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsInfo>,
+}
+
+impl ConnInfo {
+    /// Info for a plain connection.
+    pub fn new(id: ConnId, peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            id,
+            peer,
+            local,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+/// Where a context's responses go; implemented by the connection and endpoint machines.
+pub(crate) trait ResponseSink<Resp> {
+    fn send(&mut self, response: &Resp) -> Result<(), SendError>;
+    fn is_closing(&self) -> bool;
+}
+
+/// What a stream handler can do and know during a call.
+pub struct StreamContext<'a, Resp> {
+    pub(crate) sink: &'a mut dyn ResponseSink<Resp>,
+    pub(crate) info: &'a ConnInfo,
+    pub(crate) now: Instant,
+}
+
+impl<Resp> StreamContext<'_, Resp> {
+    /// Encodes `response` and queues it for sending, in call order.
+    ///
+    /// Fails with [`SendError::Closed`] once the client is closing (for example inside
+    /// `on_disconnection`), and with [`SendError::Serialize`] if it cannot be encoded.
+    pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
+        self.sink.send(response)
+    }
+
+    /// True once the connection is closing: after the peer left, a shutdown began or the
+    /// handler asked to close. Always true inside `on_disconnection`.
+    pub fn is_closing(&self) -> bool {
+        self.sink.is_closing()
+    }
+
+    /// Who is connected.
+    pub fn info(&self) -> &ConnInfo {
+        self.info
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.info.peer
+    }
+
+    /// The server's address for this connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.info.local
+    }
+
+    /// The time of the event being handled (the driver's clock).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+}
+
+/// A request handler for one stream connection (TCP or TLS), made by a [`Service`].
+///
+/// Rules (EasyNetwork's, see ARCHITECTURE.md for where we differ):
+/// - `on_connection` runs once, after the TLS handshake; an error from it closes the
+///   connection abortively and `on_disconnection` is **not** called.
+/// - `handle` is called once per [`Received`] while the handler returns `Next::Recv`.
+///   Requests of one connection are handled strictly in order.
+/// - `Next::Close` flushes queued responses and closes gracefully.
+/// - An error (or panic) from `handle` is logged, `on_disconnection` runs, and the connection
+///   is closed abortively. Other connections are untouched.
+/// - `on_disconnection` runs when the connection ends for any other reason (peer EOF or
+///   reset, close, shutdown); `cx.is_closing()` is true there and sends fail.
+pub trait StreamHandler: Send + 'static {
+    /// The request type, as the protocol decodes it.
+    type Request: Send + 'static;
+    /// The response type, as the protocol encodes it.
+    type Response: Send + 'static;
+
+    /// Called once when the connection is ready; by default, receive with no timeout.
+    fn on_connection(&mut self, cx: &mut StreamContext<'_, Self::Response>) -> HandlerResult {
+        let _ = cx;
+        Ok(Next::recv())
+    }
+
+    /// Called with what arrived at each receive point.
+    fn handle(
+        &mut self,
+        cx: &mut StreamContext<'_, Self::Response>,
+        received: Received<Self::Request>,
+    ) -> HandlerResult;
+
+    /// Called once when the connection ends, unless `on_connection` failed.
+    fn on_disconnection(&mut self, cx: &mut StreamContext<'_, Self::Response>) {
+        let _ = cx;
+    }
+}
+
+/// What a datagram handler can do and know during a call.
+pub struct DatagramContext<'a, Resp> {
+    pub(crate) sink: &'a mut dyn ResponseSink<Resp>,
+    pub(crate) info: &'a ConnInfo,
+    pub(crate) now: Instant,
+}
+
+impl<Resp> DatagramContext<'_, Resp> {
+    /// Encodes `response` as one datagram to this peer and queues it.
+    pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
+        self.sink.send(response)
+    }
+
+    /// True once the service is shutting down; sends then fail.
+    pub fn is_closing(&self) -> bool {
+        self.sink.is_closing()
+    }
+
+    /// Who sent the datagram.
+    pub fn info(&self) -> &ConnInfo {
+        self.info
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.info.peer
+    }
+
+    /// The server's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.info.local
+    }
+
+    /// The time of the event being handled (the driver's clock).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+}
+
+/// A request handler for one datagram peer, made by a [`Service`] when the peer first shows.
+///
+/// A *routine* starts with a datagram from an idle peer: `handle` gets it, and keeps getting
+/// that peer's next datagrams (or [`Received::Timeout`]) while it returns `Next::Recv`. After
+/// `Next::Close`, the next queued datagram of that peer starts a new routine. At most one
+/// routine per peer is active; datagrams that arrive meanwhile wait in a bounded queue. The
+/// timeout returned from the last call of a routine bounds the wait for the next datagram.
+pub trait DatagramHandler: Send + 'static {
+    /// The request type, as the protocol decodes it.
+    type Request: Send + 'static;
+    /// The response type, as the protocol encodes it.
+    type Response: Send + 'static;
+
+    /// Called with each datagram (or timeout) of this peer's active routine.
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, Self::Response>,
+        received: Received<Self::Request>,
+    ) -> HandlerResult;
+}
+
+/// Makes one handler per connection (or per datagram peer), with hooks around a serve run.
+///
+/// A closure `Fn(&ConnInfo) -> H` is a service.
+///
+/// ```
+/// use easynet_core::handler::{ConnInfo, Service};
+/// # use easynet_core::handler::{HandlerResult, Next, Received, StreamContext, StreamHandler};
+/// # struct Echo;
+/// # impl StreamHandler for Echo { type Request = String; type Response = String;
+/// #   fn handle(&mut self, _: &mut StreamContext<'_, String>, _: Received<String>) -> HandlerResult { Ok(Next::recv()) } }
+/// let service = |_: &ConnInfo| Echo;
+/// assert!(service.service_init().is_ok());
+/// ```
+pub trait Service: Send + Sync + 'static {
+    /// The handler made for each connection.
+    type Handler;
+
+    /// Called once per serve run, after binding and before the first accept. An error stops
+    /// the run before it serves.
+    fn service_init(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// Makes the handler of a new connection or datagram peer.
+    fn new_handler(&self, info: &ConnInfo) -> Self::Handler;
+
+    /// Called once per serve run after every connection has ended (bounded by the driver's
+    /// shutdown timeout).
+    fn service_teardown(&self) {}
+}
+
+impl<F, H> Service for F
+where
+    F: Fn(&ConnInfo) -> H + Send + Sync + 'static,
+{
+    type Handler = H;
+
+    fn new_handler(&self, info: &ConnInfo) -> H {
+        self(info)
+    }
+}

@@ -1,0 +1,51 @@
+//! easynet-core: the sans-IO heart of easynet.
+//!
+//! This crate holds everything a server or client does that is not I/O: protocols (how
+//! messages become bytes and back), the portable handler traits, and the state machines of
+//! the server lifecycle, of a stream connection (optionally TLS through rustls) and of a
+//! datagram endpoint. It opens no socket, starts no thread and never reads a clock: every
+//! input carries an explicit `now`, and every machine says when it next needs to be woken.
+//! The drivers, `easynet-mio` and `easynet-tokio`, only move bytes between sockets and these
+//! machines.
+//!
+//! # Modules
+//!
+//! - [`protocol`]: framings (lines, length-prefixed, raw), serializers (UTF-8, bytes, JSON)
+//!   and the protocol traits both sides use.
+//! - [`handler`]: the synchronous [`StreamHandler`](handler::StreamHandler) and
+//!   [`DatagramHandler`](handler::DatagramHandler) traits and the [`Service`](handler::Service)
+//!   that makes them.
+//! - [`lifecycle`]: the server's created / listening / serving / closed rules.
+//! - [`accept`]: which accept errors pause accepting and for how long.
+//! - [`stream`]: the per-connection machine and the session that drives a handler with it.
+//! - [`datagram`]: per-peer routines, the bounded pending queue and idle eviction.
+//! - [`tls`] (feature `tls`): the rustls session wrapper.
+//!
+//! # How to drive it
+//!
+//! A driver feeds what happened (bytes read, end of stream, a timer firing) and then does
+//! what the machine asks (write these bytes, close now, wake me at this instant). A blocking
+//! one-connection driver over `std::net` fits in a screen; see `examples/echo_server.rs` of
+//! the workspace and [`stream::Session`].
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod datagram;
+pub mod handler;
+pub mod lifecycle;
+pub mod protocol;
+pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
+
+/// Handle of a connection or datagram peer, unique within one server run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}

@@ -1,0 +1,94 @@
+//! Errors of framing and serialization.
+
+use std::error::Error as StdError;
+
+/// A boxed error from user code (a custom serializer, a handler).
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Bytes received could not be turned into a message.
+///
+/// A parse error is recoverable: the bad frame has already been taken off the receive buffer
+/// (or is being skipped), the rest of the buffer is kept and the connection goes on. The
+/// handler gets the error in [`Received::ParseError`](crate::handler::Received::ParseError).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// A line grew past the line limit before its separator came. The line is skipped up to
+    /// and including the next separator.
+    #[error("line exceeds the limit of {limit} bytes (at least {got} bytes received)")]
+    LineTooLong {
+        /// The configured limit, in bytes, separator excluded.
+        limit: usize,
+        /// How many bytes of the line had been received when the limit was hit.
+        got: usize,
+    },
+    /// A length prefix announced a frame larger than the maximum. The frame's bytes are skipped
+    /// as they arrive.
+    #[error("frame of {got} bytes exceeds the maximum of {limit} bytes")]
+    FrameTooLarge {
+        /// The configured maximum payload length.
+        limit: usize,
+        /// The announced payload length.
+        got: usize,
+    },
+    /// A complete frame was received but its payload is not a valid message.
+    #[error("invalid message: {0}")]
+    Deserialize(#[from] DeserializeError),
+}
+
+/// The payload of a complete frame is not a valid message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeserializeError {
+    /// The payload is not valid UTF-8.
+    #[error("invalid UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    /// The payload is not the expected JSON document.
+    #[cfg(feature = "json")]
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A custom serializer rejected the payload.
+    #[error("{0}")]
+    Other(BoxError),
+}
+
+/// A message could not be turned into bytes. Nothing of it was queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SerializeError {
+    /// The encoded message is larger than the framing allows.
+    #[error("message of {got} bytes exceeds the maximum of {limit} bytes")]
+    TooLarge {
+        /// The maximum the framing (or datagram size) allows.
+        limit: usize,
+        /// The encoded size.
+        got: usize,
+    },
+    /// The message could not be encoded as JSON.
+    #[cfg(feature = "json")]
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A custom serializer failed.
+    #[error("{0}")]
+    Other(BoxError),
+}
+
+/// A protocol was configured with values that cannot work; raised when it is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or size must be strictly positive.
+    #[error("{what} must be strictly positive")]
+    Zero {
+        /// The name of the setting.
+        what: &'static str,
+    },
+    /// The maximum frame length does not fit in the length prefix.
+    #[error("maximum length {max} does not fit in a {width_bytes}-byte length prefix")]
+    MaxExceedsPrefix {
+        /// The requested maximum.
+        max: usize,
+        /// The width of the prefix in bytes.
+        width_bytes: usize,
+    },
+}

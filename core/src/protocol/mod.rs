@@ -1,0 +1,162 @@
+//! Protocols: how messages become bytes and back.
+//!
+//! A protocol is two pieces, kept apart so that they compose:
+//!
+//! - a [`Framing`] cuts a byte stream into frames (lines, length-prefixed frames, raw chunks)
+//!   and writes frames back; it owns the per-connection decode state and the size limits;
+//! - a serializer ([`Encode`] / [`Decode`]) turns one frame's payload into a message and back
+//!   (UTF-8 text, raw bytes, JSON).
+//!
+//! [`Stream`] joins a framing and a serializer into a [`StreamProtocol`] for TCP/TLS, and
+//! [`Datagram`] wraps a serializer into a [`DatagramProtocol`] for UDP, where the datagram is
+//! the frame. One protocol value serves both sides: a server decodes `Request`s and encodes
+//! `Response`s ([`StreamServerProtocol`]), a client does the reverse
+//! ([`StreamClientProtocol`]).
+//!
+//! Parse errors are recoverable, as in EasyNetwork: a decoder that rejects a frame has
+//! already removed it from the buffer, so the rest is kept and the next frame decodes.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use easynet_core::protocol::{Stream, StreamProtocol, StreamServerProtocol};
+//!
+//! let lines = Stream::lines();
+//! let mut state = lines.new_decoder();
+//! let mut buf = BytesMut::from(&b"hello\nworld\n"[..]);
+//! assert_eq!(lines.decode_request(&mut state, &mut buf).unwrap().as_deref(), Some("hello"));
+//! assert_eq!(lines.decode_request(&mut state, &mut buf).unwrap().as_deref(), Some("world"));
+//! assert_eq!(lines.decode_request(&mut state, &mut buf).unwrap(), None);
+//!
+//! let mut out = BytesMut::new();
+//! lines.encode_response(&"bye".to_string(), &mut out).unwrap();
+//! assert_eq!(&out[..], b"bye\n");
+//! ```
+
+mod error;
+mod framed;
+#[cfg(feature = "json")]
+mod json;
+mod length;
+mod lines;
+mod raw;
+mod text;
+
+pub use error::{BoxError, ConfigError, DeserializeError, ParseError, SerializeError};
+pub use framed::{Datagram, Stream};
+#[cfg(feature = "json")]
+pub use json::Json;
+pub use length::{LengthPrefixed, LengthState, PrefixWidth};
+pub use lines::{LineState, Lines, Separator};
+pub use raw::RawChunks;
+pub use text::{RawBytes, Utf8};
+
+use bytes::BytesMut;
+
+/// Default limit of a line, a length-prefixed frame or a JSON document: 64 KiB.
+pub const DEFAULT_LIMIT: usize = 64 * 1024;
+
+/// Largest payload of a UDP datagram over IPv4.
+pub const MAX_DATAGRAM_SIZE: usize = 65_507;
+
+/// Cuts a byte stream into frames and writes frames back.
+///
+/// Modelled on tokio-util's `Decoder`/`Encoder`, with EasyNetwork's rule on top: an error
+/// from [`decode`](Framing::decode) means the bad frame has been removed from `src` (or the
+/// framing is skipping it), and the bytes after it are kept.
+pub trait Framing: Clone + Send + Sync + 'static {
+    /// Per-connection decode state, such as "skipping an over-long line".
+    type State: Default + Send + 'static;
+
+    /// Takes the next complete frame's payload off the front of `src`.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed. The framing must never hold more than
+    /// its limit of one frame in `src` without either returning the frame or an error.
+    fn decode(
+        &self,
+        state: &mut Self::State,
+        src: &mut BytesMut,
+    ) -> Result<Option<BytesMut>, ParseError>;
+
+    /// Starts a frame in `dst` (writes a header placeholder if the framing has one) and
+    /// returns the mark to pass to [`encode_end`](Framing::encode_end).
+    fn encode_start(&self, dst: &mut BytesMut) -> usize;
+
+    /// Ends the frame started at `mark`, after its payload was appended to `dst`. On error
+    /// the caller truncates `dst` back to `mark`.
+    fn encode_end(&self, dst: &mut BytesMut, mark: usize) -> Result<(), SerializeError>;
+}
+
+/// Turns a message into a frame payload.
+pub trait Encode<T>: Clone + Send + Sync + 'static {
+    /// Appends the payload of `item` to `dst`.
+    fn encode(&self, item: &T, dst: &mut BytesMut) -> Result<(), SerializeError>;
+}
+
+/// Turns a frame payload into a message.
+pub trait Decode<T>: Clone + Send + Sync + 'static {
+    /// Parses one complete payload.
+    fn decode(&self, payload: BytesMut) -> Result<T, DeserializeError>;
+}
+
+/// What both sides of a stream protocol share: the message types and the decode state.
+pub trait StreamProtocol: Send + Sync + 'static {
+    /// What a client sends and a server receives.
+    type Request: Send + 'static;
+    /// What a server sends and a client receives.
+    type Response: Send + 'static;
+    /// Per-connection decode state.
+    type Decoder: Send + 'static;
+
+    /// A fresh decode state for a new connection.
+    fn new_decoder(&self) -> Self::Decoder;
+}
+
+/// The server side of a stream protocol: decodes requests, encodes responses.
+pub trait StreamServerProtocol: StreamProtocol {
+    /// Takes the next request off `src`; see [`Framing::decode`] for the contract.
+    fn decode_request(
+        &self,
+        state: &mut Self::Decoder,
+        src: &mut BytesMut,
+    ) -> Result<Option<Self::Request>, ParseError>;
+    /// Appends one framed response to `dst`; on error `dst` is unchanged.
+    fn encode_response(&self, item: &Self::Response, dst: &mut BytesMut)
+    -> Result<(), SerializeError>;
+}
+
+/// The client side of a stream protocol: encodes requests, decodes responses.
+pub trait StreamClientProtocol: StreamProtocol {
+    /// Takes the next response off `src`; see [`Framing::decode`] for the contract.
+    fn decode_response(
+        &self,
+        state: &mut Self::Decoder,
+        src: &mut BytesMut,
+    ) -> Result<Option<Self::Response>, ParseError>;
+    /// Appends one framed request to `dst`; on error `dst` is unchanged.
+    fn encode_request(&self, item: &Self::Request, dst: &mut BytesMut) -> Result<(), SerializeError>;
+}
+
+/// What both sides of a datagram protocol share: the message types.
+pub trait DatagramProtocol: Send + Sync + 'static {
+    /// What a client sends and a server receives.
+    type Request: Send + 'static;
+    /// What a server sends and a client receives.
+    type Response: Send + 'static;
+}
+
+/// The server side of a datagram protocol.
+pub trait DatagramServerProtocol: DatagramProtocol {
+    /// Parses one datagram as a request.
+    fn decode_request(&self, datagram: BytesMut) -> Result<Self::Request, ParseError>;
+    /// Appends one response datagram to `dst` (which the caller gives empty).
+    fn encode_response(&self, item: &Self::Response, dst: &mut BytesMut)
+    -> Result<(), SerializeError>;
+}
+
+/// The client side of a datagram protocol.
+pub trait DatagramClientProtocol: DatagramProtocol {
+    /// Parses one datagram as a response.
+    fn decode_response(&self, datagram: BytesMut) -> Result<Self::Response, ParseError>;
+    /// Appends one request datagram to `dst` (which the caller gives empty).
+    fn encode_request(&self, item: &Self::Request, dst: &mut BytesMut) -> Result<(), SerializeError>;
+}

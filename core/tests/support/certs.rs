@@ -1,0 +1,1 @@
+//! rcgen certificates and rustls configs for in-memory TLS. TODO(helper B).

@@ -1,0 +1,16 @@
+//! easynet: message-oriented network servers and clients.
+//!
+//! Pick a protocol, write a handler; easynet owns sockets, framing, TLS, timeouts,
+//! concurrency and graceful shutdown. This facade re-exports the sans-IO core and, behind
+//! features, the tokio (`tokio`) and mio (`mio`) drivers.
+
+#![deny(missing_docs)]
+
+pub use easynet_core::{ConnId, accept, datagram, handler, lifecycle, protocol, stream};
+#[cfg(feature = "tls")]
+pub use easynet_core::tls;
+
+#[cfg(feature = "mio")]
+pub use easynet_mio as mio;
+#[cfg(feature = "tokio")]
+pub use easynet_tokio as tokio;
