@@ -6,9 +6,9 @@
 
 #![deny(missing_docs)]
 
-pub use easynet_core::{ConnId, accept, datagram, handler, lifecycle, protocol, stream};
 #[cfg(feature = "tls")]
 pub use easynet_core::tls;
+pub use easynet_core::{ConnId, accept, datagram, handler, lifecycle, protocol, stream};
 
 #[cfg(feature = "mio")]
 pub use easynet_mio as mio;

@@ -66,8 +66,10 @@ impl Next {
 }
 
 /// What the server delivers at a receive point.
+///
+/// Deliberately exhaustive: a handler matches all three, as EasyNetwork's generator handles
+/// a packet, a timeout or a parse error at its `yield`.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Received<R> {
     /// A complete request.
     Request(R),
@@ -128,10 +130,14 @@ pub(crate) trait ResponseSink<Resp> {
     fn is_closing(&self) -> bool;
 }
 
+/// A stream connection as its handler context sees it.
+pub(crate) trait StreamSink<Resp>: ResponseSink<Resp> {
+    fn info(&self) -> &ConnInfo;
+}
+
 /// What a stream handler can do and know during a call.
 pub struct StreamContext<'a, Resp> {
-    pub(crate) sink: &'a mut dyn ResponseSink<Resp>,
-    pub(crate) info: &'a ConnInfo,
+    pub(crate) sink: &'a mut dyn StreamSink<Resp>,
     pub(crate) now: Instant,
 }
 
@@ -150,19 +156,19 @@ impl<Resp> StreamContext<'_, Resp> {
         self.sink.is_closing()
     }
 
-    /// Who is connected.
+    /// Who is connected (with TLS details once the handshake is done).
     pub fn info(&self) -> &ConnInfo {
-        self.info
+        self.sink.info()
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.info.peer
+        self.sink.info().peer
     }
 
     /// The server's address for this connection.
     pub fn local_addr(&self) -> SocketAddr {
-        self.info.local
+        self.sink.info().local
     }
 
     /// The time of the event being handled (the driver's clock).

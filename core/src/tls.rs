@@ -65,7 +65,11 @@ impl TlsSession {
     ///
     /// On error an alert may be queued: call [`write_ciphertext`](Self::write_ciphertext)
     /// once more before closing.
-    pub fn read_ciphertext(&mut self, data: &[u8], plaintext: &mut BytesMut) -> Result<(), TlsError> {
+    pub fn read_ciphertext(
+        &mut self,
+        data: &[u8],
+        plaintext: &mut BytesMut,
+    ) -> Result<(), TlsError> {
         let _ = (data, plaintext);
         todo!()
     }

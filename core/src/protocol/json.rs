@@ -31,7 +31,8 @@ mod tests {
     #[test]
     fn round_trip_and_typed_error() {
         let mut out = BytesMut::new();
-        Json.encode(&serde_json::json!({"a": [1, 2]}), &mut out).unwrap();
+        Json.encode(&serde_json::json!({"a": [1, 2]}), &mut out)
+            .unwrap();
         assert_eq!(&out[..], br#"{"a":[1,2]}"#);
         let v: serde_json::Value = Json.decode(out).unwrap();
         assert_eq!(v["a"][1], 2);

@@ -40,7 +40,11 @@ impl LengthPrefixed {
 impl Framing for LengthPrefixed {
     type State = LengthState;
 
-    fn decode(&self, _: &mut LengthState, _: &mut BytesMut) -> Result<Option<BytesMut>, ParseError> {
+    fn decode(
+        &self,
+        _: &mut LengthState,
+        _: &mut BytesMut,
+    ) -> Result<Option<BytesMut>, ParseError> {
         todo!()
     }
 

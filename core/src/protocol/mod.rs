@@ -120,8 +120,11 @@ pub trait StreamServerProtocol: StreamProtocol {
         src: &mut BytesMut,
     ) -> Result<Option<Self::Request>, ParseError>;
     /// Appends one framed response to `dst`; on error `dst` is unchanged.
-    fn encode_response(&self, item: &Self::Response, dst: &mut BytesMut)
-    -> Result<(), SerializeError>;
+    fn encode_response(
+        &self,
+        item: &Self::Response,
+        dst: &mut BytesMut,
+    ) -> Result<(), SerializeError>;
 }
 
 /// The client side of a stream protocol: encodes requests, decodes responses.
@@ -133,7 +136,11 @@ pub trait StreamClientProtocol: StreamProtocol {
         src: &mut BytesMut,
     ) -> Result<Option<Self::Response>, ParseError>;
     /// Appends one framed request to `dst`; on error `dst` is unchanged.
-    fn encode_request(&self, item: &Self::Request, dst: &mut BytesMut) -> Result<(), SerializeError>;
+    fn encode_request(
+        &self,
+        item: &Self::Request,
+        dst: &mut BytesMut,
+    ) -> Result<(), SerializeError>;
 }
 
 /// What both sides of a datagram protocol share: the message types.
@@ -149,8 +156,11 @@ pub trait DatagramServerProtocol: DatagramProtocol {
     /// Parses one datagram as a request.
     fn decode_request(&self, datagram: BytesMut) -> Result<Self::Request, ParseError>;
     /// Appends one response datagram to `dst` (which the caller gives empty).
-    fn encode_response(&self, item: &Self::Response, dst: &mut BytesMut)
-    -> Result<(), SerializeError>;
+    fn encode_response(
+        &self,
+        item: &Self::Response,
+        dst: &mut BytesMut,
+    ) -> Result<(), SerializeError>;
 }
 
 /// The client side of a datagram protocol.
@@ -158,5 +168,9 @@ pub trait DatagramClientProtocol: DatagramProtocol {
     /// Parses one datagram as a response.
     fn decode_response(&self, datagram: BytesMut) -> Result<Self::Response, ParseError>;
     /// Appends one request datagram to `dst` (which the caller gives empty).
-    fn encode_request(&self, item: &Self::Request, dst: &mut BytesMut) -> Result<(), SerializeError>;
+    fn encode_request(
+        &self,
+        item: &Self::Request,
+        dst: &mut BytesMut,
+    ) -> Result<(), SerializeError>;
 }

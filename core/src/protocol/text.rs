@@ -78,7 +78,9 @@ mod tests {
 
     #[test]
     fn utf8_rejects_invalid_bytes_with_typed_error() {
-        let err = Utf8::new().decode(BytesMut::from(&b"\xff"[..])).unwrap_err();
+        let err = Utf8::new()
+            .decode(BytesMut::from(&b"\xff"[..]))
+            .unwrap_err();
         assert!(matches!(err, DeserializeError::Utf8(_)));
     }
 
@@ -94,7 +96,9 @@ mod tests {
     #[test]
     fn raw_bytes_round_trip() {
         let mut out = BytesMut::new();
-        RawBytes.encode(&Bytes::from_static(b"\x00\x01"), &mut out).unwrap();
+        RawBytes
+            .encode(&Bytes::from_static(b"\x00\x01"), &mut out)
+            .unwrap();
         let back: Bytes = RawBytes.decode(out).unwrap();
         assert_eq!(&back[..], b"\x00\x01");
     }

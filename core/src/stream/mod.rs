@@ -1,1 +1,64 @@
-//! Stream connections. TODO.
+//! Stream connections (TCP, optionally TLS): the per-connection machine and the session that
+//! drives a portable handler with it.
+//!
+//! - [`Connection`] owns one connection's bytes: the receive buffer and decoder, the write
+//!   queue, the optional [`TlsSession`](crate::tls::TlsSession) with its handshake and
+//!   shutdown deadlines, receive timeouts and the graceful or abortive close. It serves both
+//!   sides through a [`Role`]: [`ServerRole`] decodes requests and encodes responses,
+//!   [`ClientRole`] the reverse. Async handlers and clients use it directly.
+//! - [`Session`] adds a [`StreamHandler`](crate::handler::StreamHandler) on top and applies
+//!   EasyNetwork's handler rules (when `on_connection`, `handle` and `on_disconnection` run).
+//!
+//! A driver feeds socket events in and acts on what the machine asks, in this order after
+//! every input: write [`transmit`](Session::transmit) until it is empty or the socket would
+//! block ([`advance`](Session::advance) by what was written), then close the socket if
+//! [`poll_close`](Session::poll_close) says so, read again only while
+//! [`wants_read`](Session::wants_read), and wake the machine at
+//! [`poll_timeout`](Session::poll_timeout) with [`handle_timeout`](Session::handle_timeout).
+
+mod connection;
+mod session;
+
+pub use connection::{ClientRole, Connection, Role, ServerRole};
+pub use session::Session;
+
+use std::time::Duration;
+
+/// How a connection ends at the socket level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseHow {
+    /// Everything queued was written: shut down the write side (FIN) and close.
+    Graceful,
+    /// Close at once with a reset (SO_LINGER 0) for plain TCP; used after errors, handshake
+    /// failures and deadlines.
+    Abort,
+}
+
+/// Per-connection settings; the defaults are EasyNetwork's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamConfig {
+    /// Bytes a driver reads per socket read (EasyNetwork's `max_recv_size`): 16 KiB.
+    pub read_size: usize,
+    /// Reading stops while more than this many bytes wait to be written: 256 KiB. A client
+    /// that never reads cannot make the server buffer without bound.
+    pub write_high_water: usize,
+    /// Deadline of the TLS handshake: 60 s.
+    pub tls_handshake_timeout: Duration,
+    /// Deadline of a graceful close (flush, and the TLS close_notify exchange): 30 s.
+    pub shutdown_timeout: Duration,
+    /// Exchange close_notify on a graceful TLS close (and wait for the peer's): true.
+    pub tls_standard_compatible: bool,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            read_size: 16 * 1024,
+            write_high_water: 256 * 1024,
+            tls_handshake_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            tls_standard_compatible: true,
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! [`Connection`]: one stream connection's bytes, deadlines and close, without a handler.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+
+use super::{CloseHow, StreamConfig};
+use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
+use crate::protocol::{
+    ParseError, SerializeError, StreamClientProtocol, StreamProtocol, StreamServerProtocol,
+};
+#[cfg(feature = "tls")]
+use crate::tls::TlsSession;
+
+/// Which side of the protocol a [`Connection`] speaks.
+pub trait Role<P: StreamProtocol>: Send + 'static {
+    /// What this side receives.
+    type Incoming: Send + 'static;
+    /// What this side sends.
+    type Outgoing: Send + 'static;
+
+    /// Takes the next incoming message off `src`.
+    fn decode(
+        protocol: &P,
+        state: &mut P::Decoder,
+        src: &mut BytesMut,
+    ) -> Result<Option<Self::Incoming>, ParseError>;
+
+    /// Appends one framed outgoing message to `dst`.
+    fn encode(
+        protocol: &P,
+        item: &Self::Outgoing,
+        dst: &mut BytesMut,
+    ) -> Result<(), SerializeError>;
+}
+
+/// The server side: receives requests, sends responses.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerRole;
+
+/// The client side: sends requests, receives responses.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRole;
+
+impl<P: StreamServerProtocol> Role<P> for ServerRole {
+    type Incoming = P::Request;
+    type Outgoing = P::Response;
+
+    fn decode(
+        protocol: &P,
+        state: &mut P::Decoder,
+        src: &mut BytesMut,
+    ) -> Result<Option<P::Request>, ParseError> {
+        protocol.decode_request(state, src)
+    }
+
+    fn encode(protocol: &P, item: &P::Response, dst: &mut BytesMut) -> Result<(), SerializeError> {
+        protocol.encode_response(item, dst)
+    }
+}
+
+impl<P: StreamClientProtocol> Role<P> for ClientRole {
+    type Incoming = P::Response;
+    type Outgoing = P::Request;
+
+    fn decode(
+        protocol: &P,
+        state: &mut P::Decoder,
+        src: &mut BytesMut,
+    ) -> Result<Option<P::Response>, ParseError> {
+        protocol.decode_response(state, src)
+    }
+
+    fn encode(protocol: &P, item: &P::Request, dst: &mut BytesMut) -> Result<(), SerializeError> {
+        protocol.encode_request(item, dst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TLS handshake under way.
+    Handshaking { deadline: Instant },
+    /// Ready: messages flow both ways.
+    Open,
+    /// Flushing the write queue (and, for TLS, exchanging close_notify) before `then`.
+    Closing {
+        deadline: Instant,
+        then: CloseHow,
+        await_close_notify: bool,
+    },
+    /// The driver must close the socket this way.
+    Closed(CloseHow),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    Idle,
+    Armed { deadline: Option<Instant> },
+}
+
+/// One stream connection: receive buffer and decoder, write queue, optional TLS, receive
+/// deadline, graceful or abortive close. Generic over the protocol `P` and the side `R`.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::sync::Arc;
+/// use std::time::{Duration, Instant};
+/// use easynet_core::ConnId;
+/// use easynet_core::handler::{ConnInfo, Received};
+/// use easynet_core::protocol::Stream;
+/// use easynet_core::stream::{CloseHow, Connection, ServerRole, StreamConfig};
+///
+/// let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+/// let info = ConnInfo::new(ConnId(1), addr, addr);
+/// let now = Instant::now();
+/// let mut conn: Connection<_, ServerRole> =
+///     Connection::new(Arc::new(Stream::lines()), StreamConfig::default(), info);
+///
+/// conn.recv(now, Some(Duration::from_secs(5)));
+/// conn.handle_read(now, b"hi\n");
+/// let Some(Received::Request(line)) = conn.poll_received(now) else { panic!() };
+/// conn.send(&line).unwrap();
+/// assert_eq!(conn.transmit(), b"hi\n");
+/// conn.advance(3);
+/// conn.close(now);
+/// assert_eq!(conn.poll_close(), Some(CloseHow::Graceful));
+/// ```
+pub struct Connection<P: StreamProtocol, R: Role<P>> {
+    protocol: Arc<P>,
+    decoder: P::Decoder,
+    /// Received plaintext not yet decoded.
+    rbuf: BytesMut,
+    /// Bytes for the socket (ciphertext under TLS).
+    wbuf: BytesMut,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsSession>,
+    /// Plaintext encode buffer under TLS, reused.
+    #[cfg(feature = "tls")]
+    scratch: BytesMut,
+    phase: Phase,
+    recv: Recv,
+    ready: bool,
+    /// The peer sent EOF (or TLS close_notify).
+    eof: bool,
+    /// Sends are refused (close asked, or on_disconnection running).
+    closing: bool,
+    /// Server shutdown deadline, once a shutdown began.
+    shutdown: Option<Instant>,
+    config: StreamConfig,
+    info: ConnInfo,
+    _role: PhantomData<fn() -> R>,
+}
+
+impl<P: StreamProtocol, R: Role<P>> std::fmt::Debug for Connection<P, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.info.id)
+            .field("peer", &self.info.peer)
+            .field("phase", &self.phase)
+            .field("received", &self.rbuf.len())
+            .field("queued", &self.wbuf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
+    /// A plain (no TLS) connection, ready at once.
+    pub fn new(protocol: Arc<P>, config: StreamConfig, info: ConnInfo) -> Self {
+        let decoder = protocol.new_decoder();
+        Self {
+            protocol,
+            decoder,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            scratch: BytesMut::new(),
+            phase: Phase::Open,
+            recv: Recv::Idle,
+            ready: true,
+            eof: false,
+            closing: false,
+            shutdown: None,
+            config,
+            info,
+            _role: PhantomData,
+        }
+    }
+
+    /// A TLS connection; the handshake must finish within the configured timeout.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        now: Instant,
+        protocol: Arc<P>,
+        config: StreamConfig,
+        info: ConnInfo,
+        mut tls: TlsSession,
+    ) -> Self {
+        let deadline = now + config.tls_handshake_timeout;
+        let mut conn = Self::new(protocol, config, info);
+        tls.write_ciphertext(&mut conn.wbuf); // a client's hello
+        conn.tls = Some(tls);
+        conn.phase = Phase::Handshaking { deadline };
+        conn.ready = false;
+        conn
+    }
+
+    /// Who is at the other end; TLS details are filled in once the handshake is done.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// The settings this connection runs with.
+    pub fn config(&self) -> &StreamConfig {
+        &self.config
+    }
+
+    /// True once messages can flow (at once for plain TCP, after the TLS handshake).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// True once sends are refused: a close began, or the connection is closed.
+    pub fn is_closing(&self) -> bool {
+        self.closing || matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_))
+    }
+
+    /// True once the driver has been told to close the socket.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed(_))
+    }
+
+    /// True when no more requests will come: the peer sent EOF, a shutdown or close began.
+    pub fn is_input_finished(&self) -> bool {
+        self.eof || self.shutdown.is_some() || !matches!(self.phase, Phase::Open)
+    }
+
+    /// Bytes received and not yet decoded (a partial message, or messages not yet asked for).
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    fn fail(&mut self, now: Instant) {
+        // Flush what is queued (a TLS alert, earlier responses), then reset.
+        self.closing = true;
+        self.phase = Phase::Closing {
+            deadline: now + self.config.shutdown_timeout,
+            then: CloseHow::Abort,
+            await_close_notify: false,
+        };
+    }
+
+    /// Bytes read from the socket.
+    pub fn handle_read(&mut self, now: Instant, data: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            let res = tls.read_ciphertext(data, &mut self.rbuf);
+            tls.write_ciphertext(&mut self.wbuf);
+            if let Err(err) = res {
+                if matches!(self.phase, Phase::Handshaking { .. }) {
+                    tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, "error during TLS handshake");
+                } else {
+                    tracing::debug!(conn = %self.info.id, peer = %self.info.peer, error = %err, "TLS error");
+                }
+                self.rbuf.clear();
+                self.fail(now);
+                return;
+            }
+            if let Phase::Handshaking { .. } = self.phase
+                && !tls.is_handshaking()
+            {
+                self.phase = Phase::Open;
+                self.ready = true;
+                self.info.tls = Some(tls.info());
+            }
+            if tls.peer_closed() {
+                self.eof = true;
+            }
+            if matches!(self.phase, Phase::Closing { .. }) {
+                self.rbuf.clear(); // data after we closed is dropped
+            }
+            return;
+        }
+        if matches!(self.phase, Phase::Open) && !self.eof {
+            self.rbuf.extend_from_slice(data);
+        }
+    }
+
+    /// The peer closed its write side (read returned 0).
+    pub fn handle_eof(&mut self, now: Instant) {
+        let _ = now;
+        self.eof = true;
+        if let Phase::Handshaking { .. } = self.phase {
+            self.closing = true;
+            self.phase = Phase::Closed(CloseHow::Abort);
+        }
+    }
+
+    /// Reading or writing failed (reset, broken pipe): nothing more can be sent.
+    pub fn handle_io_error(&mut self, now: Instant) {
+        let _ = now;
+        self.eof = true;
+        self.closing = true;
+        self.wbuf.clear();
+        self.phase = Phase::Closed(CloseHow::Abort);
+    }
+
+    /// A deadline may have passed: the handshake's or the close's. Receive deadlines are
+    /// reported by [`poll_received`](Self::poll_received).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Handshaking { deadline } if now >= deadline => {
+                tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
+                self.closing = true;
+                self.wbuf.clear();
+                self.phase = Phase::Closed(CloseHow::Abort);
+            }
+            Phase::Closing { deadline, .. } if now >= deadline => {
+                self.wbuf.clear();
+                self.phase = Phase::Closed(CloseHow::Abort);
+            }
+            _ => {}
+        }
+    }
+
+    /// Arms a receive: the next [`poll_received`](Self::poll_received) returns a message, a
+    /// parse error, or a timeout once `timeout` has passed.
+    pub fn recv(&mut self, now: Instant, timeout: Option<Duration>) {
+        self.recv = Recv::Armed {
+            deadline: timeout.map(|t| now + t),
+        };
+    }
+
+    /// True while a receive is armed.
+    pub fn is_receiving(&self) -> bool {
+        matches!(self.recv, Recv::Armed { .. })
+    }
+
+    /// What the armed receive got, if anything yet. Complete messages already buffered come
+    /// first, even after EOF; then a timeout if the deadline has passed.
+    pub fn poll_received(&mut self, now: Instant) -> Option<Received<R::Incoming>> {
+        let Recv::Armed { deadline } = self.recv else {
+            return None;
+        };
+        if !self.ready || self.is_closed() {
+            return None;
+        }
+        let received = match R::decode(&self.protocol, &mut self.decoder, &mut self.rbuf) {
+            Ok(Some(item)) => Received::Request(item),
+            Err(err) => Received::ParseError(err),
+            Ok(None) => match deadline {
+                Some(d) if now >= d && !self.is_input_finished() => Received::Timeout,
+                _ => return None,
+            },
+        };
+        self.recv = Recv::Idle;
+        Some(received)
+    }
+
+    /// Encodes and queues one message.
+    pub fn send(&mut self, item: &R::Outgoing) -> Result<(), SendError> {
+        if self.is_closing() {
+            return Err(SendError::Closed);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            self.scratch.clear();
+            R::encode(&self.protocol, item, &mut self.scratch)?;
+            tls.write_plaintext(&self.scratch);
+            return Ok(());
+        }
+        R::encode(&self.protocol, item, &mut self.wbuf)?;
+        Ok(())
+    }
+
+    /// Bytes to write to the socket, in order; empty when nothing is queued.
+    pub fn transmit(&mut self) -> &[u8] {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            tls.write_ciphertext(&mut self.wbuf);
+        }
+        &self.wbuf
+    }
+
+    /// `n` bytes of [`transmit`](Self::transmit) were written.
+    pub fn advance(&mut self, n: usize) {
+        self.wbuf.advance(n.min(self.wbuf.len()));
+    }
+
+    /// Bytes queued for the socket.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// True when the driver should read from the socket.
+    pub fn wants_read(&self) -> bool {
+        match self.phase {
+            Phase::Handshaking { .. } => true,
+            Phase::Open => {
+                self.is_receiving()
+                    && !self.eof
+                    && self.shutdown.is_none()
+                    && self.wbuf.len() < self.config.write_high_water
+            }
+            Phase::Closing {
+                await_close_notify, ..
+            } => await_close_notify && !self.eof,
+            Phase::Closed(_) => false,
+        }
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) (or, for a receive
+    /// deadline, [`poll_received`](Self::poll_received)) has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshaking { deadline } | Phase::Closing { deadline, .. } => Some(deadline),
+            Phase::Open => match self.recv {
+                Recv::Armed { deadline } => deadline,
+                Recv::Idle => None,
+            },
+            Phase::Closed(_) => None,
+        }
+    }
+
+    /// Begins a graceful close: queued bytes are flushed (and TLS close_notify exchanged when
+    /// standard-compatible), bounded by the shutdown timeout; then the socket is closed.
+    pub fn close(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_)) {
+            return;
+        }
+        self.closing = true;
+        if let Phase::Handshaking { .. } = self.phase {
+            self.phase = Phase::Closed(CloseHow::Abort);
+            return;
+        }
+        let mut deadline = now + self.config.shutdown_timeout;
+        if let Some(d) = self.shutdown {
+            deadline = deadline.min(d);
+        }
+        let mut await_close_notify = false;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut()
+            && self.config.tls_standard_compatible
+        {
+            tls.send_close_notify();
+            await_close_notify = !self.eof;
+        }
+        self.rbuf.clear();
+        self.phase = Phase::Closing {
+            deadline,
+            then: CloseHow::Graceful,
+            await_close_notify,
+        };
+    }
+
+    /// Flushes what is queued, then closes with a reset (after a handler error).
+    pub fn close_abortively(&mut self, now: Instant) {
+        if !self.is_closed() {
+            self.rbuf.clear();
+            self.fail(now);
+        }
+    }
+
+    /// Drops everything and closes with a reset now.
+    pub fn abort(&mut self) {
+        self.closing = true;
+        self.wbuf.clear();
+        self.rbuf.clear();
+        self.phase = Phase::Closed(CloseHow::Abort);
+    }
+
+    /// A server shutdown began: read nothing more; the owner answers what is buffered and
+    /// closes by `deadline`. A connection still in its TLS handshake is dropped.
+    pub fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        let _ = now;
+        self.shutdown = Some(self.shutdown.map_or(deadline, |d| d.min(deadline)));
+        match &mut self.phase {
+            Phase::Handshaking { .. } => self.abort(),
+            Phase::Closing { deadline: d, .. } => *d = (*d).min(deadline),
+            Phase::Open | Phase::Closed(_) => {}
+        }
+    }
+
+    /// Marks the connection closing without closing it yet (sends are refused from now on).
+    pub fn mark_closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// `Some` once the driver must close the socket, and how; then on every later call.
+    pub fn poll_close(&mut self) -> Option<CloseHow> {
+        if let Phase::Closing {
+            then,
+            await_close_notify,
+            ..
+        } = self.phase
+        {
+            #[allow(unused_mut)]
+            let mut waiting = await_close_notify && !self.eof;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_mut() {
+                tls.write_ciphertext(&mut self.wbuf);
+                waiting &= !tls.peer_closed();
+            }
+            if self.wbuf.is_empty() && !waiting {
+                self.phase = Phase::Closed(then);
+            }
+        }
+        match self.phase {
+            Phase::Closed(how) => Some(how),
+            _ => None,
+        }
+    }
+}
+
+impl<P: StreamProtocol, R: Role<P>> ResponseSink<R::Outgoing> for Connection<P, R> {
+    fn send(&mut self, response: &R::Outgoing) -> Result<(), SendError> {
+        Connection::send(self, response)
+    }
+
+    fn is_closing(&self) -> bool {
+        Connection::is_closing(self)
+    }
+}
+
+impl<P: StreamProtocol, R: Role<P>> StreamSink<R::Outgoing> for Connection<P, R> {
+    fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+}

@@ -1,0 +1,308 @@
+//! [`Session`]: a [`Connection`] driven by a portable [`StreamHandler`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{CloseHow, Connection, ServerRole, StreamConfig};
+use crate::handler::{ConnInfo, HandlerError, Next, StreamContext, StreamHandler};
+use crate::protocol::StreamServerProtocol;
+#[cfg(feature = "tls")]
+use crate::tls::TlsSession;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the TLS handshake; no handler call yet.
+    Handshake,
+    /// `on_connection` ran; `handle` is called with each receive.
+    Running,
+    /// No more handler calls.
+    Finished,
+}
+
+/// One server-side connection with its handler: EasyNetwork's per-connection flow.
+///
+/// - After the handshake, `on_connection`; its error closes abortively without
+///   `on_disconnection`. A failed handshake calls nothing.
+/// - Then `handle` with each [`Received`](crate::handler::Received) while it returns
+///   `Next::Recv`; buffered complete requests are handled before reading more, strictly in
+///   order.
+/// - `on_disconnection` runs exactly once when the connection ends for any other reason:
+///   `Next::Close` (graceful close), peer EOF or reset, a handler error or panic (logged,
+///   then an abortive close after flushing earlier responses), or a server shutdown (after the
+///   requests already read were handled).
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use easynet_core::ConnId;
+/// use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+/// use easynet_core::protocol::Stream;
+/// use easynet_core::stream::{CloseHow, Session, StreamConfig};
+///
+/// struct Echo;
+/// impl StreamHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+///         if let Received::Request(line) = r { cx.send(&line)?; }
+///         Ok(Next::recv())
+///     }
+/// }
+///
+/// let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+/// let now = Instant::now();
+/// let info = ConnInfo::new(ConnId(1), addr, addr);
+/// let mut session = Session::new(now, Echo, Arc::new(Stream::lines()), StreamConfig::default(), info);
+/// session.handle_read(now, b"one\ntwo\n");
+/// assert_eq!(session.transmit(), b"one\ntwo\n");
+/// session.advance(8);
+/// session.handle_eof(now);
+/// assert_eq!(session.poll_close(), Some(CloseHow::Graceful));
+/// ```
+pub struct Session<H, P>
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    conn: Connection<P, ServerRole>,
+    handler: H,
+    stage: Stage,
+}
+
+impl<H, P> std::fmt::Debug for Session<H, P>
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conn", &self.conn)
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H, P> Session<H, P>
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    /// A plain connection; `on_connection` runs at once.
+    pub fn new(
+        now: Instant,
+        handler: H,
+        protocol: Arc<P>,
+        config: StreamConfig,
+        info: ConnInfo,
+    ) -> Self {
+        Self::start(now, handler, Connection::new(protocol, config, info))
+    }
+
+    /// A TLS connection; `on_connection` runs after the handshake.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        now: Instant,
+        handler: H,
+        protocol: Arc<P>,
+        config: StreamConfig,
+        info: ConnInfo,
+        tls: TlsSession,
+    ) -> Self {
+        Self::start(
+            now,
+            handler,
+            Connection::with_tls(now, protocol, config, info, tls),
+        )
+    }
+
+    fn start(now: Instant, handler: H, conn: Connection<P, ServerRole>) -> Self {
+        let mut session = Self {
+            conn,
+            handler,
+            stage: Stage::Handshake,
+        };
+        session.drive(now);
+        session
+    }
+
+    /// The connection machine.
+    pub fn connection(&self) -> &Connection<P, ServerRole> {
+        &self.conn
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Who is at the other end.
+    pub fn info(&self) -> &ConnInfo {
+        self.conn.info()
+    }
+
+    /// True once no handler call will happen any more.
+    pub fn is_finished(&self) -> bool {
+        self.stage == Stage::Finished
+    }
+
+    /// Bytes read from the socket.
+    pub fn handle_read(&mut self, now: Instant, data: &[u8]) {
+        self.conn.handle_read(now, data);
+        self.drive(now);
+    }
+
+    /// The peer closed its write side.
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.conn.handle_eof(now);
+        self.drive(now);
+    }
+
+    /// Reading or writing failed; the connection is gone.
+    pub fn handle_io_error(&mut self, now: Instant) {
+        self.conn.handle_io_error(now);
+        self.drive(now);
+    }
+
+    /// The time from [`poll_timeout`](Self::poll_timeout) has come (extra calls are harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+        self.drive(now);
+    }
+
+    /// A server shutdown began: requests already read are handled, then the connection
+    /// closes gracefully, abortively at `deadline` at the latest.
+    pub fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        self.conn.shutdown(now, deadline);
+        self.drive(now);
+    }
+
+    /// Bytes to write to the socket.
+    pub fn transmit(&mut self) -> &[u8] {
+        self.conn.transmit()
+    }
+
+    /// `n` bytes of [`transmit`](Self::transmit) were written.
+    pub fn advance(&mut self, n: usize) {
+        self.conn.advance(n);
+    }
+
+    /// True when the driver should read from the socket.
+    pub fn wants_read(&self) -> bool {
+        self.conn.wants_read()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// `Some` once the driver must close the socket, and how.
+    pub fn poll_close(&mut self) -> Option<CloseHow> {
+        // Every path into closing has already run `drive`, so the handler has been told.
+        self.conn.poll_close()
+    }
+
+    fn call(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut H, &mut StreamContext<'_, H::Response>) -> Result<Next, HandlerError>,
+    ) -> Result<Next, HandlerError> {
+        let mut cx = StreamContext {
+            sink: &mut self.conn,
+            now,
+        };
+        let handler = &mut self.handler;
+        match catch_unwind(AssertUnwindSafe(|| f(handler, &mut cx))) {
+            Ok(res) => res,
+            Err(panic) => Err(panic_message(panic).into()),
+        }
+    }
+
+    fn disconnect(&mut self, now: Instant) {
+        self.stage = Stage::Finished;
+        self.conn.mark_closing();
+        let mut cx = StreamContext {
+            sink: &mut self.conn,
+            now,
+        };
+        let handler = &mut self.handler;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnection(&mut cx))) {
+            let info = self.conn.info();
+            tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message(panic), "on_disconnection panicked");
+        }
+    }
+
+    fn failed(&mut self, now: Instant, err: &HandlerError, disconnect: bool) {
+        let info = self.conn.info();
+        tracing::error!(conn = %info.id, peer = %info.peer, error = %err, "exception occurred during processing of request");
+        if disconnect {
+            self.disconnect(now);
+        }
+        self.stage = Stage::Finished;
+        self.conn.close_abortively(now);
+    }
+
+    /// Runs handler calls until the handler waits for input the connection does not have.
+    fn drive(&mut self, now: Instant) {
+        loop {
+            match self.stage {
+                Stage::Finished => return,
+                Stage::Handshake => {
+                    if self.conn.is_ready() && !self.conn.is_closing() {
+                        self.stage = Stage::Running;
+                        match self.call(now, |h, cx| h.on_connection(cx)) {
+                            Ok(next) => self.apply(now, next),
+                            Err(err) => self.failed(now, &err, false),
+                        }
+                    } else {
+                        if self.conn.is_closing() {
+                            self.stage = Stage::Finished; // handshake failed: nobody to tell
+                        }
+                        return;
+                    }
+                }
+                Stage::Running => {
+                    if self.conn.is_closed() {
+                        self.disconnect(now);
+                        return;
+                    }
+                    match self.conn.poll_received(now) {
+                        Some(received) => match self.call(now, |h, cx| h.handle(cx, received)) {
+                            Ok(next) => self.apply(now, next),
+                            Err(err) => self.failed(now, &err, true),
+                        },
+                        None => {
+                            if self.conn.is_input_finished() {
+                                self.disconnect(now);
+                                self.conn.close(now);
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, now: Instant, next: Next) {
+        match next {
+            Next::Recv { timeout } => self.conn.recv(now, timeout),
+            Next::Close => {
+                self.disconnect(now);
+                self.conn.close(now);
+            }
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}
