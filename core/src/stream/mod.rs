@@ -51,6 +51,38 @@ pub struct StreamConfig {
     pub tls_standard_compatible: bool,
 }
 
+impl StreamConfig {
+    /// Sets [`read_size`](Self::read_size).
+    pub const fn with_read_size(mut self, bytes: usize) -> Self {
+        self.read_size = bytes;
+        self
+    }
+
+    /// Sets [`write_high_water`](Self::write_high_water).
+    pub const fn with_write_high_water(mut self, bytes: usize) -> Self {
+        self.write_high_water = bytes;
+        self
+    }
+
+    /// Sets [`tls_handshake_timeout`](Self::tls_handshake_timeout).
+    pub const fn with_tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tls_handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
+    pub const fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`tls_standard_compatible`](Self::tls_standard_compatible).
+    pub const fn with_tls_standard_compatible(mut self, on: bool) -> Self {
+        self.tls_standard_compatible = on;
+        self
+    }
+}
+
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CloseHow, Connection, ServerRole, StreamConfig};
-use crate::handler::{ConnInfo, HandlerError, Next, StreamContext, StreamHandler};
+use crate::handler::{ConnInfo, HandlerError, Next, Received, StreamContext, StreamHandler};
 use crate::protocol::StreamServerProtocol;
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
@@ -246,6 +246,7 @@ where
 
     /// Runs handler calls until the handler waits for input the connection does not have.
     fn drive(&mut self, now: Instant) {
+        let mut timed_out = false;
         loop {
             match self.stage {
                 Stage::Finished => return,
@@ -268,7 +269,14 @@ where
                         self.disconnect(now);
                         return;
                     }
-                    match self.conn.poll_received(now) {
+                    if timed_out && self.conn.poll_timeout().is_some_and(|t| t <= now) {
+                        // A handler that answers a timeout with another zero timeout would
+                        // spin here; hand control back and let the driver's timer call again.
+                        return;
+                    }
+                    let received = self.conn.poll_received(now);
+                    timed_out = matches!(received, Some(Received::Timeout));
+                    match received {
                         Some(received) => match self.call(now, |h, cx| h.handle(cx, received)) {
                             Ok(next) => self.apply(now, next),
                             Err(err) => self.failed(now, &err, true),

@@ -10,7 +10,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Self { now: Instant::now() }
+        Self {
+            now: Instant::now(),
+        }
     }
 
     pub fn now(&self) -> Instant {

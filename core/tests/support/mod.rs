@@ -3,3 +3,4 @@
 
 pub mod certs;
 pub mod clock;
+pub mod sim;
