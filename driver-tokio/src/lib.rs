@@ -1,8 +1,21 @@
 //! Async easynet servers and clients on tokio.
 //!
-//! This crate is a placeholder until the tokio driver lands; it re-exports the core so that
-//! the workspace layout is complete.
+//! [`AsyncTcpServer`] is EasyNetwork's AsyncTCPNetworkServer: a builder for the listening
+//! options (host forms, port 0, backlog, reuse_port, max_recv_size, TLS with its timeouts),
+//! `activate`, `serve_forever`, `shutdown`, `close`. Each connection is one tokio task that
+//! moves bytes between its socket and the core's [`Session`](easynet_core::stream::Session),
+//! which runs the portable handler; there is no second state machine here.
 
 #![deny(missing_docs)]
 
+mod bind;
+mod conn;
+mod error;
+mod event;
+mod tcp;
+
+pub use bind::{BindError, Host};
 pub use easynet_core as core;
+pub use error::{ConfigError, ServerError};
+pub use event::EventSet;
+pub use tcp::{AsyncTcpServer, TcpServerBuilder};

@@ -1,1 +1,103 @@
-//! Datagram endpoint. TODO(helper C).
+//! The datagram (UDP) endpoint: one routine per peer, a bounded queue of pending datagrams
+//! per peer, parse on demand, receive timeouts and idle eviction.
+//!
+//! Two layers:
+//!
+//! - [`PeerTable`] is the pure per-peer machine, generic over the payload. It decides which
+//!   routine gets which datagram when, owns the deadlines and counts drops. Both drivers use
+//!   it: the tokio driver, whose async handlers stay busy across awaits, drives it directly.
+//! - [`DatagramServer`] runs the portable synchronous
+//!   [`DatagramHandler`](crate::handler::DatagramHandler) on a [`PeerTable`]: datagrams in,
+//!   [`Output::Transmit`]s out, drained until [`Output::Idle`].
+//!
+//! Where we differ from EasyNetwork (whose per-client queue is unbounded): each peer's queue
+//! holds at most [`DatagramConfig::max_pending`] datagrams, more are dropped and counted,
+//! and peers idle for [`DatagramConfig::idle_timeout`] are forgotten (their handler dropped).
+
+mod peers;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::protocol::ConfigError;
+
+pub use peers::{
+    Arrival, DatagramStats, PeerEvent, PeerInfo, PeerTable, Recv, RoutineError, RoutineState,
+};
+pub use server::DatagramServer;
+
+/// Settings of a datagram endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatagramConfig {
+    /// Most datagrams queued per peer while its routine is busy; more are dropped. At least 1.
+    /// Default 1024.
+    pub max_pending: usize,
+    /// How long a peer with no active routine and nothing queued is kept before it is
+    /// evicted and its handler dropped. Default 120 s.
+    pub idle_timeout: Duration,
+}
+
+impl DatagramConfig {
+    /// Default of [`max_pending`](Self::max_pending).
+    pub const DEFAULT_MAX_PENDING: usize = 1024;
+    /// Default of [`idle_timeout`](Self::idle_timeout).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// This configuration with another queue bound.
+    pub fn with_max_pending(mut self, max_pending: usize) -> Self {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// This configuration with another idle timeout.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Checks the settings: `max_pending` must be at least 1.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_pending == 0 {
+            return Err(ConfigError::Zero {
+                what: "max_pending",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for DatagramConfig {
+    fn default() -> Self {
+        Self {
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// One datagram for the driver to send from the endpoint's socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer it goes to.
+    pub to: SocketAddr,
+    /// The whole datagram.
+    pub data: Bytes,
+}
+
+/// What [`DatagramServer::poll_output`] asks the driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send this datagram; responses come in the order the handlers sent them.
+    Transmit(Transmit),
+    /// Nothing more to do now: wait for a datagram, or until `next_timeout` and then call
+    /// [`DatagramServer::handle_timeout`]. Ends every drain loop.
+    Idle {
+        /// When the next timer is due, if any.
+        next_timeout: Option<Instant>,
+    },
+}

@@ -1,0 +1,505 @@
+//! [`PeerTable`]: per-peer routines, bounded pending queues, receive deadlines and idle
+//! eviction, generic over the payload so both drivers can use it.
+//!
+//! The table decides *who gets which datagram when*; it never runs a handler. Its caller
+//! runs the routine of a peer whenever the table hands it something (an [`Arrival`], a
+//! [`Recv`], the datagram returned by [`PeerTable::finish`] or a [`PeerEvent`]) and reports
+//! back what the routine does next ([`PeerTable::recv`] or [`PeerTable::finish`]).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::DatagramConfig;
+use crate::ConnId;
+use crate::protocol::ConfigError;
+
+/// Where a peer's routine stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutineState {
+    /// No routine is active; the queue is empty.
+    Idle,
+    /// The routine is busy (its handler is running); new datagrams are queued.
+    Running,
+    /// The routine waits for its next datagram, until `deadline` if there is one.
+    Waiting {
+        /// When [`PeerEvent::Timeout`] is due; `None` waits for ever (until shutdown).
+        deadline: Option<Instant>,
+    },
+}
+
+/// What happened to a datagram given to [`PeerTable::arrive`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Arrival<T> {
+    /// No routine was active: a new routine starts with this datagram and is now running.
+    Start(T),
+    /// The routine was waiting: it gets this datagram now and is running again.
+    Deliver(T),
+    /// The routine is busy: the datagram waits in the peer's queue.
+    Queued,
+    /// The peer's queue is full: the datagram was dropped and counted.
+    Dropped(T),
+    /// The table is shut down: the datagram was dropped and counted.
+    Closed(T),
+}
+
+/// What a routine gets when it asks for its next datagram with [`PeerTable::recv`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Recv<T> {
+    /// The oldest queued datagram.
+    Ready(T),
+    /// Nothing queued and a zero timeout: the wait timed out at once.
+    Timeout,
+    /// Nothing queued: the routine now waits; an [`Arrival::Deliver`] or a
+    /// [`PeerEvent::Timeout`] resumes it.
+    Waiting,
+    /// The table is shut down; the routine must end.
+    Closed,
+}
+
+/// What the table reports from timers and shutdown; drain with [`PeerTable::poll_event`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PeerEvent<U> {
+    /// The waiting routine of `peer` hit its deadline; it is running again and gets a timeout.
+    Timeout {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// `peer` was idle for the idle timeout and was forgotten; `state` is its user state.
+    Evicted {
+        /// The peer.
+        peer: SocketAddr,
+        /// The handle it had; a later datagram from it gets a new one.
+        id: ConnId,
+        /// Its per-peer user state, handed back so the caller can release it.
+        state: U,
+    },
+    /// Shutdown ended the routine of `peer`, which was waiting for a datagram.
+    Closed {
+        /// The peer.
+        peer: SocketAddr,
+    },
+}
+
+/// A misuse of the routine calls by the caller (never caused by peer input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoutineError {
+    /// The table has no such peer (never seen, or evicted).
+    #[error("unknown datagram peer {0}")]
+    UnknownPeer(SocketAddr),
+    /// The peer has no active routine.
+    #[error("datagram peer {0} has no active routine")]
+    NoRoutine(SocketAddr),
+    /// The peer's routine is already waiting for a datagram.
+    #[error("the routine of datagram peer {0} is already waiting")]
+    AlreadyWaiting(SocketAddr),
+}
+
+/// Counters of a [`PeerTable`] (and of the server built on it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatagramStats {
+    /// Datagrams dropped: queue full, arrived after shutdown, or still queued at shutdown.
+    pub dropped: u64,
+    /// Peers currently known.
+    pub peers: usize,
+    /// Peers evicted after being idle.
+    pub evicted: u64,
+    /// Datagrams waiting in all queues now.
+    pub queued: usize,
+}
+
+/// A snapshot of one peer, from [`PeerTable::peer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// The peer's handle.
+    pub id: ConnId,
+    /// Where its routine stands.
+    pub routine: RoutineState,
+    /// Datagrams waiting in its queue.
+    pub queued: usize,
+    /// Datagrams of this peer dropped because its queue was full.
+    pub dropped: u64,
+    /// The last arrival or routine call of this peer.
+    pub last_activity: Instant,
+}
+
+struct Peer<T, U> {
+    id: ConnId,
+    routine: RoutineState,
+    queue: VecDeque<T>,
+    dropped: u64,
+    last_activity: Instant,
+    // The one timer a peer can have: its wait deadline, or its eviction time when idle.
+    timer: Option<Instant>,
+    state: U,
+}
+
+/// The per-peer routine machine of a datagram endpoint.
+///
+/// Per peer (keyed by address): at most one active routine, a FIFO of at most
+/// [`max_pending`](DatagramConfig::max_pending) datagrams for it, a receive deadline and an
+/// idle-eviction time, and a user state `U` (made with `Default` when the peer first shows,
+/// dropped or handed back when it is evicted). `T` is the payload, usually the undecoded
+/// datagram, so that it is parsed only when delivered.
+///
+/// Every call takes the caller's `now`; [`poll_timeout`](Self::poll_timeout) says when to
+/// call [`handle_timeout`](Self::handle_timeout) next, and
+/// [`poll_event`](Self::poll_event) must be drained after each call.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use easynet_core::datagram::{Arrival, DatagramConfig, PeerTable, Recv};
+///
+/// let now = Instant::now();
+/// let peer = "127.0.0.1:4000".parse().unwrap();
+/// let mut table: PeerTable<&str> = PeerTable::new(DatagramConfig::default()).unwrap();
+/// assert_eq!(table.arrive(now, peer, "a"), Arrival::Start("a")); // routine runs with "a"
+/// assert_eq!(table.arrive(now, peer, "b"), Arrival::Queued); // busy: queued
+/// assert_eq!(table.recv(now, peer, None), Ok(Recv::Ready("b")));
+/// assert_eq!(table.recv(now, peer, Some(Duration::from_secs(1))), Ok(Recv::Waiting));
+/// assert_eq!(table.poll_timeout(), Some(now + Duration::from_secs(1)));
+/// ```
+pub struct PeerTable<T, U = ()> {
+    config: DatagramConfig,
+    peers: HashMap<SocketAddr, Peer<T, U>>,
+    timers: BTreeSet<(Instant, SocketAddr)>,
+    events: VecDeque<PeerEvent<U>>,
+    next_id: u64,
+    closed: bool,
+    dropped: u64,
+    evicted: u64,
+    queued: usize,
+}
+
+impl<T, U> std::fmt::Debug for PeerTable<T, U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTable")
+            .field("config", &self.config)
+            .field("closed", &self.closed)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, U: Default> PeerTable<T, U> {
+    /// An empty table; fails if the configuration is invalid.
+    pub fn new(config: DatagramConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            peers: HashMap::new(),
+            timers: BTreeSet::new(),
+            events: VecDeque::new(),
+            next_id: 0,
+            closed: false,
+            dropped: 0,
+            evicted: 0,
+            queued: 0,
+        })
+    }
+
+    /// A datagram `item` arrived from `peer`; says what became of it.
+    ///
+    /// A peer whose wait deadline has already passed gets its [`PeerEvent::Timeout`] first
+    /// (the datagram is then queued), so a late driver sees the same order as a punctual one.
+    pub fn arrive(&mut self, now: Instant, peer: SocketAddr, item: T) -> Arrival<T> {
+        if self.closed {
+            self.dropped += 1;
+            return Arrival::Closed(item);
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            let id = ConnId(self.next_id);
+            self.next_id += 1;
+            tracing::debug!(%peer, conn = %id, "new datagram peer");
+            self.peers.insert(
+                peer,
+                Peer {
+                    id,
+                    routine: RoutineState::Running,
+                    queue: VecDeque::new(),
+                    dropped: 0,
+                    last_activity: now,
+                    timer: None,
+                    state: U::default(),
+                },
+            );
+            return Arrival::Start(item);
+        };
+        p.last_activity = now;
+        match p.routine {
+            RoutineState::Idle => {
+                p.routine = RoutineState::Running;
+                set_timer(&mut self.timers, peer, p, None);
+                Arrival::Start(item)
+            }
+            RoutineState::Waiting { deadline } if deadline.is_some_and(|d| d <= now) => {
+                p.routine = RoutineState::Running;
+                set_timer(&mut self.timers, peer, p, None);
+                self.events.push_back(PeerEvent::Timeout { peer });
+                // The queue of a waiting routine is empty and max_pending >= 1.
+                p.queue.push_back(item);
+                self.queued += 1;
+                Arrival::Queued
+            }
+            RoutineState::Waiting { .. } => {
+                p.routine = RoutineState::Running;
+                set_timer(&mut self.timers, peer, p, None);
+                Arrival::Deliver(item)
+            }
+            RoutineState::Running if p.queue.len() < self.config.max_pending => {
+                p.queue.push_back(item);
+                self.queued += 1;
+                Arrival::Queued
+            }
+            RoutineState::Running => {
+                p.dropped += 1;
+                self.dropped += 1;
+                // Rate-limited: warn at the 1st, 2nd, 4th, 8th... drop of a peer.
+                if p.dropped.is_power_of_two() {
+                    tracing::warn!(%peer, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
+                        "datagram queue full, dropping datagrams");
+                } else {
+                    tracing::trace!(%peer, conn = %p.id, dropped = p.dropped, "datagram dropped");
+                }
+                Arrival::Dropped(item)
+            }
+        }
+    }
+}
+
+impl<T, U> PeerTable<T, U> {
+    /// The running routine of `peer` asks for its next datagram, waiting at most `timeout`.
+    ///
+    /// A queued datagram comes at once. With nothing queued, a zero timeout times out at
+    /// once; otherwise the routine waits (`None` waits until a datagram or shutdown).
+    pub fn recv(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> Result<Recv<T>, RoutineError> {
+        match timeout {
+            Some(t) if t.is_zero() => self.recv_until(now, peer, Some(now), true),
+            // An overflowing deadline is as good as none.
+            Some(t) => self.recv_until(now, peer, now.checked_add(t), false),
+            None => self.recv_until(now, peer, None, false),
+        }
+    }
+
+    /// Like a zero-timeout [`recv`](Self::recv), except that with nothing queued the routine
+    /// waits until the next [`handle_timeout`](Self::handle_timeout) (or a datagram) instead
+    /// of timing out at once. Drivers use it so a routine that keeps polling with a zero
+    /// timeout cannot spin inside one call.
+    pub fn recv_deferred(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+    ) -> Result<Recv<T>, RoutineError> {
+        self.recv_until(now, peer, Some(now), false)
+    }
+
+    fn recv_until(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        deadline: Option<Instant>,
+        immediate: bool,
+    ) -> Result<Recv<T>, RoutineError> {
+        if self.closed {
+            return Ok(Recv::Closed);
+        }
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RoutineError::UnknownPeer(peer))?;
+        match p.routine {
+            RoutineState::Idle => return Err(RoutineError::NoRoutine(peer)),
+            RoutineState::Waiting { .. } => return Err(RoutineError::AlreadyWaiting(peer)),
+            RoutineState::Running => {}
+        }
+        p.last_activity = now;
+        if let Some(item) = p.queue.pop_front() {
+            self.queued -= 1;
+            return Ok(Recv::Ready(item));
+        }
+        if immediate {
+            return Ok(Recv::Timeout);
+        }
+        p.routine = RoutineState::Waiting { deadline };
+        set_timer(&mut self.timers, peer, p, deadline);
+        Ok(Recv::Waiting)
+    }
+
+    /// The routine of `peer` ended (returned, failed, or was cancelled while waiting).
+    ///
+    /// Returns the next queued datagram, with which a new routine starts at once (and is
+    /// running), or `None` if the peer is now idle. After shutdown, always `None`.
+    pub fn finish(&mut self, now: Instant, peer: SocketAddr) -> Result<Option<T>, RoutineError> {
+        if self.closed {
+            return Ok(None);
+        }
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(RoutineError::UnknownPeer(peer))?;
+        if p.routine == RoutineState::Idle {
+            return Err(RoutineError::NoRoutine(peer));
+        }
+        p.last_activity = now;
+        if let Some(item) = p.queue.pop_front() {
+            self.queued -= 1;
+            p.routine = RoutineState::Running;
+            set_timer(&mut self.timers, peer, p, None);
+            return Ok(Some(item));
+        }
+        p.routine = RoutineState::Idle;
+        // Give back what a burst made the queue grow to.
+        p.queue.shrink_to(4);
+        let evict_at = now.checked_add(self.config.idle_timeout);
+        set_timer(&mut self.timers, peer, p, evict_at);
+        Ok(None)
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work: a
+    /// wait deadline or an idle eviction.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// Fires every timer due at `now`: waiting routines past their deadline get
+    /// [`PeerEvent::Timeout`] (and are running again), idle peers past the idle timeout are
+    /// evicted ([`PeerEvent::Evicted`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, peer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(p) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            p.timer = None;
+            match p.routine {
+                RoutineState::Waiting { .. } => {
+                    p.routine = RoutineState::Running;
+                    self.events.push_back(PeerEvent::Timeout { peer });
+                }
+                RoutineState::Idle => {
+                    if let Some(p) = self.peers.remove(&peer) {
+                        self.evicted += 1;
+                        tracing::debug!(%peer, conn = %p.id, "idle datagram peer evicted");
+                        self.events.push_back(PeerEvent::Evicted {
+                            peer,
+                            id: p.id,
+                            state: p.state,
+                        });
+                    }
+                }
+                // Running peers have no timer.
+                RoutineState::Running => {}
+            }
+        }
+    }
+
+    /// The next timer or shutdown event, if any; drain after every call that can make one.
+    pub fn poll_event(&mut self) -> Option<PeerEvent<U>> {
+        self.events.pop_front()
+    }
+
+    /// Ends everything: queued datagrams are dropped (and counted), waiting routines get
+    /// [`PeerEvent::Closed`], all peers and their user state are dropped. Later arrivals are
+    /// dropped; later [`recv`](Self::recv) calls give [`Recv::Closed`]. Idempotent.
+    pub fn shutdown(&mut self, now: Instant) {
+        let _ = now;
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut peers: Vec<_> = self.peers.drain().collect();
+        // Deterministic event order, whatever the hasher.
+        peers.sort_unstable_by_key(|(_, p)| p.id);
+        for (peer, p) in peers {
+            self.dropped += p.queue.len() as u64;
+            if !p.queue.is_empty() {
+                tracing::debug!(%peer, conn = %p.id, dropped = p.queue.len(), "queued datagrams dropped at shutdown");
+            }
+            if matches!(p.routine, RoutineState::Waiting { .. }) {
+                self.events.push_back(PeerEvent::Closed { peer });
+            }
+        }
+        self.queued = 0;
+        self.timers.clear();
+    }
+
+    /// True after [`shutdown`](Self::shutdown).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// A snapshot of `peer`, if known.
+    pub fn peer(&self, peer: SocketAddr) -> Option<PeerInfo> {
+        self.peers.get(&peer).map(|p| PeerInfo {
+            id: p.id,
+            routine: p.routine,
+            queued: p.queue.len(),
+            dropped: p.dropped,
+            last_activity: p.last_activity,
+        })
+    }
+
+    /// The user state of `peer`, if known.
+    pub fn state(&self, peer: SocketAddr) -> Option<&U> {
+        self.peers.get(&peer).map(|p| &p.state)
+    }
+
+    /// The user state of `peer`, mutably, if known.
+    pub fn state_mut(&mut self, peer: SocketAddr) -> Option<&mut U> {
+        self.peers.get_mut(&peer).map(|p| &mut p.state)
+    }
+
+    /// The number of known peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// True when no peer is known.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DatagramConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DatagramStats {
+        DatagramStats {
+            dropped: self.dropped,
+            peers: self.peers.len(),
+            evicted: self.evicted,
+            queued: self.queued,
+        }
+    }
+}
+
+fn set_timer<T, U>(
+    timers: &mut BTreeSet<(Instant, SocketAddr)>,
+    addr: SocketAddr,
+    p: &mut Peer<T, U>,
+    at: Option<Instant>,
+) {
+    if let Some(old) = p.timer.take() {
+        timers.remove(&(old, addr));
+    }
+    if let Some(at) = at {
+        timers.insert((at, addr));
+        p.timer = Some(at);
+    }
+}

@@ -1,0 +1,373 @@
+//! [`DatagramServer`]: the synchronous [`DatagramHandler`]s of a datagram endpoint, driven on
+//! a [`PeerTable`].
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::{
+    DatagramConfig, DatagramStats, Output, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
+};
+use crate::handler::{
+    ConnInfo, DatagramContext, DatagramHandler, Next, Received, ResponseSink, SendError, Service,
+};
+use crate::protocol::{ConfigError, DatagramServerProtocol};
+
+/// What resumes a routine: a datagram still to decode, or its timeout.
+enum Step {
+    Datagram(BytesMut),
+    Timeout,
+}
+
+/// A datagram endpoint running synchronous handlers: event in, action out.
+///
+/// Feed it what the socket and the clock bring ([`handle_datagram`](Self::handle_datagram),
+/// [`handle_timeout`](Self::handle_timeout), [`shutdown`](Self::shutdown)) and after each
+/// call drain [`poll_output`](Self::poll_output) until [`Output::Idle`], sending every
+/// [`Output::Transmit`] from the endpoint's socket.
+///
+/// Each peer gets one handler value, made by the service when the peer first shows and kept
+/// until the peer is evicted. Datagrams are decoded only when delivered; a decode error
+/// reaches the handler as [`Received::ParseError`]. A handler error or panic is logged and
+/// ends that routine only; the peer's next routine gets a fresh handler. `service_init` and
+/// `service_teardown` are the driver's business.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use bytes::BytesMut;
+/// use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
+/// use easynet_core::handler::{
+///     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received,
+/// };
+/// use easynet_core::protocol::Datagram;
+///
+/// struct Echo;
+///
+/// impl DatagramHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///
+///     fn handle(&mut self, cx: &mut DatagramContext<'_, String>, received: Received<String>) -> HandlerResult {
+///         if let Received::Request(text) = received {
+///             cx.send(&text.to_uppercase())?;
+///         }
+///         Ok(Next::Close) // one datagram per routine
+///     }
+/// }
+///
+/// let local = "127.0.0.1:9000".parse().unwrap();
+/// let peer = "127.0.0.1:40000".parse().unwrap();
+/// let mut server = DatagramServer::new(
+///     Arc::new(|_: &ConnInfo| Echo),
+///     Arc::new(Datagram::lines()),
+///     local,
+///     DatagramConfig::default(),
+/// )
+/// .unwrap();
+///
+/// let now = Instant::now();
+/// server.handle_datagram(now, peer, BytesMut::from(&b"hello\n"[..]));
+/// let mut sent = Vec::new();
+/// loop {
+///     match server.poll_output() {
+///         Output::Transmit(t) => sent.push((t.to, t.data)),
+///         Output::Idle { .. } => break,
+///         _ => unreachable!(),
+///     }
+/// }
+/// assert_eq!(sent, vec![(peer, bytes::Bytes::from_static(b"HELLO"))]);
+/// ```
+pub struct DatagramServer<S: Service, P> {
+    service: Arc<S>,
+    protocol: Arc<P>,
+    local: SocketAddr,
+    // The user state of a peer is its handler; `None` until made, or after it failed.
+    table: PeerTable<BytesMut, Option<S::Handler>>,
+    out: VecDeque<Transmit>,
+    closing: bool,
+}
+
+impl<S: Service, P> std::fmt::Debug for DatagramServer<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatagramServer")
+            .field("local", &self.local)
+            .field("closing", &self.closing)
+            .field("table", &self.table)
+            .field("pending_transmits", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P> DatagramServer<S, P>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    /// A server for the endpoint bound at `local`; fails if `config` is invalid.
+    pub fn new(
+        service: Arc<S>,
+        protocol: Arc<P>,
+        local: SocketAddr,
+        config: DatagramConfig,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service,
+            protocol,
+            local,
+            table: PeerTable::new(config)?,
+            out: VecDeque::new(),
+            closing: false,
+        })
+    }
+
+    /// A datagram `data` arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+        match self.table.arrive(now, from, data) {
+            super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
+                self.drive(now, from, Step::Datagram(d));
+            }
+            // Queued behind a deadline that had passed unnoticed: the timeout goes first.
+            _ => self.process_events(now),
+        }
+    }
+
+    /// The clock reached `now`: fires due receive timeouts and evicts idle peers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.table.handle_timeout(now);
+        self.process_events(now);
+    }
+
+    /// Stops serving: queued datagrams are dropped, waiting routines end, every handler is
+    /// dropped and no handler is called again. Responses already queued can still be
+    /// drained. Idempotent.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.closing = true;
+        self.table.shutdown(now);
+        self.process_events(now);
+    }
+
+    /// True once [`shutdown`](Self::shutdown) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The next thing for the driver to do; [`Output::Idle`] ends each drain loop.
+    pub fn poll_output(&mut self) -> Output {
+        match self.out.pop_front() {
+            Some(t) => Output::Transmit(t),
+            None => Output::Idle {
+                next_timeout: self.table.poll_timeout(),
+            },
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.table.poll_timeout()
+    }
+
+    /// The endpoint's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Datagrams dropped so far (queue full, or discarded by shutdown).
+    pub fn drops(&self) -> u64 {
+        self.table.stats().dropped
+    }
+
+    /// All counters.
+    pub fn stats(&self) -> DatagramStats {
+        self.table.stats()
+    }
+
+    /// A snapshot of `peer`, if known.
+    pub fn peer(&self, peer: SocketAddr) -> Option<PeerInfo> {
+        self.table.peer(peer)
+    }
+
+    fn process_events(&mut self, now: Instant) {
+        while let Some(event) = self.table.poll_event() {
+            match event {
+                PeerEvent::Timeout { peer } => self.drive(now, peer, Step::Timeout),
+                // Dropping the state drops the peer's handler.
+                PeerEvent::Evicted { .. } | PeerEvent::Closed { .. } => {}
+            }
+        }
+    }
+
+    /// Runs the routine of `peer` from `step` until it waits or the peer goes idle. Bounded:
+    /// it consumes only what is queued now, and a repeated zero-timeout poll is deferred.
+    fn drive(&mut self, now: Instant, peer: SocketAddr, mut step: Step) {
+        let mut immediate_timeouts = 0u32;
+        loop {
+            if self.closing {
+                return;
+            }
+            let Some(id) = self.table.peer(peer).map(|p| p.id) else {
+                return;
+            };
+            let info = ConnInfo::new(id, peer, self.local);
+            let Some(slot) = self.table.state_mut(peer) else {
+                return;
+            };
+            let received = match step {
+                Step::Datagram(data) => match self.protocol.decode_request(data) {
+                    Ok(request) => Received::Request(request),
+                    Err(e) => Received::ParseError(e),
+                },
+                Step::Timeout => Received::Timeout,
+            };
+            let mut sink = Outbox {
+                protocol: &*self.protocol,
+                to: peer,
+                out: &mut self.out,
+                closing: self.closing,
+            };
+            let service = &*self.service;
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let handler = slot.get_or_insert_with(|| service.new_handler(&info));
+                let mut cx = DatagramContext {
+                    sink: &mut sink,
+                    info: &info,
+                    now,
+                };
+                handler.handle(&mut cx, received)
+            }));
+            let next = match result {
+                Ok(Ok(next)) => next,
+                Ok(Err(error)) => {
+                    if matches!(error.downcast_ref::<SendError>(), Some(SendError::Closed)) {
+                        tracing::warn!(%peer, conn = %id, "datagram handler used a closed client");
+                    } else {
+                        tracing::error!(%peer, conn = %id, %error, "error in datagram handler");
+                    }
+                    *slot = None;
+                    Next::Close
+                }
+                Err(panic) => {
+                    tracing::error!(%peer, conn = %id, panic = panic_message(&*panic), "datagram handler panicked");
+                    *slot = None;
+                    Next::Close
+                }
+            };
+            let resumed = match next {
+                Next::Recv { timeout } => {
+                    let r = if timeout.is_some_and(|t| t.is_zero()) && immediate_timeouts > 0 {
+                        self.table.recv_deferred(now, peer)
+                    } else {
+                        self.table.recv(now, peer, timeout)
+                    };
+                    match r {
+                        Ok(Recv::Ready(data)) => Some(Step::Datagram(data)),
+                        Ok(Recv::Timeout) => {
+                            immediate_timeouts += 1;
+                            Some(Step::Timeout)
+                        }
+                        _ => None,
+                    }
+                }
+                Next::Close => self
+                    .table
+                    .finish(now, peer)
+                    .ok()
+                    .flatten()
+                    .map(Step::Datagram),
+            };
+            match resumed {
+                Some(s) => step = s,
+                None => return,
+            }
+        }
+    }
+}
+
+/// The sink a handler's context sends into during one call.
+struct Outbox<'a, P> {
+    protocol: &'a P,
+    to: SocketAddr,
+    out: &'a mut VecDeque<Transmit>,
+    closing: bool,
+}
+
+impl<P: DatagramServerProtocol> ResponseSink<P::Response> for Outbox<'_, P> {
+    fn send(&mut self, response: &P::Response) -> Result<(), SendError> {
+        if self.closing {
+            return Err(SendError::Closed);
+        }
+        let mut data = BytesMut::new();
+        self.protocol.encode_response(response, &mut data)?;
+        self.out.push_back(Transmit {
+            to: self.to,
+            data: data.freeze(),
+        });
+        Ok(())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Datagram, SerializeError};
+
+    #[test]
+    fn outbox_refuses_sends_once_closing() {
+        let protocol = Datagram::lines();
+        let mut out = VecDeque::new();
+        let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut sink = Outbox {
+            protocol: &protocol,
+            to,
+            out: &mut out,
+            closing: true,
+        };
+        assert!(sink.is_closing());
+        assert!(matches!(
+            sink.send(&"x".to_string()),
+            Err(SendError::Closed)
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn outbox_reports_serialize_errors_and_queues_nothing() {
+        let protocol = Datagram::lines();
+        let mut out = VecDeque::new();
+        let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut sink = Outbox {
+            protocol: &protocol,
+            to,
+            out: &mut out,
+            closing: false,
+        };
+        let huge = "x".repeat(crate::protocol::MAX_DATAGRAM_SIZE + 1);
+        assert!(matches!(
+            sink.send(&huge),
+            Err(SendError::Serialize(SerializeError::TooLarge { .. }))
+        ));
+        sink.send(&"ok".to_string()).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].data[..], b"ok");
+    }
+}

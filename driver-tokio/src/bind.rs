@@ -1,0 +1,170 @@
+//! Listener sockets: host forms, resolution and socket options, built with socket2.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Where a server listens: one name, several, or every interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// Every interface: `0.0.0.0` and `::` (one listener each).
+    All,
+    /// One host name or address; a name may resolve to several addresses.
+    Name(String),
+    /// Several names; results are de-duplicated and sorted, one listener per address.
+    List(Vec<String>),
+}
+
+impl From<&str> for Host {
+    fn from(name: &str) -> Self {
+        if name.is_empty() {
+            Host::All
+        } else {
+            Host::Name(name.to_owned())
+        }
+    }
+}
+
+impl From<String> for Host {
+    fn from(name: String) -> Self {
+        Host::from(name.as_str())
+    }
+}
+
+impl<S: Into<String>> From<Vec<S>> for Host {
+    fn from(names: Vec<S>) -> Self {
+        Host::List(names.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Socket options applied to listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenOptions {
+    pub backlog: i32,
+    pub reuse_port: bool,
+}
+
+/// A bind failure for one address.
+#[derive(Debug, thiserror::Error)]
+#[error("error while attempting to bind on address {addr}: {source}")]
+pub struct BindError {
+    /// The address that could not be bound.
+    pub addr: SocketAddr,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Resolves `host` with `port` into the sorted, de-duplicated addresses to bind.
+pub(crate) fn resolve(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs: Vec<SocketAddr> = match host {
+        Host::All => vec![
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        ],
+        Host::Name(name) => (name.as_str(), port).to_socket_addrs()?.collect(),
+        Host::List(names) => {
+            let mut all = Vec::new();
+            for name in names {
+                all.extend((name.as_str(), port).to_socket_addrs()?);
+            }
+            all
+        }
+    };
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "host resolved to no address",
+        ));
+    }
+    Ok(addrs)
+}
+
+fn socket(addr: SocketAddr, ty: Type, protocol: Protocol, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        #[cfg(all(
+            unix,
+            not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+        ))]
+        socket.set_reuse_port(true)?;
+        #[cfg(not(all(
+            unix,
+            not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+        )))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "reuse_port not supported on this platform",
+        ));
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Binds one TCP listener per address; on any failure closes them all and reports every error.
+pub(crate) fn tcp_listeners(
+    addrs: &[SocketAddr],
+    opts: ListenOptions,
+) -> Result<Vec<std::net::TcpListener>, Vec<BindError>> {
+    let mut listeners = Vec::new();
+    let mut errors = Vec::new();
+    for &addr in addrs {
+        let res = socket(addr, Type::STREAM, Protocol::TCP, opts.reuse_port).and_then(|s| {
+            #[cfg(not(windows))]
+            s.set_reuse_address(true)?;
+            s.bind(&SockAddr::from(addr))?;
+            s.listen(opts.backlog)?;
+            Ok(std::net::TcpListener::from(s))
+        });
+        match res {
+            Ok(l) => listeners.push(l),
+            Err(source) => errors.push(BindError { addr, source }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(listeners)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Binds one UDP socket per address (no SO_REUSEADDR, as EasyNetwork).
+pub(crate) fn udp_sockets(
+    addrs: &[SocketAddr],
+    reuse_port: bool,
+) -> Result<Vec<std::net::UdpSocket>, Vec<BindError>> {
+    let mut sockets = Vec::new();
+    let mut errors = Vec::new();
+    for &addr in addrs {
+        let res = socket(addr, Type::DGRAM, Protocol::UDP, reuse_port).and_then(|s| {
+            s.bind(&SockAddr::from(addr))?;
+            Ok(std::net::UdpSocket::from(s))
+        });
+        match res {
+            Ok(s) => sockets.push(s),
+            Err(source) => errors.push(BindError { addr, source }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(sockets)
+    } else {
+        Err(errors)
+    }
+}
+
+/// TCP_NODELAY and SO_KEEPALIVE on an accepted connection; errors are ignored (EasyNetwork).
+pub(crate) fn tune_accepted(stream: &tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_keepalive(true);
+}
+
+/// Closes with RST: SO_LINGER {on, 0}.
+pub(crate) fn set_abortive(stream: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+}

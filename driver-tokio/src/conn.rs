@@ -1,0 +1,141 @@
+//! The task that drives one accepted connection: socket readiness in, [`Session`] out.
+
+use std::cell::RefCell;
+use std::io;
+use std::time::Instant;
+
+use easynet_core::handler::StreamHandler;
+use easynet_core::protocol::StreamServerProtocol;
+use easynet_core::stream::{CloseHow, Session};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::bind::set_abortive;
+
+thread_local! {
+    // One read buffer per worker thread, not per connection: an idle connection costs no
+    // read buffer. Safe because nothing awaits between the read and `handle_read`.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The driver's clock: tokio's, so paused-time tests work.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Reads what is available into the session; false when the socket would block.
+pub(crate) fn read_into<F>(stream: &TcpStream, read_size: usize, mut feed: F) -> bool
+where
+    F: FnMut(io::Result<&[u8]>),
+{
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.len() < read_size {
+            buf.resize(read_size, 0);
+        }
+        match stream.try_read(&mut buf[..read_size]) {
+            Ok(n) => {
+                feed(Ok(&buf[..n]));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(e) => {
+                feed(Err(e));
+                true
+            }
+        }
+    })
+}
+
+/// Drives `session` over `stream` until the session says how to close, then closes.
+pub(crate) async fn drive<H, P>(
+    stream: TcpStream,
+    mut session: Session<H, P>,
+    mut shutdown: watch::Receiver<Option<Instant>>,
+) -> CloseHow
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    let mut shutdown_seen = false;
+    loop {
+        // Write what is queued until done or the socket would block.
+        loop {
+            let data = session.transmit();
+            if data.is_empty() {
+                break;
+            }
+            match stream.try_write(data) {
+                Ok(n) => session.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    session.handle_io_error(now());
+                    break;
+                }
+            }
+        }
+        if let Some(how) = session.poll_close() {
+            close(stream, how).await;
+            return how;
+        }
+        if !shutdown_seen && let Some(deadline) = *shutdown.borrow_and_update() {
+            shutdown_seen = true;
+            session.shutdown(now(), deadline);
+            continue;
+        }
+        let want_write = !session.transmit().is_empty();
+        let want_read = session.wants_read();
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            res = shutdown.changed(), if !shutdown_seen => {
+                if res.is_err() {
+                    // The server is gone without a shutdown: stop now.
+                    session.shutdown(now(), now());
+                    shutdown_seen = true;
+                }
+            }
+            res = stream.readable(), if want_read => {
+                if res.is_err() {
+                    session.handle_io_error(now());
+                    continue;
+                }
+                let read_size = session.connection().config().read_size;
+                read_into(&stream, read_size, |r| match r {
+                    Ok([]) => session.handle_eof(now()),
+                    Ok(data) => session.handle_read(now(), data),
+                    Err(_) => session.handle_io_error(now()),
+                });
+            }
+            res = stream.writable(), if want_write => {
+                if res.is_err() {
+                    session.handle_io_error(now());
+                }
+            }
+            () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
+            else => {
+                // Nothing can happen any more (should not occur): do not hang.
+                tracing::debug!("connection has nothing to wait for; closing");
+                session.shutdown(now(), now());
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+
+/// Closes the socket the way the session asked.
+pub(crate) async fn close(mut stream: TcpStream, how: CloseHow) {
+    match how {
+        CloseHow::Graceful => {
+            let _ = stream.shutdown().await;
+        }
+        CloseHow::Abort => set_abortive(&stream),
+    }
+}

@@ -1,0 +1,50 @@
+//! Errors of the async servers and clients.
+
+use easynet_core::handler::HandlerError;
+
+use crate::bind::BindError;
+
+/// Why a server could not be activated or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The server was closed; it cannot be activated or served again.
+    #[error("server is closed")]
+    Closed,
+    /// Another `serve_forever` is starting or running.
+    #[error("server is already running")]
+    AlreadyRunning,
+    /// The host could not be resolved.
+    #[error("cannot resolve host: {0}")]
+    Resolve(#[source] std::io::Error),
+    /// Binding failed on some addresses; nothing was left bound.
+    #[error("error when trying to create listeners: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Bind(Vec<BindError>),
+    /// `service_init` failed; the run did not start.
+    #[error("service_init failed: {0}")]
+    ServiceInit(#[source] HandlerError),
+    /// A listener failed with an error that is not about one connection or capacity.
+    #[error("listener failed: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+impl From<easynet_core::lifecycle::ServerError> for ServerError {
+    fn from(e: easynet_core::lifecycle::ServerError) -> Self {
+        match e {
+            easynet_core::lifecycle::ServerError::AlreadyRunning => ServerError::AlreadyRunning,
+            _ => ServerError::Closed,
+        }
+    }
+}
+
+/// A builder setting is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_recv_size` must be strictly positive.
+    #[error("'max_recv_size' must be a strictly positive integer")]
+    MaxRecvSize,
+    /// A TLS option was given without a TLS configuration.
+    #[error("{0} is only meaningful with tls")]
+    TlsOptionWithoutTls(&'static str),
+}

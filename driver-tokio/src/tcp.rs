@@ -1,0 +1,560 @@
+//! [`AsyncTcpServer`]: EasyNetwork's AsyncTCPNetworkServer on tokio.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use easynet_core::ConnId;
+use easynet_core::accept::{AcceptAction, AcceptGate};
+use easynet_core::handler::{ConnInfo, Service, StreamHandler};
+use easynet_core::lifecycle::{Activation, Lifecycle};
+use easynet_core::protocol::StreamServerProtocol;
+use easynet_core::stream::{Session, StreamConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::bind::{self, Host, ListenOptions};
+use crate::conn::{self, now};
+use crate::{ConfigError, EventSet, ServerError};
+
+/// Settings of an [`AsyncTcpServer`]; made by [`TcpServerBuilder`].
+#[derive(Debug, Clone)]
+struct TcpConfig {
+    host: Host,
+    port: u16,
+    backlog: i32,
+    reuse_port: bool,
+    log_client_connection: bool,
+    stream: StreamConfig,
+    shutdown_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Builds an [`AsyncTcpServer`]; every setting has EasyNetwork's default.
+#[derive(Debug)]
+pub struct TcpServerBuilder<S, P> {
+    service: S,
+    protocol: P,
+    cfg: TcpConfig,
+    tls_options: Vec<&'static str>,
+}
+
+impl<S, P> TcpServerBuilder<S, P>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    /// Listens on one host name or address (may resolve to several addresses).
+    pub fn host(mut self, host: impl Into<Host>) -> Self {
+        self.cfg.host = host.into();
+        self
+    }
+
+    /// Listens on several hosts, one listener per resolved address.
+    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Listens on every interface (`0.0.0.0` and `::`).
+    pub fn all_interfaces(mut self) -> Self {
+        self.cfg.host = Host::All;
+        self
+    }
+
+    /// The port; 0 picks a free one per listener. Default 0.
+    pub fn port(mut self, port: u16) -> Self {
+        self.cfg.port = port;
+        self
+    }
+
+    /// The listen backlog; default 100.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.cfg.backlog = backlog;
+        self
+    }
+
+    /// Sets SO_REUSEPORT on the listeners; default off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.cfg.reuse_port = on;
+        self
+    }
+
+    /// Bytes read per socket read; default 16 KiB; must be positive.
+    pub fn max_recv_size(mut self, bytes: usize) -> Self {
+        self.cfg.stream.read_size = bytes;
+        self
+    }
+
+    /// Logs connects and disconnects at INFO (default) rather than DEBUG.
+    pub fn log_client_connection(mut self, on: bool) -> Self {
+        self.cfg.log_client_connection = on;
+        self
+    }
+
+    /// How long a shutdown waits for connections to finish; default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Any other per-connection setting (write high-water mark, ...).
+    pub fn stream_config(mut self, config: StreamConfig) -> Self {
+        self.cfg.stream = config;
+        self
+    }
+
+    /// Serves TLS with this rustls configuration.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.cfg.tls = Some(config);
+        self
+    }
+
+    /// TLS handshake deadline; default 60 s. Only with [`tls`](Self::tls).
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.stream.tls_handshake_timeout = timeout;
+        self.tls_options.push("tls_handshake_timeout");
+        self
+    }
+
+    /// TLS close deadline; default 30 s. Only with [`tls`](Self::tls).
+    pub fn tls_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.stream.shutdown_timeout = timeout;
+        self.tls_options.push("tls_shutdown_timeout");
+        self
+    }
+
+    /// Exchange close_notify on close; default true. Only with [`tls`](Self::tls).
+    pub fn tls_standard_compatible(mut self, on: bool) -> Self {
+        self.cfg.stream.tls_standard_compatible = on;
+        self.tls_options.push("tls_standard_compatible");
+        self
+    }
+
+    /// Checks the settings and makes the server (nothing is bound yet).
+    pub fn build(self) -> Result<AsyncTcpServer<S, P>, ConfigError> {
+        if self.cfg.stream.read_size == 0 {
+            return Err(ConfigError::MaxRecvSize);
+        }
+        #[cfg(feature = "tls")]
+        let has_tls = self.cfg.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let has_tls = false;
+        if let Some(opt) = self.tls_options.first().filter(|_| !has_tls) {
+            return Err(ConfigError::TlsOptionWithoutTls(opt));
+        }
+        Ok(AsyncTcpServer {
+            inner: Arc::new(Shared {
+                service: Arc::new(self.service),
+                protocol: Arc::new(self.protocol),
+                cfg: self.cfg,
+                state: Mutex::new(State {
+                    lifecycle: Lifecycle::new(),
+                    listeners: Vec::new(),
+                    run: None,
+                }),
+                closed: CancellationToken::new(),
+                next_conn: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+struct State {
+    lifecycle: Lifecycle,
+    listeners: Vec<Arc<TcpListener>>,
+    run: Option<Run>,
+}
+
+struct Run {
+    cancel: CancellationToken,
+    done: watch::Receiver<bool>,
+}
+
+struct Shared<S, P> {
+    service: Arc<S>,
+    protocol: Arc<P>,
+    cfg: TcpConfig,
+    state: Mutex<State>,
+    /// Cancelled by `close`: accept loops drop their listeners.
+    closed: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+/// An async TCP (optionally TLS) server running portable [`StreamHandler`]s, one tokio task
+/// per connection.
+///
+/// ```no_run
+/// use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+/// use easynet_core::protocol::Stream;
+/// use easynet_tokio::AsyncTcpServer;
+///
+/// struct Echo;
+/// impl StreamHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+///         if let Received::Request(line) = r { cx.send(&line)?; }
+///         Ok(Next::recv())
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = AsyncTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
+///     .host("127.0.0.1")
+///     .port(9000)
+///     .build()?;
+/// server.serve_forever(()).await?;
+/// # Ok(()) }
+/// ```
+pub struct AsyncTcpServer<S, P> {
+    inner: Arc<Shared<S, P>>,
+}
+
+impl<S, P> Clone for AsyncTcpServer<S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, P> std::fmt::Debug for AsyncTcpServer<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTcpServer")
+            .field("config", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P> AsyncTcpServer<S, P>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    /// Starts building a server for `protocol`, making handlers with `service`.
+    pub fn builder(protocol: P, service: S) -> TcpServerBuilder<S, P> {
+        TcpServerBuilder {
+            service,
+            protocol,
+            cfg: TcpConfig {
+                host: Host::Name("localhost".into()),
+                port: 0,
+                backlog: 100,
+                reuse_port: false,
+                log_client_connection: true,
+                stream: StreamConfig::default(),
+                shutdown_timeout: Duration::from_secs(30),
+                #[cfg(feature = "tls")]
+                tls: None,
+            },
+            tls_options: Vec::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent in a way that
+        // matters more than refusing to serve; keep going.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds the listeners; idempotent. Fails with [`ServerError::Closed`] after `close`.
+    pub async fn activate(&self) -> Result<(), ServerError> {
+        let mut state = self.lock();
+        match state.lifecycle.activate()? {
+            Activation::AlreadyActive => Ok(()),
+            Activation::Bind => self.bind(&mut state),
+        }
+    }
+
+    fn bind(&self, state: &mut State) -> Result<(), ServerError> {
+        let cfg = &self.inner.cfg;
+        let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
+        let opts = ListenOptions {
+            backlog: cfg.backlog,
+            reuse_port: cfg.reuse_port,
+        };
+        let listeners = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
+        let mut tokio_listeners = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            tokio_listeners.push(Arc::new(
+                TcpListener::from_std(l).map_err(ServerError::Listener)?,
+            ));
+        }
+        state.listeners = tokio_listeners;
+        state.lifecycle.activated();
+        Ok(())
+    }
+
+    /// True while listeners are bound (after activation, until close).
+    pub fn is_listening(&self) -> bool {
+        self.lock().lifecycle.is_listening()
+    }
+
+    /// True while `serve_forever` is accepting.
+    pub fn is_serving(&self) -> bool {
+        self.lock().lifecycle.is_serving()
+    }
+
+    /// The bound addresses; empty before activation and after close.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let state = self.lock();
+        if !state.lifecycle.is_listening() {
+            return Vec::new();
+        }
+        state
+            .listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The listener sockets (for `getsockopt` through `socket2::SockRef`); same rule as
+    /// [`addresses`](Self::addresses).
+    pub fn sockets(&self) -> Vec<Arc<TcpListener>> {
+        let state = self.lock();
+        if !state.lifecycle.is_listening() {
+            return Vec::new();
+        }
+        state.listeners.clone()
+    }
+
+    /// Closes the listeners for good. Connections already accepted are served until they
+    /// end; a running `serve_forever` returns then. Idempotent.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.lifecycle.close();
+        state.listeners.clear();
+        self.inner.closed.cancel();
+    }
+
+    /// Stops a running `serve_forever`: stops accepting, lets connections answer what they
+    /// have read and close (reset at the shutdown timeout), then returns. Listeners stay
+    /// bound, so the server can serve again. Without a run it returns at once.
+    pub async fn shutdown(&self) {
+        let mut done = {
+            let mut state = self.lock();
+            let Some(run) = state.run.as_ref() else {
+                return;
+            };
+            let (cancel, done) = (run.cancel.clone(), run.done.clone());
+            let _ = state
+                .lifecycle
+                .shutdown(now(), self.inner.cfg.shutdown_timeout);
+            cancel.cancel();
+            done
+        };
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// Serves until [`shutdown`](Self::shutdown) (or until closed and every connection
+    /// ended). Activates first if needed; sets `is_up` once accepting.
+    pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+        let (cancel, done_tx, listeners) = {
+            let mut state = self.lock();
+            if state.lifecycle.begin_serve()? == Activation::Bind
+                && let Err(e) = self.bind(&mut state)
+            {
+                state.lifecycle.activation_failed();
+                state.lifecycle.stopped();
+                return Err(e);
+            }
+            let cancel = CancellationToken::new();
+            let (done_tx, done) = watch::channel(false);
+            state.run = Some(Run {
+                cancel: cancel.clone(),
+                done,
+            });
+            (cancel, done_tx, state.listeners.clone())
+        };
+        let result = self.run(&cancel, listeners, is_up).await;
+        {
+            let mut state = self.lock();
+            state.lifecycle.stopped();
+            state.run = None;
+        }
+        done_tx.send_replace(true);
+        result
+    }
+
+    async fn run(
+        &self,
+        cancel: &CancellationToken,
+        listeners: Vec<Arc<TcpListener>>,
+        is_up: impl EventSet,
+    ) -> Result<(), ServerError> {
+        let service = self.inner.service.clone();
+        service.service_init().map_err(ServerError::ServiceInit)?;
+        if cancel.is_cancelled() {
+            service.service_teardown();
+            return Ok(());
+        }
+        let addrs: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!("Start serving at {}", addrs.join(", "));
+        let (shutdown_tx, shutdown_rx) = watch::channel(None);
+        let conns = TaskTracker::new();
+        let mut accepts = JoinSet::new();
+        for listener in listeners {
+            let this = self.clone();
+            let (cancel, conns, rx) = (cancel.clone(), conns.clone(), shutdown_rx.clone());
+            accepts.spawn(async move { this.accept_loop(listener, cancel, conns, rx).await });
+        }
+        self.lock().lifecycle.serving();
+        is_up.set();
+
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                joined = accepts.join_next() => match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => { failure = Some(e); break }
+                    Some(Err(e)) => { failure = Some(ServerError::Listener(std::io::Error::other(e))); break }
+                    None => {
+                        // Closed: serve the remaining connections until they end.
+                        conns.close();
+                        tokio::select! {
+                            () = conns.wait() => break,
+                            () = cancel.cancelled() => break,
+                        }
+                    }
+                },
+            }
+        }
+        tracing::info!("Server loop break, waiting for remaining tasks...");
+        accepts.shutdown().await;
+        let deadline = now() + self.inner.cfg.shutdown_timeout;
+        shutdown_tx.send_replace(Some(deadline));
+        conns.close();
+        // Connections enforce the deadline themselves; the margin covers the final writes.
+        let _ = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline) + Duration::from_secs(1),
+            conns.wait(),
+        )
+        .await;
+        service.service_teardown();
+        tracing::info!("Server stopped");
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn accept_loop(
+        self,
+        listener: Arc<TcpListener>,
+        cancel: CancellationToken,
+        conns: TaskTracker,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) -> Result<(), ServerError> {
+        let mut gate = AcceptGate::new();
+        let closed = self.inner.closed.clone();
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = closed.cancelled() => return Ok(()),
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.spawn_connection(stream, peer, &conns, shutdown.clone()),
+                Err(e) => match gate.on_error(now(), &e) {
+                    AcceptAction::Pause { until } => {
+                        tracing::error!("accept returned {e}; retrying in 0.1 seconds");
+                        tokio::select! {
+                            () = cancel.cancelled() => return Ok(()),
+                            () = closed.cancelled() => return Ok(()),
+                            () = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
+                        }
+                    }
+                    AcceptAction::Fail => return Err(ServerError::Listener(e)),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn spawn_connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        conns: &TaskTracker,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) {
+        let Ok(local) = stream.local_addr() else {
+            return; // reset before we could look at it
+        };
+        bind::tune_accepted(&stream);
+        let id = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
+        let info = ConnInfo::new(id, peer, local);
+        let span = tracing::info_span!("conn", conn = %id, peer = %peer);
+        let inner = self.inner.clone();
+        conns.spawn(
+            async move {
+                let Some(session) = inner.session(info) else {
+                    return;
+                };
+                let log = inner.cfg.log_client_connection;
+                let how = conn::drive(stream, session, shutdown).await;
+                if log {
+                    tracing::info!(?how, "{peer} disconnected");
+                } else {
+                    tracing::debug!(?how, "{peer} disconnected");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+impl<S, P> Shared<S, P>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    fn session(&self, info: ConnInfo) -> Option<Session<S::Handler, P>> {
+        let now = now();
+        let handler = self.service.new_handler(&info);
+        let peer = info.peer;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.cfg.tls {
+            let session = match easynet_core::tls::TlsSession::server(tls.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start TLS session");
+                    return None;
+                }
+            };
+            return Some(Session::with_tls(
+                now,
+                handler,
+                self.protocol.clone(),
+                self.cfg.stream.clone(),
+                info,
+                session,
+            ));
+        }
+        if self.cfg.log_client_connection {
+            tracing::info!("Accepted new connection (address = {peer})");
+        } else {
+            tracing::debug!("Accepted new connection (address = {peer})");
+        }
+        Some(Session::new(
+            now,
+            handler,
+            self.protocol.clone(),
+            self.cfg.stream.clone(),
+            info,
+        ))
+    }
+}
