@@ -1,24 +1,37 @@
-//! Echo server on 127.0.0.1:9000: JSON lines by default (`--framing line|raw|json`).
-//!
-//! Until the tokio and mio drivers land, this example drives the sans-IO core with plain
-//! blocking `std::net` sockets, one thread per connection; it shows how little a driver is.
+//! Echo server: every request goes back to its sender. JSON lines over TCP on
+//! 127.0.0.1:9000 by default.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- [--host 127.0.0.1] [--port 9000] [--framing json]
+//! cargo run --release --example echo_server -- [--driver tokio] [--transport tcp|udp]
+//!     [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]
 //! ```
+//!
+//! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
+//! down gracefully (requests already read are answered) and it exits with status 0.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::error::Error;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use easynet::ConnId;
-use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
-use easynet::protocol::{Stream, StreamServerProtocol};
-use easynet::stream::{CloseHow, Session, StreamConfig};
+use easynet::handler::{
+    ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
+    StreamHandler,
+};
+use easynet::protocol::{Datagram, DatagramServerProtocol, Stream, StreamServerProtocol};
+use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
 
-/// Sends every request back; reports parse errors to the log and goes on.
-struct Echo<T>(std::marker::PhantomData<T>);
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Sends every request back; a parse error is logged and the connection goes on.
+struct Echo<T>(PhantomData<fn() -> T>);
+
+impl<T> Echo<T> {
+    fn new(_: &ConnInfo) -> Self {
+        Echo(PhantomData)
+    }
+}
 
 impl<T: Send + 'static> StreamHandler for Echo<T> {
     type Request = T;
@@ -27,102 +40,191 @@ impl<T: Send + 'static> StreamHandler for Echo<T> {
     fn handle(&mut self, cx: &mut StreamContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(err) => eprintln!("{}: bad request: {err}", cx.peer_addr()),
+            Received::ParseError(e) => eprintln!("{}: bad request: {e}", cx.peer_addr()),
             Received::Timeout => {}
         }
         Ok(Next::recv())
     }
 }
 
-/// Drives one connection to its end: read, hand bytes to the session, write what it queues.
-fn serve<T, P>(mut sock: TcpStream, id: ConnId, protocol: Arc<P>) -> io::Result<()>
+impl<T: Send + 'static> DatagramHandler for Echo<T> {
+    type Request = T;
+    type Response = T;
+
+    fn handle(&mut self, cx: &mut DatagramContext<'_, T>, received: Received<T>) -> HandlerResult {
+        match received {
+            Received::Request(msg) => cx.send(&msg)?,
+            Received::ParseError(e) => eprintln!("{}: bad request: {e}", cx.peer_addr()),
+            Received::Timeout => {}
+        }
+        Ok(Next::Close)
+    }
+}
+
+struct Args {
+    driver: String,
+    transport: String,
+    framing: String,
+    host: String,
+    port: u16,
+    tls: Option<(String, String)>,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let mut a = Args {
+        driver: "tokio".into(),
+        transport: "tcp".into(),
+        framing: "json".into(),
+        host: "127.0.0.1".into(),
+        port: 9000,
+        tls: None,
+    };
+    let (mut cert, mut key) = (None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--driver" => a.driver = value()?,
+            "--transport" => a.transport = value()?,
+            "--framing" => a.framing = value()?,
+            "--host" => a.host = value()?,
+            "--port" => a.port = value()?.parse()?,
+            "--tls-cert" => cert = Some(value()?),
+            "--tls-key" => key = Some(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: echo_server [--driver tokio] [--transport tcp|udp] [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    a.tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    Ok(a)
+}
+
+fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, BoxError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+fn announce(addrs: &[SocketAddr]) {
+    let mut out = std::io::stdout().lock();
+    for a in addrs {
+        let _ = writeln!(out, "listening on {a}");
+    }
+    let _ = out.flush();
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn serve_tcp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
 {
-    let info = ConnInfo::new(id, sock.peer_addr()?, sock.local_addr()?);
-    let config = StreamConfig::default();
-    let mut buf = vec![0; config.read_size];
-    let mut session = Session::new(
-        Instant::now(),
-        Echo(Default::default()),
-        protocol,
-        config,
-        info,
-    );
-    loop {
-        while !session.transmit().is_empty() {
-            let n = sock.write(session.transmit())?;
-            session.advance(n);
-        }
-        match session.poll_close() {
-            Some(CloseHow::Graceful) => return sock.shutdown(Shutdown::Write),
-            Some(CloseHow::Abort) => return Ok(()),
-            None => {}
-        }
-        let timeout = session
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        sock.set_read_timeout(timeout.map(|t| t.max(std::time::Duration::from_millis(1))))?;
-        match sock.read(&mut buf) {
-            Ok(0) => session.handle_eof(Instant::now()),
-            Ok(n) => session.handle_read(Instant::now(), &buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                session.handle_timeout(Instant::now())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => session.handle_io_error(Instant::now()),
-        }
+    let mut builder = AsyncTcpServer::builder(protocol, Echo::<T>::new)
+        .host(args.host.as_str())
+        .port(args.port);
+    if let Some((cert, key)) = &args.tls {
+        builder = builder.tls(tls_config(cert, key)?);
     }
-}
-
-fn main() -> io::Result<()> {
-    let mut host = "127.0.0.1".to_owned();
-    let mut port = 9000u16;
-    let mut framing = "json".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| io::Error::other(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--host" => host = value()?,
-            "--port" => port = value()?.parse().map_err(io::Error::other)?,
-            "--framing" => framing = value()?,
-            other => return Err(io::Error::other(format!("unknown argument {other}"))),
-        }
+    let server = builder.build()?;
+    server.activate().await?;
+    let (up_tx, mut up) = tokio::sync::watch::channel(false);
+    let mut run = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_forever(up_tx).await }
+    });
+    if up.wait_for(|u| *u).await.is_ok() {
+        announce(&server.addresses());
     }
-    let listener = TcpListener::bind((host.as_str(), port))?;
-    println!("listening on {}", listener.local_addr()?);
-    io::stdout().flush()?;
-    let json = Arc::new(Stream::<_, _, serde_json::Value, serde_json::Value>::json_lines());
-    let lines = Arc::new(Stream::lines());
-    let raw = Arc::new(Stream::raw());
-    for (n, sock) in listener.incoming().enumerate() {
-        let Ok(sock) = sock else { continue };
-        let id = ConnId(n as u64);
-        let res = match framing.as_str() {
-            "json" => {
-                let p = json.clone();
-                std::thread::spawn(move || serve(sock, id, p))
-            }
-            "line" => {
-                let p = lines.clone();
-                std::thread::spawn(move || serve(sock, id, p))
-            }
-            "raw" => {
-                let p = raw.clone();
-                std::thread::spawn(move || serve(sock, id, p))
-            }
-            other => return Err(io::Error::other(format!("unknown framing {other}"))),
-        };
-        drop(res);
+    tokio::select! {
+        () = stop_signal() => {
+            server.shutdown().await;
+            run.await??;
+        }
+        res = &mut run => res??,
     }
     Ok(())
+}
+
+async fn serve_udp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+where
+    T: Send + 'static,
+    P: DatagramServerProtocol<Request = T, Response = T>,
+{
+    if args.tls.is_some() {
+        return Err("TLS is for --transport tcp".into());
+    }
+    let server = AsyncUdpServer::builder(protocol, Echo::<T>::new)
+        .host(args.host.as_str())
+        .port(args.port)
+        .build()?;
+    server.activate().await?;
+    let (up_tx, mut up) = tokio::sync::watch::channel(false);
+    let mut run = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_forever(up_tx).await }
+    });
+    if up.wait_for(|u| *u).await.is_ok() {
+        announce(&server.addresses());
+    }
+    tokio::select! {
+        () = stop_signal() => {
+            server.shutdown().await;
+            run.await??;
+        }
+        res = &mut run => res??,
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    if args.driver != "tokio" {
+        return Err(format!("driver {:?} is not available yet (tokio is)", args.driver).into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        type Json = serde_json::Value;
+        match (args.transport.as_str(), args.framing.as_str()) {
+            ("tcp", "json") => serve_tcp(&args, Stream::<_, _, Json, Json>::json_lines()).await,
+            ("tcp", "line") => serve_tcp(&args, Stream::lines()).await,
+            ("tcp", "raw") => serve_tcp(&args, Stream::raw()).await,
+            ("udp", "json") => serve_udp(&args, Datagram::<_, Json, Json>::json()).await,
+            ("udp", "line") => serve_udp(&args, Datagram::lines()).await,
+            ("udp", "raw") => serve_udp(&args, Datagram::raw()).await,
+            (t, f) => Err(format!("unknown transport/framing {t}/{f}").into()),
+        }
+    })
 }

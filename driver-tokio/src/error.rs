@@ -44,6 +44,9 @@ pub enum ConfigError {
     /// `max_recv_size` must be strictly positive.
     #[error("'max_recv_size' must be a strictly positive integer")]
     MaxRecvSize,
+    /// The per-peer datagram queue bound must be at least 1.
+    #[error("'max_pending' must be a strictly positive integer")]
+    MaxPending,
     /// A TLS option was given without a TLS configuration.
     #[error("{0} is only meaningful with tls")]
     TlsOptionWithoutTls(&'static str),

@@ -9,13 +9,18 @@
 #![deny(missing_docs)]
 
 mod bind;
+mod client;
 mod conn;
 mod error;
 mod event;
+mod shell;
 mod tcp;
+mod udp;
 
 pub use bind::{BindError, Host};
+pub use client::{AsyncTcpClient, AsyncUdpClient, ClientError, Responses};
 pub use easynet_core as core;
 pub use error::{ConfigError, ServerError};
 pub use event::EventSet;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
+pub use udp::{AsyncUdpServer, UdpServerBuilder};

@@ -1,14 +1,13 @@
 //! [`AsyncTcpServer`]: EasyNetwork's AsyncTCPNetworkServer on tokio.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
 use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
-use easynet_core::lifecycle::{Activation, Lifecycle};
 use easynet_core::protocol::StreamServerProtocol;
 use easynet_core::stream::{Session, StreamConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +19,7 @@ use tracing::Instrument;
 
 use crate::bind::{self, Host, ListenOptions};
 use crate::conn::{self, now};
+use crate::shell::Shell;
 use crate::{ConfigError, EventSet, ServerError};
 
 /// Settings of an [`AsyncTcpServer`]; made by [`TcpServerBuilder`].
@@ -156,36 +156,18 @@ where
                 service: Arc::new(self.service),
                 protocol: Arc::new(self.protocol),
                 cfg: self.cfg,
-                state: Mutex::new(State {
-                    lifecycle: Lifecycle::new(),
-                    listeners: Vec::new(),
-                    run: None,
-                }),
-                closed: CancellationToken::new(),
+                shell: Shell::new(),
                 next_conn: AtomicU64::new(1),
             }),
         })
     }
 }
 
-struct State {
-    lifecycle: Lifecycle,
-    listeners: Vec<Arc<TcpListener>>,
-    run: Option<Run>,
-}
-
-struct Run {
-    cancel: CancellationToken,
-    done: watch::Receiver<bool>,
-}
-
 struct Shared<S, P> {
     service: Arc<S>,
     protocol: Arc<P>,
     cfg: TcpConfig,
-    state: Mutex<State>,
-    /// Cancelled by `close`: accept loops drop their listeners.
-    closed: CancellationToken,
+    shell: Shell<TcpListener>,
     next_conn: AtomicU64,
 }
 
@@ -261,22 +243,12 @@ where
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State inconsistent in a way that
-        // matters more than refusing to serve; keep going.
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Binds the listeners; idempotent. Fails with [`ServerError::Closed`] after `close`.
     pub async fn activate(&self) -> Result<(), ServerError> {
-        let mut state = self.lock();
-        match state.lifecycle.activate()? {
-            Activation::AlreadyActive => Ok(()),
-            Activation::Bind => self.bind(&mut state),
-        }
+        self.inner.shell.activate(|| self.bind())
     }
 
-    fn bind(&self, state: &mut State) -> Result<(), ServerError> {
+    fn bind(&self) -> Result<Vec<Arc<TcpListener>>, ServerError> {
         let cfg = &self.inner.cfg;
         let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
         let opts = ListenOptions {
@@ -284,35 +256,29 @@ where
             reuse_port: cfg.reuse_port,
         };
         let listeners = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
-        let mut tokio_listeners = Vec::with_capacity(listeners.len());
-        for l in listeners {
-            tokio_listeners.push(Arc::new(
-                TcpListener::from_std(l).map_err(ServerError::Listener)?,
-            ));
-        }
-        state.listeners = tokio_listeners;
-        state.lifecycle.activated();
-        Ok(())
+        listeners
+            .into_iter()
+            .map(|l| {
+                TcpListener::from_std(l)
+                    .map(Arc::new)
+                    .map_err(ServerError::Listener)
+            })
+            .collect()
     }
 
     /// True while listeners are bound (after activation, until close).
     pub fn is_listening(&self) -> bool {
-        self.lock().lifecycle.is_listening()
+        self.inner.shell.is_listening()
     }
 
     /// True while `serve_forever` is accepting.
     pub fn is_serving(&self) -> bool {
-        self.lock().lifecycle.is_serving()
+        self.inner.shell.is_serving()
     }
 
     /// The bound addresses; empty before activation and after close.
     pub fn addresses(&self) -> Vec<SocketAddr> {
-        let state = self.lock();
-        if !state.lifecycle.is_listening() {
-            return Vec::new();
-        }
-        state
-            .listeners
+        self.sockets()
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -321,68 +287,31 @@ where
     /// The listener sockets (for `getsockopt` through `socket2::SockRef`); same rule as
     /// [`addresses`](Self::addresses).
     pub fn sockets(&self) -> Vec<Arc<TcpListener>> {
-        let state = self.lock();
-        if !state.lifecycle.is_listening() {
-            return Vec::new();
-        }
-        state.listeners.clone()
+        self.inner.shell.sockets()
     }
 
     /// Closes the listeners for good. Connections already accepted are served until they
     /// end; a running `serve_forever` returns then. Idempotent.
     pub fn close(&self) {
-        let mut state = self.lock();
-        state.lifecycle.close();
-        state.listeners.clear();
-        self.inner.closed.cancel();
+        self.inner.shell.close();
     }
 
     /// Stops a running `serve_forever`: stops accepting, lets connections answer what they
     /// have read and close (reset at the shutdown timeout), then returns. Listeners stay
     /// bound, so the server can serve again. Without a run it returns at once.
     pub async fn shutdown(&self) {
-        let mut done = {
-            let mut state = self.lock();
-            let Some(run) = state.run.as_ref() else {
-                return;
-            };
-            let (cancel, done) = (run.cancel.clone(), run.done.clone());
-            let _ = state
-                .lifecycle
-                .shutdown(now(), self.inner.cfg.shutdown_timeout);
-            cancel.cancel();
-            done
-        };
-        let _ = done.wait_for(|d| *d).await;
+        self.inner
+            .shell
+            .shutdown(self.inner.cfg.shutdown_timeout)
+            .await;
     }
 
     /// Serves until [`shutdown`](Self::shutdown) (or until closed and every connection
     /// ended). Activates first if needed; sets `is_up` once accepting.
     pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let (cancel, done_tx, listeners) = {
-            let mut state = self.lock();
-            if state.lifecycle.begin_serve()? == Activation::Bind
-                && let Err(e) = self.bind(&mut state)
-            {
-                state.lifecycle.activation_failed();
-                state.lifecycle.stopped();
-                return Err(e);
-            }
-            let cancel = CancellationToken::new();
-            let (done_tx, done) = watch::channel(false);
-            state.run = Some(Run {
-                cancel: cancel.clone(),
-                done,
-            });
-            (cancel, done_tx, state.listeners.clone())
-        };
-        let result = self.run(&cancel, listeners, is_up).await;
-        {
-            let mut state = self.lock();
-            state.lifecycle.stopped();
-            state.run = None;
-        }
-        done_tx.send_replace(true);
+        let run = self.inner.shell.begin_run(|| self.bind())?;
+        let result = self.run(&run.cancel, run.sockets.clone(), is_up).await;
+        self.inner.shell.end_run(run);
         result
     }
 
@@ -412,7 +341,7 @@ where
             let (cancel, conns, rx) = (cancel.clone(), conns.clone(), shutdown_rx.clone());
             accepts.spawn(async move { this.accept_loop(listener, cancel, conns, rx).await });
         }
-        self.lock().lifecycle.serving();
+        self.inner.shell.serving();
         is_up.set();
 
         let mut failure = None;
@@ -458,7 +387,7 @@ where
         shutdown: watch::Receiver<Option<Instant>>,
     ) -> Result<(), ServerError> {
         let mut gate = AcceptGate::new();
-        let closed = self.inner.closed.clone();
+        let closed = self.inner.shell.closed.clone();
         loop {
             let accepted = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),

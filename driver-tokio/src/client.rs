@@ -1,0 +1,403 @@
+//! Async clients: [`AsyncTcpClient`] (optionally TLS) and [`AsyncUdpClient`], speaking the
+//! same protocol definitions as the servers, from the other side.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use easynet_core::ConnId;
+use easynet_core::handler::{ConnInfo, Received, SendError};
+use easynet_core::protocol::{
+    DatagramClientProtocol, ParseError, SerializeError, StreamClientProtocol,
+};
+use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
+use tokio::net::{TcpStream, ToSocketAddrs, UdpSocket};
+
+use crate::conn::{now, read_into};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The client was closed (by `close`, or the connection ended); nothing was done.
+    #[error("client is closed")]
+    Closed,
+    /// The server closed the connection before a complete response arrived.
+    #[error("connection closed by the peer")]
+    Eof,
+    /// No complete response within the timeout; partial bytes are kept.
+    #[error("timed out")]
+    Timeout,
+    /// The response bytes are not valid; they were skipped, the next response can be read.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The request could not be serialized; nothing was sent.
+    #[error(transparent)]
+    Serialize(#[from] SerializeError),
+    /// The TLS handshake failed or timed out.
+    #[error("TLS handshake failed")]
+    Handshake,
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<SendError> for ClientError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Serialize(e) => ClientError::Serialize(e),
+            _ => ClientError::Closed,
+        }
+    }
+}
+
+/// An async stream client: send requests, receive responses, with protocol `P`.
+///
+/// ```no_run
+/// use easynet_core::protocol::Stream;
+/// use easynet_tokio::AsyncTcpClient;
+///
+/// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+/// let mut client = AsyncTcpClient::connect("127.0.0.1:9000", Stream::lines()).await?;
+/// client.send(&"hello".to_owned()).await?;
+/// let reply: String = client.recv().await?;
+/// client.close().await;
+/// # Ok(()) }
+/// ```
+pub struct AsyncTcpClient<P: StreamClientProtocol> {
+    stream: TcpStream,
+    conn: Connection<P, ClientRole>,
+    closed: bool,
+}
+
+impl<P: StreamClientProtocol> std::fmt::Debug for AsyncTcpClient<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTcpClient")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: StreamClientProtocol> AsyncTcpClient<P> {
+    async fn tcp(addr: impl ToSocketAddrs) -> io::Result<(TcpStream, ConnInfo)> {
+        let stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo::new(ConnId(0), stream.peer_addr()?, stream.local_addr()?);
+        Ok((stream, info))
+    }
+
+    /// Connects over plain TCP.
+    pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
+        let (stream, info) = Self::tcp(addr).await?;
+        let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
+        Ok(Self {
+            stream,
+            conn,
+            closed: false,
+        })
+    }
+
+    /// Connects over TLS and completes the handshake (60 s deadline).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        addr: impl ToSocketAddrs,
+        protocol: P,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Self, ClientError> {
+        let (stream, info) = Self::tcp(addr).await?;
+        let tls = easynet_core::tls::TlsSession::client(config, server_name)
+            .map_err(|e| ClientError::Io(io::Error::other(e)))?;
+        let conn = Connection::with_tls(
+            now(),
+            Arc::new(protocol),
+            StreamConfig::default(),
+            info,
+            tls,
+        );
+        let mut client = Self {
+            stream,
+            conn,
+            closed: false,
+        };
+        while !client.conn.is_ready() {
+            if client.conn.is_closing() {
+                client.finish().await;
+                return Err(ClientError::Handshake);
+            }
+            client.step().await?;
+        }
+        Ok(client)
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn.info().peer
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.conn.info().local
+    }
+
+    /// The socket, for options.
+    pub fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// TLS details, for a TLS client.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<&easynet_core::tls::TlsInfo> {
+        self.conn.info().tls.as_ref()
+    }
+
+    /// True once `close` was called or the connection ended.
+    pub fn is_closing(&self) -> bool {
+        self.closed || self.conn.is_closing()
+    }
+
+    /// Sends one request and waits until it is handed to the kernel.
+    pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+        if self.is_closing() {
+            return Err(ClientError::Closed);
+        }
+        self.conn.send(request)?;
+        while !self.conn.transmit().is_empty() {
+            if self.conn.is_closed() {
+                return Err(ClientError::Closed);
+            }
+            self.step().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next response.
+    pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
+        self.recv_inner(None).await
+    }
+
+    /// Waits for the next response at most `timeout`; a zero timeout returns only a response
+    /// already buffered.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+        self.recv_inner(Some(timeout)).await
+    }
+
+    async fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        if !self.conn.is_receiving() {
+            self.conn.recv(now(), timeout);
+        }
+        loop {
+            match self.conn.poll_received(now()) {
+                Some(Received::Request(r)) => return Ok(r),
+                Some(Received::ParseError(e)) => return Err(ClientError::Parse(e)),
+                Some(Received::Timeout) => return Err(ClientError::Timeout),
+                None => {}
+            }
+            if self.conn.is_input_finished() || self.conn.is_closed() {
+                return Err(ClientError::Eof);
+            }
+            self.step().await?;
+        }
+    }
+
+    /// The responses as they come, until the connection ends or `timeout` passes in all.
+    pub fn responses(&mut self, timeout: Option<Duration>) -> Responses<'_, P> {
+        let deadline = timeout.map(|t| now() + t);
+        Responses {
+            client: self,
+            deadline,
+        }
+    }
+
+    /// Closes gracefully (TLS close_notify, then FIN); idempotent.
+    pub async fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.conn.close(now());
+        self.finish().await;
+    }
+
+    async fn finish(&mut self) {
+        self.closed = true;
+        loop {
+            if let Some(how) = self.conn.poll_close() {
+                if how == CloseHow::Abort {
+                    crate::bind::set_abortive(&self.stream);
+                } else {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = self.stream.shutdown().await;
+                }
+                return;
+            }
+            if self.step().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One round of I/O: write what is queued, then wait for readability, writability or
+    /// the next deadline, and feed it to the connection.
+    async fn step(&mut self) -> Result<(), ClientError> {
+        loop {
+            let data = self.conn.transmit();
+            if data.is_empty() {
+                break;
+            }
+            match self.stream.try_write(data) {
+                Ok(n) => self.conn.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.conn.handle_io_error(now());
+                    return Err(ClientError::Io(e));
+                }
+            }
+        }
+        let want_write = !self.conn.transmit().is_empty();
+        let want_read = self.conn.wants_read();
+        let timer = self.conn.poll_timeout().map(tokio::time::Instant::from_std);
+        if !want_write && !want_read && timer.is_none() {
+            // Nothing can make progress: the connection has ended.
+            return Err(ClientError::Eof);
+        }
+        tokio::select! {
+            res = self.stream.readable(), if want_read => {
+                res?;
+                let read_size = self.conn.config().read_size;
+                let conn = &mut self.conn;
+                let mut failure = None;
+                read_into(&self.stream, read_size, |r| match r {
+                    Ok([]) => conn.handle_eof(now()),
+                    Ok(data) => conn.handle_read(now(), data),
+                    Err(e) => { conn.handle_io_error(now()); failure = Some(e) }
+                });
+                if let Some(e) = failure { return Err(ClientError::Io(e)) }
+            }
+            res = self.stream.writable(), if want_write => { res?; }
+            () = async { if let Some(t) = timer { tokio::time::sleep_until(t).await } }, if timer.is_some() => {
+                self.conn.handle_timeout(now());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The responses of an [`AsyncTcpClient`] as they come; see [`AsyncTcpClient::responses`].
+pub struct Responses<'a, P: StreamClientProtocol> {
+    client: &'a mut AsyncTcpClient<P>,
+    deadline: Option<std::time::Instant>,
+}
+
+impl<P: StreamClientProtocol> Responses<'_, P> {
+    /// The next response; `None` at the end of the connection or of the time allowed.
+    pub async fn next(&mut self) -> Option<Result<P::Response, ClientError>> {
+        let timeout = self.deadline.map(|d| d.saturating_duration_since(now()));
+        match self.client.recv_inner(timeout).await {
+            Err(ClientError::Eof | ClientError::Timeout | ClientError::Closed) => None,
+            other => Some(other),
+        }
+    }
+}
+
+/// An async UDP client connected to one server address.
+///
+/// ```no_run
+/// use easynet_core::protocol::Datagram;
+/// use easynet_tokio::AsyncUdpClient;
+///
+/// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+/// let mut client = AsyncUdpClient::connect("127.0.0.1:9000", Datagram::lines()).await?;
+/// client.send(&"ping".to_owned()).await?;
+/// let reply: String = client.recv().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncUdpClient<P> {
+    socket: UdpSocket,
+    protocol: P,
+    closed: bool,
+    buf: Vec<u8>,
+}
+
+impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
+    /// Binds an ephemeral port of the right family and connects to `addr`.
+    pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
+        let target = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no address"))?;
+        let local: SocketAddr = if target.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(target).await?;
+        Ok(Self {
+            socket,
+            protocol,
+            closed: false,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.peer_addr()
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The socket, for options.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Sends one request as one datagram.
+    pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        let mut out = BytesMut::new();
+        self.protocol.encode_request(request, &mut out)?;
+        self.socket.send(&out).await?;
+        Ok(())
+    }
+
+    /// Waits for the next response datagram.
+    pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        let n = self.socket.recv(&mut self.buf).await?;
+        Ok(self
+            .protocol
+            .decode_response(BytesMut::from(&self.buf[..n]))?)
+    }
+
+    /// Waits for the next response datagram at most `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// Closes the client; later calls fail with [`ClientError::Closed`].
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// True once closed.
+    pub fn is_closing(&self) -> bool {
+        self.closed
+    }
+}

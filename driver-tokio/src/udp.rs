@@ -1,0 +1,340 @@
+//! [`AsyncUdpServer`]: EasyNetwork's AsyncUDPNetworkServer on tokio.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
+use easynet_core::handler::{DatagramHandler, Service};
+use easynet_core::protocol::DatagramServerProtocol;
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::bind::{self, Host};
+use crate::conn::now;
+use crate::shell::Shell;
+use crate::{ConfigError, EventSet, ServerError};
+
+/// Largest datagram read: 64 KiB.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+thread_local! {
+    // One receive buffer per worker thread, not per socket or peer.
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Debug, Clone)]
+struct UdpConfig {
+    host: Host,
+    port: u16,
+    reuse_port: bool,
+    datagram: DatagramConfig,
+}
+
+/// Builds an [`AsyncUdpServer`].
+#[derive(Debug)]
+pub struct UdpServerBuilder<S, P> {
+    service: S,
+    protocol: P,
+    cfg: UdpConfig,
+}
+
+impl<S, P> UdpServerBuilder<S, P>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    /// Listens on one host name or address (may resolve to several addresses).
+    pub fn host(mut self, host: impl Into<Host>) -> Self {
+        self.cfg.host = host.into();
+        self
+    }
+
+    /// Listens on several hosts, one socket per resolved address.
+    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Listens on every interface.
+    pub fn all_interfaces(mut self) -> Self {
+        self.cfg.host = Host::All;
+        self
+    }
+
+    /// The port; 0 picks a free one per socket.
+    pub fn port(mut self, port: u16) -> Self {
+        self.cfg.port = port;
+        self
+    }
+
+    /// Sets SO_REUSEPORT; default off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.cfg.reuse_port = on;
+        self
+    }
+
+    /// Per-peer queue bound and idle eviction.
+    pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
+        self.cfg.datagram = config;
+        self
+    }
+
+    /// Checks the settings and makes the server (nothing is bound yet).
+    pub fn build(self) -> Result<AsyncUdpServer<S, P>, ConfigError> {
+        if self.cfg.datagram.max_pending == 0 {
+            return Err(ConfigError::MaxPending);
+        }
+        Ok(AsyncUdpServer {
+            inner: Arc::new(Shared {
+                service: Arc::new(self.service),
+                protocol: Arc::new(self.protocol),
+                cfg: self.cfg,
+                shell: Shell::new(),
+            }),
+        })
+    }
+}
+
+struct Shared<S, P> {
+    service: Arc<S>,
+    protocol: Arc<P>,
+    cfg: UdpConfig,
+    shell: Shell<UdpSocket>,
+}
+
+/// An async UDP server running portable [`DatagramHandler`]s: one task per socket drives the
+/// core's [`DatagramServer`] (per-peer routines, bounded queues, idle eviction).
+///
+/// ```no_run
+/// use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
+/// use easynet_core::protocol::Datagram;
+/// use easynet_tokio::AsyncUdpServer;
+///
+/// struct Echo;
+/// impl DatagramHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///     fn handle(&mut self, cx: &mut DatagramContext<'_, String>, r: Received<String>) -> HandlerResult {
+///         if let Received::Request(text) = r { cx.send(&text)?; }
+///         Ok(Next::Close)
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = AsyncUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+///     .host("127.0.0.1")
+///     .port(9000)
+///     .build()?;
+/// server.serve_forever(()).await?;
+/// # Ok(()) }
+/// ```
+pub struct AsyncUdpServer<S, P> {
+    inner: Arc<Shared<S, P>>,
+}
+
+impl<S, P> Clone for AsyncUdpServer<S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S, P> std::fmt::Debug for AsyncUdpServer<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncUdpServer")
+            .field("config", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P> AsyncUdpServer<S, P>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    /// Starts building a server for `protocol`, making one handler per peer with `service`.
+    pub fn builder(protocol: P, service: S) -> UdpServerBuilder<S, P> {
+        UdpServerBuilder {
+            service,
+            protocol,
+            cfg: UdpConfig {
+                host: Host::Name("localhost".into()),
+                port: 0,
+                reuse_port: false,
+                datagram: DatagramConfig::default(),
+            },
+        }
+    }
+
+    fn bind(&self) -> Result<Vec<Arc<UdpSocket>>, ServerError> {
+        let cfg = &self.inner.cfg;
+        let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
+        let sockets = bind::udp_sockets(&addrs, cfg.reuse_port).map_err(ServerError::Bind)?;
+        sockets
+            .into_iter()
+            .map(|s| {
+                UdpSocket::from_std(s)
+                    .map(Arc::new)
+                    .map_err(ServerError::Listener)
+            })
+            .collect()
+    }
+
+    /// Binds the sockets; idempotent. Datagrams that arrive before serving wait in the kernel.
+    pub async fn activate(&self) -> Result<(), ServerError> {
+        self.inner.shell.activate(|| self.bind())
+    }
+
+    /// True while sockets are bound.
+    pub fn is_listening(&self) -> bool {
+        self.inner.shell.is_listening()
+    }
+
+    /// True while `serve_forever` is receiving.
+    pub fn is_serving(&self) -> bool {
+        self.inner.shell.is_serving()
+    }
+
+    /// The bound addresses; empty before activation and after close.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.sockets()
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound sockets; same rule as [`addresses`](Self::addresses).
+    pub fn sockets(&self) -> Vec<Arc<UdpSocket>> {
+        self.inner.shell.sockets()
+    }
+
+    /// Closes for good; a running `serve_forever` returns at once (UDP has no connections).
+    pub fn close(&self) {
+        self.inner.shell.close();
+    }
+
+    /// Stops a running `serve_forever` and waits for it; sockets stay bound.
+    pub async fn shutdown(&self) {
+        self.inner.shell.shutdown(Duration::ZERO).await;
+    }
+
+    /// Serves until [`shutdown`](Self::shutdown) or [`close`](Self::close).
+    pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+        let run = self.inner.shell.begin_run(|| self.bind())?;
+        let result = self.run(&run.cancel, run.sockets.clone(), is_up).await;
+        self.inner.shell.end_run(run);
+        result
+    }
+
+    async fn run(
+        &self,
+        cancel: &CancellationToken,
+        sockets: Vec<Arc<UdpSocket>>,
+        is_up: impl EventSet,
+    ) -> Result<(), ServerError> {
+        let service = self.inner.service.clone();
+        service.service_init().map_err(ServerError::ServiceInit)?;
+        let addrs: Vec<String> = sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!("Start serving at {}", addrs.join(", "));
+        let mut tasks = JoinSet::new();
+        for socket in sockets {
+            let local = socket.local_addr().map_err(ServerError::Listener)?;
+            let endpoint = DatagramServer::new(
+                service.clone(),
+                self.inner.protocol.clone(),
+                local,
+                self.inner.cfg.datagram.clone(),
+            )
+            .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
+            let (cancel, closed) = (cancel.clone(), self.inner.shell.closed.clone());
+            tasks.spawn(serve_socket(socket, endpoint, cancel, closed));
+        }
+        self.inner.shell.serving();
+        is_up.set();
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(ServerError::Listener(e))),
+                Err(e) => failure = failure.or(Some(ServerError::Listener(io::Error::other(e)))),
+            }
+            cancel.cancel(); // one socket failing stops the run
+        }
+        service.service_teardown();
+        tracing::info!("Server stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// One socket's loop: datagrams in, handler responses out, timers in between.
+async fn serve_socket<S, P>(
+    socket: Arc<UdpSocket>,
+    mut endpoint: DatagramServer<S, P>,
+    cancel: CancellationToken,
+    closed: CancellationToken,
+) -> io::Result<()>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    loop {
+        // Send what the handlers produced; the next poll gives the next timer.
+        let next_timeout = loop {
+            match endpoint.poll_output() {
+                Output::Transmit(t) => {
+                    if let Err(e) = socket.send_to(&t.data, t.to).await {
+                        // The handler has returned already; log (ARCHITECTURE.md, datagrams).
+                        tracing::warn!(peer = %t.to, error = %e, "datagram send failed");
+                    }
+                }
+                Output::Idle { next_timeout } => break next_timeout,
+                _ => {}
+            }
+        };
+        let sleep = next_timeout.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = closed.cancelled() => break,
+            res = socket.readable() => {
+                res?;
+                let got = RECV_BUF.with_borrow_mut(|buf| {
+                    if buf.len() < MAX_DATAGRAM {
+                        buf.resize(MAX_DATAGRAM, 0);
+                    }
+                    match socket.try_recv_from(buf) {
+                        Ok((n, from)) => Ok(Some((BytesMut::from(&buf[..n]), from))),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                });
+                match got {
+                    Ok(Some((data, from))) => endpoint.handle_datagram(now(), from, data),
+                    Ok(None) => {}
+                    // ICMP errors (connection refused from an earlier send) concern one peer.
+                    Err(e) => tracing::debug!(error = %e, "datagram receive error"),
+                }
+            }
+            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
+                endpoint.handle_timeout(now());
+            }
+        }
+    }
+    endpoint.shutdown(now());
+    while let Output::Transmit(t) = endpoint.poll_output() {
+        let _ = socket.try_send_to(&t.data, t.to);
+    }
+    Ok(())
+}
