@@ -26,7 +26,11 @@ impl DatagramHandler for Handler {
     type Request = String;
     type Response = String;
 
-    fn handle(&mut self, cx: &mut DatagramContext<'_, String>, r: Received<String>) -> HandlerResult {
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, String>,
+        r: Received<String>,
+    ) -> HandlerResult {
         let text = match r {
             Received::Request(t) => t,
             Received::ParseError(_) => {
@@ -67,7 +71,8 @@ impl DatagramHandler for Handler {
     }
 }
 
-type Server = AsyncUdpServer<fn(&ConnInfo) -> Handler, Datagram<easynet::protocol::Utf8, String, String>>;
+type Server =
+    AsyncUdpServer<fn(&ConnInfo) -> Handler, Datagram<easynet::protocol::Utf8, String, String>>;
 
 fn server() -> Server {
     let make: fn(&ConnInfo) -> Handler = |_| Handler::default();
@@ -86,8 +91,12 @@ async fn start(server: &Server) -> tokio::task::JoinHandle<Result<(), ServerErro
     task
 }
 
-async fn client(server: &Server) -> AsyncUdpClient<Datagram<easynet::protocol::Utf8, String, String>> {
-    AsyncUdpClient::connect(server.addresses()[0], Datagram::lines()).await.unwrap()
+async fn client(
+    server: &Server,
+) -> AsyncUdpClient<Datagram<easynet::protocol::Utf8, String, String>> {
+    AsyncUdpClient::connect(server.addresses()[0], Datagram::lines())
+        .await
+        .unwrap()
 }
 
 async fn recv(c: &mut AsyncUdpClient<Datagram<easynet::protocol::Utf8, String, String>>) -> String {
@@ -103,7 +112,10 @@ async fn echo_and_lifecycle() {
     assert_eq!(server.addresses().len(), 1);
     let task = start(&server).await;
     assert!(server.is_serving());
-    assert!(matches!(server.serve_forever(()).await, Err(ServerError::AlreadyRunning)));
+    assert!(matches!(
+        server.serve_forever(()).await,
+        Err(ServerError::AlreadyRunning)
+    ));
     let mut c = client(&server).await;
     c.send(&"hello".to_owned()).await.unwrap();
     assert_eq!(recv(&mut c).await, "hello");
@@ -130,7 +142,11 @@ async fn one_routine_collects_a_peers_next_datagrams_in_order() {
         a.send(&format!("a{i}")).await.unwrap();
     }
     b.send(&"solo".to_owned()).await.unwrap();
-    assert_eq!(recv(&mut b).await, "solo", "other peers are served independently");
+    assert_eq!(
+        recv(&mut b).await,
+        "solo",
+        "other peers are served independently"
+    );
     assert_eq!(recv(&mut a).await, "a0,a1,a2");
     server.shutdown().await;
     task.await.unwrap().unwrap();
@@ -173,7 +189,13 @@ async fn client_timeout_and_close_are_typed() {
     server.activate().await.unwrap();
     let mut c = client(&server).await;
     // Not serving yet: nothing answers.
-    assert!(matches!(c.recv_timeout(Duration::from_millis(50)).await, Err(ClientError::Timeout)));
+    assert!(matches!(
+        c.recv_timeout(Duration::from_millis(50)).await,
+        Err(ClientError::Timeout)
+    ));
     c.close();
-    assert!(matches!(c.send(&"x".to_owned()).await, Err(ClientError::Closed)));
+    assert!(matches!(
+        c.send(&"x".to_owned()).await,
+        Err(ClientError::Closed)
+    ));
 }

@@ -59,7 +59,6 @@ impl DatagramHandler for Recorder {
             Received::Request(text) => text,
             Received::Timeout => "<timeout>".to_owned(),
             Received::ParseError(_) => "<parse error>".to_owned(),
-            _ => "<other>".to_owned(),
         };
         assert_eq!(cx.local_addr(), addr(LOCAL));
         self.log

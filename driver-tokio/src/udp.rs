@@ -228,8 +228,10 @@ where
 
     /// Serves until [`shutdown`](Self::shutdown) or [`close`](Self::close).
     pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let run = self.inner.shell.begin_run(|| self.bind())?;
-        let result = self.run(&run.cancel, run.sockets.clone(), is_up).await;
+        let mut run = self.inner.shell.begin_run(|| self.bind())?;
+        // The tasks own the sockets, so `close` really closes them.
+        let sockets = std::mem::take(&mut run.sockets);
+        let result = self.run(&run.cancel, sockets, is_up).await;
         self.inner.shell.end_run(run);
         result
     }

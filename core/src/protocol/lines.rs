@@ -1,6 +1,6 @@
 //! [`Lines`]: frames separated by LF, CR or CRLF, with a length limit.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::{ConfigError, DEFAULT_LIMIT, Framing, ParseError, SerializeError};
 
@@ -17,7 +17,51 @@ pub enum Separator {
     CrLf,
 }
 
-/// Line framing. TODO(helper): implement.
+impl Separator {
+    /// The separator's bytes.
+    pub const fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Separator::Lf => b"\n",
+            Separator::Cr => b"\r",
+            Separator::CrLf => b"\r\n",
+        }
+    }
+
+    /// The last byte of the separator: the one to search for.
+    const fn last(self) -> u8 {
+        match self {
+            Separator::Lf | Separator::CrLf => b'\n',
+            Separator::Cr => b'\r',
+        }
+    }
+
+    /// Where the separator ending with the byte at `i` begins, if `i` ends a separator.
+    fn start_at(self, buf: &[u8], i: usize) -> Option<usize> {
+        match self {
+            Separator::Lf | Separator::Cr => Some(i),
+            Separator::CrLf => (i > 0 && buf[i - 1] == b'\r').then(|| i - 1),
+        }
+    }
+}
+
+/// Line framing: frames end with a [`Separator`]; a line holds at most `limit` bytes.
+///
+/// An over-long line gives one [`ParseError::LineTooLong`] as soon as the limit is passed
+/// (so memory stays bounded), then the rest of that line is skipped through its separator.
+/// On send the separator is appended; a message that itself holds the separator goes out as
+/// several lines (as in EasyNetwork).
+///
+/// ```
+/// use bytes::{Buf, BytesMut};
+/// use easynet_core::protocol::{Framing, Lines, ParseError, Separator};
+///
+/// let lines = Lines::new().separator(Separator::CrLf).limit(4).unwrap();
+/// let mut state = Default::default();
+/// let mut buf = BytesMut::from(&b"ok\r\ntoo long\r\nnext\r\n"[..]);
+/// assert_eq!(&lines.decode(&mut state, &mut buf).unwrap().unwrap()[..], b"ok");
+/// assert!(matches!(lines.decode(&mut state, &mut buf), Err(ParseError::LineTooLong { limit: 4, .. })));
+/// assert_eq!(&lines.decode(&mut state, &mut buf).unwrap().unwrap()[..], b"next");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lines {
     separator: Separator,
@@ -27,7 +71,10 @@ pub struct Lines {
 /// Per-connection state of [`Lines`].
 #[derive(Debug, Default)]
 pub struct LineState {
-    _todo: (),
+    /// Bytes at the front of the buffer already searched without finding a separator.
+    scanned: usize,
+    /// Skipping the rest of an over-long line.
+    discarding: bool,
 }
 
 impl Lines {
@@ -53,6 +100,38 @@ impl Lines {
         self.limit = limit;
         Ok(self)
     }
+
+    /// The separator.
+    pub const fn get_separator(&self) -> Separator {
+        self.separator
+    }
+
+    /// The limit of one line in bytes.
+    pub const fn get_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Finds the next separator at or after `from`: (line end, separator end).
+    fn find(&self, buf: &[u8], from: usize) -> Option<(usize, usize)> {
+        let last = self.separator.last();
+        let mut at = from;
+        while let Some(i) = memchr::memchr(last, &buf[at..]) {
+            let i = at + i;
+            if let Some(start) = self.separator.start_at(buf, i) {
+                return Some((start, i + 1));
+            }
+            at = i + 1;
+        }
+        None
+    }
+
+    /// How many bytes at the end of `buf` may begin a separator and must be kept.
+    fn partial_tail(&self, buf: &[u8]) -> usize {
+        match self.separator {
+            Separator::CrLf if buf.last() == Some(&b'\r') => 1,
+            _ => 0,
+        }
+    }
 }
 
 impl Default for Lines {
@@ -64,15 +143,66 @@ impl Default for Lines {
 impl Framing for Lines {
     type State = LineState;
 
-    fn decode(&self, _: &mut LineState, _: &mut BytesMut) -> Result<Option<BytesMut>, ParseError> {
-        todo!()
+    fn decode(
+        &self,
+        state: &mut LineState,
+        src: &mut BytesMut,
+    ) -> Result<Option<BytesMut>, ParseError> {
+        if state.discarding {
+            match self.find(src, 0) {
+                Some((_, end)) => {
+                    src.advance(end);
+                    state.discarding = false;
+                    state.scanned = 0;
+                }
+                None => {
+                    let keep = self.partial_tail(src);
+                    src.advance(src.len() - keep);
+                    return Ok(None);
+                }
+            }
+        }
+        // A CRLF split across reads: its '\r' was scanned last time, so step back one byte.
+        let from = state.scanned.saturating_sub(1).min(src.len());
+        match self.find(src, from) {
+            Some((line_end, end)) => {
+                state.scanned = 0;
+                if line_end > self.limit {
+                    src.advance(end);
+                    return Err(ParseError::LineTooLong {
+                        limit: self.limit,
+                        got: line_end,
+                    });
+                }
+                let mut line = src.split_to(end);
+                line.truncate(line_end);
+                Ok(Some(line))
+            }
+            None => {
+                let pending = src.len() - self.partial_tail(src);
+                if pending > self.limit {
+                    let got = src.len();
+                    let keep = self.partial_tail(src);
+                    src.advance(src.len() - keep);
+                    state.discarding = true;
+                    state.scanned = 0;
+                    return Err(ParseError::LineTooLong {
+                        limit: self.limit,
+                        got,
+                    });
+                }
+                state.scanned = src.len();
+                Ok(None)
+            }
+        }
     }
 
     fn encode_start(&self, dst: &mut BytesMut) -> usize {
         dst.len()
     }
 
-    fn encode_end(&self, _: &mut BytesMut, _: usize) -> Result<(), SerializeError> {
-        todo!()
+    fn encode_end(&self, dst: &mut BytesMut, _: usize) -> Result<(), SerializeError> {
+        dst.extend_from_slice(self.separator.as_bytes());
+        Ok(())
     }
 }
