@@ -1,8 +1,9 @@
-//! TLS sessions over rustls 0.23: one type for both sides. TODO(helper B): implement.
+//! TLS sessions over rustls 0.23: one type for both sides, bytes in and bytes out.
 
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 /// What the handshake settled, for handlers and logs.
 #[derive(Debug, Clone, Default)]
@@ -27,24 +28,75 @@ pub enum TlsError {
     /// rustls rejected the peer's data or the configuration.
     #[error("TLS error: {0}")]
     Rustls(#[from] rustls::Error),
+    /// Reading TLS records failed (a record larger than rustls accepts, say).
+    #[error("TLS I/O error: {0}")]
+    Io(#[source] io::Error),
 }
 
 /// One TLS session (server or client) driven with bytes in and bytes out.
+///
+/// rustls is already sans-IO; this wrapper gives the connection machine one shape for both
+/// sides and keeps rustls API changes in one file. It turns rustls's internal buffer limit
+/// off: the connection machine applies its own high-water mark.
+///
+/// ```
+/// use std::sync::Arc;
+/// use bytes::BytesMut;
+/// use easynet_core::tls::TlsSession;
+///
+/// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+/// let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+/// let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+///     .with_safe_default_protocol_versions().unwrap()
+///     .with_no_client_auth()
+///     .with_single_cert(vec![cert.cert.der().clone()], key).unwrap();
+/// let mut roots = rustls::RootCertStore::empty();
+/// roots.add(cert.cert.der().clone()).unwrap();
+/// let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+///     .with_safe_default_protocol_versions().unwrap()
+///     .with_root_certificates(roots)
+///     .with_no_client_auth();
+///
+/// let mut server = TlsSession::server(Arc::new(server_cfg)).unwrap();
+/// let name = "localhost".try_into().unwrap();
+/// let mut client = TlsSession::client(Arc::new(client_cfg), name).unwrap();
+/// client.write_plaintext(b"hello");
+/// let (mut wire, mut plain) = (BytesMut::new(), BytesMut::new());
+/// for _ in 0..4 {
+///     client.write_ciphertext(&mut wire);
+///     server.read_ciphertext(&wire.split(), &mut plain).unwrap();
+///     server.write_ciphertext(&mut wire);
+///     client.read_ciphertext(&wire.split(), &mut BytesMut::new()).unwrap();
+/// }
+/// assert!(!server.is_handshaking());
+/// assert_eq!(&plain[..], b"hello");
+/// ```
 pub struct TlsSession {
-    _conn: rustls::Connection,
+    conn: rustls::Connection,
+    peer_closed: bool,
 }
 
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSession").finish_non_exhaustive()
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.conn.is_handshaking())
+            .finish_non_exhaustive()
     }
 }
 
 impl TlsSession {
+    fn wrap(mut conn: rustls::Connection) -> Self {
+        conn.set_buffer_limit(None);
+        Self {
+            conn,
+            peer_closed: false,
+        }
+    }
+
     /// A server session.
     pub fn server(config: Arc<rustls::ServerConfig>) -> Result<Self, TlsError> {
-        let _ = config;
-        todo!()
+        Ok(Self::wrap(rustls::ServerConnection::new(config)?.into()))
     }
 
     /// A client session for `server_name`.
@@ -52,13 +104,14 @@ impl TlsSession {
         config: Arc<rustls::ClientConfig>,
         server_name: rustls::pki_types::ServerName<'static>,
     ) -> Result<Self, TlsError> {
-        let _ = (config, server_name);
-        todo!()
+        Ok(Self::wrap(
+            rustls::ClientConnection::new(config, server_name)?.into(),
+        ))
     }
 
     /// True until the handshake has completed.
     pub fn is_handshaking(&self) -> bool {
-        todo!()
+        self.conn.is_handshaking()
     }
 
     /// Feeds ciphertext read from the socket; appends decrypted plaintext to `plaintext`.
@@ -67,37 +120,104 @@ impl TlsSession {
     /// once more before closing.
     pub fn read_ciphertext(
         &mut self,
-        data: &[u8],
+        mut data: &[u8],
         plaintext: &mut BytesMut,
     ) -> Result<(), TlsError> {
-        let _ = (data, plaintext);
-        todo!()
+        while !data.is_empty() {
+            // read_tls takes what fits in its buffer; process and drain, then go on.
+            let n = self.conn.read_tls(&mut data).map_err(TlsError::Io)?;
+            let state = self.conn.process_new_packets()?;
+            self.drain_plaintext(state.plaintext_bytes_to_read(), plaintext)?;
+            self.peer_closed |= state.peer_has_closed();
+            if n == 0 || self.peer_closed {
+                break; // nothing more is accepted after close_notify
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_plaintext(
+        &mut self,
+        mut available: usize,
+        out: &mut BytesMut,
+    ) -> Result<(), TlsError> {
+        while available > 0 {
+            let start = out.len();
+            out.resize(start + available, 0);
+            match self.conn.reader().read(&mut out[start..]) {
+                Ok(n) => {
+                    out.truncate(start + n);
+                    if n == 0 {
+                        break;
+                    }
+                    available -= n.min(available);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    out.truncate(start);
+                    break;
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    // UnexpectedEof: the peer closed without close_notify; reported by EOF.
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        break;
+                    }
+                    return Err(TlsError::Io(e));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Queues plaintext for sending (encrypted by the next `write_ciphertext`).
     pub fn write_plaintext(&mut self, data: &[u8]) {
-        let _ = data;
-        todo!()
+        // With the buffer limit off, rustls takes everything (buffered until the handshake
+        // completes when needed).
+        let _ = self.conn.writer().write_all(data);
     }
 
     /// Appends every pending TLS record to `out`.
     pub fn write_ciphertext(&mut self, out: &mut BytesMut) {
-        let _ = out;
-        todo!()
+        let mut writer = out.writer();
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut writer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// True when TLS records wait to be written.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
     }
 
     /// Queues a close_notify alert.
     pub fn send_close_notify(&mut self) {
-        todo!()
+        self.conn.send_close_notify();
     }
 
     /// True once the peer's close_notify was received.
     pub fn peer_closed(&self) -> bool {
-        todo!()
+        self.peer_closed
     }
 
     /// What the handshake settled.
     pub fn info(&self) -> TlsInfo {
-        todo!()
+        let server_name = match &self.conn {
+            rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
+            rustls::Connection::Client(_) => None,
+        };
+        TlsInfo {
+            protocol_version: self.conn.protocol_version(),
+            cipher_suite: self.conn.negotiated_cipher_suite().map(|s| s.suite()),
+            alpn_protocol: self.conn.alpn_protocol().map(<[u8]>::to_vec),
+            server_name,
+            peer_certificates: self
+                .conn
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        }
     }
 }
