@@ -244,13 +244,17 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
     /// One round of I/O: write what is queued, then wait for readability, writability or
     /// the next deadline, and feed it to the connection.
     async fn step(&mut self) -> Result<(), ClientError> {
+        let mut wrote = false;
         loop {
             let data = self.conn.transmit();
             if data.is_empty() {
                 break;
             }
             match self.stream.try_write(data) {
-                Ok(n) => self.conn.advance(n),
+                Ok(n) => {
+                    self.conn.advance(n);
+                    wrote = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -260,6 +264,9 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
             }
         }
         let want_write = !self.conn.transmit().is_empty();
+        if wrote && !want_write {
+            return Ok(()); // progress made; the caller decides whether to wait
+        }
         let want_read = self.conn.wants_read();
         let timer = self.conn.poll_timeout().map(tokio::time::Instant::from_std);
         if !want_write && !want_read && timer.is_none() {

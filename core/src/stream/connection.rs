@@ -449,7 +449,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             && self.config.tls_standard_compatible
         {
             tls.send_close_notify();
-            await_close_notify = !self.eof;
+            // During a server shutdown the deadline is for flushing answers, not for
+            // waiting on every idle peer's close_notify.
+            await_close_notify = !self.eof && self.shutdown.is_none();
         }
         self.rbuf.clear();
         self.phase = Phase::Closing {
