@@ -3,6 +3,7 @@
 #![cfg(all(feature = "tokio", feature = "tls"))]
 
 #[path = "../core/tests/support/certs.rs"]
+#[allow(dead_code)]
 mod certs;
 
 use std::time::Duration;

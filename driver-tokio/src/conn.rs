@@ -53,13 +53,25 @@ pub(crate) async fn drive<H, P>(
     stream: TcpStream,
     mut session: Session<H, P>,
     mut shutdown: watch::Receiver<Option<Instant>>,
+    log_connection: bool,
 ) -> CloseHow
 where
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
 {
     let mut shutdown_seen = false;
+    let mut announced = false;
     loop {
+        if !announced && session.connection().is_ready() {
+            // After the TLS handshake, as EasyNetwork logs it.
+            announced = true;
+            let peer = session.info().peer;
+            if log_connection {
+                tracing::info!("Accepted new connection (address = {peer})");
+            } else {
+                tracing::debug!("Accepted new connection (address = {peer})");
+            }
+        }
         // Write what is queued until done or the socket would block.
         loop {
             let data = session.transmit();
@@ -78,6 +90,14 @@ where
         }
         if let Some(how) = session.poll_close() {
             close(stream, how).await;
+            if announced {
+                let peer = session.info().peer;
+                if log_connection {
+                    tracing::info!(?how, "{peer} disconnected");
+                } else {
+                    tracing::debug!(?how, "{peer} disconnected");
+                }
+            }
             return how;
         }
         if !shutdown_seen && let Some(deadline) = *shutdown.borrow_and_update() {

@@ -376,7 +376,7 @@ where
             conns.wait(),
         )
         .await;
-        service.service_teardown();
+        teardown(service, self.inner.cfg.shutdown_timeout).await;
         tracing::info!("Server stopped");
         failure.map_or(Ok(()), Err)
     }
@@ -434,13 +434,7 @@ where
                 let Some(session) = inner.session(info) else {
                     return;
                 };
-                let log = inner.cfg.log_client_connection;
-                let how = conn::drive(stream, session, shutdown).await;
-                if log {
-                    tracing::info!(?how, "{peer} disconnected");
-                } else {
-                    tracing::debug!(?how, "{peer} disconnected");
-                }
+                conn::drive(stream, session, shutdown, inner.cfg.log_client_connection).await;
             }
             .instrument(span),
         );
@@ -456,7 +450,6 @@ where
     fn session(&self, info: ConnInfo) -> Option<Session<S::Handler, P>> {
         let now = now();
         let handler = self.service.new_handler(&info);
-        let peer = info.peer;
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.cfg.tls {
             let session = match easynet_core::tls::TlsSession::server(tls.clone()) {
@@ -475,11 +468,6 @@ where
                 session,
             ));
         }
-        if self.cfg.log_client_connection {
-            tracing::info!("Accepted new connection (address = {peer})");
-        } else {
-            tracing::debug!("Accepted new connection (address = {peer})");
-        }
         Some(Session::new(
             now,
             handler,
@@ -487,5 +475,13 @@ where
             self.cfg.stream.clone(),
             info,
         ))
+    }
+}
+
+/// Runs `service_teardown` off the runtime threads, bounded by `timeout` (decision 7).
+pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
+    let task = tokio::task::spawn_blocking(move || service.service_teardown());
+    if tokio::time::timeout(timeout, task).await.is_err() {
+        tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
     }
 }

@@ -274,7 +274,7 @@ where
             }
             cancel.cancel(); // one socket failing stops the run
         }
-        service.service_teardown();
+        crate::tcp::teardown(service, Duration::from_secs(30)).await;
         tracing::info!("Server stopped");
         failure.map_or(Ok(()), Err)
     }
