@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+mod async_stream;
 mod bind;
 mod client;
 mod conn;
@@ -17,6 +18,7 @@ mod shell;
 mod tcp;
 mod udp;
 
+pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use bind::{BindError, Host};
 pub use client::{AsyncTcpClient, AsyncUdpClient, ClientError, Responses};
 pub use easynet_core as core;

@@ -1,6 +1,8 @@
 //! [`AsyncTcpServer`]: EasyNetwork's AsyncTCPNetworkServer on tokio.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use easynet_core::ConnId;
 use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{Session, StreamConfig};
+use easynet_core::stream::{Connection, ServerRole, Session, StreamConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::async_stream::{self, AsyncStreamHandler};
 use crate::bind::{self, Host, ListenOptions};
 use crate::conn::{self, now};
 use crate::shell::Shell;
@@ -48,7 +51,6 @@ pub struct TcpServerBuilder<S, P> {
 impl<S, P> TcpServerBuilder<S, P>
 where
     S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
     /// Listens on one host name or address (may resolve to several addresses).
@@ -139,8 +141,52 @@ where
         self
     }
 
-    /// Checks the settings and makes the server (nothing is bound yet).
-    pub fn build(self) -> Result<AsyncTcpServer<S, P>, ConfigError> {
+    /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is bound
+    /// yet); fails on invalid settings.
+    pub fn build(self) -> Result<AsyncTcpServer<S, P>, ConfigError>
+    where
+        S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    {
+        // The core catches portable handlers' panics itself.
+        self.finish(false, |service, protocol, cfg| {
+            Arc::new(move |stream, info, shutdown| {
+                let handler = service.new_handler(&info);
+                let session = new_session(handler, protocol.clone(), &cfg, info);
+                let log = cfg.log_client_connection;
+                Box::pin(async move {
+                    if let Some(session) = session {
+                        conn::drive(stream, session, shutdown, log).await;
+                    }
+                })
+            })
+        })
+    }
+
+    /// Makes a server whose connections run [`AsyncStreamHandler`]s (nothing is bound yet);
+    /// fails on invalid settings.
+    pub fn build_async(self) -> Result<AsyncTcpServer<S, P>, ConfigError>
+    where
+        S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
+    {
+        self.finish(true, |service, protocol, cfg| {
+            Arc::new(move |stream, info, shutdown| {
+                let handler = service.new_handler(&info);
+                let conn = new_connection(protocol.clone(), &cfg, info);
+                let log = cfg.log_client_connection;
+                Box::pin(async move {
+                    if let Some(conn) = conn {
+                        async_stream::run(handler, stream, conn, shutdown, log).await;
+                    }
+                })
+            })
+        })
+    }
+
+    fn finish(
+        self,
+        supervise: bool,
+        serve: impl FnOnce(Arc<S>, Arc<P>, TcpConfig) -> ServeConn,
+    ) -> Result<AsyncTcpServer<S, P>, ConfigError> {
         if self.cfg.stream.read_size == 0 {
             return Err(ConfigError::MaxRecvSize);
         }
@@ -151,10 +197,15 @@ where
         if let Some(opt) = self.tls_options.first().filter(|_| !has_tls) {
             return Err(ConfigError::TlsOptionWithoutTls(opt));
         }
+        let service = Arc::new(self.service);
+        let protocol = Arc::new(self.protocol);
+        let serve_conn = serve(service.clone(), protocol, self.cfg.clone());
         Ok(AsyncTcpServer {
             inner: Arc::new(Shared {
-                service: Arc::new(self.service),
-                protocol: Arc::new(self.protocol),
+                service,
+                serve_conn,
+                supervise,
+                _protocol: std::marker::PhantomData,
                 cfg: self.cfg,
                 shell: Shell::new(),
                 next_conn: AtomicU64::new(1),
@@ -163,9 +214,24 @@ where
     }
 }
 
+/// Serves one accepted connection to its end.
+type ServeConn = Arc<
+    dyn Fn(
+            TcpStream,
+            ConnInfo,
+            watch::Receiver<Option<Instant>>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct Shared<S, P> {
     service: Arc<S>,
-    protocol: Arc<P>,
+    /// Made by `build` or `build_async`: runs the right kind of handler.
+    serve_conn: ServeConn,
+    /// Run each connection in a task of its own so that a panic is reported.
+    supervise: bool,
+    _protocol: std::marker::PhantomData<fn() -> P>,
     cfg: TcpConfig,
     shell: Shell<TcpListener>,
     next_conn: AtomicU64,
@@ -220,7 +286,6 @@ impl<S, P> std::fmt::Debug for AsyncTcpServer<S, P> {
 impl<S, P> AsyncTcpServer<S, P>
 where
     S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
     /// Starts building a server for `protocol`, making handlers with `service`.
@@ -428,54 +493,61 @@ where
         let id = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
         let info = ConnInfo::new(id, peer, local);
         let span = tracing::info_span!("conn", conn = %id, peer = %peer);
-        let inner = self.inner.clone();
+        let serve = (self.inner.serve_conn)(stream, info, shutdown);
+        if !self.inner.supervise {
+            conns.spawn(serve.instrument(span));
+            return;
+        }
+        // A panic in an async handler ends its task: report it, the server goes on.
+        let task = tokio::spawn(serve.instrument(span.clone()));
         conns.spawn(
             async move {
-                let Some(session) = inner.session(info) else {
-                    return;
-                };
-                conn::drive(stream, session, shutdown, inner.cfg.log_client_connection).await;
+                if let Err(e) = task.await
+                    && e.is_panic()
+                {
+                    tracing::error!("handler panicked; connection closed");
+                }
             }
             .instrument(span),
         );
     }
 }
 
-impl<S, P> Shared<S, P>
-where
-    S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    P: StreamServerProtocol,
-{
-    fn session(&self, info: ConnInfo) -> Option<Session<S::Handler, P>> {
-        let now = now();
-        let handler = self.service.new_handler(&info);
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.cfg.tls {
-            let session = match easynet_core::tls::TlsSession::server(tls.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start TLS session");
-                    return None;
-                }
-            };
-            return Some(Session::with_tls(
-                now,
-                handler,
-                self.protocol.clone(),
-                self.cfg.stream.clone(),
+fn new_connection<P: StreamServerProtocol>(
+    protocol: Arc<P>,
+    cfg: &TcpConfig,
+    info: ConnInfo,
+) -> Option<Connection<P, ServerRole>> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &cfg.tls {
+        return match easynet_core::tls::TlsSession::server(tls.clone()) {
+            Ok(session) => Some(Connection::with_tls(
+                now(),
+                protocol,
+                cfg.stream.clone(),
                 info,
                 session,
-            ));
-        }
-        Some(Session::new(
-            now,
-            handler,
-            self.protocol.clone(),
-            self.cfg.stream.clone(),
-            info,
-        ))
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start TLS session");
+                None
+            }
+        };
     }
+    Some(Connection::new(protocol, cfg.stream.clone(), info))
+}
+
+fn new_session<H, P>(
+    handler: H,
+    protocol: Arc<P>,
+    cfg: &TcpConfig,
+    info: ConnInfo,
+) -> Option<Session<H, P>>
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    new_connection(protocol, cfg, info).map(|conn| Session::from_connection(now(), handler, conn))
 }
 
 /// Runs `service_teardown` off the runtime threads, bounded by `timeout` (decision 7).

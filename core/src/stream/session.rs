@@ -97,7 +97,7 @@ where
         config: StreamConfig,
         info: ConnInfo,
     ) -> Self {
-        Self::start(now, handler, Connection::new(protocol, config, info))
+        Self::from_connection(now, handler, Connection::new(protocol, config, info))
     }
 
     /// A TLS connection; `on_connection` runs after the handshake.
@@ -110,14 +110,15 @@ where
         info: ConnInfo,
         tls: TlsSession,
     ) -> Self {
-        Self::start(
+        Self::from_connection(
             now,
             handler,
             Connection::with_tls(now, protocol, config, info, tls),
         )
     }
 
-    fn start(now: Instant, handler: H, conn: Connection<P, ServerRole>) -> Self {
+    /// Runs `handler` on a connection made by the caller (plain or TLS, not yet used).
+    pub fn from_connection(now: Instant, handler: H, conn: Connection<P, ServerRole>) -> Self {
         let mut session = Self {
             conn,
             handler,
