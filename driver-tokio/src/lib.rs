@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+mod async_datagram;
 mod async_stream;
 mod bind;
 mod client;
@@ -18,6 +19,7 @@ mod shell;
 mod tcp;
 mod udp;
 
+pub use async_datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use bind::{BindError, Host};
 pub use client::{AsyncTcpClient, AsyncUdpClient, ClientError, Responses};

@@ -1,8 +1,10 @@
 //! [`AsyncUdpServer`]: EasyNetwork's AsyncUDPNetworkServer on tokio.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::async_datagram::{self, AsyncDatagramHandler};
 use crate::bind::{self, Host};
 use crate::conn::now;
 use crate::shell::Shell;
@@ -46,7 +49,6 @@ pub struct UdpServerBuilder<S, P> {
 impl<S, P> UdpServerBuilder<S, P>
 where
     S: Service,
-    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
     /// Listens on one host name or address (may resolve to several addresses).
@@ -85,27 +87,81 @@ where
         self
     }
 
-    /// Checks the settings and makes the server (nothing is bound yet).
-    pub fn build(self) -> Result<AsyncUdpServer<S, P>, ConfigError> {
+    /// Makes a server whose peers run portable [`DatagramHandler`]s (nothing is bound yet).
+    pub fn build(self) -> Result<AsyncUdpServer<S, P>, ConfigError>
+    where
+        S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    {
+        self.finish(|service, protocol, config| {
+            Arc::new(move |socket, cancel, closed| {
+                let local = socket.local_addr();
+                let endpoint = local.and_then(|local| {
+                    DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
+                        .map_err(io::Error::other)
+                });
+                Box::pin(async move { serve_socket(socket, endpoint?, cancel, closed).await })
+            })
+        })
+    }
+
+    /// Makes a server whose peers run [`AsyncDatagramHandler`]s (nothing is bound yet).
+    pub fn build_async(self) -> Result<AsyncUdpServer<S, P>, ConfigError>
+    where
+        S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+    {
+        self.finish(|service, protocol, config| {
+            Arc::new(move |socket, cancel, closed| {
+                let (service, protocol, config) =
+                    (service.clone(), protocol.clone(), config.clone());
+                Box::pin(async_datagram::serve_socket(
+                    socket, service, protocol, config, cancel, closed,
+                ))
+            })
+        })
+    }
+
+    fn finish(
+        self,
+        serve: impl FnOnce(Arc<S>, Arc<P>, DatagramConfig) -> ServeSocket,
+    ) -> Result<AsyncUdpServer<S, P>, ConfigError> {
         if self.cfg.datagram.max_pending == 0 {
             return Err(ConfigError::MaxPending);
         }
+        let service = Arc::new(self.service);
+        let serve_socket = serve(
+            service.clone(),
+            Arc::new(self.protocol),
+            self.cfg.datagram.clone(),
+        );
         Ok(AsyncUdpServer {
             inner: Arc::new(Shared {
-                service: Arc::new(self.service),
-                protocol: Arc::new(self.protocol),
+                service,
+                serve_socket,
                 cfg: self.cfg,
                 shell: Shell::new(),
+                _protocol: std::marker::PhantomData,
             }),
         })
     }
 }
 
+/// Serves one bound socket until cancelled.
+type ServeSocket = Arc<
+    dyn Fn(
+            Arc<UdpSocket>,
+            CancellationToken,
+            CancellationToken,
+        ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct Shared<S, P> {
     service: Arc<S>,
-    protocol: Arc<P>,
+    serve_socket: ServeSocket,
     cfg: UdpConfig,
     shell: Shell<UdpSocket>,
+    _protocol: std::marker::PhantomData<fn() -> P>,
 }
 
 /// An async UDP server running portable [`DatagramHandler`]s: one task per socket drives the
@@ -157,7 +213,6 @@ impl<S, P> std::fmt::Debug for AsyncUdpServer<S, P> {
 impl<S, P> AsyncUdpServer<S, P>
 where
     S: Service,
-    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
     /// Starts building a server for `protocol`, making one handler per peer with `service`.
@@ -252,16 +307,8 @@ where
         tracing::info!("Start serving at {}", addrs.join(", "));
         let mut tasks = JoinSet::new();
         for socket in sockets {
-            let local = socket.local_addr().map_err(ServerError::Listener)?;
-            let endpoint = DatagramServer::new(
-                service.clone(),
-                self.inner.protocol.clone(),
-                local,
-                self.inner.cfg.datagram.clone(),
-            )
-            .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
             let (cancel, closed) = (cancel.clone(), self.inner.shell.closed.clone());
-            tasks.spawn(serve_socket(socket, endpoint, cancel, closed));
+            tasks.spawn((self.inner.serve_socket)(socket, cancel, closed));
         }
         self.inner.shell.serving();
         is_up.set();
