@@ -130,19 +130,25 @@ fn announce(addrs: &[SocketAddr]) {
     let _ = out.flush();
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn stop_signal() {
+/// Registers SIGINT and SIGTERM handlers now (before "listening on" is printed, so a signal
+/// sent right after it is never missed) and resolves when one arrives.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn serve_tcp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
@@ -157,6 +163,7 @@ where
         builder = builder.tls(tls_config(cert, key)?);
     }
     let server = builder.build()?;
+    let stop = stop_signal();
     server.activate().await?;
     let (up_tx, mut up) = tokio::sync::watch::channel(false);
     let mut run = tokio::spawn({
@@ -167,7 +174,7 @@ where
         announce(&server.addresses());
     }
     tokio::select! {
-        () = stop_signal() => {
+        () = stop => {
             server.shutdown().await;
             run.await??;
         }
@@ -188,6 +195,7 @@ where
         .host(args.host.as_str())
         .port(args.port)
         .build()?;
+    let stop = stop_signal();
     server.activate().await?;
     let (up_tx, mut up) = tokio::sync::watch::channel(false);
     let mut run = tokio::spawn({
@@ -198,7 +206,7 @@ where
         announce(&server.addresses());
     }
     tokio::select! {
-        () = stop_signal() => {
+        () = stop => {
             server.shutdown().await;
             run.await??;
         }

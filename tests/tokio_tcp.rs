@@ -353,3 +353,74 @@ fn invalid_settings_are_refused_at_build() {
         "tls_handshake_timeout is only meaningful with tls"
     );
 }
+
+fn ipv6_loopback_available() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+#[tokio::test]
+async fn host_list_binds_one_listener_per_address_each_with_its_own_port() {
+    if !ipv6_loopback_available() {
+        eprintln!("skipping: no ::1 on this machine");
+        return;
+    }
+    let service = |_: &ConnInfo| Echo { timeout: None };
+    let server = AsyncTcpServer::builder(Stream::lines(), service)
+        .hosts(["127.0.0.1", "::1"])
+        .port(0)
+        .build()
+        .unwrap();
+    server.activate().await.unwrap();
+    let addrs = server.addresses();
+    assert_eq!(addrs.len(), 2);
+    assert!(addrs.iter().any(|a| a.is_ipv4()) && addrs.iter().any(|a| a.is_ipv6()));
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let s = server.clone();
+    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    rx.wait_for(|u| *u).await.unwrap();
+    for addr in addrs {
+        let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+        w.write_all(b"via listener\n").await.unwrap();
+        let mut lines = BufReader::new(r).lines();
+        assert_eq!(
+            timeout(LIMIT, lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .as_deref(),
+            Some("via listener")
+        );
+    }
+    server.shutdown().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn sockets_expose_listener_options_and_reuse_port_shares_a_port() {
+    let make = || {
+        let service = |_: &ConnInfo| Echo { timeout: None };
+        AsyncTcpServer::builder(Stream::lines(), service)
+            .host("127.0.0.1")
+            .reuse_port(true)
+            .backlog(16)
+    };
+    let first = make().build().unwrap();
+    first.activate().await.unwrap();
+    let sockets = first.sockets();
+    assert_eq!(sockets.len(), 1);
+    let sock = socket2::SockRef::from(&*sockets[0]);
+    assert!(
+        sock.reuse_address().unwrap(),
+        "SO_REUSEADDR is set on TCP listeners"
+    );
+    assert!(sock.reuse_port().unwrap());
+    let port = first.addresses()[0].port();
+    let second = make().port(port).build().unwrap();
+    second
+        .activate()
+        .await
+        .expect("reuse_port lets a second server bind the same port");
+    assert_eq!(second.addresses()[0].port(), port);
+    first.close();
+    assert!(first.sockets().is_empty());
+}

@@ -168,3 +168,24 @@ pub(crate) fn tune_accepted(stream: &tokio::net::TcpStream) {
 pub(crate) fn set_abortive(stream: &tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_forms_resolve_like_easynetwork() {
+        assert_eq!(Host::from(""), Host::All);
+        let all = resolve(&Host::All, 0).unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|a| a.ip().is_unspecified()));
+        let list = Host::from(vec!["127.0.0.1", "127.0.0.1"]);
+        assert_eq!(
+            resolve(&list, 7).unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 7))],
+            "deduplicated"
+        );
+        let sorted = resolve(&Host::from(vec!["127.0.0.2", "127.0.0.1"]), 1).unwrap();
+        assert!(sorted.windows(2).all(|w| w[0] <= w[1]));
+    }
+}
