@@ -5,6 +5,8 @@
 //! features, the tokio (`tokio`) and mio (`mio`) drivers.
 
 #![deny(missing_docs)]
+// The README's examples are compiled as doc tests.
+#![doc = include_str!("../README.md")]
 
 #[cfg(feature = "tls")]
 pub use easynet_core::tls;
