@@ -54,6 +54,15 @@ impl AsyncDatagramHandler for Handler {
                 Err(RecvError::Timeout) => client.send(&"timeout".to_owned()).await?,
                 Err(e) => return Err(e.into()),
             },
+            "hold" => {
+                // Busy: the peer's next datagrams wait in its queue, in order.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut got = Vec::new();
+                for _ in 0..5 {
+                    got.push(client.recv().await?);
+                }
+                client.send(&got.join(",")).await?;
+            }
             "boom" => return Err("boom".into()),
             "panic" => panic!("requested panic"),
             "calls" => client.send(&self.calls.to_string()).await?,
@@ -152,6 +161,19 @@ async fn errors_and_panics_end_the_routine_and_the_peer_gets_a_fresh_handler() {
         "1",
         "a panicked handler is replaced"
     );
+    server.shutdown().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn datagrams_that_arrive_while_the_routine_is_busy_are_queued_in_order() {
+    let (server, task) = start().await;
+    let mut c = client(&server).await;
+    c.send(&"hold".to_owned()).await.unwrap();
+    for i in 0..5 {
+        c.send(&format!("q{i}")).await.unwrap();
+    }
+    assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), "q0,q1,q2,q3,q4");
     server.shutdown().await;
     task.await.unwrap().unwrap();
 }
