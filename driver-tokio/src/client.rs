@@ -228,7 +228,7 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
         loop {
             if let Some(how) = self.conn.poll_close() {
                 if how == CloseHow::Abort {
-                    crate::bind::set_abortive(&self.stream);
+                    easynet_common::set_abortive(&self.stream);
                 } else {
                     use tokio::io::AsyncWriteExt;
                     let _ = self.stream.shutdown().await;

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::bind::set_abortive;
+use easynet_common::set_abortive;
 
 thread_local! {
     // One read buffer per worker thread, not per connection: an idle connection costs no

@@ -10,21 +10,16 @@
 
 mod async_datagram;
 mod async_stream;
-mod bind;
 mod client;
 mod conn;
-mod error;
-mod event;
 mod shell;
 mod tcp;
 mod udp;
 
 pub use async_datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
-pub use bind::{BindError, Host};
 pub use client::{AsyncTcpClient, AsyncUdpClient, ClientError, Responses};
+pub use easynet_common::{BindError, ConfigError, EventSet, Host, ServerError};
 pub use easynet_core as core;
-pub use error::{ConfigError, ServerError};
-pub use event::EventSet;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};

@@ -20,10 +20,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::async_stream::{self, AsyncStreamHandler};
-use crate::bind::{self, Host, ListenOptions};
 use crate::conn::{self, now};
 use crate::shell::Shell;
 use crate::{ConfigError, EventSet, ServerError};
+use easynet_common::{self as bind, Host, ListenOptions};
 
 /// Settings of an [`AsyncTcpServer`]; made by [`TcpServerBuilder`].
 #[derive(Debug, Clone)]

@@ -17,10 +17,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::async_datagram::{self, AsyncDatagramHandler};
-use crate::bind::{self, Host};
 use crate::conn::now;
 use crate::shell::Shell;
 use crate::{ConfigError, EventSet, ServerError};
+use easynet_common::{self as bind, Host};
 
 /// Largest datagram read: 64 KiB.
 const MAX_DATAGRAM: usize = 64 * 1024;

@@ -40,8 +40,10 @@ impl<S: Into<String>> From<Vec<S>> for Host {
 
 /// Socket options applied to listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ListenOptions {
+pub struct ListenOptions {
+    /// The listen backlog.
     pub backlog: i32,
+    /// Set SO_REUSEPORT.
     pub reuse_port: bool,
 }
 
@@ -57,7 +59,7 @@ pub struct BindError {
 }
 
 /// Resolves `host` with `port` into the sorted, de-duplicated addresses to bind.
-pub(crate) fn resolve(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
+pub fn resolve(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = match host {
         Host::All => vec![
             SocketAddr::from(([0, 0, 0, 0], port)),
@@ -108,7 +110,7 @@ fn socket(addr: SocketAddr, ty: Type, protocol: Protocol, reuse_port: bool) -> i
 }
 
 /// Binds one TCP listener per address; on any failure closes them all and reports every error.
-pub(crate) fn tcp_listeners(
+pub fn tcp_listeners(
     addrs: &[SocketAddr],
     opts: ListenOptions,
 ) -> Result<Vec<std::net::TcpListener>, Vec<BindError>> {
@@ -135,7 +137,7 @@ pub(crate) fn tcp_listeners(
 }
 
 /// Binds one UDP socket per address (no SO_REUSEADDR, as EasyNetwork).
-pub(crate) fn udp_sockets(
+pub fn udp_sockets(
     addrs: &[SocketAddr],
     reuse_port: bool,
 ) -> Result<Vec<std::net::UdpSocket>, Vec<BindError>> {
@@ -159,13 +161,20 @@ pub(crate) fn udp_sockets(
 }
 
 /// TCP_NODELAY and SO_KEEPALIVE on an accepted connection; errors are ignored (EasyNetwork).
-pub(crate) fn tune_accepted(stream: &tokio::net::TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let _ = socket2::SockRef::from(stream).set_keepalive(true);
+pub fn tune_accepted<'a, S>(stream: &'a S)
+where
+    socket2::SockRef<'a>: From<&'a S>,
+{
+    let sock = socket2::SockRef::from(stream);
+    let _ = sock.set_tcp_nodelay(true);
+    let _ = sock.set_keepalive(true);
 }
 
-/// Closes with RST: SO_LINGER {on, 0}.
-pub(crate) fn set_abortive(stream: &tokio::net::TcpStream) {
+/// Makes the next close send RST: SO_LINGER {on, 0}.
+pub fn set_abortive<'a, S>(stream: &'a S)
+where
+    socket2::SockRef<'a>: From<&'a S>,
+{
     let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
 }
 

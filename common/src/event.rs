@@ -4,11 +4,11 @@
 /// `SupportsEventSet`). `set` must be idempotent.
 ///
 /// ```
-/// use easynet_tokio::EventSet;
+/// use easynet_common::EventSet;
 ///
-/// let (tx, rx) = tokio::sync::watch::channel(false);
+/// let (tx, rx) = std::sync::mpsc::channel();
 /// tx.set();
-/// assert!(*rx.borrow());
+/// assert!(rx.try_recv().is_ok());
 /// ```
 pub trait EventSet: Send + Sync {
     /// Signals the event.
@@ -19,18 +19,21 @@ impl EventSet for () {
     fn set(&self) {}
 }
 
+#[cfg(feature = "tokio")]
 impl EventSet for tokio::sync::watch::Sender<bool> {
     fn set(&self) {
         self.send_replace(true);
     }
 }
 
+#[cfg(feature = "tokio")]
 impl EventSet for tokio::sync::Notify {
     fn set(&self) {
         self.notify_one();
     }
 }
 
+#[cfg(feature = "tokio")]
 impl EventSet for tokio::sync::mpsc::UnboundedSender<()> {
     fn set(&self) {
         let _ = self.send(());

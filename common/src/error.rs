@@ -1,8 +1,8 @@
-//! Errors of the async servers and clients.
+//! Errors of the servers, shared by both drivers.
 
 use easynet_core::handler::HandlerError;
 
-use crate::bind::BindError;
+use crate::BindError;
 
 /// Why a server could not be activated or served.
 #[derive(Debug, thiserror::Error)]

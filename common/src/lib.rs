@@ -1,0 +1,22 @@
+//! What the easynet drivers share: host forms and listener sockets built with socket2, and
+//! the [`EventSet`] that `serve_forever` signals when a server is up.
+//!
+//! ```
+//! use easynet_common::{Host, resolve};
+//!
+//! let addrs = resolve(&Host::from("127.0.0.1"), 0).unwrap();
+//! assert_eq!(addrs.len(), 1);
+//! ```
+
+#![deny(missing_docs)]
+
+mod bind;
+mod error;
+mod event;
+
+pub use bind::{
+    BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
+    udp_sockets,
+};
+pub use error::{ConfigError, ServerError};
+pub use event::EventSet;
