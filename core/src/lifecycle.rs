@@ -158,6 +158,15 @@ impl Lifecycle {
         }
     }
 
+    /// The listeners were closed without closing the server (a standalone server binds anew
+    /// for each run); the next `begin_serve` binds again.
+    pub fn deactivated(&mut self) {
+        self.bound = false;
+        if self.state == ServerState::Listening {
+            self.state = ServerState::Created;
+        }
+    }
+
     /// Starts a serve run: fails if closed or running; otherwise says whether to bind first.
     pub fn begin_serve(&mut self) -> Result<Activation, ServerError> {
         if self.closed {
@@ -322,6 +331,20 @@ mod tests {
         assert_eq!(s.begin_serve(), Err(ServerError::ServerClosed));
         s.stopped();
         assert_eq!(s.state(), ServerState::Closed);
+    }
+
+    #[test]
+    fn deactivated_server_binds_again_on_the_next_run() {
+        let mut s = Lifecycle::new();
+        assert_eq!(s.begin_serve(), Ok(Activation::Bind));
+        s.activated();
+        s.serving();
+        let _ = s.shutdown(Instant::now(), Duration::ZERO);
+        s.stopped();
+        s.deactivated();
+        assert!(!s.is_listening());
+        assert_eq!(s.state(), ServerState::Created);
+        assert_eq!(s.begin_serve(), Ok(Activation::Bind));
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! [`ServerHandle`]: what other threads may do to a blocking server, and the run state the
+//! event-loop threads share with it (a mutex, a condvar and one `mio::Waker` per loop).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use easynet_core::lifecycle::{Activation, Lifecycle, Shutdown};
+
+use crate::ServerError;
+
+/// What the event loops read when woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Orders {
+    /// Stop accepting; close connections gracefully by this deadline.
+    pub shutdown: Option<Instant>,
+    /// Drop the listeners now; serve existing connections to their end.
+    pub closed: bool,
+}
+
+struct State {
+    lifecycle: Lifecycle,
+    addresses: Vec<SocketAddr>,
+    wakers: Vec<Arc<mio::Waker>>,
+    orders: Orders,
+    running: bool,
+}
+
+/// The run state shared by a server, its handles and its event loops.
+pub(crate) struct Control {
+    state: Mutex<State>,
+    stopped: Condvar,
+    shutdown_timeout: Duration,
+}
+
+impl Control {
+    pub(crate) fn new(shutdown_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                lifecycle: Lifecycle::new(),
+                addresses: Vec::new(),
+                wakers: Vec::new(),
+                orders: Orders {
+                    shutdown: None,
+                    closed: false,
+                },
+                running: false,
+            }),
+            stopped: Condvar::new(),
+            shutdown_timeout,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent across a panic elsewhere: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a run; the caller binds (every run binds anew, as EasyNetwork's standalone
+    /// servers do).
+    pub(crate) fn begin_run(&self) -> Result<(), ServerError> {
+        let mut s = self.lock();
+        if s.lifecycle.begin_serve()? == Activation::AlreadyActive {
+            // Cannot happen (runs unbind at their end); treat as bound.
+        }
+        s.running = true;
+        s.orders = Orders {
+            shutdown: None,
+            closed: s.lifecycle.is_closed(),
+        };
+        Ok(())
+    }
+
+    /// The run is bound and its loops exist: it is serving.
+    pub(crate) fn serving(&self, addresses: Vec<SocketAddr>, wakers: Vec<Arc<mio::Waker>>) {
+        let mut s = self.lock();
+        s.lifecycle.activated();
+        s.lifecycle.serving();
+        s.addresses = addresses;
+        s.wakers = wakers;
+    }
+
+    /// The run ended (or its setup failed).
+    pub(crate) fn end_run(&self) {
+        let mut s = self.lock();
+        s.lifecycle.stopped();
+        s.lifecycle.deactivated();
+        s.addresses.clear();
+        s.wakers.clear();
+        s.running = false;
+        drop(s);
+        self.stopped.notify_all();
+    }
+
+    /// What the loops must do now.
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    pub(crate) fn orders(&self) -> Orders {
+        self.lock().orders
+    }
+
+    fn wake_all(s: &State) {
+        for w in &s.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    pub(crate) fn is_serving(&self) -> bool {
+        let s = self.lock();
+        s.running && s.lifecycle.is_serving()
+    }
+
+    pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        let s = self.lock();
+        if s.running && s.lifecycle.is_listening() {
+            s.addresses.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub(crate) fn shutdown(&self, timeout: Option<Duration>) {
+        let timeout = timeout.unwrap_or(self.shutdown_timeout);
+        let start = Instant::now();
+        let mut s = self.lock();
+        if !s.running {
+            return;
+        }
+        if let Shutdown::Stop { deadline } = s.lifecycle.shutdown(start, timeout) {
+            s.orders.shutdown = Some(s.orders.shutdown.map_or(deadline, |d| d.min(deadline)));
+        }
+        Self::wake_all(&s);
+        // Wait for the loops, a little past the deadline they enforce themselves.
+        let limit = start + timeout + Duration::from_secs(1);
+        while s.running {
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break; // EasyNetwork: give up waiting, without error
+            }
+            s = self
+                .stopped
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        let mut s = self.lock();
+        s.lifecycle.close();
+        s.orders.closed = true;
+        Self::wake_all(&s);
+    }
+}
+
+/// A handle on a blocking server for other threads: `Send + Sync + Clone`.
+///
+/// ```no_run
+/// # use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+/// # use easynet_core::protocol::Stream;
+/// # struct Echo;
+/// # impl StreamHandler for Echo { type Request = String; type Response = String;
+/// #   fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult { Ok(Next::recv()) } }
+/// use easynet_mio::StandaloneTcpServer;
+///
+/// let server = StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo).build().unwrap();
+/// let handle = server.handle();
+/// std::thread::spawn(move || server.serve_forever(()));
+/// // ... later, from any thread:
+/// handle.shutdown(None);
+/// ```
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) control: Arc<Control>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("serving", &self.is_serving())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// True while `serve_forever` is accepting.
+    pub fn is_serving(&self) -> bool {
+        self.control.is_serving()
+    }
+
+    /// The bound addresses while serving; empty otherwise (EasyNetwork's standalone rule).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.control.addresses()
+    }
+
+    /// Stops the running `serve_forever` and waits for it, at most `timeout` (default: the
+    /// server's shutdown timeout) plus a second; returns without error when that passes.
+    /// Without a run, or called twice, it is harmless. Do not call it from the thread that
+    /// runs `serve_forever`: it would wait for itself.
+    pub fn shutdown(&self, timeout: Option<Duration>) {
+        self.control.shutdown(timeout);
+    }
+
+    /// Closes the server for good: new connections are refused at once, existing ones are
+    /// served to their end, then `serve_forever` returns. Idempotent.
+    pub fn close(&self) {
+        self.control.close();
+    }
+}

@@ -1,0 +1,359 @@
+//! [`StandaloneTcpServer`]: EasyNetwork's StandaloneTCPNetworkServer on a mio event loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use easynet_common::{self as bind, EventSet, Host, ListenOptions};
+use easynet_core::handler::{Service, StreamHandler};
+use easynet_core::protocol::StreamServerProtocol;
+use easynet_core::stream::StreamConfig;
+
+use crate::control::{Control, ServerHandle};
+use crate::worker::{Factory, Worker};
+use crate::{ConfigError, ServerError};
+
+#[derive(Debug, Clone)]
+struct TcpConfig {
+    host: Host,
+    port: u16,
+    backlog: i32,
+    reuse_port: bool,
+    workers: usize,
+    log_client_connection: bool,
+    stream: StreamConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Builds a [`StandaloneTcpServer`]; every setting has EasyNetwork's default.
+#[derive(Debug)]
+pub struct TcpServerBuilder<S, P> {
+    service: S,
+    protocol: P,
+    cfg: TcpConfig,
+    shutdown_timeout: Duration,
+    tls_options: Vec<&'static str>,
+}
+
+impl<S, P> TcpServerBuilder<S, P>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    /// Listens on one host name or address (may resolve to several addresses).
+    pub fn host(mut self, host: impl Into<Host>) -> Self {
+        self.cfg.host = host.into();
+        self
+    }
+
+    /// Listens on several hosts, one listener per resolved address.
+    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Listens on every interface (`0.0.0.0` and `::`).
+    pub fn all_interfaces(mut self) -> Self {
+        self.cfg.host = Host::All;
+        self
+    }
+
+    /// The port; 0 picks a free one per listener, anew at each run. Default 0.
+    pub fn port(mut self, port: u16) -> Self {
+        self.cfg.port = port;
+        self
+    }
+
+    /// The listen backlog; default 100.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.cfg.backlog = backlog;
+        self
+    }
+
+    /// Sets SO_REUSEPORT on the listeners; default off (on anyway with several workers).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.cfg.reuse_port = on;
+        self
+    }
+
+    /// Event-loop threads; each has its own listeners on the same port (SO_REUSEPORT) and
+    /// the kernel spreads connections over them. Default 1.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cfg.workers = n;
+        self
+    }
+
+    /// Bytes read per socket read; default 16 KiB; must be positive.
+    pub fn max_recv_size(mut self, bytes: usize) -> Self {
+        self.cfg.stream.read_size = bytes;
+        self
+    }
+
+    /// Logs connects and disconnects at INFO (default) rather than DEBUG.
+    pub fn log_client_connection(mut self, on: bool) -> Self {
+        self.cfg.log_client_connection = on;
+        self
+    }
+
+    /// Default timeout of [`ServerHandle::shutdown`]; default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Any other per-connection setting (write high-water mark, ...).
+    pub fn stream_config(mut self, config: StreamConfig) -> Self {
+        self.cfg.stream = config;
+        self
+    }
+
+    /// Serves TLS with this rustls configuration.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.cfg.tls = Some(config);
+        self
+    }
+
+    /// TLS handshake deadline; default 60 s. Only with `tls`.
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.stream.tls_handshake_timeout = timeout;
+        self.tls_options.push("tls_handshake_timeout");
+        self
+    }
+
+    /// TLS close deadline; default 30 s. Only with `tls`.
+    pub fn tls_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.stream.shutdown_timeout = timeout;
+        self.tls_options.push("tls_shutdown_timeout");
+        self
+    }
+
+    /// Exchange close_notify on close; default true. Only with `tls`.
+    pub fn tls_standard_compatible(mut self, on: bool) -> Self {
+        self.cfg.stream.tls_standard_compatible = on;
+        self.tls_options.push("tls_standard_compatible");
+        self
+    }
+
+    /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
+    pub fn build(self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
+        if self.cfg.stream.read_size == 0 {
+            return Err(ConfigError::MaxRecvSize);
+        }
+        #[cfg(feature = "tls")]
+        let has_tls = self.cfg.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let has_tls = false;
+        if let Some(opt) = self.tls_options.first().filter(|_| !has_tls) {
+            return Err(ConfigError::TlsOptionWithoutTls(opt));
+        }
+        let factory = Arc::new(Factory {
+            service: Arc::new(self.service),
+            protocol: Arc::new(self.protocol),
+            stream: self.cfg.stream.clone(),
+            #[cfg(feature = "tls")]
+            tls: self.cfg.tls.clone(),
+            log_connections: self.cfg.log_client_connection,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        });
+        Ok(StandaloneTcpServer {
+            factory,
+            cfg: self.cfg,
+            control: Control::new(self.shutdown_timeout),
+        })
+    }
+}
+
+/// A blocking TCP (optionally TLS) server running portable [`StreamHandler`]s on mio event
+/// loops. `serve_forever` blocks the calling thread; a [`ServerHandle`] stops it from
+/// another thread. Each run binds anew (with port 0, each run gets a new port).
+///
+/// ```no_run
+/// use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+/// use easynet_core::protocol::Stream;
+/// use easynet_mio::StandaloneTcpServer;
+///
+/// struct Echo;
+/// impl StreamHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+///         if let Received::Request(line) = r { cx.send(&line)?; }
+///         Ok(Next::recv())
+///     }
+/// }
+///
+/// let server = StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
+///     .host("127.0.0.1")
+///     .port(9000)
+///     .build()
+///     .unwrap();
+/// server.serve_forever(()).unwrap();
+/// ```
+pub struct StandaloneTcpServer<S, P> {
+    factory: Arc<Factory<S, P>>,
+    cfg: TcpConfig,
+    control: Arc<Control>,
+}
+
+impl<S, P> std::fmt::Debug for StandaloneTcpServer<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneTcpServer")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P> StandaloneTcpServer<S, P>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    /// Starts building a server for `protocol`, making handlers with `service`.
+    pub fn builder(protocol: P, service: S) -> TcpServerBuilder<S, P> {
+        TcpServerBuilder {
+            service,
+            protocol,
+            cfg: TcpConfig {
+                host: Host::Name("localhost".into()),
+                port: 0,
+                backlog: 100,
+                reuse_port: false,
+                workers: 1,
+                log_client_connection: true,
+                stream: StreamConfig::default(),
+                #[cfg(feature = "tls")]
+                tls: None,
+            },
+            shutdown_timeout: Duration::from_secs(30),
+            tls_options: Vec::new(),
+        }
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            control: self.control.clone(),
+        }
+    }
+
+    /// True while `serve_forever` is accepting.
+    pub fn is_serving(&self) -> bool {
+        self.control.is_serving()
+    }
+
+    /// The bound addresses while serving; empty otherwise.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.control.addresses()
+    }
+
+    /// See [`ServerHandle::shutdown`].
+    pub fn shutdown(&self, timeout: Option<Duration>) {
+        self.control.shutdown(timeout);
+    }
+
+    /// See [`ServerHandle::close`].
+    pub fn close(&self) {
+        self.control.close();
+    }
+
+    /// Binds, runs `service_init`, sets `is_up` and serves until shut down (or closed and
+    /// every connection ended). Blocks the calling thread; extra workers run on threads of
+    /// their own.
+    pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+        self.control.begin_run()?;
+        let result = self.run(is_up);
+        self.control.end_run();
+        result
+    }
+
+    fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+        let cfg = &self.cfg;
+        let workers = cfg.workers.max(1);
+        let opts = ListenOptions {
+            backlog: cfg.backlog,
+            reuse_port: cfg.reuse_port || workers > 1,
+        };
+        let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
+        let first = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
+        let bound: Vec<SocketAddr> = first.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let mut sets = vec![first];
+        for _ in 1..workers {
+            // The others share the ports the first one got.
+            sets.push(bind::tcp_listeners(&bound, opts).map_err(ServerError::Bind)?);
+        }
+        self.factory
+            .service
+            .service_init()
+            .map_err(ServerError::ServiceInit)?;
+        let mut loops = Vec::with_capacity(workers);
+        let mut wakers = Vec::with_capacity(workers);
+        for set in sets {
+            let (w, waker) = Worker::new(set, self.factory.clone(), self.control.clone())
+                .map_err(ServerError::Listener)?;
+            loops.push(w);
+            wakers.push(waker);
+        }
+        self.control.serving(bound.clone(), wakers);
+        if self.control.orders().shutdown.is_none() {
+            let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
+            tracing::info!("Start serving at {}", list.join(", "));
+            is_up.set();
+        }
+        let first = loops.remove(0);
+        let result = std::thread::scope(|scope| {
+            let others: Vec<_> = loops
+                .into_iter()
+                .map(|w| scope.spawn(move || w.run()))
+                .collect();
+            let mut result = first.run();
+            for t in others {
+                let r = t
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("event loop panicked")));
+                result = result.and(r);
+            }
+            result
+        });
+        tracing::info!("Server loop break, waiting for remaining tasks...");
+        teardown(
+            self.factory.service.clone(),
+            self.control.shutdown_timeout(),
+        );
+        tracing::info!("Server stopped");
+        result.map_err(ServerError::Listener)
+    }
+}
+
+/// Runs `service_teardown` on a thread of its own, waiting at most `timeout` (decision 7).
+pub(crate) fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("easynet-teardown".into())
+        .spawn(move || {
+            service.service_teardown();
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() && rx.recv_timeout(timeout).is_err() {
+        tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
+    }
+}
+
+impl<S, P> crate::thread::Standalone for StandaloneTcpServer<S, P>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    fn handle(&self) -> ServerHandle {
+        StandaloneTcpServer::handle(self)
+    }
+
+    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
+        self.serve_forever(is_up)
+    }
+}

@@ -1,0 +1,395 @@
+//! One event-loop thread of a blocking TCP server: mio readiness in, [`Session`]s out.
+//!
+//! Sockets are registered once for both readable and writable (edge-triggered) and the loop
+//! remembers which side is ready, so no re-registration syscall is ever needed. A connection
+//! is read only while its session wants to read (handler waiting, write queue under its
+//! high-water mark); otherwise the kernel's flow control pushes back on the peer.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use easynet_core::ConnId;
+use easynet_core::accept::{AcceptAction, AcceptGate};
+use easynet_core::handler::{ConnInfo, Service, StreamHandler};
+use easynet_core::protocol::StreamServerProtocol;
+use easynet_core::stream::{CloseHow, Connection, Session, StreamConfig};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::control::Control;
+
+const WAKER: Token = Token(usize::MAX);
+/// Reads per connection per wake-up before others get a turn.
+const READ_BUDGET: usize = 16;
+
+/// What a worker needs to make sessions.
+pub(crate) struct Factory<S, P> {
+    pub service: Arc<S>,
+    pub protocol: Arc<P>,
+    pub stream: StreamConfig,
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub log_connections: bool,
+    pub next_conn: Arc<AtomicU64>,
+}
+
+struct Entry<
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+> {
+    stream: TcpStream,
+    session: Session<H, P>,
+    readable: bool,
+    writable: bool,
+    announced: bool,
+    /// The deadline last pushed on the timer heap, to avoid duplicates.
+    timer: Option<Instant>,
+    generation: u64,
+}
+
+pub(crate) struct Worker<S: Service, P>
+where
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    poll: Poll,
+    /// Indexed by token; `None` once a listener failed.
+    listeners: Vec<Option<TcpListener>>,
+    conn_base: usize,
+    conns: Vec<Option<Entry<S::Handler, P>>>,
+    free: Vec<usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    generation: u64,
+    gate: AcceptGate,
+    factory: Arc<Factory<S, P>>,
+    control: Arc<Control>,
+    buf: Vec<u8>,
+    /// Connections that used up their read budget and still have data to read.
+    ready: Vec<usize>,
+    shutting_down: bool,
+}
+
+impl<S: Service, P> Worker<S, P>
+where
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+{
+    /// A loop over `listeners`; returns it with its waker.
+    pub(crate) fn new(
+        listeners: Vec<std::net::TcpListener>,
+        factory: Arc<Factory<S, P>>,
+        control: Arc<Control>,
+    ) -> io::Result<(Self, Arc<mio::Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(i), Interest::READABLE)?;
+            mio_listeners.push(Some(l));
+        }
+        let buf = vec![0; factory.stream.read_size];
+        Ok((
+            Self {
+                poll,
+                conn_base: mio_listeners.len(),
+                listeners: mio_listeners,
+                conns: Vec::new(),
+                free: Vec::new(),
+                timers: BinaryHeap::new(),
+                generation: 0,
+                gate: AcceptGate::new(),
+                factory,
+                control,
+                buf,
+                ready: Vec::new(),
+                shutting_down: false,
+            },
+            waker,
+        ))
+    }
+
+    fn listening(&self) -> bool {
+        self.listeners.iter().any(Option::is_some)
+    }
+
+    /// Runs until shut down (or closed and every connection ended).
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            self.apply_orders(now);
+            if (self.shutting_down || !self.listening()) && self.live() == 0 {
+                return Ok(());
+            }
+            self.fire_timers(now);
+            if self.gate.poll_timeout().is_some_and(|t| t <= now) {
+                self.gate.handle_timeout(now);
+                self.accept_all(now); // edge-triggered: no new event would come
+            }
+            let timeout = if self.ready.is_empty() {
+                self.next_timeout()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                if token.0 < self.conn_base {
+                    self.accept(now, token.0);
+                    continue;
+                }
+                let idx = token.0 - self.conn_base;
+                if let Some(Some(e)) = self.conns.get_mut(idx) {
+                    e.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                    e.writable |= event.is_writable() || event.is_write_closed();
+                    self.pump(now, idx);
+                }
+            }
+            for idx in std::mem::take(&mut self.ready) {
+                self.pump(now, idx);
+            }
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.conns.len() - self.free.len()
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        match (timer, self.gate.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn apply_orders(&mut self, now: Instant) {
+        let orders = self.control.orders();
+        if (orders.closed || orders.shutdown.is_some()) && self.listening() {
+            for mut l in self.listeners.iter_mut().filter_map(Option::take) {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        if let Some(deadline) = orders.shutdown
+            && !self.shutting_down
+        {
+            self.shutting_down = true;
+            for idx in 0..self.conns.len() {
+                if let Some(e) = self.conns[idx].as_mut() {
+                    e.session.shutdown(now, deadline);
+                    self.pump(now, idx);
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, idx, generation))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(Some(e)) = self.conns.get_mut(idx) else {
+                continue;
+            };
+            if e.generation != generation || e.timer != Some(t) {
+                continue; // stale entry
+            }
+            e.timer = None;
+            e.session.handle_timeout(now);
+            self.pump(now, idx);
+        }
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        for i in 0..self.listeners.len() {
+            self.accept(now, i);
+        }
+    }
+
+    fn accept(&mut self, now: Instant, listener: usize) {
+        while self.gate.can_accept(now) && !self.shutting_down {
+            let Some(Some(l)) = self.listeners.get(listener) else {
+                return;
+            };
+            match l.accept() {
+                Ok((stream, peer)) => self.add(now, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => match self.gate.on_error(now, &e) {
+                    AcceptAction::Pause { .. } => {
+                        tracing::error!("accept returned {e}; retrying in 0.1 seconds");
+                        return;
+                    }
+                    AcceptAction::Fail => {
+                        tracing::error!(error = %e, "listener failed; it stops accepting");
+                        if let Some(mut l) = self.listeners.get_mut(listener).and_then(Option::take)
+                        {
+                            let _ = self.poll.registry().deregister(&mut l);
+                        }
+                        return;
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn add(&mut self, now: Instant, mut stream: TcpStream, peer: std::net::SocketAddr) {
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        easynet_common::tune_accepted(&stream);
+        let f = &self.factory;
+        let id = ConnId(f.next_conn.fetch_add(1, Ordering::Relaxed));
+        let info = ConnInfo::new(id, peer, local);
+        let handler = f.service.new_handler(&info);
+        #[cfg(feature = "tls")]
+        let conn = match &f.tls {
+            Some(cfg) => match easynet_core::tls::TlsSession::server(cfg.clone()) {
+                Ok(tls) => {
+                    Connection::with_tls(now, f.protocol.clone(), f.stream.clone(), info, tls)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start TLS session");
+                    return;
+                }
+            },
+            None => Connection::new(f.protocol.clone(), f.stream.clone(), info),
+        };
+        #[cfg(not(feature = "tls"))]
+        let conn = Connection::new(f.protocol.clone(), f.stream.clone(), info);
+        let session = Session::from_connection(now, handler, conn);
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let token = Token(idx + self.conn_base);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot register connection");
+            self.free.push(idx);
+            return;
+        }
+        self.generation += 1;
+        self.conns[idx] = Some(Entry {
+            stream,
+            session,
+            readable: true, // try at once: data may already be there
+            writable: true,
+            announced: false,
+            timer: None,
+            generation: self.generation,
+        });
+        self.pump(now, idx);
+    }
+
+    /// Moves bytes for one connection until it would block, then handles its close and timer.
+    fn pump(&mut self, now: Instant, idx: usize) {
+        let log = self.factory.log_connections;
+        let buf = &mut self.buf;
+        let Some(Some(e)) = self.conns.get_mut(idx) else {
+            return;
+        };
+        let mut reads = 0;
+        let mut closed = None;
+        let mut again = false;
+        loop {
+            if !e.announced && e.session.connection().is_ready() {
+                e.announced = true;
+                let peer = e.session.info().peer;
+                if log {
+                    tracing::info!("Accepted new connection (address = {peer})");
+                } else {
+                    tracing::debug!("Accepted new connection (address = {peer})");
+                }
+            }
+            while e.writable {
+                let data = e.session.transmit();
+                if data.is_empty() {
+                    break;
+                }
+                match e.stream.write(data) {
+                    Ok(n) => e.session.advance(n),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => e.session.handle_io_error(now),
+                }
+            }
+            if let Some(how) = e.session.poll_close() {
+                closed = Some(how);
+                break;
+            }
+            if !(e.readable && e.session.wants_read()) {
+                break;
+            }
+            if reads == READ_BUDGET {
+                again = true; // others get a turn; this one goes on next round
+                break;
+            }
+            reads += 1;
+            match e.stream.read(buf) {
+                Ok(0) => e.session.handle_eof(now),
+                Ok(n) => e.session.handle_read(now, &buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => e.session.handle_io_error(now),
+            }
+        }
+        if let Some(how) = closed {
+            self.remove(idx, how);
+            return;
+        }
+        let next = e.session.poll_timeout();
+        if next != e.timer {
+            e.timer = next;
+            if let Some(t) = next {
+                self.timers.push(Reverse((t, idx, e.generation)));
+            }
+        }
+        if again {
+            self.ready.push(idx);
+        }
+    }
+
+    fn remove(&mut self, idx: usize, how: CloseHow) {
+        let Some(mut e) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut e.stream);
+        match how {
+            CloseHow::Graceful => {
+                let _ = e.stream.shutdown(Shutdown::Write);
+            }
+            CloseHow::Abort => easynet_common::set_abortive(&e.stream),
+        }
+        if e.announced {
+            let peer = e.session.info().peer;
+            if self.factory.log_connections {
+                tracing::info!(?how, "{peer} disconnected");
+            } else {
+                tracing::debug!(?how, "{peer} disconnected");
+            }
+        }
+        self.free.push(idx);
+    }
+}

@@ -1,0 +1,4 @@
+//! Shared pieces of the integration tests.
+#![allow(dead_code)]
+
+pub mod drivers;
