@@ -2,7 +2,7 @@
 //! 127.0.0.1:9000 by default.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- [--driver tokio] [--transport tcp|udp]
+//! cargo run --release --example echo_server -- [--driver tokio|mio] [--transport tcp|udp]
 //!     [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
@@ -93,7 +93,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--tls-key" => key = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "usage: echo_server [--driver tokio] [--transport tcp|udp] [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]"
+                    "usage: echo_server [--driver tokio|mio] [--transport tcp|udp] [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]"
                 );
                 std::process::exit(0);
             }
@@ -215,16 +215,86 @@ where
     Ok(())
 }
 
+/// Prints the addresses when the blocking server is up.
+struct Announce(easynet::mio::ServerHandle);
+
+impl easynet::mio::EventSet for Announce {
+    fn set(&self) {
+        announce(&self.0.addresses());
+    }
+}
+
+/// Shuts the blocking server down when a signal comes (tokio only listens for signals here).
+fn shutdown_on_signal(handle: easynet::mio::ServerHandle) -> Result<(), BoxError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stop = {
+        let _guard = rt.enter();
+        stop_signal()
+    };
+    std::thread::spawn(move || {
+        rt.block_on(stop);
+        handle.shutdown(None);
+    });
+    Ok(())
+}
+
+fn mio_tcp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+where
+    T: Send + 'static,
+    P: StreamServerProtocol<Request = T, Response = T>,
+{
+    let mut builder = easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new)
+        .host(args.host.as_str())
+        .port(args.port);
+    if let Some((cert, key)) = &args.tls {
+        builder = builder.tls(tls_config(cert, key)?);
+    }
+    let server = builder.build()?;
+    shutdown_on_signal(server.handle())?;
+    server.serve_forever(Announce(server.handle()))?;
+    Ok(())
+}
+
+fn mio_udp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+where
+    T: Send + 'static,
+    P: DatagramServerProtocol<Request = T, Response = T>,
+{
+    if args.tls.is_some() {
+        return Err("TLS is for --transport tcp".into());
+    }
+    let server = easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new)
+        .host(args.host.as_str())
+        .port(args.port)
+        .build()?;
+    shutdown_on_signal(server.handle())?;
+    server.serve_forever(Announce(server.handle()))?;
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
+    type Json = serde_json::Value;
+    if args.driver == "mio" {
+        return match (args.transport.as_str(), args.framing.as_str()) {
+            ("tcp", "json") => mio_tcp(&args, Stream::<_, _, Json, Json>::json_lines()),
+            ("tcp", "line") => mio_tcp(&args, Stream::lines()),
+            ("tcp", "raw") => mio_tcp(&args, Stream::raw()),
+            ("udp", "json") => mio_udp(&args, Datagram::<_, Json, Json>::json()),
+            ("udp", "line") => mio_udp(&args, Datagram::lines()),
+            ("udp", "raw") => mio_udp(&args, Datagram::raw()),
+            (t, f) => Err(format!("unknown transport/framing {t}/{f}").into()),
+        };
+    }
     if args.driver != "tokio" {
-        return Err(format!("driver {:?} is not available yet (tokio is)", args.driver).into());
+        return Err(format!("unknown driver {:?} (tokio or mio)", args.driver).into());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        type Json = serde_json::Value;
         match (args.transport.as_str(), args.framing.as_str()) {
             ("tcp", "json") => serve_tcp(&args, Stream::<_, _, Json, Json>::json_lines()).await,
             ("tcp", "line") => serve_tcp(&args, Stream::lines()).await,

@@ -11,6 +11,7 @@
 mod control;
 mod tcp;
 mod thread;
+mod udp;
 mod worker;
 
 pub use control::ServerHandle;
@@ -18,3 +19,4 @@ pub use easynet_common::{BindError, ConfigError, EventSet, Host, ServerError};
 pub use easynet_core as core;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};
+pub use udp::{StandaloneUdpServer, UdpServerBuilder};

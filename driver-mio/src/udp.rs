@@ -1,0 +1,357 @@
+//! [`StandaloneUdpServer`]: EasyNetwork's StandaloneUDPNetworkServer on a mio event loop.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use easynet_common::{self as bind, EventSet, Host};
+use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
+use easynet_core::handler::{DatagramHandler, Service};
+use easynet_core::protocol::DatagramServerProtocol;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::control::{Control, ServerHandle};
+use crate::tcp::teardown;
+use crate::{ConfigError, ServerError};
+
+const WAKER: Token = Token(usize::MAX);
+/// Datagrams read per socket per wake-up before the others get a turn.
+const READ_BUDGET: usize = 64;
+
+#[derive(Debug, Clone)]
+struct UdpConfig {
+    host: Host,
+    port: u16,
+    reuse_port: bool,
+    datagram: DatagramConfig,
+}
+
+/// Builds a [`StandaloneUdpServer`].
+#[derive(Debug)]
+pub struct UdpServerBuilder<S, P> {
+    service: S,
+    protocol: P,
+    cfg: UdpConfig,
+    shutdown_timeout: Duration,
+}
+
+impl<S, P> UdpServerBuilder<S, P>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    /// Listens on one host name or address (may resolve to several addresses).
+    pub fn host(mut self, host: impl Into<Host>) -> Self {
+        self.cfg.host = host.into();
+        self
+    }
+
+    /// Listens on several hosts, one socket per resolved address.
+    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The port; 0 picks a free one per socket, anew at each run.
+    pub fn port(mut self, port: u16) -> Self {
+        self.cfg.port = port;
+        self
+    }
+
+    /// Sets SO_REUSEPORT; default off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.cfg.reuse_port = on;
+        self
+    }
+
+    /// Per-peer queue bound and idle eviction.
+    pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
+        self.cfg.datagram = config;
+        self
+    }
+
+    /// Default timeout of [`ServerHandle::shutdown`]; default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
+    pub fn build(self) -> Result<StandaloneUdpServer<S, P>, ConfigError> {
+        if self.cfg.datagram.max_pending == 0 {
+            return Err(ConfigError::MaxPending);
+        }
+        Ok(StandaloneUdpServer {
+            service: Arc::new(self.service),
+            protocol: Arc::new(self.protocol),
+            cfg: self.cfg,
+            control: Control::new(self.shutdown_timeout),
+        })
+    }
+}
+
+/// A blocking UDP server running portable [`DatagramHandler`]s on a mio event loop: per-peer
+/// routines, bounded per-peer queues and idle eviction come from the core's
+/// [`DatagramServer`].
+///
+/// ```no_run
+/// use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
+/// use easynet_core::protocol::Datagram;
+/// use easynet_mio::StandaloneUdpServer;
+///
+/// struct Echo;
+/// impl DatagramHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///     fn handle(&mut self, cx: &mut DatagramContext<'_, String>, r: Received<String>) -> HandlerResult {
+///         if let Received::Request(text) = r { cx.send(&text)?; }
+///         Ok(Next::Close)
+///     }
+/// }
+///
+/// let server = StandaloneUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+///     .host("127.0.0.1")
+///     .port(9000)
+///     .build()
+///     .unwrap();
+/// server.serve_forever(()).unwrap();
+/// ```
+pub struct StandaloneUdpServer<S, P> {
+    service: Arc<S>,
+    protocol: Arc<P>,
+    cfg: UdpConfig,
+    control: Arc<Control>,
+}
+
+impl<S, P> std::fmt::Debug for StandaloneUdpServer<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneUdpServer")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Endpoint<S: Service, P> {
+    socket: UdpSocket,
+    server: DatagramServer<S, P>,
+    pending: VecDeque<Transmit>,
+    readable: bool,
+    writable: bool,
+}
+
+impl<S, P> StandaloneUdpServer<S, P>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    /// Starts building a server for `protocol`, making one handler per peer with `service`.
+    pub fn builder(protocol: P, service: S) -> UdpServerBuilder<S, P> {
+        UdpServerBuilder {
+            service,
+            protocol,
+            cfg: UdpConfig {
+                host: Host::Name("localhost".into()),
+                port: 0,
+                reuse_port: false,
+                datagram: DatagramConfig::default(),
+            },
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            control: self.control.clone(),
+        }
+    }
+
+    /// True while `serve_forever` is receiving.
+    pub fn is_serving(&self) -> bool {
+        self.control.is_serving()
+    }
+
+    /// The bound addresses while serving; empty otherwise.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.control.addresses()
+    }
+
+    /// See [`ServerHandle::shutdown`].
+    pub fn shutdown(&self, timeout: Option<Duration>) {
+        self.control.shutdown(timeout);
+    }
+
+    /// See [`ServerHandle::close`]; a UDP run ends at once.
+    pub fn close(&self) {
+        self.control.close();
+    }
+
+    /// Binds, runs `service_init`, sets `is_up` and serves until shut down or closed.
+    pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+        self.control.begin_run()?;
+        let result = self.run(is_up);
+        self.control.end_run();
+        result
+    }
+
+    fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+        let addrs = bind::resolve(&self.cfg.host, self.cfg.port).map_err(ServerError::Resolve)?;
+        let sockets = bind::udp_sockets(&addrs, self.cfg.reuse_port).map_err(ServerError::Bind)?;
+        let poll = Poll::new().map_err(ServerError::Listener)?;
+        let waker =
+            Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(ServerError::Listener)?);
+        let mut endpoints = Vec::with_capacity(sockets.len());
+        let mut bound = Vec::with_capacity(sockets.len());
+        for (i, s) in sockets.into_iter().enumerate() {
+            let local = s.local_addr().map_err(ServerError::Listener)?;
+            let mut socket = UdpSocket::from_std(s);
+            poll.registry()
+                .register(
+                    &mut socket,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(ServerError::Listener)?;
+            let server = DatagramServer::new(
+                self.service.clone(),
+                self.protocol.clone(),
+                local,
+                self.cfg.datagram.clone(),
+            )
+            .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
+            bound.push(local);
+            endpoints.push(Endpoint {
+                socket,
+                server,
+                pending: VecDeque::new(),
+                readable: true,
+                writable: true,
+            });
+        }
+        self.service
+            .service_init()
+            .map_err(ServerError::ServiceInit)?;
+        self.control.serving(bound.clone(), vec![waker]);
+        if self.control.orders().shutdown.is_none() {
+            let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
+            tracing::info!("Start serving at {}", list.join(", "));
+            is_up.set();
+        }
+        let result = serve(poll, &mut endpoints, &self.control);
+        for e in &mut endpoints {
+            e.server.shutdown(Instant::now());
+            flush(e);
+        }
+        teardown(self.service.clone(), self.control.shutdown_timeout());
+        tracing::info!("Server stopped");
+        result.map_err(ServerError::Listener)
+    }
+}
+
+fn serve<S, P>(
+    mut poll: Poll,
+    endpoints: &mut [Endpoint<S, P>],
+    control: &Control,
+) -> io::Result<()>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    let mut events = Events::with_capacity(256);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let orders = control.orders();
+        if orders.shutdown.is_some() || orders.closed {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut busy = false;
+        for e in endpoints.iter_mut() {
+            if e.server.poll_timeout().is_some_and(|t| t <= now) {
+                e.server.handle_timeout(now);
+            }
+            let mut reads = 0;
+            while e.readable && reads < READ_BUDGET {
+                reads += 1;
+                match e.socket.recv_from(&mut buf) {
+                    Ok((n, from)) => e
+                        .server
+                        .handle_datagram(now, from, BytesMut::from(&buf[..n])),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
+                    // ICMP errors from an earlier send concern one peer only.
+                    Err(err) => tracing::debug!(error = %err, "datagram receive error"),
+                }
+            }
+            busy |= e.readable;
+            flush(e);
+        }
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            endpoints
+                .iter()
+                .filter_map(|e| e.server.poll_timeout())
+                .min()
+                .map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        match poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            if let Some(e) = endpoints.get_mut(event.token().0) {
+                e.readable |= event.is_readable();
+                e.writable |= event.is_writable();
+            }
+        }
+    }
+}
+
+/// Moves the endpoint's responses to its socket until it would block.
+fn flush<S, P>(e: &mut Endpoint<S, P>)
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    while let Output::Transmit(t) = e.server.poll_output() {
+        e.pending.push_back(t);
+    }
+    while e.writable {
+        let Some(t) = e.pending.front() else { break };
+        match e.socket.send_to(&t.data, t.to) {
+            Ok(_) => {
+                e.pending.pop_front();
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
+            Err(err) => {
+                // The handler has returned already; log (ARCHITECTURE.md, datagrams).
+                tracing::warn!(peer = %t.to, error = %err, "datagram send failed");
+                e.pending.pop_front();
+            }
+        }
+    }
+}
+
+impl<S, P> crate::thread::Standalone for StandaloneUdpServer<S, P>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    fn handle(&self) -> ServerHandle {
+        StandaloneUdpServer::handle(self)
+    }
+
+    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
+        self.serve_forever(is_up)
+    }
+}
