@@ -13,6 +13,7 @@
 mod bind;
 mod error;
 mod event;
+mod settings;
 
 pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
@@ -20,3 +21,4 @@ pub use bind::{
 };
 pub use error::{ConfigError, ServerError};
 pub use event::EventSet;
+pub use settings::{Listen, TcpSettings, UdpSettings};

@@ -5,36 +5,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use easynet_common::{self as bind, EventSet, Host, ListenOptions};
+use easynet_common::{self as bind, EventSet, ListenOptions, TcpSettings};
 use easynet_core::handler::{Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::StreamConfig;
 
 use crate::control::{Control, ServerHandle};
 use crate::worker::{Factory, Worker};
 use crate::{ConfigError, ServerError};
-
-#[derive(Debug, Clone)]
-struct TcpConfig {
-    host: Host,
-    port: u16,
-    backlog: i32,
-    reuse_port: bool,
-    workers: usize,
-    log_client_connection: bool,
-    stream: StreamConfig,
-    #[cfg(feature = "tls")]
-    tls: Option<Arc<rustls::ServerConfig>>,
-}
 
 /// Builds a [`StandaloneTcpServer`]; every setting has EasyNetwork's default.
 #[derive(Debug)]
 pub struct TcpServerBuilder<S, P> {
     service: S,
     protocol: P,
-    cfg: TcpConfig,
-    shutdown_timeout: Duration,
-    tls_options: Vec<&'static str>,
+    cfg: TcpSettings,
+    workers: usize,
 }
 
 impl<S, P> TcpServerBuilder<S, P>
@@ -43,113 +28,18 @@ where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
-    /// Listens on one host name or address (may resolve to several addresses).
-    pub fn host(mut self, host: impl Into<Host>) -> Self {
-        self.cfg.host = host.into();
-        self
-    }
-
-    /// Listens on several hosts, one listener per resolved address.
-    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
-        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Listens on every interface (`0.0.0.0` and `::`).
-    pub fn all_interfaces(mut self) -> Self {
-        self.cfg.host = Host::All;
-        self
-    }
-
-    /// The port; 0 picks a free one per listener, anew at each run. Default 0.
-    pub fn port(mut self, port: u16) -> Self {
-        self.cfg.port = port;
-        self
-    }
-
-    /// The listen backlog; default 100.
-    pub fn backlog(mut self, backlog: i32) -> Self {
-        self.cfg.backlog = backlog;
-        self
-    }
-
-    /// Sets SO_REUSEPORT on the listeners; default off (on anyway with several workers).
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.cfg.reuse_port = on;
-        self
-    }
+    easynet_common::tcp_setters!(cfg);
 
     /// Event-loop threads; each has its own listeners on the same port (SO_REUSEPORT) and
     /// the kernel spreads connections over them. Default 1.
     pub fn workers(mut self, n: usize) -> Self {
-        self.cfg.workers = n;
-        self
-    }
-
-    /// Bytes read per socket read; default 16 KiB; must be positive.
-    pub fn max_recv_size(mut self, bytes: usize) -> Self {
-        self.cfg.stream.read_size = bytes;
-        self
-    }
-
-    /// Logs connects and disconnects at INFO (default) rather than DEBUG.
-    pub fn log_client_connection(mut self, on: bool) -> Self {
-        self.cfg.log_client_connection = on;
-        self
-    }
-
-    /// Default timeout of [`ServerHandle::shutdown`]; default 30 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Any other per-connection setting (write high-water mark, ...).
-    pub fn stream_config(mut self, config: StreamConfig) -> Self {
-        self.cfg.stream = config;
-        self
-    }
-
-    /// Serves TLS with this rustls configuration.
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.cfg.tls = Some(config);
-        self
-    }
-
-    /// TLS handshake deadline; default 60 s. Only with `tls`.
-    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.stream.tls_handshake_timeout = timeout;
-        self.tls_options.push("tls_handshake_timeout");
-        self
-    }
-
-    /// TLS close deadline; default 30 s. Only with `tls`.
-    pub fn tls_shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.stream.shutdown_timeout = timeout;
-        self.tls_options.push("tls_shutdown_timeout");
-        self
-    }
-
-    /// Exchange close_notify on close; default true. Only with `tls`.
-    pub fn tls_standard_compatible(mut self, on: bool) -> Self {
-        self.cfg.stream.tls_standard_compatible = on;
-        self.tls_options.push("tls_standard_compatible");
+        self.workers = n;
         self
     }
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
     pub fn build(self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
-        if self.cfg.stream.read_size == 0 {
-            return Err(ConfigError::MaxRecvSize);
-        }
-        #[cfg(feature = "tls")]
-        let has_tls = self.cfg.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        let has_tls = false;
-        if let Some(opt) = self.tls_options.first().filter(|_| !has_tls) {
-            return Err(ConfigError::TlsOptionWithoutTls(opt));
-        }
+        self.cfg.validate()?;
         let factory = Arc::new(Factory {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
@@ -161,8 +51,9 @@ where
         });
         Ok(StandaloneTcpServer {
             factory,
+            control: Control::new(self.cfg.shutdown_timeout),
+            workers: self.workers.max(1),
             cfg: self.cfg,
-            control: Control::new(self.shutdown_timeout),
         })
     }
 }
@@ -195,7 +86,8 @@ where
 /// ```
 pub struct StandaloneTcpServer<S, P> {
     factory: Arc<Factory<S, P>>,
-    cfg: TcpConfig,
+    cfg: TcpSettings,
+    workers: usize,
     control: Arc<Control>,
 }
 
@@ -218,19 +110,8 @@ where
         TcpServerBuilder {
             service,
             protocol,
-            cfg: TcpConfig {
-                host: Host::Name("localhost".into()),
-                port: 0,
-                backlog: 100,
-                reuse_port: false,
-                workers: 1,
-                log_client_connection: true,
-                stream: StreamConfig::default(),
-                #[cfg(feature = "tls")]
-                tls: None,
-            },
-            shutdown_timeout: Duration::from_secs(30),
-            tls_options: Vec::new(),
+            cfg: TcpSettings::default(),
+            workers: 1,
         }
     }
 
@@ -273,12 +154,13 @@ where
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
         let cfg = &self.cfg;
-        let workers = cfg.workers.max(1);
+        let workers = self.workers;
         let opts = ListenOptions {
             backlog: cfg.backlog,
-            reuse_port: cfg.reuse_port || workers > 1,
+            reuse_port: cfg.listen.reuse_port || workers > 1,
         };
-        let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
+        let addrs =
+            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
         let first = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
         let bound: Vec<SocketAddr> = first.iter().filter_map(|l| l.local_addr().ok()).collect();
         let mut sets = vec![first];

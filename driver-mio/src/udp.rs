@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use easynet_common::{self as bind, EventSet, Host};
+use easynet_common::{self as bind, EventSet, UdpSettings};
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
@@ -22,21 +22,12 @@ const WAKER: Token = Token(usize::MAX);
 /// Datagrams read per socket per wake-up before the others get a turn.
 const READ_BUDGET: usize = 64;
 
-#[derive(Debug, Clone)]
-struct UdpConfig {
-    host: Host,
-    port: u16,
-    reuse_port: bool,
-    datagram: DatagramConfig,
-}
-
 /// Builds a [`StandaloneUdpServer`].
 #[derive(Debug)]
 pub struct UdpServerBuilder<S, P> {
     service: S,
     protocol: P,
-    cfg: UdpConfig,
-    shutdown_timeout: Duration,
+    cfg: UdpSettings,
 }
 
 impl<S, P> UdpServerBuilder<S, P>
@@ -45,29 +36,7 @@ where
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
-    /// Listens on one host name or address (may resolve to several addresses).
-    pub fn host(mut self, host: impl Into<Host>) -> Self {
-        self.cfg.host = host.into();
-        self
-    }
-
-    /// Listens on several hosts, one socket per resolved address.
-    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
-        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// The port; 0 picks a free one per socket, anew at each run.
-    pub fn port(mut self, port: u16) -> Self {
-        self.cfg.port = port;
-        self
-    }
-
-    /// Sets SO_REUSEPORT; default off.
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.cfg.reuse_port = on;
-        self
-    }
+    easynet_common::listen_setters!(cfg);
 
     /// Per-peer queue bound and idle eviction.
     pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
@@ -75,22 +44,14 @@ where
         self
     }
 
-    /// Default timeout of [`ServerHandle::shutdown`]; default 30 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
     pub fn build(self) -> Result<StandaloneUdpServer<S, P>, ConfigError> {
-        if self.cfg.datagram.max_pending == 0 {
-            return Err(ConfigError::MaxPending);
-        }
+        self.cfg.validate()?;
         Ok(StandaloneUdpServer {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
+            control: Control::new(self.cfg.shutdown_timeout),
             cfg: self.cfg,
-            control: Control::new(self.shutdown_timeout),
         })
     }
 }
@@ -124,7 +85,7 @@ where
 pub struct StandaloneUdpServer<S, P> {
     service: Arc<S>,
     protocol: Arc<P>,
-    cfg: UdpConfig,
+    cfg: UdpSettings,
     control: Arc<Control>,
 }
 
@@ -155,13 +116,7 @@ where
         UdpServerBuilder {
             service,
             protocol,
-            cfg: UdpConfig {
-                host: Host::Name("localhost".into()),
-                port: 0,
-                reuse_port: false,
-                datagram: DatagramConfig::default(),
-            },
-            shutdown_timeout: Duration::from_secs(30),
+            cfg: UdpSettings::default(),
         }
     }
 
@@ -201,8 +156,10 @@ where
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let addrs = bind::resolve(&self.cfg.host, self.cfg.port).map_err(ServerError::Resolve)?;
-        let sockets = bind::udp_sockets(&addrs, self.cfg.reuse_port).map_err(ServerError::Bind)?;
+        let addrs = bind::resolve(&self.cfg.listen.host, self.cfg.listen.port)
+            .map_err(ServerError::Resolve)?;
+        let sockets =
+            bind::udp_sockets(&addrs, self.cfg.listen.reuse_port).map_err(ServerError::Bind)?;
         let poll = Poll::new().map_err(ServerError::Listener)?;
         let waker =
             Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(ServerError::Listener)?);

@@ -11,7 +11,7 @@ use easynet_core::ConnId;
 use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{Connection, ServerRole, Session, StreamConfig};
+use easynet_core::stream::{Connection, ServerRole, Session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,21 +23,9 @@ use crate::async_stream::{self, AsyncStreamHandler};
 use crate::conn::{self, now};
 use crate::shell::Shell;
 use crate::{ConfigError, EventSet, ServerError};
-use easynet_common::{self as bind, Host, ListenOptions};
+use easynet_common::{self as bind, ListenOptions, TcpSettings};
 
-/// Settings of an [`AsyncTcpServer`]; made by [`TcpServerBuilder`].
-#[derive(Debug, Clone)]
-struct TcpConfig {
-    host: Host,
-    port: u16,
-    backlog: i32,
-    reuse_port: bool,
-    log_client_connection: bool,
-    stream: StreamConfig,
-    shutdown_timeout: Duration,
-    #[cfg(feature = "tls")]
-    tls: Option<Arc<rustls::ServerConfig>>,
-}
+type TcpConfig = TcpSettings;
 
 /// Builds an [`AsyncTcpServer`]; every setting has EasyNetwork's default.
 #[derive(Debug)]
@@ -45,7 +33,6 @@ pub struct TcpServerBuilder<S, P> {
     service: S,
     protocol: P,
     cfg: TcpConfig,
-    tls_options: Vec<&'static str>,
 }
 
 impl<S, P> TcpServerBuilder<S, P>
@@ -53,93 +40,7 @@ where
     S: Service,
     P: StreamServerProtocol,
 {
-    /// Listens on one host name or address (may resolve to several addresses).
-    pub fn host(mut self, host: impl Into<Host>) -> Self {
-        self.cfg.host = host.into();
-        self
-    }
-
-    /// Listens on several hosts, one listener per resolved address.
-    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
-        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Listens on every interface (`0.0.0.0` and `::`).
-    pub fn all_interfaces(mut self) -> Self {
-        self.cfg.host = Host::All;
-        self
-    }
-
-    /// The port; 0 picks a free one per listener. Default 0.
-    pub fn port(mut self, port: u16) -> Self {
-        self.cfg.port = port;
-        self
-    }
-
-    /// The listen backlog; default 100.
-    pub fn backlog(mut self, backlog: i32) -> Self {
-        self.cfg.backlog = backlog;
-        self
-    }
-
-    /// Sets SO_REUSEPORT on the listeners; default off.
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.cfg.reuse_port = on;
-        self
-    }
-
-    /// Bytes read per socket read; default 16 KiB; must be positive.
-    pub fn max_recv_size(mut self, bytes: usize) -> Self {
-        self.cfg.stream.read_size = bytes;
-        self
-    }
-
-    /// Logs connects and disconnects at INFO (default) rather than DEBUG.
-    pub fn log_client_connection(mut self, on: bool) -> Self {
-        self.cfg.log_client_connection = on;
-        self
-    }
-
-    /// How long a shutdown waits for connections to finish; default 30 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Any other per-connection setting (write high-water mark, ...).
-    pub fn stream_config(mut self, config: StreamConfig) -> Self {
-        self.cfg.stream = config;
-        self
-    }
-
-    /// Serves TLS with this rustls configuration.
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.cfg.tls = Some(config);
-        self
-    }
-
-    /// TLS handshake deadline; default 60 s. Only with [`tls`](Self::tls).
-    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.stream.tls_handshake_timeout = timeout;
-        self.tls_options.push("tls_handshake_timeout");
-        self
-    }
-
-    /// TLS close deadline; default 30 s. Only with [`tls`](Self::tls).
-    pub fn tls_shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.cfg.stream.shutdown_timeout = timeout;
-        self.tls_options.push("tls_shutdown_timeout");
-        self
-    }
-
-    /// Exchange close_notify on close; default true. Only with [`tls`](Self::tls).
-    pub fn tls_standard_compatible(mut self, on: bool) -> Self {
-        self.cfg.stream.tls_standard_compatible = on;
-        self.tls_options.push("tls_standard_compatible");
-        self
-    }
+    easynet_common::tcp_setters!(cfg);
 
     /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is bound
     /// yet); fails on invalid settings.
@@ -187,16 +88,7 @@ where
         supervise: bool,
         serve: impl FnOnce(Arc<S>, Arc<P>, TcpConfig) -> ServeConn,
     ) -> Result<AsyncTcpServer<S, P>, ConfigError> {
-        if self.cfg.stream.read_size == 0 {
-            return Err(ConfigError::MaxRecvSize);
-        }
-        #[cfg(feature = "tls")]
-        let has_tls = self.cfg.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        let has_tls = false;
-        if let Some(opt) = self.tls_options.first().filter(|_| !has_tls) {
-            return Err(ConfigError::TlsOptionWithoutTls(opt));
-        }
+        self.cfg.validate()?;
         let service = Arc::new(self.service);
         let protocol = Arc::new(self.protocol);
         let serve_conn = serve(service.clone(), protocol, self.cfg.clone());
@@ -293,18 +185,7 @@ where
         TcpServerBuilder {
             service,
             protocol,
-            cfg: TcpConfig {
-                host: Host::Name("localhost".into()),
-                port: 0,
-                backlog: 100,
-                reuse_port: false,
-                log_client_connection: true,
-                stream: StreamConfig::default(),
-                shutdown_timeout: Duration::from_secs(30),
-                #[cfg(feature = "tls")]
-                tls: None,
-            },
-            tls_options: Vec::new(),
+            cfg: TcpSettings::default(),
         }
     }
 
@@ -315,10 +196,11 @@ where
 
     fn bind(&self) -> Result<Vec<Arc<TcpListener>>, ServerError> {
         let cfg = &self.inner.cfg;
-        let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
+        let addrs =
+            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
         let opts = ListenOptions {
             backlog: cfg.backlog,
-            reuse_port: cfg.reuse_port,
+            reuse_port: cfg.listen.reuse_port,
         };
         let listeners = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
         listeners

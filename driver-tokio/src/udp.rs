@@ -6,7 +6,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
@@ -20,7 +19,7 @@ use crate::async_datagram::{self, AsyncDatagramHandler};
 use crate::conn::now;
 use crate::shell::Shell;
 use crate::{ConfigError, EventSet, ServerError};
-use easynet_common::{self as bind, Host};
+use easynet_common::{self as bind, UdpSettings};
 
 /// Largest datagram read: 64 KiB.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -30,13 +29,7 @@ thread_local! {
     static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-#[derive(Debug, Clone)]
-struct UdpConfig {
-    host: Host,
-    port: u16,
-    reuse_port: bool,
-    datagram: DatagramConfig,
-}
+type UdpConfig = UdpSettings;
 
 /// Builds an [`AsyncUdpServer`].
 #[derive(Debug)]
@@ -51,35 +44,7 @@ where
     S: Service,
     P: DatagramServerProtocol,
 {
-    /// Listens on one host name or address (may resolve to several addresses).
-    pub fn host(mut self, host: impl Into<Host>) -> Self {
-        self.cfg.host = host.into();
-        self
-    }
-
-    /// Listens on several hosts, one socket per resolved address.
-    pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
-        self.cfg.host = Host::List(hosts.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Listens on every interface.
-    pub fn all_interfaces(mut self) -> Self {
-        self.cfg.host = Host::All;
-        self
-    }
-
-    /// The port; 0 picks a free one per socket.
-    pub fn port(mut self, port: u16) -> Self {
-        self.cfg.port = port;
-        self
-    }
-
-    /// Sets SO_REUSEPORT; default off.
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.cfg.reuse_port = on;
-        self
-    }
+    easynet_common::listen_setters!(cfg);
 
     /// Per-peer queue bound and idle eviction.
     pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
@@ -124,9 +89,7 @@ where
         self,
         serve: impl FnOnce(Arc<S>, Arc<P>, DatagramConfig) -> ServeSocket,
     ) -> Result<AsyncUdpServer<S, P>, ConfigError> {
-        if self.cfg.datagram.max_pending == 0 {
-            return Err(ConfigError::MaxPending);
-        }
+        self.cfg.validate()?;
         let service = Arc::new(self.service);
         let serve_socket = serve(
             service.clone(),
@@ -220,19 +183,16 @@ where
         UdpServerBuilder {
             service,
             protocol,
-            cfg: UdpConfig {
-                host: Host::Name("localhost".into()),
-                port: 0,
-                reuse_port: false,
-                datagram: DatagramConfig::default(),
-            },
+            cfg: UdpSettings::default(),
         }
     }
 
     fn bind(&self) -> Result<Vec<Arc<UdpSocket>>, ServerError> {
         let cfg = &self.inner.cfg;
-        let addrs = bind::resolve(&cfg.host, cfg.port).map_err(ServerError::Resolve)?;
-        let sockets = bind::udp_sockets(&addrs, cfg.reuse_port).map_err(ServerError::Bind)?;
+        let addrs =
+            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
+        let sockets =
+            bind::udp_sockets(&addrs, cfg.listen.reuse_port).map_err(ServerError::Bind)?;
         sockets
             .into_iter()
             .map(|s| {
@@ -278,7 +238,10 @@ where
 
     /// Stops a running `serve_forever` and waits for it; sockets stay bound.
     pub async fn shutdown(&self) {
-        self.inner.shell.shutdown(Duration::ZERO).await;
+        self.inner
+            .shell
+            .shutdown(self.inner.cfg.shutdown_timeout)
+            .await;
     }
 
     /// Serves until [`shutdown`](Self::shutdown) or [`close`](Self::close).
@@ -321,7 +284,7 @@ where
             }
             cancel.cancel(); // one socket failing stops the run
         }
-        crate::tcp::teardown(service, Duration::from_secs(30)).await;
+        crate::tcp::teardown(service, self.inner.cfg.shutdown_timeout).await;
         tracing::info!("Server stopped");
         failure.map_or(Ok(()), Err)
     }

@@ -81,6 +81,7 @@ impl<P: StreamClientProtocol> Role<P> for ClientRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// TLS handshake under way.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Handshaking { deadline: Instant },
     /// Ready: messages flow both ways.
     Open,
@@ -255,6 +256,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// Bytes read from the socket.
     pub fn handle_read(&mut self, now: Instant, data: &[u8]) {
+        let _ = now; // only TLS failures need it
         if self.is_closed() {
             return;
         }
@@ -443,6 +445,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if let Some(d) = self.shutdown {
             deadline = deadline.min(d);
         }
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut await_close_notify = false;
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut()

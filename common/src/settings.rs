@@ -1,0 +1,216 @@
+//! The settings every server builder offers, and the setter methods both drivers' builders
+//! get from [`listen_setters!`](crate::listen_setters) and [`tcp_setters!`](crate::tcp_setters).
+
+use std::time::Duration;
+
+use easynet_core::datagram::DatagramConfig;
+use easynet_core::stream::StreamConfig;
+
+use crate::{ConfigError, Host};
+
+/// Where and how a server listens (TCP and UDP).
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// One name, several, or every interface.
+    pub host: Host,
+    /// 0 picks a free port per socket.
+    pub port: u16,
+    /// SO_REUSEPORT.
+    pub reuse_port: bool,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            host: Host::Name("localhost".into()),
+            port: 0,
+            reuse_port: false,
+        }
+    }
+}
+
+/// Settings of a TCP server builder; EasyNetwork's defaults.
+#[derive(Debug, Clone)]
+pub struct TcpSettings {
+    /// Where to listen.
+    pub listen: Listen,
+    /// The listen backlog: 100.
+    pub backlog: i32,
+    /// Connects and disconnects logged at INFO (true) or DEBUG.
+    pub log_client_connection: bool,
+    /// Per-connection settings.
+    pub stream: StreamConfig,
+    /// How long a shutdown waits for connections: 30 s.
+    pub shutdown_timeout: Duration,
+    /// The TLS configuration, if serving TLS.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS options given (they need `tls`).
+    pub tls_options: Vec<&'static str>,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        Self {
+            listen: Listen::default(),
+            backlog: 100,
+            log_client_connection: true,
+            stream: StreamConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            #[cfg(feature = "tls")]
+            tls: None,
+            tls_options: Vec::new(),
+        }
+    }
+}
+
+impl TcpSettings {
+    /// Checks what `build` must refuse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.stream.read_size == 0 {
+            return Err(ConfigError::MaxRecvSize);
+        }
+        #[cfg(feature = "tls")]
+        let has_tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let has_tls = false;
+        match self.tls_options.first() {
+            Some(opt) if !has_tls => Err(ConfigError::TlsOptionWithoutTls(opt)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Settings of a UDP server builder.
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    /// Where to listen.
+    pub listen: Listen,
+    /// Per-peer queue bound and idle eviction.
+    pub datagram: DatagramConfig,
+    /// Default timeout of a blocking server's shutdown: 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for UdpSettings {
+    fn default() -> Self {
+        Self {
+            listen: Listen::default(),
+            datagram: DatagramConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl UdpSettings {
+    /// Checks what `build` must refuse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.datagram.max_pending == 0 {
+            return Err(ConfigError::MaxPending);
+        }
+        Ok(())
+    }
+}
+
+/// Setter methods for a builder with a `settings` field holding a `listen: Listen`.
+#[macro_export]
+macro_rules! listen_setters {
+    ($settings:ident) => {
+        /// Listens on one host name or address (may resolve to several addresses).
+        pub fn host(mut self, host: impl Into<$crate::Host>) -> Self {
+            self.$settings.listen.host = host.into();
+            self
+        }
+
+        /// Listens on several hosts, one socket per resolved address (de-duplicated, sorted).
+        pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+            self.$settings.listen.host =
+                $crate::Host::List(hosts.into_iter().map(Into::into).collect());
+            self
+        }
+
+        /// Listens on every interface (`0.0.0.0` and `::`, one socket each).
+        pub fn all_interfaces(mut self) -> Self {
+            self.$settings.listen.host = $crate::Host::All;
+            self
+        }
+
+        /// The port; 0 picks a free one per socket. Default 0.
+        pub fn port(mut self, port: u16) -> Self {
+            self.$settings.listen.port = port;
+            self
+        }
+
+        /// Sets SO_REUSEPORT; default off.
+        pub fn reuse_port(mut self, on: bool) -> Self {
+            self.$settings.listen.reuse_port = on;
+            self
+        }
+
+        /// How long a shutdown waits for the server to finish; default 30 s.
+        pub fn shutdown_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$settings.shutdown_timeout = timeout;
+            self
+        }
+    };
+}
+
+/// Setter methods for a TCP builder with a `settings: TcpSettings` field.
+#[macro_export]
+macro_rules! tcp_setters {
+    ($settings:ident) => {
+        $crate::listen_setters!($settings);
+
+        /// The listen backlog; default 100.
+        pub fn backlog(mut self, backlog: i32) -> Self {
+            self.$settings.backlog = backlog;
+            self
+        }
+
+        /// Bytes read per socket read; default 16 KiB; must be positive.
+        pub fn max_recv_size(mut self, bytes: usize) -> Self {
+            self.$settings.stream.read_size = bytes;
+            self
+        }
+
+        /// Logs connects and disconnects at INFO (default) rather than DEBUG.
+        pub fn log_client_connection(mut self, on: bool) -> Self {
+            self.$settings.log_client_connection = on;
+            self
+        }
+
+        /// Any other per-connection setting (write high-water mark, ...).
+        pub fn stream_config(mut self, config: easynet_core::stream::StreamConfig) -> Self {
+            self.$settings.stream = config;
+            self
+        }
+
+        /// Serves TLS with this rustls configuration.
+        #[cfg(feature = "tls")]
+        pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+            self.$settings.tls = Some(config);
+            self
+        }
+
+        /// TLS handshake deadline; default 60 s. Only with `tls`.
+        pub fn tls_handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$settings.stream.tls_handshake_timeout = timeout;
+            self.$settings.tls_options.push("tls_handshake_timeout");
+            self
+        }
+
+        /// TLS close deadline; default 30 s. Only with `tls`.
+        pub fn tls_shutdown_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$settings.stream.shutdown_timeout = timeout;
+            self.$settings.tls_options.push("tls_shutdown_timeout");
+            self
+        }
+
+        /// Exchange close_notify on close; default true. Only with `tls`.
+        pub fn tls_standard_compatible(mut self, on: bool) -> Self {
+            self.$settings.stream.tls_standard_compatible = on;
+            self.$settings.tls_options.push("tls_standard_compatible");
+            self
+        }
+    };
+}
