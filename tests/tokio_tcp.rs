@@ -424,3 +424,30 @@ async fn sockets_expose_listener_options_and_reuse_port_shares_a_port() {
     first.close();
     assert!(first.sockets().is_empty());
 }
+
+#[tokio::test]
+async fn tcp_client_responses_end_at_eof_and_parse_errors_are_typed() {
+    use easynet::tokio::{AsyncTcpClient, ClientError};
+    let server = server(None);
+    let task = start(&server).await;
+    let mut c = AsyncTcpClient::connect(server.addresses()[0], Stream::lines())
+        .await
+        .unwrap();
+    for t in ["a", "b", "quit"] {
+        c.send(&t.to_owned()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut responses = c.responses(Some(LIMIT));
+    while let Some(r) = responses.next().await {
+        got.push(r.unwrap());
+    }
+    assert_eq!(got, ["a", "b"]);
+    assert!(matches!(c.recv().await, Err(ClientError::Eof)));
+    c.close().await;
+    assert!(matches!(
+        c.send(&"late".to_owned()).await,
+        Err(ClientError::Closed)
+    ));
+    server.shutdown().await;
+    task.await.unwrap().unwrap();
+}

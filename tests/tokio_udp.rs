@@ -199,3 +199,22 @@ async fn client_timeout_and_close_are_typed() {
         Err(ClientError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn udp_client_responses_stop_at_the_deadline() {
+    let server = server();
+    let task = start(&server).await;
+    let mut c = client(&server).await;
+    for t in ["a", "b"] {
+        c.send(&t.to_owned()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut responses = c.responses(Some(Duration::from_millis(300)));
+    while let Some(r) = responses.next().await {
+        got.push(r.unwrap());
+    }
+    got.sort();
+    assert_eq!(got, ["a", "b"]);
+    server.shutdown().await;
+    task.await.unwrap().unwrap();
+}

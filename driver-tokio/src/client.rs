@@ -398,6 +398,15 @@ impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
             .map_err(|_| ClientError::Timeout)?
     }
 
+    /// The responses as they come, until `timeout` passes in all (or an error).
+    pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
+        let deadline = timeout.map(|t| now() + t);
+        UdpResponses {
+            client: self,
+            deadline,
+        }
+    }
+
     /// Closes the client; later calls fail with [`ClientError::Closed`].
     pub fn close(&mut self) {
         self.closed = true;
@@ -406,5 +415,29 @@ impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
     /// True once closed.
     pub fn is_closing(&self) -> bool {
         self.closed
+    }
+}
+
+/// The responses of an [`AsyncUdpClient`] as they come; see [`AsyncUdpClient::responses`].
+pub struct UdpResponses<'a, P> {
+    client: &'a mut AsyncUdpClient<P>,
+    deadline: Option<std::time::Instant>,
+}
+
+impl<P: DatagramClientProtocol> UdpResponses<'_, P> {
+    /// The next response; `None` once the time allowed has passed or the client is closed.
+    pub async fn next(&mut self) -> Option<Result<P::Response, ClientError>> {
+        let res = match self.deadline {
+            Some(d) => {
+                self.client
+                    .recv_timeout(d.saturating_duration_since(now()))
+                    .await
+            }
+            None => self.client.recv().await,
+        };
+        match res {
+            Err(ClientError::Timeout | ClientError::Closed) => None,
+            other => Some(other),
+        }
     }
 }
