@@ -8,12 +8,14 @@
 
 #![deny(missing_docs)]
 
+mod client;
 mod control;
 mod tcp;
 mod thread;
 mod udp;
 mod worker;
 
+pub use client::{ClientError, TcpClient, TcpResponses, UdpClient, UdpResponses};
 pub use control::ServerHandle;
 pub use easynet_common::{BindError, ConfigError, EventSet, Host, ServerError};
 pub use easynet_core as core;
