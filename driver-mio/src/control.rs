@@ -21,6 +21,8 @@ pub(crate) struct Orders {
 struct State {
     lifecycle: Lifecycle,
     addresses: Vec<SocketAddr>,
+    /// Duplicates of the run's sockets for `sockets()`; dropped at the run's end and on close.
+    sockets: Vec<socket2::Socket>,
     wakers: Vec<Arc<mio::Waker>>,
     orders: Orders,
     running: bool,
@@ -39,6 +41,7 @@ impl Control {
             state: Mutex::new(State {
                 lifecycle: Lifecycle::new(),
                 addresses: Vec::new(),
+                sockets: Vec::new(),
                 wakers: Vec::new(),
                 orders: Orders {
                     shutdown: None,
@@ -72,11 +75,17 @@ impl Control {
     }
 
     /// The run is bound and its loops exist: it is serving.
-    pub(crate) fn serving(&self, addresses: Vec<SocketAddr>, wakers: Vec<Arc<mio::Waker>>) {
+    pub(crate) fn serving(
+        &self,
+        addresses: Vec<SocketAddr>,
+        sockets: Vec<socket2::Socket>,
+        wakers: Vec<Arc<mio::Waker>>,
+    ) {
         let mut s = self.lock();
         s.lifecycle.activated();
         s.lifecycle.serving();
         s.addresses = addresses;
+        s.sockets = sockets;
         s.wakers = wakers;
     }
 
@@ -86,6 +95,7 @@ impl Control {
         s.lifecycle.stopped();
         s.lifecycle.deactivated();
         s.addresses.clear();
+        s.sockets.clear();
         s.wakers.clear();
         s.running = false;
         drop(s);
@@ -121,6 +131,17 @@ impl Control {
         }
     }
 
+    pub(crate) fn sockets(&self) -> Vec<socket2::Socket> {
+        let s = self.lock();
+        if !(s.running && s.lifecycle.is_listening()) {
+            return Vec::new();
+        }
+        s.sockets
+            .iter()
+            .filter_map(|sock| sock.try_clone().ok())
+            .collect()
+    }
+
     pub(crate) fn shutdown(&self, timeout: Option<Duration>) {
         let timeout = timeout.unwrap_or(self.shutdown_timeout);
         let start = Instant::now();
@@ -151,6 +172,7 @@ impl Control {
         let mut s = self.lock();
         s.lifecycle.close();
         s.orders.closed = true;
+        s.sockets.clear(); // our duplicates must not keep the listeners open
         Self::wake_all(&s);
     }
 }
@@ -193,6 +215,12 @@ impl ServerHandle {
     /// The bound addresses while serving; empty otherwise (EasyNetwork's standalone rule).
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
+    }
+
+    /// Duplicates of the listening sockets while serving (for `getsockopt` and the like);
+    /// empty otherwise. Dropping them does not affect the server.
+    pub fn sockets(&self) -> Vec<socket2::Socket> {
+        self.control.sockets()
     }
 
     /// Stops the running `serve_forever` and waits for it, at most `timeout` (default: the

@@ -132,6 +132,11 @@ where
         self.control.addresses()
     }
 
+    /// See [`ServerHandle::sockets`].
+    pub fn sockets(&self) -> Vec<socket2::Socket> {
+        self.control.sockets()
+    }
+
     /// See [`ServerHandle::shutdown`].
     pub fn shutdown(&self, timeout: Option<Duration>) {
         self.control.shutdown(timeout);
@@ -168,6 +173,11 @@ where
             // The others share the ports the first one got.
             sets.push(bind::tcp_listeners(&bound, opts).map_err(ServerError::Bind)?);
         }
+        let dups = sets[0]
+            .iter()
+            .filter_map(|l| l.try_clone().ok())
+            .map(socket2::Socket::from)
+            .collect();
         self.factory
             .service
             .service_init()
@@ -180,7 +190,7 @@ where
             loops.push(w);
             wakers.push(waker);
         }
-        self.control.serving(bound.clone(), wakers);
+        self.control.serving(bound.clone(), dups, wakers);
         if self.control.orders().shutdown.is_none() {
             let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
             tracing::info!("Start serving at {}", list.join(", "));

@@ -137,6 +137,11 @@ where
         self.control.addresses()
     }
 
+    /// See [`ServerHandle::sockets`].
+    pub fn sockets(&self) -> Vec<socket2::Socket> {
+        self.control.sockets()
+    }
+
     /// See [`ServerHandle::shutdown`].
     pub fn shutdown(&self, timeout: Option<Duration>) {
         self.control.shutdown(timeout);
@@ -163,6 +168,11 @@ where
         let poll = Poll::new().map_err(ServerError::Listener)?;
         let waker =
             Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(ServerError::Listener)?);
+        let dups = sockets
+            .iter()
+            .filter_map(|s| s.try_clone().ok())
+            .map(socket2::Socket::from)
+            .collect();
         let mut endpoints = Vec::with_capacity(sockets.len());
         let mut bound = Vec::with_capacity(sockets.len());
         for (i, s) in sockets.into_iter().enumerate() {
@@ -194,7 +204,7 @@ where
         self.service
             .service_init()
             .map_err(ServerError::ServiceInit)?;
-        self.control.serving(bound.clone(), vec![waker]);
+        self.control.serving(bound.clone(), dups, vec![waker]);
         if self.control.orders().shutdown.is_none() {
             let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
             tracing::info!("Start serving at {}", list.join(", "));
