@@ -23,6 +23,8 @@ use easynet_common::{self as bind, UdpSettings};
 
 /// Largest datagram read: 64 KiB.
 const MAX_DATAGRAM: usize = 64 * 1024;
+/// Datagrams read per wake-up before the answers go out.
+const READ_BUDGET: usize = 32;
 
 thread_local! {
     // One receive buffer per worker thread, not per socket or peer.
@@ -307,7 +309,13 @@ where
         let next_timeout = loop {
             match endpoint.poll_output() {
                 Output::Transmit(t) => {
-                    if let Err(e) = socket.send_to(&t.data, t.to).await {
+                    let sent = match socket.try_send_to(&t.data, t.to) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            socket.send_to(&t.data, t.to).await
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = sent {
                         // The handler has returned already; log (ARCHITECTURE.md, datagrams).
                         tracing::warn!(peer = %t.to, error = %e, "datagram send failed");
                     }
@@ -322,22 +330,20 @@ where
             () = closed.cancelled() => break,
             res = socket.readable() => {
                 res?;
-                let got = RECV_BUF.with_borrow_mut(|buf| {
+                // Take what is there (bounded), then answer it all.
+                RECV_BUF.with_borrow_mut(|buf| {
                     if buf.len() < MAX_DATAGRAM {
                         buf.resize(MAX_DATAGRAM, 0);
                     }
-                    match socket.try_recv_from(buf) {
-                        Ok((n, from)) => Ok(Some((BytesMut::from(&buf[..n]), from))),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                        Err(e) => Err(e),
+                    for _ in 0..READ_BUDGET {
+                        match socket.try_recv_from(buf) {
+                            Ok((n, from)) => endpoint.handle_datagram(now(), from, BytesMut::from(&buf[..n])),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP errors (connection refused from an earlier send) concern one peer.
+                            Err(e) => tracing::debug!(error = %e, "datagram receive error"),
+                        }
                     }
                 });
-                match got {
-                    Ok(Some((data, from))) => endpoint.handle_datagram(now(), from, data),
-                    Ok(None) => {}
-                    // ICMP errors (connection refused from an earlier send) concern one peer.
-                    Err(e) => tracing::debug!(error = %e, "datagram receive error"),
-                }
             }
             () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
                 endpoint.handle_timeout(now());

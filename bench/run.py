@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Runs easynet (both drivers) and the hand-written baselines in one run, alternating, on the
+same settings, and prints the BENCHMARKS.md table with the ratio easynet / baseline.
+
+    cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick]
+
+Every server is single-threaded; the load generator is a single-threaded tokio client on the
+same machine. Each row runs easynet and its baseline `rounds` times each, alternating
+(A B A B ...), and reports the median of each.
+"""
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release")
+TLS_DIR = os.path.join(os.path.dirname(__file__), "..", "target", "bench-tls")
+PORT = 9150
+
+
+def start(impl):
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "bench-server"), impl, "--port", str(PORT), "--tls-dir", TLS_DIR],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if not line.startswith("listening on"):
+        proc.kill()
+        raise RuntimeError(f"{impl} did not start: {line!r}")
+    return proc
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def parse(out):
+    return {k: float(v) for k, v in (kv.split("=") for kv in out.split())}
+
+
+def load(impl, transport, size, pipeline, conns, seconds):
+    proc = start(impl)
+    try:
+        out = subprocess.run(
+            [os.path.join(BIN, "loadgen"), "--addr", f"127.0.0.1:{PORT}", "--transport", transport,
+             "--size", str(size), "--pipeline", str(pipeline), "--conns", str(conns),
+             "--seconds", str(seconds), "--tls-dir", TLS_DIR],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        ).stdout
+    finally:
+        stop(proc)
+    return parse(out)
+
+
+def idle(impl, conns):
+    proc = start(impl)
+    try:
+        out = subprocess.run(
+            [os.path.join(BIN, "loadgen"), "idle", "--addr", f"127.0.0.1:{PORT}", "--conns", str(conns),
+             "--pid", str(proc.pid)],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    finally:
+        stop(proc)
+    return parse(out)
+
+
+def summarize(runs):
+    med = lambda k: statistics.median(r[k] for r in runs)
+    return {k: med(k) for k in runs[0]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--conns", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="1 KiB rows only")
+    a = ap.parse_args()
+    subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
+
+    sizes = [1024] if a.quick else [1024, 10 * 1024, 64 * 1024]
+    udp_sizes = [1024] if a.quick else [1024, 10 * 1024]  # 64 KiB exceeds a UDP datagram
+    pairs = []
+    for size in sizes:
+        for p in (1, 5):
+            pairs.append(("tcp lines, tokio", "easynet-tokio-lines", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
+            pairs.append(("tcp lines, mio", "easynet-mio-lines", "mio-lines", "hand-written mio", "tcp", size, p))
+            pairs.append(("tcp raw bytes, tokio", "easynet-tokio-raw", "tokio-raw", "raw tokio echo", "tcp", size, p))
+            pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
+            pairs.append(("tls lines, mio", "easynet-mio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
+    for size in udp_sizes:
+        for p in (1, 5):
+            pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
+            pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
+
+    print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (name, ours, theirs, label, transport, size, p) in pairs:
+        results = {}
+        for _ in range(a.rounds):
+            for impl in (ours, theirs):
+                results.setdefault(impl, []).append(load(impl, transport, size, p, a.conns, a.seconds))
+        o, t = summarize(results[ours]), summarize(results[theirs])
+        ratio = o["msgs_per_s"] / t["msgs_per_s"] if t["msgs_per_s"] else float("nan")
+        errors = sum(r["errors"] for r in results[ours] + results[theirs])
+        print(f"| {name} | {size // 1024} KiB | {p} | {o['msgs_per_s']:.0f} | {label} | {t['msgs_per_s']:.0f} | **{ratio:.2f}** | "
+              f"{o['mib_per_s']:.1f} | {o['p50_us']:.0f}/{o['p99_us']:.0f}/{o['max_us']:.0f} | "
+              f"{t['p50_us']:.0f}/{t['p99_us']:.0f}/{t['max_us']:.0f} | {errors:.0f} |", flush=True)
+
+    print()
+    print("| idle connections | server | KiB per connection | RSS before → after (KiB) |")
+    print("|---|---|---|---|")
+    for conns in (1000, 10000):
+        for impl in ("easynet-tokio-lines", "tokio-lines", "easynet-mio-lines", "mio-lines"):
+            r = idle(impl, conns)
+            print(f"| {conns} | {impl} | {r['kib_per_conn']:.2f} | {r['rss_before_kib']:.0f} → {r['rss_after_kib']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+//! Echo servers for the benchmarks: easynet on both drivers, and the hand-written baselines a
+//! Rust user would write instead. Every server runs on one thread.
+//!
+//! ```text
+//! bench-server IMPL [--port P] [--tls-dir DIR]      # prints "listening on ADDR"; stops on SIGTERM
+//! bench-server gen-cert DIR                         # writes DIR/cert.der and DIR/key.der
+//! ```
+//!
+//! IMPL: easynet-tokio-lines easynet-tokio-raw easynet-tokio-tls easynet-tokio-udp
+//!       easynet-mio-lines easynet-mio-tls easynet-mio-udp
+//!       tokio-lines tokio-raw tokio-rustls tokio-udp mio-lines mio-udp
+
+use std::error::Error;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use easynet::handler::{
+    ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
+    StreamHandler,
+};
+use easynet::protocol::{Datagram, Stream};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+struct Echo<T>(std::marker::PhantomData<fn() -> T>);
+
+fn echo<T>(_: &ConnInfo) -> Echo<T> {
+    Echo(std::marker::PhantomData)
+}
+
+impl<T: Send + 'static> StreamHandler for Echo<T> {
+    type Request = T;
+    type Response = T;
+    fn handle(&mut self, cx: &mut StreamContext<'_, T>, r: Received<T>) -> HandlerResult {
+        if let Received::Request(m) = r {
+            cx.send(&m)?;
+        }
+        Ok(Next::recv())
+    }
+}
+
+impl<T: Send + 'static> DatagramHandler for Echo<T> {
+    type Request = T;
+    type Response = T;
+    fn handle(&mut self, cx: &mut DatagramContext<'_, T>, r: Received<T>) -> HandlerResult {
+        if let Received::Request(m) = r {
+            cx.send(&m)?;
+        }
+        Ok(Next::Close)
+    }
+}
+
+fn announce(addr: SocketAddr) {
+    println!("listening on {addr}");
+    let _ = io::stdout().flush();
+}
+
+fn tls_files(dir: &str) -> Result<(Vec<u8>, Vec<u8>), BoxError> {
+    Ok((
+        std::fs::read(format!("{dir}/cert.der"))?,
+        std::fs::read(format!("{dir}/key.der"))?,
+    ))
+}
+
+fn server_config(dir: &str) -> Result<Arc<rustls::ServerConfig>, BoxError> {
+    let (cert, key) = tls_files(dir)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+        )?;
+    Ok(Arc::new(config))
+}
+
+fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let which = args
+        .next()
+        .ok_or("usage: bench-server IMPL [--port P] [--tls-dir DIR]")?;
+    if which == "gen-cert" {
+        let dir = args.next().ok_or("gen-cert DIR")?;
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(format!("{dir}/cert.der"), c.cert.der())?;
+        std::fs::write(format!("{dir}/key.der"), c.signing_key.serialize_der())?;
+        return Ok(());
+    }
+    let (mut port, mut tls_dir) = (0u16, String::from("target/bench-tls"));
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => port = args.next().ok_or("--port P")?.parse()?,
+            "--tls-dir" => tls_dir = args.next().ok_or("--tls-dir DIR")?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match which.as_str() {
+        "easynet-mio-lines" => easynet_mio_tcp(addr, Stream::lines(), None),
+        "easynet-mio-tls" => easynet_mio_tcp(addr, Stream::lines(), Some(server_config(&tls_dir)?)),
+        "easynet-mio-udp" => {
+            let server = easynet::mio::StandaloneUdpServer::builder(Datagram::raw(), echo::<Bytes>)
+                .host("127.0.0.1")
+                .port(port)
+                .build()?;
+            let handle = server.handle();
+            stop_on_sigterm(move || handle.shutdown(None));
+            server.serve_forever(Announce(server.handle()))?;
+            Ok(())
+        }
+        "mio-lines" => mio_lines(addr),
+        "mio-udp" => mio_udp(addr),
+        other => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(tokio_main(other, addr, &tls_dir))
+        }
+    }
+}
+
+struct Announce(easynet::mio::ServerHandle);
+
+impl easynet::mio::EventSet for Announce {
+    fn set(&self) {
+        if let Some(a) = self.0.addresses().first() {
+            announce(*a);
+        }
+    }
+}
+
+/// Calls `stop` when SIGTERM arrives (a small runtime on its own thread listens for it).
+fn stop_on_sigterm(stop: impl FnOnce() + Send + 'static) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut term = {
+        let _g = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM")
+    };
+    std::thread::spawn(move || {
+        rt.block_on(term.recv());
+        stop();
+    });
+}
+
+fn easynet_mio_tcp<P>(
+    addr: SocketAddr,
+    protocol: P,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), BoxError>
+where
+    P: easynet::protocol::StreamServerProtocol<Request = String, Response = String>,
+{
+    let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, echo::<String>)
+        .host("127.0.0.1")
+        .port(addr.port())
+        .log_client_connection(false);
+    if let Some(tls) = tls {
+        b = b.tls(tls);
+    }
+    let server = b.build()?;
+    let handle = server.handle();
+    stop_on_sigterm(move || handle.shutdown(None));
+    server.serve_forever(Announce(server.handle()))?;
+    Ok(())
+}
+
+async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), BoxError> {
+    use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    match which {
+        "easynet-tokio-lines" | "easynet-tokio-raw" | "easynet-tokio-tls" => {
+            macro_rules! serve {
+                ($server:expr) => {{
+                    let server = $server;
+                    server.activate().await?;
+                    announce(server.addresses()[0]);
+                    let s = server.clone();
+                    let run = tokio::spawn(async move { s.serve_forever(()).await });
+                    term.recv().await;
+                    server.shutdown().await;
+                    run.await??;
+                }};
+            }
+            match which {
+                "easynet-tokio-raw" => serve!(
+                    AsyncTcpServer::builder(Stream::raw(), echo::<Bytes>)
+                        .host("127.0.0.1")
+                        .port(addr.port())
+                        .log_client_connection(false)
+                        .build()?
+                ),
+                "easynet-tokio-tls" => serve!(
+                    AsyncTcpServer::builder(Stream::lines(), echo::<String>)
+                        .host("127.0.0.1")
+                        .port(addr.port())
+                        .log_client_connection(false)
+                        .tls(server_config(tls_dir)?)
+                        .build()?
+                ),
+                _ => serve!(
+                    AsyncTcpServer::builder(Stream::lines(), echo::<String>)
+                        .host("127.0.0.1")
+                        .port(addr.port())
+                        .log_client_connection(false)
+                        .build()?
+                ),
+            }
+            Ok(())
+        }
+        "easynet-tokio-udp" => {
+            let server = AsyncUdpServer::builder(Datagram::raw(), echo::<Bytes>)
+                .host("127.0.0.1")
+                .port(addr.port())
+                .build()?;
+            server.activate().await?;
+            announce(server.addresses()[0]);
+            let s = server.clone();
+            let run = tokio::spawn(async move { s.serve_forever(()).await });
+            term.recv().await;
+            server.shutdown().await;
+            run.await??;
+            Ok(())
+        }
+        "tokio-lines" | "tokio-raw" | "tokio-rustls" => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            announce(listener.local_addr()?);
+            let acceptor = match which {
+                "tokio-rustls" => Some(tokio_rustls::TlsAcceptor::from(server_config(tls_dir)?)),
+                _ => None,
+            };
+            let raw = which == "tokio-raw";
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return Ok(()),
+                    accepted = listener.accept() => {
+                        let Ok((sock, _)) = accepted else { continue };
+                        let _ = sock.set_nodelay(true);
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            match acceptor {
+                                Some(a) => {
+                                    if let Ok(tls) = a.accept(sock).await {
+                                        let _ = framed_lines(tls).await;
+                                    }
+                                }
+                                None if raw => { let _ = raw_echo(sock).await; }
+                                None => { let _ = framed_lines(sock).await; }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        "tokio-udp" => {
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            announce(socket.local_addr()?);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return Ok(()),
+                    r = socket.recv_from(&mut buf) => {
+                        let (n, from) = r?;
+                        let _ = socket.send_to(&buf[..n], from).await;
+                    }
+                }
+            }
+        }
+        other => Err(format!("unknown implementation {other}").into()),
+    }
+}
+
+/// The tokio-util baseline: `Framed<_, LinesCodec>`, one `send` per line.
+async fn framed_lines<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    sock: S,
+) -> Result<(), BoxError> {
+    use futures_util::{SinkExt, StreamExt};
+    let mut framed = tokio_util::codec::Framed::new(
+        sock,
+        tokio_util::codec::LinesCodec::new_with_max_length(1 << 20),
+    );
+    while let Some(line) = framed.next().await {
+        framed.send(line?).await?;
+    }
+    Ok(())
+}
+
+/// The raw tokio baseline: read, write it all back.
+async fn raw_echo(mut sock: tokio::net::TcpStream) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        sock.write_all(&buf[..n]).await?;
+    }
+}
+
+/// The hand-written mio baseline: one thread, edge-triggered, a read buffer and a write
+/// queue per connection, lines echoed as they complete.
+fn mio_lines(addr: SocketAddr) -> Result<(), BoxError> {
+    use mio::net::{TcpListener, TcpStream};
+    use mio::{Events, Interest, Poll, Token};
+    struct Conn {
+        sock: TcpStream,
+        inbuf: Vec<u8>,
+        out: Vec<u8>,
+        sent: usize,
+    }
+    let mut poll = Poll::new()?;
+    let mut listener = TcpListener::bind(addr)?;
+    poll.registry()
+        .register(&mut listener, Token(0), Interest::READABLE)?;
+    announce(listener.local_addr()?);
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        poll.poll(&mut events, None)?;
+        for ev in events.iter() {
+            if ev.token() == Token(0) {
+                while let Ok((mut sock, _)) = listener.accept() {
+                    let _ = sock.set_nodelay(true);
+                    let idx = conns.iter().position(Option::is_none).unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    poll.registry().register(
+                        &mut sock,
+                        Token(idx + 1),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    conns[idx] = Some(Conn {
+                        sock,
+                        inbuf: Vec::new(),
+                        out: Vec::new(),
+                        sent: 0,
+                    });
+                }
+                continue;
+            }
+            let idx = ev.token().0 - 1;
+            let Some(Some(c)) = conns.get_mut(idx) else {
+                continue;
+            };
+            let mut closed = false;
+            loop {
+                match c.sock.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        c.inbuf.extend_from_slice(&buf[..n]);
+                        // Echo every complete line.
+                        if let Some(last) = c.inbuf.iter().rposition(|b| *b == b'\n') {
+                            let mut start = 0;
+                            while let Some(i) =
+                                c.inbuf[start..=last].iter().position(|b| *b == b'\n')
+                            {
+                                let line = &c.inbuf[start..start + i];
+                                if std::str::from_utf8(line).is_ok() {
+                                    c.out.extend_from_slice(line);
+                                    c.out.push(b'\n');
+                                }
+                                start += i + 1;
+                            }
+                            c.inbuf.drain(..=last);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            while c.sent < c.out.len() {
+                match c.sock.write(&c.out[c.sent..]) {
+                    Ok(n) => c.sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if c.sent == c.out.len() {
+                c.out.clear();
+                c.sent = 0;
+            }
+            if closed {
+                conns[idx] = None;
+            }
+        }
+    }
+}
+
+/// The hand-written mio UDP baseline.
+fn mio_udp(addr: SocketAddr) -> Result<(), BoxError> {
+    use mio::net::UdpSocket;
+    use mio::{Events, Interest, Poll, Token};
+    let mut poll = Poll::new()?;
+    let mut socket = UdpSocket::bind(addr)?;
+    poll.registry()
+        .register(&mut socket, Token(0), Interest::READABLE)?;
+    announce(socket.local_addr()?);
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        poll.poll(&mut events, None)?;
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {}
+            }
+        }
+    }
+}
