@@ -122,6 +122,14 @@ where
                     session.handle_io_error(now());
                     continue;
                 }
+                if let Some(buf) = session.read_buffer() {
+                    match stream.try_read_buf(buf) {
+                        Ok(n) => session.handle_read_in_place(now(), n),
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                        Err(_) => session.handle_io_error(now()),
+                    }
+                    continue;
+                }
                 let read_size = session.connection().config().read_size;
                 read_into(&stream, read_size, |r| match r {
                     Ok([]) => session.handle_eof(now()),

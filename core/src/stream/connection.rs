@@ -145,6 +145,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     ready: bool,
     /// The peer sent EOF (or TLS close_notify).
     eof: bool,
+    /// The last read filled at least half a read: read in place next time.
+    large_reads: bool,
     /// Sends are refused (close asked, or on_disconnection running).
     closing: bool,
     /// Server shutdown deadline, once a shutdown began.
@@ -183,6 +185,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             recv: Recv::Idle,
             ready: true,
             eof: false,
+            large_reads: false,
             closing: false,
             shutdown: None,
             config,
@@ -292,6 +295,32 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if matches!(self.phase, Phase::Open) && !self.eof {
             self.rbuf.extend_from_slice(data);
         }
+        self.large_reads = data.len() >= self.config.read_size / 2;
+    }
+
+    /// The receive buffer, with room for one read, when the driver may read straight into
+    /// it: a plain open connection whose last read was large. That saves a copy per read for
+    /// bulk transfers; small reads go through [`handle_read`](Self::handle_read) so that an
+    /// idle connection does not keep a read-sized buffer. After reading, call
+    /// [`handle_read_in_place`](Self::handle_read_in_place).
+    pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return None;
+        }
+        if !self.large_reads || !matches!(self.phase, Phase::Open) || self.eof {
+            return None;
+        }
+        self.rbuf.reserve(self.config.read_size);
+        Some(&mut self.rbuf)
+    }
+
+    /// `n` bytes were read into [`read_buffer`](Self::read_buffer); 0 means end of stream.
+    pub fn handle_read_in_place(&mut self, now: Instant, n: usize) {
+        if n == 0 {
+            self.handle_eof(now);
+        }
+        self.large_reads = n >= self.config.read_size / 2;
     }
 
     /// The peer closed its write side (read returned 0).

@@ -154,6 +154,17 @@ where
         self.drive(now);
     }
 
+    /// See [`Connection::read_buffer`]: where to read in place, when that is better.
+    pub fn read_buffer(&mut self) -> Option<&mut bytes::BytesMut> {
+        self.conn.read_buffer()
+    }
+
+    /// `n` bytes were read into [`read_buffer`](Self::read_buffer); 0 means end of stream.
+    pub fn handle_read_in_place(&mut self, now: Instant, n: usize) {
+        self.conn.handle_read_in_place(now, n);
+        self.drive(now);
+    }
+
     /// The peer closed its write side.
     pub fn handle_eof(&mut self, now: Instant) {
         self.conn.handle_eof(now);
