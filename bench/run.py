@@ -91,7 +91,9 @@ def main():
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
 
     sizes = [1024] if a.quick else [1024, 10 * 1024, 64 * 1024]
-    udp_sizes = [1024] if a.quick else [1024, 10 * 1024]  # 64 KiB exceeds a UDP datagram
+    # 64 KiB exceeds a UDP datagram; 10 KiB x 5 x 8 peers overflows the default 208 KiB
+    # socket buffers of both servers (the kernel drops), so it is run unpipelined only.
+    udp_rows = [(1024, 1), (1024, 5)] + ([] if a.quick else [(10 * 1024, 1)])
     pairs = []
     for size in sizes:
         for p in (1, 5):
@@ -100,10 +102,9 @@ def main():
             pairs.append(("tcp raw bytes, tokio", "easynet-tokio-raw", "tokio-raw", "raw tokio echo", "tcp", size, p))
             pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
             pairs.append(("tls lines, mio", "easynet-mio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
-    for size in udp_sizes:
-        for p in (1, 5):
-            pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
-            pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
+    for size, p in udp_rows:
+        pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
+        pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
 
     print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
