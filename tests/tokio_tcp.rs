@@ -3,47 +3,21 @@
 
 #![cfg(feature = "tokio")]
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+use easynet::handler::ConnInfo;
 use easynet::protocol::Stream;
 use easynet::tokio::{AsyncTcpServer, ServerError};
+use support::drivers::Echo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// Echoes lines; "timeout" on timeouts, "error" on parse errors; "quit" closes; "panic" panics.
-struct Echo {
-    timeout: Option<Duration>,
-}
-
-impl StreamHandler for Echo {
-    type Request = String;
-    type Response = String;
-
-    fn on_connection(&mut self, _: &mut StreamContext<'_, String>) -> HandlerResult {
-        Ok(Next::Recv {
-            timeout: self.timeout,
-        })
-    }
-
-    fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
-        match r {
-            Received::Request(l) if l == "quit" => return Ok(Next::Close),
-            Received::Request(l) if l == "panic" => panic!("requested panic"),
-            Received::Request(l) => cx.send(&l)?,
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
-        }
-        Ok(Next::Recv {
-            timeout: self.timeout,
-        })
-    }
-}
 
 type Server = AsyncTcpServer<
     Box<dyn Fn(&ConnInfo) -> Echo + Send + Sync>,

@@ -1,6 +1,9 @@
 //! Errors of the servers, shared by both drivers.
 
-use easynet_core::handler::HandlerError;
+use std::io;
+
+use easynet_core::handler::{HandlerError, SendError};
+use easynet_core::protocol::{ParseError, SerializeError};
 
 use crate::BindError;
 
@@ -50,4 +53,40 @@ pub enum ConfigError {
     /// A TLS option was given without a TLS configuration.
     #[error("{0} is only meaningful with tls")]
     TlsOptionWithoutTls(&'static str),
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The client was closed (by `close`, or the connection ended); nothing was done.
+    #[error("client is closed")]
+    Closed,
+    /// The server closed the connection before a complete response arrived.
+    #[error("connection closed by the peer")]
+    Eof,
+    /// No complete response within the timeout; partial bytes are kept.
+    #[error("timed out")]
+    Timeout,
+    /// The response bytes are not valid; they were skipped, the next response can be read.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The request could not be serialized; nothing was sent.
+    #[error(transparent)]
+    Serialize(#[from] SerializeError),
+    /// The TLS handshake failed or timed out.
+    #[error("TLS handshake failed")]
+    Handshake,
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<SendError> for ClientError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Serialize(e) => ClientError::Serialize(e),
+            _ => ClientError::Closed,
+        }
+    }
 }

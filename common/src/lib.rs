@@ -19,6 +19,6 @@ pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
     udp_sockets,
 };
-pub use error::{ConfigError, ServerError};
+pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
 pub use settings::{Listen, TcpSettings, UdpSettings};

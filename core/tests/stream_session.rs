@@ -349,7 +349,10 @@ fn large_reads_switch_to_reading_in_place_and_small_ones_back() {
     let (h, l) = Scripted::echo();
     let config = StreamConfig::default().with_read_size(64);
     let mut sim = Sim::with_config(h, Stream::lines(), config);
-    assert!(sim.session.read_buffer().is_none(), "small reads copy: idle connections keep no buffer");
+    assert!(
+        sim.session.read_buffer().is_none(),
+        "small reads copy: idle connections keep no buffer"
+    );
     sim.read(&[b'x'; 40]); // at least half a read: the next one goes in place
     let buf = sim.session.read_buffer().expect("in-place read offered");
     assert!(buf.capacity() - buf.len() >= 64);
@@ -357,8 +360,15 @@ fn large_reads_switch_to_reading_in_place_and_small_ones_back() {
     sim.session.handle_read_in_place(sim.clock.now(), 3);
     sim.pump();
     assert_eq!(log(&l).last(), Some(&req(&format!("{}yz", "x".repeat(40)))));
-    assert!(sim.session.read_buffer().is_none(), "a small read switches back");
+    assert!(
+        sim.session.read_buffer().is_none(),
+        "a small read switches back"
+    );
     sim.session.handle_read_in_place(sim.clock.now(), 0);
     sim.pump();
-    assert_eq!(sim.closed, Some(CloseHow::Graceful), "0 bytes in place is end of stream");
+    assert_eq!(
+        sim.closed,
+        Some(CloseHow::Graceful),
+        "0 bytes in place is end of stream"
+    );
 }

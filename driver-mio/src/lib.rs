@@ -15,9 +15,9 @@ mod thread;
 mod udp;
 mod worker;
 
-pub use client::{ClientError, TcpClient, TcpResponses, UdpClient, UdpResponses};
+pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
 pub use control::ServerHandle;
-pub use easynet_common::{BindError, ConfigError, EventSet, Host, ServerError};
+pub use easynet_common::{BindError, ClientError, ConfigError, EventSet, Host, ServerError};
 pub use easynet_core as core;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};

@@ -7,51 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use easynet_common::ClientError;
 use easynet_core::ConnId;
-use easynet_core::handler::{ConnInfo, Received, SendError};
-use easynet_core::protocol::{
-    DatagramClientProtocol, ParseError, SerializeError, StreamClientProtocol,
-};
+use easynet_core::handler::{ConnInfo, Received};
+use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
 use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
 use tokio::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
 use crate::conn::{now, read_into};
-
-/// Why a client operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The client was closed (by `close`, or the connection ended); nothing was done.
-    #[error("client is closed")]
-    Closed,
-    /// The server closed the connection before a complete response arrived.
-    #[error("connection closed by the peer")]
-    Eof,
-    /// No complete response within the timeout; partial bytes are kept.
-    #[error("timed out")]
-    Timeout,
-    /// The response bytes are not valid; they were skipped, the next response can be read.
-    #[error(transparent)]
-    Parse(#[from] ParseError),
-    /// The request could not be serialized; nothing was sent.
-    #[error(transparent)]
-    Serialize(#[from] SerializeError),
-    /// The TLS handshake failed or timed out.
-    #[error("TLS handshake failed")]
-    Handshake,
-    /// A socket error.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-impl From<SendError> for ClientError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::Serialize(e) => ClientError::Serialize(e),
-            _ => ClientError::Closed,
-        }
-    }
-}
 
 /// An async stream client: send requests, receive responses, with protocol `P`.
 ///

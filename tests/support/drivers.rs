@@ -81,6 +81,7 @@ impl Drop for Running {
 
 pub type Start = fn(Opts) -> Running;
 
+#[cfg(feature = "tokio")]
 pub fn tokio(opts: Opts) -> Running {
     use easynet::tokio::AsyncTcpServer;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -121,6 +122,7 @@ pub fn tokio(opts: Opts) -> Running {
     }
 }
 
+#[cfg(feature = "mio")]
 pub fn mio(opts: Opts) -> Running {
     use easynet::mio::{ServerThread, StandaloneTcpServer};
     let timeout = opts.timeout;
