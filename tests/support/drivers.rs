@@ -94,6 +94,7 @@ pub fn tokio(opts: Opts) -> Running {
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3))
         .stream_config(opts.stream());
+    #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
         if let Some(h) = opts.handshake_timeout {
@@ -130,6 +131,7 @@ pub fn mio(opts: Opts) -> Running {
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3))
         .stream_config(opts.stream());
+    #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
         if let Some(h) = opts.handshake_timeout {
