@@ -13,6 +13,9 @@ use tokio::sync::watch;
 
 use easynet_common::set_abortive;
 
+/// Reads in a row without waiting before the task yields to others.
+const DIRECT_READ_BUDGET: u32 = 32;
+
 thread_local! {
     // One read buffer per worker thread, not per connection: an idle connection costs no
     // read buffer. Safe because nothing awaits between the read and `handle_read`.
@@ -61,6 +64,8 @@ where
 {
     let mut shutdown_seen = false;
     let mut announced = false;
+    let mut maybe_readable = true;
+    let mut direct_reads = 0u32;
     loop {
         if !announced && session.connection().is_ready() {
             // After the TLS handshake, as EasyNetwork logs it.
@@ -107,6 +112,17 @@ where
         }
         let want_write = !session.transmit().is_empty();
         let want_read = session.wants_read();
+        // Read again at once while the socket has data, as a plain `read().await` loop would;
+        // only a read that would block waits in `select!`. Yield now and then to stay fair.
+        if want_read && maybe_readable {
+            direct_reads += 1;
+            if direct_reads > DIRECT_READ_BUDGET {
+                direct_reads = 0;
+                tokio::task::yield_now().await;
+            }
+            maybe_readable = read_once(&stream, &mut session);
+            continue;
+        }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
@@ -122,20 +138,8 @@ where
                     session.handle_io_error(now());
                     continue;
                 }
-                if let Some(buf) = session.read_buffer() {
-                    match stream.try_read_buf(buf) {
-                        Ok(n) => session.handle_read_in_place(now(), n),
-                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                        Err(_) => session.handle_io_error(now()),
-                    }
-                    continue;
-                }
-                let read_size = session.connection().config().read_size;
-                read_into(&stream, read_size, |r| match r {
-                    Ok([]) => session.handle_eof(now()),
-                    Ok(data) => session.handle_read(now(), data),
-                    Err(_) => session.handle_io_error(now()),
-                });
+                direct_reads = 0;
+                maybe_readable = read_once(&stream, &mut session);
             }
             res = stream.writable(), if want_write => {
                 if res.is_err() {
@@ -150,6 +154,34 @@ where
             }
         }
     }
+}
+
+/// Reads once into the session; false when the socket would block.
+fn read_once<H, P>(stream: &TcpStream, session: &mut Session<H, P>) -> bool
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    if let Some(buf) = session.read_buffer() {
+        return match stream.try_read_buf(buf) {
+            Ok(n) => {
+                session.handle_read_in_place(now(), n);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            Err(_) => {
+                session.handle_io_error(now());
+                true
+            }
+        };
+    }
+    let read_size = session.connection().config().read_size;
+    read_into(stream, read_size, |r| match r {
+        Ok([]) => session.handle_eof(now()),
+        Ok(data) => session.handle_read(now(), data),
+        Err(_) => session.handle_io_error(now()),
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

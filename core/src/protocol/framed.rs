@@ -159,6 +159,13 @@ where
     fn encode_response(&self, item: &Resp, dst: &mut BytesMut) -> Result<(), SerializeError> {
         self.encode_with(dst, |s, d| s.encode(item, d))
     }
+
+    fn response_bytes(&self, item: &Resp) -> Option<bytes::Bytes> {
+        self.framing
+            .is_transparent()
+            .then(|| self.serializer.encode_shared(item))
+            .flatten()
+    }
 }
 
 impl<F, S, Req, Resp> StreamClientProtocol for Stream<F, S, Req, Resp>
@@ -178,6 +185,13 @@ where
 
     fn encode_request(&self, item: &Req, dst: &mut BytesMut) -> Result<(), SerializeError> {
         self.encode_with(dst, |s, d| s.encode(item, d))
+    }
+
+    fn request_bytes(&self, item: &Req) -> Option<bytes::Bytes> {
+        self.framing
+            .is_transparent()
+            .then(|| self.serializer.encode_shared(item))
+            .flatten()
     }
 }
 

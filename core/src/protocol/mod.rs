@@ -84,12 +84,24 @@ pub trait Framing: Clone + Send + Sync + 'static {
     /// Ends the frame started at `mark`, after its payload was appended to `dst`. On error
     /// the caller truncates `dst` back to `mark`.
     fn encode_end(&self, dst: &mut BytesMut, mark: usize) -> Result<(), SerializeError>;
+
+    /// True when a frame is its payload, nothing added: the payload may then be sent as is.
+    fn is_transparent(&self) -> bool {
+        false
+    }
 }
 
 /// Turns a message into a frame payload.
 pub trait Encode<T>: Clone + Send + Sync + 'static {
     /// Appends the payload of `item` to `dst`.
     fn encode(&self, item: &T, dst: &mut BytesMut) -> Result<(), SerializeError>;
+
+    /// The payload of `item` as shared bytes, when it already is that (no copy); `None`
+    /// otherwise, and then [`encode`](Encode::encode) is used.
+    fn encode_shared(&self, item: &T) -> Option<bytes::Bytes> {
+        let _ = item;
+        None
+    }
 }
 
 /// Turns a frame payload into a message.
@@ -125,6 +137,13 @@ pub trait StreamServerProtocol: StreamProtocol {
         item: &Self::Response,
         dst: &mut BytesMut,
     ) -> Result<(), SerializeError>;
+
+    /// The whole framed response as shared bytes when that needs no copy (raw bytes, no
+    /// framing); the connection then queues it as is. `None` by default.
+    fn response_bytes(&self, item: &Self::Response) -> Option<bytes::Bytes> {
+        let _ = item;
+        None
+    }
 }
 
 /// The client side of a stream protocol: encodes requests, decodes responses.
@@ -141,6 +160,12 @@ pub trait StreamClientProtocol: StreamProtocol {
         item: &Self::Request,
         dst: &mut BytesMut,
     ) -> Result<(), SerializeError>;
+
+    /// Like [`StreamServerProtocol::response_bytes`], for requests.
+    fn request_bytes(&self, item: &Self::Request) -> Option<bytes::Bytes> {
+        let _ = item;
+        None
+    }
 }
 
 /// What both sides of a datagram protocol share: the message types.

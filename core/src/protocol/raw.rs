@@ -37,4 +37,8 @@ impl Framing for RawChunks {
     fn encode_end(&self, _: &mut BytesMut, _: usize) -> Result<(), SerializeError> {
         Ok(())
     }
+
+    fn is_transparent(&self) -> bool {
+        true
+    }
 }

@@ -51,6 +51,10 @@ impl Encode<Bytes> for RawBytes {
         dst.extend_from_slice(item);
         Ok(())
     }
+
+    fn encode_shared(&self, item: &Bytes) -> Option<Bytes> {
+        Some(item.clone())
+    }
 }
 
 impl Encode<Vec<u8>> for RawBytes {

@@ -4,7 +4,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{CloseHow, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
@@ -13,6 +15,10 @@ use crate::protocol::{
 };
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
+
+/// Shared payloads at least this large are queued without a copy; smaller ones are copied
+/// into the write buffer, which is cheaper than a queue entry.
+const SHARED_MIN: usize = 4096;
 
 /// Which side of the protocol a [`Connection`] speaks.
 pub trait Role<P: StreamProtocol>: Send + 'static {
@@ -34,6 +40,9 @@ pub trait Role<P: StreamProtocol>: Send + 'static {
         item: &Self::Outgoing,
         dst: &mut BytesMut,
     ) -> Result<(), SerializeError>;
+
+    /// The framed outgoing message as shared bytes, when that needs no copy.
+    fn shared(protocol: &P, item: &Self::Outgoing) -> Option<Bytes>;
 }
 
 /// The server side: receives requests, sends responses.
@@ -59,6 +68,10 @@ impl<P: StreamServerProtocol> Role<P> for ServerRole {
     fn encode(protocol: &P, item: &P::Response, dst: &mut BytesMut) -> Result<(), SerializeError> {
         protocol.encode_response(item, dst)
     }
+
+    fn shared(protocol: &P, item: &P::Response) -> Option<Bytes> {
+        protocol.response_bytes(item)
+    }
 }
 
 impl<P: StreamClientProtocol> Role<P> for ClientRole {
@@ -75,6 +88,10 @@ impl<P: StreamClientProtocol> Role<P> for ClientRole {
 
     fn encode(protocol: &P, item: &P::Request, dst: &mut BytesMut) -> Result<(), SerializeError> {
         protocol.encode_request(item, dst)
+    }
+
+    fn shared(protocol: &P, item: &P::Request) -> Option<Bytes> {
+        protocol.request_bytes(item)
     }
 }
 
@@ -133,7 +150,11 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     decoder: P::Decoder,
     /// Received plaintext not yet decoded.
     rbuf: BytesMut,
-    /// Bytes for the socket (ciphertext under TLS).
+    /// Large shared payloads queued as they are (no copy), ahead of `wbuf`.
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    chunked: usize,
+    /// Bytes for the socket (ciphertext under TLS), after `chunks`.
     wbuf: BytesMut,
     #[cfg(feature = "tls")]
     tls: Option<TlsSession>,
@@ -163,7 +184,7 @@ impl<P: StreamProtocol, R: Role<P>> std::fmt::Debug for Connection<P, R> {
             .field("peer", &self.info.peer)
             .field("phase", &self.phase)
             .field("received", &self.rbuf.len())
-            .field("queued", &self.wbuf.len())
+            .field("queued", &self.queued())
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +197,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             protocol,
             decoder,
             rbuf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            chunked: 0,
             wbuf: BytesMut::new(),
             #[cfg(feature = "tls")]
             tls: None,
@@ -338,7 +361,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         let _ = now;
         self.eof = true;
         self.closing = true;
-        self.wbuf.clear();
+        self.clear_writes();
         self.phase = Phase::Closed(CloseHow::Abort);
     }
 
@@ -349,11 +372,11 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             Phase::Handshaking { deadline } if now >= deadline => {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
                 self.closing = true;
-                self.wbuf.clear();
+                self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
             }
             Phase::Closing { deadline, .. } if now >= deadline => {
-                self.wbuf.clear();
+                self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
             }
             _ => {}
@@ -406,8 +429,25 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             tls.write_plaintext(&self.scratch);
             return Ok(());
         }
+        if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
+            // What was encoded before goes first.
+            if !self.wbuf.is_empty() {
+                let head = self.wbuf.split().freeze();
+                self.chunked += head.len();
+                self.chunks.push_back(head);
+            }
+            self.chunked += bytes.len();
+            self.chunks.push_back(bytes);
+            return Ok(());
+        }
         R::encode(&self.protocol, item, &mut self.wbuf)?;
         Ok(())
+    }
+
+    fn clear_writes(&mut self) {
+        self.chunks.clear();
+        self.chunked = 0;
+        self.wbuf.clear();
     }
 
     /// Bytes to write to the socket, in order; empty when nothing is queued.
@@ -416,17 +456,30 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
         }
-        &self.wbuf
+        match self.chunks.front() {
+            Some(chunk) => chunk,
+            None => &self.wbuf,
+        }
     }
 
     /// `n` bytes of [`transmit`](Self::transmit) were written.
     pub fn advance(&mut self, n: usize) {
-        self.wbuf.advance(n.min(self.wbuf.len()));
+        match self.chunks.front_mut() {
+            Some(chunk) => {
+                let n = n.min(chunk.len());
+                chunk.advance(n);
+                self.chunked -= n;
+                if chunk.is_empty() {
+                    self.chunks.pop_front();
+                }
+            }
+            None => self.wbuf.advance(n.min(self.wbuf.len())),
+        }
     }
 
     /// Bytes queued for the socket.
     pub fn queued(&self) -> usize {
-        self.wbuf.len()
+        self.chunked + self.wbuf.len()
     }
 
     /// True when the driver should read from the socket.
@@ -437,7 +490,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 self.is_receiving()
                     && !self.eof
                     && self.shutdown.is_none()
-                    && self.wbuf.len() < self.config.write_high_water
+                    && self.queued() < self.config.write_high_water
             }
             Phase::Closing {
                 await_close_notify, ..
@@ -504,7 +557,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// Drops everything and closes with a reset now.
     pub fn abort(&mut self) {
         self.closing = true;
-        self.wbuf.clear();
+        self.clear_writes();
         self.rbuf.clear();
         self.phase = Phase::Closed(CloseHow::Abort);
     }
@@ -541,7 +594,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 tls.write_ciphertext(&mut self.wbuf);
                 waiting &= !tls.peer_closed();
             }
-            if self.wbuf.is_empty() && !waiting {
+            if self.queued() == 0 && !waiting {
                 self.phase = Phase::Closed(then);
             }
         }
@@ -565,5 +618,42 @@ impl<P: StreamProtocol, R: Role<P>> ResponseSink<R::Outgoing> for Connection<P, 
 impl<P: StreamProtocol, R: Role<P>> StreamSink<R::Outgoing> for Connection<P, R> {
     fn info(&self) -> &ConnInfo {
         &self.info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConnId;
+    use crate::protocol::Stream;
+
+    #[test]
+    fn large_shared_payloads_are_queued_without_copy_and_keep_their_order() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let info = ConnInfo::new(ConnId(1), addr, addr);
+        let mut conn: Connection<_, ServerRole> =
+            Connection::new(Arc::new(Stream::raw()), StreamConfig::default(), info);
+        let big = Bytes::from(vec![b'b'; 10_000]);
+        let small = |c: u8| Bytes::from(vec![c; 10]);
+        conn.send(&small(b'a')).unwrap();
+        conn.send(&big).unwrap();
+        conn.send(&small(b'c')).unwrap();
+        assert_eq!(conn.queued(), 10_020);
+        // The big payload is the very same allocation, not a copy.
+        conn.advance(10);
+        assert_eq!(conn.transmit().as_ptr(), big.as_ptr());
+        let mut out = vec![b'a'; 10];
+        while !conn.transmit().is_empty() {
+            let n = conn.transmit().len().min(3_000); // partial writes
+            out.extend_from_slice(&conn.transmit()[..n]);
+            conn.advance(n);
+        }
+        let mut expected = vec![b'a'; 10];
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(&[b'c'; 10]);
+        assert_eq!(out, expected);
+        assert_eq!(conn.queued(), 0);
+        conn.close(Instant::now());
+        assert_eq!(conn.poll_close(), Some(CloseHow::Graceful));
     }
 }
