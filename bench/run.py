@@ -5,12 +5,14 @@ same settings, and prints the BENCHMARKS.md table with the ratio easynet / basel
     cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick]
 
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
-same machine. Each row runs easynet and its baseline `rounds` times each, alternating
+same machine. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
+generator to CPU 1, which makes runs repeatable to a few percent. Each row runs easynet and its baseline `rounds` times each, alternating
 (A B A B ...), and reports the median of each.
 """
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -20,11 +22,16 @@ import time
 BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release")
 TLS_DIR = os.path.join(os.path.dirname(__file__), "..", "target", "bench-tls")
 PORT = 9150
+PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def pinned(cpu, argv):
+    return (["taskset", "-c", str(cpu)] if PIN else []) + argv
 
 
 def start(impl):
     proc = subprocess.Popen(
-        [os.path.join(BIN, "bench-server"), impl, "--port", str(PORT), "--tls-dir", TLS_DIR],
+        pinned(0, [os.path.join(BIN, "bench-server"), impl, "--port", str(PORT), "--tls-dir", TLS_DIR]),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -53,9 +60,9 @@ def load(impl, transport, size, pipeline, conns, seconds):
     proc = start(impl)
     try:
         out = subprocess.run(
-            [os.path.join(BIN, "loadgen"), "--addr", f"127.0.0.1:{PORT}", "--transport", transport,
-             "--size", str(size), "--pipeline", str(pipeline), "--conns", str(conns),
-             "--seconds", str(seconds), "--tls-dir", TLS_DIR],
+            pinned(1, [os.path.join(BIN, "loadgen"), "--addr", f"127.0.0.1:{PORT}", "--transport", transport,
+                       "--size", str(size), "--pipeline", str(pipeline), "--conns", str(conns),
+                       "--seconds", str(seconds), "--tls-dir", TLS_DIR]),
             capture_output=True, text=True, timeout=seconds + 60, check=True,
         ).stdout
     finally:

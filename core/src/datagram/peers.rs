@@ -467,6 +467,11 @@ impl<T, U> PeerTable<T, U> {
         self.peers.get(&peer).map(|p| &p.state)
     }
 
+    /// The handle and the user state of `peer`, mutably, if known (one lookup).
+    pub fn id_and_state_mut(&mut self, peer: SocketAddr) -> Option<(ConnId, &mut U)> {
+        self.peers.get_mut(&peer).map(|p| (p.id, &mut p.state))
+    }
+
     /// The user state of `peer`, mutably, if known.
     pub fn state_mut(&mut self, peer: SocketAddr) -> Option<&mut U> {
         self.peers.get_mut(&peer).map(|p| &mut p.state)

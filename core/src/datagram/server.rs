@@ -211,13 +211,10 @@ where
             if self.closing {
                 return;
             }
-            let Some(id) = self.table.peer(peer).map(|p| p.id) else {
+            let Some((id, slot)) = self.table.id_and_state_mut(peer) else {
                 return;
             };
             let info = ConnInfo::new(id, peer, self.local);
-            let Some(slot) = self.table.state_mut(peer) else {
-                return;
-            };
             let received = match step {
                 Step::Datagram(data) => match self.protocol.decode_request(data) {
                     Ok(request) => Received::Request(request),
