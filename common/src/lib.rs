@@ -14,6 +14,7 @@ mod bind;
 mod error;
 mod event;
 mod settings;
+mod stats;
 
 pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
@@ -22,3 +23,4 @@ pub use bind::{
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
 pub use settings::{Listen, TcpSettings, UdpSettings};
+pub use stats::DropCounter;

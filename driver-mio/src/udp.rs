@@ -16,7 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::control::{Control, ServerHandle};
 use crate::tcp::teardown;
-use crate::{ConfigError, ServerError};
+use crate::{ConfigError, DropCounter, ServerError};
 
 const WAKER: Token = Token(usize::MAX);
 /// Datagrams read per socket per wake-up before the others get a turn.
@@ -51,6 +51,7 @@ where
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
             control: Control::new(self.cfg.shutdown_timeout),
+            drops: DropCounter::default(),
             cfg: self.cfg,
         })
     }
@@ -87,6 +88,7 @@ pub struct StandaloneUdpServer<S, P> {
     protocol: Arc<P>,
     cfg: UdpSettings,
     control: Arc<Control>,
+    drops: DropCounter,
 }
 
 impl<S, P> std::fmt::Debug for StandaloneUdpServer<S, P> {
@@ -101,6 +103,8 @@ struct Endpoint<S: Service, P> {
     socket: UdpSocket,
     server: DatagramServer<S, P>,
     pending: VecDeque<Transmit>,
+    /// Drops of `server` already added to the server's counter.
+    counted: u64,
     readable: bool,
     writable: bool,
 }
@@ -145,6 +149,13 @@ where
     /// See [`ServerHandle::shutdown`].
     pub fn shutdown(&self, timeout: Option<Duration>) {
         self.control.shutdown(timeout);
+    }
+
+    /// Datagrams dropped so far (a peer's queue was full, or datagrams were queued at
+    /// shutdown); a handle that stays current, so take it before moving the server to a
+    /// [`ServerThread`](crate::ServerThread).
+    pub fn dropped_datagrams(&self) -> DropCounter {
+        self.drops.clone()
     }
 
     /// See [`ServerHandle::close`]; a UDP run ends at once.
@@ -197,6 +208,7 @@ where
                 socket,
                 server,
                 pending: VecDeque::new(),
+                counted: 0,
                 readable: true,
                 writable: true,
             });
@@ -210,9 +222,10 @@ where
             tracing::info!("Start serving at {}", list.join(", "));
             is_up.set();
         }
-        let result = serve(poll, &mut endpoints, &self.control);
+        let result = serve(poll, &mut endpoints, &self.control, &self.drops);
         for e in &mut endpoints {
             e.server.shutdown(Instant::now());
+            count_drops(e, &self.drops);
             flush(e);
         }
         teardown(self.service.clone(), self.control.shutdown_timeout());
@@ -225,6 +238,7 @@ fn serve<S, P>(
     mut poll: Poll,
     endpoints: &mut [Endpoint<S, P>],
     control: &Control,
+    drops: &DropCounter,
 ) -> io::Result<()>
 where
     S: Service,
@@ -257,6 +271,7 @@ where
                 }
             }
             busy |= e.readable;
+            count_drops(e, drops);
             flush(e);
         }
         let timeout = if busy {
@@ -280,6 +295,16 @@ where
             }
         }
     }
+}
+
+fn count_drops<S: Service, P>(e: &mut Endpoint<S, P>, drops: &DropCounter)
+where
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    let dropped = e.server.drops();
+    drops.add(dropped - e.counted);
+    e.counted = dropped;
 }
 
 /// Moves the endpoint's responses to its socket until it would block.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::RecvError;
+use crate::{DropCounter, RecvError};
 use crate::conn::now;
 
 /// An async handler for one datagram peer; `async fn` in the impl is fine.
@@ -233,6 +233,7 @@ pub(crate) async fn serve_socket<S, P>(
     config: DatagramConfig,
     cancel: CancellationToken,
     closed: CancellationToken,
+    drops: DropCounter,
 ) -> io::Result<()>
 where
     S: Service,
@@ -296,7 +297,11 @@ where
     };
 
     let mut buf = vec![0u8; 64 * 1024];
+    let mut counted = 0;
     loop {
+        let dropped = table.stats().dropped;
+        drops.add(dropped - counted);
+        counted = dropped;
         let sleep = table.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -346,6 +351,7 @@ where
     // Shutdown: routines see `Closed` at their next receive; give them a moment to return.
     closing.cancel();
     table.shutdown(now());
+    drops.add(table.stats().dropped - counted);
     while table.poll_event().is_some() {}
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while routines.join_next().await.is_some() {}

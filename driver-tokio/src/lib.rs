@@ -19,7 +19,9 @@ mod udp;
 pub use async_datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
-pub use easynet_common::{BindError, ClientError, ConfigError, EventSet, Host, ServerError};
+pub use easynet_common::{
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+};
 pub use easynet_core as core;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};

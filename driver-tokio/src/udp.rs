@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::async_datagram::{self, AsyncDatagramHandler};
 use crate::conn::now;
 use crate::shell::Shell;
-use crate::{ConfigError, EventSet, ServerError};
+use crate::{ConfigError, DropCounter, EventSet, ServerError};
 use easynet_common::{self as bind, UdpSettings};
 
 /// Largest datagram read: 64 KiB.
@@ -59,14 +59,19 @@ where
     where
         S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     {
-        self.finish(|service, protocol, config| {
+        let drops = DropCounter::default();
+        let counter = drops.clone();
+        self.finish(drops, |service, protocol, config| {
             Arc::new(move |socket, cancel, closed| {
                 let local = socket.local_addr();
                 let endpoint = local.and_then(|local| {
                     DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
                         .map_err(io::Error::other)
                 });
-                Box::pin(async move { serve_socket(socket, endpoint?, cancel, closed).await })
+                let drops = counter.clone();
+                Box::pin(
+                    async move { serve_socket(socket, endpoint?, cancel, closed, drops).await },
+                )
             })
         })
     }
@@ -76,12 +81,20 @@ where
     where
         S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
     {
-        self.finish(|service, protocol, config| {
+        let drops = DropCounter::default();
+        let counter = drops.clone();
+        self.finish(drops, |service, protocol, config| {
             Arc::new(move |socket, cancel, closed| {
                 let (service, protocol, config) =
                     (service.clone(), protocol.clone(), config.clone());
                 Box::pin(async_datagram::serve_socket(
-                    socket, service, protocol, config, cancel, closed,
+                    socket,
+                    service,
+                    protocol,
+                    config,
+                    cancel,
+                    closed,
+                    counter.clone(),
                 ))
             })
         })
@@ -89,6 +102,7 @@ where
 
     fn finish(
         self,
+        drops: DropCounter,
         serve: impl FnOnce(Arc<S>, Arc<P>, DatagramConfig) -> ServeSocket,
     ) -> Result<AsyncUdpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
@@ -102,6 +116,7 @@ where
             inner: Arc::new(Shared {
                 service,
                 serve_socket,
+                drops,
                 cfg: self.cfg,
                 shell: Shell::new(),
                 _protocol: std::marker::PhantomData,
@@ -124,6 +139,7 @@ type ServeSocket = Arc<
 struct Shared<S, P> {
     service: Arc<S>,
     serve_socket: ServeSocket,
+    drops: DropCounter,
     cfg: UdpConfig,
     shell: Shell<UdpSocket>,
     _protocol: std::marker::PhantomData<fn() -> P>,
@@ -233,6 +249,12 @@ where
         self.inner.shell.sockets()
     }
 
+    /// Datagrams dropped so far (a peer's queue was full, or datagrams were queued at
+    /// shutdown); a handle that stays current.
+    pub fn dropped_datagrams(&self) -> DropCounter {
+        self.inner.drops.clone()
+    }
+
     /// Closes for good; a running `serve_forever` returns at once (UDP has no connections).
     pub fn close(&self) {
         self.inner.shell.close();
@@ -298,13 +320,18 @@ async fn serve_socket<S, P>(
     mut endpoint: DatagramServer<S, P>,
     cancel: CancellationToken,
     closed: CancellationToken,
+    drops: DropCounter,
 ) -> io::Result<()>
 where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
+    let mut counted = 0;
     loop {
+        let dropped = endpoint.drops();
+        drops.add(dropped - counted);
+        counted = dropped;
         // Send what the handlers produced; the next poll gives the next timer.
         let next_timeout = loop {
             match endpoint.poll_output() {
@@ -351,6 +378,7 @@ where
         }
     }
     endpoint.shutdown(now());
+    drops.add(endpoint.drops() - counted);
     while let Output::Transmit(t) = endpoint.poll_output() {
         let _ = socket.try_send_to(&t.data, t.to);
     }
