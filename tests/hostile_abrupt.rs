@@ -66,9 +66,8 @@ fn abrupt_peers_at_volume_leak_no_fd_task_or_memory() {
         abuse(&server, ROUNDS);
         let took = start.elapsed();
 
-        let settled = hostile::wait_until(LIMIT, || {
-            open_fds() <= fds && server.alive_tasks() <= tasks
-        });
+        let settled =
+            hostile::wait_until(LIMIT, || open_fds() <= fds && server.alive_tasks() <= tasks);
         assert!(
             settled,
             "{driver:?}: fds {} (baseline {fds}), tasks {} (baseline {tasks})",

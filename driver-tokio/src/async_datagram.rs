@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{DropCounter, RecvError};
 use crate::conn::now;
+use crate::{DropCounter, RecvError};
 
 /// An async handler for one datagram peer; `async fn` in the impl is fine.
 ///
