@@ -125,13 +125,15 @@ where
         loop {
             let now = Instant::now();
             self.apply_orders(now);
-            if (self.shutting_down || !self.listening()) && self.live() == 0 {
-                return Ok(());
-            }
             self.fire_timers(now);
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
                 self.gate.handle_timeout(now);
                 self.accept_all(now); // edge-triggered: no new event would come
+            }
+            // After the timers: a deadline may have closed the last connection, and then
+            // no event or timer would ever wake the poll below.
+            if (self.shutting_down || !self.listening()) && self.live() == 0 {
+                return Ok(());
             }
             let timeout = if self.ready.is_empty() {
                 self.next_timeout()
