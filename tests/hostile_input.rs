@@ -220,6 +220,29 @@ fn a_tls_client_that_never_finishes_the_handshake_is_closed_at_the_deadline() {
         };
         let server = serve(driver, lines(1024), Text::default(), setup);
         let start = Instant::now();
+        // One client trickles a ClientHello, a byte every 20 ms: activity does not move the
+        // deadline.
+        let trickler = {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            std::thread::spawn(move || {
+                let hello = [
+                    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+                ];
+                let mut buf = [0u8; 64];
+                for b in hello.iter().cycle().take(500) {
+                    if s.write_all(&[*b]).is_err() {
+                        return start.elapsed();
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => return start.elapsed(),
+                        Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+                        _ => {}
+                    }
+                }
+                panic!("a trickling handshake was never closed");
+            })
+        };
         // 20 clients: silent, or a TLS record header and a few bytes of a ClientHello.
         let mut stalled: Vec<TcpStream> = (0..20)
             .map(|i| {
@@ -256,6 +279,11 @@ fn a_tls_client_that_never_finishes_the_handshake_is_closed_at_the_deadline() {
         assert!(
             took >= Duration::from_millis(280) && took < Duration::from_secs(3),
             "{driver:?}: closed after {took:?}"
+        );
+        let trickled = trickler.join().unwrap();
+        assert!(
+            trickled >= Duration::from_millis(280) && trickled < Duration::from_secs(3),
+            "{driver:?}: trickling handshake closed after {trickled:?}"
         );
         server.stop();
     }
@@ -382,5 +410,53 @@ fn graceful_shutdown_under_load_answers_every_request_read() {
         assert!(read > 0 && read <= CLIENTS * REQUESTS);
         drop(peers);
         eprintln!("{driver:?}: shutdown after {read} requests read, all answered, in {took:?}");
+    }
+}
+
+#[test]
+fn shutdown_with_a_client_that_never_reads_ends_within_the_shutdown_timeout() {
+    for driver in DRIVERS {
+        let setup = Setup {
+            stream: StreamConfig::default().with_shutdown_timeout(Duration::from_millis(500)),
+            shutdown_timeout: Duration::from_millis(500),
+            ..Setup::default()
+        };
+        let service = Text::default();
+        let handled = service.handled.clone();
+        let server = serve(driver, lines(1024), service, setup);
+        // A client that sends requests and never reads: the server's write queue fills,
+        // it stops reading, and it holds answers it cannot deliver.
+        let stuck = TcpStream::connect(server.addr).unwrap();
+        stuck
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let line = [&[b'x'; 1023][..], b"\n"].concat();
+        let mut w = &stuck;
+        while w.write_all(&line).is_ok() {}
+        let mut good = server.connect();
+        assert_eq!(good.ask("ok").as_deref(), Some("ok"));
+        assert!(handled.load(Ordering::SeqCst) > 1);
+        let took = server.stop();
+        assert!(
+            took < Duration::from_millis(500) + Duration::from_secs(1),
+            "{driver:?}: shutdown took {took:?}"
+        );
+        assert!(
+            good.closed_by_server(),
+            "{driver:?}: the good client was closed"
+        );
+        // The stuck client's connection is gone too (reset at the deadline).
+        let mut s = stuck;
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        assert!(closed, "{driver:?}: the stuck client was closed");
     }
 }

@@ -153,11 +153,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// Shuts down gracefully and waits for the run to end; returns how long it took.
+    /// Shuts down gracefully and waits for the run to end; returns how long it took. Fails
+    /// (rather than hangs) if the run has not ended within [`LIMIT`].
     pub fn stop(mut self) -> Duration {
         let t = Instant::now();
         if let Some(f) = self.stop.take() {
-            f();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                f();
+                let _ = tx.send(());
+            });
+            match rx.recv_timeout(LIMIT) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{:?}: the server did not stop within {LIMIT:?}",
+                        self.driver
+                    )
+                }
+                Err(e) => panic!("{:?}: stopping the server failed: {e}", self.driver),
+            }
         }
         t.elapsed()
     }
