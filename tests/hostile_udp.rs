@@ -3,7 +3,8 @@
 //! for: answered, or dropped and counted (by the server's per-peer queues, or by the
 //! kernel's socket buffers, read from /proc/net/udp).
 //!
-//! The flood tests count kernel drops per socket, so they run one at a time in one test.
+//! The tests run one at a time ([`SERIAL`]): the flood measures the process's memory, which
+//! a panic elsewhere (symbolizing its backtrace) would disturb.
 
 #![cfg(all(feature = "tokio", feature = "mio"))]
 
@@ -23,6 +24,8 @@ use easynet::handler::{
 use easynet::protocol::{Datagram, MAX_DATAGRAM_SIZE};
 use easynet::tokio::{AsyncDatagramClient, AsyncDatagramHandler, DropCounter, RecvError};
 use hostile::{DRIVERS, Driver, LIMIT, describe};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Echoes; answers parse errors with their name; "panic" panics, "fail" fails.
 struct Probe;
@@ -151,6 +154,7 @@ fn ask(s: &UdpSocket, to: SocketAddr, data: &[u8]) -> String {
 
 #[test]
 fn oversized_and_invalid_datagrams_get_typed_errors_and_others_are_served() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for driver in DRIVERS {
         let server = serve(
             driver,
@@ -302,6 +306,7 @@ fn flood(server: SocketAddr, asks: usize) -> (Flood, u64, u64) {
 
 #[test]
 fn a_flooding_peer_is_bounded_counted_and_does_not_starve_others() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for driver in DRIVERS {
         let server = serve(driver, DatagramConfig::default());
         let rss = hostile::rss_kib();
