@@ -22,5 +22,9 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => last = None,
         }
     }
-    assert_eq!(last, Some(serde_json::json!({"ok": 1})), "valid document after garbage");
+    assert_eq!(
+        last,
+        Some(serde_json::json!({"ok": 1})),
+        "valid document after garbage"
+    );
 });

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use easynet_core::ConnId;
-use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+use easynet_core::handler::{
+    ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler,
+};
 use easynet_core::protocol::{Framing, ParseError, Stream};
 use easynet_core::stream::{Session, StreamConfig};
 
@@ -32,7 +34,13 @@ pub fn chunks<'a>(sizes: &'a [u8], mut data: &'a [u8]) -> impl Iterator<Item = &
 /// Feeds `data` to `framing` in chunks and checks its contract: frames never exceed
 /// `limit`, the buffer never holds more than `limit + slack` bytes after a decode call,
 /// and any chunking yields the same frames and errors as one whole read.
-pub fn check_framing<F: Framing>(framing: &F, limit: usize, slack: usize, sizes: &[u8], data: &[u8]) {
+pub fn check_framing<F: Framing>(
+    framing: &F,
+    limit: usize,
+    slack: usize,
+    sizes: &[u8],
+    data: &[u8],
+) {
     let whole = run_framing(framing, limit, slack, std::iter::once(data));
     let chunked = run_framing(framing, limit, slack, chunks(sizes, data));
     assert_eq!(whole, chunked, "chunking changed the frames");
