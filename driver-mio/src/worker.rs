@@ -26,6 +26,12 @@ use crate::control::Control;
 const WAKER: Token = Token(usize::MAX);
 /// Reads per connection per wake-up before others get a turn.
 const READ_BUDGET: usize = 16;
+/// How long a graceful close of a peer that is still sending waits for its EOF after
+/// sending FIN, reading and dropping what comes (never past a shutdown's deadline). Closing
+/// a socket with unread input makes the kernel reset the connection, which destroys answers
+/// still on their way to the peer; lingering lets them arrive (as nginx's lingering close).
+/// A peer that sends nothing more is closed at once.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// What a worker needs to make sessions.
 pub(crate) struct Factory<S, P> {
@@ -50,6 +56,8 @@ struct Entry<
     /// The deadline last pushed on the timer heap, to avoid duplicates.
     timer: Option<Instant>,
     generation: u64,
+    /// Closed gracefully (FIN sent): input is dropped until the peer's EOF or this instant.
+    linger: Option<Instant>,
 }
 
 pub(crate) struct Worker<S: Service, P>
@@ -72,6 +80,8 @@ where
     /// Connections that used up their read budget and still have data to read.
     ready: Vec<usize>,
     shutting_down: bool,
+    /// The shutdown deadline, once ordered.
+    deadline: Option<Instant>,
 }
 
 impl<S: Service, P> Worker<S, P>
@@ -110,6 +120,7 @@ where
                 buf,
                 ready: Vec::new(),
                 shutting_down: false,
+                deadline: None,
             },
             waker,
         ))
@@ -193,8 +204,14 @@ where
             && !self.shutting_down
         {
             self.shutting_down = true;
+            self.deadline = Some(deadline);
             for idx in 0..self.conns.len() {
                 if let Some(e) = self.conns[idx].as_mut() {
+                    if e.linger.is_some_and(|t| t > deadline) {
+                        e.linger = Some(deadline);
+                        e.timer = Some(deadline);
+                        self.timers.push(Reverse((deadline, idx, e.generation)));
+                    }
                     e.session.shutdown(now, deadline);
                     self.pump(now, idx);
                 }
@@ -215,6 +232,10 @@ where
                 continue; // stale entry
             }
             e.timer = None;
+            if e.linger.is_some() {
+                self.release(idx); // the peer did not close in time
+                continue;
+            }
             e.session.handle_timeout(now);
             self.pump(now, idx);
         }
@@ -301,12 +322,20 @@ where
             announced: false,
             timer: None,
             generation: self.generation,
+            linger: None,
         });
         self.pump(now, idx);
     }
 
     /// Moves bytes for one connection until it would block, then handles its close and timer.
     fn pump(&mut self, now: Instant, idx: usize) {
+        if let Some(Some(Entry {
+            linger: Some(_), ..
+        })) = self.conns.get(idx)
+        {
+            self.linger(idx);
+            return;
+        }
         let log = self.factory.log_connections;
         let buf = &mut self.buf;
         let Some(Some(e)) = self.conns.get_mut(idx) else {
@@ -358,7 +387,7 @@ where
             }
         }
         if let Some(how) = closed {
-            self.remove(idx, how);
+            self.remove(now, idx, how);
             return;
         }
         let next = e.session.poll_timeout();
@@ -373,17 +402,10 @@ where
         }
     }
 
-    fn remove(&mut self, idx: usize, how: CloseHow) {
-        let Some(mut e) = self.conns.get_mut(idx).and_then(Option::take) else {
+    fn remove(&mut self, now: Instant, idx: usize, how: CloseHow) {
+        let Some(Some(e)) = self.conns.get_mut(idx) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut e.stream);
-        match how {
-            CloseHow::Graceful => {
-                let _ = e.stream.shutdown(Shutdown::Write);
-            }
-            CloseHow::Abort => easynet_common::set_abortive(&e.stream),
-        }
         if e.announced {
             let peer = e.session.info().peer;
             if self.factory.log_connections {
@@ -392,6 +414,66 @@ where
                 tracing::debug!(?how, "{peer} disconnected");
             }
         }
+        match how {
+            CloseHow::Graceful => {
+                let _ = e.stream.shutdown(Shutdown::Write);
+                if !unread_input(&mut e.stream, &mut self.buf) {
+                    return self.release(idx);
+                }
+                let mut until = now + LINGER;
+                if let Some(d) = self.deadline {
+                    until = until.min(d);
+                }
+                e.linger = Some(until);
+                e.timer = Some(until);
+                self.timers.push(Reverse((until, idx, e.generation)));
+                self.linger(idx);
+            }
+            CloseHow::Abort => {
+                easynet_common::set_abortive(&e.stream);
+                self.release(idx);
+            }
+        }
+    }
+
+    /// Drops what a lingering connection receives; releases it at the peer's EOF.
+    fn linger(&mut self, idx: usize) {
+        let Some(Some(e)) = self.conns.get_mut(idx) else {
+            return;
+        };
+        for _ in 0..READ_BUDGET {
+            match e.stream.read(&mut self.buf) {
+                Ok(0) => return self.release(idx),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.release(idx),
+            }
+        }
+        self.ready.push(idx); // still sending: others get a turn first
+    }
+
+    /// Closes a connection's socket and frees its slot.
+    fn release(&mut self, idx: usize) {
+        let Some(mut e) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut e.stream);
         self.free.push(idx);
+    }
+}
+
+/// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
+/// sending, so closing now would reset the connection).
+fn unread_input(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
+    let mut found = false;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return false,
+            Ok(_) => found = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return found,
+            Err(_) => return false,
+        }
     }
 }

@@ -380,7 +380,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncClient<Req, Resp> {
         loop {
             self.flush_some();
             if let Some(how) = self.conn.poll_close() {
-                conn::close(self.stream, how).await;
+                conn::close(self.stream, how, None).await;
                 return how;
             }
             self.step().await;

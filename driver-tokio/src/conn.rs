@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use easynet_core::handler::StreamHandler;
 use easynet_core::protocol::StreamServerProtocol;
@@ -12,6 +12,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use easynet_common::set_abortive;
+
+/// How long a graceful close of a peer that is still sending waits for its EOF after
+/// sending FIN, reading and dropping what comes (never past a server shutdown's deadline).
+/// Closing a socket with unread input makes the kernel reset the connection, which destroys
+/// answers still on their way to the peer; lingering lets them arrive (as nginx's
+/// lingering close). A peer that sends nothing more is closed at once.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Reads in a row without waiting before the task yields to others.
 const DIRECT_READ_BUDGET: u32 = 32;
@@ -94,7 +101,8 @@ where
             }
         }
         if let Some(how) = session.poll_close() {
-            close(stream, how).await;
+            let deadline = *shutdown.borrow();
+            close(stream, how, deadline).await;
             if announced {
                 let peer = session.info().peer;
                 if log_connection {
@@ -191,11 +199,56 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Closes the socket the way the session asked.
-pub(crate) async fn close(mut stream: TcpStream, how: CloseHow) {
+/// Closes the socket. A graceful close sends FIN, then lingers if the peer is still
+/// sending (see [`LINGER`]).
+pub(crate) async fn close(mut stream: TcpStream, how: CloseHow, deadline: Option<Instant>) {
     match how {
         CloseHow::Graceful => {
             let _ = stream.shutdown().await;
+            if unread_input(&stream) {
+                let mut until = tokio::time::Instant::now() + LINGER;
+                if let Some(d) = deadline {
+                    until = until.min(tokio::time::Instant::from_std(d));
+                }
+                let _ = tokio::time::timeout_at(until, discard_until_eof(&stream)).await;
+            }
         }
         CloseHow::Abort => set_abortive(&stream),
+    }
+}
+
+/// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
+/// sending, so closing now would reset the connection).
+fn unread_input(stream: &TcpStream) -> bool {
+    let mut scratch = [0u8; 4096];
+    let mut found = false;
+    loop {
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return false,
+            Ok(_) => found = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return found,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads and drops what the peer still sends, until its EOF (or an error).
+async fn discard_until_eof(stream: &TcpStream) {
+    let mut scratch = [0u8; 4096];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
     }
 }
