@@ -178,3 +178,110 @@ pub fn run_session(sizes: &[u8], window: usize, data: &[u8]) {
         "session did not end after EOF and every deadline"
     );
 }
+
+fn tls_configs() -> &'static (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    static CONFIGS: std::sync::OnceLock<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> =
+        std::sync::OnceLock::new();
+    CONFIGS.get_or_init(|| {
+        use rustls::pki_types::PrivateKeyDer;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = c.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    })
+}
+
+/// Runs a TLS echo session against a rustls client sending `plaintext`; the client's bytes
+/// are XORed at the given offsets on their way. The session must end after EOF and every
+/// deadline, whatever arrived.
+pub fn run_tls_session(plaintext: &[u8], flips: &[(u16, u8)]) {
+    use std::io::{Read, Write};
+    let (server_cfg, client_cfg) = tls_configs();
+    let protocol = Arc::new(Stream::<_, _, String, String>::new(
+        easynet_core::protocol::Lines::new().limit(64).unwrap(),
+        easynet_core::protocol::Utf8::new(),
+    ));
+    let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+    let info = ConnInfo::new(ConnId(1), addr(40000), addr(9000));
+    let mut now = Instant::now();
+    let tls = easynet_core::tls::TlsSession::server(server_cfg.clone()).unwrap();
+    let config = StreamConfig::default().with_write_high_water(4096);
+    let mut session = Session::with_tls(now, Echo, protocol, config, info, tls);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(client_cfg.clone(), name).unwrap();
+    let _ = client.writer().write_all(plaintext);
+    let mut offset = 0usize;
+    let mut closed = None;
+    for _ in 0..64 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            if client.write_tls(&mut wire).is_err() {
+                break;
+            }
+        }
+        for (at, x) in flips {
+            let at = usize::from(*at);
+            if at >= offset && at < offset + wire.len() {
+                wire[at - offset] ^= x;
+            }
+        }
+        offset += wire.len();
+        if !wire.is_empty() && session.wants_read() {
+            session.handle_read(now, &wire);
+        }
+        let out = session.transmit().to_vec();
+        session.advance(out.len());
+        closed = closed.or(session.poll_close());
+        let mut progressed = !wire.is_empty() || !out.is_empty();
+        if !out.is_empty() {
+            let mut rd = &out[..];
+            while !rd.is_empty() {
+                if client.read_tls(&mut rd).is_err() {
+                    break;
+                }
+                if client.process_new_packets().is_err() {
+                    progressed = false;
+                    break;
+                }
+            }
+            let mut sink = Vec::new();
+            let _ = client.reader().read_to_end(&mut sink);
+        }
+        if closed.is_some() || !progressed {
+            break;
+        }
+    }
+    if closed.is_none() {
+        session.handle_eof(now);
+        let out = session.transmit().len();
+        session.advance(out);
+        closed = session.poll_close();
+    }
+    let mut guard = 0;
+    while closed.is_none() && !session.is_finished() && guard < 100 {
+        guard += 1;
+        now += Duration::from_secs(61);
+        session.handle_timeout(now);
+        let out = session.transmit().len();
+        session.advance(out);
+        closed = session.poll_close();
+    }
+    assert!(
+        closed.is_some() || session.is_finished(),
+        "TLS session did not end after EOF and every deadline"
+    );
+}
