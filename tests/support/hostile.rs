@@ -223,11 +223,13 @@ where
         .enable_all()
         .build()
         .unwrap();
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(setup.shutdown_timeout)
         .stream_config(setup.stream.clone());
+    #[cfg(feature = "tls")]
     if let Some(tls) = setup.tls.clone() {
         b = b.tls(tls);
         if let Some(h) = setup.handshake_timeout {
@@ -268,11 +270,13 @@ where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
     use easynet::mio::{ServerThread, StandaloneTcpServer};
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(setup.shutdown_timeout)
         .stream_config(setup.stream.clone());
+    #[cfg(feature = "tls")]
     if let Some(tls) = setup.tls.clone() {
         b = b.tls(tls);
         if let Some(h) = setup.handshake_timeout {
