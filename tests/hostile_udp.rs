@@ -188,6 +188,29 @@ fn oversized_and_invalid_datagrams_get_typed_errors_and_others_are_served() {
         }
         assert_eq!(server.drops.get(), 0);
     }
+    // The same limit holds for async handlers (tokio).
+    let server = easynet::tokio::AsyncUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Slow)
+        .host("127.0.0.1")
+        .datagram_config(DatagramConfig::default().with_max_datagram_size(1024))
+        .build_async()
+        .unwrap();
+    let udp = run_tokio(
+        server.clone(),
+        server.dropped_datagrams(),
+        move |rt, task| {
+            rt.block_on(async {
+                server.shutdown().await;
+                task.await.unwrap().unwrap();
+            })
+        },
+    );
+    let a = client();
+    let big = vec![b'x'; MAX_DATAGRAM_SIZE];
+    assert_eq!(
+        ask(&a, udp.addr, &big),
+        format!("error: frame too large 1024 {MAX_DATAGRAM_SIZE}")
+    );
+    assert_eq!(ask(&a, udp.addr, b"next"), "next");
 }
 
 /// Kernel drops on the UDP socket bound to `port` (the last column of /proc/net/udp).
@@ -339,6 +362,7 @@ impl AsyncDatagramHandler for Slow {
         let got = match client.recv().await {
             Ok(t) => t,
             Err(RecvError::Closed) => return Ok(()),
+            Err(RecvError::Parse(e)) => describe(&e),
             Err(e) => return Err(e.into()),
         };
         if got.starts_with('f') {

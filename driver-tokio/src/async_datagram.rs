@@ -87,6 +87,9 @@ impl<P: DatagramServerProtocol> Codec<P::Request, P::Response> for P {
     }
 }
 
+/// A received datagram, or the length of one past `max_datagram_size` (not kept).
+type Payload = Result<BytesMut, usize>;
+
 /// The routine of a peer ended; its handler comes back unless it failed.
 struct Done<H> {
     peer: SocketAddr,
@@ -98,7 +101,8 @@ pub struct AsyncDatagramClient<Req, Resp> {
     info: ConnInfo,
     socket: Arc<UdpSocket>,
     codec: Arc<dyn Codec<Req, Resp>>,
-    first: Option<BytesMut>,
+    first: Option<Payload>,
+    max_datagram_size: usize,
     recv: mpsc::UnboundedSender<RecvAsk>,
     closing: CancellationToken,
 }
@@ -107,7 +111,7 @@ pub struct AsyncDatagramClient<Req, Resp> {
 struct RecvAsk {
     peer: SocketAddr,
     timeout: Option<Duration>,
-    reply: oneshot::Sender<Option<BytesMut>>,
+    reply: oneshot::Sender<Option<Payload>>,
 }
 
 impl<Req, Resp> std::fmt::Debug for AsyncDatagramClient<Req, Resp> {
@@ -146,7 +150,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
 
     async fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<Req, RecvError> {
         if let Some(first) = self.first.take() {
-            return Ok(self.codec.decode(first)?);
+            return self.decode(first);
         }
         if self.closing.is_cancelled() {
             return Err(RecvError::Closed);
@@ -165,11 +169,21 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
         }
         tokio::select! {
             got = answer => match got {
-                Ok(Some(datagram)) => Ok(self.codec.decode(datagram)?),
+                Ok(Some(datagram)) => self.decode(datagram),
                 Ok(None) => Err(RecvError::Timeout),
                 Err(_) => Err(RecvError::Closed),
             },
             () = self.closing.cancelled() => Err(RecvError::Closed),
+        }
+    }
+
+    fn decode(&self, datagram: Payload) -> Result<Req, RecvError> {
+        match datagram {
+            Ok(data) => Ok(self.codec.decode(data)?),
+            Err(got) => Err(RecvError::Parse(ParseError::FrameTooLarge {
+                limit: self.max_datagram_size,
+                got,
+            })),
         }
     }
 
@@ -213,7 +227,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
 
 struct Slot<H> {
     handler: Option<H>,
-    waiting: Option<oneshot::Sender<Option<BytesMut>>>,
+    waiting: Option<oneshot::Sender<Option<Payload>>>,
 }
 
 impl<H> Default for Slot<H> {
@@ -241,17 +255,18 @@ where
     P: DatagramServerProtocol,
 {
     let local = socket.local_addr()?;
-    let mut table: PeerTable<BytesMut, Slot<S::Handler>> =
+    let max_datagram_size = config.max_datagram_size;
+    let mut table: PeerTable<Payload, Slot<S::Handler>> =
         PeerTable::new(config).map_err(io::Error::other)?;
     let (ask_tx, mut asks) = mpsc::unbounded_channel::<RecvAsk>();
     let (done_tx, mut dones) = mpsc::unbounded_channel::<Done<S::Handler>>();
     let closing = CancellationToken::new();
     let mut routines = JoinSet::new();
     let codec: Arc<dyn Codec<P::Request, P::Response>> = protocol;
-    let start = |table: &mut PeerTable<BytesMut, Slot<S::Handler>>,
+    let start = |table: &mut PeerTable<Payload, Slot<S::Handler>>,
                  routines: &mut JoinSet<()>,
                  peer: SocketAddr,
-                 first: BytesMut| {
+                 first: Payload| {
         let id = table
             .peer(peer)
             .map(|p| p.id)
@@ -266,6 +281,7 @@ where
             socket: socket.clone(),
             codec: codec.clone(),
             first: Some(first),
+            max_datagram_size,
             recv: ask_tx.clone(),
             closing: closing.clone(),
         };
@@ -307,15 +323,19 @@ where
             () = cancel.cancelled() => break,
             () = closed.cancelled() => break,
             res = socket.recv_from(&mut buf) => match res {
-                Ok((n, from)) => match table.arrive(now(), from, BytesMut::from(&buf[..n])) {
-                    Arrival::Start(first) => start(&mut table, &mut routines, from, first),
-                    Arrival::Deliver(d) => {
-                        if let Some(w) = table.state_mut(from).and_then(|s| s.waiting.take()) {
-                            let _ = w.send(Some(d));
+                Ok((n, from)) => {
+                    // Past the limit only the length is kept: a typed error for the handler.
+                    let item = if n > max_datagram_size { Err(n) } else { Ok(BytesMut::from(&buf[..n])) };
+                    match table.arrive(now(), from, item) {
+                        Arrival::Start(first) => start(&mut table, &mut routines, from, first),
+                        Arrival::Deliver(d) => {
+                            if let Some(w) = table.state_mut(from).and_then(|s| s.waiting.take()) {
+                                let _ = w.send(Some(d));
+                            }
                         }
+                        _ => {}
                     }
-                    _ => {}
-                },
+                }
                 Err(e) => tracing::debug!(error = %e, "datagram receive error"),
             },
             Some(RecvAsk { peer, timeout, reply }) = asks.recv() => match table.recv(now(), peer, timeout) {

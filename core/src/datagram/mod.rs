@@ -41,8 +41,7 @@ pub struct DatagramConfig {
     pub idle_timeout: Duration,
     /// Largest datagram delivered as a request. A longer one is not queued: its handler gets
     /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge) instead.
-    /// Default 65 535 (any UDP datagram). Applied by [`DatagramServer`] (portable handlers);
-    /// async handlers of the tokio driver get every datagram as it came.
+    /// Default 65 535 (any UDP datagram).
     pub max_datagram_size: usize,
 }
 
