@@ -325,7 +325,10 @@ where
             res = socket.recv_from(&mut buf) => match res {
                 Ok((n, from)) => {
                     // Past the limit only the length is kept: a typed error for the handler.
-                    let item = if n > max_datagram_size { Err(n) } else { Ok(BytesMut::from(&buf[..n])) };
+                    let item = match n {
+                        n if n > max_datagram_size => Err(n),
+                        n => Ok(BytesMut::from(&buf[..n])),
+                    };
                     match table.arrive(now(), from, item) {
                         Arrival::Start(first) => start(&mut table, &mut routines, from, first),
                         Arrival::Deliver(d) => {
