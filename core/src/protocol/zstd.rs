@@ -37,7 +37,7 @@ use super::{ConfigError, DEFAULT_LIMIT, Decode, DeserializeError, Encode, Serial
 /// let mut bomb = BytesMut::new();
 /// zstd.encode(&Bytes::from(vec![0; 1 << 20]), &mut bomb).unwrap();
 /// let err = Decode::<Bytes>::decode(&zstd, bomb).unwrap_err();
-/// assert!(matches!(err, DeserializeError::Decompress(_) | DeserializeError::TooLarge { .. }));
+/// assert!(matches!(err, DeserializeError::TooLarge { limit: 1024, got: 1048576 }));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Zstd<S> {
@@ -139,6 +139,15 @@ impl<T, S: Decode<T>> Decode<T> for Zstd<S> {
 
 impl<S> Zstd<S> {
     fn decompress(&self, payload: &[u8]) -> Result<BytesMut, DeserializeError> {
+        // A frame that declares its size is refused before any work when over the limit.
+        if let Ok(Some(size)) = ::zstd::zstd_safe::get_frame_content_size(payload) {
+            if size > self.limit as u64 {
+                return Err(DeserializeError::TooLarge {
+                    limit: self.limit,
+                    got: usize::try_from(size).unwrap_or(usize::MAX),
+                });
+            }
+        }
         let mut decoder = Decoder::with_buffer(payload).map_err(DeserializeError::Decompress)?;
         decoder
             .window_log_max(self.window_log_max())
@@ -200,19 +209,25 @@ mod tests {
         let big = Zstd::new(RawBytes).with_limit(usize::MAX >> 1).unwrap();
         let bomb = enc(&big, &vec![0; 8 << 20]);
         assert!(bomb.len() < 16 * 1024);
-        let err = dec(&z, &bomb).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DeserializeError::TooLarge {
-                    limit: 100_000,
-                    got: 100_001
-                } | DeserializeError::Decompress(_)
-            ),
-            "{err:?}"
-        );
+        // Its header declares 8 MiB: refused before decompressing anything.
+        assert!(matches!(
+            dec(&z, &bomb),
+            Err(DeserializeError::TooLarge {
+                limit: 100_000,
+                got: 8388608
+            })
+        ));
         // A streamed frame (no content size, window of its own) still stops at the limit.
-        let streamed = ::zstd::stream::encode_all(&vec![0u8; 8 << 20][..], 1).unwrap();
+        let mut w = ::zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        w.include_contentsize(false).unwrap();
+        for _ in 0..8 {
+            std::io::Write::write_all(&mut w, &[0; 1 << 20]).unwrap();
+        }
+        let streamed = w.finish().unwrap();
+        assert!(matches!(
+            ::zstd::zstd_safe::get_frame_content_size(&streamed),
+            Ok(None)
+        ));
         let small = Zstd::new(RawBytes).with_limit(1 << 22).unwrap();
         assert!(matches!(
             dec(&small, &streamed),
@@ -230,7 +245,7 @@ mod tests {
         let truncated = &good[..good.len() - 3];
         let mut trailing = good.to_vec();
         trailing.extend_from_slice(b"junk");
-        for bad in [&b"not zstd at all"[..], truncated, &trailing] {
+        for bad in [&b""[..], b"not zstd at all", truncated, &trailing] {
             assert!(
                 matches!(dec(&z, bad), Err(DeserializeError::Decompress(_))),
                 "{bad:?}"
