@@ -25,7 +25,10 @@ pub(super) struct Bounded {
 impl Bounded {
     /// An empty output; the first allocation guesses from the compressed size.
     pub(super) fn new(compressed_len: usize, limit: usize) -> Self {
-        let first = compressed_len.saturating_mul(4).clamp(256, limit + 1);
+        let first = compressed_len
+            .saturating_mul(4)
+            .max(256)
+            .min(limit.saturating_add(1));
         Self {
             buf: Vec::with_capacity(first),
             limit,
@@ -41,7 +44,8 @@ impl Bounded {
                 .buf
                 .capacity()
                 .saturating_mul(2)
-                .clamp(256, self.limit + 1);
+                .max(256)
+                .min(self.limit.saturating_add(1));
             self.buf.reserve_exact(target - self.buf.len());
         }
         Ok(())

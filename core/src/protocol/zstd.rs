@@ -239,6 +239,18 @@ mod tests {
     }
 
     #[test]
+    fn tiny_and_huge_limits_work() {
+        let one = Zstd::new(RawBytes).with_limit(1).unwrap();
+        assert_eq!(&dec(&one, &enc(&one, b"a")).unwrap()[..], b"a");
+        assert!(matches!(
+            dec(&one, &enc(&one, b"ab")),
+            Err(DeserializeError::TooLarge { limit: 1, got: 2 })
+        ));
+        let max = Zstd::new(RawBytes).with_limit(usize::MAX).unwrap();
+        assert_eq!(&dec(&max, &enc(&max, b"ab")).unwrap()[..], b"ab");
+    }
+
+    #[test]
     fn corrupt_and_truncated_input_are_typed_errors() {
         let z = Zstd::new(RawBytes);
         let good = enc(&z, b"hello hello hello hello");
