@@ -84,6 +84,8 @@ pub trait FromDto<T>: Clone + Send + Sync + 'static {
     type Dto;
     /// The domain value of `dto`; an error is a [`DeserializeError::Conversion`], a
     /// recoverable parse error.
+    // The converter is a value (it may hold settings), so `from_` takes `&self`.
+    #[allow(clippy::wrong_self_convention)]
     fn from_dto(&self, dto: Self::Dto) -> Result<T, ConversionError>;
 }
 

@@ -140,13 +140,13 @@ impl<T, S: Decode<T>> Decode<T> for Zstd<S> {
 impl<S> Zstd<S> {
     fn decompress(&self, payload: &[u8]) -> Result<BytesMut, DeserializeError> {
         // A frame that declares its size is refused before any work when over the limit.
-        if let Ok(Some(size)) = ::zstd::zstd_safe::get_frame_content_size(payload) {
-            if size > self.limit as u64 {
-                return Err(DeserializeError::TooLarge {
-                    limit: self.limit,
-                    got: usize::try_from(size).unwrap_or(usize::MAX),
-                });
-            }
+        if let Ok(Some(size)) = ::zstd::zstd_safe::get_frame_content_size(payload)
+            && size > self.limit as u64
+        {
+            return Err(DeserializeError::TooLarge {
+                limit: self.limit,
+                got: usize::try_from(size).unwrap_or(usize::MAX),
+            });
         }
         let mut decoder = Decoder::with_buffer(payload).map_err(DeserializeError::Decompress)?;
         decoder
