@@ -1,7 +1,5 @@
-//! What [`Zlib`](super::Zlib) and [`Zstd`](super::Zstd) share: the bounded output buffer that
+//! What `Zlib` and `Zstd` share: the bounded output buffer that
 //! stops a decompression bomb at the size limit.
-
-use std::io;
 
 use super::{ConfigError, DeserializeError};
 
@@ -66,11 +64,4 @@ impl Bounded {
         }
         Ok(())
     }
-}
-
-/// A corrupt-input error for [`DeserializeError::Decompress`].
-pub(super) fn corrupt(
-    msg: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> DeserializeError {
-    DeserializeError::Decompress(io::Error::new(io::ErrorKind::InvalidData, msg))
 }

@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::compress::{Bounded, check_limit, corrupt};
+use super::compress::{Bounded, check_limit};
 use super::{ConfigError, DEFAULT_LIMIT, Decode, DeserializeError, Encode, SerializeError};
 
 /// zlib around an inner serializer `S`: compresses what `S` makes, decompresses before `S`
@@ -159,6 +159,11 @@ fn inflate(payload: &[u8], limit: usize) -> Result<BytesMut, DeserializeError> {
             return Err(corrupt("truncated zlib stream"));
         }
     }
+}
+
+/// A corrupt-input error for [`DeserializeError::Decompress`].
+fn corrupt(msg: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DeserializeError {
+    DeserializeError::Decompress(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
 }
 
 #[cfg(test)]
