@@ -1,6 +1,6 @@
 //! Stacked protocols over loopback on both drivers: JSON in zlib in a length prefix with a
 //! converter (domain types in the handler, DTOs on the wire), CBOR in zstd datagrams, and
-//! MessagePack in zlib in base64 lines. Each scenario runs on the tokio and the mio servers
+//! MessagePack in zlib in HMAC-signed base64 lines. Each scenario runs on the tokio and the mio servers
 //! with both drivers' clients, and shows that a decompression bomb, a corrupt frame and a
 //! rejected DTO each reach the handler as a typed parse error while the connection (or the
 //! datagram peer's routine) goes on.
@@ -14,6 +14,7 @@
     feature = "cbor",
     feature = "msgpack",
     feature = "base64",
+    feature = "base64-checksum",
     feature = "converter"
 ))]
 
@@ -116,6 +117,7 @@ fn kind(e: &ParseError) -> String {
         ParseError::Deserialize(DeserializeError::Cbor(_)) => "cbor".into(),
         ParseError::Deserialize(DeserializeError::MessagePack(_)) => "msgpack".into(),
         ParseError::Deserialize(DeserializeError::Base64(_)) => "base64".into(),
+        ParseError::Deserialize(DeserializeError::Checksum) => "checksum".into(),
         other => format!("unexpected: {other}"),
     }
 }
@@ -380,12 +382,19 @@ fn send_and_check(sock: &UdpSocket, to: SocketAddr, datagram: &[u8], want: Reply
     assert_eq!(got, want, "{driver}");
 }
 
-// --- MessagePack in zlib in base64 lines -----------------------------------------------------
+// --- MessagePack in zlib in HMAC-signed base64 lines -----------------------------------------
 
-type Base64Lines = Stream<Lines, Base64<Zlib<MessagePack>>, Vec<String>, Reply>;
+type Signed = Base64<Zlib<MessagePack>>;
+type Base64Lines = Stream<Lines, Signed, Vec<String>, Reply>;
+
+fn signed(key: u8) -> Signed {
+    Base64::new(Zlib::new(MessagePack::new()))
+        .with_hmac_key(&[key; 32])
+        .unwrap()
+}
 
 fn base64_lines() -> Base64Lines {
-    Stream::new(Lines::new(), Base64::new(Zlib::new(MessagePack::new())))
+    Stream::new(Lines::new(), signed(1))
 }
 
 /// Counts the words of each request.
@@ -426,30 +435,33 @@ fn msgpack_in_zlib_in_base64_lines_on_both_drivers() {
         let mut c = easynet::mio::TcpClient::connect(server.addr, base64_lines()).unwrap();
         c.send(&vec!["a".into(), "b".into()]).unwrap();
         assert_eq!(c.recv_timeout(LIMIT).unwrap(), Reply::Value(2), "{driver}");
-        // Not base64, then base64 of bytes that are not zlib, then a good line.
+        // Not base64, a wrong signature, a signed payload that is not zlib, then a good line.
         let mut raw = easynet::mio::TcpClient::connect(server.addr, Stream::lines()).unwrap();
-        raw.send(&"%%%".to_owned()).unwrap();
-        raw.send(&"bm90IHpsaWI=".to_owned()).unwrap();
-        let mut good = BytesMut::new();
-        Base64::new(Zlib::new(MessagePack::new()))
-            .encode(&vec!["x".to_owned()], &mut good)
-            .unwrap();
-        raw.send(&String::from_utf8(good.to_vec()).unwrap())
-            .unwrap();
-        let decode = |line: String| -> Reply {
-            Base64::new(Zlib::new(MessagePack::new()))
-                .decode(BytesMut::from(line.as_bytes()))
-                .unwrap()
+        let line = |s: &Signed, item: &Vec<String>| {
+            let mut out = BytesMut::new();
+            s.encode(item, &mut out).unwrap();
+            String::from_utf8(out.to_vec()).unwrap()
         };
-        assert_eq!(
-            decode(raw.recv_timeout(LIMIT).unwrap()),
-            Reply::Error("base64".into())
-        );
-        assert_eq!(
-            decode(raw.recv_timeout(LIMIT).unwrap()),
-            Reply::Error("decompress".into())
-        );
-        assert_eq!(decode(raw.recv_timeout(LIMIT).unwrap()), Reply::Value(1));
+        let not_zlib = Base64::new(easynet::protocol::RawBytes)
+            .with_hmac_key(&[1; 32])
+            .unwrap();
+        let mut not_zlib_line = BytesMut::new();
+        not_zlib
+            .encode(&Bytes::from_static(b"not zlib"), &mut not_zlib_line)
+            .unwrap();
+        raw.send(&"%%%".to_owned()).unwrap();
+        raw.send(&line(&signed(2), &vec!["forged".to_owned()]))
+            .unwrap();
+        raw.send(&String::from_utf8(not_zlib_line.to_vec()).unwrap())
+            .unwrap();
+        raw.send(&line(&signed(1), &vec!["x".to_owned()])).unwrap();
+        let decode =
+            |line: String| -> Reply { signed(1).decode(BytesMut::from(line.as_bytes())).unwrap() };
+        let mut next = || decode(raw.recv_timeout(LIMIT).unwrap());
+        assert_eq!(next(), Reply::Error("base64".into()), "{driver}");
+        assert_eq!(next(), Reply::Error("checksum".into()), "{driver}");
+        assert_eq!(next(), Reply::Error("decompress".into()), "{driver}");
+        assert_eq!(next(), Reply::Value(1), "{driver}");
         server.stop();
     }
 }

@@ -57,6 +57,8 @@ fn feed<P: StreamServerProtocol>(p: &P, parts: &[Vec<u8>]) -> Vec<Result<P::Requ
 fn kind(e: &DeserializeError) -> &'static str {
     match e {
         DeserializeError::Base64(_) => "base64",
+        #[cfg(feature = "base64-checksum")]
+        DeserializeError::Checksum => "checksum",
         DeserializeError::Decompress(_) => "decompress",
         DeserializeError::TooLarge { .. } => "too large",
         DeserializeError::Cbor(_) => "cbor",
@@ -151,6 +153,13 @@ proptest! {
         prop_assert_eq!(&round_trip(&Zlib::new(Zstd::new(RawBytes)), &data)[..], &data[..]);
         let deep = Base64::url_safe(Zstd::new(Zlib::new(Base64::new(RawBytes))).with_level(1).unwrap());
         prop_assert_eq!(&round_trip(&deep, &data)[..], &data[..]);
+        #[cfg(feature = "base64-checksum")]
+        {
+            let signed = Base64::new(Zstd::new(RawBytes)).with_hmac_key(&[9; 32]).unwrap();
+            prop_assert_eq!(&round_trip(&signed, &data)[..], &data[..]);
+            let summed = Zlib::new(Base64::url_safe(RawBytes).with_checksum());
+            prop_assert_eq!(&round_trip(&summed, &data)[..], &data[..]);
+        }
     }
 
     /// Length-prefixed zlib-of-base64 and base64-of-zstd lines: whatever the reads, the same

@@ -59,6 +59,11 @@ pub enum DeserializeError {
     #[cfg(feature = "base64")]
     #[error("invalid base64: {0}")]
     Base64(#[from] ::base64::DecodeError),
+    /// The checksum or HMAC signature of a base64 payload does not match (EasyNetwork's
+    /// "Invalid token").
+    #[cfg(feature = "base64-checksum")]
+    #[error("checksum mismatch")]
+    Checksum,
     /// The payload is not a valid compressed stream (corrupt, truncated, trailing bytes).
     #[cfg(any(feature = "zlib", feature = "zstd"))]
     #[error("cannot decompress: {0}")]

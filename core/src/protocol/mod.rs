@@ -11,7 +11,8 @@
 //! [`Base64`], [`Zlib`], [`Zstd`] — or converts the message before it (`Converted`, domain
 //! types over wire DTOs). `Stream::new(LengthPrefixed::new(PrefixWidth::U32, 1 << 20)?,
 //! Zlib::new(Json))` is JSON inside zlib inside a length prefix. Each wrapper and format is
-//! behind its own feature (`base64`, `zlib`, `zstd`, `cbor`, `msgpack`, `converter`).
+//! behind its own feature (`base64`, `base64-checksum`, `zlib`, `zstd`, `cbor`, `msgpack`,
+//! `converter`).
 //!
 //! [`Stream`] joins a framing and a serializer into a [`StreamProtocol`] for TCP/TLS, and
 //! [`Datagram`] wraps a serializer into a [`DatagramProtocol`] for UDP, where the datagram is
