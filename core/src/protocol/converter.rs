@@ -25,6 +25,15 @@ use super::{BoxError, Decode, DeserializeError, Encode, SerializeError};
 
 /// A converter rejected a value: a DTO that is not a valid domain value, or a domain value
 /// with no DTO (EasyNetwork's `PacketConversionError`).
+///
+/// ```
+/// use easynet_core::protocol::ConversionError;
+///
+/// let e = ConversionError::with_source("bad port", "99999".parse::<u16>().unwrap_err());
+/// assert_eq!(e.message(), "bad port");
+/// assert_eq!(e.to_string(), "bad port: number too large to fit in target type");
+/// assert!(std::error::Error::source(&e).is_some());
+/// ```
 #[derive(Debug)]
 pub struct ConversionError {
     message: Cow<'static, str>,
@@ -91,6 +100,33 @@ pub trait FromDto<T>: Clone + Send + Sync + 'static {
 
 /// A symmetric converter: `T` to and from one DTO type. Implemented for every type that
 /// implements [`ToDto<T>`] and [`FromDto<T>`] with the same DTO.
+///
+/// ```
+/// use easynet_core::protocol::{ConversionError, Converter, FromDto, ToDto};
+///
+/// /// Celsius in the domain, tenths of a degree (an integer) on the wire.
+/// struct Celsius(f64);
+///
+/// #[derive(Clone)]
+/// struct Tenths;
+/// impl ToDto<Celsius> for Tenths {
+///     type Dto = i32;
+///     fn to_dto(&self, c: &Celsius) -> Result<i32, ConversionError> {
+///         Ok((c.0 * 10.0).round() as i32)
+///     }
+/// }
+/// impl FromDto<Celsius> for Tenths {
+///     type Dto = i32;
+///     fn from_dto(&self, t: i32) -> Result<Celsius, ConversionError> {
+///         Ok(Celsius(f64::from(t) / 10.0))
+///     }
+/// }
+///
+/// fn round_trip<T, C: Converter<T>>(c: &C, v: &T) -> T {
+///     c.from_dto(c.to_dto(v).unwrap()).unwrap()
+/// }
+/// assert_eq!(round_trip(&Tenths, &Celsius(21.54)).0, 21.5);
+/// ```
 pub trait Converter<T>: ToDto<T> + FromDto<T, Dto = <Self as ToDto<T>>::Dto> {}
 
 impl<T, C> Converter<T> for C where C: ToDto<T> + FromDto<T, Dto = <C as ToDto<T>>::Dto> {}
