@@ -18,7 +18,7 @@ use super::{Decode, DeserializeError, Encode, SerializeError};
 /// Which base64 alphabet a [`Base64`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
-pub enum Alphabet {
+pub enum Base64Alphabet {
     /// RFC 4648 §4: `A-Z a-z 0-9 + /` (Python's `standard_b64encode`).
     #[default]
     Standard,
@@ -56,7 +56,7 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG
 #[derive(Debug, Clone, Default)]
 pub struct Base64<S> {
     inner: S,
-    alphabet: Alphabet,
+    alphabet: Base64Alphabet,
     check: Check,
 }
 
@@ -78,16 +78,16 @@ const TAG_LEN: usize = 32;
 impl<S> Base64<S> {
     /// Standard alphabet, padded.
     pub const fn new(inner: S) -> Self {
-        Self::with_alphabet(inner, Alphabet::Standard)
+        Self::with_alphabet(inner, Base64Alphabet::Standard)
     }
 
     /// URL-safe alphabet, padded.
     pub const fn url_safe(inner: S) -> Self {
-        Self::with_alphabet(inner, Alphabet::UrlSafe)
+        Self::with_alphabet(inner, Base64Alphabet::UrlSafe)
     }
 
     /// The given alphabet, padded.
-    pub const fn with_alphabet(inner: S, alphabet: Alphabet) -> Self {
+    pub const fn with_alphabet(inner: S, alphabet: Base64Alphabet) -> Self {
         Self {
             inner,
             alphabet,
@@ -154,14 +154,14 @@ impl<S> Base64<S> {
     }
 
     /// The alphabet.
-    pub fn alphabet(&self) -> Alphabet {
+    pub fn alphabet(&self) -> Base64Alphabet {
         self.alphabet
     }
 
     fn engine(&self) -> &'static GeneralPurpose {
         match self.alphabet {
-            Alphabet::Standard => &STANDARD,
-            Alphabet::UrlSafe => &URL_SAFE,
+            Base64Alphabet::Standard => &STANDARD,
+            Base64Alphabet::UrlSafe => &URL_SAFE,
         }
     }
 }

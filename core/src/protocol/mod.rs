@@ -63,7 +63,7 @@ mod zlib;
 mod zstd;
 
 #[cfg(feature = "base64")]
-pub use self::base64::{Alphabet, Base64};
+pub use self::base64::{Base64, Base64Alphabet};
 #[cfg(feature = "zstd")]
 pub use self::zstd::Zstd;
 #[cfg(feature = "cbor")]
