@@ -118,7 +118,7 @@ impl<S> Base64<S> {
 
     /// Appends an HMAC-SHA256 signature of the inner payload made with `key` before encoding
     /// and checks it (in constant time) after decoding (feature `base64-checksum`). As in
-    /// EasyNetwork, the key is 32 bytes; any other length is a [`ConfigError`].
+    /// EasyNetwork, the key is 32 bytes; any other length is a [`ConfigError`](super::ConfigError).
     ///
     /// ```
     /// use bytes::BytesMut;
