@@ -62,7 +62,7 @@ enum Step {
 ///     }
 /// }
 ///
-/// let local = "127.0.0.1:9000".parse().unwrap();
+/// let local: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
 /// let peer = "127.0.0.1:40000".parse().unwrap();
 /// let mut server = DatagramServer::new(
 ///     Arc::new(|_: &ConnInfo| Echo),
