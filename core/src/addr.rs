@@ -186,17 +186,31 @@ pub trait PeerAddr:
 {
     /// The address as handlers see it.
     fn to_addr(&self) -> Addr;
+
+    /// The key inside `addr`, if it is of this kind.
+    fn from_addr(addr: &Addr) -> Option<&Self>;
 }
 
 impl PeerAddr for SocketAddr {
     fn to_addr(&self) -> Addr {
         Addr::Inet(*self)
     }
+
+    fn from_addr(addr: &Addr) -> Option<&Self> {
+        match addr {
+            Addr::Inet(a) => Some(a),
+            Addr::Unix(_) => None,
+        }
+    }
 }
 
 impl PeerAddr for UnixAddr {
     fn to_addr(&self) -> Addr {
         Addr::Unix(self.clone())
+    }
+
+    fn from_addr(addr: &Addr) -> Option<&Self> {
+        addr.as_unix()
     }
 }
 
