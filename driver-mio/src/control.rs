@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use easynet_core::addr::Addr;
 use easynet_core::lifecycle::{Activation, Lifecycle, Shutdown};
 
 use crate::ServerError;
@@ -20,7 +21,7 @@ pub(crate) struct Orders {
 
 struct State {
     lifecycle: Lifecycle,
-    addresses: Vec<SocketAddr>,
+    addresses: Vec<Addr>,
     /// Duplicates of the run's sockets for `sockets()`; dropped at the run's end and on close.
     sockets: Vec<socket2::Socket>,
     wakers: Vec<Arc<mio::Waker>>,
@@ -77,7 +78,7 @@ impl Control {
     /// The run is bound and its loops exist: it is serving.
     pub(crate) fn serving(
         &self,
-        addresses: Vec<SocketAddr>,
+        addresses: Vec<Addr>,
         sockets: Vec<socket2::Socket>,
         wakers: Vec<Arc<mio::Waker>>,
     ) {
@@ -123,6 +124,13 @@ impl Control {
     }
 
     pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        self.local_addresses()
+            .iter()
+            .filter_map(Addr::as_inet)
+            .collect()
+    }
+
+    pub(crate) fn local_addresses(&self) -> Vec<Addr> {
         let s = self.lock();
         if s.running && s.lifecycle.is_listening() {
             s.addresses.clone()
@@ -212,9 +220,16 @@ impl ServerHandle {
         self.control.is_serving()
     }
 
-    /// The bound addresses while serving; empty otherwise (EasyNetwork's standalone rule).
+    /// The bound internet addresses while serving; empty otherwise (EasyNetwork's
+    /// standalone rule). See [`local_addresses`](Self::local_addresses) for Unix servers.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
+    }
+
+    /// The bound addresses while serving, of any kind (a Unix server's path or name);
+    /// empty otherwise.
+    pub fn local_addresses(&self) -> Vec<Addr> {
+        self.control.local_addresses()
     }
 
     /// Duplicates of the listening sockets while serving (for `getsockopt` and the like);

@@ -6,11 +6,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use easynet_common::{self as bind, EventSet, ListenOptions, TcpSettings};
+use easynet_core::addr::Addr;
 use easynet_core::handler::{Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
 
 use crate::control::{Control, ServerHandle};
-use crate::worker::{Factory, Worker};
+use crate::worker::{Factory, MioListener, Worker};
 use crate::{ConfigError, ServerError};
 
 /// Builds a [`StandaloneTcpServer`]; every setting has EasyNetwork's default.
@@ -178,47 +179,68 @@ where
             .filter_map(|l| l.try_clone().ok())
             .map(socket2::Socket::from)
             .collect();
-        self.factory
-            .service
-            .service_init()
-            .map_err(ServerError::ServiceInit)?;
-        let mut loops = Vec::with_capacity(workers);
-        let mut wakers = Vec::with_capacity(workers);
-        for set in sets {
-            let (w, waker) = Worker::new(set, self.factory.clone(), self.control.clone())
-                .map_err(ServerError::Listener)?;
-            loops.push(w);
-            wakers.push(waker);
-        }
-        self.control.serving(bound.clone(), dups, wakers);
-        if self.control.orders().shutdown.is_none() {
-            let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
-            tracing::info!("Start serving at {}", list.join(", "));
-            is_up.set();
-        }
-        let first = loops.remove(0);
-        let result = std::thread::scope(|scope| {
-            let others: Vec<_> = loops
-                .into_iter()
-                .map(|w| scope.spawn(move || w.run()))
-                .collect();
-            let mut result = first.run();
-            for t in others {
-                let r = t
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("event loop panicked")));
-                result = result.and(r);
-            }
-            result
-        });
-        tracing::info!("Server loop break, waiting for remaining tasks...");
-        teardown(
-            self.factory.service.clone(),
-            self.control.shutdown_timeout(),
-        );
-        tracing::info!("Server stopped");
-        result.map_err(ServerError::Listener)
+        let sets = sets
+            .into_iter()
+            .map(|set| set.into_iter().map(mio::net::TcpListener::from_std).collect())
+            .collect();
+        let bound = bound.into_iter().map(Addr::from).collect();
+        run_workers(&self.factory, &self.control, sets, bound, dups, is_up)
     }
+}
+
+/// Runs one event loop per listener set (the first on this thread) to the end of a run:
+/// `service_init`, `is_up`, the loops, `service_teardown`.
+pub(crate) fn run_workers<S, P, L>(
+    factory: &Arc<Factory<S, P>>,
+    control: &Arc<Control>,
+    sets: Vec<Vec<L>>,
+    bound: Vec<Addr>,
+    dups: Vec<socket2::Socket>,
+    is_up: impl EventSet,
+) -> Result<(), ServerError>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+    L: MioListener,
+{
+    factory
+        .service
+        .service_init()
+        .map_err(ServerError::ServiceInit)?;
+    let mut loops = Vec::with_capacity(sets.len());
+    let mut wakers = Vec::with_capacity(sets.len());
+    for set in sets {
+        let (w, waker) =
+            Worker::new(set, factory.clone(), control.clone()).map_err(ServerError::Listener)?;
+        loops.push(w);
+        wakers.push(waker);
+    }
+    control.serving(bound.clone(), dups, wakers);
+    if control.orders().shutdown.is_none() {
+        let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
+        tracing::info!("Start serving at {}", list.join(", "));
+        is_up.set();
+    }
+    let first = loops.remove(0);
+    let result = std::thread::scope(|scope| {
+        let others: Vec<_> = loops
+            .into_iter()
+            .map(|w| scope.spawn(move || w.run()))
+            .collect();
+        let mut result = first.run();
+        for t in others {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("event loop panicked")));
+            result = result.and(r);
+        }
+        result
+    });
+    tracing::info!("Server loop break, waiting for remaining tasks...");
+    teardown(factory.service.clone(), control.shutdown_timeout());
+    tracing::info!("Server stopped");
+    result.map_err(ServerError::Listener)
 }
 
 /// Runs `service_teardown` on a thread of its own, waiting at most `timeout` (decision 7).
