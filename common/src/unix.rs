@@ -7,7 +7,7 @@
 //! never delete a file that is not ours to delete). A socket file nobody listens on
 //! (connecting is refused) is left over from a process that died: it is removed and the
 //! path is bound. The file we create is removed when the bound socket is dropped, but only
-//! if the path still names that file (same device and inode), so a server that has been
+//! if the path still names that file (same device, inode and birth time), so a server that has been
 //! replaced at the same path does not delete its successor's socket.
 //!
 //! ```
@@ -37,17 +37,34 @@ use socket2::{Domain, SockAddr, Socket, Type};
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
+    id: FileId,
+}
+
+/// What tells our file from a later one at the same path: inode numbers are reused at
+/// once (tmpfs), so the birth time goes with them where the filesystem keeps it.
+#[derive(Debug, PartialEq, Eq)]
+struct FileId {
     dev: u64,
     ino: u64,
+    born: Option<std::time::SystemTime>,
+}
+
+impl FileId {
+    fn of(path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born: meta.created().ok(),
+        })
+    }
 }
 
 impl SocketFile {
     fn created(path: &Path) -> io::Result<Self> {
-        let meta = std::fs::symlink_metadata(path)?;
         Ok(Self {
             path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
+            id: FileId::of(path)?,
         })
     }
 
@@ -60,10 +77,7 @@ impl SocketFile {
 impl Drop for SocketFile {
     fn drop(&mut self) {
         // Only if it is still the file we created: another server may own the path now.
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
-            && meta.dev() == self.dev
-            && meta.ino() == self.ino
-        {
+        if FileId::of(&self.path).is_ok_and(|id| id == self.id) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
