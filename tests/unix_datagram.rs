@@ -35,8 +35,7 @@ mod on_tokio {
     use super::*;
     use easynet::handler::HandlerError;
     use easynet::tokio::{
-        AsyncDatagramClient, AsyncDatagramHandler, AsyncUnixDatagramClient,
-        AsyncUnixDatagramServer,
+        AsyncDatagramClient, AsyncDatagramHandler, AsyncUnixDatagramClient, AsyncUnixDatagramServer,
     };
     use tokio::time::timeout;
 
@@ -81,10 +80,16 @@ mod on_tokio {
         .await
         .unwrap();
         client.send(&"still".to_owned()).await.unwrap();
-        assert_eq!(timeout(LIMIT, client.recv()).await.unwrap().unwrap(), "still");
+        assert_eq!(
+            timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
+            "still"
+        );
 
         drop(client);
-        assert!(!client_path.path().exists(), "the client's file goes with it");
+        assert!(
+            !client_path.path().exists(),
+            "the client's file goes with it"
+        );
         server.close();
         run.await.unwrap().unwrap();
         assert!(!tmp.path().exists(), "close removes the socket file");
@@ -148,11 +153,12 @@ mod on_mio {
     #[test]
     fn echo_unnamed_senders_and_file_removed_after_the_run() {
         let tmp = TempPath::new("mio-dgram");
-        let server = StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
-            .path(tmp.path())
-            .shutdown_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
+        let server =
+            StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
+                .path(tmp.path())
+                .shutdown_timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
         let mut thread = ServerThread::start(server).unwrap();
         // Linux: the client autobinds an abstract name; elsewhere it binds a path.
         let client_path = TempPath::new("mio-dgram-client");
@@ -164,7 +170,9 @@ mod on_mio {
         let server_addr = UnixAddr::pathname(tmp.path());
         let mut client = match &local {
             None => UnixDatagramClient::connect(tmp.path(), Datagram::lines()).unwrap(),
-            Some(l) => UnixDatagramClient::connect_from(&server_addr, l, Datagram::lines()).unwrap(),
+            Some(l) => {
+                UnixDatagramClient::connect_from(&server_addr, l, Datagram::lines()).unwrap()
+            }
         };
         client.send(&"hello".to_owned()).unwrap();
         assert_eq!(client.recv_timeout(LIMIT).unwrap(), "hello");
@@ -179,21 +187,28 @@ mod on_mio {
         assert_eq!(client.recv_timeout(LIMIT).unwrap(), "still");
 
         thread.join(None).unwrap();
-        assert!(!tmp.path().exists(), "the run's end removes the socket file");
+        assert!(
+            !tmp.path().exists(),
+            "the run's end removes the socket file"
+        );
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn abstract_names() {
         let addr = UnixAddr::abstract_name(support::unix::abstract_name("mio-dgram-abstract"));
-        let server = StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
-            .address(addr.clone())
-            .build()
-            .unwrap();
-        let mut thread = ServerThread::start(server).unwrap();
-        let mut client =
-            UnixDatagramClient::connect_from(&addr, &UnixAddr::abstract_name(support::unix::abstract_name("mio-c")), Datagram::lines())
+        let server =
+            StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
+                .address(addr.clone())
+                .build()
                 .unwrap();
+        let mut thread = ServerThread::start(server).unwrap();
+        let mut client = UnixDatagramClient::connect_from(
+            &addr,
+            &UnixAddr::abstract_name(support::unix::abstract_name("mio-c")),
+            Datagram::lines(),
+        )
+        .unwrap();
         client.send(&"local".to_owned()).unwrap();
         assert_eq!(client.recv_timeout(LIMIT).unwrap(), addr.to_string());
         thread.join(None).unwrap();

@@ -20,11 +20,10 @@ const LIMIT: Duration = Duration::from_secs(10);
 #[cfg(feature = "tokio")]
 mod on_tokio {
     use super::*;
-    use easynet::tokio::{
-        AsyncClient, AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer,
-        ServerError,
-    };
     use easynet::handler::HandlerError;
+    use easynet::tokio::{
+        AsyncClient, AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer, ServerError,
+    };
     use tokio::time::timeout;
 
     type Lines = Stream<easynet::protocol::Lines, easynet::protocol::Utf8, String, String>;
@@ -131,7 +130,10 @@ mod on_tokio {
 
         std::fs::write(tmp.path(), b"data").unwrap();
         let third = super::on_tokio::server(UnixAddr::pathname(tmp.path()));
-        assert!(matches!(third.activate().await, Err(ServerError::BindUnix { .. })));
+        assert!(matches!(
+            third.activate().await,
+            Err(ServerError::BindUnix { .. })
+        ));
         assert_eq!(std::fs::read(tmp.path()).unwrap(), b"data", "never removed");
     }
 
@@ -244,7 +246,10 @@ mod on_mio {
             client.recv_timeout(LIMIT),
             Err(easynet::mio::ClientError::Eof)
         ));
-        assert!(!tmp.path().exists(), "the run's end removes the socket file");
+        assert!(
+            !tmp.path().exists(),
+            "the run's end removes the socket file"
+        );
     }
 
     #[test]

@@ -142,9 +142,7 @@ fn clear_stale(path: &Path) -> io::Result<()> {
     }
     match UnixStream::connect(path) {
         Ok(_) => Err(in_use()),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing_free_remove(path)
-        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => tracing_free_remove(path),
         // A datagram socket file answers EPROTOTYPE to a stream connect: someone may own it.
         Err(_) => match UnixDatagram::unbound().and_then(|d| d.connect(path)) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => tracing_free_remove(path),
@@ -177,7 +175,10 @@ fn bind_socket(addr: &UnixAddr, ty: Type) -> io::Result<(Socket, Option<SocketFi
 
 /// Binds a non-blocking Unix stream listener at `addr` with `backlog`; the [`SocketFile`]
 /// (for a path) removes the file when dropped, so keep it as long as the listener.
-pub fn bind_listener(addr: &UnixAddr, backlog: i32) -> io::Result<(UnixListener, Option<SocketFile>)> {
+pub fn bind_listener(
+    addr: &UnixAddr,
+    backlog: i32,
+) -> io::Result<(UnixListener, Option<SocketFile>)> {
     let (socket, file) = bind_socket(addr, Type::STREAM)?;
     socket.listen(backlog)?;
     Ok((UnixListener::from(std::os::fd::OwnedFd::from(socket)), file))

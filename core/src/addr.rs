@@ -226,7 +226,10 @@ mod tests {
         assert_eq!(a.as_pathname(), None);
         assert_eq!(UnixAddr::unnamed().to_string(), "(unnamed)");
         let p = Addr::from(UnixAddr::pathname("/tmp/x"));
-        assert_eq!(p.as_unix().unwrap().as_pathname(), Some(Path::new("/tmp/x")));
+        assert_eq!(
+            p.as_unix().unwrap().as_pathname(),
+            Some(Path::new("/tmp/x"))
+        );
         assert_eq!(p.as_inet(), None);
         let i: SocketAddr = "[::1]:5".parse().unwrap();
         assert_eq!(Addr::from(i), i);

@@ -235,7 +235,10 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         self.write_all()
     }
 
-    pub(crate) fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+    pub(crate) fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -501,15 +504,22 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         Ok(())
     }
 
-    pub(crate) fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+    pub(crate) fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         let received = match &self.socket {
-            ClientDgram::Udp(s) => s.set_read_timeout(timeout).and_then(|()| s.recv(&mut self.buf)),
+            ClientDgram::Udp(s) => s
+                .set_read_timeout(timeout)
+                .and_then(|()| s.recv(&mut self.buf)),
             #[cfg(unix)]
-            ClientDgram::Unix(s) => s.set_read_timeout(timeout).and_then(|()| s.recv(&mut self.buf)),
+            ClientDgram::Unix(s) => s
+                .set_read_timeout(timeout)
+                .and_then(|()| s.recv(&mut self.buf)),
         };
         match received {
             Ok(n) => Ok(self

@@ -181,7 +181,11 @@ where
             .collect();
         let sets = sets
             .into_iter()
-            .map(|set| set.into_iter().map(mio::net::TcpListener::from_std).collect())
+            .map(|set| {
+                set.into_iter()
+                    .map(mio::net::TcpListener::from_std)
+                    .collect()
+            })
             .collect();
         let bound = bound.into_iter().map(Addr::from).collect();
         run_workers(&self.factory, &self.control, sets, bound, dups, is_up)

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use easynet_common::{self as bind, EventSet, UdpSettings};
-use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::addr::PeerAddr;
+use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
 use mio::event::Source;
@@ -299,9 +299,10 @@ where
             while e.readable && reads < READ_BUDGET {
                 reads += 1;
                 match e.socket.recv_dgram(&mut buf) {
-                    Ok((n, Some(from))) => e
-                        .server
-                        .handle_datagram(now, from, BytesMut::from(&buf[..n])),
+                    Ok((n, Some(from))) => {
+                        e.server
+                            .handle_datagram(now, from, BytesMut::from(&buf[..n]))
+                    }
                     Ok((_, None)) => unanswerable(&mut e.unnamed),
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
                     // ICMP errors from an earlier send concern one peer only.

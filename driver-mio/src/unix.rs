@@ -292,7 +292,10 @@ where
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
         let (socket, file) = sys::bind_datagram(addr).map_err(bind_error(addr))?;
-        let dups = socket.try_clone().map(|s| dup(s.into())).unwrap_or_default();
+        let dups = socket
+            .try_clone()
+            .map(|s| dup(s.into()))
+            .unwrap_or_default();
         let result = run_endpoints(
             &self.service,
             &self.protocol,

@@ -89,6 +89,9 @@ struct Entry<
     generation: u64,
 }
 
+/// One connection slot of a worker.
+type WorkerEntry<S, P, L> = Entry<<S as Service>::Handler, P, <L as MioListener>::Stream>;
+
 pub(crate) struct Worker<S: Service, P, L: MioListener = TcpListener>
 where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
@@ -98,7 +101,7 @@ where
     /// Indexed by token; `None` once a listener failed.
     listeners: Vec<Option<L>>,
     conn_base: usize,
-    conns: Vec<Option<Entry<S::Handler, P, L::Stream>>>,
+    conns: Vec<Option<WorkerEntry<S, P, L>>>,
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     generation: u64,

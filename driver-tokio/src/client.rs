@@ -71,7 +71,10 @@ macro_rules! stream_client_methods {
 
         /// Waits for the next response at most `timeout`; a zero timeout returns only a
         /// response already buffered.
-        pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+        pub async fn recv_timeout(
+            &mut self,
+            timeout: Duration,
+        ) -> Result<P::Response, ClientError> {
             self.inner.recv_inner(Some(timeout)).await
         }
 
@@ -207,7 +210,10 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         Ok(())
     }
 
-    pub(crate) async fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+    pub(crate) async fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -371,7 +377,10 @@ macro_rules! datagram_client_methods {
         }
 
         /// Waits for the next response datagram at most `timeout`.
-        pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+        pub async fn recv_timeout(
+            &mut self,
+            timeout: Duration,
+        ) -> Result<P::Response, ClientError> {
             self.inner.recv_timeout(timeout).await
         }
 
@@ -480,7 +489,10 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
             .decode_response(BytesMut::from(&self.buf[..n]))?)
     }
 
-    pub(crate) async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+    pub(crate) async fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<P::Response, ClientError> {
         tokio::time::timeout(timeout, self.recv())
             .await
             .map_err(|_| ClientError::Timeout)?

@@ -6,11 +6,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use easynet_core::addr::{Addr, PeerAddr};
-#[cfg(unix)]
-use easynet_core::addr::UnixAddr;
 #[cfg(unix)]
 use easynet_common::unix::SocketFile;
+#[cfg(unix)]
+use easynet_core::addr::UnixAddr;
+use easynet_core::addr::{Addr, PeerAddr};
 use tokio::net::UdpSocket;
 #[cfg(unix)]
 use tokio::net::UnixDatagram;

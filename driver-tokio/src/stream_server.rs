@@ -41,7 +41,11 @@ pub(crate) trait Listener: Send + Sync + 'static {
 
 /// Serves one accepted connection to its end.
 pub(crate) type ServeConn<St> = Arc<
-    dyn Fn(St, ConnInfo, watch::Receiver<Option<Instant>>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    dyn Fn(
+            St,
+            ConnInfo,
+            watch::Receiver<Option<Instant>>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
         + Send
         + Sync,
 >;

@@ -63,7 +63,8 @@ where
         let service = Arc::new(self.service);
         let protocol = Arc::new(self.protocol);
         let cfg = self.cfg.clone();
-        let new_conn: NewConn<P> = Arc::new(move |info| new_connection(protocol.clone(), &cfg, info));
+        let new_conn: NewConn<P> =
+            Arc::new(move |info| new_connection(protocol.clone(), &cfg, info));
         let serve_conn = serve(service.clone(), new_conn, self.cfg.log_client_connection);
         Ok(AsyncTcpServer {
             core: Arc::new(Core::new(
@@ -252,4 +253,3 @@ fn new_connection<P: StreamServerProtocol>(
     }
     Some(Connection::new(protocol, cfg.stream.clone(), info))
 }
-

@@ -76,7 +76,7 @@ where
 }
 
 /// An async UDP server running portable [`DatagramHandler`]s: one task per socket drives the
-/// core's [`DatagramServer`] (per-peer routines, bounded queues, idle eviction).
+/// core's [`DatagramServer`](easynet_core::datagram::DatagramServer) (per-peer routines, bounded queues, idle eviction).
 ///
 /// ```no_run
 /// use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};

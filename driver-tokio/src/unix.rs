@@ -358,7 +358,8 @@ unix_server_methods!(
 impl<S, P> AsyncUnixStreamServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<UnixListenerSocket>>, ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog).map_err(bind_error(addr))?;
+        let (listener, file) =
+            sys::bind_listener(addr, self.cfg.backlog).map_err(bind_error(addr))?;
         let listener = UnixListener::from_std(listener).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixListenerSocket {
             listener,

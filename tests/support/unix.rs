@@ -15,10 +15,8 @@ impl TempPath {
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "easynet-{tag}-{}-{n}.sock",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("easynet-{tag}-{}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         Self(path)
     }

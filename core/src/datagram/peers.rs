@@ -343,7 +343,11 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
     ///
     /// Returns the next queued datagram, with which a new routine starts at once (and is
     /// running), or `None` if the peer is now idle. After shutdown, always `None`.
-    pub fn finish(&mut self, now: Instant, peer: impl Borrow<A>) -> Result<Option<T>, RoutineError<A>> {
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        peer: impl Borrow<A>,
+    ) -> Result<Option<T>, RoutineError<A>> {
         if self.closed {
             return Ok(None);
         }
@@ -472,7 +476,9 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
 
     /// The handle and the user state of `peer`, mutably, if known (one lookup).
     pub fn id_and_state_mut(&mut self, peer: impl Borrow<A>) -> Option<(ConnId, &mut U)> {
-        self.peers.get_mut(peer.borrow()).map(|p| (p.id, &mut p.state))
+        self.peers
+            .get_mut(peer.borrow())
+            .map(|p| (p.id, &mut p.state))
     }
 
     /// The user state of `peer`, mutably, if known.
