@@ -10,7 +10,7 @@ use easynet_core::addr::Addr;
 use easynet_core::handler::{Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
 
-use crate::control::{Control, ServerHandle};
+use crate::control::{Control, server_methods};
 use crate::worker::{Factory, MioListener, Worker};
 use crate::{ConfigError, ServerError};
 
@@ -60,7 +60,7 @@ where
 }
 
 /// A blocking TCP (optionally TLS) server running portable [`StreamHandler`]s on mio event
-/// loops. `serve_forever` blocks the calling thread; a [`ServerHandle`] stops it from
+/// loops. `serve_forever` blocks the calling thread; a [`ServerHandle`](crate::ServerHandle) stops it from
 /// another thread. Each run binds anew (with port 0, each run gets a new port).
 ///
 /// ```no_run
@@ -92,14 +92,6 @@ pub struct StandaloneTcpServer<S, P> {
     control: Arc<Control>,
 }
 
-impl<S, P> std::fmt::Debug for StandaloneTcpServer<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandaloneTcpServer")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
-}
-
 impl<S, P> StandaloneTcpServer<S, P>
 where
     S: Service,
@@ -116,46 +108,9 @@ where
         }
     }
 
-    /// A handle for other threads.
-    pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            control: self.control.clone(),
-        }
-    }
-
-    /// True while `serve_forever` is accepting.
-    pub fn is_serving(&self) -> bool {
-        self.control.is_serving()
-    }
-
     /// The bound addresses while serving; empty otherwise.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
-    }
-
-    /// See [`ServerHandle::sockets`].
-    pub fn sockets(&self) -> Vec<socket2::Socket> {
-        self.control.sockets()
-    }
-
-    /// See [`ServerHandle::shutdown`].
-    pub fn shutdown(&self, timeout: Option<Duration>) {
-        self.control.shutdown(timeout);
-    }
-
-    /// See [`ServerHandle::close`].
-    pub fn close(&self) {
-        self.control.close();
-    }
-
-    /// Binds, runs `service_init`, sets `is_up` and serves until shut down (or closed and
-    /// every connection ended). Blocks the calling thread; extra workers run on threads of
-    /// their own.
-    pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        self.control.begin_run()?;
-        let result = self.run(is_up);
-        self.control.end_run();
-        result
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
@@ -261,17 +216,4 @@ pub(crate) fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
     }
 }
 
-impl<S, P> crate::thread::Standalone for StandaloneTcpServer<S, P>
-where
-    S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    P: StreamServerProtocol,
-{
-    fn handle(&self) -> ServerHandle {
-        StandaloneTcpServer::handle(self)
-    }
-
-    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
-        self.serve_forever(is_up)
-    }
-}
+server_methods!(StandaloneTcpServer, StreamHandler, StreamServerProtocol);

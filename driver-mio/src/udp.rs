@@ -16,7 +16,7 @@ use mio::event::Source;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::control::{Control, ServerHandle};
+use crate::control::{Control, server_methods};
 use crate::tcp::teardown;
 use crate::{ConfigError, ServerError};
 
@@ -91,14 +91,6 @@ pub struct StandaloneUdpServer<S, P> {
     control: Arc<Control>,
 }
 
-impl<S, P> std::fmt::Debug for StandaloneUdpServer<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandaloneUdpServer")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
-}
-
 struct Endpoint<S: Service, P, D: MioDgram> {
     socket: D,
     server: DatagramServer<S, P, D::Addr>,
@@ -124,44 +116,9 @@ where
         }
     }
 
-    /// A handle for other threads.
-    pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            control: self.control.clone(),
-        }
-    }
-
-    /// True while `serve_forever` is receiving.
-    pub fn is_serving(&self) -> bool {
-        self.control.is_serving()
-    }
-
     /// The bound addresses while serving; empty otherwise.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
-    }
-
-    /// See [`ServerHandle::sockets`].
-    pub fn sockets(&self) -> Vec<socket2::Socket> {
-        self.control.sockets()
-    }
-
-    /// See [`ServerHandle::shutdown`].
-    pub fn shutdown(&self, timeout: Option<Duration>) {
-        self.control.shutdown(timeout);
-    }
-
-    /// See [`ServerHandle::close`]; a UDP run ends at once.
-    pub fn close(&self) {
-        self.control.close();
-    }
-
-    /// Binds, runs `service_init`, sets `is_up` and serves until shut down or closed.
-    pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        self.control.begin_run()?;
-        let result = self.run(is_up);
-        self.control.end_run();
-        result
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
@@ -374,17 +331,4 @@ fn unanswerable(count: &mut u64) {
     }
 }
 
-impl<S, P> crate::thread::Standalone for StandaloneUdpServer<S, P>
-where
-    S: Service,
-    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
-    P: DatagramServerProtocol,
-{
-    fn handle(&self) -> ServerHandle {
-        StandaloneUdpServer::handle(self)
-    }
-
-    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
-        self.serve_forever(is_up)
-    }
-}
+server_methods!(StandaloneUdpServer, DatagramHandler, DatagramServerProtocol);

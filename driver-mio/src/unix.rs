@@ -4,7 +4,7 @@
 //!
 //! The servers are the TCP and UDP ones over another socket family: the same event loops
 //! (the worker and the datagram loop are written once against a listener and a datagram
-//! socket trait), the same handlers, the same [`ServerHandle`]/[`ServerThread`](crate::ServerThread)
+//! socket trait), the same handlers, the same [`ServerHandle`](crate::ServerHandle)/[`ServerThread`](crate::ServerThread)
 //! model. Each run binds anew; the socket file (for a path) is removed at the end of each
 //! run, if it is still ours. See [`easynet_common::unix`] for the stale-file rule. Stream
 //! handlers see the peer's credentials in
@@ -35,7 +35,7 @@ use crate::client::{
     ClientDgram, ClientStream, DgramClient, StreamClient, TcpResponses, UdpResponses,
     datagram_client_methods, stream_client_methods,
 };
-use crate::control::{Control, ServerHandle};
+use crate::control::{Control, server_methods};
 use crate::tcp::run_workers;
 use crate::udp::{MioDgram, run_endpoints};
 use crate::worker::{Factory, MioListener};
@@ -160,6 +160,20 @@ pub struct StandaloneUnixStreamServer<S, P> {
     control: Arc<Control>,
 }
 
+impl<S, P> StandaloneUnixStreamServer<S, P> {
+    /// The bound address while serving; `None` otherwise.
+    pub fn address(&self) -> Option<UnixAddr> {
+        unix_address(&self.control)
+    }
+}
+
+fn unix_address(control: &Control) -> Option<UnixAddr> {
+    control
+        .local_addresses()
+        .first()
+        .and_then(|a| a.as_unix().cloned())
+}
+
 impl<S, P> StandaloneUnixStreamServer<S, P>
 where
     S: Service,
@@ -274,6 +288,13 @@ pub struct StandaloneUnixDatagramServer<S, P> {
     control: Arc<Control>,
 }
 
+impl<S, P> StandaloneUnixDatagramServer<S, P> {
+    /// The bound address while serving; `None` otherwise.
+    pub fn address(&self) -> Option<UnixAddr> {
+        unix_address(&self.control)
+    }
+}
+
 impl<S, P> StandaloneUnixDatagramServer<S, P>
 where
     S: Service,
@@ -310,93 +331,12 @@ where
     }
 }
 
-/// What both Unix servers offer around their run: handle, state, stop, `serve_forever`,
-/// and the [`Standalone`](crate::Standalone) impl for [`ServerThread`](crate::ServerThread).
-macro_rules! unix_server_methods {
-    ($name:ident, $handler:ident, $proto:ident) => {
-        impl<S, P> std::fmt::Debug for $name<S, P> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($name))
-                    .field("config", &self.cfg)
-                    .finish_non_exhaustive()
-            }
-        }
-
-        impl<S, P> $name<S, P>
-        where
-            S: Service,
-            S::Handler: $handler<Request = P::Request, Response = P::Response>,
-            P: $proto,
-        {
-            /// A handle for other threads.
-            pub fn handle(&self) -> ServerHandle {
-                ServerHandle {
-                    control: self.control.clone(),
-                }
-            }
-
-            /// True while `serve_forever` is serving.
-            pub fn is_serving(&self) -> bool {
-                self.control.is_serving()
-            }
-
-            /// The bound address while serving; `None` otherwise.
-            pub fn address(&self) -> Option<UnixAddr> {
-                self.control
-                    .local_addresses()
-                    .first()
-                    .and_then(|a| a.as_unix().cloned())
-            }
-
-            /// See [`ServerHandle::sockets`].
-            pub fn sockets(&self) -> Vec<socket2::Socket> {
-                self.control.sockets()
-            }
-
-            /// See [`ServerHandle::shutdown`].
-            pub fn shutdown(&self, timeout: Option<Duration>) {
-                self.control.shutdown(timeout);
-            }
-
-            /// See [`ServerHandle::close`].
-            pub fn close(&self) {
-                self.control.close();
-            }
-
-            /// Binds (replacing a stale socket file, refusing a path in use), runs
-            /// `service_init`, sets `is_up` and serves until shut down or closed; the file
-            /// is removed when the run ends. Blocks the calling thread.
-            pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-                self.control.begin_run()?;
-                let result = self.run(is_up);
-                self.control.end_run();
-                result
-            }
-        }
-
-        impl<S, P> crate::thread::Standalone for $name<S, P>
-        where
-            S: Service,
-            S::Handler: $handler<Request = P::Request, Response = P::Response>,
-            P: $proto,
-        {
-            fn handle(&self) -> ServerHandle {
-                $name::handle(self)
-            }
-
-            fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
-                self.serve_forever(is_up)
-            }
-        }
-    };
-}
-
-unix_server_methods!(
+server_methods!(
     StandaloneUnixStreamServer,
     StreamHandler,
     StreamServerProtocol
 );
-unix_server_methods!(
+server_methods!(
     StandaloneUnixDatagramServer,
     DatagramHandler,
     DatagramServerProtocol

@@ -229,3 +229,59 @@ where
     }
     Ok(())
 }
+
+/// The `datagram_config`, `build`, `build_async` and `finish` methods of a datagram server
+/// builder with `service`, `protocol` and `cfg` fields.
+macro_rules! datagram_builder_methods {
+    ($server:ident, $socket:ty) => {
+        /// Per-peer queue bound and idle eviction.
+        pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
+            self.cfg.datagram = config;
+            self
+        }
+
+        /// Makes a server whose peers run portable [`DatagramHandler`]s (nothing is bound
+        /// yet).
+        pub fn build(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+        {
+            self.finish($crate::datagram_server::portable)
+        }
+
+        /// Makes a server whose peers run [`AsyncDatagramHandler`]s (nothing is bound yet).
+        pub fn build_async(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+        {
+            self.finish($crate::datagram_server::asynchronous)
+        }
+
+        fn finish(
+            self,
+            serve: impl FnOnce(
+                Arc<S>,
+                Arc<P>,
+                DatagramConfig,
+            ) -> $crate::datagram_server::ServeSocket<$socket>,
+        ) -> Result<$server<S, P>, ConfigError> {
+            self.cfg.validate()?;
+            let service = Arc::new(self.service);
+            let serve_socket = serve(
+                service.clone(),
+                Arc::new(self.protocol),
+                self.cfg.datagram.clone(),
+            );
+            Ok($server {
+                core: Arc::new($crate::datagram_server::DgramCore::new(
+                    service,
+                    serve_socket,
+                    self.cfg.shutdown_timeout,
+                )),
+                cfg: Arc::new(self.cfg),
+                _protocol: std::marker::PhantomData,
+            })
+        }
+    };
+}
+pub(crate) use datagram_builder_methods;

@@ -278,3 +278,55 @@ pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
         tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
     }
 }
+
+/// The `build`, `build_async` and `finish` methods of a stream server builder with
+/// `service`, `protocol` and `cfg` fields; `$new_conn(protocol, &cfg)` makes the
+/// connection machines.
+macro_rules! stream_builder_methods {
+    ($server:ident, $stream:ty, $new_conn:path) => {
+        /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is
+        /// bound yet); fails on invalid settings.
+        pub fn build(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+        {
+            // The core catches portable handlers' panics itself.
+            self.finish(false, $crate::stream_server::portable)
+        }
+
+        /// Makes a server whose connections run [`AsyncStreamHandler`]s (nothing is bound
+        /// yet); fails on invalid settings.
+        pub fn build_async(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
+        {
+            self.finish(true, $crate::stream_server::asynchronous)
+        }
+
+        fn finish(
+            self,
+            supervise: bool,
+            serve: impl FnOnce(
+                Arc<S>,
+                $crate::stream_server::NewConn<P>,
+                bool,
+            ) -> $crate::stream_server::ServeConn<$stream>,
+        ) -> Result<$server<S, P>, ConfigError> {
+            self.cfg.validate()?;
+            let service = Arc::new(self.service);
+            let new_conn = $new_conn(Arc::new(self.protocol), &self.cfg);
+            let serve_conn = serve(service.clone(), new_conn, self.cfg.log_client_connection);
+            Ok($server {
+                core: Arc::new($crate::stream_server::Core::new(
+                    service,
+                    serve_conn,
+                    supervise,
+                    self.cfg.shutdown_timeout,
+                )),
+                cfg: Arc::new(self.cfg),
+                _protocol: std::marker::PhantomData,
+            })
+        }
+    };
+}
+pub(crate) use stream_builder_methods;

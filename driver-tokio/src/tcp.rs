@@ -14,7 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::async_stream::AsyncStreamHandler;
 #[cfg(feature = "tls")]
 use crate::conn::now;
-use crate::stream_server::{self, Core, Listener, NewConn, ServeConn};
+use crate::shell::server_methods;
+use crate::stream_server::{Core, Listener, NewConn, stream_builder_methods};
 use crate::{ConfigError, EventSet, ServerError};
 use easynet_common::{self as bind, ListenOptions, TcpSettings};
 
@@ -35,48 +36,7 @@ where
 {
     easynet_common::tcp_setters!(cfg);
 
-    /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is bound
-    /// yet); fails on invalid settings.
-    pub fn build(self) -> Result<AsyncTcpServer<S, P>, ConfigError>
-    where
-        S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    {
-        // The core catches portable handlers' panics itself.
-        self.finish(false, stream_server::portable)
-    }
-
-    /// Makes a server whose connections run [`AsyncStreamHandler`]s (nothing is bound yet);
-    /// fails on invalid settings.
-    pub fn build_async(self) -> Result<AsyncTcpServer<S, P>, ConfigError>
-    where
-        S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(true, stream_server::asynchronous)
-    }
-
-    fn finish(
-        self,
-        supervise: bool,
-        serve: impl FnOnce(Arc<S>, NewConn<P>, bool) -> ServeConn<TcpStream>,
-    ) -> Result<AsyncTcpServer<S, P>, ConfigError> {
-        self.cfg.validate()?;
-        let service = Arc::new(self.service);
-        let protocol = Arc::new(self.protocol);
-        let cfg = self.cfg.clone();
-        let new_conn: NewConn<P> =
-            Arc::new(move |info| new_connection(protocol.clone(), &cfg, info));
-        let serve_conn = serve(service.clone(), new_conn, self.cfg.log_client_connection);
-        Ok(AsyncTcpServer {
-            core: Arc::new(Core::new(
-                service,
-                serve_conn,
-                supervise,
-                self.cfg.shutdown_timeout,
-            )),
-            cfg: Arc::new(self.cfg),
-            _protocol: std::marker::PhantomData,
-        })
-    }
+    stream_builder_methods!(AsyncTcpServer, TcpStream, tcp_connections);
 }
 
 impl Listener for TcpListener {
@@ -130,43 +90,14 @@ pub struct AsyncTcpServer<S, P> {
     _protocol: std::marker::PhantomData<fn() -> P>,
 }
 
-impl<S, P> Clone for AsyncTcpServer<S, P> {
-    fn clone(&self) -> Self {
-        Self {
-            core: self.core.clone(),
-            cfg: self.cfg.clone(),
-            _protocol: std::marker::PhantomData,
-        }
-    }
-}
+server_methods!(
+    AsyncTcpServer,
+    TcpServerBuilder,
+    TcpSettings,
+    StreamServerProtocol
+);
 
-impl<S, P> std::fmt::Debug for AsyncTcpServer<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncTcpServer")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, P> AsyncTcpServer<S, P>
-where
-    S: Service,
-    P: StreamServerProtocol,
-{
-    /// Starts building a server for `protocol`, making handlers with `service`.
-    pub fn builder(protocol: P, service: S) -> TcpServerBuilder<S, P> {
-        TcpServerBuilder {
-            service,
-            protocol,
-            cfg: TcpSettings::default(),
-        }
-    }
-
-    /// Binds the listeners; idempotent. Fails with [`ServerError::Closed`] after `close`.
-    pub async fn activate(&self) -> Result<(), ServerError> {
-        self.core.shell.activate(|| self.bind())
-    }
-
+impl<S, P> AsyncTcpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<TcpListener>>, ServerError> {
         let cfg = &self.cfg;
         let addrs =
@@ -186,16 +117,6 @@ where
             .collect()
     }
 
-    /// True while listeners are bound (after activation, until close).
-    pub fn is_listening(&self) -> bool {
-        self.core.shell.is_listening()
-    }
-
-    /// True while `serve_forever` is accepting.
-    pub fn is_serving(&self) -> bool {
-        self.core.shell.is_serving()
-    }
-
     /// The bound addresses; empty before activation and after close.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.sockets()
@@ -209,25 +130,12 @@ where
     pub fn sockets(&self) -> Vec<Arc<TcpListener>> {
         self.core.shell.sockets()
     }
+}
 
-    /// Closes the listeners for good. Connections already accepted are served until they
-    /// end; a running `serve_forever` returns then. Idempotent.
-    pub fn close(&self) {
-        self.core.shell.close();
-    }
-
-    /// Stops a running `serve_forever`: stops accepting, lets connections answer what they
-    /// have read and close (reset at the shutdown timeout), then returns. Listeners stay
-    /// bound, so the server can serve again. Without a run it returns at once.
-    pub async fn shutdown(&self) {
-        self.core.shell.shutdown(self.cfg.shutdown_timeout).await;
-    }
-
-    /// Serves until [`shutdown`](Self::shutdown) (or until closed and every connection
-    /// ended). Activates first if needed; sets `is_up` once accepting.
-    pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        self.core.serve_forever(|| self.bind(), is_up).await
-    }
+/// Makes each connection's machine: TLS when configured.
+fn tcp_connections<P: StreamServerProtocol>(protocol: Arc<P>, cfg: &TcpConfig) -> NewConn<P> {
+    let cfg = cfg.clone();
+    Arc::new(move |info| new_connection(protocol.clone(), &cfg, info))
 }
 
 fn new_connection<P: StreamServerProtocol>(

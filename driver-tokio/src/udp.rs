@@ -9,7 +9,8 @@ use easynet_core::protocol::DatagramServerProtocol;
 use tokio::net::UdpSocket;
 
 use crate::async_datagram::AsyncDatagramHandler;
-use crate::datagram_server::{self, DgramCore, ServeSocket};
+use crate::datagram_server::{DgramCore, datagram_builder_methods};
+use crate::shell::server_methods;
 use crate::{ConfigError, EventSet, ServerError};
 use easynet_common::{self as bind, UdpSettings};
 
@@ -30,49 +31,7 @@ where
 {
     easynet_common::listen_setters!(cfg);
 
-    /// Per-peer queue bound and idle eviction.
-    pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
-        self.cfg.datagram = config;
-        self
-    }
-
-    /// Makes a server whose peers run portable [`DatagramHandler`]s (nothing is bound yet).
-    pub fn build(self) -> Result<AsyncUdpServer<S, P>, ConfigError>
-    where
-        S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(datagram_server::portable)
-    }
-
-    /// Makes a server whose peers run [`AsyncDatagramHandler`]s (nothing is bound yet).
-    pub fn build_async(self) -> Result<AsyncUdpServer<S, P>, ConfigError>
-    where
-        S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(datagram_server::asynchronous)
-    }
-
-    fn finish(
-        self,
-        serve: impl FnOnce(Arc<S>, Arc<P>, DatagramConfig) -> ServeSocket<UdpSocket>,
-    ) -> Result<AsyncUdpServer<S, P>, ConfigError> {
-        self.cfg.validate()?;
-        let service = Arc::new(self.service);
-        let serve_socket = serve(
-            service.clone(),
-            Arc::new(self.protocol),
-            self.cfg.datagram.clone(),
-        );
-        Ok(AsyncUdpServer {
-            core: Arc::new(DgramCore::new(
-                service,
-                serve_socket,
-                self.cfg.shutdown_timeout,
-            )),
-            cfg: Arc::new(self.cfg),
-            _protocol: std::marker::PhantomData,
-        })
-    }
+    datagram_builder_methods!(AsyncUdpServer, UdpSocket);
 }
 
 /// An async UDP server running portable [`DatagramHandler`]s: one task per socket drives the
@@ -107,38 +66,14 @@ pub struct AsyncUdpServer<S, P> {
     _protocol: std::marker::PhantomData<fn() -> P>,
 }
 
-impl<S, P> Clone for AsyncUdpServer<S, P> {
-    fn clone(&self) -> Self {
-        Self {
-            core: self.core.clone(),
-            cfg: self.cfg.clone(),
-            _protocol: std::marker::PhantomData,
-        }
-    }
-}
+server_methods!(
+    AsyncUdpServer,
+    UdpServerBuilder,
+    UdpSettings,
+    DatagramServerProtocol
+);
 
-impl<S, P> std::fmt::Debug for AsyncUdpServer<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncUdpServer")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, P> AsyncUdpServer<S, P>
-where
-    S: Service,
-    P: DatagramServerProtocol,
-{
-    /// Starts building a server for `protocol`, making one handler per peer with `service`.
-    pub fn builder(protocol: P, service: S) -> UdpServerBuilder<S, P> {
-        UdpServerBuilder {
-            service,
-            protocol,
-            cfg: UdpSettings::default(),
-        }
-    }
-
+impl<S, P> AsyncUdpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<UdpSocket>>, ServerError> {
         let cfg = &self.cfg;
         let addrs =
@@ -155,21 +90,6 @@ where
             .collect()
     }
 
-    /// Binds the sockets; idempotent. Datagrams that arrive before serving wait in the kernel.
-    pub async fn activate(&self) -> Result<(), ServerError> {
-        self.core.shell.activate(|| self.bind())
-    }
-
-    /// True while sockets are bound.
-    pub fn is_listening(&self) -> bool {
-        self.core.shell.is_listening()
-    }
-
-    /// True while `serve_forever` is receiving.
-    pub fn is_serving(&self) -> bool {
-        self.core.shell.is_serving()
-    }
-
     /// The bound addresses; empty before activation and after close.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.sockets()
@@ -181,20 +101,5 @@ where
     /// The bound sockets; same rule as [`addresses`](Self::addresses).
     pub fn sockets(&self) -> Vec<Arc<UdpSocket>> {
         self.core.shell.sockets()
-    }
-
-    /// Closes for good; a running `serve_forever` returns at once (UDP has no connections).
-    pub fn close(&self) {
-        self.core.shell.close();
-    }
-
-    /// Stops a running `serve_forever` and waits for it; sockets stay bound.
-    pub async fn shutdown(&self) {
-        self.core.shell.shutdown(self.cfg.shutdown_timeout).await;
-    }
-
-    /// Serves until [`shutdown`](Self::shutdown) or [`close`](Self::close).
-    pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        self.core.serve_forever(|| self.bind(), is_up).await
     }
 }

@@ -25,9 +25,10 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::async_datagram::AsyncDatagramHandler;
 use crate::async_stream::AsyncStreamHandler;
-use crate::datagram_server::{self, DgramCore, ServeSocket};
+use crate::datagram_server::{DgramCore, datagram_builder_methods};
 use crate::dgram::UnixDgram;
-use crate::stream_server::{self, Core, Listener, NewConn, ServeConn};
+use crate::shell::server_methods;
+use crate::stream_server::{Core, Listener, NewConn, stream_builder_methods};
 use crate::{ConfigError, EventSet, ServerError};
 
 /// A bound Unix listener and the file it made (removed when this is dropped).
@@ -77,47 +78,16 @@ where
 {
     easynet_common::unix_stream_setters!(cfg);
 
-    /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is bound
-    /// yet); fails on invalid settings.
-    pub fn build(self) -> Result<AsyncUnixStreamServer<S, P>, ConfigError>
-    where
-        S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(false, stream_server::portable)
-    }
+    stream_builder_methods!(AsyncUnixStreamServer, UnixStream, unix_connections);
+}
 
-    /// Makes a server whose connections run [`AsyncStreamHandler`]s; fails on invalid
-    /// settings.
-    pub fn build_async(self) -> Result<AsyncUnixStreamServer<S, P>, ConfigError>
-    where
-        S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(true, stream_server::asynchronous)
-    }
-
-    fn finish(
-        self,
-        supervise: bool,
-        serve: impl FnOnce(Arc<S>, NewConn<P>, bool) -> ServeConn<UnixStream>,
-    ) -> Result<AsyncUnixStreamServer<S, P>, ConfigError> {
-        self.cfg.validate()?;
-        let service = Arc::new(self.service);
-        let protocol = Arc::new(self.protocol);
-        let stream = self.cfg.stream.clone();
-        let new_conn: NewConn<P> =
-            Arc::new(move |info| Some(Connection::new(protocol.clone(), stream.clone(), info)));
-        let serve_conn = serve(service.clone(), new_conn, self.cfg.log_client_connection);
-        Ok(AsyncUnixStreamServer {
-            core: Arc::new(Core::new(
-                service,
-                serve_conn,
-                supervise,
-                self.cfg.shutdown_timeout,
-            )),
-            cfg: Arc::new(self.cfg),
-            _protocol: std::marker::PhantomData,
-        })
-    }
+/// Makes each connection's machine (no TLS on Unix sockets).
+fn unix_connections<P: StreamServerProtocol>(
+    protocol: Arc<P>,
+    cfg: &UnixStreamSettings,
+) -> NewConn<P> {
+    let stream = cfg.stream.clone();
+    Arc::new(move |info| Some(Connection::new(protocol.clone(), stream.clone(), info)))
 }
 
 /// An async Unix stream server: [`AsyncTcpServer`](crate::AsyncTcpServer) on a path or an
@@ -225,130 +195,16 @@ where
 {
     easynet_common::unix_setters!(cfg);
 
-    /// Per-peer queue bound and idle eviction.
-    pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
-        self.cfg.datagram = config;
-        self
-    }
-
-    /// Makes a server whose peers run portable [`DatagramHandler`]s (nothing is bound yet).
-    pub fn build(self) -> Result<AsyncUnixDatagramServer<S, P>, ConfigError>
-    where
-        S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(datagram_server::portable)
-    }
-
-    /// Makes a server whose peers run [`AsyncDatagramHandler`]s (nothing is bound yet).
-    pub fn build_async(self) -> Result<AsyncUnixDatagramServer<S, P>, ConfigError>
-    where
-        S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
-    {
-        self.finish(datagram_server::asynchronous)
-    }
-
-    fn finish(
-        self,
-        serve: impl FnOnce(Arc<S>, Arc<P>, DatagramConfig) -> ServeSocket<UnixDgram>,
-    ) -> Result<AsyncUnixDatagramServer<S, P>, ConfigError> {
-        self.cfg.validate()?;
-        let service = Arc::new(self.service);
-        let serve_socket = serve(
-            service.clone(),
-            Arc::new(self.protocol),
-            self.cfg.datagram.clone(),
-        );
-        Ok(AsyncUnixDatagramServer {
-            core: Arc::new(DgramCore::new(
-                service,
-                serve_socket,
-                self.cfg.shutdown_timeout,
-            )),
-            cfg: Arc::new(self.cfg),
-            _protocol: std::marker::PhantomData,
-        })
-    }
+    datagram_builder_methods!(AsyncUnixDatagramServer, UnixDgram);
 }
 
-/// The lifecycle methods both Unix servers have: `$core.shell` is their [`Shell`](crate::shell::Shell).
-macro_rules! unix_server_methods {
-    ($name:ident, $builder:ident, $settings:ident, $proto:ident) => {
-        impl<S, P> Clone for $name<S, P> {
-            fn clone(&self) -> Self {
-                Self {
-                    core: self.core.clone(),
-                    cfg: self.cfg.clone(),
-                    _protocol: std::marker::PhantomData,
-                }
-            }
-        }
-
-        impl<S, P> std::fmt::Debug for $name<S, P> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($name))
-                    .field("config", &self.cfg)
-                    .finish_non_exhaustive()
-            }
-        }
-
-        impl<S: Service, P: $proto> $name<S, P> {
-            /// Starts building a server for `protocol`, making handlers with `service`.
-            pub fn builder(protocol: P, service: S) -> $builder<S, P> {
-                $builder {
-                    service,
-                    protocol,
-                    cfg: $settings::default(),
-                }
-            }
-
-            /// Binds the socket (see the module docs for an existing path); idempotent.
-            /// Fails with [`ServerError::Closed`] after `close`.
-            pub async fn activate(&self) -> Result<(), ServerError> {
-                self.core.shell.activate(|| self.bind())
-            }
-
-            /// True while the socket is bound (after activation, until close).
-            pub fn is_listening(&self) -> bool {
-                self.core.shell.is_listening()
-            }
-
-            /// True while `serve_forever` is serving.
-            pub fn is_serving(&self) -> bool {
-                self.core.shell.is_serving()
-            }
-
-            /// The bound address; `None` before activation and after close.
-            pub fn address(&self) -> Option<UnixAddr> {
-                self.core.shell.sockets().first().map(|s| s.local.clone())
-            }
-
-            /// Closes the socket for good (its file is removed once the run lets it go).
-            /// Idempotent.
-            pub fn close(&self) {
-                self.core.shell.close();
-            }
-
-            /// Stops a running `serve_forever` and waits for it; the socket stays bound.
-            pub async fn shutdown(&self) {
-                self.core.shell.shutdown(self.cfg.shutdown_timeout).await;
-            }
-
-            /// Serves until [`shutdown`](Self::shutdown) (or close). Activates first if
-            /// needed; sets `is_up` once serving.
-            pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-                self.core.serve_forever(|| self.bind(), is_up).await
-            }
-        }
-    };
-}
-
-unix_server_methods!(
+server_methods!(
     AsyncUnixStreamServer,
     UnixStreamServerBuilder,
     UnixStreamSettings,
     StreamServerProtocol
 );
-unix_server_methods!(
+server_methods!(
     AsyncUnixDatagramServer,
     UnixDatagramServerBuilder,
     UnixDatagramSettings,
@@ -356,6 +212,11 @@ unix_server_methods!(
 );
 
 impl<S, P> AsyncUnixStreamServer<S, P> {
+    /// The bound address; `None` before activation and after close.
+    pub fn address(&self) -> Option<UnixAddr> {
+        self.core.shell.sockets().first().map(|s| s.local.clone())
+    }
+
     fn bind(&self) -> Result<Vec<Arc<UnixListenerSocket>>, ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
         let (listener, file) =
@@ -370,6 +231,11 @@ impl<S, P> AsyncUnixStreamServer<S, P> {
 }
 
 impl<S, P> AsyncUnixDatagramServer<S, P> {
+    /// The bound address; `None` before activation and after close.
+    pub fn address(&self) -> Option<UnixAddr> {
+        self.core.shell.sockets().first().map(|s| s.local.clone())
+    }
+
     fn bind(&self) -> Result<Vec<Arc<UnixDgram>>, ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
         let (socket, file) = sys::bind_datagram(addr).map_err(bind_error(addr))?;
