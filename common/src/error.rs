@@ -40,6 +40,16 @@ pub enum ServerError {
     Listener(#[source] std::io::Error),
 }
 
+impl ServerError {
+    /// Binding the Unix socket at `addr` failed with `source`.
+    pub fn bind_unix(addr: &easynet_core::addr::UnixAddr, source: std::io::Error) -> Self {
+        ServerError::BindUnix {
+            addr: addr.clone(),
+            source,
+        }
+    }
+}
+
 impl From<easynet_core::lifecycle::ServerError> for ServerError {
     fn from(e: easynet_core::lifecycle::ServerError) -> Self {
         match e {

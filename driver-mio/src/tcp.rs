@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use easynet_common::{self as bind, EventSet, ListenOptions, TcpSettings};
@@ -41,15 +40,14 @@ where
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
     pub fn build(self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
-        let factory = Arc::new(Factory {
-            service: Arc::new(self.service),
-            protocol: Arc::new(self.protocol),
-            stream: self.cfg.stream.clone(),
+        let factory = Factory::new(
+            self.service,
+            self.protocol,
+            self.cfg.stream.clone(),
             #[cfg(feature = "tls")]
-            tls: self.cfg.tls.clone(),
-            log_connections: self.cfg.log_client_connection,
-            next_conn: Arc::new(AtomicU64::new(1)),
-        });
+            self.cfg.tls.clone(),
+            self.cfg.log_client_connection,
+        );
         Ok(StandaloneTcpServer {
             factory,
             control: Control::new(self.cfg.shutdown_timeout),

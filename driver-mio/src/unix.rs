@@ -16,7 +16,6 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use easynet_common::unix::{self as sys, SocketFile};
@@ -75,13 +74,6 @@ impl MioDgram for UnixDatagram {
     }
 }
 
-fn bind_error(addr: &UnixAddr) -> impl FnOnce(io::Error) -> ServerError + '_ {
-    move |source| ServerError::BindUnix {
-        addr: addr.clone(),
-        source,
-    }
-}
-
 fn dup(fd: OwnedFd) -> Vec<socket2::Socket> {
     vec![socket2::Socket::from(fd)]
 }
@@ -105,15 +97,14 @@ where
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
     pub fn build(self) -> Result<StandaloneUnixStreamServer<S, P>, ConfigError> {
         self.cfg.validate()?;
-        let factory = Arc::new(Factory {
-            service: Arc::new(self.service),
-            protocol: Arc::new(self.protocol),
-            stream: self.cfg.stream.clone(),
+        let factory = Factory::new(
+            self.service,
+            self.protocol,
+            self.cfg.stream.clone(),
             #[cfg(feature = "tls")]
-            tls: None,
-            log_connections: self.cfg.log_client_connection,
-            next_conn: Arc::new(AtomicU64::new(1)),
-        });
+            None,
+            self.cfg.log_client_connection,
+        );
         Ok(StandaloneUnixStreamServer {
             factory,
             control: Control::new(self.cfg.shutdown_timeout),
@@ -191,8 +182,8 @@ where
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) =
-            sys::bind_listener(addr, self.cfg.backlog).map_err(bind_error(addr))?;
+        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog)
+            .map_err(|e| ServerError::bind_unix(addr, e))?;
         let dups = listener
             .try_clone()
             .map(|l| dup(l.into()))
@@ -312,7 +303,8 @@ where
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (socket, file) = sys::bind_datagram(addr).map_err(bind_error(addr))?;
+        let (socket, file) =
+            sys::bind_datagram(addr).map_err(|e| ServerError::bind_unix(addr, e))?;
         let dups = socket
             .try_clone()
             .map(|s| dup(s.into()))

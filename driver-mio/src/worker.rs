@@ -74,6 +74,26 @@ pub(crate) struct Factory<S, P> {
     pub next_conn: Arc<AtomicU64>,
 }
 
+impl<S, P> Factory<S, P> {
+    pub(crate) fn new(
+        service: S,
+        protocol: P,
+        stream: StreamConfig,
+        #[cfg(feature = "tls")] tls: Option<Arc<rustls::ServerConfig>>,
+        log_connections: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            service: Arc::new(service),
+            protocol: Arc::new(protocol),
+            stream,
+            #[cfg(feature = "tls")]
+            tls,
+            log_connections,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        })
+    }
+}
+
 struct Entry<
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,

@@ -56,13 +56,6 @@ impl Listener for UnixListenerSocket {
     }
 }
 
-fn bind_error(addr: &UnixAddr) -> impl FnOnce(io::Error) -> ServerError + '_ {
-    move |source| ServerError::BindUnix {
-        addr: addr.clone(),
-        source,
-    }
-}
-
 /// Builds an [`AsyncUnixStreamServer`]; a path or an abstract name is required.
 #[derive(Debug)]
 pub struct UnixStreamServerBuilder<S, P> {
@@ -219,8 +212,8 @@ impl<S, P> AsyncUnixStreamServer<S, P> {
 
     fn bind(&self) -> Result<Vec<Arc<UnixListenerSocket>>, ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) =
-            sys::bind_listener(addr, self.cfg.backlog).map_err(bind_error(addr))?;
+        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog)
+            .map_err(|e| ServerError::bind_unix(addr, e))?;
         let listener = UnixListener::from_std(listener).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixListenerSocket {
             listener,
@@ -238,7 +231,8 @@ impl<S, P> AsyncUnixDatagramServer<S, P> {
 
     fn bind(&self) -> Result<Vec<Arc<UnixDgram>>, ServerError> {
         let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (socket, file) = sys::bind_datagram(addr).map_err(bind_error(addr))?;
+        let (socket, file) =
+            sys::bind_datagram(addr).map_err(|e| ServerError::bind_unix(addr, e))?;
         let socket = tokio::net::UnixDatagram::from_std(socket).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixDgram {
             socket: Arc::new(socket),
