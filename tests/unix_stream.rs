@@ -287,3 +287,22 @@ mod on_mio {
         thread.join(None).unwrap();
     }
 }
+
+#[test]
+fn a_unix_server_needs_an_address() {
+    #[cfg(feature = "tokio")]
+    assert!(matches!(
+        easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+            .build(),
+        Err(easynet::tokio::ConfigError::NoUnixAddress)
+    ));
+    #[cfg(feature = "mio")]
+    assert!(matches!(
+        easynet::mio::StandaloneUnixDatagramServer::builder(
+            easynet::protocol::Datagram::lines(),
+            |_: &ConnInfo| Whoami
+        )
+        .build(),
+        Err(easynet::mio::ConfigError::NoUnixAddress)
+    ));
+}

@@ -331,7 +331,56 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::UnixAddr;
+    use crate::handler::DatagramContext;
     use crate::protocol::{Datagram, SerializeError};
+
+    /// Answers each datagram with who sent it and where.
+    struct Who;
+
+    impl DatagramHandler for Who {
+        type Request = String;
+        type Response = String;
+
+        fn handle(
+            &mut self,
+            cx: &mut DatagramContext<'_, String>,
+            _: Received<String>,
+        ) -> crate::handler::HandlerResult {
+            let reply = format!("{} -> {}", cx.peer_addr(), cx.local_addr());
+            cx.send(&reply)?;
+            Ok(Next::Close)
+        }
+    }
+
+    #[test]
+    fn unix_peers_are_keyed_and_answered_by_their_address() {
+        let local = UnixAddr::pathname("/run/srv.sock");
+        let mut server = DatagramServer::new(
+            Arc::new(|_: &ConnInfo| Who),
+            Arc::new(Datagram::lines()),
+            local.clone(),
+            DatagramConfig::default(),
+        )
+        .unwrap();
+        let (a, b) = (UnixAddr::pathname("/tmp/a"), UnixAddr::abstract_name(b"b"));
+        let now = Instant::now();
+        server.handle_datagram(now, a.clone(), BytesMut::from(&b"x\n"[..]));
+        server.handle_datagram(now, b.clone(), BytesMut::from(&b"y\n"[..]));
+        let mut sent = Vec::new();
+        while let Output::Transmit(t) = server.poll_output() {
+            sent.push((t.to, t.data));
+        }
+        assert_eq!(
+            sent,
+            vec![
+                (a.clone(), bytes::Bytes::from("/tmp/a -> /run/srv.sock")),
+                (b.clone(), bytes::Bytes::from("@b -> /run/srv.sock")),
+            ]
+        );
+        assert_ne!(server.peer(&a).unwrap().id, server.peer(&b).unwrap().id);
+        assert_eq!(server.local_addr(), &local);
+    }
 
     #[test]
     fn outbox_refuses_sends_once_closing() {
