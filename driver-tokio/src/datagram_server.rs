@@ -112,12 +112,11 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
         bind: impl FnOnce() -> Result<Vec<Arc<D>>, ServerError>,
         is_up: impl EventSet,
     ) -> Result<(), ServerError> {
-        let mut run = self.shell.begin_run(bind)?;
-        // The tasks own the sockets, so `close` really closes them.
-        let sockets = std::mem::take(&mut run.sockets);
-        let result = self.run(&run.cancel, sockets, is_up).await;
-        self.shell.end_run(run);
-        result
+        self.shell
+            .run(bind, |cancel, sockets| async move {
+                self.run(&cancel, sockets, is_up).await
+            })
+            .await
     }
 
     async fn run(

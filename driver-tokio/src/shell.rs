@@ -100,6 +100,24 @@ impl<L> Shell<L> {
         })
     }
 
+    /// One whole run: begins it (binding first if needed), hands `serve` the run's cancel
+    /// token and its sockets (the tasks own them, so `close` really closes them), ends it.
+    pub(crate) async fn run<F, Fut>(
+        &self,
+        bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
+        serve: F,
+    ) -> Result<(), ServerError>
+    where
+        F: FnOnce(CancellationToken, Vec<Arc<L>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ServerError>>,
+    {
+        let mut run = self.begin_run(bind)?;
+        let sockets = std::mem::take(&mut run.sockets);
+        let result = serve(run.cancel.clone(), sockets).await;
+        self.end_run(run);
+        result
+    }
+
     /// The run's setup is done: it is serving.
     pub(crate) fn serving(&self) {
         self.lock().lifecycle.serving();

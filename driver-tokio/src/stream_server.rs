@@ -131,12 +131,11 @@ impl<S: Service, L: Listener> Core<S, L> {
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
         is_up: impl EventSet,
     ) -> Result<(), ServerError> {
-        let mut run = self.shell.begin_run(bind)?;
-        // The tasks own the sockets, so `close` really closes them.
-        let sockets = std::mem::take(&mut run.sockets);
-        let result = self.run(&run.cancel, sockets, is_up).await;
-        self.shell.end_run(run);
-        result
+        self.shell
+            .run(bind, |cancel, sockets| async move {
+                self.run(&cancel, sockets, is_up).await
+            })
+            .await
     }
 
     async fn run(
