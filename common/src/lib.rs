@@ -14,6 +14,8 @@ mod bind;
 mod error;
 mod event;
 mod settings;
+#[cfg(unix)]
+pub mod unix;
 
 pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
@@ -21,4 +23,4 @@ pub use bind::{
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
-pub use settings::{Listen, TcpSettings, UdpSettings};
+pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};

@@ -1,17 +1,68 @@
 //! The task that drives one accepted connection: socket readiness in, [`Session`] out.
+//!
+//! Written once against [`ConnStream`], which TCP and Unix streams both implement.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::time::Instant;
+
+use bytes::BytesMut;
 
 use easynet_core::handler::StreamHandler;
 use easynet_core::protocol::StreamServerProtocol;
 use easynet_core::stream::{CloseHow, Session};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use easynet_common::set_abortive;
+/// The socket calls a connection task and the async clients make; TCP and Unix streams
+/// (and [`StreamSocket`](crate::StreamSocket), either of them) have them.
+pub(crate) trait ConnStream: Send + Sync + 'static {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends end-of-stream (FIN).
+    fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send;
+    /// Makes the close a reset where the transport has one (SO_LINGER 0 on TCP).
+    fn set_abortive(&self);
+}
+
+macro_rules! conn_stream {
+    ($t:ty) => {
+        impl ConnStream for $t {
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$t>::try_read(self, buf)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$t>::try_read_buf(self, buf)
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::readable(self)
+            }
+            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::writable(self)
+            }
+            async fn shutdown_write(&mut self) {
+                let _ = AsyncWriteExt::shutdown(self).await;
+            }
+            fn set_abortive(&self) {
+                easynet_common::set_abortive(self);
+            }
+        }
+    };
+}
+
+conn_stream!(TcpStream);
+#[cfg(unix)]
+conn_stream!(UnixStream);
 
 /// Reads in a row without waiting before the task yields to others.
 const DIRECT_READ_BUDGET: u32 = 32;
@@ -28,8 +79,9 @@ pub(crate) fn now() -> Instant {
 }
 
 /// Reads what is available into the session; false when the socket would block.
-pub(crate) fn read_into<F>(stream: &TcpStream, read_size: usize, mut feed: F) -> bool
+pub(crate) fn read_into<St, F>(stream: &St, read_size: usize, mut feed: F) -> bool
 where
+    St: ConnStream,
     F: FnMut(io::Result<&[u8]>),
 {
     READ_BUF.with_borrow_mut(|buf| {
@@ -52,13 +104,14 @@ where
 }
 
 /// Drives `session` over `stream` until the session says how to close, then closes.
-pub(crate) async fn drive<H, P>(
-    stream: TcpStream,
+pub(crate) async fn drive<St, H, P>(
+    stream: St,
     mut session: Session<H, P>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     log_connection: bool,
 ) -> CloseHow
 where
+    St: ConnStream,
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
 {
@@ -70,7 +123,7 @@ where
         if !announced && session.connection().is_ready() {
             // After the TLS handshake, as EasyNetwork logs it.
             announced = true;
-            let peer = session.info().peer;
+            let peer = &session.info().peer;
             if log_connection {
                 tracing::info!("Accepted new connection (address = {peer})");
             } else {
@@ -96,7 +149,7 @@ where
         if let Some(how) = session.poll_close() {
             close(stream, how).await;
             if announced {
-                let peer = session.info().peer;
+                let peer = &session.info().peer;
                 if log_connection {
                     tracing::info!(?how, "{peer} disconnected");
                 } else {
@@ -157,8 +210,9 @@ where
 }
 
 /// Reads once into the session; false when the socket would block.
-fn read_once<H, P>(stream: &TcpStream, session: &mut Session<H, P>) -> bool
+fn read_once<St, H, P>(stream: &St, session: &mut Session<H, P>) -> bool
 where
+    St: ConnStream,
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
 {
@@ -191,11 +245,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Closes the socket the way the session asked.
-pub(crate) async fn close(mut stream: TcpStream, how: CloseHow) {
+pub(crate) async fn close<St: ConnStream>(mut stream: St, how: CloseHow) {
     match how {
-        CloseHow::Graceful => {
-            let _ = stream.shutdown().await;
-        }
-        CloseHow::Abort => set_abortive(&stream),
+        CloseHow::Graceful => stream.shutdown_write().await,
+        CloseHow::Abort => stream.set_abortive(),
     }
 }

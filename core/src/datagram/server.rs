@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use super::{
     DatagramConfig, DatagramStats, Output, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
 };
+use crate::addr::{Addr, PeerAddr};
 use crate::handler::{
     ConnInfo, DatagramContext, DatagramHandler, Next, Received, ResponseSink, SendError, Service,
 };
@@ -61,7 +62,7 @@ enum Step {
 ///     }
 /// }
 ///
-/// let local = "127.0.0.1:9000".parse().unwrap();
+/// let local: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
 /// let peer = "127.0.0.1:40000".parse().unwrap();
 /// let mut server = DatagramServer::new(
 ///     Arc::new(|_: &ConnInfo| Echo),
@@ -83,17 +84,19 @@ enum Step {
 /// }
 /// assert_eq!(sent, vec![(peer, bytes::Bytes::from_static(b"HELLO"))]);
 /// ```
-pub struct DatagramServer<S: Service, P> {
+pub struct DatagramServer<S: Service, P, A = SocketAddr> {
     service: Arc<S>,
     protocol: Arc<P>,
-    local: SocketAddr,
+    local: A,
+    // Made once: handlers get it per call without converting `local` again.
+    local_addr: Addr,
     // The user state of a peer is its handler; `None` until made, or after it failed.
-    table: PeerTable<BytesMut, Option<S::Handler>>,
-    out: VecDeque<Transmit>,
+    table: PeerTable<BytesMut, Option<S::Handler>, A>,
+    out: VecDeque<Transmit<A>>,
     closing: bool,
 }
 
-impl<S: Service, P> std::fmt::Debug for DatagramServer<S, P> {
+impl<S: Service, P, A: PeerAddr> std::fmt::Debug for DatagramServer<S, P, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatagramServer")
             .field("local", &self.local)
@@ -104,8 +107,9 @@ impl<S: Service, P> std::fmt::Debug for DatagramServer<S, P> {
     }
 }
 
-impl<S, P> DatagramServer<S, P>
+impl<S, P, A> DatagramServer<S, P, A>
 where
+    A: PeerAddr,
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
@@ -114,12 +118,13 @@ where
     pub fn new(
         service: Arc<S>,
         protocol: Arc<P>,
-        local: SocketAddr,
+        local: A,
         config: DatagramConfig,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             service,
             protocol,
+            local_addr: local.to_addr(),
             local,
             table: PeerTable::new(config)?,
             out: VecDeque::new(),
@@ -128,8 +133,8 @@ where
     }
 
     /// A datagram `data` arrived from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
-        match self.table.arrive(now, from, data) {
+    pub fn handle_datagram(&mut self, now: Instant, from: A, data: BytesMut) {
+        match self.table.arrive(now, from.clone(), data) {
             super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
                 self.drive(now, from, Step::Datagram(d));
             }
@@ -159,7 +164,7 @@ where
     }
 
     /// The next thing for the driver to do; [`Output::Idle`] ends each drain loop.
-    pub fn poll_output(&mut self) -> Output {
+    pub fn poll_output(&mut self) -> Output<A> {
         match self.out.pop_front() {
             Some(t) => Output::Transmit(t),
             None => Output::Idle {
@@ -174,8 +179,8 @@ where
     }
 
     /// The endpoint's bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    pub fn local_addr(&self) -> &A {
+        &self.local
     }
 
     /// Datagrams dropped so far (queue full, or discarded by shutdown).
@@ -189,7 +194,7 @@ where
     }
 
     /// A snapshot of `peer`, if known.
-    pub fn peer(&self, peer: SocketAddr) -> Option<PeerInfo> {
+    pub fn peer(&self, peer: impl std::borrow::Borrow<A>) -> Option<PeerInfo> {
         self.table.peer(peer)
     }
 
@@ -205,16 +210,16 @@ where
 
     /// Runs the routine of `peer` from `step` until it waits or the peer goes idle. Bounded:
     /// it consumes only what is queued now, and a repeated zero-timeout poll is deferred.
-    fn drive(&mut self, now: Instant, peer: SocketAddr, mut step: Step) {
+    fn drive(&mut self, now: Instant, peer: A, mut step: Step) {
         let mut immediate_timeouts = 0u32;
         loop {
             if self.closing {
                 return;
             }
-            let Some((id, slot)) = self.table.id_and_state_mut(peer) else {
+            let Some((id, slot)) = self.table.id_and_state_mut(&peer) else {
                 return;
             };
-            let info = ConnInfo::new(id, peer, self.local);
+            let info = ConnInfo::new(id, peer.to_addr(), self.local_addr.clone());
             let received = match step {
                 Step::Datagram(data) => match self.protocol.decode_request(data) {
                     Ok(request) => Received::Request(request),
@@ -224,7 +229,7 @@ where
             };
             let mut sink = Outbox {
                 protocol: &*self.protocol,
-                to: peer,
+                to: &peer,
                 out: &mut self.out,
                 closing: self.closing,
             };
@@ -258,9 +263,9 @@ where
             let resumed = match next {
                 Next::Recv { timeout } => {
                     let r = if timeout.is_some_and(|t| t.is_zero()) && immediate_timeouts > 0 {
-                        self.table.recv_deferred(now, peer)
+                        self.table.recv_deferred(now, &peer)
                     } else {
-                        self.table.recv(now, peer, timeout)
+                        self.table.recv(now, &peer, timeout)
                     };
                     match r {
                         Ok(Recv::Ready(data)) => Some(Step::Datagram(data)),
@@ -273,7 +278,7 @@ where
                 }
                 Next::Close => self
                     .table
-                    .finish(now, peer)
+                    .finish(now, &peer)
                     .ok()
                     .flatten()
                     .map(Step::Datagram),
@@ -287,14 +292,14 @@ where
 }
 
 /// The sink a handler's context sends into during one call.
-struct Outbox<'a, P> {
+struct Outbox<'a, P, A> {
     protocol: &'a P,
-    to: SocketAddr,
-    out: &'a mut VecDeque<Transmit>,
+    to: &'a A,
+    out: &'a mut VecDeque<Transmit<A>>,
     closing: bool,
 }
 
-impl<P: DatagramServerProtocol> ResponseSink<P::Response> for Outbox<'_, P> {
+impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'_, P, A> {
     fn send(&mut self, response: &P::Response) -> Result<(), SendError> {
         if self.closing {
             return Err(SendError::Closed);
@@ -302,7 +307,7 @@ impl<P: DatagramServerProtocol> ResponseSink<P::Response> for Outbox<'_, P> {
         let mut data = BytesMut::new();
         self.protocol.encode_response(response, &mut data)?;
         self.out.push_back(Transmit {
-            to: self.to,
+            to: self.to.clone(),
             data: data.freeze(),
         });
         Ok(())
@@ -326,7 +331,56 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::UnixAddr;
+    use crate::handler::DatagramContext;
     use crate::protocol::{Datagram, SerializeError};
+
+    /// Answers each datagram with who sent it and where.
+    struct Who;
+
+    impl DatagramHandler for Who {
+        type Request = String;
+        type Response = String;
+
+        fn handle(
+            &mut self,
+            cx: &mut DatagramContext<'_, String>,
+            _: Received<String>,
+        ) -> crate::handler::HandlerResult {
+            let reply = format!("{} -> {}", cx.peer_addr(), cx.local_addr());
+            cx.send(&reply)?;
+            Ok(Next::Close)
+        }
+    }
+
+    #[test]
+    fn unix_peers_are_keyed_and_answered_by_their_address() {
+        let local = UnixAddr::pathname("/run/srv.sock");
+        let mut server = DatagramServer::new(
+            Arc::new(|_: &ConnInfo| Who),
+            Arc::new(Datagram::lines()),
+            local.clone(),
+            DatagramConfig::default(),
+        )
+        .unwrap();
+        let (a, b) = (UnixAddr::pathname("/tmp/a"), UnixAddr::abstract_name(b"b"));
+        let now = Instant::now();
+        server.handle_datagram(now, a.clone(), BytesMut::from(&b"x\n"[..]));
+        server.handle_datagram(now, b.clone(), BytesMut::from(&b"y\n"[..]));
+        let mut sent = Vec::new();
+        while let Output::Transmit(t) = server.poll_output() {
+            sent.push((t.to, t.data));
+        }
+        assert_eq!(
+            sent,
+            vec![
+                (a.clone(), bytes::Bytes::from("/tmp/a -> /run/srv.sock")),
+                (b.clone(), bytes::Bytes::from("@b -> /run/srv.sock")),
+            ]
+        );
+        assert_ne!(server.peer(&a).unwrap().id, server.peer(&b).unwrap().id);
+        assert_eq!(server.local_addr(), &local);
+    }
 
     #[test]
     fn outbox_refuses_sends_once_closing() {
@@ -335,7 +389,7 @@ mod tests {
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut sink = Outbox {
             protocol: &protocol,
-            to,
+            to: &to,
             out: &mut out,
             closing: true,
         };
@@ -354,7 +408,7 @@ mod tests {
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut sink = Outbox {
             protocol: &protocol,
-            to,
+            to: &to,
             out: &mut out,
             closing: false,
         };
