@@ -2,7 +2,7 @@
 """Runs easynet (both drivers) and the hand-written baselines in one run, alternating, on the
 same settings, and prints the BENCHMARKS.md table with the ratio easynet / baseline.
 
-    cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick]
+    cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick] [--rows REGEX] [--no-idle]
 
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
 same machine. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
@@ -12,6 +12,7 @@ generator to CPU 1, which makes runs repeatable to a few percent. Each row runs 
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -94,6 +95,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="1 KiB rows only")
+    ap.add_argument("--rows", metavar="REGEX", help="only rows whose 'workload size msgs/req' matches, e.g. 'raw|udp'")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle-connection memory table")
     a = ap.parse_args()
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
 
@@ -115,6 +118,8 @@ def main():
 
     print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if a.rows:
+        pairs = [r for r in pairs if re.search(a.rows, f"{r[0]} {r[5] // 1024} KiB {r[6]}")]
     for (name, ours, theirs, label, transport, size, p) in pairs:
         results = {}
         for _ in range(a.rounds):
@@ -127,6 +132,8 @@ def main():
               f"{o['mib_per_s']:.1f} | {o['p50_us']:.0f}/{o['p99_us']:.0f}/{o['max_us']:.0f} | "
               f"{t['p50_us']:.0f}/{t['p99_us']:.0f}/{t['max_us']:.0f} | {errors:.0f} |", flush=True)
 
+    if a.no_idle:
+        return 0
     print()
     print("| idle connections | server | KiB per connection | RSS before → after (KiB) |")
     print("|---|---|---|---|")

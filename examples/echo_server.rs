@@ -4,15 +4,18 @@
 //! ```text
 //! cargo run --release --example echo_server -- [--driver tokio|mio] [--transport tcp|udp]
 //!     [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]
+//!     [--unix PATH]
 //! ```
+//!
+//! `--unix PATH` serves a Unix stream socket at PATH instead of TCP (Unix only).
 //!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
 //! down gracefully (requests already read are answered) and it exits with status 0.
 
 use std::error::Error;
+use std::fmt::Display;
 use std::io::Write;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use easynet::handler::{
@@ -68,6 +71,7 @@ struct Args {
     host: String,
     port: u16,
     tls: Option<(String, String)>,
+    unix: Option<String>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -78,6 +82,7 @@ fn parse_args() -> Result<Args, BoxError> {
         host: "127.0.0.1".into(),
         port: 9000,
         tls: None,
+        unix: None,
     };
     let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
@@ -91,9 +96,10 @@ fn parse_args() -> Result<Args, BoxError> {
             "--port" => a.port = value()?.parse()?,
             "--tls-cert" => cert = Some(value()?),
             "--tls-key" => key = Some(value()?),
+            "--unix" => a.unix = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "usage: echo_server [--driver tokio|mio] [--transport tcp|udp] [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]"
+                    "usage: echo_server [--driver tokio|mio] [--transport tcp|udp] [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM] [--unix PATH]"
                 );
                 std::process::exit(0);
             }
@@ -105,6 +111,9 @@ fn parse_args() -> Result<Args, BoxError> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    if a.unix.is_some() && (a.transport != "tcp" || a.tls.is_some()) {
+        return Err("--unix serves a plain stream socket (no --transport udp, no TLS)".into());
+    }
     Ok(a)
 }
 
@@ -122,7 +131,7 @@ fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, BoxErr
     Ok(Arc::new(config))
 }
 
-fn announce(addrs: &[SocketAddr]) {
+fn announce(addrs: &[impl Display]) {
     let mut out = std::io::stdout().lock();
     for a in addrs {
         let _ = writeln!(out, "listening on {a}");
@@ -151,6 +160,33 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Activates `$server`, serves it in a task, prints `$addrs` once it is up, and shuts it
+/// down gracefully on a signal.
+macro_rules! serve_until_signal {
+    ($server:expr, |$s:ident| $addrs:expr) => {{
+        let server = $server;
+        let stop = stop_signal();
+        server.activate().await?;
+        let (up_tx, mut up) = tokio::sync::watch::channel(false);
+        let mut run = tokio::spawn({
+            let server = server.clone();
+            async move { server.serve_forever(up_tx).await }
+        });
+        if up.wait_for(|u| *u).await.is_ok() {
+            let $s = &server;
+            announce(&$addrs);
+        }
+        tokio::select! {
+            () = stop => {
+                server.shutdown().await;
+                run.await??;
+            }
+            res = &mut run => res??,
+        }
+        Ok(())
+    }};
+}
+
 async fn serve_tcp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
 where
     T: Send + 'static,
@@ -162,25 +198,7 @@ where
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
-    let server = builder.build()?;
-    let stop = stop_signal();
-    server.activate().await?;
-    let (up_tx, mut up) = tokio::sync::watch::channel(false);
-    let mut run = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve_forever(up_tx).await }
-    });
-    if up.wait_for(|u| *u).await.is_ok() {
-        announce(&server.addresses());
-    }
-    tokio::select! {
-        () = stop => {
-            server.shutdown().await;
-            run.await??;
-        }
-        res = &mut run => res??,
-    }
-    Ok(())
+    serve_until_signal!(builder.build()?, |s| s.addresses())
 }
 
 async fn serve_udp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
@@ -195,24 +213,19 @@ where
         .host(args.host.as_str())
         .port(args.port)
         .build()?;
-    let stop = stop_signal();
-    server.activate().await?;
-    let (up_tx, mut up) = tokio::sync::watch::channel(false);
-    let mut run = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve_forever(up_tx).await }
-    });
-    if up.wait_for(|u| *u).await.is_ok() {
-        announce(&server.addresses());
-    }
-    tokio::select! {
-        () = stop => {
-            server.shutdown().await;
-            run.await??;
-        }
-        res = &mut run => res??,
-    }
-    Ok(())
+    serve_until_signal!(server, |s| s.addresses())
+}
+
+#[cfg(unix)]
+async fn serve_unix<T, P>(path: &str, protocol: P) -> Result<(), BoxError>
+where
+    T: Send + 'static,
+    P: StreamServerProtocol<Request = T, Response = T>,
+{
+    let server = easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new)
+        .path(path)
+        .build()?;
+    serve_until_signal!(server, |s| Vec::from_iter(s.address()))
 }
 
 /// Prints the addresses when the blocking server is up.
@@ -220,7 +233,7 @@ struct Announce(easynet::mio::ServerHandle);
 
 impl easynet::mio::EventSet for Announce {
     fn set(&self) {
-        announce(&self.0.addresses());
+        announce(&self.0.local_addresses());
     }
 }
 
@@ -274,9 +287,54 @@ where
     Ok(())
 }
 
+#[cfg(unix)]
+fn mio_unix<T, P>(path: &str, protocol: P) -> Result<(), BoxError>
+where
+    T: Send + 'static,
+    P: StreamServerProtocol<Request = T, Response = T>,
+{
+    let server = easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new)
+        .path(path)
+        .build()?;
+    shutdown_on_signal(server.handle())?;
+    server.serve_forever(Announce(server.handle()))?;
+    Ok(())
+}
+
+/// `--unix PATH`: a Unix stream socket on either driver.
+#[cfg(unix)]
+fn main_unix(args: &Args, path: &str) -> Result<(), BoxError> {
+    type Json = serde_json::Value;
+    if args.driver == "mio" {
+        return match args.framing.as_str() {
+            "json" => mio_unix(path, Stream::<_, _, Json, Json>::json_lines()),
+            "line" => mio_unix(path, Stream::lines()),
+            "raw" => mio_unix(path, Stream::raw()),
+            f => Err(format!("unknown framing {f}").into()),
+        };
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.framing.as_str() {
+            "json" => serve_unix(path, Stream::<_, _, Json, Json>::json_lines()).await,
+            "line" => serve_unix(path, Stream::lines()).await,
+            "raw" => serve_unix(path, Stream::raw()).await,
+            f => Err(format!("unknown framing {f}").into()),
+        }
+    })
+}
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     type Json = serde_json::Value;
+    if let Some(path) = &args.unix {
+        #[cfg(unix)]
+        return main_unix(&args, path);
+        #[cfg(not(unix))]
+        return Err(format!("--unix {path}: Unix sockets need a Unix OS").into());
+    }
     if args.driver == "mio" {
         return match (args.transport.as_str(), args.framing.as_str()) {
             ("tcp", "json") => mio_tcp(&args, Stream::<_, _, Json, Json>::json_lines()),

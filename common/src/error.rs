@@ -23,12 +23,31 @@ pub enum ServerError {
     /// Binding failed on some addresses; nothing was left bound.
     #[error("error when trying to create listeners: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Bind(Vec<BindError>),
+    /// Binding the Unix socket failed (path in use, not a socket, no permission...).
+    #[error("error while attempting to bind on address {addr}: {source}")]
+    BindUnix {
+        /// The address that could not be bound.
+        addr: easynet_core::addr::UnixAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `service_init` failed; the run did not start.
     #[error("service_init failed: {0}")]
     ServiceInit(#[source] HandlerError),
     /// A listener failed with an error that is not about one connection or capacity.
     #[error("listener failed: {0}")]
     Listener(#[source] std::io::Error),
+}
+
+impl ServerError {
+    /// Binding the Unix socket at `addr` failed with `source`.
+    pub fn bind_unix(addr: &easynet_core::addr::UnixAddr, source: std::io::Error) -> Self {
+        ServerError::BindUnix {
+            addr: addr.clone(),
+            source,
+        }
+    }
 }
 
 impl From<easynet_core::lifecycle::ServerError> for ServerError {
@@ -50,6 +69,9 @@ pub enum ConfigError {
     /// The per-peer datagram queue bound must be at least 1.
     #[error("'max_pending' must be a strictly positive integer")]
     MaxPending,
+    /// A Unix server needs a path or an abstract name to bind.
+    #[error("a Unix socket server needs a path or an abstract name")]
+    NoUnixAddress,
     /// A TLS option was given without a TLS configuration.
     #[error("{0} is only meaningful with tls")]
     TlsOptionWithoutTls(&'static str),

@@ -15,6 +15,8 @@ mod error;
 mod event;
 mod settings;
 mod stats;
+#[cfg(unix)]
+pub mod unix;
 
 pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
@@ -22,5 +24,5 @@ pub use bind::{
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
-pub use settings::{Listen, TcpSettings, UdpSettings};
+pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};
 pub use stats::DropCounter;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use easynet_core::addr::UnixAddr;
 use easynet_core::datagram::DatagramConfig;
 use easynet_core::stream::StreamConfig;
 
@@ -112,6 +113,125 @@ impl UdpSettings {
     }
 }
 
+/// Settings of a Unix stream server builder; the TCP defaults where they apply.
+#[derive(Debug, Clone)]
+pub struct UnixStreamSettings {
+    /// The path or abstract name to bind; required.
+    pub addr: Option<UnixAddr>,
+    /// The listen backlog: 100.
+    pub backlog: i32,
+    /// Connects and disconnects logged at INFO (true) or DEBUG.
+    pub log_client_connection: bool,
+    /// Per-connection settings.
+    pub stream: StreamConfig,
+    /// How long a shutdown waits for connections: 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for UnixStreamSettings {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            backlog: 100,
+            log_client_connection: true,
+            stream: StreamConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl UnixStreamSettings {
+    /// Checks what `build` must refuse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_unix_addr(self.addr.as_ref())?;
+        if self.stream.read_size == 0 {
+            return Err(ConfigError::MaxRecvSize);
+        }
+        Ok(())
+    }
+}
+
+/// Settings of a Unix datagram server builder.
+#[derive(Debug, Clone)]
+pub struct UnixDatagramSettings {
+    /// The path or abstract name to bind; required.
+    pub addr: Option<UnixAddr>,
+    /// Per-peer queue bound and idle eviction.
+    pub datagram: DatagramConfig,
+    /// Default timeout of a shutdown: 30 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for UnixDatagramSettings {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            datagram: DatagramConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl UnixDatagramSettings {
+    /// Checks what `build` must refuse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_unix_addr(self.addr.as_ref())?;
+        if self.datagram.max_pending == 0 {
+            return Err(ConfigError::MaxPending);
+        }
+        Ok(())
+    }
+}
+
+fn check_unix_addr(addr: Option<&UnixAddr>) -> Result<(), ConfigError> {
+    match addr {
+        Some(a) if !a.is_unnamed() => Ok(()),
+        _ => Err(ConfigError::NoUnixAddress),
+    }
+}
+
+/// Setter methods for a Unix server builder with a `settings` field holding
+/// `addr: Option<UnixAddr>` and `shutdown_timeout`.
+#[macro_export]
+macro_rules! unix_setters {
+    ($settings:ident) => {
+        /// Binds this filesystem path. A socket file nobody listens on is replaced; a path
+        /// in use, or that is not a socket, is refused. The file is removed when the
+        /// server lets the socket go.
+        pub fn path(mut self, path: impl AsRef<std::path::Path>) -> Self {
+            self.$settings.addr = Some(easynet_core::addr::UnixAddr::pathname(path));
+            self
+        }
+
+        /// Binds this Linux abstract name (no file; gone with the socket).
+        pub fn abstract_name(mut self, name: impl AsRef<[u8]>) -> Self {
+            self.$settings.addr = Some(easynet_core::addr::UnixAddr::abstract_name(name));
+            self
+        }
+
+        /// Binds this address (a path or an abstract name).
+        pub fn address(mut self, addr: easynet_core::addr::UnixAddr) -> Self {
+            self.$settings.addr = Some(addr);
+            self
+        }
+
+        /// How long a shutdown waits for the server to finish; default 30 s.
+        pub fn shutdown_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$settings.shutdown_timeout = timeout;
+            self
+        }
+    };
+}
+
+/// Setter methods for a Unix stream builder with a `settings: UnixStreamSettings` field.
+#[macro_export]
+macro_rules! unix_stream_setters {
+    ($settings:ident) => {
+        $crate::unix_setters!($settings);
+        $crate::stream_setters!($settings);
+    };
+}
+
 /// Setter methods for a builder with a `settings` field holding a `listen: Listen`.
 #[macro_export]
 macro_rules! listen_setters {
@@ -155,12 +275,10 @@ macro_rules! listen_setters {
     };
 }
 
-/// Setter methods for a TCP builder with a `settings: TcpSettings` field.
+/// The stream setters TCP and Unix builders share.
 #[macro_export]
-macro_rules! tcp_setters {
+macro_rules! stream_setters {
     ($settings:ident) => {
-        $crate::listen_setters!($settings);
-
         /// The listen backlog; default 100.
         pub fn backlog(mut self, backlog: i32) -> Self {
             self.$settings.backlog = backlog;
@@ -184,6 +302,15 @@ macro_rules! tcp_setters {
             self.$settings.stream = config;
             self
         }
+    };
+}
+
+/// Setter methods for a TCP builder with a `settings: TcpSettings` field.
+#[macro_export]
+macro_rules! tcp_setters {
+    ($settings:ident) => {
+        $crate::listen_setters!($settings);
+        $crate::stream_setters!($settings);
 
         /// Serves TLS with this rustls configuration.
         #[cfg(feature = "tls")]

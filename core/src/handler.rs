@@ -29,10 +29,10 @@
 //! # let _ = Echo;
 //! ```
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::ConnId;
+use crate::addr::{Addr, PeerCred};
 use crate::protocol::{BoxError, ParseError, SerializeError};
 
 /// What the handler wants after a call: receive again, or end.
@@ -99,28 +99,39 @@ pub enum SendError {
 
 /// Who is at the other end, and where they connected.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnInfo {
     /// The connection (or datagram peer) handle.
     pub id: ConnId,
-    /// The peer's address.
-    pub peer: SocketAddr,
+    /// The peer's address (internet or Unix).
+    pub peer: Addr,
     /// The server's address for this connection.
-    pub local: SocketAddr,
+    pub local: Addr,
+    /// The peer process's credentials, for a Unix stream connection where the OS gives
+    /// them; `None` otherwise.
+    pub peer_cred: Option<PeerCred>,
     /// TLS details, once the handshake is done.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::TlsInfo>,
 }
 
 impl ConnInfo {
-    /// Info for a plain connection.
-    pub fn new(id: ConnId, peer: SocketAddr, local: SocketAddr) -> Self {
+    /// Info for a plain connection (no credentials, no TLS).
+    pub fn new(id: ConnId, peer: impl Into<Addr>, local: impl Into<Addr>) -> Self {
         Self {
             id,
-            peer,
-            local,
+            peer: peer.into(),
+            local: local.into(),
+            peer_cred: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// This info with the peer's credentials.
+    pub fn with_peer_cred(mut self, cred: Option<PeerCred>) -> Self {
+        self.peer_cred = cred;
+        self
     }
 }
 
@@ -162,13 +173,13 @@ impl<Resp> StreamContext<'_, Resp> {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.sink.info().peer
+    pub fn peer_addr(&self) -> &Addr {
+        &self.sink.info().peer
     }
 
     /// The server's address for this connection.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.sink.info().local
+    pub fn local_addr(&self) -> &Addr {
+        &self.sink.info().local
     }
 
     /// The time of the event being handled (the driver's clock).
@@ -238,13 +249,13 @@ impl<Resp> DatagramContext<'_, Resp> {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.info.peer
+    pub fn peer_addr(&self) -> &Addr {
+        &self.info.peer
     }
 
     /// The server's bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.info.local
+    pub fn local_addr(&self) -> &Addr {
+        &self.info.local
     }
 
     /// The time of the event being handled (the driver's clock).

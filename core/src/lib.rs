@@ -10,6 +10,8 @@
 //!
 //! # Modules
 //!
+//! - [`addr`]: [`Addr`](addr::Addr) (internet or Unix) as handlers see it, and
+//!   [`UnixAddr`](addr::UnixAddr), a plain value with no I/O.
 //! - [`protocol`]: framings (lines, length-prefixed, raw), serializers (UTF-8, bytes, JSON)
 //!   and the protocol traits both sides use.
 //! - [`handler`]: the synchronous [`StreamHandler`](handler::StreamHandler) and
@@ -32,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod addr;
 pub mod datagram;
 pub mod handler;
 pub mod lifecycle;

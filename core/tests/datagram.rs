@@ -63,11 +63,13 @@ impl DatagramHandler for Recorder {
             }
             Received::ParseError(_) => "<parse error>".to_owned(),
         };
-        assert_eq!(cx.local_addr(), addr(LOCAL));
-        self.log
-            .lock()
-            .unwrap()
-            .push((cx.peer_addr(), self.serial, cx.info().id, what.clone()));
+        assert_eq!(*cx.local_addr(), addr(LOCAL));
+        self.log.lock().unwrap().push((
+            cx.peer_addr().as_inet().unwrap(),
+            self.serial,
+            cx.info().id,
+            what.clone(),
+        ));
         self.calls += 1;
         (self.behave)(cx, &what, self.calls)
     }

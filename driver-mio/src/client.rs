@@ -28,7 +28,49 @@ use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
 /// client.close();
 /// ```
 pub struct TcpClient<P: StreamClientProtocol> {
-    stream: TcpStream,
+    inner: StreamClient<P>,
+}
+
+/// A client's connected stream socket.
+pub(crate) enum ClientStream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
+/// Calls `$call` on whichever socket it is.
+macro_rules! each {
+    ($self:expr, $s:ident => $call:expr) => {
+        match $self {
+            ClientStream::Tcp($s) => $call,
+            #[cfg(unix)]
+            ClientStream::Unix($s) => $call,
+        }
+    };
+}
+
+impl ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, s => s.read(buf))
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, s => s.write(buf))
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        each!(self, s => s.set_read_timeout(t))
+    }
+    fn shutdown_write(&self) {
+        let _ = each!(self, s => s.shutdown(Shutdown::Write));
+    }
+    fn set_abortive(&self) {
+        each!(self, s => easynet_common::set_abortive(s))
+    }
+}
+
+/// What the TCP and Unix stream clients share: a [`Connection`] with [`ClientRole`] over
+/// the socket.
+pub(crate) struct StreamClient<P: StreamClientProtocol> {
+    stream: ClientStream,
     conn: Connection<P, ClientRole>,
     buf: Vec<u8>,
     closed: bool,
@@ -37,10 +79,50 @@ pub struct TcpClient<P: StreamClientProtocol> {
 impl<P: StreamClientProtocol> std::fmt::Debug for TcpClient<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpClient")
-            .field("conn", &self.conn)
+            .field("conn", &self.inner.conn)
             .finish_non_exhaustive()
     }
 }
+
+/// The request/response methods of a client wrapping a [`StreamClient`] in `inner`.
+macro_rules! stream_client_methods {
+    () => {
+        /// True once `close` was called or the connection ended.
+        pub fn is_closed(&self) -> bool {
+            self.inner.is_closed()
+        }
+
+        /// Sends one request; returns once it is handed to the kernel.
+        pub fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+            self.inner.send(request)
+        }
+
+        /// Waits for the next response.
+        pub fn recv(&mut self) -> Result<P::Response, ClientError> {
+            self.inner.recv_inner(None)
+        }
+
+        /// Waits for the next response at most `timeout`; a zero timeout returns only a
+        /// response already buffered.
+        pub fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+            self.inner.recv_inner(Some(timeout))
+        }
+
+        /// The responses as they come, until the connection ends or `timeout` passes in all.
+        pub fn responses(&mut self, timeout: Option<Duration>) -> TcpResponses<'_, P> {
+            TcpResponses {
+                deadline: timeout.map(|t| Instant::now() + t),
+                client: &mut self.inner,
+            }
+        }
+
+        /// Closes gracefully (TLS close_notify, then end of stream); idempotent.
+        pub fn close(&mut self) {
+            self.inner.close()
+        }
+    };
+}
+pub(crate) use stream_client_methods;
 
 impl<P: StreamClientProtocol> TcpClient<P> {
     fn tcp(addr: impl ToSocketAddrs) -> io::Result<(TcpStream, ConnInfo)> {
@@ -50,21 +132,13 @@ impl<P: StreamClientProtocol> TcpClient<P> {
         Ok((stream, info))
     }
 
-    fn with(stream: TcpStream, conn: Connection<P, ClientRole>) -> Self {
-        let buf = vec![0; conn.config().read_size];
-        Self {
-            stream,
-            conn,
-            buf,
-            closed: false,
-        }
-    }
-
     /// Connects over plain TCP.
     pub fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
         let (stream, info) = Self::tcp(addr)?;
         let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
-        Ok(Self::with(stream, conn))
+        Ok(Self {
+            inner: StreamClient::new(ClientStream::Tcp(stream), conn),
+        })
     }
 
     /// Connects over TLS and completes the handshake (60 s deadline).
@@ -85,7 +159,7 @@ impl<P: StreamClientProtocol> TcpClient<P> {
             info,
             tls,
         );
-        let mut client = Self::with(stream, conn);
+        let mut client = StreamClient::new(ClientStream::Tcp(stream), conn);
         while !client.conn.is_ready() {
             if client.conn.is_closing() {
                 client.finish();
@@ -93,37 +167,67 @@ impl<P: StreamClientProtocol> TcpClient<P> {
             }
             client.step()?;
         }
-        Ok(client)
+        Ok(Self { inner: client })
     }
 
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.conn.info().peer
+        inet(&self.inner.conn.info().peer)
     }
 
     /// This end's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.conn.info().local
+        inet(&self.inner.conn.info().local)
     }
 
     /// The socket, for options.
     pub fn socket(&self) -> &TcpStream {
-        &self.stream
+        match &self.inner.stream {
+            ClientStream::Tcp(s) => s,
+            #[cfg(unix)]
+            _ => unreachable!("a TCP client holds a TCP stream"),
+        }
     }
 
     /// TLS details, for a TLS client.
     #[cfg(feature = "tls")]
     pub fn tls_info(&self) -> Option<&easynet_core::tls::TlsInfo> {
-        self.conn.info().tls.as_ref()
+        self.inner.conn.info().tls.as_ref()
     }
 
-    /// True once `close` was called or the connection ended.
-    pub fn is_closed(&self) -> bool {
+    stream_client_methods!();
+}
+
+/// The internet address a TCP connection was made with.
+fn inet(addr: &easynet_core::addr::Addr) -> SocketAddr {
+    addr.as_inet()
+        .expect("a TCP connection has internet addresses")
+}
+
+impl<P: StreamClientProtocol> StreamClient<P> {
+    pub(crate) fn new(stream: ClientStream, conn: Connection<P, ClientRole>) -> Self {
+        let buf = vec![0; conn.config().read_size];
+        Self {
+            stream,
+            conn,
+            buf,
+            closed: false,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection<P, ClientRole> {
+        &self.conn
+    }
+
+    pub(crate) fn stream(&self) -> &ClientStream {
+        &self.stream
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed || self.conn.is_closing()
     }
 
-    /// Sends one request; returns once it is handed to the kernel.
-    pub fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+    pub(crate) fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
@@ -131,18 +235,10 @@ impl<P: StreamClientProtocol> TcpClient<P> {
         self.write_all()
     }
 
-    /// Waits for the next response.
-    pub fn recv(&mut self) -> Result<P::Response, ClientError> {
-        self.recv_inner(None)
-    }
-
-    /// Waits for the next response at most `timeout`; a zero timeout returns only a response
-    /// already buffered.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
-        self.recv_inner(Some(timeout))
-    }
-
-    fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+    pub(crate) fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -164,16 +260,7 @@ impl<P: StreamClientProtocol> TcpClient<P> {
         }
     }
 
-    /// The responses as they come, until the connection ends or `timeout` passes in all.
-    pub fn responses(&mut self, timeout: Option<Duration>) -> TcpResponses<'_, P> {
-        TcpResponses {
-            deadline: timeout.map(|t| Instant::now() + t),
-            client: self,
-        }
-    }
-
-    /// Closes gracefully (TLS close_notify, then FIN); idempotent.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if !self.closed {
             self.conn.close(Instant::now());
             self.finish();
@@ -185,10 +272,8 @@ impl<P: StreamClientProtocol> TcpClient<P> {
         loop {
             if let Some(how) = self.conn.poll_close() {
                 match how {
-                    CloseHow::Graceful => {
-                        let _ = self.stream.shutdown(Shutdown::Write);
-                    }
-                    CloseHow::Abort => easynet_common::set_abortive(&self.stream),
+                    CloseHow::Graceful => self.stream.shutdown_write(),
+                    CloseHow::Abort => self.stream.set_abortive(),
                 }
                 return;
             }
@@ -259,10 +344,10 @@ impl<P: StreamClientProtocol> TcpClient<P> {
     }
 }
 
-/// The responses of a [`TcpClient`] as they come; see [`TcpClient::responses`].
+/// The responses of a stream client as they come; see [`TcpClient::responses`].
 pub struct TcpResponses<'a, P: StreamClientProtocol> {
-    client: &'a mut TcpClient<P>,
-    deadline: Option<Instant>,
+    pub(crate) client: &'a mut StreamClient<P>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl<P: StreamClientProtocol> Iterator for TcpResponses<'_, P> {
@@ -291,11 +376,64 @@ impl<P: StreamClientProtocol> Iterator for TcpResponses<'_, P> {
 /// ```
 #[derive(Debug)]
 pub struct UdpClient<P> {
-    socket: UdpSocket,
+    inner: DgramClient<P>,
+}
+
+/// A client's connected datagram socket.
+#[derive(Debug)]
+pub(crate) enum ClientDgram {
+    Udp(UdpSocket),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixDatagram),
+}
+
+/// What the UDP and Unix datagram clients share.
+#[derive(Debug)]
+pub(crate) struct DgramClient<P> {
+    socket: ClientDgram,
     protocol: P,
-    closed: bool,
+    pub(crate) closed: bool,
     buf: Vec<u8>,
 }
+
+/// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
+macro_rules! datagram_client_methods {
+    () => {
+        /// Sends one request as one datagram.
+        pub fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+            self.inner.send(request)
+        }
+
+        /// Waits for the next response datagram.
+        pub fn recv(&mut self) -> Result<P::Response, ClientError> {
+            self.inner.recv_inner(None)
+        }
+
+        /// Waits for the next response datagram at most `timeout`.
+        pub fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+            self.inner.recv_inner(Some(timeout))
+        }
+
+        /// The responses as they come, until `timeout` passes in all.
+        pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
+            UdpResponses {
+                deadline: timeout.map(|t| Instant::now() + t),
+                client: &mut self.inner,
+            }
+        }
+
+        /// Closes the client; later calls fail with [`ClientError::Closed`].
+        pub fn close(&mut self) {
+            self.inner.closed = true;
+        }
+
+        /// True once closed.
+        pub fn is_closed(&self) -> bool {
+            self.inner.closed
+        }
+    };
+}
+pub(crate) use datagram_client_methods;
 
 impl<P: DatagramClientProtocol> UdpClient<P> {
     /// Binds an ephemeral port of the right family and connects to `addr`.
@@ -312,56 +450,78 @@ impl<P: DatagramClientProtocol> UdpClient<P> {
         let socket = UdpSocket::bind(local)?;
         socket.connect(target)?;
         Ok(Self {
-            socket,
-            protocol,
-            closed: false,
-            buf: vec![0; 64 * 1024],
+            inner: DgramClient::new(ClientDgram::Udp(socket), protocol),
         })
     }
 
     /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.peer_addr()
+        self.socket().peer_addr()
     }
 
     /// This end's address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.socket().local_addr()
     }
 
     /// The socket, for options.
     pub fn socket(&self) -> &UdpSocket {
+        match &self.inner.socket {
+            ClientDgram::Udp(s) => s,
+            #[cfg(unix)]
+            _ => unreachable!("a UDP client holds a UDP socket"),
+        }
+    }
+
+    datagram_client_methods!();
+}
+
+impl<P: DatagramClientProtocol> DgramClient<P> {
+    pub(crate) fn new(socket: ClientDgram, protocol: P) -> Self {
+        Self {
+            socket,
+            protocol,
+            closed: false,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    pub(crate) fn socket(&self) -> &ClientDgram {
         &self.socket
     }
 
-    /// Sends one request as one datagram.
-    pub fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+    pub(crate) fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
         let mut out = BytesMut::new();
         self.protocol.encode_request(request, &mut out)?;
-        self.socket.send(&out)?;
+        match &self.socket {
+            ClientDgram::Udp(s) => s.send(&out)?,
+            #[cfg(unix)]
+            ClientDgram::Unix(s) => s.send(&out)?,
+        };
         Ok(())
     }
 
-    /// Waits for the next response datagram.
-    pub fn recv(&mut self) -> Result<P::Response, ClientError> {
-        self.recv_inner(None)
-    }
-
-    /// Waits for the next response datagram at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
-        self.recv_inner(Some(timeout))
-    }
-
-    fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+    pub(crate) fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
-        self.socket
-            .set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))))?;
-        match self.socket.recv(&mut self.buf) {
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        let received = match &self.socket {
+            ClientDgram::Udp(s) => s
+                .set_read_timeout(timeout)
+                .and_then(|()| s.recv(&mut self.buf)),
+            #[cfg(unix)]
+            ClientDgram::Unix(s) => s
+                .set_read_timeout(timeout)
+                .and_then(|()| s.recv(&mut self.buf)),
+        };
+        match received {
             Ok(n) => Ok(self
                 .protocol
                 .decode_response(BytesMut::from(&self.buf[..n]))?),
@@ -376,30 +536,12 @@ impl<P: DatagramClientProtocol> UdpClient<P> {
             Err(e) => Err(ClientError::Io(e)),
         }
     }
-
-    /// The responses as they come, until `timeout` passes in all.
-    pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
-        UdpResponses {
-            deadline: timeout.map(|t| Instant::now() + t),
-            client: self,
-        }
-    }
-
-    /// Closes the client; later calls fail with [`ClientError::Closed`].
-    pub fn close(&mut self) {
-        self.closed = true;
-    }
-
-    /// True once closed.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
 }
 
-/// The responses of a [`UdpClient`] as they come; see [`UdpClient::responses`].
+/// The responses of a datagram client as they come; see [`UdpClient::responses`].
 pub struct UdpResponses<'a, P> {
-    client: &'a mut UdpClient<P>,
-    deadline: Option<Instant>,
+    pub(crate) client: &'a mut DgramClient<P>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl<P: DatagramClientProtocol> Iterator for UdpResponses<'_, P> {

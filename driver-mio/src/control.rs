@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use easynet_core::addr::Addr;
 use easynet_core::lifecycle::{Activation, Lifecycle, Shutdown};
 
 use crate::ServerError;
@@ -20,7 +21,7 @@ pub(crate) struct Orders {
 
 struct State {
     lifecycle: Lifecycle,
-    addresses: Vec<SocketAddr>,
+    addresses: Vec<Addr>,
     /// Duplicates of the run's sockets for `sockets()`; dropped at the run's end and on close.
     sockets: Vec<socket2::Socket>,
     wakers: Vec<Arc<mio::Waker>>,
@@ -77,7 +78,7 @@ impl Control {
     /// The run is bound and its loops exist: it is serving.
     pub(crate) fn serving(
         &self,
-        addresses: Vec<SocketAddr>,
+        addresses: Vec<Addr>,
         sockets: Vec<socket2::Socket>,
         wakers: Vec<Arc<mio::Waker>>,
     ) {
@@ -123,6 +124,13 @@ impl Control {
     }
 
     pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        self.local_addresses()
+            .iter()
+            .filter_map(Addr::as_inet)
+            .collect()
+    }
+
+    pub(crate) fn local_addresses(&self) -> Vec<Addr> {
         let s = self.lock();
         if s.running && s.lifecycle.is_listening() {
             s.addresses.clone()
@@ -212,9 +220,16 @@ impl ServerHandle {
         self.control.is_serving()
     }
 
-    /// The bound addresses while serving; empty otherwise (EasyNetwork's standalone rule).
+    /// The bound internet addresses while serving; empty otherwise (EasyNetwork's
+    /// standalone rule). See [`local_addresses`](Self::local_addresses) for Unix servers.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
+    }
+
+    /// The bound addresses while serving, of any kind (a Unix server's path or name);
+    /// empty otherwise.
+    pub fn local_addresses(&self) -> Vec<Addr> {
+        self.control.local_addresses()
     }
 
     /// Duplicates of the listening sockets while serving (for `getsockopt` and the like);
@@ -237,3 +252,79 @@ impl ServerHandle {
         self.control.close();
     }
 }
+
+/// What every blocking server offers around its run (`control`, `cfg` and `fn run`):
+/// `Debug`, handle, state, stop, `serve_forever`, and the [`Standalone`](crate::Standalone)
+/// impl for [`ServerThread`](crate::ServerThread).
+macro_rules! server_methods {
+    ($name:ident, $handler:ident, $proto:ident) => {
+        impl<S, P> std::fmt::Debug for $name<S, P> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("config", &self.cfg)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<S, P> $name<S, P>
+        where
+            S: Service,
+            S::Handler: $handler<Request = P::Request, Response = P::Response>,
+            P: $proto,
+        {
+            /// A handle for other threads.
+            pub fn handle(&self) -> $crate::ServerHandle {
+                $crate::ServerHandle {
+                    control: self.control.clone(),
+                }
+            }
+
+            /// True while `serve_forever` is accepting or receiving.
+            pub fn is_serving(&self) -> bool {
+                self.control.is_serving()
+            }
+
+            /// See [`ServerHandle::sockets`]($crate::ServerHandle::sockets).
+            pub fn sockets(&self) -> Vec<socket2::Socket> {
+                self.control.sockets()
+            }
+
+            /// See [`ServerHandle::shutdown`]($crate::ServerHandle::shutdown).
+            pub fn shutdown(&self, timeout: Option<std::time::Duration>) {
+                self.control.shutdown(timeout);
+            }
+
+            /// See [`ServerHandle::close`]($crate::ServerHandle::close).
+            pub fn close(&self) {
+                self.control.close();
+            }
+
+            /// Binds, runs `service_init`, sets `is_up` and serves until shut down (or
+            /// closed and every connection ended). Blocks the calling thread (extra TCP
+            /// workers run on threads of their own). A Unix server replaces a stale socket
+            /// file, refuses a path in use, and removes its file when the run ends.
+            pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+                self.control.begin_run()?;
+                let result = self.run(is_up);
+                self.control.end_run();
+                result
+            }
+        }
+
+        impl<S, P> crate::thread::Standalone for $name<S, P>
+        where
+            S: Service,
+            S::Handler: $handler<Request = P::Request, Response = P::Response>,
+            P: $proto,
+        {
+            fn handle(&self) -> $crate::ServerHandle {
+                $name::handle(self)
+            }
+
+            fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
+                self.serve_forever(is_up)
+            }
+        }
+    };
+}
+pub(crate) use server_methods;

@@ -13,6 +13,8 @@ mod control;
 mod tcp;
 mod thread;
 mod udp;
+#[cfg(unix)]
+mod unix;
 mod worker;
 
 pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
@@ -24,3 +26,8 @@ pub use easynet_core as core;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};
 pub use udp::{StandaloneUdpServer, UdpServerBuilder};
+#[cfg(unix)]
+pub use unix::{
+    StandaloneUnixDatagramServer, StandaloneUnixStreamServer, UnixDatagramClient,
+    UnixDatagramServerBuilder, UnixStreamClient, UnixStreamServerBuilder,
+};

@@ -2,15 +2,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use easynet_common::{self as bind, EventSet, ListenOptions, TcpSettings};
+use easynet_core::addr::Addr;
 use easynet_core::handler::{Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
 
-use crate::control::{Control, ServerHandle};
-use crate::worker::{Factory, Worker};
+use crate::control::{Control, server_methods};
+use crate::worker::{Factory, MioListener, Worker};
 use crate::{ConfigError, ServerError};
 
 /// Builds a [`StandaloneTcpServer`]; every setting has EasyNetwork's default.
@@ -40,15 +40,14 @@ where
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
     pub fn build(self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
-        let factory = Arc::new(Factory {
-            service: Arc::new(self.service),
-            protocol: Arc::new(self.protocol),
-            stream: self.cfg.stream.clone(),
+        let factory = Factory::new(
+            self.service,
+            self.protocol,
+            self.cfg.stream.clone(),
             #[cfg(feature = "tls")]
-            tls: self.cfg.tls.clone(),
-            log_connections: self.cfg.log_client_connection,
-            next_conn: Arc::new(AtomicU64::new(1)),
-        });
+            self.cfg.tls.clone(),
+            self.cfg.log_client_connection,
+        );
         Ok(StandaloneTcpServer {
             factory,
             control: Control::new(self.cfg.shutdown_timeout),
@@ -59,7 +58,7 @@ where
 }
 
 /// A blocking TCP (optionally TLS) server running portable [`StreamHandler`]s on mio event
-/// loops. `serve_forever` blocks the calling thread; a [`ServerHandle`] stops it from
+/// loops. `serve_forever` blocks the calling thread; a [`ServerHandle`](crate::ServerHandle) stops it from
 /// another thread. Each run binds anew (with port 0, each run gets a new port).
 ///
 /// ```no_run
@@ -91,14 +90,6 @@ pub struct StandaloneTcpServer<S, P> {
     control: Arc<Control>,
 }
 
-impl<S, P> std::fmt::Debug for StandaloneTcpServer<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandaloneTcpServer")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
-}
-
 impl<S, P> StandaloneTcpServer<S, P>
 where
     S: Service,
@@ -115,46 +106,9 @@ where
         }
     }
 
-    /// A handle for other threads.
-    pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            control: self.control.clone(),
-        }
-    }
-
-    /// True while `serve_forever` is accepting.
-    pub fn is_serving(&self) -> bool {
-        self.control.is_serving()
-    }
-
     /// The bound addresses while serving; empty otherwise.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
-    }
-
-    /// See [`ServerHandle::sockets`].
-    pub fn sockets(&self) -> Vec<socket2::Socket> {
-        self.control.sockets()
-    }
-
-    /// See [`ServerHandle::shutdown`].
-    pub fn shutdown(&self, timeout: Option<Duration>) {
-        self.control.shutdown(timeout);
-    }
-
-    /// See [`ServerHandle::close`].
-    pub fn close(&self) {
-        self.control.close();
-    }
-
-    /// Binds, runs `service_init`, sets `is_up` and serves until shut down (or closed and
-    /// every connection ended). Blocks the calling thread; extra workers run on threads of
-    /// their own.
-    pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        self.control.begin_run()?;
-        let result = self.run(is_up);
-        self.control.end_run();
-        result
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
@@ -178,47 +132,72 @@ where
             .filter_map(|l| l.try_clone().ok())
             .map(socket2::Socket::from)
             .collect();
-        self.factory
-            .service
-            .service_init()
-            .map_err(ServerError::ServiceInit)?;
-        let mut loops = Vec::with_capacity(workers);
-        let mut wakers = Vec::with_capacity(workers);
-        for set in sets {
-            let (w, waker) = Worker::new(set, self.factory.clone(), self.control.clone())
-                .map_err(ServerError::Listener)?;
-            loops.push(w);
-            wakers.push(waker);
-        }
-        self.control.serving(bound.clone(), dups, wakers);
-        if self.control.orders().shutdown.is_none() {
-            let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
-            tracing::info!("Start serving at {}", list.join(", "));
-            is_up.set();
-        }
-        let first = loops.remove(0);
-        let result = std::thread::scope(|scope| {
-            let others: Vec<_> = loops
-                .into_iter()
-                .map(|w| scope.spawn(move || w.run()))
-                .collect();
-            let mut result = first.run();
-            for t in others {
-                let r = t
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("event loop panicked")));
-                result = result.and(r);
-            }
-            result
-        });
-        tracing::info!("Server loop break, waiting for remaining tasks...");
-        teardown(
-            self.factory.service.clone(),
-            self.control.shutdown_timeout(),
-        );
-        tracing::info!("Server stopped");
-        result.map_err(ServerError::Listener)
+        let sets = sets
+            .into_iter()
+            .map(|set| {
+                set.into_iter()
+                    .map(mio::net::TcpListener::from_std)
+                    .collect()
+            })
+            .collect();
+        let bound = bound.into_iter().map(Addr::from).collect();
+        run_workers(&self.factory, &self.control, sets, bound, dups, is_up)
     }
+}
+
+/// Runs one event loop per listener set (the first on this thread) to the end of a run:
+/// `service_init`, `is_up`, the loops, `service_teardown`.
+pub(crate) fn run_workers<S, P, L>(
+    factory: &Arc<Factory<S, P>>,
+    control: &Arc<Control>,
+    sets: Vec<Vec<L>>,
+    bound: Vec<Addr>,
+    dups: Vec<socket2::Socket>,
+    is_up: impl EventSet,
+) -> Result<(), ServerError>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+    L: MioListener,
+{
+    factory
+        .service
+        .service_init()
+        .map_err(ServerError::ServiceInit)?;
+    let mut loops = Vec::with_capacity(sets.len());
+    let mut wakers = Vec::with_capacity(sets.len());
+    for set in sets {
+        let (w, waker) =
+            Worker::new(set, factory.clone(), control.clone()).map_err(ServerError::Listener)?;
+        loops.push(w);
+        wakers.push(waker);
+    }
+    control.serving(bound.clone(), dups, wakers);
+    if control.orders().shutdown.is_none() {
+        let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
+        tracing::info!("Start serving at {}", list.join(", "));
+        is_up.set();
+    }
+    let first = loops.remove(0);
+    let result = std::thread::scope(|scope| {
+        let others: Vec<_> = loops
+            .into_iter()
+            .map(|w| scope.spawn(move || w.run()))
+            .collect();
+        let mut result = first.run();
+        for t in others {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("event loop panicked")));
+            result = result.and(r);
+        }
+        result
+    });
+    tracing::info!("Server loop break, waiting for remaining tasks...");
+    teardown(factory.service.clone(), control.shutdown_timeout());
+    tracing::info!("Server stopped");
+    result.map_err(ServerError::Listener)
 }
 
 /// Runs `service_teardown` on a thread of its own, waiting at most `timeout` (decision 7).
@@ -235,17 +214,4 @@ pub(crate) fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
     }
 }
 
-impl<S, P> crate::thread::Standalone for StandaloneTcpServer<S, P>
-where
-    S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    P: StreamServerProtocol,
-{
-    fn handle(&self) -> ServerHandle {
-        StandaloneTcpServer::handle(self)
-    }
-
-    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
-        self.serve_forever(is_up)
-    }
-}
+server_methods!(StandaloneTcpServer, StreamHandler, StreamServerProtocol);

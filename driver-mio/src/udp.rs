@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use easynet_common::{self as bind, EventSet, UdpSettings};
+use easynet_core::addr::PeerAddr;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
+use mio::event::Source;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::control::{Control, ServerHandle};
+use crate::control::{Control, server_methods};
 use crate::tcp::teardown;
 use crate::{ConfigError, DropCounter, ServerError};
 
@@ -91,22 +93,16 @@ pub struct StandaloneUdpServer<S, P> {
     drops: DropCounter,
 }
 
-impl<S, P> std::fmt::Debug for StandaloneUdpServer<S, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandaloneUdpServer")
-            .field("config", &self.cfg)
-            .finish_non_exhaustive()
-    }
-}
-
-struct Endpoint<S: Service, P> {
-    socket: UdpSocket,
-    server: DatagramServer<S, P>,
-    pending: VecDeque<Transmit>,
+struct Endpoint<S: Service, P, D: MioDgram> {
+    socket: D,
+    server: DatagramServer<S, P, D::Addr>,
+    pending: VecDeque<Transmit<D::Addr>>,
     /// Drops of `server` already added to the server's counter.
     counted: u64,
     readable: bool,
     writable: bool,
+    /// Datagrams dropped because their sender cannot be answered.
+    unnamed: u64,
 }
 
 impl<S, P> StandaloneUdpServer<S, P>
@@ -124,51 +120,9 @@ where
         }
     }
 
-    /// A handle for other threads.
-    pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            control: self.control.clone(),
-        }
-    }
-
-    /// True while `serve_forever` is receiving.
-    pub fn is_serving(&self) -> bool {
-        self.control.is_serving()
-    }
-
     /// The bound addresses while serving; empty otherwise.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.control.addresses()
-    }
-
-    /// See [`ServerHandle::sockets`].
-    pub fn sockets(&self) -> Vec<socket2::Socket> {
-        self.control.sockets()
-    }
-
-    /// See [`ServerHandle::shutdown`].
-    pub fn shutdown(&self, timeout: Option<Duration>) {
-        self.control.shutdown(timeout);
-    }
-
-    /// Datagrams dropped so far (a peer's queue was full, or datagrams were queued at
-    /// shutdown); a handle that stays current, so take it before moving the server to a
-    /// [`ServerThread`](crate::ServerThread).
-    pub fn dropped_datagrams(&self) -> DropCounter {
-        self.drops.clone()
-    }
-
-    /// See [`ServerHandle::close`]; a UDP run ends at once.
-    pub fn close(&self) {
-        self.control.close();
-    }
-
-    /// Binds, runs `service_init`, sets `is_up` and serves until shut down or closed.
-    pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        self.control.begin_run()?;
-        let result = self.run(is_up);
-        self.control.end_run();
-        result
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
@@ -176,71 +130,131 @@ where
             .map_err(ServerError::Resolve)?;
         let sockets =
             bind::udp_sockets(&addrs, self.cfg.listen.reuse_port).map_err(ServerError::Bind)?;
-        let poll = Poll::new().map_err(ServerError::Listener)?;
-        let waker =
-            Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(ServerError::Listener)?);
         let dups = sockets
             .iter()
             .filter_map(|s| s.try_clone().ok())
             .map(socket2::Socket::from)
             .collect();
-        let mut endpoints = Vec::with_capacity(sockets.len());
-        let mut bound = Vec::with_capacity(sockets.len());
-        for (i, s) in sockets.into_iter().enumerate() {
-            let local = s.local_addr().map_err(ServerError::Listener)?;
-            let mut socket = UdpSocket::from_std(s);
-            poll.registry()
-                .register(
-                    &mut socket,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(ServerError::Listener)?;
-            let server = DatagramServer::new(
-                self.service.clone(),
-                self.protocol.clone(),
-                local,
-                self.cfg.datagram.clone(),
-            )
-            .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
-            bound.push(local);
-            endpoints.push(Endpoint {
-                socket,
-                server,
-                pending: VecDeque::new(),
-                counted: 0,
-                readable: true,
-                writable: true,
-            });
-        }
-        self.service
-            .service_init()
-            .map_err(ServerError::ServiceInit)?;
-        self.control.serving(bound.clone(), dups, vec![waker]);
-        if self.control.orders().shutdown.is_none() {
-            let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
-            tracing::info!("Start serving at {}", list.join(", "));
-            is_up.set();
-        }
-        let result = serve(poll, &mut endpoints, &self.control, &self.drops);
-        for e in &mut endpoints {
-            e.server.shutdown(Instant::now());
-            count_drops(e, &self.drops);
-            flush(e);
-        }
-        teardown(self.service.clone(), self.control.shutdown_timeout());
-        tracing::info!("Server stopped");
-        result.map_err(ServerError::Listener)
+        let sockets = sockets
+            .into_iter()
+            .map(|s| Ok((s.local_addr()?, UdpSocket::from_std(s))))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(ServerError::Listener)?;
+        let server = Parts {
+            service: &self.service,
+            protocol: &self.protocol,
+            config: &self.cfg.datagram,
+            control: &self.control,
+            drops: &self.drops,
+        };
+        run_endpoints(server, sockets, dups, is_up)
     }
 }
 
-fn serve<S, P>(
+/// A bound datagram socket a loop receives on and answers from: UDP or Unix.
+pub(crate) trait MioDgram: Source + Send + 'static {
+    /// What peers are keyed by.
+    type Addr: PeerAddr;
+
+    /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
+    /// socket), and the loop drops it.
+    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>)>;
+    fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
+}
+
+impl MioDgram for UdpSocket {
+    type Addr = SocketAddr;
+
+    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
+        self.recv_from(buf).map(|(n, from)| (n, Some(from)))
+    }
+    fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
+        self.send_to(buf, *to)
+    }
+}
+
+/// What a datagram run borrows from its server (UDP or Unix).
+pub(crate) struct Parts<'a, S, P> {
+    pub(crate) service: &'a Arc<S>,
+    pub(crate) protocol: &'a Arc<P>,
+    pub(crate) config: &'a DatagramConfig,
+    pub(crate) control: &'a Control,
+    /// Where every dropped datagram is counted.
+    pub(crate) drops: &'a DropCounter,
+}
+
+/// Runs bound datagram sockets (with their addresses) to the end of a run: `service_init`,
+/// `is_up`, the loop, shutdown, `service_teardown`.
+pub(crate) fn run_endpoints<S, P, D>(
+    server: Parts<'_, S, P>,
+    sockets: Vec<(D::Addr, D)>,
+    dups: Vec<socket2::Socket>,
+    is_up: impl EventSet,
+) -> Result<(), ServerError>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: MioDgram,
+{
+    let Parts {
+        service,
+        protocol,
+        config,
+        control,
+        drops,
+    } = server;
+    let poll = Poll::new().map_err(ServerError::Listener)?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(ServerError::Listener)?);
+    let mut endpoints = Vec::with_capacity(sockets.len());
+    let mut bound = Vec::with_capacity(sockets.len());
+    for (i, (local, mut socket)) in sockets.into_iter().enumerate() {
+        poll.registry()
+            .register(
+                &mut socket,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(ServerError::Listener)?;
+        bound.push(local.to_addr());
+        let server = DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
+            .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
+        endpoints.push(Endpoint {
+            socket,
+            server,
+            pending: VecDeque::new(),
+            counted: 0,
+            readable: true,
+            writable: true,
+            unnamed: 0,
+        });
+    }
+    service.service_init().map_err(ServerError::ServiceInit)?;
+    control.serving(bound.clone(), dups, vec![waker]);
+    if control.orders().shutdown.is_none() {
+        let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
+        tracing::info!("Start serving at {}", list.join(", "));
+        is_up.set();
+    }
+    let result = serve(poll, &mut endpoints, control, drops);
+    for e in &mut endpoints {
+        e.server.shutdown(Instant::now());
+        count_drops(e, drops);
+        flush(e);
+    }
+    teardown(service.clone(), control.shutdown_timeout());
+    tracing::info!("Server stopped");
+    result.map_err(ServerError::Listener)
+}
+
+fn serve<S, P, D>(
     mut poll: Poll,
-    endpoints: &mut [Endpoint<S, P>],
+    endpoints: &mut [Endpoint<S, P, D>],
     control: &Control,
     drops: &DropCounter,
 ) -> io::Result<()>
 where
+    D: MioDgram,
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
@@ -261,10 +275,12 @@ where
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
                 reads += 1;
-                match e.socket.recv_from(&mut buf) {
-                    Ok((n, from)) => e
-                        .server
-                        .handle_datagram(now, from, BytesMut::from(&buf[..n])),
+                match e.socket.recv_dgram(&mut buf) {
+                    Ok((n, Some(from))) => {
+                        e.server
+                            .handle_datagram(now, from, BytesMut::from(&buf[..n]))
+                    }
+                    Ok((_, None)) => unanswerable(&mut e.unnamed, drops),
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
                     // ICMP errors from an earlier send concern one peer only.
                     Err(err) => tracing::debug!(error = %err, "datagram receive error"),
@@ -297,8 +313,11 @@ where
     }
 }
 
-fn count_drops<S: Service, P>(e: &mut Endpoint<S, P>, drops: &DropCounter)
+/// Adds the endpoint's new queue drops to the server's counter.
+fn count_drops<S, P, D>(e: &mut Endpoint<S, P, D>, drops: &DropCounter)
 where
+    D: MioDgram,
+    S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
@@ -308,8 +327,9 @@ where
 }
 
 /// Moves the endpoint's responses to its socket until it would block.
-fn flush<S, P>(e: &mut Endpoint<S, P>)
+fn flush<S, P, D>(e: &mut Endpoint<S, P, D>)
 where
+    D: MioDgram,
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
@@ -319,7 +339,7 @@ where
     }
     while e.writable {
         let Some(t) = e.pending.front() else { break };
-        match e.socket.send_to(&t.data, t.to) {
+        match e.socket.send_dgram(&t.data, &t.to) {
             Ok(_) => {
                 e.pending.pop_front();
             }
@@ -333,17 +353,34 @@ where
     }
 }
 
-impl<S, P> crate::thread::Standalone for StandaloneUdpServer<S, P>
-where
-    S: Service,
-    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
-    P: DatagramServerProtocol,
-{
-    fn handle(&self) -> ServerHandle {
-        StandaloneUdpServer::handle(self)
-    }
-
-    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
-        self.serve_forever(is_up)
+/// Logs a datagram from a sender that cannot be answered (an unnamed Unix socket); it is
+/// dropped and the loop goes on. Rate-limited: the 1st, 2nd, 4th, 8th... of a socket.
+fn unanswerable(count: &mut u64, drops: &DropCounter) {
+    drops.add(1);
+    *count += 1;
+    if count.is_power_of_two() {
+        tracing::warn!(
+            dropped = *count,
+            "datagram from an unnamed Unix socket dropped: it cannot be answered (bind the client socket)"
+        );
     }
 }
+
+server_methods!(StandaloneUdpServer, DatagramHandler, DatagramServerProtocol);
+
+/// `dropped_datagrams()` on a datagram server with a `drops` field: UDP or Unix.
+macro_rules! dropped_datagrams {
+    ($name:ident) => {
+        impl<S, P> $name<S, P> {
+            /// Datagrams dropped so far: a peer's queue was full, datagrams were still queued
+            /// at shutdown, or (Unix) the sender was an unnamed socket that cannot be
+            /// answered. A handle that stays current, so take it before moving the server to
+            /// a [`ServerThread`](crate::ServerThread).
+            pub fn dropped_datagrams(&self) -> $crate::DropCounter {
+                self.drops.clone()
+            }
+        }
+    };
+}
+pub(crate) use dropped_datagrams;
+dropped_datagrams!(StandaloneUdpServer);

@@ -1,4 +1,5 @@
-//! One event-loop thread of a blocking TCP server: mio readiness in, [`Session`]s out.
+//! One event-loop thread of a blocking stream server (TCP or Unix): mio readiness in,
+//! [`Session`]s out. Written once against [`MioListener`].
 //!
 //! Sockets are registered once for both readable and writable (edge-triggered) and the loop
 //! remembers which side is ready, so no re-registration syscall is ever needed. A connection
@@ -15,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
 use easynet_core::accept::{AcceptAction, AcceptGate};
+use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
 use easynet_core::stream::{CloseHow, Connection, Session, StreamConfig};
+use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -33,6 +36,39 @@ const READ_BUDGET: usize = 16;
 /// A peer that sends nothing more is closed at once.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// A listening socket a worker accepts on: TCP or Unix.
+pub(crate) trait MioListener: Source + Send + 'static {
+    type Stream: Read + Write + Source + Send + 'static;
+
+    /// The next connection and its peer's address.
+    fn accept_conn(&self) -> io::Result<(Self::Stream, Addr)>;
+    /// Tunes an accepted stream and describes it; `None` if it is already gone.
+    fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
+    /// Sends end-of-stream.
+    fn shutdown_write(stream: &Self::Stream);
+    /// Makes the close a reset where the transport has one.
+    fn set_abortive(stream: &Self::Stream);
+}
+
+impl MioListener for TcpListener {
+    type Stream = TcpStream;
+
+    fn accept_conn(&self) -> io::Result<(TcpStream, Addr)> {
+        self.accept().map(|(s, peer)| (s, peer.into()))
+    }
+    fn conn_info(&self, stream: &TcpStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+        let local = stream.local_addr().ok()?;
+        easynet_common::tune_accepted(stream);
+        Some(ConnInfo::new(id, peer, local))
+    }
+    fn shutdown_write(stream: &TcpStream) {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    fn set_abortive(stream: &TcpStream) {
+        easynet_common::set_abortive(stream);
+    }
+}
+
 /// What a worker needs to make sessions.
 pub(crate) struct Factory<S, P> {
     pub service: Arc<S>,
@@ -44,11 +80,32 @@ pub(crate) struct Factory<S, P> {
     pub next_conn: Arc<AtomicU64>,
 }
 
+impl<S, P> Factory<S, P> {
+    pub(crate) fn new(
+        service: S,
+        protocol: P,
+        stream: StreamConfig,
+        #[cfg(feature = "tls")] tls: Option<Arc<rustls::ServerConfig>>,
+        log_connections: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            service: Arc::new(service),
+            protocol: Arc::new(protocol),
+            stream,
+            #[cfg(feature = "tls")]
+            tls,
+            log_connections,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        })
+    }
+}
+
 struct Entry<
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+    St,
 > {
-    stream: TcpStream,
+    stream: St,
     session: Session<H, P>,
     readable: bool,
     writable: bool,
@@ -60,16 +117,19 @@ struct Entry<
     linger: Option<Instant>,
 }
 
-pub(crate) struct Worker<S: Service, P>
+/// One connection slot of a worker.
+type WorkerEntry<S, P, L> = Entry<<S as Service>::Handler, P, <L as MioListener>::Stream>;
+
+pub(crate) struct Worker<S: Service, P, L: MioListener = TcpListener>
 where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
     poll: Poll,
     /// Indexed by token; `None` once a listener failed.
-    listeners: Vec<Option<TcpListener>>,
+    listeners: Vec<Option<L>>,
     conn_base: usize,
-    conns: Vec<Option<Entry<S::Handler, P>>>,
+    conns: Vec<Option<WorkerEntry<S, P, L>>>,
     free: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     generation: u64,
@@ -84,22 +144,21 @@ where
     deadline: Option<Instant>,
 }
 
-impl<S: Service, P> Worker<S, P>
+impl<S: Service, P, L: MioListener> Worker<S, P, L>
 where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
     /// A loop over `listeners`; returns it with its waker.
     pub(crate) fn new(
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<L>,
         factory: Arc<Factory<S, P>>,
         control: Arc<Control>,
     ) -> io::Result<(Self, Arc<mio::Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
         let mut mio_listeners = Vec::with_capacity(listeners.len());
-        for (i, l) in listeners.into_iter().enumerate() {
-            let mut l = TcpListener::from_std(l);
+        for (i, mut l) in listeners.into_iter().enumerate() {
             poll.registry()
                 .register(&mut l, Token(i), Interest::READABLE)?;
             mio_listeners.push(Some(l));
@@ -252,8 +311,8 @@ where
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
-            match l.accept() {
-                Ok((stream, peer)) => self.add(now, stream, peer),
+            match l.accept_conn() {
+                Ok((stream, peer)) => self.add(now, listener, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match self.gate.on_error(now, &e) {
                     AcceptAction::Pause { .. } => {
@@ -274,14 +333,15 @@ where
         }
     }
 
-    fn add(&mut self, now: Instant, mut stream: TcpStream, peer: std::net::SocketAddr) {
-        let Ok(local) = stream.local_addr() else {
-            return;
-        };
-        easynet_common::tune_accepted(&stream);
+    fn add(&mut self, now: Instant, listener: usize, mut stream: L::Stream, peer: Addr) {
         let f = &self.factory;
         let id = ConnId(f.next_conn.fetch_add(1, Ordering::Relaxed));
-        let info = ConnInfo::new(id, peer, local);
+        let Some(info) = self.listeners[listener]
+            .as_ref()
+            .and_then(|l| l.conn_info(&stream, id, peer))
+        else {
+            return;
+        };
         let handler = f.service.new_handler(&info);
         #[cfg(feature = "tls")]
         let conn = match &f.tls {
@@ -347,7 +407,7 @@ where
         loop {
             if !e.announced && e.session.connection().is_ready() {
                 e.announced = true;
-                let peer = e.session.info().peer;
+                let peer = &e.session.info().peer;
                 if log {
                     tracing::info!("Accepted new connection (address = {peer})");
                 } else {
@@ -407,7 +467,7 @@ where
             return;
         };
         if e.announced {
-            let peer = e.session.info().peer;
+            let peer = &e.session.info().peer;
             if self.factory.log_connections {
                 tracing::info!(?how, "{peer} disconnected");
             } else {
@@ -416,7 +476,7 @@ where
         }
         match how {
             CloseHow::Graceful => {
-                let _ = e.stream.shutdown(Shutdown::Write);
+                L::shutdown_write(&e.stream);
                 if !unread_input(&mut e.stream, &mut self.buf) {
                     return self.release(idx);
                 }
@@ -430,7 +490,7 @@ where
                 self.linger(idx);
             }
             CloseHow::Abort => {
-                easynet_common::set_abortive(&e.stream);
+                L::set_abortive(&e.stream);
                 self.release(idx);
             }
         }
@@ -465,7 +525,7 @@ where
 
 /// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
 /// sending, so closing now would reset the connection).
-fn unread_input(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
+fn unread_input(stream: &mut impl Read, buf: &mut [u8]) -> bool {
     let mut found = false;
     loop {
         match stream.read(buf) {

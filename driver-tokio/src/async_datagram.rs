@@ -9,20 +9,21 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use easynet_core::addr::{Addr, PeerAddr};
 use easynet_core::datagram::{Arrival, DatagramConfig, PeerEvent, PeerTable, Recv};
 use easynet_core::handler::{ConnInfo, HandlerError, Service};
 use easynet_core::protocol::{DatagramServerProtocol, ParseError, SerializeError};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::now;
+use crate::datagram_server::{MAX_DATAGRAM, unanswerable};
+use crate::dgram::{DatagramSocket, DgramSocket};
 use crate::{DropCounter, RecvError};
 
 /// An async handler for one datagram peer; `async fn` in the impl is fine.
@@ -91,15 +92,15 @@ impl<P: DatagramServerProtocol> Codec<P::Request, P::Response> for P {
 type Payload = Result<BytesMut, usize>;
 
 /// The routine of a peer ended; its handler comes back unless it failed.
-struct Done<H> {
-    peer: SocketAddr,
+struct Done<H, A> {
+    peer: A,
     handler: Option<H>,
 }
 
 /// One datagram peer as an async handler sees it.
 pub struct AsyncDatagramClient<Req, Resp> {
     info: ConnInfo,
-    socket: Arc<UdpSocket>,
+    socket: DatagramSocket,
     codec: Arc<dyn Codec<Req, Resp>>,
     first: Option<Payload>,
     max_datagram_size: usize,
@@ -109,7 +110,7 @@ pub struct AsyncDatagramClient<Req, Resp> {
 
 /// A routine asks for its peer's next datagram; `None` in the reply is a timeout.
 struct RecvAsk {
-    peer: SocketAddr,
+    peer: Addr,
     timeout: Option<Duration>,
     reply: oneshot::Sender<Option<Payload>>,
 }
@@ -124,7 +125,7 @@ impl<Req, Resp> std::fmt::Debug for AsyncDatagramClient<Req, Resp> {
 
 impl<Req, Resp> PartialEq for AsyncDatagramClient<Req, Resp> {
     fn eq(&self, other: &Self) -> bool {
-        (self.info.peer, self.info.local) == (other.info.peer, other.info.local)
+        (&self.info.peer, &self.info.local) == (&other.info.peer, &other.info.local)
     }
 }
 
@@ -132,7 +133,7 @@ impl<Req, Resp> Eq for AsyncDatagramClient<Req, Resp> {}
 
 impl<Req, Resp> std::hash::Hash for AsyncDatagramClient<Req, Resp> {
     fn hash<St: std::hash::Hasher>(&self, state: &mut St) {
-        (self.info.peer, self.info.local).hash(state);
+        (&self.info.peer, &self.info.local).hash(state);
     }
 }
 
@@ -159,7 +160,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
         if self
             .recv
             .send(RecvAsk {
-                peer: self.info.peer,
+                peer: self.info.peer.clone(),
                 timeout,
                 reply,
             })
@@ -195,7 +196,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
         }
         let mut out = BytesMut::new();
         self.codec.encode(response, &mut out)?;
-        self.socket.send_to(&out, self.info.peer).await?;
+        self.socket.send_to(&out, &self.info.peer).await?;
         Ok(())
     }
 
@@ -210,17 +211,17 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.info.peer
+    pub fn peer_addr(&self) -> &Addr {
+        &self.info.peer
     }
 
     /// The server's bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.info.local
+    pub fn local_addr(&self) -> &Addr {
+        &self.info.local
     }
 
     /// The server's socket, for options.
-    pub fn socket(&self) -> &UdpSocket {
+    pub fn socket(&self) -> &DatagramSocket {
         &self.socket
     }
 }
@@ -240,8 +241,8 @@ impl<H> Default for Slot<H> {
 }
 
 /// One socket's loop for async datagram handlers.
-pub(crate) async fn serve_socket<S, P>(
-    socket: Arc<UdpSocket>,
+pub(crate) async fn serve_socket<S, P, D>(
+    socket: Arc<D>,
     service: Arc<S>,
     protocol: Arc<P>,
     config: DatagramConfig,
@@ -253,32 +254,35 @@ where
     S: Service,
     S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
+    D: DgramSocket,
 {
-    let local = socket.local_addr()?;
+    let local = socket.local()?.to_addr();
     let max_datagram_size = config.max_datagram_size;
-    let mut table: PeerTable<Payload, Slot<S::Handler>> =
+    let mut table: PeerTable<Payload, Slot<S::Handler>, D::Addr> =
         PeerTable::new(config).map_err(io::Error::other)?;
     let (ask_tx, mut asks) = mpsc::unbounded_channel::<RecvAsk>();
-    let (done_tx, mut dones) = mpsc::unbounded_channel::<Done<S::Handler>>();
+    let (done_tx, mut dones) = mpsc::unbounded_channel::<Done<S::Handler, D::Addr>>();
+    let client_socket = socket.client_socket();
+    let mut unnamed = 0u64;
     let closing = CancellationToken::new();
     let mut routines = JoinSet::new();
     let codec: Arc<dyn Codec<P::Request, P::Response>> = protocol;
-    let start = |table: &mut PeerTable<Payload, Slot<S::Handler>>,
+    let start = |table: &mut PeerTable<Payload, Slot<S::Handler>, D::Addr>,
                  routines: &mut JoinSet<()>,
-                 peer: SocketAddr,
+                 peer: D::Addr,
                  first: Payload| {
         let id = table
-            .peer(peer)
+            .peer(&peer)
             .map(|p| p.id)
             .unwrap_or(easynet_core::ConnId(0));
-        let info = ConnInfo::new(id, peer, local);
+        let info = ConnInfo::new(id, peer.to_addr(), local.clone());
         let handler = table
-            .state_mut(peer)
+            .state_mut(&peer)
             .and_then(|slot| slot.handler.take())
             .unwrap_or_else(|| service.new_handler(&info));
         let mut client = AsyncDatagramClient {
             info,
-            socket: socket.clone(),
+            socket: client_socket.clone(),
             codec: codec.clone(),
             first: Some(first),
             max_datagram_size,
@@ -286,13 +290,14 @@ where
             closing: closing.clone(),
         };
         let done = done_tx.clone();
+        let log_peer = client.info.peer.clone();
         let routine = tokio::spawn(async move {
             let mut handler = handler;
             match handler.handle(&mut client).await {
                 Ok(()) => Some(handler),
                 Err(e) => {
                     if !matches!(e.downcast_ref::<RecvError>(), Some(RecvError::Closed)) {
-                        tracing::error!(peer = %peer, error = %e, "exception occurred during processing of request");
+                        tracing::error!(peer = %log_peer, error = %e, "exception occurred during processing of request");
                     }
                     None
                 }
@@ -312,7 +317,7 @@ where
         });
     };
 
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut counted = 0;
     loop {
         let dropped = table.stats().dropped;
@@ -323,38 +328,42 @@ where
             () = cancel.cancelled() => break,
             () = closed.cancelled() => break,
             res = socket.recv_from(&mut buf) => match res {
-                Ok((n, from)) => {
+                Ok((n, Some(from))) => {
                     // Past the limit only the length is kept: a typed error for the handler.
                     let item = match n {
                         n if n > max_datagram_size => Err(n),
                         n => Ok(BytesMut::from(&buf[..n])),
                     };
-                    match table.arrive(now(), from, item) {
+                    match table.arrive(now(), from.clone(), item) {
                         Arrival::Start(first) => start(&mut table, &mut routines, from, first),
                         Arrival::Deliver(d) => {
-                            if let Some(w) = table.state_mut(from).and_then(|s| s.waiting.take()) {
+                            if let Some(w) = table.state_mut(&from).and_then(|s| s.waiting.take()) {
                                 let _ = w.send(Some(d));
                             }
                         }
                         _ => {}
                     }
                 }
+                Ok((_, None)) => unanswerable(&mut unnamed, &drops),
                 Err(e) => tracing::debug!(error = %e, "datagram receive error"),
             },
-            Some(RecvAsk { peer, timeout, reply }) = asks.recv() => match table.recv(now(), peer, timeout) {
-                Ok(Recv::Ready(d)) => { let _ = reply.send(Some(d)); }
-                Ok(Recv::Timeout) => { let _ = reply.send(None); }
-                Ok(Recv::Waiting) => {
-                    if let Some(slot) = table.state_mut(peer) { slot.waiting = Some(reply); }
+            Some(RecvAsk { peer, timeout, reply }) = asks.recv() => {
+                let Some(peer) = D::Addr::from_addr(&peer) else { continue };
+                match table.recv(now(), peer, timeout) {
+                    Ok(Recv::Ready(d)) => { let _ = reply.send(Some(d)); }
+                    Ok(Recv::Timeout) => { let _ = reply.send(None); }
+                    Ok(Recv::Waiting) => {
+                        if let Some(slot) = table.state_mut(peer) { slot.waiting = Some(reply); }
+                    }
+                    _ => {}
                 }
-                _ => {}
             },
             Some(Done { peer, handler }) = dones.recv() => {
-                if let Some(slot) = table.state_mut(peer) {
+                if let Some(slot) = table.state_mut(&peer) {
                     slot.handler = handler;
                     slot.waiting = None;
                 }
-                if let Ok(Some(next)) = table.finish(now(), peer) {
+                if let Ok(Some(next)) = table.finish(now(), &peer) {
                     start(&mut table, &mut routines, peer, next);
                 }
             }
@@ -365,7 +374,7 @@ where
         }
         while let Some(event) = table.poll_event() {
             if let PeerEvent::Timeout { peer } = event
-                && let Some(w) = table.state_mut(peer).and_then(|s| s.waiting.take())
+                && let Some(w) = table.state_mut(&peer).and_then(|s| s.waiting.take())
             {
                 let _ = w.send(None);
             }

@@ -15,16 +15,16 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, HandlerError, Received, SendError};
 use easynet_core::protocol::{ParseError, StreamServerProtocol};
 use easynet_core::stream::{CloseHow, Connection, ServerRole};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::conn::{self, now, read_into};
+use crate::StreamSocket;
+use crate::conn::{self, ConnStream, now, read_into};
 
 /// Why [`AsyncClient::recv`] returned without a request.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +204,7 @@ impl<P: StreamServerProtocol> ConnOps<P::Request, P::Response> for Connection<P,
 
 /// One connection as an async handler sees it.
 pub struct AsyncClient<Req, Resp> {
-    stream: TcpStream,
+    stream: StreamSocket,
     conn: Box<dyn ConnOps<Req, Resp>>,
     shutdown: watch::Receiver<Option<Instant>>,
     shutdown_seen: bool,
@@ -294,17 +294,17 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncClient<Req, Resp> {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.info().peer
+    pub fn peer_addr(&self) -> &Addr {
+        &self.info().peer
     }
 
     /// The server's address for this connection.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.info().local
+    pub fn local_addr(&self) -> &Addr {
+        &self.info().local
     }
 
     /// The socket, for options.
-    pub fn socket(&self) -> &TcpStream {
+    pub fn socket(&self) -> &StreamSocket {
         &self.stream
     }
 
@@ -397,7 +397,7 @@ fn is_closed_error(e: &HandlerError) -> bool {
 /// Runs an async handler on one accepted connection, to the end.
 pub(crate) async fn run<H, P>(
     mut handler: H,
-    stream: TcpStream,
+    stream: StreamSocket,
     conn: Connection<P, ServerRole>,
     shutdown: watch::Receiver<Option<Instant>>,
     log_connection: bool,
@@ -420,7 +420,7 @@ pub(crate) async fn run<H, P>(
         }
         client.step().await;
     }
-    let peer = client.peer_addr();
+    let peer = client.peer_addr().clone();
     if log_connection {
         tracing::info!("Accepted new connection (address = {peer})");
     } else {

@@ -9,12 +9,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use easynet_common::ClientError;
 use easynet_core::ConnId;
+use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Received};
 use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
 use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
 use tokio::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
-use crate::conn::{now, read_into};
+use crate::StreamSocket;
+use crate::conn::{ConnStream, now, read_into};
 
 /// An async stream client: send requests, receive responses, with protocol `P`.
 ///
@@ -30,18 +32,68 @@ use crate::conn::{now, read_into};
 /// # Ok(()) }
 /// ```
 pub struct AsyncTcpClient<P: StreamClientProtocol> {
-    stream: TcpStream,
+    inner: StreamClient<P>,
+}
+
+/// What the TCP and Unix stream clients share: a [`Connection`] with [`ClientRole`] over
+/// the socket.
+pub(crate) struct StreamClient<P: StreamClientProtocol> {
+    stream: StreamSocket,
     conn: Connection<P, ClientRole>,
-    closed: bool,
+    pub(crate) closed: bool,
 }
 
 impl<P: StreamClientProtocol> std::fmt::Debug for AsyncTcpClient<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncTcpClient")
-            .field("conn", &self.conn)
+            .field("conn", &self.inner.conn)
             .finish_non_exhaustive()
     }
 }
+
+/// The request/response methods of a client wrapping a [`StreamClient`] in `inner`.
+macro_rules! stream_client_methods {
+    () => {
+        /// True once `close` was called or the connection ended.
+        pub fn is_closing(&self) -> bool {
+            self.inner.is_closing()
+        }
+
+        /// Sends one request and waits until it is handed to the kernel.
+        pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+            self.inner.send(request).await
+        }
+
+        /// Waits for the next response.
+        pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
+            self.inner.recv_inner(None).await
+        }
+
+        /// Waits for the next response at most `timeout`; a zero timeout returns only a
+        /// response already buffered.
+        pub async fn recv_timeout(
+            &mut self,
+            timeout: Duration,
+        ) -> Result<P::Response, ClientError> {
+            self.inner.recv_inner(Some(timeout)).await
+        }
+
+        /// The responses as they come, until the connection ends or `timeout` passes in all.
+        pub fn responses(&mut self, timeout: Option<Duration>) -> Responses<'_, P> {
+            let deadline = timeout.map(|t| now() + t);
+            Responses {
+                client: &mut self.inner,
+                deadline,
+            }
+        }
+
+        /// Closes gracefully (TLS close_notify, then end of stream); idempotent.
+        pub async fn close(&mut self) {
+            self.inner.close().await
+        }
+    };
+}
+pub(crate) use stream_client_methods;
 
 impl<P: StreamClientProtocol> AsyncTcpClient<P> {
     async fn tcp(addr: impl ToSocketAddrs) -> io::Result<(TcpStream, ConnInfo)> {
@@ -56,9 +108,7 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
         let (stream, info) = Self::tcp(addr).await?;
         let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
         Ok(Self {
-            stream,
-            conn,
-            closed: false,
+            inner: StreamClient::new(stream.into(), conn),
         })
     }
 
@@ -80,11 +130,7 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
             info,
             tls,
         );
-        let mut client = Self {
-            stream,
-            conn,
-            closed: false,
-        };
+        let mut client = StreamClient::new(stream.into(), conn);
         while !client.conn.is_ready() {
             if client.conn.is_closing() {
                 client.finish().await;
@@ -92,37 +138,65 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
             }
             client.step().await?;
         }
-        Ok(client)
+        Ok(Self { inner: client })
     }
 
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.conn.info().peer
+        inet(&self.inner.conn.info().peer)
     }
 
     /// This end's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.conn.info().local
+        inet(&self.inner.conn.info().local)
     }
 
     /// The socket, for options.
     pub fn socket(&self) -> &TcpStream {
-        &self.stream
+        match &self.inner.stream {
+            StreamSocket::Tcp(s) => s,
+            #[cfg(unix)]
+            _ => unreachable!("a TCP client holds a TCP stream"),
+        }
     }
 
     /// TLS details, for a TLS client.
     #[cfg(feature = "tls")]
     pub fn tls_info(&self) -> Option<&easynet_core::tls::TlsInfo> {
-        self.conn.info().tls.as_ref()
+        self.inner.conn.info().tls.as_ref()
     }
 
-    /// True once `close` was called or the connection ended.
-    pub fn is_closing(&self) -> bool {
+    stream_client_methods!();
+}
+
+/// The internet address a TCP connection was made with.
+fn inet(addr: &Addr) -> SocketAddr {
+    addr.as_inet()
+        .expect("a TCP connection has internet addresses")
+}
+
+impl<P: StreamClientProtocol> StreamClient<P> {
+    pub(crate) fn new(stream: StreamSocket, conn: Connection<P, ClientRole>) -> Self {
+        Self {
+            stream,
+            conn,
+            closed: false,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &Connection<P, ClientRole> {
+        &self.conn
+    }
+
+    pub(crate) fn stream(&self) -> &StreamSocket {
+        &self.stream
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
         self.closed || self.conn.is_closing()
     }
 
-    /// Sends one request and waits until it is handed to the kernel.
-    pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+    pub(crate) async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
         if self.is_closing() {
             return Err(ClientError::Closed);
         }
@@ -136,18 +210,10 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
         Ok(())
     }
 
-    /// Waits for the next response.
-    pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
-        self.recv_inner(None).await
-    }
-
-    /// Waits for the next response at most `timeout`; a zero timeout returns only a response
-    /// already buffered.
-    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
-        self.recv_inner(Some(timeout)).await
-    }
-
-    async fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<P::Response, ClientError> {
+    pub(crate) async fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -168,17 +234,7 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
         }
     }
 
-    /// The responses as they come, until the connection ends or `timeout` passes in all.
-    pub fn responses(&mut self, timeout: Option<Duration>) -> Responses<'_, P> {
-        let deadline = timeout.map(|t| now() + t);
-        Responses {
-            client: self,
-            deadline,
-        }
-    }
-
-    /// Closes gracefully (TLS close_notify, then FIN); idempotent.
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         if self.closed {
             return;
         }
@@ -190,11 +246,9 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
         self.closed = true;
         loop {
             if let Some(how) = self.conn.poll_close() {
-                if how == CloseHow::Abort {
-                    easynet_common::set_abortive(&self.stream);
-                } else {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = self.stream.shutdown().await;
+                match how {
+                    CloseHow::Abort => self.stream.set_abortive(),
+                    _ => self.stream.shutdown_write().await,
                 }
                 return;
             }
@@ -258,10 +312,10 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
     }
 }
 
-/// The responses of an [`AsyncTcpClient`] as they come; see [`AsyncTcpClient::responses`].
+/// The responses of a stream client as they come; see [`AsyncTcpClient::responses`].
 pub struct Responses<'a, P: StreamClientProtocol> {
-    client: &'a mut AsyncTcpClient<P>,
-    deadline: Option<std::time::Instant>,
+    pub(crate) client: &'a mut StreamClient<P>,
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl<P: StreamClientProtocol> Responses<'_, P> {
@@ -289,11 +343,68 @@ impl<P: StreamClientProtocol> Responses<'_, P> {
 /// ```
 #[derive(Debug)]
 pub struct AsyncUdpClient<P> {
-    socket: UdpSocket,
+    inner: DgramClient<P>,
+}
+
+/// A connected datagram socket of a client.
+#[derive(Debug)]
+pub(crate) enum ClientDgram {
+    Udp(UdpSocket),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixDatagram),
+}
+
+/// What the UDP and Unix datagram clients share.
+#[derive(Debug)]
+pub(crate) struct DgramClient<P> {
+    socket: ClientDgram,
     protocol: P,
-    closed: bool,
+    pub(crate) closed: bool,
     buf: Vec<u8>,
 }
+
+/// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
+macro_rules! datagram_client_methods {
+    () => {
+        /// Sends one request as one datagram.
+        pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+            self.inner.send(request).await
+        }
+
+        /// Waits for the next response datagram.
+        pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
+            self.inner.recv().await
+        }
+
+        /// Waits for the next response datagram at most `timeout`.
+        pub async fn recv_timeout(
+            &mut self,
+            timeout: Duration,
+        ) -> Result<P::Response, ClientError> {
+            self.inner.recv_timeout(timeout).await
+        }
+
+        /// The responses as they come, until `timeout` passes in all (or an error).
+        pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
+            let deadline = timeout.map(|t| now() + t);
+            UdpResponses {
+                client: &mut self.inner,
+                deadline,
+            }
+        }
+
+        /// Closes the client; later calls fail with [`ClientError::Closed`].
+        pub fn close(&mut self) {
+            self.inner.closed = true;
+        }
+
+        /// True once closed.
+        pub fn is_closing(&self) -> bool {
+            self.inner.closed
+        }
+    };
+}
+pub(crate) use datagram_client_methods;
 
 impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
     /// Binds an ephemeral port of the right family and connects to `addr`.
@@ -310,81 +421,88 @@ impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
         let socket = UdpSocket::bind(local).await?;
         socket.connect(target).await?;
         Ok(Self {
-            socket,
-            protocol,
-            closed: false,
-            buf: vec![0; 64 * 1024],
+            inner: DgramClient::new(ClientDgram::Udp(socket), protocol),
         })
     }
 
     /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.peer_addr()
+        self.socket().peer_addr()
     }
 
     /// This end's address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.socket().local_addr()
     }
 
     /// The socket, for options.
     pub fn socket(&self) -> &UdpSocket {
+        match &self.inner.socket {
+            ClientDgram::Udp(s) => s,
+            #[cfg(unix)]
+            _ => unreachable!("a UDP client holds a UDP socket"),
+        }
+    }
+
+    datagram_client_methods!();
+}
+
+impl<P: DatagramClientProtocol> DgramClient<P> {
+    pub(crate) fn new(socket: ClientDgram, protocol: P) -> Self {
+        Self {
+            socket,
+            protocol,
+            closed: false,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    pub(crate) fn socket(&self) -> &ClientDgram {
         &self.socket
     }
 
-    /// Sends one request as one datagram.
-    pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
+    pub(crate) async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
         let mut out = BytesMut::new();
         self.protocol.encode_request(request, &mut out)?;
-        self.socket.send(&out).await?;
+        match &self.socket {
+            ClientDgram::Udp(s) => s.send(&out).await?,
+            #[cfg(unix)]
+            ClientDgram::Unix(s) => s.send(&out).await?,
+        };
         Ok(())
     }
 
-    /// Waits for the next response datagram.
-    pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
+    pub(crate) async fn recv(&mut self) -> Result<P::Response, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
-        let n = self.socket.recv(&mut self.buf).await?;
+        let n = match &self.socket {
+            ClientDgram::Udp(s) => s.recv(&mut self.buf).await?,
+            #[cfg(unix)]
+            ClientDgram::Unix(s) => s.recv(&mut self.buf).await?,
+        };
         Ok(self
             .protocol
             .decode_response(BytesMut::from(&self.buf[..n]))?)
     }
 
-    /// Waits for the next response datagram at most `timeout`.
-    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
+    pub(crate) async fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<P::Response, ClientError> {
         tokio::time::timeout(timeout, self.recv())
             .await
             .map_err(|_| ClientError::Timeout)?
     }
-
-    /// The responses as they come, until `timeout` passes in all (or an error).
-    pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
-        let deadline = timeout.map(|t| now() + t);
-        UdpResponses {
-            client: self,
-            deadline,
-        }
-    }
-
-    /// Closes the client; later calls fail with [`ClientError::Closed`].
-    pub fn close(&mut self) {
-        self.closed = true;
-    }
-
-    /// True once closed.
-    pub fn is_closing(&self) -> bool {
-        self.closed
-    }
 }
 
-/// The responses of an [`AsyncUdpClient`] as they come; see [`AsyncUdpClient::responses`].
+/// The responses of a datagram client as they come; see [`AsyncUdpClient::responses`].
 pub struct UdpResponses<'a, P> {
-    client: &'a mut AsyncUdpClient<P>,
-    deadline: Option<std::time::Instant>,
+    pub(crate) client: &'a mut DgramClient<P>,
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl<P: DatagramClientProtocol> UdpResponses<'_, P> {

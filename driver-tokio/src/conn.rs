@@ -1,17 +1,68 @@
 //! The task that drives one accepted connection: socket readiness in, [`Session`] out.
+//!
+//! Written once against [`ConnStream`], which TCP and Unix streams both implement.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
 
 use easynet_core::handler::StreamHandler;
 use easynet_core::protocol::StreamServerProtocol;
 use easynet_core::stream::{CloseHow, Session};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use easynet_common::set_abortive;
+/// The socket calls a connection task and the async clients make; TCP and Unix streams
+/// (and [`StreamSocket`](crate::StreamSocket), either of them) have them.
+pub(crate) trait ConnStream: Send + Sync + 'static {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends end-of-stream (FIN).
+    fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send;
+    /// Makes the close a reset where the transport has one (SO_LINGER 0 on TCP).
+    fn set_abortive(&self);
+}
+
+macro_rules! conn_stream {
+    ($t:ty) => {
+        impl ConnStream for $t {
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$t>::try_read(self, buf)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$t>::try_read_buf(self, buf)
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::readable(self)
+            }
+            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::writable(self)
+            }
+            async fn shutdown_write(&mut self) {
+                let _ = AsyncWriteExt::shutdown(self).await;
+            }
+            fn set_abortive(&self) {
+                easynet_common::set_abortive(self);
+            }
+        }
+    };
+}
+
+conn_stream!(TcpStream);
+#[cfg(unix)]
+conn_stream!(UnixStream);
 
 /// How long a graceful close of a peer that is still sending waits for its EOF after
 /// sending FIN, reading and dropping what comes (never past a server shutdown's deadline).
@@ -35,8 +86,9 @@ pub(crate) fn now() -> Instant {
 }
 
 /// Reads what is available into the session; false when the socket would block.
-pub(crate) fn read_into<F>(stream: &TcpStream, read_size: usize, mut feed: F) -> bool
+pub(crate) fn read_into<St, F>(stream: &St, read_size: usize, mut feed: F) -> bool
 where
+    St: ConnStream,
     F: FnMut(io::Result<&[u8]>),
 {
     READ_BUF.with_borrow_mut(|buf| {
@@ -59,13 +111,14 @@ where
 }
 
 /// Drives `session` over `stream` until the session says how to close, then closes.
-pub(crate) async fn drive<H, P>(
-    stream: TcpStream,
+pub(crate) async fn drive<St, H, P>(
+    stream: St,
     mut session: Session<H, P>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     log_connection: bool,
 ) -> CloseHow
 where
+    St: ConnStream,
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
 {
@@ -77,7 +130,7 @@ where
         if !announced && session.connection().is_ready() {
             // After the TLS handshake, as EasyNetwork logs it.
             announced = true;
-            let peer = session.info().peer;
+            let peer = &session.info().peer;
             if log_connection {
                 tracing::info!("Accepted new connection (address = {peer})");
             } else {
@@ -104,7 +157,7 @@ where
             let deadline = *shutdown.borrow();
             close(stream, how, deadline).await;
             if announced {
-                let peer = session.info().peer;
+                let peer = &session.info().peer;
                 if log_connection {
                     tracing::info!(?how, "{peer} disconnected");
                 } else {
@@ -165,8 +218,9 @@ where
 }
 
 /// Reads once into the session; false when the socket would block.
-fn read_once<H, P>(stream: &TcpStream, session: &mut Session<H, P>) -> bool
+fn read_once<St, H, P>(stream: &St, session: &mut Session<H, P>) -> bool
 where
+    St: ConnStream,
     H: StreamHandler,
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
 {
@@ -199,12 +253,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Closes the socket the way the session asked.
-/// Closes the socket. A graceful close sends FIN, then lingers if the peer is still
-/// sending (see [`LINGER`]).
-pub(crate) async fn close(mut stream: TcpStream, how: CloseHow, deadline: Option<Instant>) {
+/// A graceful close sends FIN, then lingers if the peer is still sending (see [`LINGER`]).
+pub(crate) async fn close<St: ConnStream>(
+    mut stream: St,
+    how: CloseHow,
+    deadline: Option<Instant>,
+) {
     match how {
         CloseHow::Graceful => {
-            let _ = stream.shutdown().await;
+            stream.shutdown_write().await;
             if unread_input(&stream) {
                 let mut until = tokio::time::Instant::now() + LINGER;
                 if let Some(d) = deadline {
@@ -213,13 +270,13 @@ pub(crate) async fn close(mut stream: TcpStream, how: CloseHow, deadline: Option
                 let _ = tokio::time::timeout_at(until, discard_until_eof(&stream)).await;
             }
         }
-        CloseHow::Abort => set_abortive(&stream),
+        CloseHow::Abort => stream.set_abortive(),
     }
 }
 
 /// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
 /// sending, so closing now would reset the connection).
-fn unread_input(stream: &TcpStream) -> bool {
+fn unread_input(stream: &impl ConnStream) -> bool {
     let mut scratch = [0u8; 4096];
     let mut found = false;
     loop {
@@ -234,7 +291,7 @@ fn unread_input(stream: &TcpStream) -> bool {
 }
 
 /// Reads and drops what the peer still sends, until its EOF (or an error).
-async fn discard_until_eof(stream: &TcpStream) {
+async fn discard_until_eof(stream: &impl ConnStream) {
     let mut scratch = [0u8; 4096];
     loop {
         if stream.readable().await.is_err() {

@@ -12,16 +12,33 @@ mod async_datagram;
 mod async_stream;
 mod client;
 mod conn;
+mod datagram_server;
+mod dgram;
 mod shell;
+mod socket;
+mod stream_server;
 mod tcp;
 mod udp;
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+mod unix_client;
 
 pub use async_datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
+pub use dgram::DatagramSocket;
 pub use easynet_common::{
     BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
 };
 pub use easynet_core as core;
+pub use socket::StreamSocket;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};
+#[cfg(unix)]
+pub use unix::{
+    AsyncUnixDatagramServer, AsyncUnixStreamServer, UnixDatagramServerBuilder,
+    UnixStreamServerBuilder,
+};
+#[cfg(unix)]
+pub use unix_client::{AsyncUnixDatagramClient, AsyncUnixStreamClient};

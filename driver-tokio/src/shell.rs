@@ -100,6 +100,24 @@ impl<L> Shell<L> {
         })
     }
 
+    /// One whole run: begins it (binding first if needed), hands `serve` the run's cancel
+    /// token and its sockets (the tasks own them, so `close` really closes them), ends it.
+    pub(crate) async fn run<F, Fut>(
+        &self,
+        bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
+        serve: F,
+    ) -> Result<(), ServerError>
+    where
+        F: FnOnce(CancellationToken, Vec<Arc<L>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ServerError>>,
+    {
+        let mut run = self.begin_run(bind)?;
+        let sockets = std::mem::take(&mut run.sockets);
+        let result = serve(run.cancel.clone(), sockets).await;
+        self.end_run(run);
+        result
+    }
+
     /// The run's setup is done: it is serving.
     pub(crate) fn serving(&self) {
         self.lock().lifecycle.serving();
@@ -156,3 +174,78 @@ impl<L> Shell<L> {
         }
     }
 }
+
+/// What every tokio server has around its `core` (a stream or datagram core with a
+/// `shell`): `Clone`, `Debug`, `builder`, `activate`, the state queries, `close`,
+/// `shutdown`, `serve_forever`. The server's own impl provides `fn bind(&self)`.
+macro_rules! server_methods {
+    ($server:ident, $builder:ident, $settings:ident, $proto:ident) => {
+        impl<S, P> Clone for $server<S, P> {
+            fn clone(&self) -> Self {
+                Self {
+                    core: self.core.clone(),
+                    cfg: self.cfg.clone(),
+                    _protocol: std::marker::PhantomData,
+                }
+            }
+        }
+
+        impl<S, P> std::fmt::Debug for $server<S, P> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($server))
+                    .field("config", &self.cfg)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<S: Service, P: $proto> $server<S, P> {
+            /// Starts building a server for `protocol`, making handlers with `service`.
+            pub fn builder(protocol: P, service: S) -> $builder<S, P> {
+                $builder {
+                    service,
+                    protocol,
+                    cfg: $settings::default(),
+                }
+            }
+
+            /// Binds the sockets; idempotent. Fails with [`ServerError::Closed`] after
+            /// `close`. Datagrams or connections that arrive before serving wait in the
+            /// kernel.
+            pub async fn activate(&self) -> Result<(), ServerError> {
+                self.core.shell.activate(|| self.bind())
+            }
+
+            /// True while the sockets are bound (after activation, until close).
+            pub fn is_listening(&self) -> bool {
+                self.core.shell.is_listening()
+            }
+
+            /// True while `serve_forever` is accepting or receiving.
+            pub fn is_serving(&self) -> bool {
+                self.core.shell.is_serving()
+            }
+
+            /// Closes the sockets for good. A stream server serves the connections it
+            /// accepted until they end and a running `serve_forever` returns then; a
+            /// datagram server's run returns at once. Idempotent.
+            pub fn close(&self) {
+                self.core.shell.close();
+            }
+
+            /// Stops a running `serve_forever`: stops accepting, lets connections answer
+            /// what they have read and close (reset at the shutdown timeout), then
+            /// returns. The sockets stay bound, so the server can serve again. Without a
+            /// run it returns at once.
+            pub async fn shutdown(&self) {
+                self.core.shell.shutdown(self.core.shutdown_timeout).await;
+            }
+
+            /// Serves until [`shutdown`](Self::shutdown) (or until closed and every
+            /// connection ended). Activates first if needed; sets `is_up` once serving.
+            pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+                self.core.serve_forever(|| self.bind(), is_up).await
+            }
+        }
+    };
+}
+pub(crate) use server_methods;

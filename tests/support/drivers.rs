@@ -1,11 +1,15 @@
-//! Runs the same portable handler on either driver, so one scenario tests both.
+//! Runs the same portable handler on either driver, so one scenario tests both: the line
+//! `Echo` (`tokio`, `mio`) or any protocol and handler (`tokio_tcp`, `mio_tcp`, `tokio_udp`,
+//! `mio_udp`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
-use easynet::protocol::Stream;
+use easynet::handler::{
+    ConnInfo, DatagramHandler, HandlerResult, Next, Received, Service, StreamContext, StreamHandler,
+};
+use easynet::protocol::{DatagramServerProtocol, Stream, StreamServerProtocol};
 use easynet::stream::StreamConfig;
 
 /// Echoes lines; "timeout" on timeouts, "error" on parse errors; "quit" closes; "panic" panics.
@@ -83,14 +87,58 @@ pub type Start = fn(Opts) -> Running;
 
 #[cfg(feature = "tokio")]
 pub fn tokio(opts: Opts) -> Running {
-    use easynet::tokio::AsyncTcpServer;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let timeout = opts.timeout;
+    tokio_tcp(Stream::lines(), move |_: &ConnInfo| Echo { timeout }, opts)
+}
+
+#[cfg(feature = "mio")]
+pub fn mio(opts: Opts) -> Running {
+    let timeout = opts.timeout;
+    mio_tcp(Stream::lines(), move |_: &ConnInfo| Echo { timeout }, opts)
+}
+
+/// A one-worker runtime for a tokio server.
+#[cfg(feature = "tokio")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
-    let timeout = opts.timeout;
-    let mut b = AsyncTcpServer::builder(Stream::lines(), move |_: &ConnInfo| Echo { timeout })
+        .unwrap()
+}
+
+/// Runs `serve_forever` on `rt` and waits until it is up.
+#[cfg(feature = "tokio")]
+fn serve_on<F>(
+    rt: &tokio::runtime::Runtime,
+    serve: impl FnOnce(tokio::sync::watch::Sender<bool>) -> F,
+) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(serve(tx));
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|u| *u))
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    task
+}
+
+/// Any stream protocol and handler on a tokio `AsyncTcpServer`.
+#[cfg(feature = "tokio")]
+pub fn tokio_tcp<P, S>(protocol: P, service: S, opts: Opts) -> Running
+where
+    P: StreamServerProtocol,
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+{
+    use easynet::tokio::AsyncTcpServer;
+    let rt = runtime();
+    let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3))
         .stream_config(opts.stream());
@@ -102,15 +150,8 @@ pub fn tokio(opts: Opts) -> Running {
         }
     }
     let server = b.build().unwrap();
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = rt.spawn(async move { s.serve_forever(tx).await });
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|u| *u))
-            .await
-            .unwrap()
-            .unwrap();
-    });
+    let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
     let addr = server.addresses()[0];
     Running {
         addr,
@@ -123,11 +164,16 @@ pub fn tokio(opts: Opts) -> Running {
     }
 }
 
+/// Any stream protocol and handler on a mio `StandaloneTcpServer` in a `ServerThread`.
 #[cfg(feature = "mio")]
-pub fn mio(opts: Opts) -> Running {
+pub fn mio_tcp<P, S>(protocol: P, service: S, opts: Opts) -> Running
+where
+    P: StreamServerProtocol,
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+{
     use easynet::mio::{ServerThread, StandaloneTcpServer};
-    let timeout = opts.timeout;
-    let mut b = StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| Echo { timeout })
+    let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3))
         .stream_config(opts.stream());
@@ -139,6 +185,57 @@ pub fn mio(opts: Opts) -> Running {
         }
     }
     let mut thread = ServerThread::start(b.build().unwrap()).unwrap();
+    let addr = thread.addresses()[0];
+    Running {
+        addr,
+        stop: Some(Box::new(move || thread.join(None).unwrap())),
+    }
+}
+
+/// Any datagram protocol and handler on a tokio `AsyncUdpServer`.
+#[cfg(feature = "tokio")]
+pub fn tokio_udp<P, S>(protocol: P, service: S) -> Running
+where
+    P: DatagramServerProtocol,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+{
+    use easynet::tokio::AsyncUdpServer;
+    let rt = runtime();
+    let server = AsyncUdpServer::builder(protocol, service)
+        .host("127.0.0.1")
+        .shutdown_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let s = server.clone();
+    let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
+    let addr = server.addresses()[0];
+    Running {
+        addr,
+        stop: Some(Box::new(move || {
+            rt.block_on(async {
+                server.shutdown().await;
+                task.await.unwrap().unwrap();
+            });
+        })),
+    }
+}
+
+/// Any datagram protocol and handler on a mio `StandaloneUdpServer` in a `ServerThread`.
+#[cfg(feature = "mio")]
+pub fn mio_udp<P, S>(protocol: P, service: S) -> Running
+where
+    P: DatagramServerProtocol,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+{
+    use easynet::mio::{ServerThread, StandaloneUdpServer};
+    let server = StandaloneUdpServer::builder(protocol, service)
+        .host("127.0.0.1")
+        .shutdown_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let mut thread = ServerThread::start(server).unwrap();
     let addr = thread.addresses()[0];
     Running {
         addr,

@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod drivers;
+#[cfg(unix)]
+pub mod unix;

@@ -10,6 +10,9 @@
 //!   [`DatagramHandler`](crate::handler::DatagramHandler) on a [`PeerTable`]: datagrams in,
 //!   [`Output::Transmit`]s out, drained until [`Output::Idle`].
 //!
+//! Both are generic over the peer address ([`PeerAddr`](crate::addr::PeerAddr)):
+//! `SocketAddr` for UDP, [`UnixAddr`](crate::addr::UnixAddr) for Unix datagram sockets.
+//!
 //! Where we differ from EasyNetwork (whose per-client queue is unbounded): each peer's queue
 //! holds at most [`DatagramConfig::max_pending`] datagrams, more are dropped and counted,
 //! and peers idle for [`DatagramConfig::idle_timeout`] are forgotten (their handler dropped).
@@ -99,9 +102,9 @@ impl Default for DatagramConfig {
 
 /// One datagram for the driver to send from the endpoint's socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
+pub struct Transmit<A = SocketAddr> {
     /// The peer it goes to.
-    pub to: SocketAddr,
+    pub to: A,
     /// The whole datagram.
     pub data: Bytes,
 }
@@ -109,9 +112,9 @@ pub struct Transmit {
 /// What [`DatagramServer::poll_output`] asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Output {
+pub enum Output<A = SocketAddr> {
     /// Send this datagram; responses come in the order the handlers sent them.
-    Transmit(Transmit),
+    Transmit(Transmit<A>),
     /// Nothing more to do now: wait for a datagram, or until `next_timeout` and then call
     /// [`DatagramServer::handle_timeout`]. Ends every drain loop.
     Idle {

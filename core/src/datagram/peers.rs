@@ -6,12 +6,14 @@
 //! [`Recv`], the datagram returned by [`PeerTable::finish`] or a [`PeerEvent`]) and reports
 //! back what the routine does next ([`PeerTable::recv`] or [`PeerTable::finish`]).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::DatagramConfig;
 use crate::ConnId;
+use crate::addr::PeerAddr;
 use crate::protocol::ConfigError;
 
 /// Where a peer's routine stands.
@@ -62,16 +64,16 @@ pub enum Recv<T> {
 /// What the table reports from timers and shutdown; drain with [`PeerTable::poll_event`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum PeerEvent<U> {
+pub enum PeerEvent<U, A = SocketAddr> {
     /// The waiting routine of `peer` hit its deadline; it is running again and gets a timeout.
     Timeout {
         /// The peer.
-        peer: SocketAddr,
+        peer: A,
     },
     /// `peer` was idle for the idle timeout and was forgotten; `state` is its user state.
     Evicted {
         /// The peer.
-        peer: SocketAddr,
+        peer: A,
         /// The handle it had; a later datagram from it gets a new one.
         id: ConnId,
         /// Its per-peer user state, handed back so the caller can release it.
@@ -80,23 +82,23 @@ pub enum PeerEvent<U> {
     /// Shutdown ended the routine of `peer`, which was waiting for a datagram.
     Closed {
         /// The peer.
-        peer: SocketAddr,
+        peer: A,
     },
 }
 
 /// A misuse of the routine calls by the caller (never caused by peer input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum RoutineError {
+pub enum RoutineError<A = SocketAddr> {
     /// The table has no such peer (never seen, or evicted).
     #[error("unknown datagram peer {0}")]
-    UnknownPeer(SocketAddr),
+    UnknownPeer(A),
     /// The peer has no active routine.
     #[error("datagram peer {0} has no active routine")]
-    NoRoutine(SocketAddr),
+    NoRoutine(A),
     /// The peer's routine is already waiting for a datagram.
     #[error("the routine of datagram peer {0} is already waiting")]
-    AlreadyWaiting(SocketAddr),
+    AlreadyWaiting(A),
 }
 
 /// Counters of a [`PeerTable`] (and of the server built on it).
@@ -165,11 +167,11 @@ struct Peer<T, U> {
 /// assert_eq!(table.recv(now, peer, Some(Duration::from_secs(1))), Ok(Recv::Waiting));
 /// assert_eq!(table.poll_timeout(), Some(now + Duration::from_secs(1)));
 /// ```
-pub struct PeerTable<T, U = ()> {
+pub struct PeerTable<T, U = (), A = SocketAddr> {
     config: DatagramConfig,
-    peers: HashMap<SocketAddr, Peer<T, U>>,
-    timers: BTreeSet<(Instant, SocketAddr)>,
-    events: VecDeque<PeerEvent<U>>,
+    peers: HashMap<A, Peer<T, U>>,
+    timers: BTreeSet<(Instant, A)>,
+    events: VecDeque<PeerEvent<U, A>>,
     next_id: u64,
     closed: bool,
     dropped: u64,
@@ -177,7 +179,7 @@ pub struct PeerTable<T, U = ()> {
     queued: usize,
 }
 
-impl<T, U> std::fmt::Debug for PeerTable<T, U> {
+impl<T, U, A: PeerAddr> std::fmt::Debug for PeerTable<T, U, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerTable")
             .field("config", &self.config)
@@ -187,7 +189,7 @@ impl<T, U> std::fmt::Debug for PeerTable<T, U> {
     }
 }
 
-impl<T, U: Default> PeerTable<T, U> {
+impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
     /// An empty table; fails if the configuration is invalid.
     pub fn new(config: DatagramConfig) -> Result<Self, ConfigError> {
         config.validate()?;
@@ -208,7 +210,7 @@ impl<T, U: Default> PeerTable<T, U> {
     ///
     /// A peer whose wait deadline has already passed gets its [`PeerEvent::Timeout`] first
     /// (the datagram is then queued), so a late driver sees the same order as a punctual one.
-    pub fn arrive(&mut self, now: Instant, peer: SocketAddr, item: T) -> Arrival<T> {
+    pub fn arrive(&mut self, now: Instant, peer: A, item: T) -> Arrival<T> {
         if self.closed {
             self.dropped += 1;
             return Arrival::Closed(item);
@@ -241,7 +243,7 @@ impl<T, U: Default> PeerTable<T, U> {
             }
             RoutineState::Waiting { deadline } if deadline.is_some_and(|d| d <= now) => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, peer, p, None);
+                set_timer(&mut self.timers, &peer, p, None);
                 self.events.push_back(PeerEvent::Timeout { peer });
                 // The queue of a waiting routine is empty and max_pending >= 1.
                 p.queue.push_back(item);
@@ -250,7 +252,7 @@ impl<T, U: Default> PeerTable<T, U> {
             }
             RoutineState::Waiting { .. } => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, peer, p, None);
+                set_timer(&mut self.timers, &peer, p, None);
                 Arrival::Deliver(item)
             }
             RoutineState::Running if p.queue.len() < self.config.max_pending => {
@@ -274,7 +276,7 @@ impl<T, U: Default> PeerTable<T, U> {
     }
 }
 
-impl<T, U> PeerTable<T, U> {
+impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
     /// The running routine of `peer` asks for its next datagram, waiting at most `timeout`.
     ///
     /// A queued datagram comes at once. With nothing queued, a zero timeout times out at
@@ -282,14 +284,14 @@ impl<T, U> PeerTable<T, U> {
     pub fn recv(
         &mut self,
         now: Instant,
-        peer: SocketAddr,
+        peer: impl Borrow<A>,
         timeout: Option<Duration>,
-    ) -> Result<Recv<T>, RoutineError> {
+    ) -> Result<Recv<T>, RoutineError<A>> {
         match timeout {
-            Some(t) if t.is_zero() => self.recv_until(now, peer, Some(now), true),
+            Some(t) if t.is_zero() => self.recv_until(now, peer.borrow(), Some(now), true),
             // An overflowing deadline is as good as none.
-            Some(t) => self.recv_until(now, peer, now.checked_add(t), false),
-            None => self.recv_until(now, peer, None, false),
+            Some(t) => self.recv_until(now, peer.borrow(), now.checked_add(t), false),
+            None => self.recv_until(now, peer.borrow(), None, false),
         }
     }
 
@@ -300,28 +302,28 @@ impl<T, U> PeerTable<T, U> {
     pub fn recv_deferred(
         &mut self,
         now: Instant,
-        peer: SocketAddr,
-    ) -> Result<Recv<T>, RoutineError> {
-        self.recv_until(now, peer, Some(now), false)
+        peer: impl Borrow<A>,
+    ) -> Result<Recv<T>, RoutineError<A>> {
+        self.recv_until(now, peer.borrow(), Some(now), false)
     }
 
     fn recv_until(
         &mut self,
         now: Instant,
-        peer: SocketAddr,
+        peer: &A,
         deadline: Option<Instant>,
         immediate: bool,
-    ) -> Result<Recv<T>, RoutineError> {
+    ) -> Result<Recv<T>, RoutineError<A>> {
         if self.closed {
             return Ok(Recv::Closed);
         }
         let p = self
             .peers
-            .get_mut(&peer)
-            .ok_or(RoutineError::UnknownPeer(peer))?;
+            .get_mut(peer)
+            .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
         match p.routine {
-            RoutineState::Idle => return Err(RoutineError::NoRoutine(peer)),
-            RoutineState::Waiting { .. } => return Err(RoutineError::AlreadyWaiting(peer)),
+            RoutineState::Idle => return Err(RoutineError::NoRoutine(peer.clone())),
+            RoutineState::Waiting { .. } => return Err(RoutineError::AlreadyWaiting(peer.clone())),
             RoutineState::Running => {}
         }
         p.last_activity = now;
@@ -341,16 +343,21 @@ impl<T, U> PeerTable<T, U> {
     ///
     /// Returns the next queued datagram, with which a new routine starts at once (and is
     /// running), or `None` if the peer is now idle. After shutdown, always `None`.
-    pub fn finish(&mut self, now: Instant, peer: SocketAddr) -> Result<Option<T>, RoutineError> {
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        peer: impl Borrow<A>,
+    ) -> Result<Option<T>, RoutineError<A>> {
         if self.closed {
             return Ok(None);
         }
+        let peer = peer.borrow();
         let p = self
             .peers
-            .get_mut(&peer)
-            .ok_or(RoutineError::UnknownPeer(peer))?;
+            .get_mut(peer)
+            .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
         if p.routine == RoutineState::Idle {
-            return Err(RoutineError::NoRoutine(peer));
+            return Err(RoutineError::NoRoutine(peer.clone()));
         }
         p.last_activity = now;
         if let Some(item) = p.queue.pop_front() {
@@ -378,7 +385,7 @@ impl<T, U> PeerTable<T, U> {
     /// [`PeerEvent::Timeout`] (and are running again), idle peers past the idle timeout are
     /// evicted ([`PeerEvent::Evicted`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, peer)) = self.timers.first() {
+        while let Some((at, peer)) = self.timers.first().cloned() {
             if at > now {
                 break;
             }
@@ -397,7 +404,7 @@ impl<T, U> PeerTable<T, U> {
                     if let Some(due) = p.last_activity.checked_add(self.config.idle_timeout)
                         && due > now
                     {
-                        set_timer(&mut self.timers, peer, p, Some(due));
+                        set_timer(&mut self.timers, &peer, p, Some(due));
                         continue;
                     }
                     if let Some(p) = self.peers.remove(&peer) {
@@ -417,7 +424,7 @@ impl<T, U> PeerTable<T, U> {
     }
 
     /// The next timer or shutdown event, if any; drain after every call that can make one.
-    pub fn poll_event(&mut self) -> Option<PeerEvent<U>> {
+    pub fn poll_event(&mut self) -> Option<PeerEvent<U, A>> {
         self.events.pop_front()
     }
 
@@ -452,8 +459,8 @@ impl<T, U> PeerTable<T, U> {
     }
 
     /// A snapshot of `peer`, if known.
-    pub fn peer(&self, peer: SocketAddr) -> Option<PeerInfo> {
-        self.peers.get(&peer).map(|p| PeerInfo {
+    pub fn peer(&self, peer: impl Borrow<A>) -> Option<PeerInfo> {
+        self.peers.get(peer.borrow()).map(|p| PeerInfo {
             id: p.id,
             routine: p.routine,
             queued: p.queue.len(),
@@ -463,18 +470,20 @@ impl<T, U> PeerTable<T, U> {
     }
 
     /// The user state of `peer`, if known.
-    pub fn state(&self, peer: SocketAddr) -> Option<&U> {
-        self.peers.get(&peer).map(|p| &p.state)
+    pub fn state(&self, peer: impl Borrow<A>) -> Option<&U> {
+        self.peers.get(peer.borrow()).map(|p| &p.state)
     }
 
     /// The handle and the user state of `peer`, mutably, if known (one lookup).
-    pub fn id_and_state_mut(&mut self, peer: SocketAddr) -> Option<(ConnId, &mut U)> {
-        self.peers.get_mut(&peer).map(|p| (p.id, &mut p.state))
+    pub fn id_and_state_mut(&mut self, peer: impl Borrow<A>) -> Option<(ConnId, &mut U)> {
+        self.peers
+            .get_mut(peer.borrow())
+            .map(|p| (p.id, &mut p.state))
     }
 
     /// The user state of `peer`, mutably, if known.
-    pub fn state_mut(&mut self, peer: SocketAddr) -> Option<&mut U> {
-        self.peers.get_mut(&peer).map(|p| &mut p.state)
+    pub fn state_mut(&mut self, peer: impl Borrow<A>) -> Option<&mut U> {
+        self.peers.get_mut(peer.borrow()).map(|p| &mut p.state)
     }
 
     /// The number of known peers.
@@ -503,17 +512,17 @@ impl<T, U> PeerTable<T, U> {
     }
 }
 
-fn set_timer<T, U>(
-    timers: &mut BTreeSet<(Instant, SocketAddr)>,
-    addr: SocketAddr,
+fn set_timer<T, U, A: PeerAddr>(
+    timers: &mut BTreeSet<(Instant, A)>,
+    addr: &A,
     p: &mut Peer<T, U>,
     at: Option<Instant>,
 ) {
     if let Some(old) = p.timer.take() {
-        timers.remove(&(old, addr));
+        timers.remove(&(old, addr.clone()));
     }
     if let Some(at) = at {
-        timers.insert((at, addr));
+        timers.insert((at, addr.clone()));
         p.timer = Some(at);
     }
 }

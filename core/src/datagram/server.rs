@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use super::{
     DatagramConfig, DatagramStats, Output, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
 };
+use crate::addr::{Addr, PeerAddr};
 use crate::handler::{
     ConnInfo, DatagramContext, DatagramHandler, Next, Received, ResponseSink, SendError, Service,
 };
@@ -67,7 +68,7 @@ enum Payload {
 ///     }
 /// }
 ///
-/// let local = "127.0.0.1:9000".parse().unwrap();
+/// let local: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
 /// let peer = "127.0.0.1:40000".parse().unwrap();
 /// let mut server = DatagramServer::new(
 ///     Arc::new(|_: &ConnInfo| Echo),
@@ -89,18 +90,20 @@ enum Payload {
 /// }
 /// assert_eq!(sent, vec![(peer, bytes::Bytes::from_static(b"HELLO"))]);
 /// ```
-pub struct DatagramServer<S: Service, P> {
+pub struct DatagramServer<S: Service, P, A = SocketAddr> {
     service: Arc<S>,
     protocol: Arc<P>,
-    local: SocketAddr,
+    local: A,
+    // Made once: handlers get it per call without converting `local` again.
+    local_addr: Addr,
     // The user state of a peer is its handler; `None` until made, or after it failed.
-    table: PeerTable<Payload, Option<S::Handler>>,
-    out: VecDeque<Transmit>,
+    table: PeerTable<Payload, Option<S::Handler>, A>,
+    out: VecDeque<Transmit<A>>,
     closing: bool,
     max_datagram_size: usize,
 }
 
-impl<S: Service, P> std::fmt::Debug for DatagramServer<S, P> {
+impl<S: Service, P, A: PeerAddr> std::fmt::Debug for DatagramServer<S, P, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatagramServer")
             .field("local", &self.local)
@@ -111,8 +114,9 @@ impl<S: Service, P> std::fmt::Debug for DatagramServer<S, P> {
     }
 }
 
-impl<S, P> DatagramServer<S, P>
+impl<S, P, A> DatagramServer<S, P, A>
 where
+    A: PeerAddr,
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
@@ -121,13 +125,14 @@ where
     pub fn new(
         service: Arc<S>,
         protocol: Arc<P>,
-        local: SocketAddr,
+        local: A,
         config: DatagramConfig,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             service,
             protocol,
+            local_addr: local.to_addr(),
             local,
             max_datagram_size: config.max_datagram_size,
             table: PeerTable::new(config)?,
@@ -139,13 +144,13 @@ where
     /// A datagram `data` arrived from `from`. One longer than
     /// [`DatagramConfig::max_datagram_size`] reaches the handler as
     /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+    pub fn handle_datagram(&mut self, now: Instant, from: A, data: BytesMut) {
         let payload = if data.len() > self.max_datagram_size {
             Payload::TooLarge(data.len())
         } else {
             Payload::Data(data)
         };
-        match self.table.arrive(now, from, payload) {
+        match self.table.arrive(now, from.clone(), payload) {
             super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
                 self.drive(now, from, Step::Datagram(d));
             }
@@ -175,7 +180,7 @@ where
     }
 
     /// The next thing for the driver to do; [`Output::Idle`] ends each drain loop.
-    pub fn poll_output(&mut self) -> Output {
+    pub fn poll_output(&mut self) -> Output<A> {
         match self.out.pop_front() {
             Some(t) => Output::Transmit(t),
             None => Output::Idle {
@@ -190,8 +195,8 @@ where
     }
 
     /// The endpoint's bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    pub fn local_addr(&self) -> &A {
+        &self.local
     }
 
     /// Datagrams dropped so far (queue full, or discarded by shutdown).
@@ -205,7 +210,7 @@ where
     }
 
     /// A snapshot of `peer`, if known.
-    pub fn peer(&self, peer: SocketAddr) -> Option<PeerInfo> {
+    pub fn peer(&self, peer: impl std::borrow::Borrow<A>) -> Option<PeerInfo> {
         self.table.peer(peer)
     }
 
@@ -221,16 +226,16 @@ where
 
     /// Runs the routine of `peer` from `step` until it waits or the peer goes idle. Bounded:
     /// it consumes only what is queued now, and a repeated zero-timeout poll is deferred.
-    fn drive(&mut self, now: Instant, peer: SocketAddr, mut step: Step) {
+    fn drive(&mut self, now: Instant, peer: A, mut step: Step) {
         let mut immediate_timeouts = 0u32;
         loop {
             if self.closing {
                 return;
             }
-            let Some((id, slot)) = self.table.id_and_state_mut(peer) else {
+            let Some((id, slot)) = self.table.id_and_state_mut(&peer) else {
                 return;
             };
-            let info = ConnInfo::new(id, peer, self.local);
+            let info = ConnInfo::new(id, peer.to_addr(), self.local_addr.clone());
             let received = match step {
                 Step::Datagram(Payload::Data(data)) => match self.protocol.decode_request(data) {
                     Ok(request) => Received::Request(request),
@@ -246,7 +251,7 @@ where
             };
             let mut sink = Outbox {
                 protocol: &*self.protocol,
-                to: peer,
+                to: &peer,
                 out: &mut self.out,
                 closing: self.closing,
             };
@@ -280,9 +285,9 @@ where
             let resumed = match next {
                 Next::Recv { timeout } => {
                     let r = if timeout.is_some_and(|t| t.is_zero()) && immediate_timeouts > 0 {
-                        self.table.recv_deferred(now, peer)
+                        self.table.recv_deferred(now, &peer)
                     } else {
-                        self.table.recv(now, peer, timeout)
+                        self.table.recv(now, &peer, timeout)
                     };
                     match r {
                         Ok(Recv::Ready(data)) => Some(Step::Datagram(data)),
@@ -295,7 +300,7 @@ where
                 }
                 Next::Close => self
                     .table
-                    .finish(now, peer)
+                    .finish(now, &peer)
                     .ok()
                     .flatten()
                     .map(Step::Datagram),
@@ -309,14 +314,14 @@ where
 }
 
 /// The sink a handler's context sends into during one call.
-struct Outbox<'a, P> {
+struct Outbox<'a, P, A> {
     protocol: &'a P,
-    to: SocketAddr,
-    out: &'a mut VecDeque<Transmit>,
+    to: &'a A,
+    out: &'a mut VecDeque<Transmit<A>>,
     closing: bool,
 }
 
-impl<P: DatagramServerProtocol> ResponseSink<P::Response> for Outbox<'_, P> {
+impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'_, P, A> {
     fn send(&mut self, response: &P::Response) -> Result<(), SendError> {
         if self.closing {
             return Err(SendError::Closed);
@@ -324,7 +329,7 @@ impl<P: DatagramServerProtocol> ResponseSink<P::Response> for Outbox<'_, P> {
         let mut data = BytesMut::new();
         self.protocol.encode_response(response, &mut data)?;
         self.out.push_back(Transmit {
-            to: self.to,
+            to: self.to.clone(),
             data: data.freeze(),
         });
         Ok(())
@@ -348,7 +353,56 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::UnixAddr;
+    use crate::handler::DatagramContext;
     use crate::protocol::{Datagram, SerializeError};
+
+    /// Answers each datagram with who sent it and where.
+    struct Who;
+
+    impl DatagramHandler for Who {
+        type Request = String;
+        type Response = String;
+
+        fn handle(
+            &mut self,
+            cx: &mut DatagramContext<'_, String>,
+            _: Received<String>,
+        ) -> crate::handler::HandlerResult {
+            let reply = format!("{} -> {}", cx.peer_addr(), cx.local_addr());
+            cx.send(&reply)?;
+            Ok(Next::Close)
+        }
+    }
+
+    #[test]
+    fn unix_peers_are_keyed_and_answered_by_their_address() {
+        let local = UnixAddr::pathname("/run/srv.sock");
+        let mut server = DatagramServer::new(
+            Arc::new(|_: &ConnInfo| Who),
+            Arc::new(Datagram::lines()),
+            local.clone(),
+            DatagramConfig::default(),
+        )
+        .unwrap();
+        let (a, b) = (UnixAddr::pathname("/tmp/a"), UnixAddr::abstract_name(b"b"));
+        let now = Instant::now();
+        server.handle_datagram(now, a.clone(), BytesMut::from(&b"x\n"[..]));
+        server.handle_datagram(now, b.clone(), BytesMut::from(&b"y\n"[..]));
+        let mut sent = Vec::new();
+        while let Output::Transmit(t) = server.poll_output() {
+            sent.push((t.to, t.data));
+        }
+        assert_eq!(
+            sent,
+            vec![
+                (a.clone(), bytes::Bytes::from("/tmp/a -> /run/srv.sock")),
+                (b.clone(), bytes::Bytes::from("@b -> /run/srv.sock")),
+            ]
+        );
+        assert_ne!(server.peer(&a).unwrap().id, server.peer(&b).unwrap().id);
+        assert_eq!(server.local_addr(), &local);
+    }
 
     #[test]
     fn outbox_refuses_sends_once_closing() {
@@ -357,7 +411,7 @@ mod tests {
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut sink = Outbox {
             protocol: &protocol,
-            to,
+            to: &to,
             out: &mut out,
             closing: true,
         };
@@ -376,7 +430,7 @@ mod tests {
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut sink = Outbox {
             protocol: &protocol,
-            to,
+            to: &to,
             out: &mut out,
             closing: false,
         };

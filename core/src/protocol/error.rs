@@ -47,6 +47,40 @@ pub enum DeserializeError {
     #[cfg(feature = "json")]
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The payload is not the expected CBOR item.
+    #[cfg(feature = "cbor")]
+    #[error("invalid CBOR: {0}")]
+    Cbor(#[from] ciborium::de::Error<std::io::Error>),
+    /// The payload is not the expected MessagePack value.
+    #[cfg(feature = "msgpack")]
+    #[error("invalid MessagePack: {0}")]
+    MessagePack(#[from] rmp_serde::decode::Error),
+    /// The payload is not valid base64.
+    #[cfg(feature = "base64")]
+    #[error("invalid base64: {0}")]
+    Base64(#[from] ::base64::DecodeError),
+    /// The checksum or HMAC signature of a base64 payload does not match (EasyNetwork's
+    /// "Invalid token").
+    #[cfg(feature = "base64-checksum")]
+    #[error("checksum mismatch")]
+    Checksum,
+    /// The payload is not a valid compressed stream (corrupt, truncated, trailing bytes).
+    #[cfg(any(feature = "zlib", feature = "zstd"))]
+    #[error("cannot decompress: {0}")]
+    Decompress(#[source] std::io::Error),
+    /// The payload decodes to more bytes than allowed (a decompression bomb, for example).
+    /// Decoding stopped at the limit: nothing past it was allocated.
+    #[error("decoded payload exceeds the limit of {limit} bytes (at least {got} bytes)")]
+    TooLarge {
+        /// The configured limit, in bytes.
+        limit: usize,
+        /// How many bytes had been decoded when the limit was hit.
+        got: usize,
+    },
+    /// A converter rejected the decoded DTO.
+    #[cfg(feature = "converter")]
+    #[error("cannot convert the received DTO: {0}")]
+    Conversion(#[from] super::ConversionError),
     /// A custom serializer rejected the payload.
     #[error("{0}")]
     Other(BoxError),
@@ -68,6 +102,22 @@ pub enum SerializeError {
     #[cfg(feature = "json")]
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The message could not be encoded as CBOR.
+    #[cfg(feature = "cbor")]
+    #[error("cannot encode CBOR: {0}")]
+    Cbor(#[from] ciborium::ser::Error<std::io::Error>),
+    /// The message could not be encoded as MessagePack.
+    #[cfg(feature = "msgpack")]
+    #[error("cannot encode MessagePack: {0}")]
+    MessagePack(#[from] rmp_serde::encode::Error),
+    /// The compressor failed.
+    #[cfg(any(feature = "zlib", feature = "zstd"))]
+    #[error("cannot compress: {0}")]
+    Compress(#[source] std::io::Error),
+    /// A converter could not turn the message into its DTO.
+    #[cfg(feature = "converter")]
+    #[error("cannot convert the message to its DTO: {0}")]
+    Conversion(#[from] super::ConversionError),
     /// A custom serializer failed.
     #[error("{0}")]
     Other(BoxError),
@@ -82,6 +132,18 @@ pub enum ConfigError {
     Zero {
         /// The name of the setting.
         what: &'static str,
+    },
+    /// A setting is outside the range its codec accepts.
+    #[error("{what} must be between {min} and {max}, got {got}")]
+    OutOfRange {
+        /// The name of the setting.
+        what: &'static str,
+        /// The smallest accepted value.
+        min: i64,
+        /// The largest accepted value.
+        max: i64,
+        /// The value given.
+        got: i64,
     },
     /// The maximum frame length does not fit in the length prefix.
     #[error("maximum length {max} does not fit in a {width_bytes}-byte length prefix")]

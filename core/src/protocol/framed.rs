@@ -95,6 +95,47 @@ impl<Req, Resp> Stream<Lines, super::Json, Req, Resp> {
     }
 }
 
+#[cfg(feature = "cbor")]
+impl<Req, Resp> Stream<LengthPrefixed, super::Cbor, Req, Resp> {
+    /// One CBOR item per frame behind a 4-byte length prefix, at most
+    /// [`DEFAULT_LIMIT`](super::DEFAULT_LIMIT) bytes each.
+    ///
+    /// ```
+    /// use easynet_core::protocol::{Stream, StreamServerProtocol};
+    ///
+    /// let cbor: Stream<_, _, (u8, String), Vec<u32>> = Stream::cbor();
+    /// let mut out = bytes::BytesMut::new();
+    /// cbor.encode_response(&vec![1, 2], &mut out).unwrap();
+    /// assert_eq!(&out[..], b"\0\0\0\x03\x82\x01\x02");
+    /// ```
+    pub fn cbor() -> Self {
+        Self::new(default_length_prefix(), super::Cbor)
+    }
+}
+
+#[cfg(feature = "msgpack")]
+impl<Req, Resp> Stream<LengthPrefixed, super::MessagePack, Req, Resp> {
+    /// One MessagePack value per frame (structs as maps) behind a 4-byte length prefix, at
+    /// most [`DEFAULT_LIMIT`](super::DEFAULT_LIMIT) bytes each.
+    ///
+    /// ```
+    /// use easynet_core::protocol::{Stream, StreamServerProtocol};
+    ///
+    /// let mp: Stream<_, _, (u8, String), Vec<u32>> = Stream::msgpack();
+    /// let mut out = bytes::BytesMut::new();
+    /// mp.encode_response(&vec![1, 2], &mut out).unwrap();
+    /// assert_eq!(&out[..], b"\0\0\0\x03\x92\x01\x02");
+    /// ```
+    pub fn msgpack() -> Self {
+        Self::new(default_length_prefix(), super::MessagePack::new())
+    }
+}
+
+#[cfg(any(feature = "cbor", feature = "msgpack"))]
+fn default_length_prefix() -> LengthPrefixed {
+    LengthPrefixed::new(PrefixWidth::U32, super::DEFAULT_LIMIT).expect("64 KiB fits in 4 bytes")
+}
+
 impl<F, S, Req, Resp> StreamProtocol for Stream<F, S, Req, Resp>
 where
     F: Framing,
@@ -268,6 +309,38 @@ impl<Req, Resp> Datagram<super::Json, Req, Resp> {
     /// One compact JSON document per datagram.
     pub fn json() -> Self {
         Self::new(super::Json)
+    }
+}
+
+#[cfg(feature = "cbor")]
+impl<Req, Resp> Datagram<super::Cbor, Req, Resp> {
+    /// One CBOR item per datagram.
+    ///
+    /// ```
+    /// use easynet_core::protocol::{Datagram, DatagramServerProtocol};
+    ///
+    /// let cbor: Datagram<_, Vec<u32>, String> = Datagram::cbor();
+    /// let req = cbor.decode_request(bytes::BytesMut::from(&b"\x81\x07"[..])).unwrap();
+    /// assert_eq!(req, vec![7]);
+    /// ```
+    pub fn cbor() -> Self {
+        Self::new(super::Cbor)
+    }
+}
+
+#[cfg(feature = "msgpack")]
+impl<Req, Resp> Datagram<super::MessagePack, Req, Resp> {
+    /// One MessagePack value per datagram (structs as maps).
+    ///
+    /// ```
+    /// use easynet_core::protocol::{Datagram, DatagramServerProtocol};
+    ///
+    /// let mp: Datagram<_, Vec<u32>, String> = Datagram::msgpack();
+    /// let req = mp.decode_request(bytes::BytesMut::from(&b"\x91\x07"[..])).unwrap();
+    /// assert_eq!(req, vec![7]);
+    /// ```
+    pub fn msgpack() -> Self {
+        Self::new(super::MessagePack::new())
     }
 }
 

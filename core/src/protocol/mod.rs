@@ -5,7 +5,14 @@
 //! - a [`Framing`] cuts a byte stream into frames (lines, length-prefixed frames, raw chunks)
 //!   and writes frames back; it owns the per-connection decode state and the size limits;
 //! - a serializer ([`Encode`] / [`Decode`]) turns one frame's payload into a message and back
-//!   (UTF-8 text, raw bytes, JSON).
+//!   (UTF-8 text, raw bytes, JSON, CBOR, MessagePack).
+//!
+//! Serializers compose: a wrapper holds an inner serializer and transforms its payload —
+//! [`Base64`], [`Zlib`], [`Zstd`] — or converts the message before it (`Converted`, domain
+//! types over wire DTOs). `Stream::new(LengthPrefixed::new(PrefixWidth::U32, 1 << 20)?,
+//! Zlib::new(Json))` is JSON inside zlib inside a length prefix. Each wrapper and format is
+//! behind its own feature (`base64`, `base64-checksum`, `zlib`, `zstd`, `cbor`, `msgpack`,
+//! `converter`).
 //!
 //! [`Stream`] joins a framing and a serializer into a [`StreamProtocol`] for TCP/TLS, and
 //! [`Datagram`] wraps a serializer into a [`DatagramProtocol`] for UDP, where the datagram is
@@ -32,23 +39,49 @@
 //! assert_eq!(&out[..], b"bye\n");
 //! ```
 
+#[cfg(feature = "base64")]
+mod base64;
+#[cfg(feature = "cbor")]
+mod cbor;
+#[cfg(any(feature = "zlib", feature = "zstd"))]
+mod compress;
+#[cfg(feature = "converter")]
+mod converter;
 mod error;
 mod framed;
 #[cfg(feature = "json")]
 mod json;
 mod length;
 mod lines;
+#[cfg(feature = "msgpack")]
+mod msgpack;
 mod raw;
 mod text;
+#[cfg(feature = "zlib")]
+mod zlib;
+#[cfg(feature = "zstd")]
+mod zstd;
 
+#[cfg(feature = "base64")]
+pub use self::base64::{Base64, Base64Alphabet};
+#[cfg(feature = "zstd")]
+pub use self::zstd::Zstd;
+#[cfg(feature = "cbor")]
+pub use cbor::Cbor;
+#[cfg(feature = "converter")]
+pub use converter::{ConversionError, Converted, Converter, FromDto, Stapled, ToDto};
 pub use error::{BoxError, ConfigError, DeserializeError, ParseError, SerializeError};
 pub use framed::{Datagram, Stream};
 #[cfg(feature = "json")]
 pub use json::Json;
 pub use length::{LengthPrefixed, LengthState, PrefixWidth};
 pub use lines::{LineState, Lines, Separator};
+#[cfg(feature = "msgpack")]
+pub use msgpack::MessagePack;
 pub use raw::RawChunks;
 pub use text::{RawBytes, Utf8};
+#[cfg(feature = "zlib")]
+pub use zlib::Zlib;
 
 use bytes::BytesMut;
 

@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn large_shared_payloads_are_queued_without_copy_and_keep_their_order() {
-        let addr = "127.0.0.1:1".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let info = ConnInfo::new(ConnId(1), addr, addr);
         let mut conn: Connection<_, ServerRole> =
             Connection::new(Arc::new(Stream::raw()), StreamConfig::default(), info);

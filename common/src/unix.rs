@@ -1,0 +1,354 @@
+//! Unix domain sockets for both drivers: binding (with the stale-file rule), the socket
+//! file's removal, address conversion between the OS and [`UnixAddr`], sending to a
+//! [`UnixAddr`] (paths and abstract names alike) and peer credentials.
+//!
+//! Stale socket files: binding a path that exists is refused with `AddrInUse` if something
+//! accepts connections there (EasyNetwork's rule), and also if the path is not a socket (we
+//! never delete a file that is not ours to delete). A socket file nobody listens on
+//! (connecting is refused) is left over from a process that died: it is removed and the
+//! path is bound. The file we create is removed when the bound socket is dropped, but only
+//! if the path still names that file (same device, inode and birth time), so a server that has been
+//! replaced at the same path does not delete its successor's socket.
+//!
+//! ```
+//! use easynet_common::unix::{bind_listener, to_unix_addr};
+//! use easynet_core::addr::UnixAddr;
+//!
+//! let path = std::env::temp_dir().join(format!("easynet-doc-{}.sock", std::process::id()));
+//! let (listener, file) = bind_listener(&UnixAddr::pathname(&path), 8).unwrap();
+//! assert_eq!(to_unix_addr(&listener.local_addr().unwrap()), UnixAddr::pathname(&path));
+//! assert!(path.exists());
+//! drop((listener, file));
+//! assert!(!path.exists());
+//! ```
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{SocketAddr as StdUnixAddr, UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use easynet_core::addr::{PeerCred, UnixAddr};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// The socket file a server created; removes it when dropped if the path still names it.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: FileId,
+}
+
+/// What tells our file from a later one at the same path: inode numbers are reused at
+/// once (tmpfs), so the birth time goes with them where the filesystem keeps it.
+#[derive(Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    born: Option<std::time::SystemTime>,
+}
+
+impl FileId {
+    fn of(path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born: meta.created().ok(),
+        })
+    }
+}
+
+impl SocketFile {
+    fn created(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            id: FileId::of(path)?,
+        })
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        // Only if it is still the file we created: another server may own the path now.
+        if FileId::of(&self.path).is_ok_and(|id| id == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The OS form of `addr`; fails for an unnamed address (nothing can be sent to it).
+pub fn to_sock_addr(addr: &UnixAddr) -> io::Result<SockAddr> {
+    if let Some(path) = addr.as_pathname() {
+        return SockAddr::unix(path);
+    }
+    if let Some(name) = addr.as_abstract_name() {
+        // socket2 takes a leading NUL as the abstract namespace (Linux, Android).
+        let mut bytes = Vec::with_capacity(name.len() + 1);
+        bytes.push(0);
+        bytes.extend_from_slice(name);
+        return SockAddr::unix(OsStr::from_bytes(&bytes));
+    }
+    Err(unnamed_error())
+}
+
+fn unnamed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "an unnamed Unix socket address cannot be bound, connected or sent to",
+    )
+}
+
+/// The core form of an OS Unix socket address.
+pub fn to_unix_addr(addr: &StdUnixAddr) -> UnixAddr {
+    if let Some(path) = addr.as_pathname() {
+        return UnixAddr::pathname(path);
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        #[cfg(target_os = "android")]
+        use std::os::android::net::SocketAddrExt;
+        #[cfg(target_os = "linux")]
+        use std::os::linux::net::SocketAddrExt;
+        if let Some(name) = addr.as_abstract_name() {
+            return UnixAddr::abstract_name(name);
+        }
+    }
+    UnixAddr::unnamed()
+}
+
+/// Handles what exists at `path` before binding it (see the module docs).
+fn clear_stale(path: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(()); // nothing there
+    };
+    let in_use = || {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} exists and is in use", path.display()),
+        )
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(in_use()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => tracing_free_remove(path),
+        // A datagram socket file answers EPROTOTYPE to a stream connect: someone may own it.
+        Err(_) => match UnixDatagram::unbound().and_then(|d| d.connect(path)) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => tracing_free_remove(path),
+            _ => Err(in_use()),
+        },
+    }
+}
+
+fn tracing_free_remove(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn bind_socket(addr: &UnixAddr, ty: Type) -> io::Result<(Socket, Option<SocketFile>)> {
+    if let Some(path) = addr.as_pathname() {
+        clear_stale(path)?;
+    }
+    let sock_addr = to_sock_addr(addr)?;
+    let socket = Socket::new(Domain::UNIX, ty, None)?;
+    socket.bind(&sock_addr)?;
+    socket.set_nonblocking(true)?;
+    let file = match addr.as_pathname() {
+        Some(path) => Some(SocketFile::created(path)?),
+        None => None,
+    };
+    Ok((socket, file))
+}
+
+/// Binds a non-blocking Unix stream listener at `addr` with `backlog`; the [`SocketFile`]
+/// (for a path) removes the file when dropped, so keep it as long as the listener.
+pub fn bind_listener(
+    addr: &UnixAddr,
+    backlog: i32,
+) -> io::Result<(UnixListener, Option<SocketFile>)> {
+    let (socket, file) = bind_socket(addr, Type::STREAM)?;
+    socket.listen(backlog)?;
+    Ok((UnixListener::from(std::os::fd::OwnedFd::from(socket)), file))
+}
+
+/// Binds a non-blocking Unix datagram socket at `addr`; see [`bind_listener`] for the file.
+pub fn bind_datagram(addr: &UnixAddr) -> io::Result<(UnixDatagram, Option<SocketFile>)> {
+    let (socket, file) = bind_socket(addr, Type::DGRAM)?;
+    Ok((UnixDatagram::from(std::os::fd::OwnedFd::from(socket)), file))
+}
+
+/// A blocking Unix datagram socket for a client: bound to `local` if given, otherwise to a
+/// kernel-chosen abstract name on Linux (so the server can answer), and connected to
+/// `server`. Elsewhere, without `local` the socket stays unnamed and cannot get answers.
+pub fn client_datagram(
+    server: &UnixAddr,
+    local: Option<&UnixAddr>,
+) -> io::Result<(UnixDatagram, Option<SocketFile>)> {
+    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    let mut file = None;
+    match local {
+        Some(local) => {
+            if let Some(path) = local.as_pathname() {
+                clear_stale(path)?;
+            }
+            socket.bind(&to_sock_addr(local)?)?;
+            if let Some(path) = local.as_pathname() {
+                file = Some(SocketFile::created(path)?);
+            }
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        // An empty address asks Linux for an unused abstract name (autobind).
+        None => socket.bind(&SockAddr::unix("")?)?,
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        None => {}
+    }
+    socket.connect(&to_sock_addr(server)?)?;
+    Ok((UnixDatagram::from(std::os::fd::OwnedFd::from(socket)), file))
+}
+
+/// Connects a blocking Unix stream socket to `addr` (a path or an abstract name).
+pub fn connect_stream(addr: &UnixAddr) -> io::Result<UnixStream> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.connect(&to_sock_addr(addr)?)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Sends `buf` as one datagram from `socket` to `to`, without waiting (the socket's mode).
+pub fn send_to(socket: &impl AsFd, buf: &[u8], to: &UnixAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(buf, &to_sock_addr(to)?)
+}
+
+/// The credentials of the peer of a connected Unix stream socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_cred(socket: &impl AsFd) -> io::Result<PeerCred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the fd is borrowed and open; `cred` and `len` are valid for writes and `len`
+    // holds the size of `cred`, as getsockopt(SO_PEERCRED) requires.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pid = u32::try_from(cred.pid).ok().filter(|&p| p != 0);
+    Ok(PeerCred::new(cred.uid, cred.gid, pid))
+}
+
+/// The credentials of the peer of a connected Unix stream socket (no pid here).
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+pub fn peer_cred(socket: &impl AsFd) -> io::Result<PeerCred> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: the fd is borrowed and open; uid and gid are valid for writes.
+    let rc = unsafe { libc::getpeereid(socket.as_fd().as_raw_fd(), &mut uid, &mut gid) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred::new(uid, gid, None))
+}
+
+/// Peer credentials are not available on this OS.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+pub fn peer_cred(socket: &impl AsFd) -> io::Result<PeerCred> {
+    let _ = socket;
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer credentials are not available on this OS",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("easynet-common-{tag}-{}.sock", std::process::id()))
+    }
+
+    #[test]
+    fn stale_file_is_replaced_live_one_and_plain_file_refused() {
+        let path = temp_path("stale");
+        let _ = std::fs::remove_file(&path);
+        let addr = UnixAddr::pathname(&path);
+        // A socket file nobody listens on: left by a dead process.
+        let (l, file) = bind_listener(&addr, 4).unwrap();
+        std::mem::forget(file); // keep the file as a crash would
+        drop(l);
+        assert!(path.exists());
+        let (live, file) = bind_listener(&addr, 4).expect("stale file replaced");
+        let err = bind_listener(&addr, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop((live, file));
+        assert!(!path.exists(), "our file is removed");
+        std::fs::write(&path, b"not a socket").unwrap();
+        let err = bind_listener(&addr, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(path.exists(), "a regular file is never removed");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn file_of_a_successor_is_not_removed() {
+        let path = temp_path("successor");
+        let _ = std::fs::remove_file(&path);
+        let addr = UnixAddr::pathname(&path);
+        let (l1, f1) = bind_listener(&addr, 4).unwrap();
+        drop(l1);
+        // Another server took the path over (its own file, another inode).
+        let (l2, f2) = bind_listener(&addr, 4).unwrap();
+        drop(f1);
+        assert!(path.exists(), "the successor's file stays");
+        drop((l2, f2));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn peer_credentials_are_ours() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let cred = peer_cred(&a).unwrap();
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!((cred.uid, cred.gid), (uid, gid));
+        #[cfg(target_os = "linux")]
+        assert_eq!(cred.pid, Some(std::process::id()));
+    }
+}

@@ -1,0 +1,326 @@
+//! What the UDP and Unix datagram servers share: the run (one task per socket, teardown)
+//! and the socket loop driving the core's [`DatagramServer`], written once against
+//! [`DgramSocket`].
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
+use easynet_core::handler::{DatagramHandler, Service};
+use easynet_core::protocol::DatagramServerProtocol;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::async_datagram::{self, AsyncDatagramHandler};
+use crate::conn::now;
+use crate::dgram::DgramSocket;
+use crate::shell::Shell;
+use crate::{DropCounter, EventSet, ServerError};
+
+/// Largest datagram read: 64 KiB.
+pub(crate) const MAX_DATAGRAM: usize = 64 * 1024;
+/// Datagrams read per wake-up before the answers go out.
+const READ_BUDGET: usize = 32;
+
+thread_local! {
+    // One receive buffer per worker thread, not per socket or peer.
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Serves one bound socket until cancelled.
+pub(crate) type ServeSocket<D> = Arc<
+    dyn Fn(
+            Arc<D>,
+            CancellationToken,
+            CancellationToken,
+        ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Runs portable handlers on each socket.
+pub(crate) fn portable<S, P, D>(
+    service: Arc<S>,
+    protocol: Arc<P>,
+    config: DatagramConfig,
+    drops: DropCounter,
+) -> ServeSocket<D>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: DgramSocket,
+{
+    Arc::new(move |socket, cancel, closed| {
+        let endpoint = socket.local().and_then(|local| {
+            DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
+                .map_err(io::Error::other)
+        });
+        let drops = drops.clone();
+        Box::pin(async move { serve_socket(socket, endpoint?, cancel, closed, drops).await })
+    })
+}
+
+/// Runs async handlers on each socket.
+pub(crate) fn asynchronous<S, P, D>(
+    service: Arc<S>,
+    protocol: Arc<P>,
+    config: DatagramConfig,
+    drops: DropCounter,
+) -> ServeSocket<D>
+where
+    S: Service,
+    S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: DgramSocket,
+{
+    Arc::new(move |socket, cancel, closed| {
+        let (service, protocol, config) = (service.clone(), protocol.clone(), config.clone());
+        Box::pin(async_datagram::serve_socket(
+            socket,
+            service,
+            protocol,
+            config,
+            cancel,
+            closed,
+            drops.clone(),
+        ))
+    })
+}
+
+/// A datagram server's shared state, whatever its sockets are.
+pub(crate) struct DgramCore<S, D> {
+    pub service: Arc<S>,
+    pub serve_socket: ServeSocket<D>,
+    pub shutdown_timeout: Duration,
+    pub shell: Shell<D>,
+    /// Every datagram the sockets' loops dropped.
+    pub drops: DropCounter,
+}
+
+impl<S: Service, D: DgramSocket> DgramCore<S, D> {
+    pub(crate) fn new(
+        service: Arc<S>,
+        serve_socket: ServeSocket<D>,
+        shutdown_timeout: Duration,
+        drops: DropCounter,
+    ) -> Self {
+        Self {
+            service,
+            serve_socket,
+            shutdown_timeout,
+            shell: Shell::new(),
+            drops,
+        }
+    }
+
+    /// Serves until shutdown or close.
+    pub(crate) async fn serve_forever(
+        &self,
+        bind: impl FnOnce() -> Result<Vec<Arc<D>>, ServerError>,
+        is_up: impl EventSet,
+    ) -> Result<(), ServerError> {
+        self.shell
+            .run(bind, |cancel, sockets| async move {
+                self.run(&cancel, sockets, is_up).await
+            })
+            .await
+    }
+
+    async fn run(
+        &self,
+        cancel: &CancellationToken,
+        sockets: Vec<Arc<D>>,
+        is_up: impl EventSet,
+    ) -> Result<(), ServerError> {
+        let service = self.service.clone();
+        service.service_init().map_err(ServerError::ServiceInit)?;
+        let addrs: Vec<String> = sockets
+            .iter()
+            .filter_map(|s| s.local().ok())
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!("Start serving at {}", addrs.join(", "));
+        let mut tasks = JoinSet::new();
+        for socket in sockets {
+            let (cancel, closed) = (cancel.clone(), self.shell.closed.clone());
+            tasks.spawn((self.serve_socket)(socket, cancel, closed));
+        }
+        self.shell.serving();
+        is_up.set();
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(ServerError::Listener(e))),
+                Err(e) => failure = failure.or(Some(ServerError::Listener(io::Error::other(e)))),
+            }
+            cancel.cancel(); // one socket failing stops the run
+        }
+        crate::stream_server::teardown(service, self.shutdown_timeout).await;
+        tracing::info!("Server stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Logs a datagram from a sender that cannot be answered (an unnamed Unix socket); the
+/// server drops it (counted in `drops`) and goes on. Rate-limited: the 1st, 2nd, 4th,
+/// 8th... of a socket.
+pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
+    drops.add(1);
+    *count += 1;
+    if count.is_power_of_two() {
+        tracing::warn!(
+            dropped = *count,
+            "datagram from an unnamed Unix socket dropped: it cannot be answered (bind the client socket)"
+        );
+    }
+}
+
+/// One socket's loop: datagrams in, handler responses out, timers in between.
+async fn serve_socket<S, P, D>(
+    socket: Arc<D>,
+    mut endpoint: DatagramServer<S, P, D::Addr>,
+    cancel: CancellationToken,
+    closed: CancellationToken,
+    drops: DropCounter,
+) -> io::Result<()>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: DgramSocket,
+{
+    let mut unnamed = 0u64;
+    let mut counted = 0;
+    loop {
+        let dropped = endpoint.drops();
+        drops.add(dropped - counted);
+        counted = dropped;
+        // Send what the handlers produced; the next poll gives the next timer.
+        let next_timeout = loop {
+            match endpoint.poll_output() {
+                Output::Transmit(t) => {
+                    if let Err(e) = socket.send_to(&t.data, &t.to).await {
+                        // The handler has returned already; log (ARCHITECTURE.md, datagrams).
+                        tracing::warn!(peer = %t.to, error = %e, "datagram send failed");
+                    }
+                }
+                Output::Idle { next_timeout } => break next_timeout,
+                _ => {}
+            }
+        };
+        let sleep = next_timeout.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = closed.cancelled() => break,
+            res = socket.readable() => {
+                res?;
+                // Take what is there (bounded), then answer it all.
+                RECV_BUF.with_borrow_mut(|buf| {
+                    if buf.len() < MAX_DATAGRAM {
+                        buf.resize(MAX_DATAGRAM, 0);
+                    }
+                    for _ in 0..READ_BUDGET {
+                        match socket.try_recv_from(buf) {
+                            Ok((n, Some(from))) => endpoint.handle_datagram(now(), from, BytesMut::from(&buf[..n])),
+                            Ok((_, None)) => unanswerable(&mut unnamed, &drops),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP errors (connection refused from an earlier send) concern one peer.
+                            Err(e) => tracing::debug!(error = %e, "datagram receive error"),
+                        }
+                    }
+                });
+            }
+            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
+                endpoint.handle_timeout(now());
+            }
+        }
+    }
+    endpoint.shutdown(now());
+    drops.add(endpoint.drops() - counted);
+    while let Output::Transmit(t) = endpoint.poll_output() {
+        let _ = socket.try_send_to(&t.data, &t.to);
+    }
+    Ok(())
+}
+
+/// The `datagram_config`, `build`, `build_async` and `finish` methods of a datagram server
+/// builder with `service`, `protocol` and `cfg` fields.
+macro_rules! datagram_builder_methods {
+    ($server:ident, $socket:ty) => {
+        /// Per-peer queue bound and idle eviction.
+        pub fn datagram_config(mut self, config: DatagramConfig) -> Self {
+            self.cfg.datagram = config;
+            self
+        }
+
+        /// Makes a server whose peers run portable [`DatagramHandler`]s (nothing is bound
+        /// yet).
+        pub fn build(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+        {
+            self.finish($crate::datagram_server::portable)
+        }
+
+        /// Makes a server whose peers run [`AsyncDatagramHandler`]s (nothing is bound yet).
+        pub fn build_async(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+        {
+            self.finish($crate::datagram_server::asynchronous)
+        }
+
+        fn finish(
+            self,
+            serve: impl FnOnce(
+                Arc<S>,
+                Arc<P>,
+                DatagramConfig,
+                $crate::DropCounter,
+            ) -> $crate::datagram_server::ServeSocket<$socket>,
+        ) -> Result<$server<S, P>, ConfigError> {
+            self.cfg.validate()?;
+            let service = Arc::new(self.service);
+            let drops = $crate::DropCounter::default();
+            let serve_socket = serve(
+                service.clone(),
+                Arc::new(self.protocol),
+                self.cfg.datagram.clone(),
+                drops.clone(),
+            );
+            Ok($server {
+                core: Arc::new($crate::datagram_server::DgramCore::new(
+                    service,
+                    serve_socket,
+                    self.cfg.shutdown_timeout,
+                    drops,
+                )),
+                cfg: Arc::new(self.cfg),
+                _protocol: std::marker::PhantomData,
+            })
+        }
+    };
+}
+pub(crate) use datagram_builder_methods;
+
+/// `dropped_datagrams()` on a datagram server with a `core: Arc<DgramCore<..>>` field.
+macro_rules! dropped_datagrams {
+    ($server:ident) => {
+        impl<S, P> $server<S, P> {
+            /// Datagrams dropped so far: a peer's queue was full, datagrams were still queued
+            /// at shutdown, or (Unix) the sender was an unnamed socket that cannot be
+            /// answered. A handle that stays current.
+            pub fn dropped_datagrams(&self) -> $crate::DropCounter {
+                self.core.drops.clone()
+            }
+        }
+    };
+}
+pub(crate) use dropped_datagrams;

@@ -1,0 +1,153 @@
+//! Datagram sockets for the server loops, UDP or Unix: [`DgramSocket`] is what the loops
+//! are written against, [`DatagramSocket`] what an async handler's client exposes.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[cfg(unix)]
+use easynet_common::unix::SocketFile;
+#[cfg(unix)]
+use easynet_core::addr::UnixAddr;
+use easynet_core::addr::{Addr, PeerAddr};
+use tokio::net::UdpSocket;
+#[cfg(unix)]
+use tokio::net::UnixDatagram;
+
+/// A bound datagram socket the server loops receive on and answer from.
+pub(crate) trait DgramSocket: Send + Sync + 'static {
+    /// What peers are keyed by.
+    type Addr: PeerAddr;
+
+    /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
+    /// socket), and the caller drops it.
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>)>;
+    fn try_send_to(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn local(&self) -> io::Result<Self::Addr>;
+    /// The socket as an async handler's client holds it.
+    fn client_socket(self: &Arc<Self>) -> DatagramSocket;
+
+    /// Sends, waiting while the socket would block.
+    fn send_to(
+        &self,
+        buf: &[u8],
+        to: &Self::Addr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        async move {
+            loop {
+                match self.try_send_to(buf, to) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                    other => return other,
+                }
+            }
+        }
+    }
+
+    /// Receives, waiting until a datagram is there.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, Option<Self::Addr>)>> + Send {
+        async move {
+            loop {
+                match self.try_recv_from(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable().await?,
+                    other => return other,
+                }
+            }
+        }
+    }
+}
+
+impl DgramSocket for UdpSocket {
+    type Addr = SocketAddr;
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
+        UdpSocket::try_recv_from(self, buf).map(|(n, from)| (n, Some(from)))
+    }
+    fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
+        UdpSocket::try_send_to(self, buf, *to)
+    }
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UdpSocket::readable(self)
+    }
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UdpSocket::writable(self)
+    }
+    fn local(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
+    }
+    fn client_socket(self: &Arc<Self>) -> DatagramSocket {
+        DatagramSocket::Udp(self.clone())
+    }
+}
+
+/// A bound Unix datagram socket and the file it made (removed when this is dropped).
+#[cfg(unix)]
+#[derive(Debug)]
+pub(crate) struct UnixDgram {
+    pub socket: Arc<UnixDatagram>,
+    pub local: UnixAddr,
+    pub _file: Option<SocketFile>,
+}
+
+#[cfg(unix)]
+impl DgramSocket for UnixDgram {
+    type Addr = UnixAddr;
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>)> {
+        let (n, from) = self.socket.try_recv_from(buf)?;
+        let from = easynet_common::unix::to_unix_addr(&from.into());
+        Ok((n, (!from.is_unnamed()).then_some(from)))
+    }
+    fn try_send_to(&self, buf: &[u8], to: &UnixAddr) -> io::Result<usize> {
+        self.socket.try_io(tokio::io::Interest::WRITABLE, || {
+            easynet_common::unix::send_to(&*self.socket, buf, to)
+        })
+    }
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.socket.readable()
+    }
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.socket.writable()
+    }
+    fn local(&self) -> io::Result<UnixAddr> {
+        Ok(self.local.clone())
+    }
+    fn client_socket(self: &Arc<Self>) -> DatagramSocket {
+        DatagramSocket::Unix(self.socket.clone())
+    }
+}
+
+/// The server socket an async datagram handler's client answers from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DatagramSocket {
+    /// A UDP socket.
+    Udp(Arc<UdpSocket>),
+    /// A Unix datagram socket.
+    #[cfg(unix)]
+    Unix(Arc<UnixDatagram>),
+}
+
+impl DatagramSocket {
+    /// Sends `buf` to `to`, waiting while the socket would block. Fails with
+    /// `InvalidInput` if `to` is not an address of this socket's kind.
+    pub async fn send_to(&self, buf: &[u8], to: &Addr) -> io::Result<usize> {
+        let wrong_kind = || io::Error::new(io::ErrorKind::InvalidInput, "address of another kind");
+        match self {
+            DatagramSocket::Udp(s) => s.send_to(buf, to.as_inet().ok_or_else(wrong_kind)?).await,
+            #[cfg(unix)]
+            DatagramSocket::Unix(s) => {
+                let to = to.as_unix().ok_or_else(wrong_kind)?;
+                s.async_io(tokio::io::Interest::WRITABLE, || {
+                    easynet_common::unix::send_to(&**s, buf, to)
+                })
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! [`StreamSocket`]: the socket under an async handler's connection, TCP or Unix.
+
+use std::io;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
+
+use crate::conn::ConnStream;
+
+/// The socket of a stream connection, for options (`socket2::SockRef::from`, `peer_cred`).
+///
+/// ```
+/// # async fn f(client: &easynet_tokio::AsyncClient<String, String>) {
+/// use easynet_tokio::StreamSocket;
+/// if let StreamSocket::Tcp(tcp) = client.socket() {
+///     let _ = tcp.nodelay();
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StreamSocket {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream connection.
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl From<TcpStream> for StreamSocket {
+    fn from(s: TcpStream) -> Self {
+        StreamSocket::Tcp(s)
+    }
+}
+
+#[cfg(unix)]
+impl From<UnixStream> for StreamSocket {
+    fn from(s: UnixStream) -> Self {
+        StreamSocket::Unix(s)
+    }
+}
+
+/// Calls `$call` on whichever stream it is.
+macro_rules! each {
+    ($self:expr, $s:ident => $call:expr) => {
+        match $self {
+            StreamSocket::Tcp($s) => $call,
+            #[cfg(unix)]
+            StreamSocket::Unix($s) => $call,
+        }
+    };
+}
+
+impl ConnStream for StreamSocket {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, s => s.try_read(buf))
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        each!(self, s => s.try_read_buf(buf))
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, s => s.try_write(buf))
+    }
+    async fn readable(&self) -> io::Result<()> {
+        each!(self, s => s.readable().await)
+    }
+    async fn writable(&self) -> io::Result<()> {
+        each!(self, s => s.writable().await)
+    }
+    async fn shutdown_write(&mut self) {
+        each!(self, s => ConnStream::shutdown_write(s).await)
+    }
+    fn set_abortive(&self) {
+        each!(self, s => ConnStream::set_abortive(s))
+    }
+}

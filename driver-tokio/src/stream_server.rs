@@ -1,0 +1,331 @@
+//! What the TCP and Unix stream servers share: the run (accept loops, one task per
+//! connection, graceful shutdown, teardown), written once against [`Listener`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use easynet_core::ConnId;
+use easynet_core::accept::{AcceptAction, AcceptGate};
+use easynet_core::addr::Addr;
+use easynet_core::handler::{ConnInfo, Service, StreamHandler};
+use easynet_core::protocol::StreamServerProtocol;
+use easynet_core::stream::{Connection, ServerRole, Session};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::async_stream::{self, AsyncStreamHandler};
+use crate::conn::{self, ConnStream, now};
+use crate::shell::Shell;
+use crate::{EventSet, ServerError, StreamSocket};
+
+/// A listening socket: TCP or Unix.
+pub(crate) trait Listener: Send + Sync + 'static {
+    type Stream: ConnStream + Into<StreamSocket>;
+
+    /// The next connection and its peer's address.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Addr)>> + Send;
+
+    /// Tunes an accepted stream and describes it; `None` if it is already gone.
+    fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
+
+    /// The bound address, for the log.
+    fn local(&self) -> Option<Addr>;
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) type ServeConn<St> = Arc<
+    dyn Fn(
+            St,
+            ConnInfo,
+            watch::Receiver<Option<Instant>>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Makes the connection machine of a new connection (plain or TLS); `None` drops it.
+pub(crate) type NewConn<P> =
+    Arc<dyn Fn(ConnInfo) -> Option<Connection<P, ServerRole>> + Send + Sync>;
+
+/// Runs portable handlers on each connection.
+pub(crate) fn portable<S, P, St>(service: Arc<S>, new_conn: NewConn<P>, log: bool) -> ServeConn<St>
+where
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+    St: ConnStream,
+{
+    Arc::new(move |stream, info, shutdown| {
+        let handler = service.new_handler(&info);
+        let session = new_conn(info).map(|c| Session::from_connection(now(), handler, c));
+        Box::pin(async move {
+            if let Some(session) = session {
+                conn::drive(stream, session, shutdown, log).await;
+            }
+        })
+    })
+}
+
+/// Runs async handlers on each connection.
+pub(crate) fn asynchronous<S, P, St>(
+    service: Arc<S>,
+    new_conn: NewConn<P>,
+    log: bool,
+) -> ServeConn<St>
+where
+    S: Service,
+    S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
+    P: StreamServerProtocol,
+    St: ConnStream + Into<StreamSocket>,
+{
+    Arc::new(move |stream, info, shutdown| {
+        let handler = service.new_handler(&info);
+        let conn = new_conn(info);
+        Box::pin(async move {
+            if let Some(conn) = conn {
+                async_stream::run(handler, stream.into(), conn, shutdown, log).await;
+            }
+        })
+    })
+}
+
+/// A stream server's shared state, whatever it listens on.
+pub(crate) struct Core<S, L: Listener> {
+    pub service: Arc<S>,
+    /// Made by `build` or `build_async`: runs the right kind of handler.
+    pub serve_conn: ServeConn<L::Stream>,
+    /// Run each connection in a task of its own so that a panic is reported.
+    pub supervise: bool,
+    pub shutdown_timeout: Duration,
+    pub shell: Shell<L>,
+    pub next_conn: AtomicU64,
+}
+
+impl<S: Service, L: Listener> Core<S, L> {
+    pub(crate) fn new(
+        service: Arc<S>,
+        serve_conn: ServeConn<L::Stream>,
+        supervise: bool,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        Self {
+            service,
+            serve_conn,
+            supervise,
+            shutdown_timeout,
+            shell: Shell::new(),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// Serves until shutdown (or until closed and every connection ended).
+    pub(crate) async fn serve_forever(
+        self: &Arc<Self>,
+        bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
+        is_up: impl EventSet,
+    ) -> Result<(), ServerError> {
+        self.shell
+            .run(bind, |cancel, sockets| async move {
+                self.run(&cancel, sockets, is_up).await
+            })
+            .await
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+        listeners: Vec<Arc<L>>,
+        is_up: impl EventSet,
+    ) -> Result<(), ServerError> {
+        let service = self.service.clone();
+        service.service_init().map_err(ServerError::ServiceInit)?;
+        if cancel.is_cancelled() {
+            service.service_teardown();
+            return Ok(());
+        }
+        let addrs: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| l.local())
+            .map(|a| a.to_string())
+            .collect();
+        tracing::info!("Start serving at {}", addrs.join(", "));
+        let (shutdown_tx, shutdown_rx) = watch::channel(None);
+        let conns = TaskTracker::new();
+        let mut accepts = JoinSet::new();
+        for listener in listeners {
+            let this = self.clone();
+            let (cancel, conns, rx) = (cancel.clone(), conns.clone(), shutdown_rx.clone());
+            accepts.spawn(async move { this.accept_loop(listener, cancel, conns, rx).await });
+        }
+        self.shell.serving();
+        is_up.set();
+
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                joined = accepts.join_next() => match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => { failure = Some(e); break }
+                    Some(Err(e)) => { failure = Some(ServerError::Listener(io::Error::other(e))); break }
+                    None => {
+                        // Closed: serve the remaining connections until they end.
+                        conns.close();
+                        tokio::select! {
+                            () = conns.wait() => break,
+                            () = cancel.cancelled() => break,
+                        }
+                    }
+                },
+            }
+        }
+        tracing::info!("Server loop break, waiting for remaining tasks...");
+        accepts.shutdown().await;
+        let deadline = now() + self.shutdown_timeout;
+        shutdown_tx.send_replace(Some(deadline));
+        conns.close();
+        // Connections enforce the deadline themselves; the margin covers the final writes.
+        let _ = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline) + Duration::from_secs(1),
+            conns.wait(),
+        )
+        .await;
+        teardown(service, self.shutdown_timeout).await;
+        tracing::info!("Server stopped");
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: Arc<L>,
+        cancel: CancellationToken,
+        conns: TaskTracker,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) -> Result<(), ServerError> {
+        let mut gate = AcceptGate::new();
+        let closed = self.shell.closed.clone();
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = closed.cancelled() => return Ok(()),
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    self.spawn_connection(&listener, stream, peer, &conns, shutdown.clone());
+                }
+                Err(e) => match gate.on_error(now(), &e) {
+                    AcceptAction::Pause { until } => {
+                        tracing::error!("accept returned {e}; retrying in 0.1 seconds");
+                        tokio::select! {
+                            () = cancel.cancelled() => return Ok(()),
+                            () = closed.cancelled() => return Ok(()),
+                            () = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
+                        }
+                    }
+                    AcceptAction::Fail => return Err(ServerError::Listener(e)),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn spawn_connection(
+        &self,
+        listener: &L,
+        stream: L::Stream,
+        peer: Addr,
+        conns: &TaskTracker,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) {
+        let id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let Some(info) = listener.conn_info(&stream, id, peer) else {
+            return; // reset before we could look at it
+        };
+        let span = tracing::info_span!("conn", conn = %id, peer = %info.peer);
+        let serve = (self.serve_conn)(stream, info, shutdown);
+        if !self.supervise {
+            conns.spawn(serve.instrument(span));
+            return;
+        }
+        // A panic in an async handler ends its task: report it, the server goes on.
+        let task = tokio::spawn(serve.instrument(span.clone()));
+        conns.spawn(
+            async move {
+                if let Err(e) = task.await
+                    && e.is_panic()
+                {
+                    tracing::error!("handler panicked; connection closed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Runs `service_teardown` off the runtime threads, bounded by `timeout` (decision 7).
+pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
+    let task = tokio::task::spawn_blocking(move || service.service_teardown());
+    if tokio::time::timeout(timeout, task).await.is_err() {
+        tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
+    }
+}
+
+/// The `build`, `build_async` and `finish` methods of a stream server builder with
+/// `service`, `protocol` and `cfg` fields; `$new_conn(protocol, &cfg)` makes the
+/// connection machines.
+macro_rules! stream_builder_methods {
+    ($server:ident, $stream:ty, $new_conn:path) => {
+        /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is
+        /// bound yet); fails on invalid settings.
+        pub fn build(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+        {
+            // The core catches portable handlers' panics itself.
+            self.finish(false, $crate::stream_server::portable)
+        }
+
+        /// Makes a server whose connections run [`AsyncStreamHandler`]s (nothing is bound
+        /// yet); fails on invalid settings.
+        pub fn build_async(self) -> Result<$server<S, P>, ConfigError>
+        where
+            S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
+        {
+            self.finish(true, $crate::stream_server::asynchronous)
+        }
+
+        fn finish(
+            self,
+            supervise: bool,
+            serve: impl FnOnce(
+                Arc<S>,
+                $crate::stream_server::NewConn<P>,
+                bool,
+            ) -> $crate::stream_server::ServeConn<$stream>,
+        ) -> Result<$server<S, P>, ConfigError> {
+            self.cfg.validate()?;
+            let service = Arc::new(self.service);
+            let new_conn = $new_conn(Arc::new(self.protocol), &self.cfg);
+            let serve_conn = serve(service.clone(), new_conn, self.cfg.log_client_connection);
+            Ok($server {
+                core: Arc::new($crate::stream_server::Core::new(
+                    service,
+                    serve_conn,
+                    supervise,
+                    self.cfg.shutdown_timeout,
+                )),
+                cfg: Arc::new(self.cfg),
+                _protocol: std::marker::PhantomData,
+            })
+        }
+    };
+}
+pub(crate) use stream_builder_methods;

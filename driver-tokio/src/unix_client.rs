@@ -1,0 +1,169 @@
+//! Async Unix clients: [`AsyncUnixStreamClient`] and [`AsyncUnixDatagramClient`], the TCP
+//! and UDP clients' machinery over Unix sockets.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use easynet_common::ClientError;
+use easynet_common::unix::{self as sys, SocketFile};
+use easynet_core::ConnId;
+use easynet_core::addr::{PeerCred, UnixAddr};
+use easynet_core::handler::ConnInfo;
+use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
+use easynet_core::stream::{Connection, StreamConfig};
+use tokio::net::{UnixDatagram, UnixStream};
+
+use crate::StreamSocket;
+use crate::client::{
+    ClientDgram, DgramClient, Responses, StreamClient, UdpResponses, datagram_client_methods,
+    stream_client_methods,
+};
+use crate::conn::now;
+
+/// An async Unix stream client: send requests, receive responses, with protocol `P`.
+///
+/// ```no_run
+/// use easynet_core::protocol::Stream;
+/// use easynet_tokio::AsyncUnixStreamClient;
+///
+/// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+/// let mut client = AsyncUnixStreamClient::connect("/run/app.sock", Stream::lines()).await?;
+/// client.send(&"hello".to_owned()).await?;
+/// let reply: String = client.recv().await?;
+/// client.close().await;
+/// # Ok(()) }
+/// ```
+///
+/// A runnable example is on [`AsyncUnixStreamServer`](crate::AsyncUnixStreamServer).
+pub struct AsyncUnixStreamClient<P: StreamClientProtocol> {
+    inner: StreamClient<P>,
+}
+
+impl<P: StreamClientProtocol> std::fmt::Debug for AsyncUnixStreamClient<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncUnixStreamClient")
+            .field("conn", self.inner.conn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: StreamClientProtocol> AsyncUnixStreamClient<P> {
+    /// Connects to the server at the filesystem `path`.
+    pub async fn connect(path: impl AsRef<Path>, protocol: P) -> Result<Self, ClientError> {
+        Self::connect_addr(&UnixAddr::pathname(path), protocol).await
+    }
+
+    /// Connects to a path or a Linux abstract name.
+    pub async fn connect_addr(addr: &UnixAddr, protocol: P) -> Result<Self, ClientError> {
+        let target = addr.clone();
+        // A Unix connect completes at once unless the backlog is full: off the runtime.
+        let std = tokio::task::spawn_blocking(move || sys::connect_stream(&target))
+            .await
+            .map_err(io::Error::other)??;
+        std.set_nonblocking(true)?;
+        let stream = UnixStream::from_std(std)?;
+        let local = sys::to_unix_addr(&stream.local_addr()?.into());
+        let info = ConnInfo::new(ConnId(0), addr.clone(), local)
+            .with_peer_cred(sys::peer_cred(&stream).ok());
+        let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
+        Ok(Self {
+            inner: StreamClient::new(stream.into(), conn),
+        })
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> &UnixAddr {
+        unix(&self.inner.conn().info().peer)
+    }
+
+    /// The server process's credentials, where the OS gives them.
+    pub fn peer_cred(&self) -> Option<PeerCred> {
+        self.inner.conn().info().peer_cred
+    }
+
+    /// The socket, for options.
+    pub fn socket(&self) -> &UnixStream {
+        match self.inner.stream() {
+            StreamSocket::Unix(s) => s,
+            _ => unreachable!("a Unix client holds a Unix stream"),
+        }
+    }
+
+    stream_client_methods!();
+}
+
+fn unix(addr: &easynet_core::addr::Addr) -> &UnixAddr {
+    addr.as_unix()
+        .expect("a Unix connection has Unix addresses")
+}
+
+/// An async Unix datagram client connected to one server socket.
+///
+/// The server can only answer a client socket that has an address: [`connect`](Self::connect)
+/// binds one (a kernel-chosen abstract name on Linux; elsewhere give one with
+/// [`connect_from`](Self::connect_from), or the server drops the requests). A path bound this
+/// way is removed when the client is dropped.
+///
+/// ```no_run
+/// use easynet_core::protocol::Datagram;
+/// use easynet_tokio::AsyncUnixDatagramClient;
+///
+/// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+/// let mut client = AsyncUnixDatagramClient::connect("/run/app-dgram.sock", Datagram::lines()).await?;
+/// client.send(&"ping".to_owned()).await?;
+/// let reply: String = client.recv().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncUnixDatagramClient<P> {
+    inner: DgramClient<P>,
+    _file: Option<SocketFile>,
+}
+
+impl<P: DatagramClientProtocol> AsyncUnixDatagramClient<P> {
+    /// Connects to the server at `path`, from an address of its own (see the type's docs).
+    pub async fn connect(path: impl AsRef<Path>, protocol: P) -> Result<Self, ClientError> {
+        Self::connect_addr(&UnixAddr::pathname(path), None, protocol)
+    }
+
+    /// Connects to the server at `server` from the address `local` (a path or an abstract
+    /// name).
+    pub async fn connect_from(
+        server: &UnixAddr,
+        local: &UnixAddr,
+        protocol: P,
+    ) -> Result<Self, ClientError> {
+        Self::connect_addr(server, Some(local), protocol)
+    }
+
+    fn connect_addr(
+        server: &UnixAddr,
+        local: Option<&UnixAddr>,
+        protocol: P,
+    ) -> Result<Self, ClientError> {
+        let (std, file) = sys::client_datagram(server, local)?;
+        std.set_nonblocking(true)?;
+        let socket = UnixDatagram::from_std(std)?;
+        Ok(Self {
+            inner: DgramClient::new(ClientDgram::Unix(socket), protocol),
+            _file: file,
+        })
+    }
+
+    /// This end's address (unnamed if it has none).
+    pub fn local_addr(&self) -> io::Result<UnixAddr> {
+        Ok(sys::to_unix_addr(&self.socket().local_addr()?.into()))
+    }
+
+    /// The socket, for options.
+    pub fn socket(&self) -> &UnixDatagram {
+        match self.inner.socket() {
+            ClientDgram::Unix(s) => s,
+            _ => unreachable!("a Unix datagram client holds a Unix socket"),
+        }
+    }
+
+    datagram_client_methods!();
+}

@@ -1,0 +1,308 @@
+//! Unix stream servers and clients on both drivers, over real sockets in the temp dir and
+//! (Linux) abstract names: echo, peer credentials, addresses, socket-file removal, stale
+//! paths, graceful shutdown, async handlers.
+
+#![cfg(unix)]
+
+mod support;
+
+use std::io;
+use std::os::unix::net::UnixListener as StdListener;
+use std::time::Duration;
+
+use easynet::addr::UnixAddr;
+use easynet::handler::ConnInfo;
+use easynet::protocol::Stream;
+use support::unix::{TempPath, Whoami, me};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[cfg(feature = "tokio")]
+mod on_tokio {
+    use super::*;
+    use easynet::handler::HandlerError;
+    use easynet::tokio::{
+        AsyncClient, AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer, ServerError,
+    };
+    use tokio::time::timeout;
+
+    type Lines = Stream<easynet::protocol::Lines, easynet::protocol::Utf8, String, String>;
+
+    fn whoami(_: &ConnInfo) -> Whoami {
+        Whoami
+    }
+
+    fn server(addr: UnixAddr) -> AsyncUnixStreamServer<fn(&ConnInfo) -> Whoami, Lines> {
+        AsyncUnixStreamServer::builder(Stream::lines(), whoami as fn(&ConnInfo) -> Whoami)
+            .address(addr)
+            .shutdown_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn echo_credentials_and_file_removed_on_close() {
+        let tmp = TempPath::new("tokio-stream");
+        let server = server(UnixAddr::pathname(tmp.path()));
+        server.activate().await.unwrap();
+        assert_eq!(server.address(), Some(UnixAddr::pathname(tmp.path())));
+        assert!(tmp.path().exists());
+        let s = server.clone();
+        let run = tokio::spawn(async move { s.serve_forever(()).await });
+
+        let mut client = AsyncUnixStreamClient::connect(tmp.path(), Stream::lines())
+            .await
+            .unwrap();
+        assert_eq!(client.peer_addr(), &UnixAddr::pathname(tmp.path()));
+        let cred = client.peer_cred().expect("server credentials");
+        assert_eq!(cred.pid, Some(std::process::id()));
+        for line in ["hello", "whoami", "local", "peer"] {
+            client.send(&line.to_owned()).await.unwrap();
+        }
+        let mut replies = Vec::new();
+        for _ in 0..4 {
+            replies.push(timeout(LIMIT, client.recv()).await.unwrap().unwrap());
+        }
+        assert_eq!(
+            replies,
+            [
+                "hello".to_owned(),
+                me(),
+                tmp.path().display().to_string(),
+                "(unnamed)".to_owned()
+            ]
+        );
+        client.close().await;
+
+        server.shutdown().await;
+        run.await.unwrap().unwrap();
+        assert!(tmp.path().exists(), "shutdown keeps the socket bound");
+        server.close();
+        assert!(!tmp.path().exists(), "close removes the socket file");
+    }
+
+    #[tokio::test]
+    async fn graceful_shutdown_closes_connections_cleanly() {
+        let tmp = TempPath::new("tokio-shutdown");
+        let server = server(UnixAddr::pathname(tmp.path()));
+        let (tx, mut up) = tokio::sync::watch::channel(false);
+        let s = server.clone();
+        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
+        let mut client = AsyncUnixStreamClient::connect(tmp.path(), Stream::lines())
+            .await
+            .unwrap();
+        client.send(&"one".to_owned()).await.unwrap();
+        assert_eq!(timeout(LIMIT, client.recv()).await.unwrap().unwrap(), "one");
+        let stop = {
+            let s = server.clone();
+            tokio::spawn(async move { s.shutdown().await })
+        };
+        // The open connection is closed gracefully (end of stream, not a reset).
+        assert!(matches!(
+            timeout(LIMIT, client.recv()).await.unwrap(),
+            Err(easynet::tokio::ClientError::Eof)
+        ));
+        stop.await.unwrap();
+        run.await.unwrap().unwrap();
+        server.close();
+        assert!(!tmp.path().exists());
+    }
+
+    #[tokio::test]
+    async fn stale_file_replaced_live_path_and_plain_file_refused() {
+        let tmp = TempPath::new("tokio-stale");
+        // A listener that went away without removing its file (std never removes it).
+        drop(StdListener::bind(tmp.path()).unwrap());
+        let server = server(UnixAddr::pathname(tmp.path()));
+        server.activate().await.expect("stale file replaced");
+
+        // A second server on the same path: refused, and the first keeps its file.
+        let other = super::on_tokio::server(UnixAddr::pathname(tmp.path()));
+        match other.activate().await {
+            Err(ServerError::BindUnix { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse)
+            }
+            r => panic!("expected BindUnix, got {r:?}"),
+        }
+        server.close();
+        assert!(!tmp.path().exists());
+
+        std::fs::write(tmp.path(), b"data").unwrap();
+        let third = super::on_tokio::server(UnixAddr::pathname(tmp.path()));
+        assert!(matches!(
+            third.activate().await,
+            Err(ServerError::BindUnix { .. })
+        ));
+        assert_eq!(std::fs::read(tmp.path()).unwrap(), b"data", "never removed");
+    }
+
+    struct AsyncEcho;
+
+    impl AsyncStreamHandler for AsyncEcho {
+        type Request = String;
+        type Response = String;
+
+        async fn handle(
+            &mut self,
+            client: &mut AsyncClient<String, String>,
+        ) -> Result<(), HandlerError> {
+            let line = client.recv().await?;
+            let cred = client.info().peer_cred.expect("credentials");
+            client.send(&format!("{line} {}", cred.uid)).await?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn async_handlers_run_on_unix_streams() {
+        let tmp = TempPath::new("tokio-async");
+        let server = AsyncUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| AsyncEcho)
+            .path(tmp.path())
+            .build_async()
+            .unwrap();
+        let (tx, mut up) = tokio::sync::watch::channel(false);
+        let s = server.clone();
+        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
+        let mut client = AsyncUnixStreamClient::connect(tmp.path(), Stream::lines())
+            .await
+            .unwrap();
+        client.send(&"hi".to_owned()).await.unwrap();
+        let uid = me().split(' ').next().unwrap().to_owned();
+        assert_eq!(
+            timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
+            format!("hi {uid}")
+        );
+        server.shutdown().await;
+        run.await.unwrap().unwrap();
+        server.close();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn abstract_names() {
+        let name = support::unix::abstract_name("tokio-abstract");
+        let addr = UnixAddr::abstract_name(&name);
+        let server = server(addr.clone());
+        let (tx, mut up) = tokio::sync::watch::channel(false);
+        let s = server.clone();
+        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
+        let mut client = AsyncUnixStreamClient::connect_addr(&addr, Stream::lines())
+            .await
+            .unwrap();
+        client.send(&"local".to_owned()).await.unwrap();
+        assert_eq!(
+            timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
+            addr.to_string()
+        );
+        server.shutdown().await;
+        run.await.unwrap().unwrap();
+        server.close();
+    }
+}
+
+#[cfg(feature = "mio")]
+mod on_mio {
+    use super::*;
+    use easynet::mio::{ServerError, ServerThread, StandaloneUnixStreamServer, UnixStreamClient};
+
+    fn start(addr: UnixAddr) -> ServerThread {
+        let server = StandaloneUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+            .address(addr)
+            .shutdown_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        ServerThread::start(server).unwrap()
+    }
+
+    #[test]
+    fn echo_credentials_and_file_removed_after_the_run() {
+        let tmp = TempPath::new("mio-stream");
+        let mut thread = start(UnixAddr::pathname(tmp.path()));
+        assert_eq!(
+            thread.handle().local_addresses(),
+            vec![easynet::addr::Addr::from(UnixAddr::pathname(tmp.path()))]
+        );
+        let mut client = UnixStreamClient::connect(tmp.path(), Stream::lines()).unwrap();
+        assert_eq!(
+            client.peer_cred().map(|c| c.pid),
+            Some(Some(std::process::id()))
+        );
+        for line in ["hello", "whoami", "local"] {
+            client.send(&line.to_owned()).unwrap();
+        }
+        let replies: Vec<String> = (0..3)
+            .map(|_| client.recv_timeout(LIMIT).unwrap())
+            .collect();
+        assert_eq!(
+            replies,
+            ["hello".to_owned(), me(), tmp.path().display().to_string()]
+        );
+        // Graceful: the open connection gets end of stream at shutdown.
+        thread.join(None).unwrap();
+        assert!(matches!(
+            client.recv_timeout(LIMIT),
+            Err(easynet::mio::ClientError::Eof)
+        ));
+        assert!(
+            !tmp.path().exists(),
+            "the run's end removes the socket file"
+        );
+    }
+
+    #[test]
+    fn path_in_use_is_refused() {
+        let tmp = TempPath::new("mio-inuse");
+        let live = StdListener::bind(tmp.path()).unwrap();
+        let server = StandaloneUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+            .path(tmp.path())
+            .build()
+            .unwrap();
+        match server.serve_forever(()) {
+            Err(ServerError::BindUnix { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse)
+            }
+            r => panic!("expected BindUnix, got {r:?}"),
+        }
+        assert!(tmp.path().exists(), "the live socket's file is not touched");
+        drop(live);
+        // Now stale: the next run replaces it.
+        let mut thread = start(UnixAddr::pathname(tmp.path()));
+        let mut client = UnixStreamClient::connect(tmp.path(), Stream::lines()).unwrap();
+        client.send(&"ok".to_owned()).unwrap();
+        assert_eq!(client.recv_timeout(LIMIT).unwrap(), "ok");
+        thread.join(None).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn abstract_names() {
+        let addr = UnixAddr::abstract_name(support::unix::abstract_name("mio-abstract"));
+        let mut thread = start(addr.clone());
+        let mut client = UnixStreamClient::connect_addr(&addr, Stream::lines()).unwrap();
+        client.send(&"whoami".to_owned()).unwrap();
+        assert_eq!(client.recv_timeout(LIMIT).unwrap(), me());
+        thread.join(None).unwrap();
+    }
+}
+
+#[test]
+fn a_unix_server_needs_an_address() {
+    #[cfg(feature = "tokio")]
+    assert!(matches!(
+        easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+            .build(),
+        Err(easynet::tokio::ConfigError::NoUnixAddress)
+    ));
+    #[cfg(feature = "mio")]
+    assert!(matches!(
+        easynet::mio::StandaloneUnixDatagramServer::builder(
+            easynet::protocol::Datagram::lines(),
+            |_: &ConnInfo| Whoami
+        )
+        .build(),
+        Err(easynet::mio::ConfigError::NoUnixAddress)
+    ));
+}
