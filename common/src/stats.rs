@@ -1,11 +1,12 @@
-//! [`DropCounter`]: how a UDP server shows how many datagrams it dropped.
+//! [`DropCounter`]: how a datagram server (UDP or Unix) shows how many datagrams it dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Datagrams a UDP server dropped since it was built: a peer's queue was full, or datagrams
-/// were still queued at shutdown. A shared handle: clone it before handing the server to a
-/// thread and read it from anywhere.
+/// Datagrams a datagram server dropped since it was built: a peer's queue was full,
+/// datagrams were still queued at shutdown, or (Unix) the sender was an unnamed socket that
+/// cannot be answered. A shared handle: clone it before handing the server to a thread and
+/// read it from anywhere.
 ///
 /// ```
 /// use easynet_common::DropCounter;
