@@ -1,6 +1,6 @@
 //! Unix datagram servers and clients on both drivers, over real sockets in the temp dir and
-//! (Linux) abstract names: echo, peer addresses, unnamed senders (dropped, the server goes
-//! on), socket-file removal, async handlers.
+//! (Linux) abstract names: echo, peer addresses, unnamed senders (dropped and counted, the
+//! server goes on), the datagram size limit, socket-file removal, async handlers.
 
 #![cfg(unix)]
 
@@ -11,11 +11,23 @@ use std::os::unix::net::UnixDatagram as StdDatagram;
 use std::time::Duration;
 
 use easynet::addr::UnixAddr;
+use easynet::datagram::DatagramConfig;
 use easynet::handler::ConnInfo;
 use easynet::protocol::Datagram;
-use support::unix::{TempPath, Whoami};
+use support::unix::{TempPath, Whoami, too_large};
 
 const LIMIT: Duration = Duration::from_secs(10);
+/// The servers' `max_datagram_size` in these tests.
+const MAX_SIZE: usize = 64;
+
+fn small_datagrams() -> DatagramConfig {
+    DatagramConfig::default().with_max_datagram_size(MAX_SIZE)
+}
+
+/// A message one byte past [`MAX_SIZE`] (a datagram carries no separator).
+fn oversized() -> String {
+    "x".repeat(MAX_SIZE + 1)
+}
 
 /// An unnamed socket's datagram gets no answer; waits `wait` for one that must not come.
 fn unnamed_gets_nothing(server: &std::path::Path, wait: Duration) {
@@ -34,8 +46,10 @@ fn unnamed_gets_nothing(server: &std::path::Path, wait: Duration) {
 mod on_tokio {
     use super::*;
     use easynet::handler::HandlerError;
+    use easynet::protocol::ParseError;
     use easynet::tokio::{
-        AsyncDatagramClient, AsyncDatagramHandler, AsyncUnixDatagramClient, AsyncUnixDatagramServer,
+        AsyncDatagramClient, AsyncDatagramHandler, AsyncUnixDatagramClient,
+        AsyncUnixDatagramServer, RecvError,
     };
     use tokio::time::timeout;
 
@@ -45,8 +59,10 @@ mod on_tokio {
         let client_path = TempPath::new("tokio-dgram-client");
         let server = AsyncUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
             .path(tmp.path())
+            .datagram_config(small_datagrams())
             .build()
             .unwrap();
+        let drops = server.dropped_datagrams();
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
         let run = tokio::spawn(async move { s.serve_forever(tx).await });
@@ -84,6 +100,14 @@ mod on_tokio {
             timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
             "still"
         );
+        assert_eq!(drops.get(), 1, "the unnamed sender's datagram is counted");
+
+        // Past max_datagram_size: a typed error reaches the handler.
+        client.send(&oversized()).await.unwrap();
+        assert_eq!(
+            timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
+            too_large(MAX_SIZE + 1, MAX_SIZE)
+        );
 
         drop(client);
         assert!(
@@ -105,8 +129,13 @@ mod on_tokio {
             &mut self,
             client: &mut AsyncDatagramClient<String, String>,
         ) -> Result<(), HandlerError> {
-            let text = client.recv().await?;
-            let reply = format!("{text} from {}", client.peer_addr());
+            let reply = match client.recv().await {
+                Ok(text) => format!("{text} from {}", client.peer_addr()),
+                Err(RecvError::Parse(ParseError::FrameTooLarge { limit, got })) => {
+                    too_large(got, limit)
+                }
+                Err(e) => return Err(e.into()),
+            };
             client.send(&reply).await?;
             Ok(())
         }
@@ -118,6 +147,7 @@ mod on_tokio {
         let addr = UnixAddr::abstract_name(support::unix::abstract_name("tokio-dgram-async"));
         let server = AsyncUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| AsyncEcho)
             .address(addr.clone())
+            .datagram_config(small_datagrams())
             .build_async()
             .unwrap();
         let (tx, mut up) = tokio::sync::watch::channel(false);
@@ -139,6 +169,13 @@ mod on_tokio {
             timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
             format!("hi from {}", UnixAddr::abstract_name(&name))
         );
+        // Past max_datagram_size: async handlers get RecvError::Parse(FrameTooLarge).
+        client.send(&oversized()).await.unwrap();
+        assert_eq!(
+            timeout(LIMIT, client.recv()).await.unwrap().unwrap(),
+            too_large(MAX_SIZE + 1, MAX_SIZE)
+        );
+        assert_eq!(server.dropped_datagrams().get(), 0);
         server.shutdown().await;
         run.await.unwrap().unwrap();
         server.close();
@@ -157,8 +194,10 @@ mod on_mio {
             StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
                 .path(tmp.path())
                 .shutdown_timeout(Duration::from_secs(3))
+                .datagram_config(small_datagrams())
                 .build()
                 .unwrap();
+        let drops = server.dropped_datagrams();
         let mut thread = ServerThread::start(server).unwrap();
         // Linux: the client autobinds an abstract name; elsewhere it binds a path.
         let client_path = TempPath::new("mio-dgram-client");
@@ -185,6 +224,14 @@ mod on_mio {
         unnamed_gets_nothing(tmp.path(), Duration::from_millis(200));
         client.send(&"still".to_owned()).unwrap();
         assert_eq!(client.recv_timeout(LIMIT).unwrap(), "still");
+        assert_eq!(drops.get(), 1, "the unnamed sender's datagram is counted");
+
+        // Past max_datagram_size: a typed error reaches the handler.
+        client.send(&oversized()).unwrap();
+        assert_eq!(
+            client.recv_timeout(LIMIT).unwrap(),
+            too_large(MAX_SIZE + 1, MAX_SIZE)
+        );
 
         thread.join(None).unwrap();
         assert!(

@@ -1,13 +1,15 @@
 //! Unix stream servers and clients on both drivers, over real sockets in the temp dir and
 //! (Linux) abstract names: echo, peer credentials, addresses, socket-file removal, stale
-//! paths, graceful shutdown, async handlers.
+//! paths, graceful shutdown, lingering close, async handlers.
 
 #![cfg(unix)]
 
 mod support;
 
-use std::io;
-use std::os::unix::net::UnixListener as StdListener;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::Path;
 use std::time::Duration;
 
 use easynet::addr::UnixAddr;
@@ -16,6 +18,32 @@ use easynet::protocol::Stream;
 use support::unix::{TempPath, Whoami, me};
 
 const LIMIT: Duration = Duration::from_secs(10);
+
+/// Sends `a`, `quit` and 4 MiB the server never reads as requests (from another thread,
+/// ending with our EOF); the answer to `a` must be followed by a clean end of stream, and
+/// all of the 4 MiB must be taken: the server lingers, dropping input, until our EOF. (A
+/// plain close with unread input would fail the rest of our writes with EPIPE.)
+fn quit_with_unread_input_ends_cleanly(server: &Path) {
+    let stream = StdStream::connect(server).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut data = b"a\nquit\n".to_vec();
+        data.extend_from_slice(&[b'z'; 4 << 20]);
+        let sent = w.write_all(&data);
+        let _ = w.shutdown(Shutdown::Write);
+        sent
+    });
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "a\n");
+    let mut rest = Vec::new();
+    let end = reader.read_to_end(&mut rest);
+    assert!(matches!(end, Ok(0)), "expected end of stream, got {end:?}");
+    let sent = writer.join().unwrap();
+    assert!(sent.is_ok(), "the server stopped taking input: {sent:?}");
+}
 
 #[cfg(feature = "tokio")]
 mod on_tokio {
@@ -107,6 +135,23 @@ mod on_tokio {
         run.await.unwrap().unwrap();
         server.close();
         assert!(!tmp.path().exists());
+    }
+
+    #[tokio::test]
+    async fn a_close_with_unread_input_lingers_until_the_peer_ends() {
+        let tmp = TempPath::new("tokio-linger");
+        let server = server(UnixAddr::pathname(tmp.path()));
+        let (tx, mut up) = tokio::sync::watch::channel(false);
+        let s = server.clone();
+        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
+        let path = tmp.path().to_owned();
+        tokio::task::spawn_blocking(move || quit_with_unread_input_ends_cleanly(&path))
+            .await
+            .unwrap();
+        server.shutdown().await;
+        run.await.unwrap().unwrap();
+        server.close();
     }
 
     #[tokio::test]
@@ -250,6 +295,14 @@ mod on_mio {
             !tmp.path().exists(),
             "the run's end removes the socket file"
         );
+    }
+
+    #[test]
+    fn a_close_with_unread_input_lingers_until_the_peer_ends() {
+        let tmp = TempPath::new("mio-linger");
+        let mut thread = start(UnixAddr::pathname(tmp.path()));
+        quit_with_unread_input_ends_cleanly(tmp.path());
+        thread.join(None).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod bind;
 mod error;
 mod event;
 mod settings;
+mod stats;
 #[cfg(unix)]
 pub mod unix;
 
@@ -24,3 +25,4 @@ pub use bind::{
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};
+pub use stats::DropCounter;

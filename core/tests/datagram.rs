@@ -17,7 +17,7 @@ use easynet_core::datagram::{
 use easynet_core::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, SendError,
 };
-use easynet_core::protocol::{ConfigError, Datagram, Utf8};
+use easynet_core::protocol::{ConfigError, Datagram, ParseError, Utf8};
 use support::clock::Clock;
 
 fn addr(port: u16) -> SocketAddr {
@@ -58,6 +58,9 @@ impl DatagramHandler for Recorder {
         let what = match received {
             Received::Request(text) => text,
             Received::Timeout => "<timeout>".to_owned(),
+            Received::ParseError(ParseError::FrameTooLarge { limit, got }) => {
+                format!("<too large: {got} > {limit}>")
+            }
             Received::ParseError(_) => "<parse error>".to_owned(),
         };
         assert_eq!(*cx.local_addr(), addr(LOCAL));
@@ -290,6 +293,24 @@ fn parse_error_is_delivered_and_the_next_datagram_still_handled() {
     assert_eq!(
         h.calls(),
         vec![call(A, 0, "<parse error>"), call(A, 0, "ok")]
+    );
+}
+
+#[test]
+fn an_oversized_datagram_is_a_typed_error_and_the_next_one_is_handled() {
+    let config = DatagramConfig::default().with_max_datagram_size(8);
+    let mut h = Harness::with_config(echo_loop, config);
+    h.send(A, &[b'x'; 9]);
+    h.send(A, b"fits\n");
+    assert_eq!(
+        h.calls(),
+        vec![call(A, 0, "<too large: 9 > 8>"), call(A, 0, "fits")]
+    );
+    assert!(
+        DatagramConfig::default()
+            .with_max_datagram_size(0)
+            .validate()
+            .is_err()
     );
 }
 

@@ -19,7 +19,9 @@ mod worker;
 
 pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
 pub use control::ServerHandle;
-pub use easynet_common::{BindError, ClientError, ConfigError, EventSet, Host, ServerError};
+pub use easynet_common::{
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+};
 pub use easynet_core as core;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};

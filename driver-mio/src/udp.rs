@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::control::{Control, server_methods};
 use crate::tcp::teardown;
-use crate::{ConfigError, ServerError};
+use crate::{ConfigError, DropCounter, ServerError};
 
 const WAKER: Token = Token(usize::MAX);
 /// Datagrams read per socket per wake-up before the others get a turn.
@@ -53,6 +53,7 @@ where
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
             control: Control::new(self.cfg.shutdown_timeout),
+            drops: DropCounter::default(),
             cfg: self.cfg,
         })
     }
@@ -89,12 +90,15 @@ pub struct StandaloneUdpServer<S, P> {
     protocol: Arc<P>,
     cfg: UdpSettings,
     control: Arc<Control>,
+    drops: DropCounter,
 }
 
 struct Endpoint<S: Service, P, D: MioDgram> {
     socket: D,
     server: DatagramServer<S, P, D::Addr>,
     pending: VecDeque<Transmit<D::Addr>>,
+    /// Drops of `server` already added to the server's counter.
+    counted: u64,
     readable: bool,
     writable: bool,
     /// Datagrams dropped because their sender cannot be answered.
@@ -136,15 +140,14 @@ where
             .map(|s| Ok((s.local_addr()?, UdpSocket::from_std(s))))
             .collect::<io::Result<Vec<_>>>()
             .map_err(ServerError::Listener)?;
-        run_endpoints(
-            &self.service,
-            &self.protocol,
-            &self.cfg.datagram,
-            &self.control,
-            sockets,
-            dups,
-            is_up,
-        )
+        let server = Parts {
+            service: &self.service,
+            protocol: &self.protocol,
+            config: &self.cfg.datagram,
+            control: &self.control,
+            drops: &self.drops,
+        };
+        run_endpoints(server, sockets, dups, is_up)
     }
 }
 
@@ -170,13 +173,20 @@ impl MioDgram for UdpSocket {
     }
 }
 
+/// What a datagram run borrows from its server (UDP or Unix).
+pub(crate) struct Parts<'a, S, P> {
+    pub(crate) service: &'a Arc<S>,
+    pub(crate) protocol: &'a Arc<P>,
+    pub(crate) config: &'a DatagramConfig,
+    pub(crate) control: &'a Control,
+    /// Where every dropped datagram is counted.
+    pub(crate) drops: &'a DropCounter,
+}
+
 /// Runs bound datagram sockets (with their addresses) to the end of a run: `service_init`,
 /// `is_up`, the loop, shutdown, `service_teardown`.
 pub(crate) fn run_endpoints<S, P, D>(
-    service: &Arc<S>,
-    protocol: &Arc<P>,
-    config: &DatagramConfig,
-    control: &Control,
+    server: Parts<'_, S, P>,
     sockets: Vec<(D::Addr, D)>,
     dups: Vec<socket2::Socket>,
     is_up: impl EventSet,
@@ -187,6 +197,13 @@ where
     P: DatagramServerProtocol,
     D: MioDgram,
 {
+    let Parts {
+        service,
+        protocol,
+        config,
+        control,
+        drops,
+    } = server;
     let poll = Poll::new().map_err(ServerError::Listener)?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).map_err(ServerError::Listener)?);
     let mut endpoints = Vec::with_capacity(sockets.len());
@@ -206,6 +223,7 @@ where
             socket,
             server,
             pending: VecDeque::new(),
+            counted: 0,
             readable: true,
             writable: true,
             unnamed: 0,
@@ -218,9 +236,10 @@ where
         tracing::info!("Start serving at {}", list.join(", "));
         is_up.set();
     }
-    let result = serve(poll, &mut endpoints, control);
+    let result = serve(poll, &mut endpoints, control, drops);
     for e in &mut endpoints {
         e.server.shutdown(Instant::now());
+        count_drops(e, drops);
         flush(e);
     }
     teardown(service.clone(), control.shutdown_timeout());
@@ -232,6 +251,7 @@ fn serve<S, P, D>(
     mut poll: Poll,
     endpoints: &mut [Endpoint<S, P, D>],
     control: &Control,
+    drops: &DropCounter,
 ) -> io::Result<()>
 where
     D: MioDgram,
@@ -260,13 +280,14 @@ where
                         e.server
                             .handle_datagram(now, from, BytesMut::from(&buf[..n]))
                     }
-                    Ok((_, None)) => unanswerable(&mut e.unnamed),
+                    Ok((_, None)) => unanswerable(&mut e.unnamed, drops),
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
                     // ICMP errors from an earlier send concern one peer only.
                     Err(err) => tracing::debug!(error = %err, "datagram receive error"),
                 }
             }
             busy |= e.readable;
+            count_drops(e, drops);
             flush(e);
         }
         let timeout = if busy {
@@ -290,6 +311,19 @@ where
             }
         }
     }
+}
+
+/// Adds the endpoint's new queue drops to the server's counter.
+fn count_drops<S, P, D>(e: &mut Endpoint<S, P, D>, drops: &DropCounter)
+where
+    D: MioDgram,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    let dropped = e.server.drops();
+    drops.add(dropped - e.counted);
+    e.counted = dropped;
 }
 
 /// Moves the endpoint's responses to its socket until it would block.
@@ -321,7 +355,8 @@ where
 
 /// Logs a datagram from a sender that cannot be answered (an unnamed Unix socket); it is
 /// dropped and the loop goes on. Rate-limited: the 1st, 2nd, 4th, 8th... of a socket.
-fn unanswerable(count: &mut u64) {
+fn unanswerable(count: &mut u64, drops: &DropCounter) {
+    drops.add(1);
     *count += 1;
     if count.is_power_of_two() {
         tracing::warn!(
@@ -332,3 +367,20 @@ fn unanswerable(count: &mut u64) {
 }
 
 server_methods!(StandaloneUdpServer, DatagramHandler, DatagramServerProtocol);
+
+/// `dropped_datagrams()` on a datagram server with a `drops` field: UDP or Unix.
+macro_rules! dropped_datagrams {
+    ($name:ident) => {
+        impl<S, P> $name<S, P> {
+            /// Datagrams dropped so far: a peer's queue was full, datagrams were still queued
+            /// at shutdown, or (Unix) the sender was an unnamed socket that cannot be
+            /// answered. A handle that stays current, so take it before moving the server to
+            /// a [`ServerThread`](crate::ServerThread).
+            pub fn dropped_datagrams(&self) -> $crate::DropCounter {
+                self.drops.clone()
+            }
+        }
+    };
+}
+pub(crate) use dropped_datagrams;
+dropped_datagrams!(StandaloneUdpServer);

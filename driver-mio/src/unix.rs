@@ -36,9 +36,9 @@ use crate::client::{
 };
 use crate::control::{Control, server_methods};
 use crate::tcp::run_workers;
-use crate::udp::{MioDgram, run_endpoints};
+use crate::udp::{MioDgram, Parts, dropped_datagrams, run_endpoints};
 use crate::worker::{Factory, MioListener};
-use crate::{ConfigError, ServerError};
+use crate::{ConfigError, DropCounter, ServerError};
 
 impl MioListener for UnixListener {
     type Stream = UnixStream;
@@ -231,6 +231,7 @@ where
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
             control: Control::new(self.cfg.shutdown_timeout),
+            drops: DropCounter::default(),
             cfg: self.cfg,
         })
     }
@@ -277,6 +278,7 @@ pub struct StandaloneUnixDatagramServer<S, P> {
     protocol: Arc<P>,
     cfg: UnixDatagramSettings,
     control: Arc<Control>,
+    drops: DropCounter,
 }
 
 impl<S, P> StandaloneUnixDatagramServer<S, P> {
@@ -309,11 +311,15 @@ where
             .try_clone()
             .map(|s| dup(s.into()))
             .unwrap_or_default();
+        let server = Parts {
+            service: &self.service,
+            protocol: &self.protocol,
+            config: &self.cfg.datagram,
+            control: &self.control,
+            drops: &self.drops,
+        };
         let result = run_endpoints(
-            &self.service,
-            &self.protocol,
-            &self.cfg.datagram,
-            &self.control,
+            server,
             vec![(addr.clone(), UnixDatagram::from_std(socket))],
             dups,
             is_up,
@@ -333,6 +339,7 @@ server_methods!(
     DatagramHandler,
     DatagramServerProtocol
 );
+dropped_datagrams!(StandaloneUnixDatagramServer);
 
 /// A blocking Unix stream client: send requests, receive responses, with protocol `P`.
 ///

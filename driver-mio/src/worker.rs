@@ -29,6 +29,12 @@ use crate::control::Control;
 const WAKER: Token = Token(usize::MAX);
 /// Reads per connection per wake-up before others get a turn.
 const READ_BUDGET: usize = 16;
+/// How long a graceful close of a peer that is still sending waits for its EOF after
+/// sending FIN, reading and dropping what comes (never past a shutdown's deadline). Closing
+/// a socket with unread input makes the kernel reset the connection, which destroys answers
+/// still on their way to the peer; lingering lets them arrive (as nginx's lingering close).
+/// A peer that sends nothing more is closed at once.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// A listening socket a worker accepts on: TCP or Unix.
 pub(crate) trait MioListener: Source + Send + 'static {
@@ -107,6 +113,8 @@ struct Entry<
     /// The deadline last pushed on the timer heap, to avoid duplicates.
     timer: Option<Instant>,
     generation: u64,
+    /// Closed gracefully (FIN sent): input is dropped until the peer's EOF or this instant.
+    linger: Option<Instant>,
 }
 
 /// One connection slot of a worker.
@@ -132,6 +140,8 @@ where
     /// Connections that used up their read budget and still have data to read.
     ready: Vec<usize>,
     shutting_down: bool,
+    /// The shutdown deadline, once ordered.
+    deadline: Option<Instant>,
 }
 
 impl<S: Service, P, L: MioListener> Worker<S, P, L>
@@ -169,6 +179,7 @@ where
                 buf,
                 ready: Vec::new(),
                 shutting_down: false,
+                deadline: None,
             },
             waker,
         ))
@@ -184,13 +195,15 @@ where
         loop {
             let now = Instant::now();
             self.apply_orders(now);
-            if (self.shutting_down || !self.listening()) && self.live() == 0 {
-                return Ok(());
-            }
             self.fire_timers(now);
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
                 self.gate.handle_timeout(now);
                 self.accept_all(now); // edge-triggered: no new event would come
+            }
+            // After the timers: a deadline may have closed the last connection, and then
+            // no event or timer would ever wake the poll below.
+            if (self.shutting_down || !self.listening()) && self.live() == 0 {
+                return Ok(());
             }
             let timeout = if self.ready.is_empty() {
                 self.next_timeout()
@@ -250,8 +263,14 @@ where
             && !self.shutting_down
         {
             self.shutting_down = true;
+            self.deadline = Some(deadline);
             for idx in 0..self.conns.len() {
                 if let Some(e) = self.conns[idx].as_mut() {
+                    if e.linger.is_some_and(|t| t > deadline) {
+                        e.linger = Some(deadline);
+                        e.timer = Some(deadline);
+                        self.timers.push(Reverse((deadline, idx, e.generation)));
+                    }
                     e.session.shutdown(now, deadline);
                     self.pump(now, idx);
                 }
@@ -272,6 +291,10 @@ where
                 continue; // stale entry
             }
             e.timer = None;
+            if e.linger.is_some() {
+                self.release(idx); // the peer did not close in time
+                continue;
+            }
             e.session.handle_timeout(now);
             self.pump(now, idx);
         }
@@ -359,12 +382,20 @@ where
             announced: false,
             timer: None,
             generation: self.generation,
+            linger: None,
         });
         self.pump(now, idx);
     }
 
     /// Moves bytes for one connection until it would block, then handles its close and timer.
     fn pump(&mut self, now: Instant, idx: usize) {
+        if let Some(Some(Entry {
+            linger: Some(_), ..
+        })) = self.conns.get(idx)
+        {
+            self.linger(idx);
+            return;
+        }
         let log = self.factory.log_connections;
         let buf = &mut self.buf;
         let Some(Some(e)) = self.conns.get_mut(idx) else {
@@ -416,7 +447,7 @@ where
             }
         }
         if let Some(how) = closed {
-            self.remove(idx, how);
+            self.remove(now, idx, how);
             return;
         }
         let next = e.session.poll_timeout();
@@ -431,15 +462,10 @@ where
         }
     }
 
-    fn remove(&mut self, idx: usize, how: CloseHow) {
-        let Some(mut e) = self.conns.get_mut(idx).and_then(Option::take) else {
+    fn remove(&mut self, now: Instant, idx: usize, how: CloseHow) {
+        let Some(Some(e)) = self.conns.get_mut(idx) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut e.stream);
-        match how {
-            CloseHow::Graceful => L::shutdown_write(&e.stream),
-            CloseHow::Abort => L::set_abortive(&e.stream),
-        }
         if e.announced {
             let peer = &e.session.info().peer;
             if self.factory.log_connections {
@@ -448,6 +474,66 @@ where
                 tracing::debug!(?how, "{peer} disconnected");
             }
         }
+        match how {
+            CloseHow::Graceful => {
+                L::shutdown_write(&e.stream);
+                if !unread_input(&mut e.stream, &mut self.buf) {
+                    return self.release(idx);
+                }
+                let mut until = now + LINGER;
+                if let Some(d) = self.deadline {
+                    until = until.min(d);
+                }
+                e.linger = Some(until);
+                e.timer = Some(until);
+                self.timers.push(Reverse((until, idx, e.generation)));
+                self.linger(idx);
+            }
+            CloseHow::Abort => {
+                L::set_abortive(&e.stream);
+                self.release(idx);
+            }
+        }
+    }
+
+    /// Drops what a lingering connection receives; releases it at the peer's EOF.
+    fn linger(&mut self, idx: usize) {
+        let Some(Some(e)) = self.conns.get_mut(idx) else {
+            return;
+        };
+        for _ in 0..READ_BUDGET {
+            match e.stream.read(&mut self.buf) {
+                Ok(0) => return self.release(idx),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.release(idx),
+            }
+        }
+        self.ready.push(idx); // still sending: others get a turn first
+    }
+
+    /// Closes a connection's socket and frees its slot.
+    fn release(&mut self, idx: usize) {
+        let Some(mut e) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut e.stream);
         self.free.push(idx);
+    }
+}
+
+/// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
+/// sending, so closing now would reset the connection).
+fn unread_input(stream: &mut impl Read, buf: &mut [u8]) -> bool {
+    let mut found = false;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return false,
+            Ok(_) => found = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return found,
+            Err(_) => return false,
+        }
     }
 }

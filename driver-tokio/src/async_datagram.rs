@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::RecvError;
 use crate::conn::now;
 use crate::datagram_server::{MAX_DATAGRAM, unanswerable};
 use crate::dgram::{DatagramSocket, DgramSocket};
+use crate::{DropCounter, RecvError};
 
 /// An async handler for one datagram peer; `async fn` in the impl is fine.
 ///
@@ -88,6 +88,9 @@ impl<P: DatagramServerProtocol> Codec<P::Request, P::Response> for P {
     }
 }
 
+/// A received datagram, or the length of one past `max_datagram_size` (not kept).
+type Payload = Result<BytesMut, usize>;
+
 /// The routine of a peer ended; its handler comes back unless it failed.
 struct Done<H, A> {
     peer: A,
@@ -99,7 +102,8 @@ pub struct AsyncDatagramClient<Req, Resp> {
     info: ConnInfo,
     socket: DatagramSocket,
     codec: Arc<dyn Codec<Req, Resp>>,
-    first: Option<BytesMut>,
+    first: Option<Payload>,
+    max_datagram_size: usize,
     recv: mpsc::UnboundedSender<RecvAsk>,
     closing: CancellationToken,
 }
@@ -108,7 +112,7 @@ pub struct AsyncDatagramClient<Req, Resp> {
 struct RecvAsk {
     peer: Addr,
     timeout: Option<Duration>,
-    reply: oneshot::Sender<Option<BytesMut>>,
+    reply: oneshot::Sender<Option<Payload>>,
 }
 
 impl<Req, Resp> std::fmt::Debug for AsyncDatagramClient<Req, Resp> {
@@ -147,7 +151,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
 
     async fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<Req, RecvError> {
         if let Some(first) = self.first.take() {
-            return Ok(self.codec.decode(first)?);
+            return self.decode(first);
         }
         if self.closing.is_cancelled() {
             return Err(RecvError::Closed);
@@ -166,11 +170,21 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
         }
         tokio::select! {
             got = answer => match got {
-                Ok(Some(datagram)) => Ok(self.codec.decode(datagram)?),
+                Ok(Some(datagram)) => self.decode(datagram),
                 Ok(None) => Err(RecvError::Timeout),
                 Err(_) => Err(RecvError::Closed),
             },
             () = self.closing.cancelled() => Err(RecvError::Closed),
+        }
+    }
+
+    fn decode(&self, datagram: Payload) -> Result<Req, RecvError> {
+        match datagram {
+            Ok(data) => Ok(self.codec.decode(data)?),
+            Err(got) => Err(RecvError::Parse(ParseError::FrameTooLarge {
+                limit: self.max_datagram_size,
+                got,
+            })),
         }
     }
 
@@ -214,7 +228,7 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncDatagramClient<Req, 
 
 struct Slot<H> {
     handler: Option<H>,
-    waiting: Option<oneshot::Sender<Option<BytesMut>>>,
+    waiting: Option<oneshot::Sender<Option<Payload>>>,
 }
 
 impl<H> Default for Slot<H> {
@@ -234,6 +248,7 @@ pub(crate) async fn serve_socket<S, P, D>(
     config: DatagramConfig,
     cancel: CancellationToken,
     closed: CancellationToken,
+    drops: DropCounter,
 ) -> io::Result<()>
 where
     S: Service,
@@ -242,7 +257,8 @@ where
     D: DgramSocket,
 {
     let local = socket.local()?.to_addr();
-    let mut table: PeerTable<BytesMut, Slot<S::Handler>, D::Addr> =
+    let max_datagram_size = config.max_datagram_size;
+    let mut table: PeerTable<Payload, Slot<S::Handler>, D::Addr> =
         PeerTable::new(config).map_err(io::Error::other)?;
     let (ask_tx, mut asks) = mpsc::unbounded_channel::<RecvAsk>();
     let (done_tx, mut dones) = mpsc::unbounded_channel::<Done<S::Handler, D::Addr>>();
@@ -251,10 +267,10 @@ where
     let closing = CancellationToken::new();
     let mut routines = JoinSet::new();
     let codec: Arc<dyn Codec<P::Request, P::Response>> = protocol;
-    let start = |table: &mut PeerTable<BytesMut, Slot<S::Handler>, D::Addr>,
+    let start = |table: &mut PeerTable<Payload, Slot<S::Handler>, D::Addr>,
                  routines: &mut JoinSet<()>,
                  peer: D::Addr,
-                 first: BytesMut| {
+                 first: Payload| {
         let id = table
             .peer(&peer)
             .map(|p| p.id)
@@ -269,6 +285,7 @@ where
             socket: client_socket.clone(),
             codec: codec.clone(),
             first: Some(first),
+            max_datagram_size,
             recv: ask_tx.clone(),
             closing: closing.clone(),
         };
@@ -301,22 +318,33 @@ where
     };
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut counted = 0;
     loop {
+        let dropped = table.stats().dropped;
+        drops.add(dropped - counted);
+        counted = dropped;
         let sleep = table.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = cancel.cancelled() => break,
             () = closed.cancelled() => break,
             res = socket.recv_from(&mut buf) => match res {
-                Ok((n, Some(from))) => match table.arrive(now(), from.clone(), BytesMut::from(&buf[..n])) {
-                    Arrival::Start(first) => start(&mut table, &mut routines, from, first),
-                    Arrival::Deliver(d) => {
-                        if let Some(w) = table.state_mut(&from).and_then(|s| s.waiting.take()) {
-                            let _ = w.send(Some(d));
+                Ok((n, Some(from))) => {
+                    // Past the limit only the length is kept: a typed error for the handler.
+                    let item = match n {
+                        n if n > max_datagram_size => Err(n),
+                        n => Ok(BytesMut::from(&buf[..n])),
+                    };
+                    match table.arrive(now(), from.clone(), item) {
+                        Arrival::Start(first) => start(&mut table, &mut routines, from, first),
+                        Arrival::Deliver(d) => {
+                            if let Some(w) = table.state_mut(&from).and_then(|s| s.waiting.take()) {
+                                let _ = w.send(Some(d));
+                            }
                         }
+                        _ => {}
                     }
-                    _ => {}
-                },
-                Ok((_, None)) => unanswerable(&mut unnamed),
+                }
+                Ok((_, None)) => unanswerable(&mut unnamed, &drops),
                 Err(e) => tracing::debug!(error = %e, "datagram receive error"),
             },
             Some(RecvAsk { peer, timeout, reply }) = asks.recv() => {
@@ -355,6 +383,7 @@ where
     // Shutdown: routines see `Closed` at their next receive; give them a moment to return.
     closing.cancel();
     table.shutdown(now());
+    drops.add(table.stats().dropped - counted);
     while table.poll_event().is_some() {}
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while routines.join_next().await.is_some() {}

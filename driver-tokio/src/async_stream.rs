@@ -380,7 +380,8 @@ impl<Req: Send + 'static, Resp: Send + Sync + 'static> AsyncClient<Req, Resp> {
         loop {
             self.flush_some();
             if let Some(how) = self.conn.poll_close() {
-                conn::close(self.stream, how).await;
+                let deadline = *self.shutdown.borrow();
+                conn::close(self.stream, how, deadline).await;
                 return how;
             }
             self.step().await;

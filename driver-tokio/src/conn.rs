@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -63,6 +63,13 @@ macro_rules! conn_stream {
 conn_stream!(TcpStream);
 #[cfg(unix)]
 conn_stream!(UnixStream);
+
+/// How long a graceful close of a peer that is still sending waits for its EOF after
+/// sending FIN, reading and dropping what comes (never past a server shutdown's deadline).
+/// Closing a socket with unread input makes the kernel reset the connection, which destroys
+/// answers still on their way to the peer; lingering lets them arrive (as nginx's
+/// lingering close). A peer that sends nothing more is closed at once.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Reads in a row without waiting before the task yields to others.
 const DIRECT_READ_BUDGET: u32 = 32;
@@ -147,7 +154,8 @@ where
             }
         }
         if let Some(how) = session.poll_close() {
-            close(stream, how).await;
+            let deadline = *shutdown.borrow();
+            close(stream, how, deadline).await;
             if announced {
                 let peer = &session.info().peer;
                 if log_connection {
@@ -245,9 +253,59 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Closes the socket the way the session asked.
-pub(crate) async fn close<St: ConnStream>(mut stream: St, how: CloseHow) {
+/// A graceful close sends FIN, then lingers if the peer is still sending (see [`LINGER`]).
+pub(crate) async fn close<St: ConnStream>(
+    mut stream: St,
+    how: CloseHow,
+    deadline: Option<Instant>,
+) {
     match how {
-        CloseHow::Graceful => stream.shutdown_write().await,
+        CloseHow::Graceful => {
+            stream.shutdown_write().await;
+            if unread_input(&stream) {
+                let mut until = tokio::time::Instant::now() + LINGER;
+                if let Some(d) = deadline {
+                    until = until.min(tokio::time::Instant::from_std(d));
+                }
+                let _ = tokio::time::timeout_at(until, discard_until_eof(&stream)).await;
+            }
+        }
         CloseHow::Abort => stream.set_abortive(),
+    }
+}
+
+/// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
+/// sending, so closing now would reset the connection).
+fn unread_input(stream: &impl ConnStream) -> bool {
+    let mut scratch = [0u8; 4096];
+    let mut found = false;
+    loop {
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return false,
+            Ok(_) => found = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return found,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads and drops what the peer still sends, until its EOF (or an error).
+async fn discard_until_eof(stream: &impl ConnStream) {
+    let mut scratch = [0u8; 4096];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
     }
 }

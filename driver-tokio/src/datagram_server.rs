@@ -20,7 +20,7 @@ use crate::async_datagram::{self, AsyncDatagramHandler};
 use crate::conn::now;
 use crate::dgram::DgramSocket;
 use crate::shell::Shell;
-use crate::{EventSet, ServerError};
+use crate::{DropCounter, EventSet, ServerError};
 
 /// Largest datagram read: 64 KiB.
 pub(crate) const MAX_DATAGRAM: usize = 64 * 1024;
@@ -48,6 +48,7 @@ pub(crate) fn portable<S, P, D>(
     service: Arc<S>,
     protocol: Arc<P>,
     config: DatagramConfig,
+    drops: DropCounter,
 ) -> ServeSocket<D>
 where
     S: Service,
@@ -60,7 +61,8 @@ where
             DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
                 .map_err(io::Error::other)
         });
-        Box::pin(async move { serve_socket(socket, endpoint?, cancel, closed).await })
+        let drops = drops.clone();
+        Box::pin(async move { serve_socket(socket, endpoint?, cancel, closed, drops).await })
     })
 }
 
@@ -69,6 +71,7 @@ pub(crate) fn asynchronous<S, P, D>(
     service: Arc<S>,
     protocol: Arc<P>,
     config: DatagramConfig,
+    drops: DropCounter,
 ) -> ServeSocket<D>
 where
     S: Service,
@@ -79,7 +82,13 @@ where
     Arc::new(move |socket, cancel, closed| {
         let (service, protocol, config) = (service.clone(), protocol.clone(), config.clone());
         Box::pin(async_datagram::serve_socket(
-            socket, service, protocol, config, cancel, closed,
+            socket,
+            service,
+            protocol,
+            config,
+            cancel,
+            closed,
+            drops.clone(),
         ))
     })
 }
@@ -90,6 +99,8 @@ pub(crate) struct DgramCore<S, D> {
     pub serve_socket: ServeSocket<D>,
     pub shutdown_timeout: Duration,
     pub shell: Shell<D>,
+    /// Every datagram the sockets' loops dropped.
+    pub drops: DropCounter,
 }
 
 impl<S: Service, D: DgramSocket> DgramCore<S, D> {
@@ -97,12 +108,14 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
         service: Arc<S>,
         serve_socket: ServeSocket<D>,
         shutdown_timeout: Duration,
+        drops: DropCounter,
     ) -> Self {
         Self {
             service,
             serve_socket,
             shutdown_timeout,
             shell: Shell::new(),
+            drops,
         }
     }
 
@@ -156,8 +169,10 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
 }
 
 /// Logs a datagram from a sender that cannot be answered (an unnamed Unix socket); the
-/// server drops it and goes on. Rate-limited: the 1st, 2nd, 4th, 8th... of a socket.
-pub(crate) fn unanswerable(count: &mut u64) {
+/// server drops it (counted in `drops`) and goes on. Rate-limited: the 1st, 2nd, 4th,
+/// 8th... of a socket.
+pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
+    drops.add(1);
     *count += 1;
     if count.is_power_of_two() {
         tracing::warn!(
@@ -173,6 +188,7 @@ async fn serve_socket<S, P, D>(
     mut endpoint: DatagramServer<S, P, D::Addr>,
     cancel: CancellationToken,
     closed: CancellationToken,
+    drops: DropCounter,
 ) -> io::Result<()>
 where
     S: Service,
@@ -181,7 +197,11 @@ where
     D: DgramSocket,
 {
     let mut unnamed = 0u64;
+    let mut counted = 0;
     loop {
+        let dropped = endpoint.drops();
+        drops.add(dropped - counted);
+        counted = dropped;
         // Send what the handlers produced; the next poll gives the next timer.
         let next_timeout = loop {
             match endpoint.poll_output() {
@@ -209,7 +229,7 @@ where
                     for _ in 0..READ_BUDGET {
                         match socket.try_recv_from(buf) {
                             Ok((n, Some(from))) => endpoint.handle_datagram(now(), from, BytesMut::from(&buf[..n])),
-                            Ok((_, None)) => unanswerable(&mut unnamed),
+                            Ok((_, None)) => unanswerable(&mut unnamed, &drops),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             // ICMP errors (connection refused from an earlier send) concern one peer.
                             Err(e) => tracing::debug!(error = %e, "datagram receive error"),
@@ -223,6 +243,7 @@ where
         }
     }
     endpoint.shutdown(now());
+    drops.add(endpoint.drops() - counted);
     while let Output::Transmit(t) = endpoint.poll_output() {
         let _ = socket.try_send_to(&t.data, &t.to);
     }
@@ -262,20 +283,24 @@ macro_rules! datagram_builder_methods {
                 Arc<S>,
                 Arc<P>,
                 DatagramConfig,
+                $crate::DropCounter,
             ) -> $crate::datagram_server::ServeSocket<$socket>,
         ) -> Result<$server<S, P>, ConfigError> {
             self.cfg.validate()?;
             let service = Arc::new(self.service);
+            let drops = $crate::DropCounter::default();
             let serve_socket = serve(
                 service.clone(),
                 Arc::new(self.protocol),
                 self.cfg.datagram.clone(),
+                drops.clone(),
             );
             Ok($server {
                 core: Arc::new($crate::datagram_server::DgramCore::new(
                     service,
                     serve_socket,
                     self.cfg.shutdown_timeout,
+                    drops,
                 )),
                 cfg: Arc::new(self.cfg),
                 _protocol: std::marker::PhantomData,
@@ -284,3 +309,18 @@ macro_rules! datagram_builder_methods {
     };
 }
 pub(crate) use datagram_builder_methods;
+
+/// `dropped_datagrams()` on a datagram server with a `core: Arc<DgramCore<..>>` field.
+macro_rules! dropped_datagrams {
+    ($server:ident) => {
+        impl<S, P> $server<S, P> {
+            /// Datagrams dropped so far: a peer's queue was full, datagrams were still queued
+            /// at shutdown, or (Unix) the sender was an unnamed socket that cannot be
+            /// answered. A handle that stays current.
+            pub fn dropped_datagrams(&self) -> $crate::DropCounter {
+                self.core.drops.clone()
+            }
+        }
+    };
+}
+pub(crate) use dropped_datagrams;

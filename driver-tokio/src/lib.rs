@@ -28,7 +28,9 @@ pub use async_datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSend
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
 pub use dgram::DatagramSocket;
-pub use easynet_common::{BindError, ClientError, ConfigError, EventSet, Host, ServerError};
+pub use easynet_common::{
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+};
 pub use easynet_core as core;
 pub use socket::StreamSocket;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};

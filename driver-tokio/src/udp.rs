@@ -9,7 +9,7 @@ use easynet_core::protocol::DatagramServerProtocol;
 use tokio::net::UdpSocket;
 
 use crate::async_datagram::AsyncDatagramHandler;
-use crate::datagram_server::{DgramCore, datagram_builder_methods};
+use crate::datagram_server::{DgramCore, datagram_builder_methods, dropped_datagrams};
 use crate::shell::server_methods;
 use crate::{ConfigError, EventSet, ServerError};
 use easynet_common::{self as bind, UdpSettings};
@@ -72,6 +72,7 @@ server_methods!(
     UdpSettings,
     DatagramServerProtocol
 );
+dropped_datagrams!(AsyncUdpServer);
 
 impl<S, P> AsyncUdpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<UdpSocket>>, ServerError> {

@@ -25,7 +25,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::async_datagram::AsyncDatagramHandler;
 use crate::async_stream::AsyncStreamHandler;
-use crate::datagram_server::{DgramCore, datagram_builder_methods};
+use crate::datagram_server::{DgramCore, datagram_builder_methods, dropped_datagrams};
 use crate::dgram::UnixDgram;
 use crate::shell::server_methods;
 use crate::stream_server::{Core, Listener, NewConn, stream_builder_methods};
@@ -203,6 +203,7 @@ server_methods!(
     UnixDatagramSettings,
     DatagramServerProtocol
 );
+dropped_datagrams!(AsyncUnixDatagramServer);
 
 impl<S, P> AsyncUnixStreamServer<S, P> {
     /// The bound address; `None` before activation and after close.

@@ -47,7 +47,8 @@ pub fn me() -> String {
 }
 
 /// Echoes lines; "whoami" answers the peer's credentials ("uid gid pid"), "peer" the peer's
-/// address and "local" the server's; "quit" closes. Runs on both drivers.
+/// address and "local" the server's; "quit" closes; a datagram past the size limit is
+/// answered "too large: GOT > LIMIT". Runs on both drivers.
 pub struct Whoami;
 
 fn answer(info: &easynet::handler::ConnInfo, line: String) -> String {
@@ -80,6 +81,11 @@ impl StreamHandler for Whoami {
     }
 }
 
+/// The answer to a datagram of `got` bytes past a `limit`.
+pub fn too_large(got: usize, limit: usize) -> String {
+    format!("too large: {got} > {limit}")
+}
+
 impl DatagramHandler for Whoami {
     type Request = String;
     type Response = String;
@@ -89,9 +95,15 @@ impl DatagramHandler for Whoami {
         cx: &mut DatagramContext<'_, String>,
         r: Received<String>,
     ) -> HandlerResult {
-        if let Received::Request(l) = r {
-            let reply = answer(cx.info(), l);
-            cx.send(&reply)?;
+        match r {
+            Received::Request(l) => {
+                let reply = answer(cx.info(), l);
+                cx.send(&reply)?;
+            }
+            Received::ParseError(easynet::protocol::ParseError::FrameTooLarge { limit, got }) => {
+                cx.send(&too_large(got, limit))?;
+            }
+            _ => {}
         }
         Ok(Next::Close)
     }

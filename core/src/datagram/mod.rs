@@ -42,6 +42,10 @@ pub struct DatagramConfig {
     /// How long a peer with no active routine and nothing queued is kept before it is
     /// evicted and its handler dropped. Default 120 s.
     pub idle_timeout: Duration,
+    /// Largest datagram delivered as a request. A longer one is not queued: its handler gets
+    /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge) instead.
+    /// Default 65 535 (any UDP datagram).
+    pub max_datagram_size: usize,
 }
 
 impl DatagramConfig {
@@ -49,6 +53,8 @@ impl DatagramConfig {
     pub const DEFAULT_MAX_PENDING: usize = 1024;
     /// Default of [`idle_timeout`](Self::idle_timeout).
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Default of [`max_datagram_size`](Self::max_datagram_size).
+    pub const DEFAULT_MAX_DATAGRAM_SIZE: usize = u16::MAX as usize;
 
     /// This configuration with another queue bound.
     pub fn with_max_pending(mut self, max_pending: usize) -> Self {
@@ -62,11 +68,22 @@ impl DatagramConfig {
         self
     }
 
-    /// Checks the settings: `max_pending` must be at least 1.
+    /// This configuration with another datagram size limit.
+    pub fn with_max_datagram_size(mut self, bytes: usize) -> Self {
+        self.max_datagram_size = bytes;
+        self
+    }
+
+    /// Checks the settings: `max_pending` and `max_datagram_size` must be at least 1.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_pending == 0 {
             return Err(ConfigError::Zero {
                 what: "max_pending",
+            });
+        }
+        if self.max_datagram_size == 0 {
+            return Err(ConfigError::Zero {
+                what: "max_datagram_size",
             });
         }
         Ok(())
@@ -78,6 +95,7 @@ impl Default for DatagramConfig {
         Self {
             max_pending: Self::DEFAULT_MAX_PENDING,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            max_datagram_size: Self::DEFAULT_MAX_DATAGRAM_SIZE,
         }
     }
 }

@@ -17,12 +17,18 @@ use crate::addr::{Addr, PeerAddr};
 use crate::handler::{
     ConnInfo, DatagramContext, DatagramHandler, Next, Received, ResponseSink, SendError, Service,
 };
-use crate::protocol::{ConfigError, DatagramServerProtocol};
+use crate::protocol::{ConfigError, DatagramServerProtocol, ParseError};
 
 /// What resumes a routine: a datagram still to decode, or its timeout.
 enum Step {
-    Datagram(BytesMut),
+    Datagram(Payload),
     Timeout,
+}
+
+/// A queued datagram; one past the size limit keeps only its length (memory stays bounded).
+enum Payload {
+    Data(BytesMut),
+    TooLarge(usize),
 }
 
 /// A datagram endpoint running synchronous handlers: event in, action out.
@@ -91,9 +97,10 @@ pub struct DatagramServer<S: Service, P, A = SocketAddr> {
     // Made once: handlers get it per call without converting `local` again.
     local_addr: Addr,
     // The user state of a peer is its handler; `None` until made, or after it failed.
-    table: PeerTable<BytesMut, Option<S::Handler>, A>,
+    table: PeerTable<Payload, Option<S::Handler>, A>,
     out: VecDeque<Transmit<A>>,
     closing: bool,
+    max_datagram_size: usize,
 }
 
 impl<S: Service, P, A: PeerAddr> std::fmt::Debug for DatagramServer<S, P, A> {
@@ -121,20 +128,29 @@ where
         local: A,
         config: DatagramConfig,
     ) -> Result<Self, ConfigError> {
+        config.validate()?;
         Ok(Self {
             service,
             protocol,
             local_addr: local.to_addr(),
             local,
+            max_datagram_size: config.max_datagram_size,
             table: PeerTable::new(config)?,
             out: VecDeque::new(),
             closing: false,
         })
     }
 
-    /// A datagram `data` arrived from `from`.
+    /// A datagram `data` arrived from `from`. One longer than
+    /// [`DatagramConfig::max_datagram_size`] reaches the handler as
+    /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge).
     pub fn handle_datagram(&mut self, now: Instant, from: A, data: BytesMut) {
-        match self.table.arrive(now, from.clone(), data) {
+        let payload = if data.len() > self.max_datagram_size {
+            Payload::TooLarge(data.len())
+        } else {
+            Payload::Data(data)
+        };
+        match self.table.arrive(now, from.clone(), payload) {
             super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
                 self.drive(now, from, Step::Datagram(d));
             }
@@ -221,10 +237,16 @@ where
             };
             let info = ConnInfo::new(id, peer.to_addr(), self.local_addr.clone());
             let received = match step {
-                Step::Datagram(data) => match self.protocol.decode_request(data) {
+                Step::Datagram(Payload::Data(data)) => match self.protocol.decode_request(data) {
                     Ok(request) => Received::Request(request),
                     Err(e) => Received::ParseError(e),
                 },
+                Step::Datagram(Payload::TooLarge(got)) => {
+                    Received::ParseError(ParseError::FrameTooLarge {
+                        limit: self.max_datagram_size,
+                        got,
+                    })
+                }
                 Step::Timeout => Received::Timeout,
             };
             let mut sink = Outbox {
