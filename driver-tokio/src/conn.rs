@@ -24,6 +24,7 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Sends end-of-stream (FIN).
@@ -43,6 +44,9 @@ macro_rules! conn_stream {
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
+            }
+            fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+                <$t>::try_write_vectored(self, bufs)
             }
             fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$t>::readable(self)
@@ -78,6 +82,22 @@ thread_local! {
     // One read buffer per worker thread, not per connection: an idle connection costs no
     // read buffer. Safe because nothing awaits between the read and `handle_read`.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A socket as a non-blocking [`io::Write`] (`WouldBlock` when full), for
+/// [`Session::write_to`].
+pub(crate) struct TryWriter<'a, St>(pub(crate) &'a St);
+
+impl<St: ConnStream> io::Write for TryWriter<'_, St> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The driver's clock: tokio's, so paused-time tests work.
@@ -139,12 +159,9 @@ where
         }
         // Write what is queued until done or the socket would block.
         loop {
-            let data = session.transmit();
-            if data.is_empty() {
-                break;
-            }
-            match stream.try_write(data) {
-                Ok(n) => session.advance(n),
+            match session.write_to(&mut TryWriter(&stream)) {
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -171,7 +188,7 @@ where
             session.shutdown(now(), deadline);
             continue;
         }
-        let want_write = !session.transmit().is_empty();
+        let want_write = session.wants_write();
         let want_read = session.wants_read();
         // Read again at once while the socket has data, as a plain `read().await` loop would;
         // only a read that would block waits in `select!`. Yield now and then to stay fair.

@@ -63,6 +63,9 @@ impl ConnStream for StreamSocket {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, s => s.try_write(buf))
     }
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, s => s.try_write_vectored(bufs))
+    }
     async fn readable(&self) -> io::Result<()> {
         each!(self, s => s.readable().await)
     }

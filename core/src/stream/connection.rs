@@ -161,6 +161,10 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     /// Plaintext encode buffer under TLS, reused.
     #[cfg(feature = "tls")]
     scratch: BytesMut,
+    /// About how many ciphertext bytes rustls holds for the socket (plaintext queued since
+    /// its buffer was last empty), so the write high-water mark covers them.
+    #[cfg(feature = "tls")]
+    tls_pending: usize,
     phase: Phase,
     recv: Recv,
     ready: bool,
@@ -204,6 +208,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             tls: None,
             #[cfg(feature = "tls")]
             scratch: BytesMut::new(),
+            #[cfg(feature = "tls")]
+            tls_pending: 0,
             phase: Phase::Open,
             recv: Recv::Idle,
             ready: true,
@@ -290,6 +296,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if let Some(tls) = self.tls.as_mut() {
             let res = tls.read_ciphertext(data, &mut self.rbuf);
             tls.write_ciphertext(&mut self.wbuf);
+            self.tls_pending = 0;
             if let Err(err) = res {
                 if matches!(self.phase, Phase::Handshaking { .. }) {
                     tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, "error during TLS handshake");
@@ -427,6 +434,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.scratch.clear();
             R::encode(&self.protocol, item, &mut self.scratch)?;
             tls.write_plaintext(&self.scratch);
+            self.tls_pending += self.scratch.len();
             return Ok(());
         }
         if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
@@ -448,6 +456,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.chunks.clear();
         self.chunked = 0;
         self.wbuf.clear();
+        #[cfg(feature = "tls")]
+        {
+            self.tls_pending = 0;
+        }
     }
 
     /// Bytes to write to the socket, in order; empty when nothing is queued.
@@ -455,11 +467,58 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
+            self.tls_pending = 0;
         }
         match self.chunks.front() {
             Some(chunk) => chunk,
             None => &self.wbuf,
         }
+    }
+
+    /// Writes queued bytes to `out` (the socket) with one write call, instead of
+    /// [`transmit`](Self::transmit) + [`advance`](Self::advance). Under TLS the records go
+    /// from rustls's buffer straight to `out` (a vectored write, as rustls's `write_tls`)
+    /// rather than through the write queue: a copy less per byte sent. Returns the bytes
+    /// written, 0 when nothing is queued; `out`'s errors (`WouldBlock`) are returned as
+    /// they are, for the driver to handle as it would a failed socket write.
+    ///
+    /// The core still owns no socket: `out` is any [`io::Write`](std::io::Write).
+    pub fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.chunks.is_empty()
+            && self.wbuf.is_empty()
+            && !matches!(self.phase, Phase::Closed(_))
+            && let Some(tls) = self.tls.as_mut()
+        {
+            let n = tls.write_tls(out)?;
+            self.tls_pending = if tls.wants_write() {
+                self.tls_pending.saturating_sub(n)
+            } else {
+                0
+            };
+            return Ok(n);
+        }
+        let data = match self.chunks.front() {
+            Some(chunk) => &chunk[..],
+            None => &self.wbuf[..],
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = out.write(data)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    /// True when bytes wait to be written to the socket.
+    pub fn wants_write(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls
+            && tls.wants_write()
+        {
+            return true;
+        }
+        self.chunked + self.wbuf.len() > 0
     }
 
     /// `n` bytes of [`transmit`](Self::transmit) were written.
@@ -477,9 +536,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
     }
 
-    /// Bytes queued for the socket.
+    /// Bytes queued for the socket (under TLS, ciphertext still in rustls counted by the
+    /// plaintext it holds).
     pub fn queued(&self) -> usize {
-        self.chunked + self.wbuf.len()
+        #[cfg(feature = "tls")]
+        let pending = self.tls_pending;
+        #[cfg(not(feature = "tls"))]
+        let pending = 0;
+        self.chunked + self.wbuf.len() + pending
     }
 
     /// True when the driver should read from the socket.
@@ -592,6 +656,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             #[cfg(feature = "tls")]
             if let Some(tls) = self.tls.as_mut() {
                 tls.write_ciphertext(&mut self.wbuf);
+                self.tls_pending = 0;
                 waiting &= !tls.peer_closed();
             }
             if self.queued() == 0 && !waiting {
