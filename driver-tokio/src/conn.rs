@@ -309,20 +309,27 @@ fn unread_input(stream: &impl ConnStream) -> bool {
 
 /// Reads and drops what the peer still sends, until its EOF (or an error).
 async fn discard_until_eof(stream: &impl ConnStream) {
-    let mut scratch = [0u8; 4096];
     loop {
         if stream.readable().await.is_err() {
             return;
         }
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return,
+        if !discard_once(stream) {
+            return;
         }
+    }
+}
+
+/// One read whose bytes are dropped; false at EOF or on an error. A plain function, so its
+/// 4 KiB scratch lives on the stack, not in every connection task's future (which is sized
+/// for its largest state, the idle one included).
+fn discard_once(stream: &impl ConnStream) -> bool {
+    let mut scratch = [0u8; 4096];
+    match stream.try_read(&mut scratch) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
     }
 }
