@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -26,6 +27,10 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Read readiness without a waiter future (one waker slot, this task's).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Write readiness without a waiter future (one waker slot, this task's).
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Sends end-of-stream (FIN).
     fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send;
@@ -50,6 +55,12 @@ macro_rules! conn_stream {
             }
             fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$t>::readable(self)
+            }
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
+            }
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_write_ready(self, cx)
             }
             fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$t>::writable(self)
@@ -146,6 +157,12 @@ where
     let mut announced = false;
     let mut maybe_readable = true;
     let mut direct_reads = 0u32;
+    // One `changed()` future for the whole connection: registered with the channel once,
+    // not made and dropped at every wait.
+    let mut shutdown_rx = shutdown.clone();
+    let shutdown_changed = async move { shutdown_rx.changed().await.is_ok() };
+    tokio::pin!(shutdown_changed);
+    let mut shutdown_fired = false;
     loop {
         if !announced && session.connection().is_ready() {
             // After the TLS handshake, as EasyNetwork logs it.
@@ -204,14 +221,15 @@ where
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
-            res = shutdown.changed(), if !shutdown_seen => {
-                if res.is_err() {
+            ok = &mut shutdown_changed, if !shutdown_seen && !shutdown_fired => {
+                shutdown_fired = true;
+                if !ok {
                     // The server is gone without a shutdown: stop now.
                     session.shutdown(now(), now());
                     shutdown_seen = true;
                 }
             }
-            res = stream.readable(), if want_read => {
+            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want_read => {
                 if res.is_err() {
                     session.handle_io_error(now());
                     continue;
@@ -219,7 +237,7 @@ where
                 direct_reads = 0;
                 maybe_readable = read_once(&stream, &mut session);
             }
-            res = stream.writable(), if want_write => {
+            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want_write => {
                 if res.is_err() {
                     session.handle_io_error(now());
                 }

@@ -72,6 +72,12 @@ impl ConnStream for StreamSocket {
     async fn writable(&self) -> io::Result<()> {
         each!(self, s => s.writable().await)
     }
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        each!(self, s => s.poll_read_ready(cx))
+    }
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        each!(self, s => s.poll_write_ready(cx))
+    }
     async fn shutdown_write(&mut self) {
         each!(self, s => ConnStream::shutdown_write(s).await)
     }
