@@ -20,6 +20,11 @@ use crate::tls::TlsSession;
 /// into the write buffer, which is cheaper than a queue entry.
 const SHARED_MIN: usize = 4096;
 
+/// Small reads in a row after which a connection reading in place goes back to reading
+/// through the driver's shared buffer. A bulk request often ends with a short read; switching
+/// back on that one read made the next request's first (full) read a copy.
+const SMALL_READS_TO_COPY: u8 = 4;
+
 /// Which side of the protocol a [`Connection`] speaks.
 pub trait Role<P: StreamProtocol>: Send + 'static {
     /// What this side receives.
@@ -170,8 +175,11 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     ready: bool,
     /// The peer sent EOF (or TLS close_notify).
     eof: bool,
-    /// The last read filled at least half a read: read in place next time.
+    /// A read filled at least half a read, and fewer than [`SMALL_READS_TO_COPY`] small
+    /// reads came after it: read in place next time.
     large_reads: bool,
+    /// Small reads in a row while `large_reads`.
+    small_reads: u8,
     /// Sends are refused (close asked, or on_disconnection running).
     closing: bool,
     /// Server shutdown deadline, once a shutdown began.
@@ -215,6 +223,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             ready: true,
             eof: false,
             large_reads: false,
+            small_reads: 0,
             closing: false,
             shutdown: None,
             config,
@@ -322,14 +331,33 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             return;
         }
+        // First, so that a switch back to small reads can let the big buffer go.
+        self.note_read(data.len());
         if matches!(self.phase, Phase::Open) && !self.eof {
             self.rbuf.extend_from_slice(data);
         }
-        self.large_reads = data.len() >= self.config.read_size / 2;
+    }
+
+    /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)).
+    fn note_read(&mut self, n: usize) {
+        if n >= self.config.read_size / 2 {
+            self.large_reads = true;
+            self.small_reads = 0;
+        } else if self.large_reads {
+            self.small_reads += 1;
+            if self.small_reads >= SMALL_READS_TO_COPY {
+                self.large_reads = false;
+                if self.rbuf.is_empty() {
+                    // Small messages again: do not keep a read-sized buffer for them.
+                    self.rbuf = BytesMut::new();
+                }
+            }
+        }
     }
 
     /// The receive buffer, with room for one read, when the driver may read straight into
-    /// it: a plain open connection whose last read was large. That saves a copy per read for
+    /// it: a plain open connection that read at least half a read lately (until four
+    /// small reads in a row). That saves a copy per read for
     /// bulk transfers; small reads go through [`handle_read`](Self::handle_read) so that an
     /// idle connection does not keep a read-sized buffer. After reading, call
     /// [`handle_read_in_place`](Self::handle_read_in_place).
@@ -350,7 +378,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if n == 0 {
             self.handle_eof(now);
         }
-        self.large_reads = n >= self.config.read_size / 2;
+        self.note_read(n);
     }
 
     /// The peer closed its write side (read returned 0).
@@ -691,6 +719,36 @@ mod tests {
     use super::*;
     use crate::ConnId;
     use crate::protocol::Stream;
+
+    #[test]
+    fn in_place_reads_survive_a_short_read_and_end_after_four() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let info = ConnInfo::new(ConnId(1), addr, addr);
+        let config = StreamConfig::default();
+        let read_size = config.read_size;
+        let mut conn: Connection<_, ServerRole> =
+            Connection::new(Arc::new(Stream::raw()), config, info);
+        let now = Instant::now();
+        assert!(
+            conn.read_buffer().is_none(),
+            "small reads until a large one"
+        );
+        conn.handle_read(now, &vec![b'x'; read_size]);
+        // A bulk request's short last read keeps the next read in place.
+        for _ in 0..SMALL_READS_TO_COPY - 1 {
+            let buf = conn.read_buffer().expect("in place");
+            buf.extend_from_slice(b"short");
+            conn.handle_read_in_place(now, 5);
+        }
+        assert!(conn.read_buffer().is_some());
+        conn.rbuf.clear(); // decoded
+        conn.handle_read(now, b"short");
+        assert!(conn.read_buffer().is_none(), "small messages again");
+        assert!(
+            conn.rbuf.capacity() < read_size,
+            "no read-sized buffer kept for them"
+        );
+    }
 
     #[test]
     fn large_shared_payloads_are_queued_without_copy_and_keep_their_order() {
