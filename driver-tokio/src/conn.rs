@@ -221,14 +221,6 @@ where
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
-            ok = &mut shutdown_changed, if !shutdown_seen && !shutdown_fired => {
-                shutdown_fired = true;
-                if !ok {
-                    // The server is gone without a shutdown: stop now.
-                    session.shutdown(now(), now());
-                    shutdown_seen = true;
-                }
-            }
             res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want_read => {
                 if res.is_err() {
                     session.handle_io_error(now());
@@ -240,6 +232,16 @@ where
             res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want_write => {
                 if res.is_err() {
                     session.handle_io_error(now());
+                }
+            }
+            // After the socket: a wake-up for data does not poll the channel again (the
+            // loop's `borrow_and_update` sees a shutdown at the next turn anyway).
+            ok = &mut shutdown_changed, if !shutdown_seen && !shutdown_fired => {
+                shutdown_fired = true;
+                if !ok {
+                    // The server is gone without a shutdown: stop now.
+                    session.shutdown(now(), now());
+                    shutdown_seen = true;
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
