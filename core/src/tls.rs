@@ -1,6 +1,6 @@
 //! TLS sessions over rustls 0.23: one type for both sides, bytes in and bytes out.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -141,29 +141,23 @@ impl TlsSession {
         mut available: usize,
         out: &mut BytesMut,
     ) -> Result<(), TlsError> {
+        // Copy rustls's plaintext chunks straight into `out` (`fill_buf`, no zero-filled
+        // staging area as `read` would need).
+        out.reserve(available);
+        let mut reader = self.conn.reader();
         while available > 0 {
-            let start = out.len();
-            out.resize(start + available, 0);
-            match self.conn.reader().read(&mut out[start..]) {
-                Ok(n) => {
-                    out.truncate(start + n);
-                    if n == 0 {
-                        break;
-                    }
+            match reader.fill_buf() {
+                Ok([]) => break,
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    out.extend_from_slice(chunk);
+                    reader.consume(n);
                     available -= n.min(available);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    out.truncate(start);
-                    break;
-                }
-                Err(e) => {
-                    out.truncate(start);
-                    // UnexpectedEof: the peer closed without close_notify; reported by EOF.
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        break;
-                    }
-                    return Err(TlsError::Io(e));
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // UnexpectedEof: the peer closed without close_notify; reported by EOF.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(TlsError::Io(e)),
             }
         }
         Ok(())
@@ -185,6 +179,13 @@ impl TlsSession {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Writes pending TLS records straight from rustls's buffer to `out` (a socket, say),
+    /// as rustls's own `write_tls`: one vectored write, no copy on our side. Returns the
+    /// bytes written (0 when nothing is pending); `out`'s errors (`WouldBlock`) pass through.
+    pub fn write_tls(&mut self, out: &mut dyn Write) -> io::Result<usize> {
+        self.conn.write_tls(out)
     }
 
     /// True when TLS records wait to be written.

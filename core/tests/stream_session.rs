@@ -360,15 +360,23 @@ fn large_reads_switch_to_reading_in_place_and_small_ones_back() {
     sim.session.handle_read_in_place(sim.clock.now(), 3);
     sim.pump();
     assert_eq!(log(&l).last(), Some(&req(&format!("{}yz", "x".repeat(40)))));
+    // A bulk request's short last read keeps reading in place; four small reads in a row
+    // switch back.
+    for _ in 0..3 {
+        let buf = sim.session.read_buffer().expect("still in place");
+        buf.extend_from_slice(b"w\n");
+        sim.session.handle_read_in_place(sim.clock.now(), 2);
+        sim.pump();
+    }
+    assert_eq!(log(&l).last(), Some(&req("w")));
     assert!(
         sim.session.read_buffer().is_none(),
-        "a small read switches back"
+        "four small reads switch back"
     );
-    sim.session.handle_read_in_place(sim.clock.now(), 0);
+    sim.read(b"v\n");
     sim.pump();
-    assert_eq!(
-        sim.closed,
-        Some(CloseHow::Graceful),
-        "0 bytes in place is end of stream"
-    );
+    assert_eq!(log(&l).last(), Some(&req("v")));
+    sim.session.handle_eof(sim.clock.now());
+    sim.pump();
+    assert_eq!(sim.closed, Some(CloseHow::Graceful), "end of stream closes");
 }

@@ -415,15 +415,15 @@ where
                 }
             }
             while e.writable {
-                let data = e.session.transmit();
-                if data.is_empty() {
-                    break;
-                }
-                match e.stream.write(data) {
-                    Ok(n) => e.session.advance(n),
+                match e.session.write_to(&mut e.stream) {
+                    Ok(0) => break,
+                    Ok(_) => {}
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => e.session.handle_io_error(now),
+                    Err(_) => {
+                        e.session.handle_io_error(now);
+                        break;
+                    }
                 }
             }
             if let Some(how) = e.session.poll_close() {

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -24,7 +25,12 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Read readiness without a waiter future (one waker slot, this task's).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Write readiness without a waiter future (one waker slot, this task's).
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Sends end-of-stream (FIN).
     fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send;
@@ -44,8 +50,17 @@ macro_rules! conn_stream {
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
             }
+            fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+                <$t>::try_write_vectored(self, bufs)
+            }
             fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$t>::readable(self)
+            }
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
+            }
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_write_ready(self, cx)
             }
             fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 <$t>::writable(self)
@@ -78,6 +93,22 @@ thread_local! {
     // One read buffer per worker thread, not per connection: an idle connection costs no
     // read buffer. Safe because nothing awaits between the read and `handle_read`.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A socket as a non-blocking [`io::Write`] (`WouldBlock` when full), for
+/// [`Session::write_to`].
+pub(crate) struct TryWriter<'a, St>(pub(crate) &'a St);
+
+impl<St: ConnStream> io::Write for TryWriter<'_, St> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The driver's clock: tokio's, so paused-time tests work.
@@ -126,6 +157,12 @@ where
     let mut announced = false;
     let mut maybe_readable = true;
     let mut direct_reads = 0u32;
+    // One `changed()` future for the whole connection: registered with the channel once,
+    // not made and dropped at every wait.
+    let mut shutdown_rx = shutdown.clone();
+    let shutdown_changed = async move { shutdown_rx.changed().await.is_ok() };
+    tokio::pin!(shutdown_changed);
+    let mut shutdown_fired = false;
     loop {
         if !announced && session.connection().is_ready() {
             // After the TLS handshake, as EasyNetwork logs it.
@@ -139,12 +176,9 @@ where
         }
         // Write what is queued until done or the socket would block.
         loop {
-            let data = session.transmit();
-            if data.is_empty() {
-                break;
-            }
-            match stream.try_write(data) {
-                Ok(n) => session.advance(n),
+            match session.write_to(&mut TryWriter(&stream)) {
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -171,7 +205,7 @@ where
             session.shutdown(now(), deadline);
             continue;
         }
-        let want_write = !session.transmit().is_empty();
+        let want_write = session.wants_write();
         let want_read = session.wants_read();
         // Read again at once while the socket has data, as a plain `read().await` loop would;
         // only a read that would block waits in `select!`. Yield now and then to stay fair.
@@ -187,14 +221,7 @@ where
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
-            res = shutdown.changed(), if !shutdown_seen => {
-                if res.is_err() {
-                    // The server is gone without a shutdown: stop now.
-                    session.shutdown(now(), now());
-                    shutdown_seen = true;
-                }
-            }
-            res = stream.readable(), if want_read => {
+            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want_read => {
                 if res.is_err() {
                     session.handle_io_error(now());
                     continue;
@@ -202,9 +229,19 @@ where
                 direct_reads = 0;
                 maybe_readable = read_once(&stream, &mut session);
             }
-            res = stream.writable(), if want_write => {
+            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want_write => {
                 if res.is_err() {
                     session.handle_io_error(now());
+                }
+            }
+            // After the socket: a wake-up for data does not poll the channel again (the
+            // loop's `borrow_and_update` sees a shutdown at the next turn anyway).
+            ok = &mut shutdown_changed, if !shutdown_seen && !shutdown_fired => {
+                shutdown_fired = true;
+                if !ok {
+                    // The server is gone without a shutdown: stop now.
+                    session.shutdown(now(), now());
+                    shutdown_seen = true;
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
@@ -292,20 +329,27 @@ fn unread_input(stream: &impl ConnStream) -> bool {
 
 /// Reads and drops what the peer still sends, until its EOF (or an error).
 async fn discard_until_eof(stream: &impl ConnStream) {
-    let mut scratch = [0u8; 4096];
     loop {
         if stream.readable().await.is_err() {
             return;
         }
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return,
+        if !discard_once(stream) {
+            return;
         }
+    }
+}
+
+/// One read whose bytes are dropped; false at EOF or on an error. A plain function, so its
+/// 4 KiB scratch lives on the stack, not in every connection task's future (which is sized
+/// for its largest state, the idle one included).
+fn discard_once(stream: &impl ConnStream) -> bool {
+    let mut scratch = [0u8; 4096];
+    match stream.try_read(&mut scratch) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
     }
 }

@@ -20,6 +20,11 @@ use crate::tls::TlsSession;
 /// into the write buffer, which is cheaper than a queue entry.
 const SHARED_MIN: usize = 4096;
 
+/// Small reads in a row after which a connection reading in place goes back to reading
+/// through the driver's shared buffer. A bulk request often ends with a short read; switching
+/// back on that one read made the next request's first (full) read a copy.
+const SMALL_READS_TO_COPY: u8 = 4;
+
 /// Which side of the protocol a [`Connection`] speaks.
 pub trait Role<P: StreamProtocol>: Send + 'static {
     /// What this side receives.
@@ -161,13 +166,20 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     /// Plaintext encode buffer under TLS, reused.
     #[cfg(feature = "tls")]
     scratch: BytesMut,
+    /// About how many ciphertext bytes rustls holds for the socket (plaintext queued since
+    /// its buffer was last empty), so the write high-water mark covers them.
+    #[cfg(feature = "tls")]
+    tls_pending: usize,
     phase: Phase,
     recv: Recv,
     ready: bool,
     /// The peer sent EOF (or TLS close_notify).
     eof: bool,
-    /// The last read filled at least half a read: read in place next time.
+    /// A read filled at least half a read, and fewer than [`SMALL_READS_TO_COPY`] small
+    /// reads came after it: read in place next time.
     large_reads: bool,
+    /// Small reads in a row while `large_reads`.
+    small_reads: u8,
     /// Sends are refused (close asked, or on_disconnection running).
     closing: bool,
     /// Server shutdown deadline, once a shutdown began.
@@ -204,11 +216,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             tls: None,
             #[cfg(feature = "tls")]
             scratch: BytesMut::new(),
+            #[cfg(feature = "tls")]
+            tls_pending: 0,
             phase: Phase::Open,
             recv: Recv::Idle,
             ready: true,
             eof: false,
             large_reads: false,
+            small_reads: 0,
             closing: false,
             shutdown: None,
             config,
@@ -290,6 +305,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if let Some(tls) = self.tls.as_mut() {
             let res = tls.read_ciphertext(data, &mut self.rbuf);
             tls.write_ciphertext(&mut self.wbuf);
+            self.tls_pending = 0;
             if let Err(err) = res {
                 if matches!(self.phase, Phase::Handshaking { .. }) {
                     tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, "error during TLS handshake");
@@ -315,14 +331,33 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             return;
         }
+        // First, so that a switch back to small reads can let the big buffer go.
+        self.note_read(data.len());
         if matches!(self.phase, Phase::Open) && !self.eof {
             self.rbuf.extend_from_slice(data);
         }
-        self.large_reads = data.len() >= self.config.read_size / 2;
+    }
+
+    /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)).
+    fn note_read(&mut self, n: usize) {
+        if n >= self.config.read_size / 2 {
+            self.large_reads = true;
+            self.small_reads = 0;
+        } else if self.large_reads {
+            self.small_reads += 1;
+            if self.small_reads >= SMALL_READS_TO_COPY {
+                self.large_reads = false;
+                if self.rbuf.is_empty() {
+                    // Small messages again: do not keep a read-sized buffer for them.
+                    self.rbuf = BytesMut::new();
+                }
+            }
+        }
     }
 
     /// The receive buffer, with room for one read, when the driver may read straight into
-    /// it: a plain open connection whose last read was large. That saves a copy per read for
+    /// it: a plain open connection that read at least half a read lately (until four
+    /// small reads in a row). That saves a copy per read for
     /// bulk transfers; small reads go through [`handle_read`](Self::handle_read) so that an
     /// idle connection does not keep a read-sized buffer. After reading, call
     /// [`handle_read_in_place`](Self::handle_read_in_place).
@@ -343,7 +378,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if n == 0 {
             self.handle_eof(now);
         }
-        self.large_reads = n >= self.config.read_size / 2;
+        self.note_read(n);
     }
 
     /// The peer closed its write side (read returned 0).
@@ -427,6 +462,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.scratch.clear();
             R::encode(&self.protocol, item, &mut self.scratch)?;
             tls.write_plaintext(&self.scratch);
+            self.tls_pending += self.scratch.len();
             return Ok(());
         }
         if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
@@ -448,6 +484,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.chunks.clear();
         self.chunked = 0;
         self.wbuf.clear();
+        #[cfg(feature = "tls")]
+        {
+            self.tls_pending = 0;
+        }
     }
 
     /// Bytes to write to the socket, in order; empty when nothing is queued.
@@ -455,11 +495,58 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
+            self.tls_pending = 0;
         }
         match self.chunks.front() {
             Some(chunk) => chunk,
             None => &self.wbuf,
         }
+    }
+
+    /// Writes queued bytes to `out` (the socket) with one write call, instead of
+    /// [`transmit`](Self::transmit) + [`advance`](Self::advance). Under TLS the records go
+    /// from rustls's buffer straight to `out` (a vectored write, as rustls's `write_tls`)
+    /// rather than through the write queue: a copy less per byte sent. Returns the bytes
+    /// written, 0 when nothing is queued; `out`'s errors (`WouldBlock`) are returned as
+    /// they are, for the driver to handle as it would a failed socket write.
+    ///
+    /// The core still owns no socket: `out` is any [`io::Write`](std::io::Write).
+    pub fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.chunks.is_empty()
+            && self.wbuf.is_empty()
+            && !matches!(self.phase, Phase::Closed(_))
+            && let Some(tls) = self.tls.as_mut()
+        {
+            let n = tls.write_tls(out)?;
+            self.tls_pending = if tls.wants_write() {
+                self.tls_pending.saturating_sub(n)
+            } else {
+                0
+            };
+            return Ok(n);
+        }
+        let data = match self.chunks.front() {
+            Some(chunk) => &chunk[..],
+            None => &self.wbuf[..],
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = out.write(data)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    /// True when bytes wait to be written to the socket.
+    pub fn wants_write(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls
+            && tls.wants_write()
+        {
+            return true;
+        }
+        self.chunked + self.wbuf.len() > 0
     }
 
     /// `n` bytes of [`transmit`](Self::transmit) were written.
@@ -477,9 +564,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
     }
 
-    /// Bytes queued for the socket.
+    /// Bytes queued for the socket (under TLS, ciphertext still in rustls counted by the
+    /// plaintext it holds).
     pub fn queued(&self) -> usize {
-        self.chunked + self.wbuf.len()
+        #[cfg(feature = "tls")]
+        let pending = self.tls_pending;
+        #[cfg(not(feature = "tls"))]
+        let pending = 0;
+        self.chunked + self.wbuf.len() + pending
     }
 
     /// True when the driver should read from the socket.
@@ -592,6 +684,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             #[cfg(feature = "tls")]
             if let Some(tls) = self.tls.as_mut() {
                 tls.write_ciphertext(&mut self.wbuf);
+                self.tls_pending = 0;
                 waiting &= !tls.peer_closed();
             }
             if self.queued() == 0 && !waiting {
@@ -626,6 +719,36 @@ mod tests {
     use super::*;
     use crate::ConnId;
     use crate::protocol::Stream;
+
+    #[test]
+    fn in_place_reads_survive_a_short_read_and_end_after_four() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let info = ConnInfo::new(ConnId(1), addr, addr);
+        let config = StreamConfig::default();
+        let read_size = config.read_size;
+        let mut conn: Connection<_, ServerRole> =
+            Connection::new(Arc::new(Stream::raw()), config, info);
+        let now = Instant::now();
+        assert!(
+            conn.read_buffer().is_none(),
+            "small reads until a large one"
+        );
+        conn.handle_read(now, &vec![b'x'; read_size]);
+        // A bulk request's short last read keeps the next read in place.
+        for _ in 0..SMALL_READS_TO_COPY - 1 {
+            let buf = conn.read_buffer().expect("in place");
+            buf.extend_from_slice(b"short");
+            conn.handle_read_in_place(now, 5);
+        }
+        assert!(conn.read_buffer().is_some());
+        conn.rbuf.clear(); // decoded
+        conn.handle_read(now, b"short");
+        assert!(conn.read_buffer().is_none(), "small messages again");
+        assert!(
+            conn.rbuf.capacity() < read_size,
+            "no read-sized buffer kept for them"
+        );
+    }
 
     #[test]
     fn large_shared_payloads_are_queued_without_copy_and_keep_their_order() {

@@ -200,6 +200,16 @@ where
         self.conn.advance(n);
     }
 
+    /// See [`Connection::write_to`]: writes queued bytes (TLS records straight from rustls).
+    pub fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        self.conn.write_to(out)
+    }
+
+    /// True when bytes wait to be written to the socket.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// True when the driver should read from the socket.
     pub fn wants_read(&self) -> bool {
         self.conn.wants_read()
