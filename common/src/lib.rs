@@ -13,6 +13,7 @@
 mod bind;
 mod error;
 mod event;
+mod linger;
 mod settings;
 mod stats;
 #[cfg(unix)]
@@ -24,5 +25,6 @@ pub use bind::{
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
+pub use linger::{Discard, LINGER, discard_input};
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};
 pub use stats::DropCounter;

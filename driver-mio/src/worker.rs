@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use easynet_common::{Discard, LINGER, discard_input};
 use easynet_core::ConnId;
 use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::addr::Addr;
@@ -29,12 +30,6 @@ use crate::control::Control;
 const WAKER: Token = Token(usize::MAX);
 /// Reads per connection per wake-up before others get a turn.
 const READ_BUDGET: usize = 16;
-/// How long a graceful close of a peer that is still sending waits for its EOF after
-/// sending FIN, reading and dropping what comes (never past a shutdown's deadline). Closing
-/// a socket with unread input makes the kernel reset the connection, which destroys answers
-/// still on their way to the peer; lingering lets them arrive (as nginx's lingering close).
-/// A peer that sends nothing more is closed at once.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// A listening socket a worker accepts on: TCP or Unix.
 pub(crate) trait MioListener: Source + Send + 'static {
@@ -477,7 +472,10 @@ where
         match how {
             CloseHow::Graceful => {
                 L::shutdown_write(&e.stream);
-                if !unread_input(&mut e.stream, &mut self.buf) {
+                // Lingering close (easynet_common::linger): wait for a still-sending
+                // peer's EOF, or the close would reset the connection.
+                let found = discard_input(|b| e.stream.read(b), &mut self.buf, READ_BUDGET);
+                if !found.peer_still_sending() {
                     return self.release(idx);
                 }
                 let mut until = now + LINGER;
@@ -501,16 +499,11 @@ where
         let Some(Some(e)) = self.conns.get_mut(idx) else {
             return;
         };
-        for _ in 0..READ_BUDGET {
-            match e.stream.read(&mut self.buf) {
-                Ok(0) => return self.release(idx),
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.release(idx),
-            }
+        match discard_input(|b| e.stream.read(b), &mut self.buf, READ_BUDGET) {
+            Discard::Ended => self.release(idx),
+            Discard::Drained { .. } => {}
+            Discard::Budget => self.ready.push(idx), // still sending: others get a turn first
         }
-        self.ready.push(idx); // still sending: others get a turn first
     }
 
     /// Closes a connection's socket and frees its slot.
@@ -520,20 +513,5 @@ where
         };
         let _ = self.poll.registry().deregister(&mut e.stream);
         self.free.push(idx);
-    }
-}
-
-/// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
-/// sending, so closing now would reset the connection).
-fn unread_input(stream: &mut impl Read, buf: &mut [u8]) -> bool {
-    let mut found = false;
-    loop {
-        match stream.read(buf) {
-            Ok(0) => return false,
-            Ok(_) => found = true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return found,
-            Err(_) => return false,
-        }
     }
 }

@@ -6,10 +6,11 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
+use easynet_common::{Discard, LINGER, discard_input};
 use easynet_core::handler::StreamHandler;
 use easynet_core::protocol::StreamServerProtocol;
 use easynet_core::stream::{CloseHow, Session};
@@ -79,15 +80,11 @@ conn_stream!(TcpStream);
 #[cfg(unix)]
 conn_stream!(UnixStream);
 
-/// How long a graceful close of a peer that is still sending waits for its EOF after
-/// sending FIN, reading and dropping what comes (never past a server shutdown's deadline).
-/// Closing a socket with unread input makes the kernel reset the connection, which destroys
-/// answers still on their way to the peer; lingering lets them arrive (as nginx's
-/// lingering close). A peer that sends nothing more is closed at once.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
-
 /// Reads in a row without waiting before the task yields to others.
 const DIRECT_READ_BUDGET: u32 = 32;
+
+/// Reads of unread input a graceful close drops at once before it lingers instead.
+const DISCARD_BUDGET: usize = 16;
 
 thread_local! {
     // One read buffer per worker thread, not per connection: an idle connection costs no
@@ -290,7 +287,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Closes the socket the way the session asked.
-/// A graceful close sends FIN, then lingers if the peer is still sending (see [`LINGER`]).
+/// A graceful close sends FIN, then lingers if the peer is still sending (see [`easynet_common::LINGER`]).
 pub(crate) async fn close<St: ConnStream>(
     mut stream: St,
     how: CloseHow,
@@ -311,20 +308,11 @@ pub(crate) async fn close<St: ConnStream>(
     }
 }
 
-/// Drops the input waiting now; true if there was some and no EOF yet (the peer is still
-/// sending, so closing now would reset the connection).
+/// Drops the input waiting now; true if the peer is still sending (closing now would
+/// reset the connection). A plain function: its scratch stays off the task's future.
 fn unread_input(stream: &impl ConnStream) -> bool {
     let mut scratch = [0u8; 4096];
-    let mut found = false;
-    loop {
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return false,
-            Ok(_) => found = true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return found,
-            Err(_) => return false,
-        }
-    }
+    discard_input(|b| stream.try_read(b), &mut scratch, DISCARD_BUDGET).peer_still_sending()
 }
 
 /// Reads and drops what the peer still sends, until its EOF (or an error).
@@ -333,23 +321,16 @@ async fn discard_until_eof(stream: &impl ConnStream) {
         if stream.readable().await.is_err() {
             return;
         }
-        if !discard_once(stream) {
+        if discard_once(stream) == Discard::Ended {
             return;
         }
     }
 }
 
-/// One read whose bytes are dropped; false at EOF or on an error. A plain function, so its
-/// 4 KiB scratch lives on the stack, not in every connection task's future (which is sized
-/// for its largest state, the idle one included).
-fn discard_once(stream: &impl ConnStream) -> bool {
+/// One read whose bytes are dropped. A plain function, so its 4 KiB scratch lives on the
+/// stack, not in every connection task's future (which is sized for its largest state, the
+/// idle one included).
+fn discard_once(stream: &impl ConnStream) -> Discard {
     let mut scratch = [0u8; 4096];
-    match stream.try_read(&mut scratch) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ),
-    }
+    discard_input(|b| stream.try_read(b), &mut scratch, 1)
 }
