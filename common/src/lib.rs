@@ -13,7 +13,7 @@
 mod bind;
 mod error;
 mod event;
-mod linger;
+mod sendq;
 mod settings;
 mod stats;
 #[cfg(unix)]
@@ -25,6 +25,6 @@ pub use bind::{
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
-pub use linger::{Discard, LINGER, discard_input};
+pub use sendq::unsent_bytes;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};
 pub use stats::DropCounter;

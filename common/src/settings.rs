@@ -294,12 +294,14 @@ macro_rules! stream_setters {
         /// Logs connects and disconnects at INFO (default) rather than DEBUG.
         pub fn log_client_connection(mut self, on: bool) -> Self {
             self.$settings.log_client_connection = on;
+            self.$settings.stream.log_connections = on;
             self
         }
 
         /// Any other per-connection setting (write high-water mark, ...).
         pub fn stream_config(mut self, config: easynet_core::stream::StreamConfig) -> Self {
-            self.$settings.stream = config;
+            let log = self.$settings.log_client_connection;
+            self.$settings.stream = config.with_log_connections(log);
             self
         }
     };

@@ -144,6 +144,8 @@ pub(crate) trait ResponseSink<Resp> {
 /// A stream connection as its handler context sees it.
 pub(crate) trait StreamSink<Resp>: ResponseSink<Resp> {
     fn info(&self) -> &ConnInfo;
+    /// No more requests will come (peer EOF, shutdown, close).
+    fn input_finished(&self) -> bool;
 }
 
 /// What a stream handler can do and know during a call.
@@ -161,10 +163,12 @@ impl<Resp> StreamContext<'_, Resp> {
         self.sink.send(response)
     }
 
-    /// True once the connection is closing: after the peer left, a shutdown began or the
-    /// handler asked to close. Always true inside `on_disconnection`.
+    /// True once the connection is closing: after the peer left (even while requests it
+    /// sent before leaving are still being handled; answers can still be sent then), a
+    /// shutdown began or the handler asked to close. Always true inside
+    /// `on_disconnection`. The async handlers' client follows the same rule.
     pub fn is_closing(&self) -> bool {
-        self.sink.is_closing()
+        self.sink.is_closing() || self.sink.input_finished()
     }
 
     /// Who is connected (with TLS details once the handshake is done).

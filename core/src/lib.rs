@@ -52,3 +52,14 @@ impl std::fmt::Display for ConnId {
         write!(f, "#{}", self.0)
     }
 }
+
+/// A caught panic's message, for the one log line that reports it.
+pub(crate) fn panic_message(what: &str, panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("{what} panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("{what} panicked: {s}")
+    } else {
+        format!("{what} panicked")
+    }
+}

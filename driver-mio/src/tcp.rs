@@ -46,7 +46,6 @@ where
             self.cfg.stream.clone(),
             #[cfg(feature = "tls")]
             self.cfg.tls.clone(),
-            self.cfg.log_client_connection,
         );
         Ok(StandaloneTcpServer {
             factory,

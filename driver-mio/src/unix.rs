@@ -59,6 +59,9 @@ impl MioListener for UnixListener {
         // Unix streams have no reset; the close that follows is all there is.
         let _ = stream;
     }
+    fn unsent(stream: &UnixStream) -> Option<usize> {
+        easynet_common::unsent_bytes(stream)
+    }
 }
 
 impl MioDgram for UnixDatagram {
@@ -103,7 +106,6 @@ where
             self.cfg.stream.clone(),
             #[cfg(feature = "tls")]
             None,
-            self.cfg.log_client_connection,
         );
         Ok(StandaloneUnixStreamServer {
             factory,

@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use easynet_common::{Discard, LINGER, discard_input};
 use easynet_core::ConnId;
 use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{CloseHow, Connection, Session, StreamConfig};
+use easynet_core::stream::{Action, CloseHow, Connection, Session, StreamConfig};
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -28,7 +27,8 @@ use mio::{Events, Interest, Poll, Token};
 use crate::control::Control;
 
 const WAKER: Token = Token(usize::MAX);
-/// Reads per connection per wake-up before others get a turn.
+/// Reads per connection per wake-up before others get a turn (handler calls have their own
+/// budget in the core).
 const READ_BUDGET: usize = 16;
 
 /// A listening socket a worker accepts on: TCP or Unix.
@@ -43,6 +43,8 @@ pub(crate) trait MioListener: Source + Send + 'static {
     fn shutdown_write(stream: &Self::Stream);
     /// Makes the close a reset where the transport has one.
     fn set_abortive(stream: &Self::Stream);
+    /// Bytes the kernel still holds for the peer, if the OS can tell.
+    fn unsent(stream: &Self::Stream) -> Option<usize>;
 }
 
 impl MioListener for TcpListener {
@@ -62,6 +64,9 @@ impl MioListener for TcpListener {
     fn set_abortive(stream: &TcpStream) {
         easynet_common::set_abortive(stream);
     }
+    fn unsent(stream: &TcpStream) -> Option<usize> {
+        easynet_common::unsent_bytes(stream)
+    }
 }
 
 /// What a worker needs to make sessions.
@@ -71,7 +76,6 @@ pub(crate) struct Factory<S, P> {
     pub stream: StreamConfig,
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub log_connections: bool,
     pub next_conn: Arc<AtomicU64>,
 }
 
@@ -81,7 +85,6 @@ impl<S, P> Factory<S, P> {
         protocol: P,
         stream: StreamConfig,
         #[cfg(feature = "tls")] tls: Option<Arc<rustls::ServerConfig>>,
-        log_connections: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             service: Arc::new(service),
@@ -89,7 +92,6 @@ impl<S, P> Factory<S, P> {
             stream,
             #[cfg(feature = "tls")]
             tls,
-            log_connections,
             next_conn: Arc::new(AtomicU64::new(1)),
         })
     }
@@ -104,12 +106,11 @@ struct Entry<
     session: Session<H, P>,
     readable: bool,
     writable: bool,
-    announced: bool,
+    /// The session asked to go on after the others had their turn.
+    resume: bool,
     /// The deadline last pushed on the timer heap, to avoid duplicates.
     timer: Option<Instant>,
     generation: u64,
-    /// Closed gracefully (FIN sent): input is dropped until the peer's EOF or this instant.
-    linger: Option<Instant>,
 }
 
 /// One connection slot of a worker.
@@ -261,11 +262,6 @@ where
             self.deadline = Some(deadline);
             for idx in 0..self.conns.len() {
                 if let Some(e) = self.conns[idx].as_mut() {
-                    if e.linger.is_some_and(|t| t > deadline) {
-                        e.linger = Some(deadline);
-                        e.timer = Some(deadline);
-                        self.timers.push(Reverse((deadline, idx, e.generation)));
-                    }
                     e.session.shutdown(now, deadline);
                     self.pump(now, idx);
                 }
@@ -286,10 +282,6 @@ where
                 continue; // stale entry
             }
             e.timer = None;
-            if e.linger.is_some() {
-                self.release(idx); // the peer did not close in time
-                continue;
-            }
             e.session.handle_timeout(now);
             self.pump(now, idx);
         }
@@ -337,7 +329,6 @@ where
         else {
             return;
         };
-        let handler = f.service.new_handler(&info);
         #[cfg(feature = "tls")]
         let conn = match &f.tls {
             Some(cfg) => match easynet_core::tls::TlsSession::server(cfg.clone()) {
@@ -353,7 +344,9 @@ where
         };
         #[cfg(not(feature = "tls"))]
         let conn = Connection::new(f.protocol.clone(), f.stream.clone(), info);
-        let session = Session::from_connection(now, handler, conn);
+        let Some(session) = Session::start(now, &*f.service, conn) else {
+            return; // the factory panicked (logged)
+        };
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -374,135 +367,85 @@ where
             session,
             readable: true, // try at once: data may already be there
             writable: true,
-            announced: false,
+            resume: false,
             timer: None,
             generation: self.generation,
-            linger: None,
         });
         self.pump(now, idx);
     }
 
-    /// Moves bytes for one connection until it would block, then handles its close and timer.
+    /// Does what one connection's session asks until it must wait, then arms its timer.
     fn pump(&mut self, now: Instant, idx: usize) {
-        if let Some(Some(Entry {
-            linger: Some(_), ..
-        })) = self.conns.get(idx)
-        {
-            self.linger(idx);
-            return;
-        }
-        let log = self.factory.log_connections;
         let buf = &mut self.buf;
         let Some(Some(e)) = self.conns.get_mut(idx) else {
             return;
         };
+        if std::mem::take(&mut e.resume) {
+            e.session.resume(now);
+        }
         let mut reads = 0;
-        let mut closed = None;
         let mut again = false;
-        loop {
-            if !e.announced && e.session.connection().is_ready() {
-                e.announced = true;
-                let peer = &e.session.info().peer;
-                if log {
-                    tracing::info!("Accepted new connection (address = {peer})");
-                } else {
-                    tracing::debug!("Accepted new connection (address = {peer})");
+        let timeout = loop {
+            let want = match e.session.poll_action(now) {
+                Action::Io(want) => want,
+                Action::ShutdownWrite => {
+                    L::shutdown_write(&e.stream);
+                    continue;
                 }
-            }
-            while e.writable {
+                Action::QueryUnsent => {
+                    e.session.handle_unsent(now, L::unsent(&e.stream));
+                    continue;
+                }
+                Action::Close(how) => {
+                    if how == CloseHow::Abort {
+                        L::set_abortive(&e.stream);
+                    }
+                    return self.release(idx);
+                }
+                _ => {
+                    L::set_abortive(&e.stream);
+                    return self.release(idx);
+                }
+            };
+            if want.write && e.writable {
                 match e.session.write_to(&mut e.stream) {
-                    Ok(0) => break,
                     Ok(_) => {}
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        e.session.handle_io_error(now);
-                        break;
-                    }
+                    Err(_) => e.session.handle_io_error(now),
                 }
+                continue;
             }
-            if let Some(how) = e.session.poll_close() {
-                closed = Some(how);
-                break;
+            if want.read && e.readable {
+                if reads == READ_BUDGET {
+                    again = true; // others get a turn; this one goes on next round
+                    break want.timeout;
+                }
+                reads += 1;
+                match e.stream.read(buf) {
+                    Ok(0) => e.session.handle_eof(now),
+                    Ok(n) => e.session.handle_read(now, &buf[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => e.session.handle_io_error(now),
+                }
+                continue;
             }
-            if !(e.readable && e.session.wants_read()) {
-                break;
+            if want.resume {
+                // The turn's handler budget ran out: the others go first.
+                e.resume = true;
+                again = true;
             }
-            if reads == READ_BUDGET {
-                again = true; // others get a turn; this one goes on next round
-                break;
-            }
-            reads += 1;
-            match e.stream.read(buf) {
-                Ok(0) => e.session.handle_eof(now),
-                Ok(n) => e.session.handle_read(now, &buf[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => e.session.handle_io_error(now),
-            }
-        }
-        if let Some(how) = closed {
-            self.remove(now, idx, how);
-            return;
-        }
-        let next = e.session.poll_timeout();
-        if next != e.timer {
-            e.timer = next;
-            if let Some(t) = next {
+            break want.timeout;
+        };
+        if timeout != e.timer {
+            e.timer = timeout;
+            if let Some(t) = timeout {
                 self.timers.push(Reverse((t, idx, e.generation)));
             }
         }
         if again {
             self.ready.push(idx);
-        }
-    }
-
-    fn remove(&mut self, now: Instant, idx: usize, how: CloseHow) {
-        let Some(Some(e)) = self.conns.get_mut(idx) else {
-            return;
-        };
-        if e.announced {
-            let peer = &e.session.info().peer;
-            if self.factory.log_connections {
-                tracing::info!(?how, "{peer} disconnected");
-            } else {
-                tracing::debug!(?how, "{peer} disconnected");
-            }
-        }
-        match how {
-            CloseHow::Graceful => {
-                L::shutdown_write(&e.stream);
-                // Lingering close (easynet_common::linger): wait for a still-sending
-                // peer's EOF, or the close would reset the connection.
-                let found = discard_input(|b| e.stream.read(b), &mut self.buf, READ_BUDGET);
-                if !found.peer_still_sending() {
-                    return self.release(idx);
-                }
-                let mut until = now + LINGER;
-                if let Some(d) = self.deadline {
-                    until = until.min(d);
-                }
-                e.linger = Some(until);
-                e.timer = Some(until);
-                self.timers.push(Reverse((until, idx, e.generation)));
-                self.linger(idx);
-            }
-            CloseHow::Abort => {
-                L::set_abortive(&e.stream);
-                self.release(idx);
-            }
-        }
-    }
-
-    /// Drops what a lingering connection receives; releases it at the peer's EOF.
-    fn linger(&mut self, idx: usize) {
-        let Some(Some(e)) = self.conns.get_mut(idx) else {
-            return;
-        };
-        match discard_input(|b| e.stream.read(b), &mut self.buf, READ_BUDGET) {
-            Discard::Ended => self.release(idx),
-            Discard::Drained { .. } => {}
-            Discard::Budget => self.ready.push(idx), // still sending: others get a turn first
         }
     }
 

@@ -10,10 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use easynet_common::{Discard, LINGER, discard_input};
-use easynet_core::handler::StreamHandler;
-use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{CloseHow, Session};
+use easynet_core::stream::{Action, CloseHow, Driven};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 #[cfg(unix)]
@@ -37,6 +34,8 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
     fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send;
     /// Makes the close a reset where the transport has one (SO_LINGER 0 on TCP).
     fn set_abortive(&self);
+    /// Bytes the kernel still holds for the peer, if the OS can tell.
+    fn unsent(&self) -> Option<usize>;
 }
 
 macro_rules! conn_stream {
@@ -72,6 +71,9 @@ macro_rules! conn_stream {
             fn set_abortive(&self) {
                 easynet_common::set_abortive(self);
             }
+            fn unsent(&self) -> Option<usize> {
+                easynet_common::unsent_bytes(self)
+            }
         }
     };
 }
@@ -83,9 +85,6 @@ conn_stream!(UnixStream);
 /// Reads in a row without waiting before the task yields to others.
 const DIRECT_READ_BUDGET: u32 = 32;
 
-/// Reads of unread input a graceful close drops at once before it lingers instead.
-const DISCARD_BUDGET: usize = 16;
-
 thread_local! {
     // One read buffer per worker thread, not per connection: an idle connection costs no
     // read buffer. Safe because nothing awaits between the read and `handle_read`.
@@ -93,7 +92,7 @@ thread_local! {
 }
 
 /// A socket as a non-blocking [`io::Write`] (`WouldBlock` when full), for
-/// [`Session::write_to`].
+/// [`Driven::write_to`].
 pub(crate) struct TryWriter<'a, St>(pub(crate) &'a St);
 
 impl<St: ConnStream> io::Write for TryWriter<'_, St> {
@@ -138,21 +137,16 @@ where
     })
 }
 
-/// Drives `session` over `stream` until the session says how to close, then closes.
-pub(crate) async fn drive<St, H, P>(
-    stream: St,
-    mut session: Session<H, P>,
+/// Drives one server connection over `stream` until the core says to close it: the one
+/// loop of this runtime. Every rule is the core's; this moves bytes, readiness and time.
+pub(crate) async fn drive<St: ConnStream, D: Driven>(
+    mut stream: St,
+    mut session: D,
     mut shutdown: watch::Receiver<Option<Instant>>,
-    log_connection: bool,
-) -> CloseHow
-where
-    St: ConnStream,
-    H: StreamHandler,
-    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
-{
+) -> CloseHow {
     let mut shutdown_seen = false;
-    let mut announced = false;
     let mut maybe_readable = true;
+    let mut maybe_writable = true;
     let mut direct_reads = 0u32;
     // One `changed()` future for the whole connection: registered with the channel once,
     // not made and dropped at every wait.
@@ -161,52 +155,45 @@ where
     tokio::pin!(shutdown_changed);
     let mut shutdown_fired = false;
     loop {
-        if !announced && session.connection().is_ready() {
-            // After the TLS handshake, as EasyNetwork logs it.
-            announced = true;
-            let peer = &session.info().peer;
-            if log_connection {
-                tracing::info!("Accepted new connection (address = {peer})");
-            } else {
-                tracing::debug!("Accepted new connection (address = {peer})");
-            }
-        }
-        // Write what is queued until done or the socket would block.
-        loop {
-            match session.write_to(&mut TryWriter(&stream)) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    session.handle_io_error(now());
-                    break;
-                }
-            }
-        }
-        if let Some(how) = session.poll_close() {
-            let deadline = *shutdown.borrow();
-            close(stream, how, deadline).await;
-            if announced {
-                let peer = &session.info().peer;
-                if log_connection {
-                    tracing::info!(?how, "{peer} disconnected");
-                } else {
-                    tracing::debug!(?how, "{peer} disconnected");
-                }
-            }
-            return how;
-        }
         if !shutdown_seen && let Some(deadline) = *shutdown.borrow_and_update() {
             shutdown_seen = true;
             session.shutdown(now(), deadline);
+        }
+        let want = match session.poll_action(now()) {
+            Action::Io(want) => want,
+            Action::ShutdownWrite => {
+                stream.shutdown_write().await;
+                maybe_readable = true; // the linger reads now, whatever the cache says
+                continue;
+            }
+            Action::QueryUnsent => {
+                session.handle_unsent(now(), stream.unsent());
+                continue;
+            }
+            Action::Close(how) => {
+                if how == CloseHow::Abort {
+                    stream.set_abortive();
+                }
+                return how;
+            }
+            _ => {
+                tracing::debug!("unknown action; closing");
+                stream.set_abortive();
+                return CloseHow::Abort;
+            }
+        };
+        if want.write && maybe_writable {
+            match session.write_to(&mut TryWriter(&stream)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => maybe_writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => session.handle_io_error(now()),
+            }
             continue;
         }
-        let want_write = session.wants_write();
-        let want_read = session.wants_read();
         // Read again at once while the socket has data, as a plain `read().await` loop would;
         // only a read that would block waits in `select!`. Yield now and then to stay fair.
-        if want_read && maybe_readable {
+        if want.read && maybe_readable {
             direct_reads += 1;
             if direct_reads > DIRECT_READ_BUDGET {
                 direct_reads = 0;
@@ -215,10 +202,16 @@ where
             maybe_readable = read_once(&stream, &mut session);
             continue;
         }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        if want.resume {
+            // The turn's handler budget ran out: the other connections go first.
+            tokio::task::yield_now().await;
+            session.resume(now());
+            continue;
+        }
+        let deadline = want.timeout.map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
-            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want_read => {
+            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => {
                 if res.is_err() {
                     session.handle_io_error(now());
                     continue;
@@ -226,11 +219,13 @@ where
                 direct_reads = 0;
                 maybe_readable = read_once(&stream, &mut session);
             }
-            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want_write => {
-                if res.is_err() {
-                    session.handle_io_error(now());
+            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => {
+                match res {
+                    Ok(()) => maybe_writable = true,
+                    Err(_) => session.handle_io_error(now()),
                 }
             }
+            () = std::future::poll_fn(|cx| session.poll_wake(cx)) => session.resume(now()),
             // After the socket: a wake-up for data does not poll the channel again (the
             // loop's `borrow_and_update` sees a shutdown at the next turn anyway).
             ok = &mut shutdown_changed, if !shutdown_seen && !shutdown_fired => {
@@ -242,22 +237,12 @@ where
                 }
             }
             () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
-            else => {
-                // Nothing can happen any more (should not occur): do not hang.
-                tracing::debug!("connection has nothing to wait for; closing");
-                session.shutdown(now(), now());
-            }
         }
     }
 }
 
 /// Reads once into the session; false when the socket would block.
-fn read_once<St, H, P>(stream: &St, session: &mut Session<H, P>) -> bool
-where
-    St: ConnStream,
-    H: StreamHandler,
-    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
-{
+fn read_once<St: ConnStream, D: Driven>(stream: &St, session: &mut D) -> bool {
     if let Some(buf) = session.read_buffer() {
         return match stream.try_read_buf(buf) {
             Ok(n) => {
@@ -272,7 +257,7 @@ where
             }
         };
     }
-    let read_size = session.connection().config().read_size;
+    let read_size = session.read_size();
     read_into(stream, read_size, |r| match r {
         Ok([]) => session.handle_eof(now()),
         Ok(data) => session.handle_read(now(), data),
@@ -284,53 +269,4 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     if let Some(d) = deadline {
         tokio::time::sleep_until(d).await;
     }
-}
-
-/// Closes the socket the way the session asked.
-/// A graceful close sends FIN, then lingers if the peer is still sending (see [`easynet_common::LINGER`]).
-pub(crate) async fn close<St: ConnStream>(
-    mut stream: St,
-    how: CloseHow,
-    deadline: Option<Instant>,
-) {
-    match how {
-        CloseHow::Graceful => {
-            stream.shutdown_write().await;
-            if unread_input(&stream) {
-                let mut until = tokio::time::Instant::now() + LINGER;
-                if let Some(d) = deadline {
-                    until = until.min(tokio::time::Instant::from_std(d));
-                }
-                let _ = tokio::time::timeout_at(until, discard_until_eof(&stream)).await;
-            }
-        }
-        CloseHow::Abort => stream.set_abortive(),
-    }
-}
-
-/// Drops the input waiting now; true if the peer is still sending (closing now would
-/// reset the connection). A plain function: its scratch stays off the task's future.
-fn unread_input(stream: &impl ConnStream) -> bool {
-    let mut scratch = [0u8; 4096];
-    discard_input(|b| stream.try_read(b), &mut scratch, DISCARD_BUDGET).peer_still_sending()
-}
-
-/// Reads and drops what the peer still sends, until its EOF (or an error).
-async fn discard_until_eof(stream: &impl ConnStream) {
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        if discard_once(stream) == Discard::Ended {
-            return;
-        }
-    }
-}
-
-/// One read whose bytes are dropped. A plain function, so its 4 KiB scratch lives on the
-/// stack, not in every connection task's future (which is sized for its largest state, the
-/// idle one included).
-fn discard_once(stream: &impl ConnStream) -> Discard {
-    let mut scratch = [0u8; 4096];
-    discard_input(|b| stream.try_read(b), &mut scratch, 1)
 }

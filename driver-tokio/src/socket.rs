@@ -84,4 +84,7 @@ impl ConnStream for StreamSocket {
     fn set_abortive(&self) {
         each!(self, s => ConnStream::set_abortive(s))
     }
+    fn unsent(&self) -> Option<usize> {
+        each!(self, s => ConnStream::unsent(s))
+    }
 }

@@ -13,14 +13,13 @@ use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{Connection, ServerRole, Session};
+use easynet_core::stream::{AsyncSession, AsyncStreamHandler, Connection, ServerRole, Session};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::async_stream::{self, AsyncStreamHandler};
 use crate::conn::{self, ConnStream, now};
 use crate::shell::Shell;
 use crate::{EventSet, ServerError, StreamSocket};
@@ -55,7 +54,7 @@ pub(crate) type NewConn<P> =
     Arc<dyn Fn(ConnInfo) -> Option<Connection<P, ServerRole>> + Send + Sync>;
 
 /// Runs portable handlers on each connection.
-pub(crate) fn portable<S, P, St>(service: Arc<S>, new_conn: NewConn<P>, log: bool) -> ServeConn<St>
+pub(crate) fn portable<S, P, St>(service: Arc<S>, new_conn: NewConn<P>) -> ServeConn<St>
 where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
@@ -63,34 +62,28 @@ where
     St: ConnStream,
 {
     Arc::new(move |stream, info, shutdown| {
-        let handler = service.new_handler(&info);
-        let session = new_conn(info).map(|c| Session::from_connection(now(), handler, c));
+        let session = new_conn(info).and_then(|c| Session::start(now(), &*service, c));
         Box::pin(async move {
             if let Some(session) = session {
-                conn::drive(stream, session, shutdown, log).await;
+                conn::drive(stream, session, shutdown).await;
             }
         })
     })
 }
 
 /// Runs async handlers on each connection.
-pub(crate) fn asynchronous<S, P, St>(
-    service: Arc<S>,
-    new_conn: NewConn<P>,
-    log: bool,
-) -> ServeConn<St>
+pub(crate) fn asynchronous<S, P, St>(service: Arc<S>, new_conn: NewConn<P>) -> ServeConn<St>
 where
     S: Service,
     S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
-    St: ConnStream + Into<StreamSocket>,
+    St: ConnStream,
 {
     Arc::new(move |stream, info, shutdown| {
-        let handler = service.new_handler(&info);
-        let conn = new_conn(info);
+        let session = new_conn(info).and_then(|c| AsyncSession::start(now(), &*service, c));
         Box::pin(async move {
-            if let Some(conn) = conn {
-                async_stream::run(handler, stream.into(), conn, shutdown, log).await;
+            if let Some(session) = session {
+                conn::drive(stream, session, shutdown).await;
             }
         })
     })
@@ -101,8 +94,6 @@ pub(crate) struct Core<S, L: Listener> {
     pub service: Arc<S>,
     /// Made by `build` or `build_async`: runs the right kind of handler.
     pub serve_conn: ServeConn<L::Stream>,
-    /// Run each connection in a task of its own so that a panic is reported.
-    pub supervise: bool,
     pub shutdown_timeout: Duration,
     pub shell: Shell<L>,
     pub next_conn: AtomicU64,
@@ -112,13 +103,11 @@ impl<S: Service, L: Listener> Core<S, L> {
     pub(crate) fn new(
         service: Arc<S>,
         serve_conn: ServeConn<L::Stream>,
-        supervise: bool,
         shutdown_timeout: Duration,
     ) -> Self {
         Self {
             service,
             serve_conn,
-            supervise,
             shutdown_timeout,
             shell: Shell::new(),
             next_conn: AtomicU64::new(1),
@@ -251,22 +240,8 @@ impl<S: Service, L: Listener> Core<S, L> {
         };
         let span = tracing::info_span!("conn", conn = %id, peer = %info.peer);
         let serve = (self.serve_conn)(stream, info, shutdown);
-        if !self.supervise {
-            conns.spawn(serve.instrument(span));
-            return;
-        }
-        // A panic in an async handler ends its task: report it, the server goes on.
-        let task = tokio::spawn(serve.instrument(span.clone()));
-        conns.spawn(
-            async move {
-                if let Err(e) = task.await
-                    && e.is_panic()
-                {
-                    tracing::error!("handler panicked; connection closed");
-                }
-            }
-            .instrument(span),
-        );
+        // Handler panics are contained by the core: one task per connection is enough.
+        conns.spawn(serve.instrument(span));
     }
 }
 
@@ -289,8 +264,7 @@ macro_rules! stream_builder_methods {
         where
             S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
         {
-            // The core catches portable handlers' panics itself.
-            self.finish(false, $crate::stream_server::portable)
+            self.finish($crate::stream_server::portable)
         }
 
         /// Makes a server whose connections run [`AsyncStreamHandler`]s (nothing is bound
@@ -299,27 +273,24 @@ macro_rules! stream_builder_methods {
         where
             S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
         {
-            self.finish(true, $crate::stream_server::asynchronous)
+            self.finish($crate::stream_server::asynchronous)
         }
 
         fn finish(
             self,
-            supervise: bool,
             serve: impl FnOnce(
                 Arc<S>,
                 $crate::stream_server::NewConn<P>,
-                bool,
             ) -> $crate::stream_server::ServeConn<$stream>,
         ) -> Result<$server<S, P>, ConfigError> {
             self.cfg.validate()?;
             let service = Arc::new(self.service);
             let new_conn = $new_conn(Arc::new(self.protocol), &self.cfg);
-            let serve_conn = serve(service.clone(), new_conn, self.cfg.log_client_connection);
+            let serve_conn = serve(service.clone(), new_conn);
             Ok($server {
                 core: Arc::new($crate::stream_server::Core::new(
                     service,
                     serve_conn,
-                    supervise,
                     self.cfg.shutdown_timeout,
                 )),
                 cfg: Arc::new(self.cfg),

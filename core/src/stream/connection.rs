@@ -1,18 +1,18 @@
 //! [`Connection`]: one stream connection's bytes, deadlines and close, without a handler.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{CloseHow, StreamConfig};
+use super::action::{Action, Linger, Want};
+use super::{CloseHow, Role, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
-use crate::protocol::{
-    ParseError, SerializeError, StreamClientProtocol, StreamProtocol, StreamServerProtocol,
-};
+use crate::panic_message;
+use crate::protocol::StreamProtocol;
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
 
@@ -24,81 +24,6 @@ const SHARED_MIN: usize = 4096;
 /// through the driver's shared buffer. A bulk request often ends with a short read; switching
 /// back on that one read made the next request's first (full) read a copy.
 const SMALL_READS_TO_COPY: u8 = 4;
-
-/// Which side of the protocol a [`Connection`] speaks.
-pub trait Role<P: StreamProtocol>: Send + 'static {
-    /// What this side receives.
-    type Incoming: Send + 'static;
-    /// What this side sends.
-    type Outgoing: Send + 'static;
-
-    /// Takes the next incoming message off `src`.
-    fn decode(
-        protocol: &P,
-        state: &mut P::Decoder,
-        src: &mut BytesMut,
-    ) -> Result<Option<Self::Incoming>, ParseError>;
-
-    /// Appends one framed outgoing message to `dst`.
-    fn encode(
-        protocol: &P,
-        item: &Self::Outgoing,
-        dst: &mut BytesMut,
-    ) -> Result<(), SerializeError>;
-
-    /// The framed outgoing message as shared bytes, when that needs no copy.
-    fn shared(protocol: &P, item: &Self::Outgoing) -> Option<Bytes>;
-}
-
-/// The server side: receives requests, sends responses.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerRole;
-
-/// The client side: sends requests, receives responses.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientRole;
-
-impl<P: StreamServerProtocol> Role<P> for ServerRole {
-    type Incoming = P::Request;
-    type Outgoing = P::Response;
-
-    fn decode(
-        protocol: &P,
-        state: &mut P::Decoder,
-        src: &mut BytesMut,
-    ) -> Result<Option<P::Request>, ParseError> {
-        protocol.decode_request(state, src)
-    }
-
-    fn encode(protocol: &P, item: &P::Response, dst: &mut BytesMut) -> Result<(), SerializeError> {
-        protocol.encode_response(item, dst)
-    }
-
-    fn shared(protocol: &P, item: &P::Response) -> Option<Bytes> {
-        protocol.response_bytes(item)
-    }
-}
-
-impl<P: StreamClientProtocol> Role<P> for ClientRole {
-    type Incoming = P::Response;
-    type Outgoing = P::Request;
-
-    fn decode(
-        protocol: &P,
-        state: &mut P::Decoder,
-        src: &mut BytesMut,
-    ) -> Result<Option<P::Response>, ParseError> {
-        protocol.decode_response(state, src)
-    }
-
-    fn encode(protocol: &P, item: &P::Request, dst: &mut BytesMut) -> Result<(), SerializeError> {
-        protocol.encode_request(item, dst)
-    }
-
-    fn shared(protocol: &P, item: &P::Request) -> Option<Bytes> {
-        protocol.request_bytes(item)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -113,6 +38,10 @@ enum Phase {
         then: CloseHow,
         await_close_notify: bool,
     },
+    /// Flushed after a graceful close: the driver sends FIN next ([`Action::ShutdownWrite`]).
+    Fin { deadline: Instant },
+    /// FIN sent; dropping input until the peer's EOF, an empty send queue or the deadline.
+    Lingering(Linger),
     /// The driver must close the socket this way.
     Closed(CloseHow),
 }
@@ -184,6 +113,10 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     closing: bool,
     /// Server shutdown deadline, once a shutdown began.
     shutdown: Option<Instant>,
+    /// "Accepted new connection" was logged (a server connection, once ready).
+    announced: bool,
+    /// The end was logged.
+    farewell: bool,
     config: StreamConfig,
     info: ConnInfo,
     _role: PhantomData<fn() -> R>,
@@ -226,6 +159,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             small_reads: 0,
             closing: false,
             shutdown: None,
+            announced: false,
+            farewell: false,
             config,
             info,
             _role: PhantomData,
@@ -267,7 +202,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// True once sends are refused: a close began, or the connection is closed.
     pub fn is_closing(&self) -> bool {
-        self.closing || matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_))
+        self.closing || !matches!(self.phase, Phase::Handshaking { .. } | Phase::Open)
     }
 
     /// True once the driver has been told to close the socket.
@@ -285,11 +220,21 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.rbuf.len()
     }
 
+    /// `now + shutdown_timeout`, or far in the future when the clock cannot add it.
+    fn close_deadline(&self, now: Instant) -> Instant {
+        now.checked_add(self.config.shutdown_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+
     fn fail(&mut self, now: Instant) {
         // Flush what is queued (a TLS alert, earlier responses), then reset.
         self.closing = true;
+        let mut deadline = self.close_deadline(now);
+        if let Some(d) = self.shutdown {
+            deadline = deadline.min(d);
+        }
         self.phase = Phase::Closing {
-            deadline: now + self.config.shutdown_timeout,
+            deadline,
             then: CloseHow::Abort,
             await_close_notify: false,
         };
@@ -298,8 +243,13 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// Bytes read from the socket.
     pub fn handle_read(&mut self, now: Instant, data: &[u8]) {
         let _ = now; // only TLS failures need it
-        if self.is_closed() {
-            return;
+        match &mut self.phase {
+            Phase::Closed(_) | Phase::Fin { .. } => return,
+            Phase::Lingering(l) => {
+                l.heard |= !data.is_empty();
+                return; // after FIN, input is dropped unread
+            }
+            _ => {}
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
@@ -397,7 +347,20 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.eof = true;
         self.closing = true;
         self.clear_writes();
-        self.phase = Phase::Closed(CloseHow::Abort);
+        if !self.is_closed() {
+            self.phase = Phase::Closed(CloseHow::Abort);
+        }
+    }
+
+    /// The answer to [`Action::QueryUnsent`]: how many bytes the kernel still holds for
+    /// the peer, `None` if the driver cannot tell (the linger then waits for the peer's
+    /// EOF or the deadline only).
+    pub fn handle_unsent(&mut self, now: Instant, unsent: Option<usize>) {
+        if let Phase::Lingering(linger) = &mut self.phase
+            && linger.unsent(now, unsent)
+        {
+            self.phase = Phase::Closed(CloseHow::Graceful);
+        }
     }
 
     /// A deadline may have passed: the handshake's or the close's. Receive deadlines are
@@ -414,16 +377,26 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
             }
+            // The peer did not finish in time; everything we wrote went out at least.
+            Phase::Lingering(l) if now >= l.deadline => {
+                self.phase = Phase::Closed(CloseHow::Graceful);
+            }
             _ => {}
         }
     }
 
     /// Arms a receive: the next [`poll_received`](Self::poll_received) returns a message, a
     /// parse error, or a timeout once `timeout` has passed.
+    /// A timeout the clock cannot add (`Duration::MAX`) means no deadline.
     pub fn recv(&mut self, now: Instant, timeout: Option<Duration>) {
         self.recv = Recv::Armed {
-            deadline: timeout.map(|t| now + t),
+            deadline: timeout.and_then(|t| now.checked_add(t)),
         };
+    }
+
+    /// Disarms the receive (a dropped async receive), so no stale deadline stays behind.
+    pub fn cancel_recv(&mut self) {
+        self.recv = Recv::Idle;
     }
 
     /// True while a receive is armed.
@@ -440,7 +413,20 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if !self.ready || self.is_closed() {
             return None;
         }
-        let received = match R::decode(&self.protocol, &mut self.decoder, &mut self.rbuf) {
+        let (protocol, decoder, rbuf) = (&self.protocol, &mut self.decoder, &mut self.rbuf);
+        let decoded = match catch_unwind(AssertUnwindSafe(|| R::decode(protocol, decoder, rbuf))) {
+            Ok(decoded) => decoded,
+            Err(panic) => {
+                // The user's framing or serializer panicked: its state is unknown, so this
+                // one connection ends; the server goes on.
+                tracing::error!(conn = %self.info.id, peer = %self.info.peer, error = %panic_message("decoder", panic), "exception occurred during processing of request");
+                self.recv = Recv::Idle;
+                self.rbuf.clear();
+                self.fail(now);
+                return None;
+            }
+        };
+        let received = match decoded {
             Ok(Some(item)) => Received::Request(item),
             Err(err) => Received::ParseError(err),
             Ok(None) => match deadline {
@@ -587,7 +573,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             Phase::Closing {
                 await_close_notify, ..
             } => await_close_notify && !self.eof,
-            Phase::Closed(_) => false,
+            Phase::Lingering(_) => !self.eof,
+            Phase::Fin { .. } | Phase::Closed(_) => false,
         }
     }
 
@@ -595,7 +582,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// deadline, [`poll_received`](Self::poll_received)) has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Handshaking { deadline } | Phase::Closing { deadline, .. } => Some(deadline),
+            Phase::Handshaking { deadline }
+            | Phase::Closing { deadline, .. }
+            | Phase::Fin { deadline } => Some(deadline),
+            Phase::Lingering(l) => Some(l.next_wake()),
             Phase::Open => match self.recv {
                 Recv::Armed { deadline } => deadline,
                 Recv::Idle => None,
@@ -607,7 +597,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// Begins a graceful close: queued bytes are flushed (and TLS close_notify exchanged when
     /// standard-compatible), bounded by the shutdown timeout; then the socket is closed.
     pub fn close(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_)) {
+        if !matches!(self.phase, Phase::Handshaking { .. } | Phase::Open) {
             return;
         }
         self.closing = true;
@@ -615,7 +605,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.phase = Phase::Closed(CloseHow::Abort);
             return;
         }
-        let mut deadline = now + self.config.shutdown_timeout;
+        let mut deadline = self.close_deadline(now);
         if let Some(d) = self.shutdown {
             deadline = deadline.min(d);
         }
@@ -661,7 +651,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.shutdown = Some(self.shutdown.map_or(deadline, |d| d.min(deadline)));
         match &mut self.phase {
             Phase::Handshaking { .. } => self.abort(),
-            Phase::Closing { deadline: d, .. } => *d = (*d).min(deadline),
+            Phase::Closing { deadline: d, .. } | Phase::Fin { deadline: d } => {
+                *d = (*d).min(deadline);
+            }
+            Phase::Lingering(l) => l.deadline = l.deadline.min(deadline),
             Phase::Open | Phase::Closed(_) => {}
         }
     }
@@ -671,29 +664,115 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.closing = true;
     }
 
-    /// `Some` once the driver must close the socket, and how; then on every later call.
+    /// True when a close's flush (and close_notify exchange) is complete.
+    fn flushed(&mut self, await_close_notify: bool) -> bool {
+        #[allow(unused_mut)]
+        let mut waiting = await_close_notify && !self.eof;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            tls.write_ciphertext(&mut self.wbuf);
+            self.tls_pending = 0;
+            waiting &= !tls.peer_closed();
+        }
+        self.queued() == 0 && !waiting
+    }
+
+    /// `Some` once the socket must be closed, and how (a graceful close sends FIN and
+    /// closes, without lingering); then on every later call. For the clients' loops;
+    /// a server's loop uses [`poll_action`](Self::poll_action).
     pub fn poll_close(&mut self) -> Option<CloseHow> {
-        if let Phase::Closing {
-            then,
-            await_close_notify,
-            ..
-        } = self.phase
-        {
-            #[allow(unused_mut)]
-            let mut waiting = await_close_notify && !self.eof;
-            #[cfg(feature = "tls")]
-            if let Some(tls) = self.tls.as_mut() {
-                tls.write_ciphertext(&mut self.wbuf);
-                self.tls_pending = 0;
-                waiting &= !tls.peer_closed();
+        match self.phase {
+            Phase::Closing {
+                then,
+                await_close_notify,
+                ..
+            } => {
+                if self.flushed(await_close_notify) {
+                    self.phase = Phase::Closed(then);
+                }
             }
-            if self.queued() == 0 && !waiting {
-                self.phase = Phase::Closed(then);
+            Phase::Fin { .. } | Phase::Lingering(_) => {
+                self.phase = Phase::Closed(CloseHow::Graceful);
             }
+            _ => {}
         }
         match self.phase {
             Phase::Closed(how) => Some(how),
             _ => None,
+        }
+    }
+
+    /// What the driver does next: the one question a server's loop asks (see
+    /// [`Action`]). Logs the connection's start (once ready) and end.
+    pub fn poll_action(&mut self, now: Instant) -> Action {
+        if !self.announced && self.ready && R::SERVER {
+            self.announced = true;
+            let peer = &self.info.peer;
+            if self.config.log_connections {
+                tracing::info!(conn = %self.info.id, "Accepted new connection (address = {peer})");
+            } else {
+                tracing::debug!(conn = %self.info.id, "Accepted new connection (address = {peer})");
+            }
+        }
+        loop {
+            match self.phase {
+                Phase::Handshaking { .. } | Phase::Open => {
+                    return Action::Io(Want {
+                        read: self.wants_read(),
+                        write: self.wants_write(),
+                        timeout: self.poll_timeout(),
+                        resume: false,
+                    });
+                }
+                Phase::Closing {
+                    deadline,
+                    then,
+                    await_close_notify,
+                } => {
+                    if !self.flushed(await_close_notify) {
+                        return Action::Io(Want {
+                            read: self.wants_read(),
+                            write: self.wants_write(),
+                            timeout: Some(deadline),
+                            resume: false,
+                        });
+                    }
+                    self.phase = match then {
+                        CloseHow::Graceful => Phase::Fin { deadline },
+                        CloseHow::Abort => Phase::Closed(CloseHow::Abort),
+                    };
+                }
+                Phase::Fin { deadline } => {
+                    self.phase = Phase::Lingering(Linger::new(now, deadline));
+                    return Action::ShutdownWrite;
+                }
+                Phase::Lingering(l) => {
+                    if self.eof || now >= l.deadline {
+                        self.phase = Phase::Closed(CloseHow::Graceful);
+                    } else if l.query_at.is_some_and(|q| q <= now) {
+                        return Action::QueryUnsent;
+                    } else {
+                        return Action::Io(Want {
+                            read: true,
+                            write: false,
+                            timeout: Some(l.next_wake()),
+                            resume: false,
+                        });
+                    }
+                }
+                Phase::Closed(how) => {
+                    if self.announced && !self.farewell {
+                        self.farewell = true;
+                        let peer = &self.info.peer;
+                        if self.config.log_connections {
+                            tracing::info!(conn = %self.info.id, ?how, "{peer} disconnected");
+                        } else {
+                            tracing::debug!(conn = %self.info.id, ?how, "{peer} disconnected");
+                        }
+                    }
+                    return Action::Close(how);
+                }
+            }
         }
     }
 }
@@ -712,6 +791,10 @@ impl<P: StreamProtocol, R: Role<P>> StreamSink<R::Outgoing> for Connection<P, R>
     fn info(&self) -> &ConnInfo {
         &self.info
     }
+
+    fn input_finished(&self) -> bool {
+        self.is_input_finished()
+    }
 }
 
 #[cfg(test)]
@@ -719,6 +802,7 @@ mod tests {
     use super::*;
     use crate::ConnId;
     use crate::protocol::Stream;
+    use crate::stream::ServerRole;
 
     #[test]
     fn in_place_reads_survive_a_short_read_and_end_after_four() {

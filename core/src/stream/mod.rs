@@ -16,11 +16,21 @@
 //! [`wants_read`](Session::wants_read), and wake the machine at
 //! [`poll_timeout`](Session::poll_timeout) with [`handle_timeout`](Session::handle_timeout).
 
+mod action;
+mod async_client;
+mod async_session;
 mod connection;
+mod driven;
+mod role;
 mod session;
 
-pub use connection::{ClientRole, Connection, Role, ServerRole};
-pub use session::Session;
+pub use action::{Action, Want};
+pub use async_client::{AsyncClient, RecvError};
+pub use async_session::{AsyncSession, AsyncStreamHandler};
+pub use connection::Connection;
+pub use driven::Driven;
+pub use role::{ClientRole, Role, ServerRole};
+pub use session::{HANDLER_CALLS_PER_TURN, Session};
 
 use std::time::Duration;
 
@@ -49,6 +59,9 @@ pub struct StreamConfig {
     pub shutdown_timeout: Duration,
     /// Exchange close_notify on a graceful TLS close (and wait for the peer's): true.
     pub tls_standard_compatible: bool,
+    /// Log each server connection's start and end at INFO (DEBUG when false): true, as
+    /// EasyNetwork's `log_client_connection`.
+    pub log_connections: bool,
 }
 
 impl StreamConfig {
@@ -76,6 +89,12 @@ impl StreamConfig {
         self
     }
 
+    /// Sets [`log_connections`](Self::log_connections).
+    pub const fn with_log_connections(mut self, on: bool) -> Self {
+        self.log_connections = on;
+        self
+    }
+
     /// Sets [`tls_standard_compatible`](Self::tls_standard_compatible).
     pub const fn with_tls_standard_compatible(mut self, on: bool) -> Self {
         self.tls_standard_compatible = on;
@@ -91,6 +110,7 @@ impl Default for StreamConfig {
             tls_handshake_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             tls_standard_compatible: true,
+            log_connections: true,
         }
     }
 }

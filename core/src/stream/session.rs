@@ -4,11 +4,19 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{CloseHow, Connection, ServerRole, StreamConfig};
-use crate::handler::{ConnInfo, HandlerError, Next, Received, StreamContext, StreamHandler};
+use super::{Action, CloseHow, Connection, ServerRole, StreamConfig};
+use crate::handler::{
+    ConnInfo, HandlerError, Next, Received, SendError, Service, StreamContext, StreamHandler,
+};
+use crate::panic_message;
 use crate::protocol::StreamServerProtocol;
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
+
+/// Handler calls one connection may make in one turn before the others get theirs. Fairness
+/// is counted in requests handled, not in socket reads: one read can hold thousands of tiny
+/// requests (or parse errors).
+pub const HANDLER_CALLS_PER_TURN: u32 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -69,6 +77,8 @@ where
     conn: Connection<P, ServerRole>,
     handler: H,
     stage: Stage,
+    /// The turn's budget ran out with requests still buffered: `resume` goes on.
+    pending: bool,
 }
 
 impl<H, P> std::fmt::Debug for Session<H, P>
@@ -123,9 +133,27 @@ where
             conn,
             handler,
             stage: Stage::Handshake,
+            pending: false,
         };
         session.drive(now);
         session
+    }
+
+    /// Makes the connection's handler with `service` and runs it on `conn`. A panicking
+    /// factory is logged once and gives `None`: the caller drops the connection, the
+    /// server goes on.
+    pub fn start<S>(now: Instant, service: &S, conn: Connection<P, ServerRole>) -> Option<Self>
+    where
+        S: Service<Handler = H>,
+    {
+        let info = conn.info();
+        match catch_unwind(AssertUnwindSafe(|| service.new_handler(info))) {
+            Ok(handler) => Some(Self::from_connection(now, handler, conn)),
+            Err(panic) => {
+                tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("handler factory", panic), "cannot make a handler; connection dropped");
+                None
+            }
+        }
     }
 
     /// The connection machine.
@@ -163,6 +191,30 @@ where
     pub fn handle_read_in_place(&mut self, now: Instant, n: usize) {
         self.conn.handle_read_in_place(now, n);
         self.drive(now);
+    }
+
+    /// The answer to [`Action::QueryUnsent`]; see [`Connection::handle_unsent`].
+    pub fn handle_unsent(&mut self, now: Instant, unsent: Option<usize>) {
+        self.conn.handle_unsent(now, unsent);
+    }
+
+    /// Goes on with buffered requests after the driver let the others run
+    /// ([`Want::resume`](super::Want::resume)).
+    pub fn resume(&mut self, now: Instant) {
+        self.drive(now);
+    }
+
+    /// What the driver does next; see [`Action`]. Requests left over from a turn whose
+    /// budget ran out ask for [`Want::resume`](super::Want::resume) instead of a read.
+    pub fn poll_action(&mut self, now: Instant) -> Action {
+        let mut action = self.conn.poll_action(now);
+        if let Action::Io(want) = &mut action
+            && self.pending
+        {
+            want.resume = true;
+            want.read = false;
+        }
+        action
     }
 
     /// The peer closed its write side.
@@ -212,7 +264,7 @@ where
 
     /// True when the driver should read from the socket.
     pub fn wants_read(&self) -> bool {
-        self.conn.wants_read()
+        !self.pending && self.conn.wants_read()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
@@ -238,7 +290,7 @@ where
         let handler = &mut self.handler;
         match catch_unwind(AssertUnwindSafe(|| f(handler, &mut cx))) {
             Ok(res) => res,
-            Err(panic) => Err(panic_message(panic).into()),
+            Err(panic) => Err(panic_message("handler", panic).into()),
         }
     }
 
@@ -252,13 +304,12 @@ where
         let handler = &mut self.handler;
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnection(&mut cx))) {
             let info = self.conn.info();
-            tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message(panic), "on_disconnection panicked");
+            tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("on_disconnection", panic), "exception occurred during processing of request");
         }
     }
 
     fn failed(&mut self, now: Instant, err: &HandlerError, disconnect: bool) {
-        let info = self.conn.info();
-        tracing::error!(conn = %info.id, peer = %info.peer, error = %err, "exception occurred during processing of request");
+        log_handler_error(self.conn.info(), err);
         if disconnect {
             self.disconnect(now);
         }
@@ -269,6 +320,8 @@ where
     /// Runs handler calls until the handler waits for input the connection does not have.
     fn drive(&mut self, now: Instant) {
         let mut timed_out = false;
+        let mut calls = 0;
+        self.pending = false;
         loop {
             match self.stage {
                 Stage::Finished => return,
@@ -296,8 +349,13 @@ where
                         // spin here; hand control back and let the driver's timer call again.
                         return;
                     }
+                    if calls == HANDLER_CALLS_PER_TURN {
+                        self.pending = true; // the others' turn; `resume` goes on
+                        return;
+                    }
                     let received = self.conn.poll_received(now);
                     timed_out = matches!(received, Some(Received::Timeout));
+                    calls += 1;
                     match received {
                         Some(received) => match self.call(now, |h, cx| h.handle(cx, received)) {
                             Ok(next) => self.apply(now, next),
@@ -327,12 +385,66 @@ where
     }
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        format!("handler panicked: {s}")
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        format!("handler panicked: {s}")
+/// Logs an error a handler returned (or a panic), once, by the one rule every handler kind
+/// follows: a send on a closed client is a WARN (the peer left while the handler answered),
+/// an async handler's `RecvError::Closed` propagated with `?` is a normal end (not logged),
+/// anything else an ERROR.
+pub(crate) fn log_handler_error(info: &ConnInfo, err: &HandlerError) {
+    if matches!(
+        err.downcast_ref::<super::RecvError>(),
+        Some(super::RecvError::Closed)
+    ) {
+        return; // an async handler's `recv()?` after the peer left: a normal end
+    }
+    if matches!(err.downcast_ref::<SendError>(), Some(SendError::Closed)) {
+        tracing::warn!(conn = %info.id, peer = %info.peer, error = %err, "handler sent on a closed client");
     } else {
-        "handler panicked".to_owned()
+        tracing::error!(conn = %info.id, peer = %info.peer, error = %err, "exception occurred during processing of request");
+    }
+}
+
+impl<H, P> super::Driven for Session<H, P>
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    fn poll_action(&mut self, now: Instant) -> Action {
+        Session::poll_action(self, now)
+    }
+    fn handle_read(&mut self, now: Instant, data: &[u8]) {
+        Session::handle_read(self, now, data);
+    }
+    fn read_buffer(&mut self) -> Option<&mut bytes::BytesMut> {
+        Session::read_buffer(self)
+    }
+    fn handle_read_in_place(&mut self, now: Instant, n: usize) {
+        Session::handle_read_in_place(self, now, n);
+    }
+    fn handle_eof(&mut self, now: Instant) {
+        Session::handle_eof(self, now);
+    }
+    fn handle_io_error(&mut self, now: Instant) {
+        Session::handle_io_error(self, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now);
+    }
+    fn handle_unsent(&mut self, now: Instant, unsent: Option<usize>) {
+        Session::handle_unsent(self, now, unsent);
+    }
+    fn resume(&mut self, now: Instant) {
+        Session::resume(self, now);
+    }
+    fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        Session::shutdown(self, now, deadline);
+    }
+    fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        Session::write_to(self, out)
+    }
+    fn read_size(&self) -> usize {
+        self.conn.config().read_size
+    }
+    fn info(&self) -> &ConnInfo {
+        self.conn.info()
     }
 }
