@@ -108,6 +108,8 @@ struct Entry<
     writable: bool,
     /// The session asked to go on after the others had their turn.
     resume: bool,
+    /// On the `ready` list (once at most: a duplicate would give it two turns per round).
+    queued: bool,
     /// The deadline last pushed on the timer heap, to avoid duplicates.
     timer: Option<Instant>,
     generation: u64,
@@ -231,7 +233,10 @@ where
                 }
             }
             for idx in std::mem::take(&mut self.ready) {
-                self.pump(now, idx);
+                if let Some(Some(e)) = self.conns.get_mut(idx) {
+                    e.queued = false;
+                    self.pump(now, idx);
+                }
             }
         }
     }
@@ -368,6 +373,7 @@ where
             readable: true, // try at once: data may already be there
             writable: true,
             resume: false,
+            queued: false,
             timer: None,
             generation: self.generation,
         });
@@ -444,7 +450,8 @@ where
                 self.timers.push(Reverse((t, idx, e.generation)));
             }
         }
-        if again {
+        if again && !e.queued {
+            e.queued = true;
             self.ready.push(idx);
         }
     }
