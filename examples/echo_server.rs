@@ -160,29 +160,16 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Activates `$server`, serves it in a task, prints `$addrs` once it is up, and shuts it
-/// down gracefully on a signal.
+/// Activates `$server`, prints `$addrs` (clients that come before the run serves wait in
+/// the kernel's queue), serves until a signal, then shuts down gracefully.
 macro_rules! serve_until_signal {
     ($server:expr, |$s:ident| $addrs:expr) => {{
         let server = $server;
         let stop = stop_signal();
         server.activate().await?;
-        let (up_tx, mut up) = tokio::sync::watch::channel(false);
-        let mut run = tokio::spawn({
-            let server = server.clone();
-            async move { server.serve_forever(up_tx).await }
-        });
-        if up.wait_for(|u| *u).await.is_ok() {
-            let $s = &server;
-            announce(&$addrs);
-        }
-        tokio::select! {
-            () = stop => {
-                server.shutdown().await;
-                run.await??;
-            }
-            res = &mut run => res??,
-        }
+        let $s = &server;
+        announce(&$addrs);
+        server.serve_with_shutdown(stop).await?;
         Ok(())
     }};
 }

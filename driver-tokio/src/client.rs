@@ -60,17 +60,25 @@ macro_rules! stream_client_methods {
         }
 
         /// Sends one request and waits until it is handed to the kernel.
+        ///
+        /// Cancel safety: the request is queued whole before the first wait; if the future
+        /// is dropped, what is left of it goes out with the next `send`, `recv` or `close`.
         pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
             self.inner.send(request).await
         }
 
         /// Waits for the next response.
+        ///
+        /// Cancel safety: cancel-safe. A dropped call loses no response (bytes read are
+        /// kept for the next call) and leaves no deadline behind.
         pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
             self.inner.recv_inner(None).await
         }
 
         /// Waits for the next response at most `timeout`; a zero timeout returns only a
         /// response already buffered.
+        ///
+        /// Cancel safety: as [`recv`](Self::recv); each call has its own deadline.
         pub async fn recv_timeout(
             &mut self,
             timeout: Duration,
@@ -88,6 +96,10 @@ macro_rules! stream_client_methods {
         }
 
         /// Closes gracefully (TLS close_notify, then end of stream); idempotent.
+        ///
+        /// Cancel safety: a dropped call still closes the client (later calls fail with
+        /// `Closed`), but the graceful end may be cut short: the socket closes when the
+        /// client is dropped.
         pub async fn close(&mut self) {
             self.inner.close().await
         }
@@ -104,6 +116,8 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
     }
 
     /// Connects over plain TCP.
+    ///
+    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
     pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
         let (stream, info) = Self::tcp(addr).await?;
         let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
@@ -113,6 +127,8 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
     }
 
     /// Connects over TLS and completes the handshake (60 s deadline).
+    ///
+    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
     #[cfg(feature = "tls")]
     pub async fn connect_tls(
         addr: impl ToSocketAddrs,
@@ -200,6 +216,10 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         if self.is_closing() {
             return Err(ClientError::Closed);
         }
+        if self.conn.is_receiving() {
+            // Left armed by a dropped receive: its deadline would wake every wait below.
+            self.conn.recv(now(), None);
+        }
         self.conn.send(request)?;
         while !self.conn.transmit().is_empty() {
             if self.conn.is_closed() {
@@ -217,9 +237,9 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         if self.closed {
             return Err(ClientError::Closed);
         }
-        if !self.conn.is_receiving() {
-            self.conn.recv(now(), timeout);
-        }
+        // Armed anew on every call: a receive left armed by a dropped call must not lend us
+        // its deadline (or its lack of one).
+        self.conn.recv(now(), timeout);
         loop {
             match self.conn.poll_received(now()) {
                 Some(Received::Request(r)) => return Ok(r),
@@ -320,6 +340,8 @@ pub struct Responses<'a, P: StreamClientProtocol> {
 
 impl<P: StreamClientProtocol> Responses<'_, P> {
     /// The next response; `None` at the end of the connection or of the time allowed.
+    ///
+    /// Cancel safety: cancel-safe, as the client's `recv`.
     pub async fn next(&mut self) -> Option<Result<P::Response, ClientError>> {
         let timeout = self.deadline.map(|d| d.saturating_duration_since(now()));
         match self.client.recv_inner(timeout).await {
@@ -367,16 +389,23 @@ pub(crate) struct DgramClient<P> {
 macro_rules! datagram_client_methods {
     () => {
         /// Sends one request as one datagram.
+        ///
+        /// Cancel safety: a dropped call has sent nothing.
         pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
             self.inner.send(request).await
         }
 
         /// Waits for the next response datagram.
+        ///
+        /// Cancel safety: cancel-safe. A dropped call has taken no datagram off the
+        /// socket, and leaves no deadline behind.
         pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
             self.inner.recv().await
         }
 
         /// Waits for the next response datagram at most `timeout`.
+        ///
+        /// Cancel safety: as [`recv`](Self::recv); each call has its own deadline.
         pub async fn recv_timeout(
             &mut self,
             timeout: Duration,
@@ -408,6 +437,8 @@ pub(crate) use datagram_client_methods;
 
 impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
     /// Binds an ephemeral port of the right family and connects to `addr`.
+    ///
+    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
     pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
         let target = tokio::net::lookup_host(addr)
             .await?
@@ -479,6 +510,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         if self.closed {
             return Err(ClientError::Closed);
         }
+        // tokio's `recv` is cancel-safe: no datagram is taken unless it returns.
         let n = match &self.socket {
             ClientDgram::Udp(s) => s.recv(&mut self.buf).await?,
             #[cfg(unix)]
@@ -507,6 +539,8 @@ pub struct UdpResponses<'a, P> {
 
 impl<P: DatagramClientProtocol> UdpResponses<'_, P> {
     /// The next response; `None` once the time allowed has passed or the client is closed.
+    ///
+    /// Cancel safety: cancel-safe, as the client's `recv`.
     pub async fn next(&mut self) -> Option<Result<P::Response, ClientError>> {
         let res = match self.deadline {
             Some(d) => {

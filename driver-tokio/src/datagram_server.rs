@@ -98,7 +98,7 @@ pub(crate) struct DgramCore<S, D> {
     pub service: Arc<S>,
     pub serve_socket: ServeSocket<D>,
     pub shutdown_timeout: Duration,
-    pub shell: Shell<D>,
+    pub shell: Arc<Shell<D>>,
     /// Every datagram the sockets' loops dropped.
     pub drops: DropCounter,
 }
@@ -114,20 +114,22 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
             service,
             serve_socket,
             shutdown_timeout,
-            shell: Shell::new(),
+            shell: Arc::new(Shell::new(shutdown_timeout)),
             drops,
         }
     }
 
-    /// Serves until shutdown or close.
+    /// Serves until shutdown, `stop` or close.
     pub(crate) async fn serve_forever(
-        &self,
+        self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<D>>, ServerError>,
         is_up: impl EventSet,
+        stop: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        let this = self.clone();
         self.shell
-            .run(bind, |cancel, sockets| async move {
-                self.run(&cancel, sockets, is_up).await
+            .run(bind, is_up, stop, move |_, cancel, sockets| async move {
+                this.run(&cancel, sockets).await
             })
             .await
     }
@@ -136,7 +138,6 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
         &self,
         cancel: &CancellationToken,
         sockets: Vec<Arc<D>>,
-        is_up: impl EventSet,
     ) -> Result<(), ServerError> {
         let service = self.service.clone();
         service.service_init().map_err(ServerError::ServiceInit)?;
@@ -152,7 +153,6 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
             tasks.spawn((self.serve_socket)(socket, cancel, closed));
         }
         self.shell.serving();
-        is_up.set();
         let mut failure = None;
         while let Some(joined) = tasks.join_next().await {
             match joined {

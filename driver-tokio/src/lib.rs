@@ -2,9 +2,10 @@
 //!
 //! [`AsyncTcpServer`] is EasyNetwork's AsyncTCPNetworkServer: a builder for the listening
 //! options (host forms, port 0, backlog, reuse_port, max_recv_size, TLS with its timeouts),
-//! `activate`, `serve_forever`, `shutdown`, `close`. Each connection is one tokio task that
-//! moves bytes between its socket and the core's [`Session`](easynet_core::stream::Session),
-//! which runs the portable handler; there is no second state machine here.
+//! `activate`, `serve_forever` (or `serve_with_shutdown`), `shutdown`, `close`. Each
+//! connection is one tokio task that moves bytes between its socket and the core's
+//! [`Session`](easynet_core::stream::Session), which runs the portable handler; there is no
+//! second state machine here.
 
 #![deny(missing_docs)]
 

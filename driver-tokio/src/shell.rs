@@ -1,5 +1,13 @@
-//! What the TCP and UDP servers share: the lifecycle, the bound sockets and the current run.
+//! What every tokio server shares: the lifecycle, the bound sockets and the current run.
+//!
+//! A run is a task of its own: `serve_forever` starts it and waits for it, so that dropping
+//! that future (`select!`, `timeout`) does not drop the run half-way (connections cut,
+//! teardown skipped, the lifecycle stuck in "serving"): it shuts the run down gracefully and
+//! the task finishes it.
 
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -7,8 +15,8 @@ use easynet_core::lifecycle::{Activation, Lifecycle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::ServerError;
 use crate::conn::now;
+use crate::{EventSet, ServerError};
 
 struct State<L> {
     lifecycle: Lifecycle,
@@ -17,8 +25,37 @@ struct State<L> {
 }
 
 struct Run {
+    id: RunId,
     cancel: CancellationToken,
+    /// Set by [`Shell::serving`]; `serve_forever` sets its `is_up` then.
+    up: watch::Sender<bool>,
     done: watch::Receiver<bool>,
+}
+
+/// One run of one server (unique in the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunId(u64);
+
+tokio::task_local! {
+    /// The run whose connection the current task serves.
+    static CONNECTION_OF: RunId;
+}
+
+impl RunId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Runs `f`, a connection of this run, marked as such: a `shutdown` it calls does not
+    /// wait for the run, which waits for it.
+    pub(crate) fn scope<F: Future>(self, f: F) -> impl Future<Output = F::Output> {
+        CONNECTION_OF.scope(self, f)
+    }
+
+    fn current() -> Option<Self> {
+        CONNECTION_OF.try_with(|id| *id).ok()
+    }
 }
 
 /// A server's lifecycle around its sockets of type `L`.
@@ -26,17 +63,54 @@ pub(crate) struct Shell<L> {
     state: Mutex<State<L>>,
     /// Cancelled by `close`: socket tasks drop their sockets.
     pub(crate) closed: CancellationToken,
+    shutdown_timeout: Duration,
 }
 
-/// A run in progress; [`Shell::end_run`] must follow.
-pub(crate) struct RunGuard<L> {
-    pub(crate) cancel: CancellationToken,
-    pub(crate) sockets: Vec<Arc<L>>,
+/// Ends its run when dropped: when the run's task returns, panics, or is dropped with its
+/// runtime, so that the server never stays "running".
+struct RunGuard<L> {
+    shell: Arc<Shell<L>>,
+    id: RunId,
     done: watch::Sender<bool>,
 }
 
+impl<L> Drop for RunGuard<L> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shell.lock();
+            if state.run.as_ref().is_some_and(|r| r.id == self.id) {
+                state.lifecycle.stopped();
+                state.run = None;
+            }
+        }
+        self.done.send_replace(true);
+    }
+}
+
+/// Shuts its run down if dropped while armed: `serve_forever`'s future was dropped.
+struct StopOnDrop<'a, L> {
+    shell: &'a Shell<L>,
+    run: Option<RunId>,
+}
+
+impl<L> Drop for StopOnDrop<'_, L> {
+    fn drop(&mut self) {
+        if let Some(id) = self.run {
+            self.shell.begin_shutdown(Some(id));
+        }
+    }
+}
+
+/// A run just begun: what its task needs.
+struct Begun<L> {
+    guard: RunGuard<L>,
+    cancel: CancellationToken,
+    sockets: Vec<Arc<L>>,
+    up: watch::Receiver<bool>,
+}
+
 impl<L> Shell<L> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(shutdown_timeout: Duration) -> Self {
         Self {
             state: Mutex::new(State {
                 lifecycle: Lifecycle::new(),
@@ -44,6 +118,7 @@ impl<L> Shell<L> {
                 run: None,
             }),
             closed: CancellationToken::new(),
+            shutdown_timeout,
         }
     }
 
@@ -68,12 +143,30 @@ impl<L> Shell<L> {
         }
     }
 
-    /// Starts a run (binding first if needed).
-    pub(crate) fn begin_run(
-        &self,
+    /// Starts a run (binding first if needed). A run already shutting down (its
+    /// `serve_forever` dropped, say) is waited for first; a serving one is `AlreadyRunning`.
+    async fn begin_run(
+        self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
-    ) -> Result<RunGuard<L>, ServerError> {
-        let mut state = self.lock();
+    ) -> Result<Begun<L>, ServerError> {
+        let mut bind = Some(bind);
+        loop {
+            let mut done = {
+                let mut state = self.lock();
+                match &state.run {
+                    Some(run) if run.cancel.is_cancelled() => run.done.clone(),
+                    _ => return self.start_run(&mut state, bind.take().expect("bound once")),
+                }
+            };
+            let _ = done.wait_for(|d| *d).await;
+        }
+    }
+
+    fn start_run(
+        self: &Arc<Self>,
+        state: &mut State<L>,
+        bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
+    ) -> Result<Begun<L>, ServerError> {
         if state.lifecycle.begin_serve()? == Activation::Bind {
             match bind() {
                 Ok(sockets) => {
@@ -87,64 +180,126 @@ impl<L> Shell<L> {
                 }
             }
         }
-        let cancel = CancellationToken::new();
+        let (id, cancel) = (RunId::next(), CancellationToken::new());
         let (done, done_rx) = watch::channel(false);
+        let (up, up_rx) = watch::channel(false);
         state.run = Some(Run {
+            id,
             cancel: cancel.clone(),
+            up,
             done: done_rx,
         });
-        Ok(RunGuard {
+        Ok(Begun {
+            guard: RunGuard {
+                shell: self.clone(),
+                id,
+                done,
+            },
             cancel,
             sockets: state.sockets.clone(),
-            done,
+            up: up_rx,
         })
     }
+}
 
-    /// One whole run: begins it (binding first if needed), hands `serve` the run's cancel
-    /// token and its sockets (the tasks own them, so `close` really closes them), ends it.
+impl<L: Send + Sync + 'static> Shell<L> {
+    /// One whole run: begins it (binding first if needed), runs `serve` (given the run's id,
+    /// cancel token and sockets; the tasks own the sockets, so `close` really closes them)
+    /// in a task of its own, sets `is_up` once serving, shuts the run down when `stop`
+    /// completes, and returns the run's result. Dropping this future shuts the run down
+    /// gracefully; the task finishes it.
     pub(crate) async fn run<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
+        is_up: impl EventSet,
+        stop: impl Future<Output = ()>,
         serve: F,
     ) -> Result<(), ServerError>
     where
-        F: FnOnce(CancellationToken, Vec<Arc<L>>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), ServerError>>,
+        F: FnOnce(RunId, CancellationToken, Vec<Arc<L>>) -> Fut,
+        Fut: Future<Output = Result<(), ServerError>> + Send + 'static,
     {
-        let mut run = self.begin_run(bind)?;
-        let sockets = std::mem::take(&mut run.sockets);
-        let result = serve(run.cancel.clone(), sockets).await;
-        self.end_run(run);
-        result
+        let Begun {
+            guard,
+            cancel,
+            sockets,
+            mut up,
+        } = self.begin_run(bind).await?;
+        let id = guard.id;
+        let serving = serve(id, cancel, sockets);
+        let mut task = tokio::spawn(async move {
+            let _guard = guard;
+            serving.await
+        });
+        let mut on_drop = StopOnDrop {
+            shell: self,
+            run: Some(id),
+        };
+        let mut stop = std::pin::pin!(stop);
+        let (mut up_seen, mut stopping) = (false, false);
+        let joined = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                r = up.wait_for(|u| *u), if !up_seen => {
+                    up_seen = true;
+                    if r.is_ok() {
+                        is_up.set();
+                    }
+                }
+                () = &mut stop, if !stopping => {
+                    stopping = true;
+                    self.begin_shutdown(Some(id));
+                }
+            }
+        };
+        on_drop.run = None;
+        if !up_seen && *up.borrow() {
+            is_up.set(); // it served, however briefly: `is_up` waiters must not hang
+        }
+        match joined {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(e) => Err(ServerError::Listener(io::Error::other(e))),
+        }
     }
+}
 
+impl<L> Shell<L> {
     /// The run's setup is done: it is serving.
     pub(crate) fn serving(&self) {
-        self.lock().lifecycle.serving();
-    }
-
-    /// The run has ended.
-    pub(crate) fn end_run(&self, guard: RunGuard<L>) {
-        {
-            let mut state = self.lock();
-            state.lifecycle.stopped();
-            state.run = None;
+        let mut state = self.lock();
+        state.lifecycle.serving();
+        if let Some(run) = &state.run {
+            run.up.send_replace(true);
         }
-        guard.done.send_replace(true);
     }
 
-    /// Stops the current run, if any, and waits until it has ended.
-    pub(crate) async fn shutdown(&self, timeout: Duration) {
-        let mut done = {
-            let mut state = self.lock();
-            let Some(run) = state.run.as_ref() else {
-                return;
-            };
-            let (cancel, done) = (run.cancel.clone(), run.done.clone());
-            let _ = state.lifecycle.shutdown(now(), timeout);
-            cancel.cancel();
-            done
+    /// Asks the current run (only if it is `only`, when given) to stop; returns its id and
+    /// its end.
+    fn begin_shutdown(&self, only: Option<RunId>) -> Option<(RunId, watch::Receiver<bool>)> {
+        let mut state = self.lock();
+        let run = state.run.as_ref()?;
+        if only.is_some_and(|id| id != run.id) {
+            return None;
+        }
+        let (id, cancel, done) = (run.id, run.cancel.clone(), run.done.clone());
+        let _ = state.lifecycle.shutdown(now(), self.shutdown_timeout);
+        cancel.cancel();
+        Some((id, done))
+    }
+
+    /// Stops the current run, if any, and waits until it has ended; from one of that run's
+    /// own connections, returns once the shutdown has begun.
+    pub(crate) async fn shutdown(&self) {
+        let Some((id, mut done)) = self.begin_shutdown(None) else {
+            return;
         };
+        // The run waits for its connections: one of them waiting for the run would stall
+        // it for the whole shutdown timeout.
+        if RunId::current() == Some(id) {
+            return;
+        }
         let _ = done.wait_for(|d| *d).await;
     }
 
@@ -233,17 +388,55 @@ macro_rules! server_methods {
             }
 
             /// Stops a running `serve_forever`: stops accepting, lets connections answer
-            /// what they have read and close (reset at the shutdown timeout), then
-            /// returns. The sockets stay bound, so the server can serve again. Without a
-            /// run it returns at once.
+            /// what they have read and close (reset at the shutdown timeout), runs
+            /// `service_teardown`, then returns. The sockets stay bound, so the server can
+            /// serve again. Without a run it returns at once.
+            ///
+            /// A handler may stop its own server. Called from a connection of the run it
+            /// stops (an async handler), it begins the shutdown and returns at once: the run
+            /// waits for that connection, so waiting for the run would wait for itself.
+            /// Called anywhere else, including a task the handler spawned, it waits for the
+            /// run to end; a connection must not wait for such a task.
+            ///
+            /// Cancel safety: the shutdown begins at the first poll; dropping the future
+            /// after that does not stop it.
             pub async fn shutdown(&self) {
-                self.core.shell.shutdown(self.core.shutdown_timeout).await;
+                self.core.shell.shutdown().await;
             }
 
             /// Serves until [`shutdown`](Self::shutdown) (or until closed and every
             /// connection ended). Activates first if needed; sets `is_up` once serving.
+            /// Fails with [`ServerError::AlreadyRunning`] while another run serves; a run
+            /// that is shutting down is waited for first. The run is a task of its own on
+            /// the current runtime.
+            ///
+            /// Cancel safety: dropping the future (`select!`, `tokio::time::timeout`) shuts
+            /// the run down gracefully, as [`shutdown`](Self::shutdown) does, in the
+            /// background: connections answer what they have read and close within the
+            /// shutdown timeout, then `service_teardown` runs. The server can then serve
+            /// again (a later `serve_forever` or `shutdown` waits for that end).
             pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-                self.core.serve_forever(|| self.bind(), is_up).await
+                self.core
+                    .serve_forever(|| self.bind(), is_up, std::future::pending())
+                    .await
+            }
+
+            /// Serves like [`serve_forever`](Self::serve_forever) until `signal`
+            /// completes, then shuts down gracefully (as [`shutdown`](Self::shutdown)) and
+            /// returns the run's result; it returns earlier if the run ends otherwise
+            /// (`shutdown` from elsewhere, `close`, a listener failure). Activates first if
+            /// needed. There is no `is_up`: call [`activate`](Self::activate) first to learn
+            /// the addresses (connections and datagrams that come before the run serves
+            /// wait in the kernel), or use `serve_forever`. For example
+            /// `server.serve_with_shutdown(async { let _ = tokio::signal::ctrl_c().await; })`.
+            ///
+            /// Cancel safety: as for `serve_forever`, dropping the future is a graceful
+            /// shutdown.
+            pub async fn serve_with_shutdown(
+                &self,
+                signal: impl std::future::Future<Output = ()> + Send,
+            ) -> Result<(), ServerError> {
+                self.core.serve_forever(|| self.bind(), (), signal).await
             }
         }
     };

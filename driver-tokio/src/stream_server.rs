@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::conn::{self, ConnStream, now};
-use crate::shell::Shell;
+use crate::shell::{RunId, Shell};
 use crate::{EventSet, ServerError, StreamSocket};
 
 /// A listening socket: TCP or Unix.
@@ -95,7 +95,7 @@ pub(crate) struct Core<S, L: Listener> {
     /// Made by `build` or `build_async`: runs the right kind of handler.
     pub serve_conn: ServeConn<L::Stream>,
     pub shutdown_timeout: Duration,
-    pub shell: Shell<L>,
+    pub shell: Arc<Shell<L>>,
     pub next_conn: AtomicU64,
 }
 
@@ -109,29 +109,31 @@ impl<S: Service, L: Listener> Core<S, L> {
             service,
             serve_conn,
             shutdown_timeout,
-            shell: Shell::new(),
+            shell: Arc::new(Shell::new(shutdown_timeout)),
             next_conn: AtomicU64::new(1),
         }
     }
 
-    /// Serves until shutdown (or until closed and every connection ended).
+    /// Serves until shutdown, `stop`, or until closed and every connection ended.
     pub(crate) async fn serve_forever(
         self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
         is_up: impl EventSet,
+        stop: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        let this = self.clone();
         self.shell
-            .run(bind, |cancel, sockets| async move {
-                self.run(&cancel, sockets, is_up).await
+            .run(bind, is_up, stop, move |id, cancel, sockets| async move {
+                this.run(id, &cancel, sockets).await
             })
             .await
     }
 
     async fn run(
         self: &Arc<Self>,
+        id: RunId,
         cancel: &CancellationToken,
         listeners: Vec<Arc<L>>,
-        is_up: impl EventSet,
     ) -> Result<(), ServerError> {
         let service = self.service.clone();
         service.service_init().map_err(ServerError::ServiceInit)?;
@@ -151,10 +153,9 @@ impl<S: Service, L: Listener> Core<S, L> {
         for listener in listeners {
             let this = self.clone();
             let (cancel, conns, rx) = (cancel.clone(), conns.clone(), shutdown_rx.clone());
-            accepts.spawn(async move { this.accept_loop(listener, cancel, conns, rx).await });
+            accepts.spawn(async move { this.accept_loop(id, listener, cancel, conns, rx).await });
         }
         self.shell.serving();
-        is_up.set();
 
         let mut failure = None;
         loop {
@@ -193,6 +194,7 @@ impl<S: Service, L: Listener> Core<S, L> {
 
     async fn accept_loop(
         self: Arc<Self>,
+        id: RunId,
         listener: Arc<L>,
         cancel: CancellationToken,
         conns: TaskTracker,
@@ -208,7 +210,7 @@ impl<S: Service, L: Listener> Core<S, L> {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    self.spawn_connection(&listener, stream, peer, &conns, shutdown.clone());
+                    self.spawn_connection(id, &listener, stream, peer, &conns, shutdown.clone());
                 }
                 Err(e) => match gate.on_error(now(), &e) {
                     AcceptAction::Pause { until } => {
@@ -228,6 +230,7 @@ impl<S: Service, L: Listener> Core<S, L> {
 
     fn spawn_connection(
         &self,
+        run: RunId,
         listener: &L,
         stream: L::Stream,
         peer: Addr,
@@ -239,7 +242,7 @@ impl<S: Service, L: Listener> Core<S, L> {
             return; // reset before we could look at it
         };
         let span = tracing::info_span!("conn", conn = %id, peer = %info.peer);
-        let serve = (self.serve_conn)(stream, info, shutdown);
+        let serve = run.scope((self.serve_conn)(stream, info, shutdown));
         // Handler panics are contained by the core: one task per connection is enough.
         conns.spawn(serve.instrument(span));
     }

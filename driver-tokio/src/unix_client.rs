@@ -51,11 +51,16 @@ impl<P: StreamClientProtocol> std::fmt::Debug for AsyncUnixStreamClient<P> {
 
 impl<P: StreamClientProtocol> AsyncUnixStreamClient<P> {
     /// Connects to the server at the filesystem `path`.
+    ///
+    /// Cancel safety: a dropped call leaves nothing behind (a connect already under way
+    /// finishes off the runtime and is closed).
     pub async fn connect(path: impl AsRef<Path>, protocol: P) -> Result<Self, ClientError> {
         Self::connect_addr(&UnixAddr::pathname(path), protocol).await
     }
 
     /// Connects to a path or a Linux abstract name.
+    ///
+    /// Cancel safety: as [`connect`](Self::connect).
     pub async fn connect_addr(addr: &UnixAddr, protocol: P) -> Result<Self, ClientError> {
         let target = addr.clone();
         // A Unix connect completes at once unless the backlog is full: off the runtime.
@@ -124,12 +129,16 @@ pub struct AsyncUnixDatagramClient<P> {
 
 impl<P: DatagramClientProtocol> AsyncUnixDatagramClient<P> {
     /// Connects to the server at `path`, from an address of its own (see the type's docs).
+    ///
+    /// Cancel safety: it does not wait (the future completes at its first poll).
     pub async fn connect(path: impl AsRef<Path>, protocol: P) -> Result<Self, ClientError> {
         Self::connect_addr(&UnixAddr::pathname(path), None, protocol)
     }
 
     /// Connects to the server at `server` from the address `local` (a path or an abstract
     /// name).
+    ///
+    /// Cancel safety: as [`connect`](Self::connect).
     pub async fn connect_from(
         server: &UnixAddr,
         local: &UnixAddr,
