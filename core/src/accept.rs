@@ -112,17 +112,22 @@ impl AcceptGate {
         }
     }
 
-    /// Reports an accept error and says what to do.
+    /// Reports an accept error and says what to do; a pause or a failed listener is
+    /// logged here, once, for every driver.
     pub fn on_error(&mut self, now: Instant, err: &io::Error) -> AcceptAction {
         match classify(err) {
             AcceptErrorClass::Capacity => {
                 let until = now + ACCEPT_PAUSE;
                 self.paused_until = Some(until);
                 self.pauses += 1;
+                tracing::error!("accept returned {err}; retrying in 0.1 seconds");
                 AcceptAction::Pause { until }
             }
             AcceptErrorClass::Ignorable => AcceptAction::Continue,
-            AcceptErrorClass::Fatal => AcceptAction::Fail,
+            AcceptErrorClass::Fatal => {
+                tracing::error!(error = %err, "listener failed; it stops accepting");
+                AcceptAction::Fail
+            }
         }
     }
 

@@ -19,6 +19,8 @@
 //!   that makes them.
 //! - [`lifecycle`]: the server's created / listening / serving / closed rules.
 //! - [`accept`]: which accept errors pause accepting and for how long.
+//! - [`server`]: the server-level machine (run order, shutdown fan-out with one deadline,
+//!   accept gates, connection table) a driver drives beside its connections.
 //! - [`stream`]: the per-connection machine and the session that drives a handler with it.
 //! - [`datagram`]: per-peer routines, the bounded pending queue and idle eviction.
 //! - [`tls`] (feature `tls`): the rustls session wrapper.
@@ -39,6 +41,7 @@ pub mod datagram;
 pub mod handler;
 pub mod lifecycle;
 pub mod protocol;
+pub mod server;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

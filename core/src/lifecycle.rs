@@ -191,7 +191,10 @@ impl Lifecycle {
     pub fn shutdown(&mut self, now: Instant, timeout: Duration) -> Shutdown {
         match self.state {
             ServerState::Starting | ServerState::Serving => {
-                let deadline = now + timeout;
+                // A timeout the clock cannot add means no deadline worth the name.
+                let deadline = now
+                    .checked_add(timeout)
+                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
                 self.state = ServerState::ShuttingDown { deadline };
                 Shutdown::Stop { deadline }
             }

@@ -6,7 +6,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use easynet_core::addr::Addr;
-use easynet_core::lifecycle::{Activation, Lifecycle, Shutdown};
+use easynet_core::ConnId;
+use easynet_core::handler::Service;
+use easynet_core::lifecycle::Activation;
+use easynet_core::server::{Server, run_init};
 
 use crate::ServerError;
 
@@ -20,7 +23,11 @@ pub(crate) struct Orders {
 }
 
 struct State {
-    lifecycle: Lifecycle,
+    /// The core's server machine: lifecycle, run order, shutdown deadline, connection table.
+    server: Server,
+    /// The threads running this run's event loops: a `shutdown` called on one of them
+    /// (from a handler) must not wait for its own loop.
+    loop_threads: Vec<std::thread::ThreadId>,
     addresses: Vec<Addr>,
     /// Duplicates of the run's sockets for `sockets()`; dropped at the run's end and on close.
     sockets: Vec<socket2::Socket>,
@@ -40,7 +47,8 @@ impl Control {
     pub(crate) fn new(shutdown_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
-                lifecycle: Lifecycle::new(),
+                server: Server::new(shutdown_timeout),
+                loop_threads: Vec::new(),
                 addresses: Vec::new(),
                 sockets: Vec::new(),
                 wakers: Vec::new(),
@@ -64,15 +72,43 @@ impl Control {
     /// servers do).
     pub(crate) fn begin_run(&self) -> Result<(), ServerError> {
         let mut s = self.lock();
-        if s.lifecycle.begin_serve()? == Activation::AlreadyActive {
+        if s.server.begin_run()? == Activation::AlreadyActive {
             // Cannot happen (runs unbind at their end); treat as bound.
         }
         s.running = true;
         s.orders = Orders {
             shutdown: None,
-            closed: s.lifecycle.is_closed(),
+            closed: s.server.is_closed(),
         };
         Ok(())
+    }
+
+    /// Runs `service_init` (contained, outside the lock: the hook may use the handle) and
+    /// tells the server machine.
+    pub(crate) fn init<S: Service>(&self, service: &S) -> Result<(), ServerError> {
+        let result = run_init(service);
+        self.lock().server.initialized(result.is_ok());
+        result.map_err(ServerError::ServiceInit)
+    }
+
+    /// A connection was accepted: its id, from the server's connection table.
+    pub(crate) fn accepted(&self) -> ConnId {
+        self.lock().server.accepted()
+    }
+
+    /// A connection ended.
+    pub(crate) fn closed(&self, id: ConnId) {
+        self.lock().server.closed(id);
+    }
+
+    /// The calling thread runs one of this run's loops until [`leave_loop`](Self::leave_loop).
+    pub(crate) fn enter_loop(&self) {
+        self.lock().loop_threads.push(std::thread::current().id());
+    }
+
+    pub(crate) fn leave_loop(&self) {
+        let me = std::thread::current().id();
+        self.lock().loop_threads.retain(|t| *t != me);
     }
 
     /// The run is bound and its loops exist: it is serving.
@@ -83,8 +119,8 @@ impl Control {
         wakers: Vec<Arc<mio::Waker>>,
     ) {
         let mut s = self.lock();
-        s.lifecycle.activated();
-        s.lifecycle.serving();
+        s.server.activated();
+        s.server.serving();
         s.addresses = addresses;
         s.sockets = sockets;
         s.wakers = wakers;
@@ -93,8 +129,9 @@ impl Control {
     /// The run ended (or its setup failed).
     pub(crate) fn end_run(&self) {
         let mut s = self.lock();
-        s.lifecycle.stopped();
-        s.lifecycle.deactivated();
+        s.server.end_run();
+        s.server.deactivated();
+        s.loop_threads.clear();
         s.addresses.clear();
         s.sockets.clear();
         s.wakers.clear();
@@ -120,7 +157,7 @@ impl Control {
 
     pub(crate) fn is_serving(&self) -> bool {
         let s = self.lock();
-        s.running && s.lifecycle.is_serving()
+        s.running && s.server.is_serving()
     }
 
     pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
@@ -132,7 +169,7 @@ impl Control {
 
     pub(crate) fn local_addresses(&self) -> Vec<Addr> {
         let s = self.lock();
-        if s.running && s.lifecycle.is_listening() {
+        if s.running && s.server.is_listening() {
             s.addresses.clone()
         } else {
             Vec::new()
@@ -141,7 +178,7 @@ impl Control {
 
     pub(crate) fn sockets(&self) -> Vec<socket2::Socket> {
         let s = self.lock();
-        if !(s.running && s.lifecycle.is_listening()) {
+        if !(s.running && s.server.is_listening()) {
             return Vec::new();
         }
         s.sockets
@@ -157,10 +194,15 @@ impl Control {
         if !s.running {
             return;
         }
-        if let Shutdown::Stop { deadline } = s.lifecycle.shutdown(start, timeout) {
+        // The one deadline, from the core (the server's shutdown timeout).
+        if let Some(deadline) = s.server.shutdown(start) {
             s.orders.shutdown = Some(s.orders.shutdown.map_or(deadline, |d| d.min(deadline)));
         }
         Self::wake_all(&s);
+        if s.loop_threads.contains(&std::thread::current().id()) {
+            // Called from a handler on a loop: that loop must go on to carry it out.
+            return;
+        }
         // Wait for the loops, a little past the deadline they enforce themselves.
         let limit = start + timeout + Duration::from_secs(1);
         while s.running {
@@ -178,7 +220,7 @@ impl Control {
 
     pub(crate) fn close(&self) {
         let mut s = self.lock();
-        s.lifecycle.close();
+        s.server.close();
         s.orders.closed = true;
         s.sockets.clear(); // our duplicates must not keep the listeners open
         Self::wake_all(&s);
@@ -240,8 +282,9 @@ impl ServerHandle {
 
     /// Stops the running `serve_forever` and waits for it, at most `timeout` (default: the
     /// server's shutdown timeout) plus a second; returns without error when that passes.
-    /// Without a run, or called twice, it is harmless. Do not call it from the thread that
-    /// runs `serve_forever`: it would wait for itself.
+    /// Without a run, or called twice, it is harmless. Called from a handler (on one of the
+    /// server's own loop threads) it orders the shutdown and returns at once: the loop
+    /// carries it out when the handler returns.
     pub fn shutdown(&self, timeout: Option<Duration>) {
         self.control.shutdown(timeout);
     }

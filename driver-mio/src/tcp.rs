@@ -160,10 +160,7 @@ where
     P: StreamServerProtocol,
     L: MioListener,
 {
-    factory
-        .service
-        .service_init()
-        .map_err(ServerError::ServiceInit)?;
+    control.init(&*factory.service)?;
     let mut loops = Vec::with_capacity(sets.len());
     let mut wakers = Vec::with_capacity(sets.len());
     for set in sets {
@@ -205,7 +202,7 @@ pub(crate) fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
     let spawned = std::thread::Builder::new()
         .name("easynet-teardown".into())
         .spawn(move || {
-            service.service_teardown();
+            easynet_core::server::run_teardown(&*service);
             let _ = tx.send(());
         });
     if spawned.is_ok() && rx.recv_timeout(timeout).is_err() {

@@ -229,14 +229,16 @@ where
             unnamed: 0,
         });
     }
-    service.service_init().map_err(ServerError::ServiceInit)?;
+    control.init(&**service)?;
     control.serving(bound.clone(), dups, vec![waker]);
     if control.orders().shutdown.is_none() {
         let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
         tracing::info!("Start serving at {}", list.join(", "));
         is_up.set();
     }
+    control.enter_loop();
     let result = serve(poll, &mut endpoints, control, drops);
+    control.leave_loop();
     for e in &mut endpoints {
         e.server.shutdown(Instant::now());
         count_drops(e, drops);

@@ -11,7 +11,6 @@ use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
@@ -76,7 +75,6 @@ pub(crate) struct Factory<S, P> {
     pub stream: StreamConfig,
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub next_conn: Arc<AtomicU64>,
 }
 
 impl<S, P> Factory<S, P> {
@@ -92,7 +90,6 @@ impl<S, P> Factory<S, P> {
             stream,
             #[cfg(feature = "tls")]
             tls,
-            next_conn: Arc::new(AtomicU64::new(1)),
         })
     }
 }
@@ -188,7 +185,15 @@ where
     }
 
     /// Runs until shut down (or closed and every connection ended).
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(self) -> io::Result<()> {
+        let control = self.control.clone();
+        control.enter_loop();
+        let result = self.run_loop();
+        control.leave_loop();
+        result
+    }
+
+    fn run_loop(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
@@ -307,12 +312,8 @@ where
                 Ok((stream, peer)) => self.add(now, listener, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match self.gate.on_error(now, &e) {
-                    AcceptAction::Pause { .. } => {
-                        tracing::error!("accept returned {e}; retrying in 0.1 seconds");
-                        return;
-                    }
+                    AcceptAction::Pause { .. } => return,
                     AcceptAction::Fail => {
-                        tracing::error!(error = %e, "listener failed; it stops accepting");
                         if let Some(mut l) = self.listeners.get_mut(listener).and_then(Option::take)
                         {
                             let _ = self.poll.registry().deregister(&mut l);
@@ -327,11 +328,12 @@ where
 
     fn add(&mut self, now: Instant, listener: usize, mut stream: L::Stream, peer: Addr) {
         let f = &self.factory;
-        let id = ConnId(f.next_conn.fetch_add(1, Ordering::Relaxed));
+        let id = self.control.accepted();
         let Some(info) = self.listeners[listener]
             .as_ref()
             .and_then(|l| l.conn_info(&stream, id, peer))
         else {
+            self.control.closed(id);
             return;
         };
         #[cfg(feature = "tls")]
@@ -342,6 +344,7 @@ where
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start TLS session");
+                    self.control.closed(id);
                     return;
                 }
             },
@@ -350,6 +353,7 @@ where
         #[cfg(not(feature = "tls"))]
         let conn = Connection::new(f.protocol.clone(), f.stream.clone(), info);
         let Some(session) = Session::start(now, &*f.service, conn) else {
+            self.control.closed(id);
             return; // the factory panicked (logged)
         };
         let idx = self.free.pop().unwrap_or_else(|| {
@@ -364,6 +368,7 @@ where
         ) {
             tracing::warn!(error = %e, "cannot register connection");
             self.free.push(idx);
+            self.control.closed(id);
             return;
         }
         self.generation += 1;
@@ -463,5 +468,6 @@ where
         };
         let _ = self.poll.registry().deregister(&mut e.stream);
         self.free.push(idx);
+        self.control.closed(e.session.info().id);
     }
 }

@@ -214,7 +214,6 @@ impl<S: Service, L: Listener> Core<S, L> {
                 }
                 Err(e) => match gate.on_error(now(), &e) {
                     AcceptAction::Pause { until } => {
-                        tracing::error!("accept returned {e}; retrying in 0.1 seconds");
                         tokio::select! {
                             () = cancel.cancelled() => return Ok(()),
                             () = closed.cancelled() => return Ok(()),
