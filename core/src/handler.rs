@@ -80,6 +80,14 @@ pub enum Received<R> {
 }
 
 /// The error type handlers return; any error closes that one connection, never the server.
+///
+/// How a returned error is logged, one rule for every handler kind: a send on a closed
+/// client ([`SendError::Closed`], or an async client's `Closed` send error) is one WARN,
+/// never an ERROR (the server was closing; the handler did nothing wrong); a receive on a
+/// closed client propagated by an async handler (`RecvError::Closed`) ends it quietly;
+/// any other error is one ERROR with the conn and peer fields. A panic is one ERROR too.
+/// Datagram handlers follow it on both drivers
+/// ([`contain::handler_failed`](crate::datagram::contain::handler_failed)).
 pub type HandlerError = BoxError;
 
 /// What handler calls return.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use easynet_core::ConnId;
 use easynet_core::datagram::{
-    Arrival, DatagramConfig, DatagramServer, Output, PeerEvent, PeerTable, Recv, RoutineError,
-    RoutineState,
+    Arrival, DatagramConfig, DatagramServer, Output, Payload, PeerEvent, PeerTable, Recv, Reply,
+    RoutineError, RoutineId, RoutineOutput, RoutineState, RoutineTable,
 };
 use easynet_core::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, SendError,
@@ -610,5 +610,267 @@ fn table_shutdown_drops_queued_datagrams_and_ends_routines() {
     assert_eq!(t.stats().dropped, 3);
     assert_eq!(t.recv(now, addr(A), None), Ok(Recv::Closed));
     assert_eq!(t.finish(now, addr(A)), Ok(None));
+    assert_eq!(t.poll_timeout(), None);
+}
+
+#[test]
+fn table_cancel_recv_ends_a_wait_and_its_deadline() {
+    let now = Clock::new().now();
+    let mut t = table(8);
+    assert_eq!(
+        t.cancel_recv(now, addr(A)),
+        Err(RoutineError::UnknownPeer(addr(A)))
+    );
+    let _ = t.arrive(now, addr(A), 1);
+    assert_eq!(
+        t.cancel_recv(now, addr(A)),
+        Ok(false),
+        "running: nothing to cancel"
+    );
+    assert_eq!(
+        t.recv(now, addr(A), Some(Duration::from_secs(3))),
+        Ok(Recv::Waiting)
+    );
+    assert_eq!(t.cancel_recv(now, addr(A)), Ok(true));
+    assert_eq!(t.peer(addr(A)).unwrap().routine, RoutineState::Running);
+    assert_eq!(t.poll_timeout(), None, "the deadline is gone");
+    // The next datagram waits for the next receive, which may have another deadline.
+    assert_eq!(t.arrive(now, addr(A), 2), Arrival::Queued);
+    assert_eq!(t.recv(now, addr(A), None), Ok(Recv::Ready(2)));
+    assert_eq!(t.finish(now, addr(A)), Ok(None));
+    assert_eq!(
+        t.cancel_recv(now, addr(A)),
+        Err(RoutineError::NoRoutine(addr(A)))
+    );
+}
+
+// RoutineTable: the routines of async handlers, driven by hand.
+
+/// An async handler stand-in: the table only keeps and hands it over.
+#[derive(Debug, PartialEq, Eq)]
+struct Token(u64);
+
+type Routines = RoutineTable<Box<dyn Fn(&ConnInfo) -> Token + Send + Sync>>;
+
+fn routines(config: DatagramConfig) -> (Routines, Arc<AtomicU64>) {
+    let made = Arc::new(AtomicU64::new(0));
+    let m = made.clone();
+    let service: Box<dyn Fn(&ConnInfo) -> Token + Send + Sync> =
+        Box::new(move |_: &ConnInfo| Token(m.fetch_add(1, Ordering::SeqCst)));
+    let table = RoutineTable::new(Arc::new(service), addr(LOCAL), config).unwrap();
+    (table, made)
+}
+
+fn data(text: &str) -> Payload {
+    Payload::Data(BytesMut::from(text.as_bytes()))
+}
+
+/// The outputs now: starts as ("start", peer, routine, handler, first), replies as
+/// ("reply", peer, routine, reply).
+#[derive(Debug, PartialEq, Eq)]
+enum Out {
+    Start(u16, RoutineId, Token, Payload),
+    Reply(u16, RoutineId, Reply),
+}
+
+fn outputs(t: &mut Routines) -> Vec<Out> {
+    let mut v = Vec::new();
+    while let Some(o) = t.poll_output() {
+        v.push(match o {
+            RoutineOutput::Start {
+                peer,
+                routine,
+                info,
+                handler,
+                first,
+            } => {
+                assert_eq!(info.peer.as_inet(), Some(peer));
+                Out::Start(peer.port(), routine, handler, first)
+            }
+            RoutineOutput::Reply {
+                peer,
+                routine,
+                reply,
+            } => Out::Reply(peer.port(), routine, reply),
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    v
+}
+
+#[test]
+fn routines_start_per_peer_and_receives_get_the_next_datagrams() {
+    let (mut t, _) = routines(DatagramConfig::default());
+    let now = Clock::new().now();
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a1"[..]));
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a2"[..]));
+    t.handle_datagram(now, addr(B), BytesMut::from(&b"b1"[..]));
+    let (ra, rb) = (RoutineId(0), RoutineId(1));
+    assert_eq!(
+        outputs(&mut t),
+        vec![
+            Out::Start(A, ra, Token(0), data("a1")),
+            Out::Start(B, rb, Token(1), data("b1")),
+        ]
+    );
+    assert!(t.recv(now, &addr(A), ra, None));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Reply(A, ra, Reply::Datagram(data("a2")))]
+    );
+    assert!(t.recv(now, &addr(A), ra, Some(Duration::ZERO)));
+    assert_eq!(outputs(&mut t), vec![Out::Reply(A, ra, Reply::Timeout)]);
+    assert!(t.recv(now, &addr(A), ra, None));
+    assert!(!t.recv(now, &addr(A), ra, None), "one receive at a time");
+    assert!(!t.recv(now, &addr(A), rb, None), "not A's routine");
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a3"[..]));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Reply(A, ra, Reply::Datagram(data("a3")))]
+    );
+    // The handler comes back and serves the next routine.
+    t.finish(now, &addr(A), ra, Some(Token(0)), None);
+    assert!(outputs(&mut t).is_empty());
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a4"[..]));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Start(A, RoutineId(2), Token(0), data("a4"))]
+    );
+    assert!(
+        !t.recv(now, &addr(A), ra, None),
+        "an ended routine is not answered"
+    );
+}
+
+#[test]
+fn routine_receive_timeouts_and_oversized_datagrams() {
+    let config = DatagramConfig::default().with_max_datagram_size(4);
+    let (mut t, _) = routines(config);
+    let mut clock = Clock::new();
+    let t0 = clock.now();
+    t.handle_datagram(t0, addr(A), BytesMut::from(&b"12345"[..]));
+    let r = RoutineId(0);
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Start(
+            A,
+            r,
+            Token(0),
+            Payload::TooLarge { limit: 4, got: 5 }
+        )]
+    );
+    assert!(t.recv(t0, &addr(A), r, Some(Duration::from_secs(2))));
+    assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    t.handle_timeout(clock.advance_ms(2_000));
+    assert_eq!(outputs(&mut t), vec![Out::Reply(A, r, Reply::Timeout)]);
+}
+
+#[test]
+fn a_cancelled_receive_leaves_no_deadline_and_loses_no_datagram() {
+    let (mut t, _) = routines(DatagramConfig::default());
+    let now = Clock::new().now();
+    let r = RoutineId(0);
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a1"[..]));
+    let _ = outputs(&mut t);
+    // Cancelled while waiting: Cancelled, and its deadline is gone.
+    assert!(t.recv(now, &addr(A), r, Some(Duration::from_secs(1))));
+    t.cancel(now, &addr(A), r);
+    assert_eq!(outputs(&mut t), vec![Out::Reply(A, r, Reply::Cancelled)]);
+    assert_eq!(t.poll_timeout(), None);
+    t.cancel(now, &addr(A), r); // nothing pending: nothing happens
+    assert!(outputs(&mut t).is_empty());
+    // A datagram delivered before the cancel arrives stays the routine's reply.
+    assert!(t.recv(now, &addr(A), r, None));
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a2"[..]));
+    t.cancel(now, &addr(A), r);
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Reply(A, r, Reply::Datagram(data("a2")))]
+    );
+    // A next receive after a cancel gets the next datagram, with its own deadline.
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a3"[..]));
+    assert!(t.recv(now, &addr(A), r, Some(Duration::from_secs(5))));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Reply(A, r, Reply::Datagram(data("a3")))]
+    );
+}
+
+#[test]
+fn a_datagram_the_routine_did_not_take_starts_the_next_routine_first() {
+    let (mut t, _) = routines(DatagramConfig::default());
+    let now = Clock::new().now();
+    let r = RoutineId(0);
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a1"[..]));
+    let _ = outputs(&mut t);
+    assert!(t.recv(now, &addr(A), r, None));
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a2"[..])); // delivered
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a3"[..])); // queued
+    let Out::Reply(_, _, reply) = outputs(&mut t).pop().unwrap() else {
+        panic!("a reply")
+    };
+    // The routine had ended: the driver hands the reply back.
+    t.undelivered(&addr(A), r, reply);
+    t.finish(now, &addr(A), r, None, None);
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Start(A, RoutineId(1), Token(1), data("a2"))],
+        "a2 first, with a fresh handler (the routine failed)"
+    );
+    // Or the routine gives it back itself when it ends.
+    let r = RoutineId(1);
+    assert!(t.recv(now, &addr(A), r, None));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Reply(A, r, Reply::Datagram(data("a3")))]
+    );
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a4"[..]));
+    t.finish(now, &addr(A), r, Some(Token(1)), Some(data("a3")));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Start(A, RoutineId(2), Token(1), data("a3"))]
+    );
+    assert!(t.recv(now, &addr(A), RoutineId(2), None));
+    assert_eq!(
+        outputs(&mut t),
+        vec![Out::Reply(A, RoutineId(2), Reply::Datagram(data("a4")))]
+    );
+}
+
+#[test]
+fn a_routine_ending_while_its_receive_waits_leaves_the_peer_idle_and_evictable() {
+    let config = DatagramConfig::default().with_idle_timeout(Duration::from_secs(10));
+    let (mut t, _) = routines(config);
+    let mut clock = Clock::new();
+    let r = RoutineId(0);
+    t.handle_datagram(clock.now(), addr(A), BytesMut::from(&b"a1"[..]));
+    let _ = outputs(&mut t);
+    assert!(t.recv(clock.now(), &addr(A), r, Some(Duration::from_secs(1))));
+    t.finish(clock.now(), &addr(A), r, Some(Token(0)), None);
+    assert_eq!(t.peer(&addr(A)).unwrap().routine, RoutineState::Idle);
+    assert_eq!(
+        t.poll_timeout(),
+        Some(clock.now() + Duration::from_secs(10))
+    );
+    t.handle_timeout(clock.advance_ms(10_000));
+    assert!(t.peer(&addr(A)).is_none());
+    assert!(outputs(&mut t).is_empty(), "no reply to an ended routine");
+}
+
+#[test]
+fn routine_table_shutdown_drops_queues_and_answers_nothing() {
+    let (mut t, _) = routines(DatagramConfig::default());
+    let now = Clock::new().now();
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a1"[..]));
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a2"[..]));
+    let _ = outputs(&mut t);
+    t.shutdown(now);
+    assert!(t.is_closing());
+    assert_eq!(t.drops(), 1);
+    t.handle_datagram(now, addr(A), BytesMut::from(&b"a3"[..]));
+    assert_eq!(t.drops(), 2);
+    assert!(!t.recv(now, &addr(A), RoutineId(0), None));
+    t.finish(now, &addr(A), RoutineId(0), Some(Token(0)), None);
+    assert!(outputs(&mut t).is_empty());
     assert_eq!(t.poll_timeout(), None);
 }

@@ -9,6 +9,12 @@
 //! - [`DatagramServer`] runs the portable synchronous
 //!   [`DatagramHandler`](crate::handler::DatagramHandler) on a [`PeerTable`]: datagrams in,
 //!   [`Output::Transmit`]s out, drained until [`Output::Idle`].
+//! - [`RoutineTable`] is the same for async handlers, whose routines the driver runs as
+//!   tasks: it makes the handlers, starts routines, answers their receives (cancel-safe:
+//!   a receive can be cancelled) and takes them back when they end.
+//!
+//! User code (factory, decoding, encoding, handler, its `Drop`) runs contained
+//! ([`contain`]): a panic ends at most that peer's routine and is logged once.
 //!
 //! Both are generic over the peer address ([`PeerAddr`](crate::addr::PeerAddr)):
 //! `SocketAddr` for UDP, [`UnixAddr`](crate::addr::UnixAddr) for Unix datagram sockets.
@@ -17,20 +23,53 @@
 //! holds at most [`DatagramConfig::max_pending`] datagrams, more are dropped and counted,
 //! and peers idle for [`DatagramConfig::idle_timeout`] are forgotten (their handler dropped).
 
+pub mod contain;
 mod peers;
+mod routines;
 mod server;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::protocol::ConfigError;
 
 pub use peers::{
     Arrival, DatagramStats, PeerEvent, PeerInfo, PeerTable, Recv, RoutineError, RoutineState,
 };
+pub use routines::{Reply, RoutineId, RoutineOutput, RoutineTable};
 pub use server::DatagramServer;
+
+/// A datagram as queued for its peer's routine: its bytes, or only its length when it is
+/// past [`DatagramConfig::max_datagram_size`] (so memory stays bounded). Decoding it
+/// ([`contain::decode`]) gives the request, or `ParseError::FrameTooLarge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The whole datagram, not decoded yet.
+    Data(BytesMut),
+    /// A datagram of `got` bytes, past the `limit`; its bytes were not kept.
+    TooLarge {
+        /// The size limit.
+        limit: usize,
+        /// The datagram's size.
+        got: usize,
+    },
+}
+
+impl Payload {
+    /// `data` as queued under a size `limit`.
+    pub fn new(data: BytesMut, limit: usize) -> Self {
+        if data.len() > limit {
+            Payload::TooLarge {
+                limit,
+                got: data.len(),
+            }
+        } else {
+            Payload::Data(data)
+        }
+    }
+}
 
 /// Settings of a datagram endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -339,6 +339,34 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
         Ok(Recv::Waiting)
     }
 
+    /// The waiting routine of `peer` stops waiting (its receive was cancelled): it is running
+    /// again and its deadline is gone. Returns `false` if it was not waiting (a datagram or
+    /// its timeout came first), which changes nothing.
+    pub fn cancel_recv(
+        &mut self,
+        now: Instant,
+        peer: impl Borrow<A>,
+    ) -> Result<bool, RoutineError<A>> {
+        if self.closed {
+            return Ok(false);
+        }
+        let peer = peer.borrow();
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
+        match p.routine {
+            RoutineState::Idle => Err(RoutineError::NoRoutine(peer.clone())),
+            RoutineState::Running => Ok(false),
+            RoutineState::Waiting { .. } => {
+                p.routine = RoutineState::Running;
+                p.last_activity = now;
+                set_timer(&mut self.timers, peer, p, None);
+                Ok(true)
+            }
+        }
+    }
+
     /// The routine of `peer` ended (returned, failed, or was cancelled while waiting).
     ///
     /// Returns the next queued datagram, with which a new routine starts at once (and is
@@ -479,6 +507,11 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
         self.peers
             .get_mut(peer.borrow())
             .map(|p| (p.id, &mut p.state))
+    }
+
+    /// Every known peer with its handle and user state, mutably (in no particular order).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&A, ConnId, &mut U)> {
+        self.peers.iter_mut().map(|(a, p)| (a, p.id, &mut p.state))
     }
 
     /// The user state of `peer`, mutably, if known.

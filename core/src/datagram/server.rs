@@ -1,7 +1,6 @@
 //! [`DatagramServer`]: the synchronous [`DatagramHandler`]s of a datagram endpoint, driven on
 //! a [`PeerTable`].
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,25 +9,20 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::contain::{self, HandlerSlot, Panicked};
 use super::{
-    DatagramConfig, DatagramStats, Output, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
+    DatagramConfig, DatagramStats, Output, Payload, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
 };
 use crate::addr::{Addr, PeerAddr};
 use crate::handler::{
     ConnInfo, DatagramContext, DatagramHandler, Next, Received, ResponseSink, SendError, Service,
 };
-use crate::protocol::{ConfigError, DatagramServerProtocol, ParseError};
+use crate::protocol::{ConfigError, DatagramServerProtocol};
 
 /// What resumes a routine: a datagram still to decode, or its timeout.
 enum Step {
     Datagram(Payload),
     Timeout,
-}
-
-/// A queued datagram; one past the size limit keeps only its length (memory stays bounded).
-enum Payload {
-    Data(BytesMut),
-    TooLarge(usize),
 }
 
 /// A datagram endpoint running synchronous handlers: event in, action out.
@@ -41,8 +35,10 @@ enum Payload {
 /// Each peer gets one handler value, made by the service when the peer first shows and kept
 /// until the peer is evicted. Datagrams are decoded only when delivered; a decode error
 /// reaches the handler as [`Received::ParseError`]. A handler error or panic is logged and
-/// ends that routine only; the peer's next routine gets a fresh handler. `service_init` and
-/// `service_teardown` are the driver's business.
+/// ends that routine only; the peer's next routine gets a fresh handler. All user code (the
+/// factory, decoding, encoding, the handler, its `Drop`) runs contained: see
+/// [`contain`](super::contain). `service_init` and `service_teardown` are the driver's
+/// business.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -96,8 +92,8 @@ pub struct DatagramServer<S: Service, P, A = SocketAddr> {
     local: A,
     // Made once: handlers get it per call without converting `local` again.
     local_addr: Addr,
-    // The user state of a peer is its handler; `None` until made, or after it failed.
-    table: PeerTable<Payload, Option<S::Handler>, A>,
+    // The user state of a peer is its handler; empty until made, or after it failed.
+    table: PeerTable<Payload, HandlerSlot<S::Handler>, A>,
     out: VecDeque<Transmit<A>>,
     closing: bool,
     max_datagram_size: usize,
@@ -145,11 +141,7 @@ where
     /// [`DatagramConfig::max_datagram_size`] reaches the handler as
     /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge).
     pub fn handle_datagram(&mut self, now: Instant, from: A, data: BytesMut) {
-        let payload = if data.len() > self.max_datagram_size {
-            Payload::TooLarge(data.len())
-        } else {
-            Payload::Data(data)
-        };
+        let payload = Payload::new(data, self.max_datagram_size);
         match self.table.arrive(now, from.clone(), payload) {
             super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
                 self.drive(now, from, Step::Datagram(d));
@@ -170,6 +162,9 @@ where
     /// drained. Idempotent.
     pub fn shutdown(&mut self, now: Instant) {
         self.closing = true;
+        for (peer, id, slot) in self.table.iter_mut() {
+            slot.release(peer, id);
+        }
         self.table.shutdown(now);
         self.process_events(now);
     }
@@ -218,8 +213,12 @@ where
         while let Some(event) = self.table.poll_event() {
             match event {
                 PeerEvent::Timeout { peer } => self.drive(now, peer, Step::Timeout),
-                // Dropping the state drops the peer's handler.
-                PeerEvent::Evicted { .. } | PeerEvent::Closed { .. } => {}
+                PeerEvent::Evicted {
+                    peer,
+                    id,
+                    mut state,
+                } => state.release(&peer, id),
+                _ => {}
             }
         }
     }
@@ -236,52 +235,16 @@ where
                 return;
             };
             let info = ConnInfo::new(id, peer.to_addr(), self.local_addr.clone());
-            let received = match step {
-                Step::Datagram(Payload::Data(data)) => match self.protocol.decode_request(data) {
-                    Ok(request) => Received::Request(request),
-                    Err(e) => Received::ParseError(e),
-                },
-                Step::Datagram(Payload::TooLarge(got)) => {
-                    Received::ParseError(ParseError::FrameTooLarge {
-                        limit: self.max_datagram_size,
-                        got,
-                    })
-                }
-                Step::Timeout => Received::Timeout,
-            };
-            let mut sink = Outbox {
-                protocol: &*self.protocol,
-                to: &peer,
-                out: &mut self.out,
-                closing: self.closing,
-            };
-            let service = &*self.service;
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                let handler = slot.get_or_insert_with(|| service.new_handler(&info));
-                let mut cx = DatagramContext {
-                    sink: &mut sink,
-                    info: &info,
-                    now,
-                };
-                handler.handle(&mut cx, received)
-            }));
-            let next = match result {
-                Ok(Ok(next)) => next,
-                Ok(Err(error)) => {
-                    if matches!(error.downcast_ref::<SendError>(), Some(SendError::Closed)) {
-                        tracing::warn!(%peer, conn = %id, "datagram handler used a closed client");
-                    } else {
-                        tracing::error!(%peer, conn = %id, %error, "error in datagram handler");
-                    }
-                    *slot = None;
-                    Next::Close
-                }
-                Err(panic) => {
-                    tracing::error!(%peer, conn = %id, panic = panic_message(&*panic), "datagram handler panicked");
-                    *slot = None;
-                    Next::Close
-                }
-            };
+            let next = call(
+                &*self.service,
+                &*self.protocol,
+                &mut self.out,
+                slot,
+                &info,
+                &peer,
+                now,
+                step,
+            );
             let resumed = match next {
                 Next::Recv { timeout } => {
                     let r = if timeout.is_some_and(|t| t.is_zero()) && immediate_timeouts > 0 {
@@ -313,9 +276,77 @@ where
     }
 }
 
+/// One step of the routine of `peer`: decode, make the handler if the peer has none, call
+/// it. Every piece of user code runs contained; a panic or an error ends the routine and
+/// releases the handler (the peer's next routine gets a fresh one). Returns what the
+/// routine does next.
+#[allow(clippy::too_many_arguments)]
+fn call<S, P, A>(
+    service: &S,
+    protocol: &P,
+    out: &mut VecDeque<Transmit<A>>,
+    slot: &mut HandlerSlot<S::Handler>,
+    info: &ConnInfo,
+    peer: &A,
+    now: Instant,
+    step: Step,
+) -> Next
+where
+    A: PeerAddr,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    let received = match step {
+        Step::Datagram(payload) => match contain::decode(protocol, info, payload) {
+            Ok(Ok(request)) => Received::Request(request),
+            Ok(Err(e)) => Received::ParseError(e),
+            Err(Panicked) => {
+                slot.release(peer, info.id);
+                return Next::Close;
+            }
+        },
+        Step::Timeout => Received::Timeout,
+    };
+    let handler = match slot.get_mut() {
+        Some(handler) => handler,
+        None => match contain::new_handler(service, info) {
+            Ok(handler) => slot.insert(handler),
+            // The datagram is dropped; the peer's next one tries again.
+            Err(Panicked) => return Next::Close,
+        },
+    };
+    let mut sink = Outbox {
+        protocol,
+        info,
+        to: peer,
+        out,
+        closing: false,
+    };
+    let mut cx = DatagramContext {
+        sink: &mut sink,
+        info,
+        now,
+    };
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(&mut cx, received))) {
+        Ok(Ok(next)) => next,
+        Ok(Err(error)) => {
+            contain::handler_failed(info, error, false);
+            slot.release(peer, info.id);
+            Next::Close
+        }
+        Err(panic) => {
+            contain::handler_panicked(info, panic);
+            slot.release(peer, info.id);
+            Next::Close
+        }
+    }
+}
+
 /// The sink a handler's context sends into during one call.
 struct Outbox<'a, P, A> {
     protocol: &'a P,
+    info: &'a ConnInfo,
     to: &'a A,
     out: &'a mut VecDeque<Transmit<A>>,
     closing: bool,
@@ -327,7 +358,12 @@ impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'
             return Err(SendError::Closed);
         }
         let mut data = BytesMut::new();
-        self.protocol.encode_response(response, &mut data)?;
+        match contain::encode(self.protocol, self.info, response, &mut data) {
+            Ok(encoded) => encoded?,
+            // Logged already: unwinding ends the routine like a handler panic, not logged
+            // again (the payload is `Panicked`).
+            Err(Panicked) => std::panic::resume_unwind(Box::new(Panicked)),
+        }
         self.out.push_back(Transmit {
             to: self.to.clone(),
             data: data.freeze(),
@@ -337,16 +373,6 @@ impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'
 
     fn is_closing(&self) -> bool {
         self.closing
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string panic payload"
     }
 }
 
@@ -409,8 +435,10 @@ mod tests {
         let protocol = Datagram::lines();
         let mut out = VecDeque::new();
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let info = ConnInfo::new(crate::ConnId(0), to, to);
         let mut sink = Outbox {
             protocol: &protocol,
+            info: &info,
             to: &to,
             out: &mut out,
             closing: true,
@@ -428,8 +456,10 @@ mod tests {
         let protocol = Datagram::lines();
         let mut out = VecDeque::new();
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let info = ConnInfo::new(crate::ConnId(0), to, to);
         let mut sink = Outbox {
             protocol: &protocol,
+            info: &info,
             to: &to,
             out: &mut out,
             closing: false,

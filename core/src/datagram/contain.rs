@@ -1,0 +1,208 @@
+//! Containment of user code on the datagram path, written once for every driver.
+//!
+//! User code runs at five places: the handler factory ([`Service::new_handler`]), the
+//! protocol's decoding and encoding (`Decode`/`Encode`, converters included), the handler
+//! itself, and its `Drop`. A panic in any of them ends at most that peer's routine, is
+//! logged once at ERROR (with the peer and conn fields and the panic message), and the
+//! endpoint goes on:
+//!
+//! | panic in | what happens |
+//! |---|---|
+//! | the factory | the datagram is dropped; the peer's next datagram tries again |
+//! | decoding, encoding, the handler | the routine ends; the peer gets a fresh handler |
+//! | the handler's `Drop` | nothing else (the handler was being dropped anyway) |
+//!
+//! [`DatagramServer`](super::DatagramServer) and [`RoutineTable`](super::RoutineTable) call
+//! these helpers themselves; a driver running async handlers calls [`decode`], [`encode`],
+//! [`handler_failed`], [`handler_panicked`] and [`drop_handler`] from its routine tasks.
+//! How a handler's *error* is logged is the rule of [`HandlerError`].
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::BytesMut;
+
+use super::Payload;
+use crate::ConnId;
+use crate::handler::{ConnInfo, HandlerError, SendError, Service};
+use crate::protocol::{DatagramServerProtocol, ParseError, SerializeError};
+
+/// A panic in user code that was caught and logged already.
+///
+/// Drivers that must unwind to end an async routine (a panicking `Decode` inside
+/// `recv`, say) unwind with this as the payload, so that [`handler_panicked`] does not log
+/// the same panic twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panicked;
+
+impl fmt::Display for Panicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("user code panicked (logged)")
+    }
+}
+
+impl std::error::Error for Panicked {}
+
+/// Runs `f`; a panic is logged once (ERROR, `what` panicked) and becomes [`Panicked`].
+fn contained<R>(
+    peer: &dyn fmt::Display,
+    conn: ConnId,
+    what: &str,
+    f: impl FnOnce() -> R,
+) -> Result<R, Panicked> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        log_panic(peer, conn, what, &*panic);
+        forget_payload(panic);
+        Panicked
+    })
+}
+
+fn log_panic(peer: &dyn fmt::Display, conn: ConnId, what: &str, panic: &(dyn Any + Send)) {
+    let message = panic_message(panic);
+    tracing::error!(%peer, %conn, panic = message, "{what} panicked");
+}
+
+/// Drops a panic payload; its own `Drop` is user code too.
+fn forget_payload(panic: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(panic))) {
+        std::mem::forget(again);
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// Makes the handler of the peer in `info`; a panicking factory is logged and gives
+/// [`Panicked`] (the caller drops the datagram).
+pub fn new_handler<S: Service>(service: &S, info: &ConnInfo) -> Result<S::Handler, Panicked> {
+    contained(&info.peer, info.id, "datagram handler factory", || {
+        service.new_handler(info)
+    })
+}
+
+/// Decodes a delivered datagram as a request. A datagram past the size limit is
+/// [`ParseError::FrameTooLarge`]; a panicking protocol is logged and gives [`Panicked`]
+/// (the caller ends the routine).
+pub fn decode<P: DatagramServerProtocol>(
+    protocol: &P,
+    info: &ConnInfo,
+    payload: Payload,
+) -> Result<Result<P::Request, ParseError>, Panicked> {
+    match payload {
+        Payload::Data(data) => contained(&info.peer, info.id, "datagram protocol (decode)", || {
+            protocol.decode_request(data)
+        }),
+        Payload::TooLarge { limit, got } => Ok(Err(ParseError::FrameTooLarge { limit, got })),
+    }
+}
+
+/// Encodes a response into `dst`; a panicking protocol is logged and gives [`Panicked`]
+/// (the caller ends the routine).
+pub fn encode<P: DatagramServerProtocol>(
+    protocol: &P,
+    info: &ConnInfo,
+    response: &P::Response,
+    dst: &mut BytesMut,
+) -> Result<Result<(), SerializeError>, Panicked> {
+    contained(&info.peer, info.id, "datagram protocol (encode)", || {
+        protocol.encode_response(response, dst)
+    })
+}
+
+/// Logs the error a handler returned, by the rule of [`HandlerError`]: a send on a closed
+/// client is one WARN, anything else one ERROR. [`SendError::Closed`] is recognised here;
+/// `closed_send` says the error is a driver's own closed-send error. The error is
+/// formatted and dropped inside `catch_unwind` (its `Display` and `Drop` are user code).
+pub fn handler_failed(info: &ConnInfo, error: HandlerError, closed_send: bool) {
+    let (peer, conn) = (&info.peer, info.id);
+    let closed =
+        closed_send || matches!(error.downcast_ref::<SendError>(), Some(SendError::Closed));
+    if closed {
+        tracing::warn!(%peer, %conn, "datagram handler sent on a closed client");
+    } else {
+        let text = catch_unwind(AssertUnwindSafe(|| error.to_string())).unwrap_or_else(|p| {
+            forget_payload(p);
+            "<the error's Display panicked>".to_owned()
+        });
+        tracing::error!(%peer, %conn, error = text, "error in datagram handler");
+    }
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(error))) {
+        forget_payload(p);
+    }
+}
+
+/// Logs a handler panic once (nothing if its payload is [`Panicked`]: logged where it was
+/// caught, one ERROR otherwise), then drops the payload contained.
+pub fn handler_panicked(info: &ConnInfo, panic: Box<dyn Any + Send>) {
+    if !panic.is::<Panicked>() {
+        log_panic(&info.peer, info.id, "datagram handler", &*panic);
+    }
+    forget_payload(panic);
+}
+
+/// Drops a handler, containing (and logging) a panic in its `Drop`.
+pub fn drop_handler<H>(info: &ConnInfo, handler: H) {
+    drop_contained(&info.peer, info.id, handler);
+}
+
+fn drop_contained<H>(peer: &dyn fmt::Display, conn: ConnId, handler: H) {
+    let _ = contained(peer, conn, "datagram handler (drop)", || drop(handler));
+}
+
+/// A peer's handler while no routine holds it. It is released with the peer's name where
+/// the peer is known ([`release`](Self::release)); a handler still inside when the slot is
+/// dropped is dropped contained too.
+pub(crate) struct HandlerSlot<H>(Option<H>);
+
+impl<H> Default for HandlerSlot<H> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<H> HandlerSlot<H> {
+    pub(crate) fn take(&mut self) -> Option<H> {
+        self.0.take()
+    }
+
+    /// Keeps `handler`; one already kept (never, through the machines) is dropped contained.
+    pub(crate) fn put(&mut self, handler: H) {
+        drop(HandlerSlot(self.0.replace(handler)));
+    }
+
+    pub(crate) fn insert(&mut self, handler: H) -> &mut H {
+        self.0.insert(handler)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> Option<&mut H> {
+        self.0.as_mut()
+    }
+
+    /// Drops the handler, if any, logging a panic in its `Drop` with the peer's name.
+    pub(crate) fn release(&mut self, peer: &dyn fmt::Display, conn: ConnId) {
+        if let Some(handler) = self.0.take() {
+            drop_contained(peer, conn, handler);
+        }
+    }
+}
+
+impl<H> Drop for HandlerSlot<H> {
+    fn drop(&mut self) {
+        if let Some(handler) = self.0.take()
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(handler)))
+        {
+            let message = panic_message(&*panic);
+            tracing::error!(panic = message, "datagram handler (drop) panicked");
+            forget_payload(panic);
+        }
+    }
+}
