@@ -466,3 +466,64 @@ fn an_async_handler_woken_from_outside_asks_the_driver_to_resume() {
     run(&mut s, t0, &mut out, None);
     assert_eq!(out, b"woken\n");
 }
+
+/// A handler whose `Drop` panics and whose errors' `Display` panics.
+struct Nasty;
+
+#[derive(Debug)]
+struct NastyError;
+
+impl std::fmt::Display for NastyError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Display bug")
+    }
+}
+
+impl std::error::Error for NastyError {}
+
+impl Drop for Nasty {
+    fn drop(&mut self) {
+        panic!("Drop bug");
+    }
+}
+
+impl StreamHandler for Nasty {
+    type Request = String;
+    type Response = String;
+
+    fn handle(&mut self, _: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+        match r {
+            Received::Request(l) if l == "fail" => Err(NastyError.into()),
+            _ => Ok(Next::recv()),
+        }
+    }
+}
+
+#[test]
+fn a_handler_whose_drop_and_error_display_panic_is_contained() {
+    let t0 = Instant::now();
+    // The error's Display panics while it is logged; the handler's Drop when it goes.
+    let mut s = Session::new(
+        t0,
+        Nasty,
+        Arc::new(Stream::lines()),
+        StreamConfig::default(),
+        info(),
+    );
+    s.handle_read(t0, b"fail\n");
+    let mut out = Vec::new();
+    assert_eq!(
+        run(&mut s, t0, &mut out, None),
+        Action::Close(CloseHow::Abort)
+    );
+    assert!(s.handler().is_none(), "dropped once no call can come");
+    // Dropped mid-way by its driver.
+    let s = Session::new(
+        t0,
+        Nasty,
+        Arc::new(Stream::lines()),
+        StreamConfig::default(),
+        info(),
+    );
+    drop(s);
+}

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use easynet_core::addr::Addr;
 use easynet_core::ConnId;
+use easynet_core::addr::Addr;
 use easynet_core::handler::Service;
 use easynet_core::lifecycle::Activation;
 use easynet_core::server::{Server, run_init};

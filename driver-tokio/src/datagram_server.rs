@@ -140,7 +140,7 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
         sockets: Vec<Arc<D>>,
     ) -> Result<(), ServerError> {
         let service = self.service.clone();
-        service.service_init().map_err(ServerError::ServiceInit)?;
+        self.shell.init(&*service)?;
         let addrs: Vec<String> = sockets
             .iter()
             .filter_map(|s| s.local().ok())

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use easynet_core::lifecycle::{Activation, Lifecycle};
+use easynet_core::ConnId;
+use easynet_core::handler::Service;
+use easynet_core::lifecycle::Activation;
+use easynet_core::server::{Server, run_init};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +22,9 @@ use crate::conn::now;
 use crate::{EventSet, ServerError};
 
 struct State<L> {
-    lifecycle: Lifecycle,
+    /// The core's server machine: lifecycle, run order, the one shutdown deadline,
+    /// connection table.
+    server: Server,
     sockets: Vec<Arc<L>>,
     run: Option<Run>,
 }
@@ -79,7 +84,7 @@ impl<L> Drop for RunGuard<L> {
         {
             let mut state = self.shell.lock();
             if state.run.as_ref().is_some_and(|r| r.id == self.id) {
-                state.lifecycle.stopped();
+                state.server.end_run();
                 state.run = None;
             }
         }
@@ -113,7 +118,7 @@ impl<L> Shell<L> {
     pub(crate) fn new(shutdown_timeout: Duration) -> Self {
         Self {
             state: Mutex::new(State {
-                lifecycle: Lifecycle::new(),
+                server: Server::new(shutdown_timeout),
                 sockets: Vec::new(),
                 run: None,
             }),
@@ -133,11 +138,11 @@ impl<L> Shell<L> {
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
     ) -> Result<(), ServerError> {
         let mut state = self.lock();
-        match state.lifecycle.activate()? {
+        match state.server.activate()? {
             Activation::AlreadyActive => Ok(()),
             Activation::Bind => {
                 state.sockets = bind()?;
-                state.lifecycle.activated();
+                state.server.activated();
                 Ok(())
             }
         }
@@ -167,15 +172,15 @@ impl<L> Shell<L> {
         state: &mut State<L>,
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
     ) -> Result<Begun<L>, ServerError> {
-        if state.lifecycle.begin_serve()? == Activation::Bind {
+        if state.server.begin_run()? == Activation::Bind {
             match bind() {
                 Ok(sockets) => {
                     state.sockets = sockets;
-                    state.lifecycle.activated();
+                    state.server.activated();
                 }
                 Err(e) => {
-                    state.lifecycle.activation_failed();
-                    state.lifecycle.stopped();
+                    state.server.activation_failed();
+                    state.server.end_run();
                     return Err(e);
                 }
             }
@@ -269,7 +274,7 @@ impl<L> Shell<L> {
     /// The run's setup is done: it is serving.
     pub(crate) fn serving(&self) {
         let mut state = self.lock();
-        state.lifecycle.serving();
+        state.server.serving();
         if let Some(run) = &state.run {
             run.up.send_replace(true);
         }
@@ -284,7 +289,7 @@ impl<L> Shell<L> {
             return None;
         }
         let (id, cancel, done) = (run.id, run.cancel.clone(), run.done.clone());
-        let _ = state.lifecycle.shutdown(now(), self.shutdown_timeout);
+        let _ = state.server.shutdown(now());
         cancel.cancel();
         Some((id, done))
     }
@@ -303,26 +308,54 @@ impl<L> Shell<L> {
         let _ = done.wait_for(|d| *d).await;
     }
 
+    /// Runs `service_init` (contained, outside the lock: the hook may use the server) and
+    /// tells the server machine.
+    pub(crate) fn init<S: Service>(&self, service: &S) -> Result<(), ServerError> {
+        let result = run_init(service);
+        self.lock().server.initialized(result.is_ok());
+        result.map_err(ServerError::ServiceInit)
+    }
+
+    /// The run's shutdown deadline: the one the core set when the shutdown began, or
+    /// (a closed run that ends by itself) one set now.
+    pub(crate) fn deadline(&self) -> std::time::Instant {
+        let now = now();
+        self.lock()
+            .server
+            .shutdown(now)
+            .unwrap_or_else(|| now + self.shutdown_timeout)
+    }
+
+    /// A connection was accepted: its id, from the server's connection table.
+    pub(crate) fn accepted(&self) -> ConnId {
+        self.lock().server.accepted()
+    }
+
+    /// A connection ended.
+    pub(crate) fn closed(&self, id: ConnId) {
+        self.lock().server.closed(id);
+    }
+
     /// Closes for good (idempotent).
     pub(crate) fn close(&self) {
         let mut state = self.lock();
-        state.lifecycle.close();
+        state.server.close();
         state.sockets.clear();
         self.closed.cancel();
     }
 
     pub(crate) fn is_listening(&self) -> bool {
-        self.lock().lifecycle.is_listening()
+        self.lock().server.is_listening()
     }
 
     pub(crate) fn is_serving(&self) -> bool {
-        self.lock().lifecycle.is_serving()
+        self.lock().server.is_serving()
     }
 
     /// The bound sockets while listening; empty otherwise.
     pub(crate) fn sockets(&self) -> Vec<Arc<L>> {
         let state = self.lock();
-        if state.lifecycle.is_listening() {
+        if state.server.is_listening() {
             state.sockets.clone()
         } else {
             Vec::new()

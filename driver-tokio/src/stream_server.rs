@@ -5,7 +5,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
@@ -96,7 +95,6 @@ pub(crate) struct Core<S, L: Listener> {
     pub serve_conn: ServeConn<L::Stream>,
     pub shutdown_timeout: Duration,
     pub shell: Arc<Shell<L>>,
-    pub next_conn: AtomicU64,
 }
 
 impl<S: Service, L: Listener> Core<S, L> {
@@ -110,7 +108,6 @@ impl<S: Service, L: Listener> Core<S, L> {
             serve_conn,
             shutdown_timeout,
             shell: Arc::new(Shell::new(shutdown_timeout)),
-            next_conn: AtomicU64::new(1),
         }
     }
 
@@ -136,9 +133,9 @@ impl<S: Service, L: Listener> Core<S, L> {
         listeners: Vec<Arc<L>>,
     ) -> Result<(), ServerError> {
         let service = self.service.clone();
-        service.service_init().map_err(ServerError::ServiceInit)?;
+        self.shell.init(&*service)?;
         if cancel.is_cancelled() {
-            service.service_teardown();
+            easynet_core::server::run_teardown(&*service);
             return Ok(());
         }
         let addrs: Vec<String> = listeners
@@ -178,7 +175,7 @@ impl<S: Service, L: Listener> Core<S, L> {
         }
         tracing::info!("Server loop break, waiting for remaining tasks...");
         accepts.shutdown().await;
-        let deadline = now() + self.shutdown_timeout;
+        let deadline = self.shell.deadline();
         shutdown_tx.send_replace(Some(deadline));
         conns.close();
         // Connections enforce the deadline themselves; the margin covers the final writes.
@@ -236,12 +233,19 @@ impl<S: Service, L: Listener> Core<S, L> {
         conns: &TaskTracker,
         shutdown: watch::Receiver<Option<Instant>>,
     ) {
-        let id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let id = self.shell.accepted();
         let Some(info) = listener.conn_info(&stream, id, peer) else {
+            self.shell.closed(id);
             return; // reset before we could look at it
         };
         let span = tracing::info_span!("conn", conn = %id, peer = %info.peer);
-        let serve = run.scope((self.serve_conn)(stream, info, shutdown));
+        let serve = (self.serve_conn)(stream, info, shutdown);
+        let shell = self.shell.clone();
+        // Out of the connection table when the task ends, however it ends.
+        let serve = run.scope(async move {
+            let _table = Closed(shell, id);
+            serve.await;
+        });
         // Handler panics are contained by the core: one task per connection is enough.
         conns.spawn(serve.instrument(span));
     }
@@ -249,7 +253,7 @@ impl<S: Service, L: Listener> Core<S, L> {
 
 /// Runs `service_teardown` off the runtime threads, bounded by `timeout` (decision 7).
 pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
-    let task = tokio::task::spawn_blocking(move || service.service_teardown());
+    let task = tokio::task::spawn_blocking(move || easynet_core::server::run_teardown(&*service));
     if tokio::time::timeout(timeout, task).await.is_err() {
         tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
     }
@@ -302,3 +306,12 @@ macro_rules! stream_builder_methods {
     };
 }
 pub(crate) use stream_builder_methods;
+
+/// Takes a connection out of the server's table when dropped.
+struct Closed<L>(Arc<Shell<L>>, ConnId);
+
+impl<L> Drop for Closed<L> {
+    fn drop(&mut self) {
+        self.0.closed(self.1);
+    }
+}

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use super::async_client::{AsyncClient, RecvError, Shared, SharedRef, lock};
-use super::session::log_handler_error;
+use super::session::{drop_contained, log_handler_error};
 use super::{Action, Connection, Driven, ServerRole};
 use crate::handler::{ConnInfo, HandlerError, SendError, Service};
 use crate::panic_message;
@@ -217,9 +217,15 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
             Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(())) => self.handler = None,
+            Ok(Poll::Ready(())) => {
+                if let Some(done) = self.handler.take() {
+                    drop_contained(&self.info, done); // it held the handler
+                }
+            }
             Err(panic) => {
-                self.handler = None;
+                if let Some(broken) = self.handler.take() {
+                    drop_contained(&self.info, broken);
+                }
                 tracing::error!(conn = %self.info.id, peer = %self.info.peer, error = %panic_message("handler", panic), "exception occurred during processing of request");
                 lock(&self.shared).conn.close_abortively(now);
             }
@@ -338,7 +344,7 @@ async fn rules<H: AsyncStreamHandler>(
         return; // a failed handshake calls nothing
     }
     if let Err(e) = handler.on_connection(&mut client).await {
-        log_handler_error(client.info(), &e);
+        log_handler_error(client.info(), e);
         let mut s = lock(&shared);
         let now = s.now;
         s.conn.close_abortively(now);
@@ -355,8 +361,8 @@ async fn rules<H: AsyncStreamHandler>(
             }
             Ok(()) => {}
             Err(e) => {
-                log_handler_error(client.info(), &e);
                 failed = !is_closed_error(&e);
+                log_handler_error(client.info(), e);
                 break;
             }
         }
@@ -369,5 +375,14 @@ async fn rules<H: AsyncStreamHandler>(
         s.conn.close_abortively(now);
     } else {
         s.conn.close(now);
+    }
+}
+
+impl<P: StreamServerProtocol> Drop for AsyncSession<P> {
+    fn drop(&mut self) {
+        // The handler's future holds the handler: its `Drop` is user code, contained.
+        if let Some(fut) = self.handler.take() {
+            drop_contained(&self.info, fut);
+        }
     }
 }

@@ -75,7 +75,8 @@ where
     P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
 {
     conn: Connection<P, ServerRole>,
-    handler: H,
+    /// Dropped (contained) once no handler call can come any more.
+    handler: Option<H>,
     stage: Stage,
     /// The turn's budget ran out with requests still buffered: `resume` goes on.
     pending: bool,
@@ -131,7 +132,7 @@ where
     pub fn from_connection(now: Instant, handler: H, conn: Connection<P, ServerRole>) -> Self {
         let mut session = Self {
             conn,
-            handler,
+            handler: Some(handler),
             stage: Stage::Handshake,
             pending: false,
         };
@@ -161,9 +162,9 @@ where
         &self.conn
     }
 
-    /// The handler.
-    pub fn handler(&self) -> &H {
-        &self.handler
+    /// The handler; `None` once the connection ended and it was dropped.
+    pub fn handler(&self) -> Option<&H> {
+        self.handler.as_ref()
     }
 
     /// Who is at the other end.
@@ -287,7 +288,9 @@ where
             sink: &mut self.conn,
             now,
         };
-        let handler = &mut self.handler;
+        let Some(handler) = self.handler.as_mut() else {
+            return Err("handler already dropped".into());
+        };
         match catch_unwind(AssertUnwindSafe(|| f(handler, &mut cx))) {
             Ok(res) => res,
             Err(panic) => Err(panic_message("handler", panic).into()),
@@ -295,25 +298,35 @@ where
     }
 
     fn disconnect(&mut self, now: Instant) {
-        self.stage = Stage::Finished;
         self.conn.mark_closing();
         let mut cx = StreamContext {
             sink: &mut self.conn,
             now,
         };
-        let handler = &mut self.handler;
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnection(&mut cx))) {
+        if let Some(handler) = self.handler.as_mut()
+            && let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnection(&mut cx)))
+        {
             let info = self.conn.info();
             tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("on_disconnection", panic), "exception occurred during processing of request");
         }
+        self.finish();
     }
 
-    fn failed(&mut self, now: Instant, err: &HandlerError, disconnect: bool) {
+    /// No handler call can come any more: the handler goes now (its `Drop` is user code
+    /// too, so it is contained).
+    fn finish(&mut self) {
+        self.stage = Stage::Finished;
+        if let Some(handler) = self.handler.take() {
+            drop_contained(self.conn.info(), handler);
+        }
+    }
+
+    fn failed(&mut self, now: Instant, err: HandlerError, disconnect: bool) {
         log_handler_error(self.conn.info(), err);
         if disconnect {
             self.disconnect(now);
         }
-        self.stage = Stage::Finished;
+        self.finish();
         self.conn.close_abortively(now);
     }
 
@@ -330,11 +343,11 @@ where
                         self.stage = Stage::Running;
                         match self.call(now, |h, cx| h.on_connection(cx)) {
                             Ok(next) => self.apply(now, next),
-                            Err(err) => self.failed(now, &err, false),
+                            Err(err) => self.failed(now, err, false),
                         }
                     } else {
                         if self.conn.is_closing() {
-                            self.stage = Stage::Finished; // handshake failed: nobody to tell
+                            self.finish(); // handshake failed: nobody to tell
                         }
                         return;
                     }
@@ -359,7 +372,7 @@ where
                     match received {
                         Some(received) => match self.call(now, |h, cx| h.handle(cx, received)) {
                             Ok(next) => self.apply(now, next),
-                            Err(err) => self.failed(now, &err, true),
+                            Err(err) => self.failed(now, err, true),
                         },
                         None => {
                             if self.conn.is_input_finished() {
@@ -388,18 +401,27 @@ where
 /// Logs an error a handler returned (or a panic), once, by the one rule every handler kind
 /// follows: a send on a closed client is a WARN (the peer left while the handler answered),
 /// an async handler's `RecvError::Closed` propagated with `?` is a normal end (not logged),
-/// anything else an ERROR.
-pub(crate) fn log_handler_error(info: &ConnInfo, err: &HandlerError) {
+/// anything else an ERROR. The error's `Display` and `Drop` are user code: contained.
+pub(crate) fn log_handler_error(info: &ConnInfo, err: HandlerError) {
     if matches!(
         err.downcast_ref::<super::RecvError>(),
         Some(super::RecvError::Closed)
     ) {
-        return; // an async handler's `recv()?` after the peer left: a normal end
-    }
-    if matches!(err.downcast_ref::<SendError>(), Some(SendError::Closed)) {
-        tracing::warn!(conn = %info.id, peer = %info.peer, error = %err, "handler sent on a closed client");
+        // An async handler's `recv()?` after the peer left: a normal end.
+    } else if matches!(err.downcast_ref::<SendError>(), Some(SendError::Closed)) {
+        tracing::warn!(conn = %info.id, peer = %info.peer, "handler sent on a closed client");
     } else {
-        tracing::error!(conn = %info.id, peer = %info.peer, error = %err, "exception occurred during processing of request");
+        let text = catch_unwind(AssertUnwindSafe(|| err.to_string()))
+            .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
+        tracing::error!(conn = %info.id, peer = %info.peer, error = text, "exception occurred during processing of request");
+    }
+    drop_contained(info, err);
+}
+
+/// Drops user state (a handler, an error), logging a panic in its `Drop` once.
+pub(crate) fn drop_contained<T>(info: &ConnInfo, value: T) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(value))) {
+        tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("drop", panic), "exception occurred while dropping user state");
     }
 }
 
@@ -446,5 +468,18 @@ where
     }
     fn info(&self) -> &ConnInfo {
         self.conn.info()
+    }
+}
+
+impl<H, P> Drop for Session<H, P>
+where
+    H: StreamHandler,
+    P: StreamServerProtocol<Request = H::Request, Response = H::Response>,
+{
+    fn drop(&mut self) {
+        // Dropped mid-way (the server went away): the handler's `Drop` is still contained.
+        if let Some(handler) = self.handler.take() {
+            drop_contained(self.conn.info(), handler);
+        }
     }
 }
