@@ -228,3 +228,53 @@ fn udp_server_runs_per_peer_routines() {
     assert_eq!(&buf[..n], b"other", "a parse error reaches the handler");
     thread.join(None).unwrap();
 }
+
+/// Answers "bye" to "stop", then stops its own server through the handle.
+struct Stopper(Arc<std::sync::OnceLock<easynet::mio::ServerHandle>>);
+
+impl easynet::handler::StreamHandler for Stopper {
+    type Request = String;
+    type Response = String;
+
+    fn handle(
+        &mut self,
+        cx: &mut easynet::handler::StreamContext<'_, String>,
+        r: Received<String>,
+    ) -> HandlerResult {
+        if let Received::Request(line) = r
+            && line == "stop"
+        {
+            cx.send(&"bye".to_owned())?;
+            // On the loop thread: this must not wait for the loop it blocks.
+            self.0.get().expect("handle set").shutdown(None);
+        }
+        Ok(Next::recv())
+    }
+}
+
+#[test]
+fn a_handler_stops_its_own_server_without_blocking_its_loop() {
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let s = slot.clone();
+    // The default shutdown timeout (30 s): waiting for itself would show.
+    let server =
+        StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| Stopper(s.clone()))
+            .host("127.0.0.1")
+            .build()
+            .unwrap();
+    slot.set(server.handle()).unwrap();
+    let handle = server.handle();
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(server.serve_forever(tx));
+    });
+    rx.recv_timeout(LIMIT).expect("server up");
+    let addr = handle.addresses()[0];
+    assert_eq!(roundtrip(addr, "stop").as_deref(), Some("bye"));
+    let ended = done_rx.recv_timeout(Duration::from_secs(5));
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "serve_forever did not return promptly: {ended:?}"
+    );
+}

@@ -1,4 +1,4 @@
-//! [`StreamSocket`]: the socket under an async handler's connection, TCP or Unix.
+//! [`StreamSocket`]: the socket under a stream client's connection, TCP or Unix.
 
 use std::io;
 
@@ -11,12 +11,14 @@ use crate::conn::ConnStream;
 
 /// The socket of a stream connection, for options (`socket2::SockRef::from`, `peer_cred`).
 ///
-/// ```
-/// # async fn f(client: &easynet_tokio::AsyncClient<String, String>) {
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
 /// use easynet_tokio::StreamSocket;
-/// if let StreamSocket::Tcp(tcp) = client.socket() {
-///     let _ = tcp.nodelay();
+/// let socket = StreamSocket::from(tokio::net::TcpStream::connect("127.0.0.1:9000").await?);
+/// if let StreamSocket::Tcp(tcp) = &socket {
+///     tcp.set_nodelay(true)?;
 /// }
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Debug)]
