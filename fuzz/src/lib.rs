@@ -10,7 +10,7 @@ use easynet_core::handler::{
     ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler,
 };
 use easynet_core::protocol::{Framing, ParseError, Stream};
-use easynet_core::stream::{Session, StreamConfig};
+use easynet_core::stream::{Action, Session, StreamConfig};
 
 /// Splits `data` into chunks whose sizes come from `sizes` (cycled; 0 counts as 1).
 pub fn chunks<'a>(sizes: &'a [u8], mut data: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -134,18 +134,23 @@ pub fn run_session(sizes: &[u8], window: usize, data: &[u8]) {
     let mut now = Instant::now();
     let mut session = Session::new(now, Echo, protocol, config, info);
     let mut written = 0usize;
-    let mut pump = |session: &mut Session<Echo, _>| {
-        loop {
-            let n = session.transmit().len().min(window.max(1));
-            if n == 0 {
-                break;
+    // The servers' contract: ask `poll_action`, do it, until told to wait. The socket takes
+    // at most `window` bytes per write; the kernel never holds anything for the peer.
+    let mut pump = |session: &mut Session<Echo, _>, now: Instant| loop {
+        match session.poll_action(now) {
+            Action::Io(want) if want.write => {
+                let mut socket = Window(window.max(1), &mut written);
+                let _ = session.write_to(&mut socket);
             }
-            written += n;
-            session.advance(n);
+            Action::Io(want) if want.resume => session.resume(now),
+            Action::Io(_) => return None,
+            Action::ShutdownWrite => {}
+            Action::QueryUnsent => session.handle_unsent(now, Some(0)),
+            Action::Close(how) => return Some(how),
+            _ => return None,
         }
-        session.poll_close()
     };
-    let mut closed = pump(&mut session);
+    let mut closed = pump(&mut session, now);
     for (i, chunk) in chunks(sizes, data).enumerate() {
         if closed.is_some() || session.is_finished() {
             break;
@@ -159,11 +164,11 @@ pub fn run_session(sizes: &[u8], window: usize, data: &[u8]) {
             now += Duration::from_millis(600);
             session.handle_timeout(now);
         }
-        closed = closed.or(pump(&mut session));
+        closed = closed.or(pump(&mut session, now));
     }
     if closed.is_none() {
         session.handle_eof(now);
-        closed = pump(&mut session);
+        closed = pump(&mut session, now);
     }
     // Whatever is left ends by its deadlines.
     let mut guard = 0;
@@ -171,7 +176,7 @@ pub fn run_session(sizes: &[u8], window: usize, data: &[u8]) {
         guard += 1;
         now += Duration::from_secs(31);
         session.handle_timeout(now);
-        closed = pump(&mut session);
+        closed = pump(&mut session, now);
     }
     assert!(
         closed.is_some() || session.is_finished(),
@@ -284,4 +289,18 @@ pub fn run_tls_session(plaintext: &[u8], flips: &[(u16, u8)]) {
         closed.is_some() || session.is_finished(),
         "TLS session did not end after EOF and every deadline"
     );
+}
+
+/// A socket that takes at most `.0` bytes per write, counting them in `.1`.
+struct Window<'a>(usize, &'a mut usize);
+
+impl std::io::Write for Window<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.0);
+        *self.1 += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
