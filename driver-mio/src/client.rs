@@ -1,8 +1,9 @@
 //! Blocking clients: [`TcpClient`] (optionally TLS) and [`UdpClient`], over `std::net`
 //! sockets, speaking the same protocol definitions as the servers from the other side.
 //!
-//! `TcpClient` drives the core's [`Connection`] with [`ClientRole`], so framing, the
-//! partial-bytes rule, TLS and the graceful close are the servers' own code.
+//! `TcpClient` drives the core's [`Connection`] with [`ClientRole`] through the core's
+//! [`blocking`] helpers, so framing, the partial-bytes rule, TLS, deadlines and the graceful
+//! close are the servers' own code; this module only opens sockets.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -14,7 +15,8 @@ use easynet_common::ClientError;
 use easynet_core::ConnId;
 use easynet_core::handler::{ConnInfo, Received};
 use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
-use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
+use easynet_core::stream::blocking::{self, BlockingError, BlockingIo};
+use easynet_core::stream::{ClientRole, Connection, StreamConfig};
 
 /// A blocking stream client: send requests, receive responses, with protocol `P`.
 ///
@@ -49,20 +51,33 @@ macro_rules! each {
     };
 }
 
-impl ClientStream {
+impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         each!(self, s => s.read(buf))
     }
+}
+
+impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         each!(self, s => s.write(buf))
     }
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+    // TLS records leave rustls in one vectored write.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, s => s.write_vectored(bufs))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        each!(self, s => s.flush())
+    }
+}
+
+impl BlockingIo for ClientStream {
+    fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         each!(self, s => s.set_read_timeout(t))
     }
-    fn shutdown_write(&self) {
+    fn shutdown_write(&mut self) {
         let _ = each!(self, s => s.shutdown(Shutdown::Write));
     }
-    fn set_abortive(&self) {
+    fn set_abortive(&mut self) {
         each!(self, s => easynet_common::set_abortive(s))
     }
 }
@@ -72,7 +87,6 @@ impl ClientStream {
 pub(crate) struct StreamClient<P: StreamClientProtocol> {
     stream: ClientStream,
     conn: Connection<P, ClientRole>,
-    buf: Vec<u8>,
     closed: bool,
 }
 
@@ -160,13 +174,8 @@ impl<P: StreamClientProtocol> TcpClient<P> {
             tls,
         );
         let mut client = StreamClient::new(ClientStream::Tcp(stream), conn);
-        while !client.conn.is_ready() {
-            if client.conn.is_closing() {
-                client.finish();
-                return Err(ClientError::Handshake);
-            }
-            client.step()?;
-        }
+        blocking::handshake(&mut client.conn, &mut client.stream, Instant::now)
+            .map_err(client_error)?;
         Ok(Self { inner: client })
     }
 
@@ -206,11 +215,9 @@ fn inet(addr: &easynet_core::addr::Addr) -> SocketAddr {
 
 impl<P: StreamClientProtocol> StreamClient<P> {
     pub(crate) fn new(stream: ClientStream, conn: Connection<P, ClientRole>) -> Self {
-        let buf = vec![0; conn.config().read_size];
         Self {
             stream,
             conn,
-            buf,
             closed: false,
         }
     }
@@ -232,7 +239,8 @@ impl<P: StreamClientProtocol> StreamClient<P> {
             return Err(ClientError::Closed);
         }
         self.conn.send(request)?;
-        self.write_all()
+        blocking::flush(&mut self.conn, &mut self.stream, Instant::now).map_err(client_error)?;
+        Ok(())
     }
 
     pub(crate) fn recv_inner(
@@ -242,105 +250,29 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         if self.closed {
             return Err(ClientError::Closed);
         }
-        let now = Instant::now();
-        if !self.conn.is_receiving() {
-            self.conn.recv(now, timeout);
-        }
-        loop {
-            match self.conn.poll_received(Instant::now()) {
-                Some(Received::Request(r)) => return Ok(r),
-                Some(Received::ParseError(e)) => return Err(ClientError::Parse(e)),
-                Some(Received::Timeout) => return Err(ClientError::Timeout),
-                None => {}
-            }
-            if self.conn.is_input_finished() || self.conn.is_closed() {
-                return Err(ClientError::Eof);
-            }
-            self.step()?;
+        match blocking::recv(&mut self.conn, &mut self.stream, Instant::now, timeout) {
+            Ok(Received::Request(r)) => Ok(r),
+            Ok(Received::ParseError(e)) => Err(ClientError::Parse(e)),
+            Ok(Received::Timeout) => Err(ClientError::Timeout),
+            Err(e) => Err(client_error(e)),
         }
     }
 
     pub(crate) fn close(&mut self) {
         if !self.closed {
-            self.conn.close(Instant::now());
-            self.finish();
+            self.closed = true;
+            let _ = blocking::close(&mut self.conn, &mut self.stream, Instant::now);
         }
     }
+}
 
-    fn finish(&mut self) {
-        self.closed = true;
-        loop {
-            if let Some(how) = self.conn.poll_close() {
-                match how {
-                    CloseHow::Graceful => self.stream.shutdown_write(),
-                    CloseHow::Abort => self.stream.set_abortive(),
-                }
-                return;
-            }
-            if self.step().is_err() {
-                return;
-            }
-        }
-    }
-
-    fn write_all(&mut self) -> Result<(), ClientError> {
-        loop {
-            let data = self.conn.transmit();
-            if data.is_empty() {
-                return Ok(());
-            }
-            match self.stream.write(data) {
-                Ok(n) => self.conn.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.conn.handle_io_error(Instant::now());
-                    return Err(ClientError::Io(e));
-                }
-            }
-        }
-    }
-
-    /// One round: write what is queued, then read once (bounded by the connection's next
-    /// deadline) or fire that deadline.
-    fn step(&mut self) -> Result<(), ClientError> {
-        self.write_all()?;
-        if self.conn.poll_close().is_some() {
-            return Ok(());
-        }
-        let timer = self.conn.poll_timeout();
-        if !self.conn.wants_read() {
-            return match timer {
-                Some(t) => {
-                    std::thread::sleep(t.saturating_duration_since(Instant::now()));
-                    self.conn.handle_timeout(Instant::now());
-                    Ok(())
-                }
-                None => Err(ClientError::Eof),
-            };
-        }
-        let wait = timer.map(|t| {
-            t.saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        });
-        self.stream.set_read_timeout(wait)?;
-        match self.stream.read(&mut self.buf) {
-            Ok(0) => self.conn.handle_eof(Instant::now()),
-            Ok(n) => self.conn.handle_read(Instant::now(), &self.buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                self.conn.handle_timeout(Instant::now());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                self.conn.handle_io_error(Instant::now());
-                return Err(ClientError::Io(e));
-            }
-        }
-        Ok(())
+/// The client's error for what the core's blocking helpers report.
+fn client_error(e: BlockingError) -> ClientError {
+    match e {
+        BlockingError::Eof => ClientError::Eof,
+        BlockingError::Handshake => ClientError::Handshake,
+        BlockingError::Io(e) => ClientError::Io(e),
+        _ => ClientError::Closed,
     }
 }
 

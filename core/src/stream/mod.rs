@@ -15,10 +15,14 @@
 //! [`poll_close`](Session::poll_close) says so, read again only while
 //! [`wants_read`](Session::wants_read), and wake the machine at
 //! [`poll_timeout`](Session::poll_timeout) with [`handle_timeout`](Session::handle_timeout).
+//!
+//! A blocking client does not write that loop: [`blocking`] drives a [`Connection`] over a
+//! blocking socket (rustls's `complete_io` shape).
 
 mod action;
 mod async_client;
 mod async_session;
+pub mod blocking;
 mod connection;
 mod driven;
 mod role;
