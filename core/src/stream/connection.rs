@@ -681,16 +681,13 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// closes, without lingering); then on every later call. For the clients' loops;
     /// a server's loop uses [`poll_action`](Self::poll_action).
     pub fn poll_close(&mut self) -> Option<CloseHow> {
-        match self.phase {
+        let phase = self.phase; // a copy: `flushed` needs `self`
+        match phase {
             Phase::Closing {
                 then,
                 await_close_notify,
                 ..
-            } => {
-                if self.flushed(await_close_notify) {
-                    self.phase = Phase::Closed(then);
-                }
-            }
+            } if self.flushed(await_close_notify) => self.phase = Phase::Closed(then),
             Phase::Fin { .. } | Phase::Lingering(_) => {
                 self.phase = Phase::Closed(CloseHow::Graceful);
             }
