@@ -57,18 +57,34 @@ def parse(out):
     return {k: float(v) for k, v in (kv.split("=") for kv in out.split())}
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used (from /proc; 0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
 def load(impl, transport, size, pipeline, conns, seconds):
     proc = start(impl)
     try:
+        before = cpu_seconds(proc.pid)
         out = subprocess.run(
             pinned(1, [os.path.join(BIN, "loadgen"), "--addr", f"127.0.0.1:{PORT}", "--transport", transport,
                        "--size", str(size), "--pipeline", str(pipeline), "--conns", str(conns),
                        "--seconds", str(seconds), "--tls-dir", TLS_DIR]),
             capture_output=True, text=True, timeout=seconds + 60, check=True,
         ).stdout
+        cpu = cpu_seconds(proc.pid) - before
     finally:
         stop(proc)
-    return parse(out)
+    r = parse(out)
+    # Server CPU per message: far steadier than throughput on a shared 2-core machine.
+    msgs = r["msgs_per_s"] * seconds
+    r["cpu_us_per_msg"] = cpu * 1e6 / msgs if msgs else float("nan")
+    return r
 
 
 def idle(impl, conns):
@@ -116,8 +132,8 @@ def main():
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
 
-    print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | server CPU µs/msg easynet / baseline | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     if a.rows:
         pairs = [r for r in pairs if re.search(a.rows, f"{r[0]} {r[5] // 1024} KiB {r[6]}")]
     for (name, ours, theirs, label, transport, size, p) in pairs:
@@ -129,7 +145,7 @@ def main():
         ratio = o["msgs_per_s"] / t["msgs_per_s"] if t["msgs_per_s"] else float("nan")
         errors = sum(r["errors"] for r in results[ours] + results[theirs])
         print(f"| {name} | {size // 1024} KiB | {p} | {o['msgs_per_s']:.0f} | {label} | {t['msgs_per_s']:.0f} | **{ratio:.2f}** | "
-              f"{o['mib_per_s']:.1f} | {o['p50_us']:.0f}/{o['p99_us']:.0f}/{o['max_us']:.0f} | "
+              f"{o['cpu_us_per_msg']:.2f} / {t['cpu_us_per_msg']:.2f} | {o['mib_per_s']:.1f} | {o['p50_us']:.0f}/{o['p99_us']:.0f}/{o['max_us']:.0f} | "
               f"{t['p50_us']:.0f}/{t['p99_us']:.0f}/{t['max_us']:.0f} | {errors:.0f} |", flush=True)
 
     if a.no_idle:

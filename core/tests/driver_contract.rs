@@ -527,3 +527,35 @@ fn a_handler_whose_drop_and_error_display_panic_is_contained() {
     );
     drop(s);
 }
+
+/// Awaits something that never comes (not its connection).
+struct Distracted;
+
+impl AsyncStreamHandler for Distracted {
+    type Request = String;
+    type Response = String;
+
+    async fn handle(&mut self, _: &mut AsyncClient<String, String>) -> Result<(), HandlerError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+#[test]
+fn the_shutdown_deadline_holds_for_a_handler_that_never_receives() {
+    let t0 = Instant::now();
+    let mut s = AsyncSession::new(t0, Distracted, lines_conn());
+    let mut out = Vec::new();
+    let Action::Io(want) = run(&mut s, t0, &mut out, None) else {
+        panic!()
+    };
+    assert_eq!(want.timeout, None, "idle: nothing to wake for");
+    let deadline = t0 + Duration::from_secs(3);
+    s.shutdown(t0, deadline);
+    let Action::Io(want) = run(&mut s, t0, &mut out, None) else {
+        panic!()
+    };
+    assert_eq!(want.timeout, Some(deadline));
+    s.handle_timeout(deadline);
+    assert_eq!(s.poll_action(deadline), Action::Close(CloseHow::Abort));
+}

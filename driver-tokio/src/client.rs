@@ -16,7 +16,7 @@ use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
 use tokio::net::{TcpStream, ToSocketAddrs, UdpSocket};
 
 use crate::StreamSocket;
-use crate::conn::{ConnStream, now, read_into};
+use crate::conn::{Readiness, Turn, now, turn};
 
 /// An async stream client: send requests, receive responses, with protocol `P`.
 ///
@@ -40,6 +40,7 @@ pub struct AsyncTcpClient<P: StreamClientProtocol> {
 pub(crate) struct StreamClient<P: StreamClientProtocol> {
     stream: StreamSocket,
     conn: Connection<P, ClientRole>,
+    ready: Readiness,
     pub(crate) closed: bool,
 }
 
@@ -154,6 +155,8 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
             }
             client.step().await?;
         }
+        // The handshake's last flight goes out before the client is handed over.
+        client.flush().await?;
         Ok(Self { inner: client })
     }
 
@@ -196,6 +199,7 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         Self {
             stream,
             conn,
+            ready: Readiness::default(),
             closed: false,
         }
     }
@@ -216,12 +220,16 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         if self.is_closing() {
             return Err(ClientError::Closed);
         }
-        if self.conn.is_receiving() {
-            // Left armed by a dropped receive: its deadline would wake every wait below.
-            self.conn.recv(now(), None);
-        }
+        // A receive left armed by a dropped call has a deadline that would end the waits
+        // below; nobody waits for it any more.
+        self.conn.cancel_recv();
         self.conn.send(request)?;
-        while !self.conn.transmit().is_empty() {
+        self.flush().await
+    }
+
+    /// Waits until everything queued is handed to the kernel.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        while self.conn.wants_write() {
             if self.conn.is_closed() {
                 return Err(ClientError::Closed);
             }
@@ -248,6 +256,7 @@ impl<P: StreamClientProtocol> StreamClient<P> {
                 None => {}
             }
             if self.conn.is_input_finished() || self.conn.is_closed() {
+                self.conn.cancel_recv();
                 return Err(ClientError::Eof);
             }
             self.step().await?;
@@ -262,73 +271,23 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         self.finish().await;
     }
 
+    /// Drives the close to its end: flush, TLS close_notify, FIN, then the core's lingering
+    /// close (the server's answers and EOF are read and dropped), as a server connection.
     async fn finish(&mut self) {
         self.closed = true;
-        loop {
-            if let Some(how) = self.conn.poll_close() {
-                match how {
-                    CloseHow::Abort => self.stream.set_abortive(),
-                    _ => self.stream.shutdown_write().await,
-                }
-                return;
-            }
-            if self.step().await.is_err() {
-                return;
-            }
-        }
+        while self.step().await.is_ok() {}
     }
 
-    /// One round of I/O: write what is queued, then wait for readability, writability or
-    /// the next deadline, and feed it to the connection.
+    /// One turn of the runtime's connection loop ([`turn`]), shared with the servers.
     async fn step(&mut self) -> Result<(), ClientError> {
-        let mut wrote = false;
-        loop {
-            let data = self.conn.transmit();
-            if data.is_empty() {
-                break;
+        let none: Option<std::pin::Pin<&mut std::future::Pending<()>>> = None;
+        match turn(&mut self.stream, &mut self.conn, &mut self.ready, none).await {
+            Turn::Progress | Turn::Other => Ok(()),
+            Turn::Closed(CloseHow::Abort) if !self.closed => {
+                Err(ClientError::Io(io::ErrorKind::ConnectionReset.into()))
             }
-            match self.stream.try_write(data) {
-                Ok(n) => {
-                    self.conn.advance(n);
-                    wrote = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.conn.handle_io_error(now());
-                    return Err(ClientError::Io(e));
-                }
-            }
+            Turn::Closed(_) | Turn::Idle => Err(ClientError::Eof),
         }
-        let want_write = !self.conn.transmit().is_empty();
-        if wrote && !want_write {
-            return Ok(()); // progress made; the caller decides whether to wait
-        }
-        let want_read = self.conn.wants_read();
-        let timer = self.conn.poll_timeout().map(tokio::time::Instant::from_std);
-        if !want_write && !want_read && timer.is_none() {
-            // Nothing can make progress: the connection has ended.
-            return Err(ClientError::Eof);
-        }
-        tokio::select! {
-            res = self.stream.readable(), if want_read => {
-                res?;
-                let read_size = self.conn.config().read_size;
-                let conn = &mut self.conn;
-                let mut failure = None;
-                read_into(&self.stream, read_size, |r| match r {
-                    Ok([]) => conn.handle_eof(now()),
-                    Ok(data) => conn.handle_read(now(), data),
-                    Err(e) => { conn.handle_io_error(now()); failure = Some(e) }
-                });
-                if let Some(e) = failure { return Err(ClientError::Io(e)) }
-            }
-            res = self.stream.writable(), if want_write => { res?; }
-            () = async { if let Some(t) = timer { tokio::time::sleep_until(t).await } }, if timer.is_some() => {
-                self.conn.handle_timeout(now());
-            }
-        }
-        Ok(())
     }
 }
 

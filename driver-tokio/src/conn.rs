@@ -24,12 +24,10 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Read readiness without a waiter future (one waker slot, this task's).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Write readiness without a waiter future (one waker slot, this task's).
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Sends end-of-stream (FIN).
     fn shutdown_write(&mut self) -> impl Future<Output = ()> + Send;
     /// Makes the close a reset where the transport has one (SO_LINGER 0 on TCP).
@@ -53,17 +51,11 @@ macro_rules! conn_stream {
             fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
                 <$t>::try_write_vectored(self, bufs)
             }
-            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::readable(self)
-            }
             fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$t>::poll_read_ready(self, cx)
             }
             fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$t>::poll_write_ready(self, cx)
-            }
-            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::writable(self)
             }
             async fn shutdown_write(&mut self) {
                 let _ = AsyncWriteExt::shutdown(self).await;
@@ -137,106 +129,177 @@ where
     })
 }
 
-/// Drives one server connection over `stream` until the core says to close it: the one
-/// loop of this runtime. Every rule is the core's; this moves bytes, readiness and time.
+/// What the loop knows of a socket between turns (edge-triggered readiness, as tokio's).
+pub(crate) struct Readiness {
+    /// A read may find bytes (last read did not block).
+    readable: bool,
+    /// A write may be taken (last write did not block).
+    writable: bool,
+    /// Reads in a row without waiting, for fairness.
+    direct_reads: u32,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            readable: true,
+            writable: true,
+            direct_reads: 0,
+        }
+    }
+}
+
+/// What one [`turn`] did.
+pub(crate) enum Turn {
+    /// Bytes moved, a deadline fired or the connection was woken: ask again.
+    Progress,
+    /// The caller's own future completed.
+    Other,
+    /// The socket was closed this way; the connection is done.
+    Closed(CloseHow),
+    /// Nothing to do and nothing to wait for.
+    Idle,
+}
+
+/// One turn of this runtime's one connection loop, for servers (portable and async
+/// handlers) and clients alike: does what the core asks next ([`Action`]) and, when it
+/// must wait, waits once for what it wants (readiness, its deadline, an outside wake-up)
+/// or `other`. Every rule is the core's; this moves bytes, readiness and time.
+pub(crate) async fn turn<St, D, O>(
+    stream: &mut St,
+    session: &mut D,
+    ready: &mut Readiness,
+    other: Option<std::pin::Pin<&mut O>>,
+) -> Turn
+where
+    St: ConnStream,
+    D: Driven,
+    O: Future<Output = ()>,
+{
+    let want = match session.poll_action(now()) {
+        Action::Io(want) => want,
+        Action::ShutdownWrite => {
+            stream.shutdown_write().await;
+            ready.readable = true; // the linger reads now, whatever the cache says
+            return Turn::Progress;
+        }
+        Action::QueryUnsent => {
+            session.handle_unsent(now(), stream.unsent());
+            return Turn::Progress;
+        }
+        Action::Close(how) => {
+            if how == CloseHow::Abort {
+                stream.set_abortive();
+            }
+            return Turn::Closed(how);
+        }
+        _ => {
+            tracing::debug!("unknown action; closing");
+            stream.set_abortive();
+            return Turn::Closed(CloseHow::Abort);
+        }
+    };
+    if want.write && ready.writable {
+        match session.write_to(&mut TryWriter(&*stream)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => session.handle_io_error(now()),
+        }
+        return Turn::Progress;
+    }
+    // Read again at once while the socket has data, as a plain `read().await` loop would;
+    // only a read that would block waits below. Yield now and then to stay fair.
+    if want.read && ready.readable {
+        ready.direct_reads += 1;
+        if ready.direct_reads > DIRECT_READ_BUDGET {
+            ready.direct_reads = 0;
+            tokio::task::yield_now().await;
+        }
+        ready.readable = read_once(&*stream, session);
+        return Turn::Progress;
+    }
+    if want.resume {
+        // The turn's handler budget ran out: the other connections go first.
+        tokio::task::yield_now().await;
+        session.resume(now());
+        return Turn::Progress;
+    }
+    let deadline = want.timeout.map(tokio::time::Instant::from_std);
+    let has_other = other.is_some();
+    if !want.read && !want.write && deadline.is_none() && !has_other && !session.wakeable() {
+        return Turn::Idle;
+    }
+    let mut other = other;
+    let stream = &*stream;
+    tokio::select! {
+        biased;
+        res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => {
+            if res.is_err() {
+                session.handle_io_error(now());
+                return Turn::Progress;
+            }
+            ready.direct_reads = 0;
+            ready.readable = read_once(stream, session);
+        }
+        res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => {
+            match res {
+                Ok(()) => ready.writable = true,
+                Err(_) => session.handle_io_error(now()),
+            }
+        }
+        () = std::future::poll_fn(|cx| session.poll_wake(cx)) => session.resume(now()),
+        // After the socket: a wake-up for data does not poll it again.
+        () = async { if let Some(o) = other.as_mut() { o.as_mut().await } }, if has_other => {
+            return Turn::Other;
+        }
+        () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
+    }
+    Turn::Progress
+}
+
+/// Drives one server connection over `stream` until the core says to close it.
 pub(crate) async fn drive<St: ConnStream, D: Driven>(
     mut stream: St,
     mut session: D,
     mut shutdown: watch::Receiver<Option<Instant>>,
 ) -> CloseHow {
-    let mut shutdown_seen = false;
-    let mut maybe_readable = true;
-    let mut maybe_writable = true;
-    let mut direct_reads = 0u32;
+    let mut ready = Readiness::default();
     // One `changed()` future for the whole connection: registered with the channel once,
     // not made and dropped at every wait.
     let mut shutdown_rx = shutdown.clone();
-    let shutdown_changed = async move { shutdown_rx.changed().await.is_ok() };
+    let mut gone = false;
+    let shutdown_changed = async move {
+        let _ = shutdown_rx.changed().await;
+    };
     tokio::pin!(shutdown_changed);
-    let mut shutdown_fired = false;
+    let (mut shutdown_seen, mut fired) = (false, false);
     loop {
-        if !shutdown_seen && let Some(deadline) = *shutdown.borrow_and_update() {
-            shutdown_seen = true;
-            session.shutdown(now(), deadline);
+        if !shutdown_seen {
+            let order = *shutdown.borrow_and_update();
+            if let Some(deadline) = order {
+                shutdown_seen = true;
+                session.shutdown(now(), deadline);
+            } else if gone {
+                // The server is gone without a shutdown: stop now.
+                shutdown_seen = true;
+                session.shutdown(now(), now());
+            }
         }
-        let want = match session.poll_action(now()) {
-            Action::Io(want) => want,
-            Action::ShutdownWrite => {
-                stream.shutdown_write().await;
-                maybe_readable = true; // the linger reads now, whatever the cache says
-                continue;
+        let other = (!shutdown_seen && !fired).then_some(shutdown_changed.as_mut());
+        match turn(&mut stream, &mut session, &mut ready, other).await {
+            Turn::Closed(how) => return how,
+            // Woken by the channel: a shutdown order, or the server gone (sender dropped).
+            Turn::Other => {
+                fired = true; // a finished future must not be polled again
+                gone = shutdown.has_changed().is_err();
             }
-            Action::QueryUnsent => {
-                session.handle_unsent(now(), stream.unsent());
-                continue;
+            Turn::Progress => {}
+            Turn::Idle => {
+                // Nothing can happen any more (should not occur): do not hang.
+                tracing::debug!("connection has nothing to wait for; closing");
+                session.shutdown(now(), now());
             }
-            Action::Close(how) => {
-                if how == CloseHow::Abort {
-                    stream.set_abortive();
-                }
-                return how;
-            }
-            _ => {
-                tracing::debug!("unknown action; closing");
-                stream.set_abortive();
-                return CloseHow::Abort;
-            }
-        };
-        if want.write && maybe_writable {
-            match session.write_to(&mut TryWriter(&stream)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => maybe_writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => session.handle_io_error(now()),
-            }
-            continue;
-        }
-        // Read again at once while the socket has data, as a plain `read().await` loop would;
-        // only a read that would block waits in `select!`. Yield now and then to stay fair.
-        if want.read && maybe_readable {
-            direct_reads += 1;
-            if direct_reads > DIRECT_READ_BUDGET {
-                direct_reads = 0;
-                tokio::task::yield_now().await;
-            }
-            maybe_readable = read_once(&stream, &mut session);
-            continue;
-        }
-        if want.resume {
-            // The turn's handler budget ran out: the other connections go first.
-            tokio::task::yield_now().await;
-            session.resume(now());
-            continue;
-        }
-        let deadline = want.timeout.map(tokio::time::Instant::from_std);
-        tokio::select! {
-            biased;
-            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => {
-                if res.is_err() {
-                    session.handle_io_error(now());
-                    continue;
-                }
-                direct_reads = 0;
-                maybe_readable = read_once(&stream, &mut session);
-            }
-            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => {
-                match res {
-                    Ok(()) => maybe_writable = true,
-                    Err(_) => session.handle_io_error(now()),
-                }
-            }
-            () = std::future::poll_fn(|cx| session.poll_wake(cx)) => session.resume(now()),
-            // After the socket: a wake-up for data does not poll the channel again (the
-            // loop's `borrow_and_update` sees a shutdown at the next turn anyway).
-            ok = &mut shutdown_changed, if !shutdown_seen && !shutdown_fired => {
-                shutdown_fired = true;
-                if !ok {
-                    // The server is gone without a shutdown: stop now.
-                    session.shutdown(now(), now());
-                    shutdown_seen = true;
-                }
-            }
-            () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
         }
     }
 }

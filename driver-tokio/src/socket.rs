@@ -68,12 +68,6 @@ impl ConnStream for StreamSocket {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         each!(self, s => s.try_write_vectored(bufs))
     }
-    async fn readable(&self) -> io::Result<()> {
-        each!(self, s => s.readable().await)
-    }
-    async fn writable(&self) -> io::Result<()> {
-        each!(self, s => s.writable().await)
-    }
     fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         each!(self, s => s.poll_read_ready(cx))
     }

@@ -295,6 +295,9 @@ impl<P: StreamServerProtocol> Driven for AsyncSession<P> {
     fn info(&self) -> &ConnInfo {
         &self.info
     }
+    fn wakeable(&self) -> bool {
+        self.handler.is_some()
+    }
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         {
             let mut driver = self.wake.driver.lock().unwrap_or_else(|e| e.into_inner());

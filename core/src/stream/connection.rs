@@ -381,6 +381,12 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             Phase::Lingering(l) if now >= l.deadline => {
                 self.phase = Phase::Closed(CloseHow::Graceful);
             }
+            Phase::Open if self.shutdown.is_some_and(|d| now >= d) => {
+                tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "still open at the shutdown deadline");
+                self.closing = true;
+                self.clear_writes();
+                self.phase = Phase::Closed(CloseHow::Abort);
+            }
             _ => {}
         }
     }
@@ -586,10 +592,18 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             | Phase::Closing { deadline, .. }
             | Phase::Fin { deadline } => Some(deadline),
             Phase::Lingering(l) => Some(l.next_wake()),
-            Phase::Open => match self.recv {
-                Recv::Armed { deadline } => deadline,
-                Recv::Idle => None,
-            },
+            Phase::Open => {
+                let recv = match self.recv {
+                    Recv::Armed { deadline } => deadline,
+                    Recv::Idle => None,
+                };
+                // A shutdown's deadline holds even for an owner that never closes (an async
+                // handler awaiting something else).
+                match (recv, self.shutdown) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             Phase::Closed(_) => None,
         }
     }

@@ -1,8 +1,9 @@
 //! [`Driven`]: what a server's connection loop calls, whatever handler kind runs behind it.
 //!
-//! [`Session`](super::Session) (portable handlers) and
-//! [`AsyncSession`](super::AsyncSession) (async handlers) both implement it, so a driver
-//! writes one connection loop per runtime and every rule stays in the core.
+//! [`Session`](super::Session) (portable handlers), [`AsyncSession`](super::AsyncSession)
+//! (async handlers) and a bare [`Connection`](super::Connection) (what a client drives)
+//! implement it, so a driver writes one connection loop per runtime and every rule stays in
+//! the core.
 
 use std::io;
 use std::task::{Context, Poll};
@@ -41,11 +42,59 @@ pub trait Driven: Send + 'static {
     fn read_size(&self) -> usize;
     /// Who is at the other end.
     fn info(&self) -> &ConnInfo;
+    /// True when something outside the connection can wake it ([`poll_wake`](Self::poll_wake)):
+    /// an async handler. A driver with nothing else to wait for knows it is stuck otherwise.
+    fn wakeable(&self) -> bool {
+        false
+    }
+
     /// Ready when something outside the connection (an async handler's timer or channel)
     /// woke it: the driver then calls [`resume`](Self::resume). Registers `cx`'s waker
     /// otherwise. Portable handlers are never woken from outside.
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let _ = cx;
         Poll::Pending
+    }
+}
+
+impl<P: crate::protocol::StreamProtocol, R: super::Role<P>> Driven for super::Connection<P, R> {
+    fn poll_action(&mut self, now: Instant) -> Action {
+        super::Connection::poll_action(self, now)
+    }
+    fn handle_read(&mut self, now: Instant, data: &[u8]) {
+        super::Connection::handle_read(self, now, data);
+    }
+    fn read_buffer(&mut self) -> Option<&mut BytesMut> {
+        super::Connection::read_buffer(self)
+    }
+    fn handle_read_in_place(&mut self, now: Instant, n: usize) {
+        super::Connection::handle_read_in_place(self, now, n);
+    }
+    fn handle_eof(&mut self, now: Instant) {
+        super::Connection::handle_eof(self, now);
+    }
+    fn handle_io_error(&mut self, now: Instant) {
+        super::Connection::handle_io_error(self, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        super::Connection::handle_timeout(self, now);
+    }
+    fn handle_unsent(&mut self, now: Instant, unsent: Option<usize>) {
+        super::Connection::handle_unsent(self, now, unsent);
+    }
+    fn resume(&mut self, now: Instant) {
+        let _ = now; // no handler: nothing is ever left over
+    }
+    fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        super::Connection::shutdown(self, now, deadline);
+    }
+    fn write_to(&mut self, out: &mut dyn io::Write) -> io::Result<usize> {
+        super::Connection::write_to(self, out)
+    }
+    fn read_size(&self) -> usize {
+        self.config().read_size
+    }
+    fn info(&self) -> &ConnInfo {
+        super::Connection::info(self)
     }
 }
