@@ -280,6 +280,8 @@ impl<P: StreamClientProtocol> StreamClient<P> {
 
     /// One turn of the runtime's connection loop ([`turn`]), shared with the servers.
     async fn step(&mut self) -> Result<(), ClientError> {
+        // The loop reads the clock after its waits; a client's call may come much later.
+        self.ready.touch();
         let none: Option<std::pin::Pin<&mut std::future::Pending<()>>> = None;
         match turn(&mut self.stream, &mut self.conn, &mut self.ready, none).await {
             Turn::Progress | Turn::Other => Ok(()),

@@ -129,8 +129,10 @@ where
     })
 }
 
-/// What the loop knows of a socket between turns (edge-triggered readiness, as tokio's).
+/// What the loop knows of a socket between turns (edge-triggered readiness, as tokio's),
+/// and the time of the last wake-up: the clock is read once per wake-up, not per step.
 pub(crate) struct Readiness {
+    now: Instant,
     /// A read may find bytes (last read did not block).
     readable: bool,
     /// A write may be taken (last write did not block).
@@ -142,10 +144,18 @@ pub(crate) struct Readiness {
 impl Default for Readiness {
     fn default() -> Self {
         Self {
+            now: now(),
             readable: true,
             writable: true,
             direct_reads: 0,
         }
+    }
+}
+
+impl Readiness {
+    /// Reads the clock: a caller that did not wait in [`turn`] (a client's next call).
+    pub(crate) fn touch(&mut self) {
+        self.now = now();
     }
 }
 
@@ -176,7 +186,7 @@ where
     D: Driven,
     O: Future<Output = ()>,
 {
-    let want = match session.poll_action(now()) {
+    let want = match session.poll_action(ready.now) {
         Action::Io(want) => want,
         Action::ShutdownWrite => {
             stream.shutdown_write().await;
@@ -184,7 +194,7 @@ where
             return Turn::Progress;
         }
         Action::QueryUnsent => {
-            session.handle_unsent(now(), stream.unsent());
+            session.handle_unsent(ready.now, stream.unsent());
             return Turn::Progress;
         }
         Action::Close(how) => {
@@ -204,7 +214,7 @@ where
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => session.handle_io_error(now()),
+            Err(_) => session.handle_io_error(ready.now),
         }
         return Turn::Progress;
     }
@@ -215,14 +225,16 @@ where
         if ready.direct_reads > DIRECT_READ_BUDGET {
             ready.direct_reads = 0;
             tokio::task::yield_now().await;
+            ready.now = now();
         }
-        ready.readable = read_once(&*stream, session);
+        ready.readable = read_once(&*stream, session, ready.now);
         return Turn::Progress;
     }
     if want.resume {
         // The turn's handler budget ran out: the other connections go first.
         tokio::task::yield_now().await;
-        session.resume(now());
+        ready.now = now();
+        session.resume(ready.now);
         return Turn::Progress;
     }
     let deadline = want.timeout.map(tokio::time::Instant::from_std);
@@ -232,30 +244,41 @@ where
     }
     let mut other = other;
     let stream = &*stream;
-    tokio::select! {
+    let woken = tokio::select! {
         biased;
-        res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => {
-            if res.is_err() {
-                session.handle_io_error(now());
-                return Turn::Progress;
-            }
-            ready.direct_reads = 0;
-            ready.readable = read_once(stream, session);
-        }
-        res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => {
-            match res {
-                Ok(()) => ready.writable = true,
-                Err(_) => session.handle_io_error(now()),
-            }
-        }
-        () = std::future::poll_fn(|cx| session.poll_wake(cx)) => session.resume(now()),
+        res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => Woken::Read(res.is_ok()),
+        res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => Woken::Write(res.is_ok()),
+        () = std::future::poll_fn(|cx| session.poll_wake(cx)) => Woken::Outside,
         // After the socket: a wake-up for data does not poll it again.
         () = async { if let Some(o) = other.as_mut() { o.as_mut().await } }, if has_other => {
             return Turn::Other;
         }
-        () = sleep_until(deadline), if deadline.is_some() => session.handle_timeout(now()),
+        () = sleep_until(deadline), if deadline.is_some() => Woken::Timer,
+    };
+    ready.now = now();
+    match woken {
+        Woken::Read(true) => {
+            ready.direct_reads = 0;
+            ready.readable = read_once(stream, session, ready.now);
+        }
+        Woken::Write(true) => ready.writable = true,
+        Woken::Read(false) | Woken::Write(false) => session.handle_io_error(ready.now),
+        Woken::Outside => session.resume(ready.now),
+        Woken::Timer => session.handle_timeout(ready.now),
     }
     Turn::Progress
+}
+
+/// What ended a wait.
+enum Woken {
+    /// The socket is readable (or failed: false).
+    Read(bool),
+    /// The socket is writable (or failed: false).
+    Write(bool),
+    /// An async handler was woken from outside.
+    Outside,
+    /// The session's deadline.
+    Timer,
 }
 
 /// Drives one server connection over `stream` until the core says to close it.
@@ -305,26 +328,26 @@ pub(crate) async fn drive<St: ConnStream, D: Driven>(
 }
 
 /// Reads once into the session; false when the socket would block.
-fn read_once<St: ConnStream, D: Driven>(stream: &St, session: &mut D) -> bool {
+fn read_once<St: ConnStream, D: Driven>(stream: &St, session: &mut D, now: Instant) -> bool {
     if let Some(buf) = session.read_buffer() {
         return match stream.try_read_buf(buf) {
             Ok(n) => {
-                session.handle_read_in_place(now(), n);
+                session.handle_read_in_place(now, n);
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             Err(_) => {
-                session.handle_io_error(now());
+                session.handle_io_error(now);
                 true
             }
         };
     }
     let read_size = session.read_size();
     read_into(stream, read_size, |r| match r {
-        Ok([]) => session.handle_eof(now()),
-        Ok(data) => session.handle_read(now(), data),
-        Err(_) => session.handle_io_error(now()),
+        Ok([]) => session.handle_eof(now),
+        Ok(data) => session.handle_read(now, data),
+        Err(_) => session.handle_io_error(now),
     })
 }
 
