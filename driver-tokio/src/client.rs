@@ -283,7 +283,15 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         // The loop reads the clock after its waits; a client's call may come much later.
         self.ready.touch();
         let none: Option<std::pin::Pin<&mut std::future::Pending<()>>> = None;
-        match turn(&mut self.stream, &mut self.conn, &mut self.ready, none).await {
+        match turn(
+            &mut self.stream,
+            &mut self.conn,
+            &mut self.ready,
+            none,
+            false,
+        )
+        .await
+        {
             Turn::Progress | Turn::Other => Ok(()),
             Turn::Closed(CloseHow::Abort) if !self.closed => {
                 Err(ClientError::Io(io::ErrorKind::ConnectionReset.into()))

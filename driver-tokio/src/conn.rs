@@ -174,99 +174,118 @@ pub(crate) enum Turn {
 /// One turn of this runtime's one connection loop, for servers (portable and async
 /// handlers) and clients alike: does what the core asks next ([`Action`]) and, when it
 /// must wait, waits once for what it wants (readiness, its deadline, an outside wake-up)
-/// or `other`. Every rule is the core's; this moves bytes, readiness and time.
+/// or `other`. Every rule is the core's; this moves bytes, readiness and time. `eager`
+/// goes on after each step that did not wait (a server: nothing to look at in between);
+/// otherwise the turn returns after each step (a client checks what arrived).
 pub(crate) async fn turn<St, D, O>(
     stream: &mut St,
     session: &mut D,
     ready: &mut Readiness,
     other: Option<std::pin::Pin<&mut O>>,
+    eager: bool,
 ) -> Turn
 where
     St: ConnStream,
     D: Driven,
     O: Future<Output = ()>,
 {
-    let want = match session.poll_action(ready.now) {
-        Action::Io(want) => want,
-        Action::ShutdownWrite => {
-            stream.shutdown_write().await;
-            ready.readable = true; // the linger reads now, whatever the cache says
-            return Turn::Progress;
-        }
-        Action::QueryUnsent => {
-            session.handle_unsent(ready.now, stream.unsent());
-            return Turn::Progress;
-        }
-        Action::Close(how) => {
-            if how == CloseHow::Abort {
-                stream.set_abortive();
+    loop {
+        let want = match session.poll_action(ready.now) {
+            Action::Io(want) => want,
+            Action::ShutdownWrite => {
+                stream.shutdown_write().await;
+                ready.readable = true; // the linger reads now, whatever the cache says
+                if eager {
+                    continue;
+                }
+                return Turn::Progress;
             }
-            return Turn::Closed(how);
+            Action::QueryUnsent => {
+                session.handle_unsent(ready.now, stream.unsent());
+                if eager {
+                    continue;
+                }
+                return Turn::Progress;
+            }
+            Action::Close(how) => {
+                if how == CloseHow::Abort {
+                    stream.set_abortive();
+                }
+                return Turn::Closed(how);
+            }
+            _ => {
+                tracing::debug!("unknown action; closing");
+                stream.set_abortive();
+                return Turn::Closed(CloseHow::Abort);
+            }
+        };
+        if want.write && ready.writable {
+            match session.write_to(&mut TryWriter(&*stream)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => session.handle_io_error(ready.now),
+            }
+            if eager {
+                continue;
+            }
+            return Turn::Progress;
         }
-        _ => {
-            tracing::debug!("unknown action; closing");
-            stream.set_abortive();
-            return Turn::Closed(CloseHow::Abort);
+        // Read again at once while the socket has data, as a plain `read().await` loop would;
+        // only a read that would block waits below. Yield now and then to stay fair.
+        if want.read && ready.readable {
+            ready.direct_reads += 1;
+            if ready.direct_reads > DIRECT_READ_BUDGET {
+                ready.direct_reads = 0;
+                tokio::task::yield_now().await;
+                ready.now = now();
+                ready.readable = read_once(&*stream, session, ready.now);
+                return Turn::Progress; // the caller looks at its own orders after a yield
+            }
+            ready.readable = read_once(&*stream, session, ready.now);
+            if eager {
+                continue;
+            }
+            return Turn::Progress;
         }
-    };
-    if want.write && ready.writable {
-        match session.write_to(&mut TryWriter(&*stream)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => session.handle_io_error(ready.now),
-        }
-        return Turn::Progress;
-    }
-    // Read again at once while the socket has data, as a plain `read().await` loop would;
-    // only a read that would block waits below. Yield now and then to stay fair.
-    if want.read && ready.readable {
-        ready.direct_reads += 1;
-        if ready.direct_reads > DIRECT_READ_BUDGET {
-            ready.direct_reads = 0;
+        if want.resume {
+            // The turn's handler budget ran out: the other connections go first.
             tokio::task::yield_now().await;
             ready.now = now();
+            session.resume(ready.now);
+            return Turn::Progress;
         }
-        ready.readable = read_once(&*stream, session, ready.now);
-        return Turn::Progress;
-    }
-    if want.resume {
-        // The turn's handler budget ran out: the other connections go first.
-        tokio::task::yield_now().await;
+        let deadline = want.timeout.map(tokio::time::Instant::from_std);
+        let has_other = other.is_some();
+        if !want.read && !want.write && deadline.is_none() && !has_other && !session.wakeable() {
+            return Turn::Idle;
+        }
+        let mut other = other;
+        let stream = &*stream;
+        let woken = tokio::select! {
+            biased;
+            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => Woken::Read(res.is_ok()),
+            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => Woken::Write(res.is_ok()),
+            () = std::future::poll_fn(|cx| session.poll_wake(cx)) => Woken::Outside,
+            // After the socket: a wake-up for data does not poll it again.
+            () = async { if let Some(o) = other.as_mut() { o.as_mut().await } }, if has_other => {
+                return Turn::Other;
+            }
+            () = sleep_until(deadline), if deadline.is_some() => Woken::Timer,
+        };
         ready.now = now();
-        session.resume(ready.now);
+        match woken {
+            Woken::Read(true) => {
+                ready.direct_reads = 0;
+                ready.readable = read_once(stream, session, ready.now);
+            }
+            Woken::Write(true) => ready.writable = true,
+            Woken::Read(false) | Woken::Write(false) => session.handle_io_error(ready.now),
+            Woken::Outside => session.resume(ready.now),
+            Woken::Timer => session.handle_timeout(ready.now),
+        }
         return Turn::Progress;
     }
-    let deadline = want.timeout.map(tokio::time::Instant::from_std);
-    let has_other = other.is_some();
-    if !want.read && !want.write && deadline.is_none() && !has_other && !session.wakeable() {
-        return Turn::Idle;
-    }
-    let mut other = other;
-    let stream = &*stream;
-    let woken = tokio::select! {
-        biased;
-        res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => Woken::Read(res.is_ok()),
-        res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => Woken::Write(res.is_ok()),
-        () = std::future::poll_fn(|cx| session.poll_wake(cx)) => Woken::Outside,
-        // After the socket: a wake-up for data does not poll it again.
-        () = async { if let Some(o) = other.as_mut() { o.as_mut().await } }, if has_other => {
-            return Turn::Other;
-        }
-        () = sleep_until(deadline), if deadline.is_some() => Woken::Timer,
-    };
-    ready.now = now();
-    match woken {
-        Woken::Read(true) => {
-            ready.direct_reads = 0;
-            ready.readable = read_once(stream, session, ready.now);
-        }
-        Woken::Write(true) => ready.writable = true,
-        Woken::Read(false) | Woken::Write(false) => session.handle_io_error(ready.now),
-        Woken::Outside => session.resume(ready.now),
-        Woken::Timer => session.handle_timeout(ready.now),
-    }
-    Turn::Progress
 }
 
 /// What ended a wait.
@@ -310,7 +329,7 @@ pub(crate) async fn drive<St: ConnStream, D: Driven>(
             }
         }
         let other = (!shutdown_seen && !fired).then_some(shutdown_changed.as_mut());
-        match turn(&mut stream, &mut session, &mut ready, other).await {
+        match turn(&mut stream, &mut session, &mut ready, other, true).await {
             Turn::Closed(how) => return how,
             // Woken by the channel: a shutdown order, or the server gone (sender dropped).
             Turn::Other => {
