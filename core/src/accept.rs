@@ -117,7 +117,7 @@ impl AcceptGate {
     pub fn on_error(&mut self, now: Instant, err: &io::Error) -> AcceptAction {
         match classify(err) {
             AcceptErrorClass::Capacity => {
-                let until = now + ACCEPT_PAUSE;
+                let until = crate::deadline_after(now, ACCEPT_PAUSE);
                 self.paused_until = Some(until);
                 self.pauses += 1;
                 tracing::error!("accept returned {err}; retrying in 0.1 seconds");

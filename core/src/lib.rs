@@ -58,11 +58,24 @@ impl std::fmt::Display for ConnId {
 
 /// A caught panic's message, for the one log line that reports it.
 pub(crate) fn panic_message(what: &str, panic: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        format!("{what} panicked: {s}")
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        format!("{what} panicked: {s}")
-    } else {
-        format!("{what} panicked")
-    }
+    format!(
+        "{what} panicked: {}",
+        datagram::contain::panic_message(&*panic)
+    )
+}
+
+/// `now + d`, or the latest instant the clock can hold near it when that overflows
+/// (`Duration::MAX` and the like mean "no deadline worth the name", never a panic).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let now = Instant::now();
+/// assert_eq!(easynet_core::deadline_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+/// assert!(easynet_core::deadline_after(now, Duration::MAX) > now);
+/// ```
+pub fn deadline_after(now: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
 }

@@ -192,9 +192,7 @@ impl Lifecycle {
         match self.state {
             ServerState::Starting | ServerState::Serving => {
                 // A timeout the clock cannot add means no deadline worth the name.
-                let deadline = now
-                    .checked_add(timeout)
-                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+                let deadline = crate::deadline_after(now, timeout);
                 self.state = ServerState::ShuttingDown { deadline };
                 Shutdown::Stop { deadline }
             }

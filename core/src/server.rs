@@ -212,7 +212,7 @@ impl Server {
         let deadline = match self.lifecycle.shutdown(now, timeout) {
             Shutdown::Stop { deadline } => deadline,
             // Closed during the run: the connections still get the same bound.
-            _ => now.checked_add(timeout).unwrap_or(now),
+            _ => crate::deadline_after(now, timeout),
         };
         run.deadline = Some(deadline);
         if std::mem::take(&mut run.accepting) {

@@ -204,7 +204,8 @@ impl Control {
             return;
         }
         // Wait for the loops, a little past the deadline they enforce themselves.
-        let limit = start + timeout + Duration::from_secs(1);
+        let limit =
+            easynet_core::deadline_after(start, timeout.saturating_add(Duration::from_secs(1)));
         while s.running {
             let left = limit.saturating_duration_since(Instant::now());
             if left.is_zero() {

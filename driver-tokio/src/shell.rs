@@ -323,7 +323,7 @@ impl<L> Shell<L> {
         self.lock()
             .server
             .shutdown(now)
-            .unwrap_or_else(|| now + self.shutdown_timeout)
+            .unwrap_or_else(|| easynet_core::deadline_after(now, self.shutdown_timeout))
     }
 
     /// A connection was accepted: its id, from the server's connection table.

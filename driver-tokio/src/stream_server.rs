@@ -180,7 +180,10 @@ impl<S: Service, L: Listener> Core<S, L> {
         conns.close();
         // Connections enforce the deadline themselves; the margin covers the final writes.
         let _ = tokio::time::timeout_at(
-            tokio::time::Instant::from_std(deadline) + Duration::from_secs(1),
+            tokio::time::Instant::from_std(easynet_core::deadline_after(
+                deadline,
+                Duration::from_secs(1),
+            )),
             conns.wait(),
         )
         .await;

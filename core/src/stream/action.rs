@@ -76,7 +76,7 @@ impl Linger {
     pub(crate) fn new(now: Instant, deadline: Instant) -> Self {
         Self {
             deadline,
-            query_at: now.checked_add(UNSENT_FIRST),
+            query_at: Some(crate::deadline_after(now, UNSENT_FIRST)),
             backoff: UNSENT_FIRST,
             heard: false,
         }
@@ -88,7 +88,7 @@ impl Linger {
         match unsent {
             Some(0) if !heard => return true,
             Some(_) => {
-                self.query_at = Some(now.checked_add(self.backoff).unwrap_or(self.deadline));
+                self.query_at = Some(crate::deadline_after(now, self.backoff));
                 self.backoff = (self.backoff * 2).min(UNSENT_MAX);
             }
             None => self.query_at = None,

@@ -222,8 +222,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// `now + shutdown_timeout`, or far in the future when the clock cannot add it.
     fn close_deadline(&self, now: Instant) -> Instant {
-        now.checked_add(self.config.shutdown_timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+        crate::deadline_after(now, self.config.shutdown_timeout)
     }
 
     fn fail(&mut self, now: Instant) {
