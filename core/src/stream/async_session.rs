@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use super::async_client::{AsyncClient, RecvError, Shared, SharedRef, lock};
-use super::session::{drop_contained, log_handler_error};
+use super::async_client::{AsyncClient, Shared, SharedRef, lock};
+use super::session::{drop_contained, log_handler_error, make_handler};
 use super::{Action, Connection, Driven, ServerRole};
-use crate::handler::{ConnInfo, HandlerError, SendError, Service};
+use crate::handler::{ConnInfo, HandlerError, Service};
 use crate::panic_message;
 use crate::protocol::StreamServerProtocol;
 
@@ -191,14 +191,8 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
         S: Service,
         S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
     {
-        let info = conn.info();
-        match catch_unwind(AssertUnwindSafe(|| service.new_handler(info))) {
-            Ok(handler) => Some(Self::new(now, handler, conn)),
-            Err(panic) => {
-                tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("handler factory", panic), "cannot make a handler; connection dropped");
-                None
-            }
-        }
+        let handler = make_handler(service, conn.info())?;
+        Some(Self::new(now, handler, conn))
     }
 
     /// True once the handler's last call has returned.
@@ -331,12 +325,6 @@ impl<Req, Resp> Future for Handshake<'_, Req, Resp> {
     }
 }
 
-/// True for the errors that end a connection without it having failed.
-fn is_closed_error(e: &HandlerError) -> bool {
-    matches!(e.downcast_ref::<RecvError>(), Some(RecvError::Closed))
-        || matches!(e.downcast_ref::<SendError>(), Some(SendError::Closed))
-}
-
 /// EasyNetwork's per-connection flow for an async handler (see [`AsyncStreamHandler`]).
 async fn rules<H: AsyncStreamHandler>(
     mut handler: H,
@@ -347,7 +335,7 @@ async fn rules<H: AsyncStreamHandler>(
         return; // a failed handshake calls nothing
     }
     if let Err(e) = handler.on_connection(&mut client).await {
-        log_handler_error(client.info(), e);
+        let _ = log_handler_error(client.info(), e); // closes abortively either way
         let mut s = lock(&shared);
         let now = s.now;
         s.conn.close_abortively(now);
@@ -364,8 +352,7 @@ async fn rules<H: AsyncStreamHandler>(
             }
             Ok(()) => {}
             Err(e) => {
-                failed = !is_closed_error(&e);
-                log_handler_error(client.info(), e);
+                failed = log_handler_error(client.info(), e);
                 break;
             }
         }

@@ -147,14 +147,8 @@ where
     where
         S: Service<Handler = H>,
     {
-        let info = conn.info();
-        match catch_unwind(AssertUnwindSafe(|| service.new_handler(info))) {
-            Ok(handler) => Some(Self::from_connection(now, handler, conn)),
-            Err(panic) => {
-                tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("handler factory", panic), "cannot make a handler; connection dropped");
-                None
-            }
-        }
+        let handler = make_handler(service, conn.info())?;
+        Some(Self::from_connection(now, handler, conn))
     }
 
     /// The connection machine.
@@ -322,7 +316,7 @@ where
     }
 
     fn failed(&mut self, now: Instant, err: HandlerError, disconnect: bool) {
-        log_handler_error(self.conn.info(), err);
+        let _ = log_handler_error(self.conn.info(), err); // any error closes abortively
         if disconnect {
             self.disconnect(now);
         }
@@ -402,20 +396,36 @@ where
 /// follows: a send on a closed client is a WARN (the peer left while the handler answered),
 /// an async handler's `RecvError::Closed` propagated with `?` is a normal end (not logged),
 /// anything else an ERROR. The error's `Display` and `Drop` are user code: contained.
-pub(crate) fn log_handler_error(info: &ConnInfo, err: HandlerError) {
-    if matches!(
+/// Returns true for an ERROR: the connection failed (the closed cases are normal ends).
+pub(crate) fn log_handler_error(info: &ConnInfo, err: HandlerError) -> bool {
+    let failed = if matches!(
         err.downcast_ref::<super::RecvError>(),
         Some(super::RecvError::Closed)
     ) {
-        // An async handler's `recv()?` after the peer left: a normal end.
+        false // an async handler's `recv()?` after the peer left
     } else if matches!(err.downcast_ref::<SendError>(), Some(SendError::Closed)) {
         tracing::warn!(conn = %info.id, peer = %info.peer, "handler sent on a closed client");
+        false
     } else {
         let text = catch_unwind(AssertUnwindSafe(|| err.to_string()))
             .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
         tracing::error!(conn = %info.id, peer = %info.peer, error = text, "exception occurred during processing of request");
-    }
+        true
+    };
     drop_contained(info, err);
+    failed
+}
+
+/// Makes a connection's handler with `service`; a panicking factory is logged once and
+/// gives `None` (the caller drops the connection).
+pub(crate) fn make_handler<S: Service>(service: &S, info: &ConnInfo) -> Option<S::Handler> {
+    match catch_unwind(AssertUnwindSafe(|| service.new_handler(info))) {
+        Ok(handler) => Some(handler),
+        Err(panic) => {
+            tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("handler factory", panic), "cannot make a handler; connection dropped");
+            None
+        }
+    }
 }
 
 /// Drops user state (a handler, an error), logging a panic in its `Drop` once.
