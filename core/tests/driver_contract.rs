@@ -559,3 +559,45 @@ fn the_shutdown_deadline_holds_for_a_handler_that_never_receives() {
     s.handle_timeout(deadline);
     assert_eq!(s.poll_action(deadline), Action::Close(CloseHow::Abort));
 }
+
+/// Drops a `send` that waits for room (as `select!` would), then sends again.
+struct DropsSend;
+
+impl AsyncStreamHandler for DropsSend {
+    type Request = String;
+    type Response = String;
+
+    async fn handle(
+        &mut self,
+        client: &mut AsyncClient<String, String>,
+    ) -> Result<(), HandlerError> {
+        let line = client.recv().await?;
+        let big = line.repeat(4);
+        {
+            let mut send = pin!(client.send(&big));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(
+                send.as_mut().poll(&mut cx).is_pending(),
+                "over the high-water mark"
+            );
+        }
+        client.send(&"after".to_owned()).await?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_dropped_async_send_keeps_its_message_whole_and_the_client_usable() {
+    let t0 = Instant::now();
+    let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    let conn = Connection::new(
+        Arc::new(Stream::lines()),
+        StreamConfig::default().with_write_high_water(4),
+        ConnInfo::new(ConnId(1), addr, addr),
+    );
+    let mut s = AsyncSession::new(t0, DropsSend, conn);
+    s.handle_read(t0, b"abc\n");
+    let mut out = Vec::new();
+    run(&mut s, t0, &mut out, None);
+    assert_eq!(out, b"abcabcabcabc\nafter\n");
+}
