@@ -5,11 +5,11 @@
 
 mod support;
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,9 +21,8 @@ use easynet_core::handler::{
 };
 use easynet_core::protocol::{Datagram, Decode, DeserializeError, Encode, SerializeError};
 use support::clock::Clock;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record as SpanRecord};
-use tracing::{Event, Level, Metadata, Subscriber};
+use support::logs::{Capture, Log};
+use tracing::Level;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -116,47 +115,6 @@ impl DatagramHandler for Probe {
 
 type Service = Box<dyn Fn(&ConnInfo) -> Probe + Send + Sync>;
 type Server = DatagramServer<Service, Datagram<Touchy, String, String>>;
-
-/// What the capture kept of one event: its level and its fields, `message` first.
-#[derive(Debug, Clone)]
-struct Log {
-    level: Level,
-    text: String,
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Log>>>);
-
-struct Fields(String);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // Formats like a real subscriber would, user `Display` included.
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &SpanRecord<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        let log = Log {
-            level: *event.metadata().level(),
-            text: fields.0,
-        };
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(log);
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
 
 impl Capture {
     /// The events at `level` that name `peer`.

@@ -3,9 +3,11 @@
 //! `RecvError::Closed` propagated by an async handler is a normal end; anything else one
 //! ERROR.
 
-use std::fmt::{self, Write as _};
+mod support;
+
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use easynet_core::ConnId;
@@ -17,54 +19,15 @@ use easynet_core::stream::{
     Action, AsyncClient, AsyncSession, AsyncStreamHandler, Connection, Driven, RecvError, Session,
     StreamConfig, Want,
 };
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use support::logs::Capture;
+use tracing::Level;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-struct Fields(String);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
+fn levels_of(capture: &Capture) -> Vec<Level> {
+    capture.logs().iter().map(|l| l.level).collect()
 }
 
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), fields.0));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-impl Capture {
-    fn levels(&self) -> Vec<Level> {
-        self.0.lock().unwrap().iter().map(|(l, _)| *l).collect()
-    }
-    fn texts(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.clone())
-            .collect()
-    }
+fn texts(capture: &Capture) -> Vec<String> {
+    capture.logs().into_iter().map(|l| l.text).collect()
 }
 
 fn conn(
@@ -149,8 +112,8 @@ fn connections_are_logged_once_at_start_and_end_at_the_chosen_level() {
             let mut s = Session::from_connection(Instant::now(), Quiet, conn(on));
             run_to_close(&mut s, b"x\n");
         });
-        assert_eq!(capture.levels(), [level, level], "{:?}", capture.texts());
-        let texts = capture.texts();
+        assert_eq!(levels_of(&capture), [level, level], "{:?}", texts(&capture));
+        let texts = texts(&capture);
         assert!(texts[0].contains("Accepted new connection"), "{texts:?}");
         assert!(texts[1].contains("disconnected"), "{texts:?}");
     }
@@ -163,14 +126,14 @@ fn a_closed_send_returned_by_a_portable_handler_is_one_warn() {
         let mut s = Session::from_connection(Instant::now(), Fails, conn(false));
         run_to_close(&mut s, b"closed\n");
     });
-    let levels = capture.levels();
+    let levels = levels_of(&capture);
     assert_eq!(
         levels.iter().filter(|l| **l == Level::WARN).count(),
         1,
         "{:?}",
-        capture.texts()
+        texts(&capture)
     );
-    assert!(!levels.contains(&Level::ERROR), "{:?}", capture.texts());
+    assert!(!levels.contains(&Level::ERROR), "{:?}", texts(&capture));
 }
 
 #[test]
@@ -182,12 +145,10 @@ fn other_handler_errors_are_one_error_even_when_their_display_panics() {
             run_to_close(&mut s, input);
         });
         let errors: Vec<_> = capture
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(l, _)| *l == Level::ERROR)
-            .map(|(_, t)| t.clone())
+            .logs()
+            .into_iter()
+            .filter(|l| l.level == Level::ERROR)
+            .map(|l| l.text)
             .collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
     }
@@ -220,14 +181,14 @@ fn async_handlers_follow_the_same_rule() {
         let mut s = AsyncSession::new(Instant::now(), AsyncFails, conn(false));
         run_to_close(&mut s, b"closed\n");
     });
-    let levels = capture.levels();
+    let levels = levels_of(&capture);
     assert_eq!(
         levels.iter().filter(|l| **l == Level::WARN).count(),
         1,
         "{:?}",
-        capture.texts()
+        texts(&capture)
     );
-    assert!(!levels.contains(&Level::ERROR), "{:?}", capture.texts());
+    assert!(!levels.contains(&Level::ERROR), "{:?}", texts(&capture));
 
     // `RecvError::Closed` propagated with `?` after the peer left: not logged at all.
     let capture = Capture::default();
@@ -235,11 +196,11 @@ fn async_handlers_follow_the_same_rule() {
         let mut s = AsyncSession::new(Instant::now(), AsyncFails, conn(false));
         run_to_close(&mut s, b"fine\n");
     });
-    let levels = capture.levels();
+    let levels = levels_of(&capture);
     assert!(
         !levels.contains(&Level::ERROR) && !levels.contains(&Level::WARN),
         "{:?}",
-        capture.texts()
+        texts(&capture)
     );
     let _ = RecvError::Closed;
 }

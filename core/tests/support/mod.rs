@@ -5,4 +5,5 @@
 pub mod certs;
 pub mod chunks;
 pub mod clock;
+pub mod logs;
 pub mod sim;
