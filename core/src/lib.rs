@@ -42,6 +42,8 @@ pub mod handler;
 pub mod lifecycle;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
