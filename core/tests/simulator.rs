@@ -421,3 +421,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn handler_calls_and_logs_are_observable() {
+    let (service, calls) = easynet_core::sim::record(|_: &ConnInfo| AsyncEcho);
+    let mut sim = StreamSim::builder(service, Stream::lines())
+        .capture_logs()
+        .build_async();
+    let c = sim.connect();
+    sim.send(c, &"one".to_owned());
+    sim.close(c);
+    sim.advance(Duration::from_secs(1));
+    use easynet_core::sim::Call;
+    let seen = calls.of(easynet_core::ConnId(1));
+    assert_eq!(seen.first(), Some(&Call::Connection));
+    assert_eq!(seen.last(), Some(&Call::Disconnection));
+    assert!(seen.iter().filter(|c| **c == Call::Handle).count() >= 2);
+
+    let (service, calls) = easynet_core::sim::record(echo);
+    let mut sim = StreamSim::builder(service, Stream::lines())
+        .capture_logs()
+        .build();
+    let c = sim.connect();
+    sim.send(c, &"panic".to_owned());
+    assert_eq!(
+        calls.of(easynet_core::ConnId(1)),
+        [
+            Call::Connection,
+            Call::Request("\"panic\"".into()),
+            Call::Disconnection
+        ]
+    );
+    let errors: Vec<_> = sim
+        .logs()
+        .into_iter()
+        .filter(|l| l.level == tracing::Level::ERROR)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].text.contains("requested panic"), "{errors:?}");
+}

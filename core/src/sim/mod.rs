@@ -44,12 +44,14 @@
 
 mod datagram;
 mod net;
+mod record;
 pub mod strategy;
 mod stream;
 
 use std::time::Duration;
 
 pub use datagram::{DatagramSim, DatagramSimBuilder, PeerId};
+pub use record::{Call, Calls, LogEvent, Recorded, RecordedHandler, record};
 pub use stream::{ClientId, ClientState, StreamSim, StreamSimBuilder};
 
 /// Faults the simulator injects; see [`StreamSim::set_faults`] and

@@ -11,6 +11,7 @@ use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use super::net::{Ctx, End, Pipe, step};
+use super::record::{LogEvent, Logs};
 use super::{Chance, Event, Faults, Side, Traced};
 use crate::ConnId;
 use crate::handler::{ConnInfo, Received, Service, StreamHandler};
@@ -114,6 +115,7 @@ pub struct StreamSimBuilder<S, P> {
     faults: Faults,
     #[cfg(feature = "tls")]
     tls: Option<Tls>,
+    capture_logs: bool,
 }
 
 impl<S, P> fmt::Debug for StreamSimBuilder<S, P> {
@@ -159,6 +161,14 @@ where
     /// Faults from the start (default none).
     pub fn faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Keeps the `tracing` events the server emits while the simulator runs, for
+    /// [`StreamSim::logs`]. The simulator's own subscriber is then the default during its
+    /// calls (on this thread), in place of the test's.
+    pub fn capture_logs(mut self) -> Self {
+        self.capture_logs = true;
         self
     }
 
@@ -233,6 +243,7 @@ pub struct StreamSim<S: Service, P: StreamServerProtocol + StreamClientProtocol>
     trace: Vec<Traced>,
     woken: Arc<Woken>,
     waker: Waker,
+    logs: Option<(Logs, tracing::Dispatch)>,
 }
 
 impl<S: Service, P: StreamServerProtocol + StreamClientProtocol> fmt::Debug for StreamSim<S, P> {
@@ -283,6 +294,7 @@ where
             faults: Faults::none(),
             #[cfg(feature = "tls")]
             tls: None,
+            capture_logs: false,
         }
     }
 
@@ -309,17 +321,41 @@ where
             trace: Vec::new(),
             waker: Waker::from(woken.clone()),
             woken,
+            logs: b.capture_logs.then(|| {
+                let logs = Logs::default();
+                let dispatch = tracing::Dispatch::new(logs.clone());
+                (logs, dispatch)
+            }),
         };
         // The run a driver starts: bind (nothing to bind here), init, serve.
-        if sim.machine.begin_run().is_ok() {
-            sim.machine.activated();
-            if sim.machine.init(&*sim.service).is_ok() {
-                sim.machine.serving();
-                sim.accepting = true;
+        sim.logged(|sim| {
+            if sim.machine.begin_run().is_ok() {
+                sim.machine.activated();
+                if sim.machine.init(&*sim.service).is_ok() {
+                    sim.machine.serving();
+                    sim.accepting = true;
+                }
             }
-        }
-        sim.process_events();
+            sim.process_events();
+        });
         sim
+    }
+
+    /// Runs `f` with the log capture as the default subscriber, if there is one.
+    fn logged<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        match self.logs.as_ref().map(|(_, d)| d.clone()) {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, || f(self)),
+            None => f(self),
+        }
+    }
+
+    /// The `tracing` events emitted so far, if the builder asked to
+    /// [capture them](StreamSimBuilder::capture_logs); empty otherwise.
+    pub fn logs(&self) -> Vec<LogEvent> {
+        self.logs
+            .as_ref()
+            .map(|(logs, _)| logs.events())
+            .unwrap_or_default()
     }
 
     /// The virtual clock.
@@ -378,7 +414,8 @@ where
         let info = ConnInfo::new(conn, peer, local());
         let client_info = ConnInfo::new(ConnId(client), local(), peer);
         let (server, client_conn) = self.connections_for(info, client_info);
-        let server = server.and_then(|c| (self.make)(self.now, &self.service, c));
+        let (make, now, service) = (self.make, self.now, self.service.clone());
+        let server = self.logged(|_| server.and_then(|c| make(now, &service, c)));
         self.record(Event::Connected {
             client,
             conn: conn.0,
@@ -559,12 +596,14 @@ where
     /// # Panics
     /// If the server never settles (a handler that loops for ever, say).
     pub fn run_until_idle(&mut self) {
-        for _ in 0..MAX_ROUNDS {
-            if !self.round() {
-                return;
+        self.logged(|sim| {
+            for _ in 0..MAX_ROUNDS {
+                if !sim.round() {
+                    return;
+                }
             }
-        }
-        panic!("the simulation does not settle (a handler in a busy loop?)");
+            panic!("the simulation does not settle (a handler in a busy loop?)");
+        });
     }
 
     /// One round over every connection; true if anything happened.
@@ -699,7 +738,7 @@ where
     /// does not move).
     pub fn begin_shutdown(&mut self) {
         self.machine.shutdown(self.now);
-        self.process_events();
+        self.logged(|sim| sim.process_events());
         self.run_until_idle();
     }
 
@@ -719,7 +758,7 @@ where
     /// served to their end, then teardown runs.
     pub fn close_server(&mut self) {
         self.machine.close();
-        self.process_events();
+        self.logged(|sim| sim.process_events());
         self.run_until_idle();
     }
 
