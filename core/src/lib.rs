@@ -24,6 +24,17 @@
 //! - [`stream`]: the per-connection machine and the session that drives a handler with it.
 //! - [`datagram`]: per-peer routines, the bounded pending queue and idle eviction.
 //! - [`tls`] (feature `tls`): the rustls session wrapper.
+//! - `sim` (feature `sim`): a deterministic in-memory simulator of whole servers and their
+//!   clients, to test a server's logic without sockets (see below).
+//!
+//! # Testing a server without sockets
+//!
+//! With the `sim` feature (in `[dev-dependencies]`: `easynet-core = { version = "0.1",
+//! features = ["sim"] }`), `sim::StreamSim` and `sim::DatagramSim` run a whole server (its
+//! service hooks, many connections, shutdown) with the very sessions the drivers run, on a
+//! virtual clock, with simulated clients and seeded faults; `sim::strategy` has proptest
+//! strategies. No socket, no thread, no runtime, no sleeping; the same seed gives the same
+//! run.
 //!
 //! # How to drive it
 //!

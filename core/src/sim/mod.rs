@@ -47,6 +47,8 @@ mod net;
 mod record;
 pub mod strategy;
 mod stream;
+#[cfg(feature = "sim-tls")]
+pub mod tls;
 
 use std::time::Duration;
 
