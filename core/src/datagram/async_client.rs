@@ -37,6 +37,10 @@ use crate::stream::RecvError;
 ///   panicking handler factory drops that datagram (logged once).
 /// - Shutting the server down drops every routine where it waits (EasyNetwork cancels
 ///   handler tasks too): no routine runs once the server's shutdown has returned.
+/// - The routines of one socket are polled by that socket's loop, one at a time (they
+///   are not tasks of their own): a routine that blocks or computes for long between two
+///   awaits delays every peer of the socket. Move such work off the loop (a runtime's
+///   `spawn_blocking`, a thread) and await its result.
 ///
 /// ```
 /// use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
