@@ -152,6 +152,8 @@ pub(crate) trait ResponseSink<Resp> {
 /// A stream connection as its handler context sees it.
 pub(crate) trait StreamSink<Resp>: ResponseSink<Resp> {
     fn info(&self) -> &ConnInfo;
+    /// A pusher for this connection.
+    fn pusher(&mut self) -> crate::push::Pusher<Resp>;
     /// No more requests will come (peer EOF, shutdown, close).
     fn input_finished(&self) -> bool;
 }
@@ -169,6 +171,12 @@ impl<Resp> StreamContext<'_, Resp> {
     /// `on_disconnection`), and with [`SendError::Serialize`] if it cannot be encoded.
     pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
         self.sink.send(response)
+    }
+
+    /// A [`Pusher`](crate::push::Pusher) for this connection: keep it (it is `Clone + Send +
+    /// Sync`) to send to the client later, from any thread or task (server push).
+    pub fn pusher(&mut self) -> crate::push::Pusher<Resp> {
+        self.sink.pusher()
     }
 
     /// True once the connection is closing: after the peer left (even while requests it

@@ -52,6 +52,7 @@ pub mod datagram;
 pub mod handler;
 pub mod lifecycle;
 pub mod protocol;
+pub mod push;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -609,7 +609,7 @@ where
     /// One round over every connection; true if anything happened.
     fn round(&mut self) -> bool {
         let mut progress = false;
-        let woken = self.woken.0.swap(false, Ordering::AcqRel);
+        self.woken.0.store(false, Ordering::Release);
         let mut events = Vec::new();
         let mut closed = Vec::new();
         let mut cx = Context::from_waker(&self.waker);
@@ -623,7 +623,8 @@ where
                 trace: &mut trace,
             };
             if let Some(server) = pair.server.as_deref_mut() {
-                if woken && server.wakeable() && server.poll_wake(&mut cx).is_ready() {
+                // Polled every round: it registers the waker (pushers, async handlers).
+                if server.wakeable() && server.poll_wake(&mut cx).is_ready() {
                     server.resume(self.now);
                     progress = true;
                 }
