@@ -10,12 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use easynet::handler::{
-    ConnInfo, HandlerError, HandlerResult, Next, Received, Service, StreamContext, StreamHandler,
+    ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
+    Service, StreamContext, StreamHandler,
 };
-use easynet::protocol::{Lines, Stream, Utf8};
-use easynet::push::{Broadcast, PushError, Pusher, SlowConsumer, TrySendError};
+use easynet::protocol::{Datagram, Lines, Stream, Utf8};
+use easynet::push::{Broadcast, DatagramPusher, PushError, Pusher, SlowConsumer, TrySendError};
 use easynet::stream::StreamConfig;
-use easynet::tokio::{AsyncClient, AsyncStreamHandler, AsyncTcpServer, ServerError};
+use easynet::tokio::{
+    AsyncClient, AsyncDatagramClient, AsyncDatagramHandler, AsyncStreamHandler, AsyncTcpServer,
+    AsyncUdpServer, ServerError,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -343,4 +347,95 @@ async fn a_chat_of_fifty_clients_delivers_every_line_to_every_other_once() {
     assert_eq!(room.dropped(), 0);
     server.shutdown().await;
     task.await.unwrap().unwrap();
+}
+
+/// Hands each datagram peer's pusher out, answers "ok".
+struct UdpSub(mpsc::UnboundedSender<DatagramPusher<String>>);
+
+impl DatagramHandler for UdpSub {
+    type Request = String;
+    type Response = String;
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, String>,
+        _: Received<String>,
+    ) -> HandlerResult {
+        let _ = self.0.send(cx.pusher());
+        cx.send(&"ok".to_owned())?;
+        Ok(Next::Close)
+    }
+}
+
+struct AsyncUdpSub(mpsc::UnboundedSender<DatagramPusher<String>>);
+
+impl AsyncDatagramHandler for AsyncUdpSub {
+    type Request = String;
+    type Response = String;
+    async fn handle(
+        &mut self,
+        client: &mut AsyncDatagramClient<String, String>,
+    ) -> Result<(), HandlerError> {
+        client.recv().await?;
+        let _ = self.0.send(client.pusher());
+        client.send(&"ok".to_owned()).await?;
+        Ok(())
+    }
+}
+
+type DatagramLines = Datagram<Utf8, String, String>;
+
+async fn udp_push<S: Service>(
+    server: AsyncUdpServer<S, DatagramLines>,
+    mut pushers: mpsc::UnboundedReceiver<DatagramPusher<String>>,
+) {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let s = server.clone();
+    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(server.addresses()[0]).await.unwrap();
+    let mut buf = [0u8; 100];
+    let mut recv = async || {
+        let n = timeout(LIMIT, socket.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    socket.send(b"subscribe\n").await.unwrap();
+    assert_eq!(recv().await, "ok");
+    let pusher = timeout(LIMIT, pushers.recv()).await.unwrap().unwrap();
+    let p = pusher.clone();
+    tokio::spawn(async move {
+        for i in 0..3 {
+            p.try_send(format!("tick {i}")).unwrap();
+        }
+    });
+    for i in 0..3 {
+        assert_eq!(recv().await, format!("tick {i}"));
+    }
+    server.shutdown().await;
+    task.await.unwrap().unwrap();
+    assert!(matches!(
+        pusher.try_send("late".into()),
+        Err(TrySendError::Closed(_))
+    ));
+}
+
+#[tokio::test]
+async fn udp_peers_are_pushed_to_from_a_task() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = AsyncUdpServer::builder(Datagram::lines(), move |_: &ConnInfo| UdpSub(tx.clone()))
+        .host("127.0.0.1")
+        .build()
+        .unwrap();
+    udp_push(server, rx).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let server = AsyncUdpServer::builder(Datagram::lines(), move |_: &ConnInfo| {
+        AsyncUdpSub(tx.clone())
+    })
+    .host("127.0.0.1")
+    .build_async()
+    .unwrap();
+    udp_push(server, rx).await;
 }

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use easynet_core::ConnId;
+use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
 use easynet_core::handler::{
-    ConnInfo, HandlerError, HandlerResult, Next, Received, StreamContext, StreamHandler,
+    ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
+    StreamContext, StreamHandler,
 };
-use easynet_core::protocol::Stream;
-use easynet_core::push::{Broadcast, Pusher, SlowConsumer, TrySendError};
-use easynet_core::sim::{ClientState, StreamSim};
+use easynet_core::protocol::{Datagram, Stream};
+use easynet_core::push::{Broadcast, DatagramPusher, Pusher, SlowConsumer, TrySendError};
+use easynet_core::sim::{ClientState, DatagramSim, StreamSim};
 use easynet_core::stream::{AsyncClient, AsyncStreamHandler, StreamConfig};
 
 type Pushers = Arc<Mutex<HashMap<ConnId, Pusher<String>>>>;
@@ -293,4 +295,87 @@ fn async_handlers_push_too() {
         .unwrap();
     sim.send(c, &"hi".to_owned());
     assert_eq!(sim.replies(c), ["pushed", "echo hi"]);
+}
+
+/// Keeps each datagram peer's pusher; answers "ok".
+struct DatagramSub(Arc<Mutex<Vec<DatagramPusher<String>>>>);
+
+impl DatagramHandler for DatagramSub {
+    type Request = String;
+    type Response = String;
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, String>,
+        _: Received<String>,
+    ) -> HandlerResult {
+        self.0.lock().unwrap().push(cx.pusher());
+        cx.send(&"ok".to_owned())?;
+        Ok(Next::Close)
+    }
+}
+
+struct AsyncDatagramSub(Arc<Mutex<Vec<DatagramPusher<String>>>>);
+
+impl AsyncDatagramHandler for AsyncDatagramSub {
+    type Request = String;
+    type Response = String;
+    async fn handle(
+        &mut self,
+        client: &mut AsyncDatagramClient<String, String>,
+    ) -> Result<(), HandlerError> {
+        client.recv().await?;
+        self.0.lock().unwrap().push(client.pusher());
+        client.send(&"ok".to_owned()).await?;
+        Ok(())
+    }
+}
+
+type Kept = Arc<Mutex<Vec<DatagramPusher<String>>>>;
+type DatagramLines = Datagram<easynet_core::protocol::Utf8, String, String>;
+
+fn datagram_push<S: easynet_core::handler::Service>(
+    mut sim: DatagramSim<S, DatagramLines>,
+    kept: Kept,
+) {
+    let peer = sim.peer();
+    sim.send(peer, &"subscribe".to_owned());
+    assert_eq!(sim.replies(peer), ["ok"]);
+    let pusher = kept.lock().unwrap()[0].clone();
+    std::thread::spawn(move || {
+        for i in 0..3 {
+            pusher.try_send(format!("tick {i}")).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(sim.replies(peer), ["tick 0", "tick 1", "tick 2"]);
+    sim.shutdown();
+    let pusher = kept.lock().unwrap()[0].clone();
+    assert!(pusher.is_closed());
+    assert!(matches!(
+        pusher.try_send("late".into()),
+        Err(TrySendError::Closed(_))
+    ));
+}
+
+#[test]
+fn datagram_peers_are_pushed_to_from_other_threads() {
+    let kept = Kept::default();
+    let k = kept.clone();
+    datagram_push(
+        DatagramSim::new(
+            move |_: &ConnInfo| DatagramSub(k.clone()),
+            Datagram::lines(),
+        ),
+        kept,
+    );
+    let kept = Kept::default();
+    let k = kept.clone();
+    datagram_push(
+        DatagramSim::new_async(
+            move |_: &ConnInfo| AsyncDatagramSub(k.clone()),
+            Datagram::lines(),
+        ),
+        kept,
+    );
 }

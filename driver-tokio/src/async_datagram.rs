@@ -16,16 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::DropCounter;
 use crate::conn::now;
-use crate::datagram_server::read_batch;
+use crate::datagram_server::{Event, read_batch};
 use crate::dgram::DgramSocket;
-
-/// What woke the socket loop.
-enum Event {
-    Stop,
-    Readable(io::Result<()>),
-    Timer,
-    Woken,
-}
 
 /// One socket's loop for async handlers, until cancelled or closed; then the routines are
 /// dropped (none runs once this returns) and the datagrams they sent already go out.

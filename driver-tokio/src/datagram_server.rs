@@ -183,6 +183,14 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
     }
 }
 
+/// What woke a socket loop.
+pub(crate) enum Event {
+    Stop,
+    Readable(io::Result<()>),
+    Timer,
+    Woken,
+}
+
 /// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
 /// `deliver`; a datagram that cannot be answered is counted and dropped.
 pub(crate) fn read_batch<D: DgramSocket>(
@@ -241,18 +249,24 @@ where
             }
         };
         let sleep = next_timeout.map(tokio::time::Instant::from_std);
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = closed.cancelled() => break,
-            res = socket.readable() => {
+        let event = tokio::select! {
+            () = cancel.cancelled() => Event::Stop,
+            () = closed.cancelled() => Event::Stop,
+            res = socket.readable() => Event::Readable(res),
+            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } }, if sleep.is_some() => Event::Timer,
+            // Pushed datagrams wait in the endpoint; the next drain sends them.
+            () = std::future::poll_fn(|cx| endpoint.poll_wake(cx)) => Event::Woken,
+        };
+        match event {
+            Event::Stop => break,
+            Event::Readable(res) => {
                 res?;
                 read_batch(&*socket, &mut unnamed, &drops, |from, data| {
                     endpoint.handle_datagram(now(), from, data)
                 });
             }
-            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
-                endpoint.handle_timeout(now());
-            }
+            Event::Timer => endpoint.handle_timeout(now()),
+            Event::Woken => {}
         }
     }
     endpoint.shutdown(now());

@@ -21,6 +21,7 @@ use super::contain::{self, Panicked};
 use crate::addr::Addr;
 use crate::handler::{ConnInfo, HandlerError};
 use crate::protocol::{DatagramServerProtocol, ParseError, SerializeError};
+use crate::push::DatagramPusher;
 use crate::stream::RecvError;
 
 /// An async handler for one datagram peer; `async fn` in the impl is fine.
@@ -189,6 +190,7 @@ pub struct AsyncDatagramClient<Req, Resp> {
     codec: Arc<dyn Codec<Req, Resp>>,
     first: Option<Payload>,
     link: LinkRef,
+    pusher: DatagramPusher<Resp>,
 }
 
 impl<Req, Resp> std::fmt::Debug for AsyncDatagramClient<Req, Resp> {
@@ -219,13 +221,21 @@ impl<Req, Resp> AsyncDatagramClient<Req, Resp> {
         codec: Arc<dyn Codec<Req, Resp>>,
         first: Payload,
         link: LinkRef,
+        pusher: DatagramPusher<Resp>,
     ) -> Self {
         Self {
             info,
             codec,
             first: Some(first),
             link,
+            pusher,
         }
+    }
+
+    /// A [`DatagramPusher`] for this peer: keep it to send to the peer later, from any
+    /// thread or task, after this routine returned too (server push).
+    pub fn pusher(&self) -> DatagramPusher<Resp> {
+        self.pusher.clone()
     }
 
     /// The next datagram of this peer (the one that started the routine first).

@@ -32,6 +32,7 @@ use super::{
 use crate::addr::PeerAddr;
 use crate::handler::{ConnInfo, Service};
 use crate::protocol::{ConfigError, DatagramServerProtocol};
+use crate::push::{DatagramEncoder, DatagramOutbox, DatagramPusher, Encoder};
 
 /// Polls of one routine in one turn before the other routines and the socket get theirs.
 const POLLS_PER_TURN: u32 = crate::stream::HANDLER_CALLS_PER_TURN;
@@ -41,6 +42,15 @@ const POLLS_PER_TURN: u32 = crate::stream::HANDLER_CALLS_PER_TURN;
 pub struct SendId {
     routine: RoutineId,
     seq: u64,
+}
+
+impl SendId {
+    /// A pushed datagram ([`DatagramPusher`](crate::push::DatagramPusher)): nobody waits
+    /// for its result (a failure is logged).
+    const PUSHED: SendId = SendId {
+        routine: RoutineId(u64::MAX),
+        seq: 0,
+    };
 }
 
 /// What [`AsyncDatagramServer::poll_output`] asks the driver to do.
@@ -162,9 +172,12 @@ struct Routine<H, A> {
 /// server.resume(now);
 /// assert_eq!(server.routines(), 0);
 /// ```
-pub struct AsyncDatagramServer<S: Service, P, A = SocketAddr> {
+pub struct AsyncDatagramServer<S: Service, P: DatagramServerProtocol, A = SocketAddr> {
     table: RoutineTable<S, A>,
     protocol: Arc<P>,
+    /// What pushers queue, and how they encode.
+    pushed: Arc<DatagramOutbox>,
+    encoder: Arc<dyn Encoder<P::Response>>,
     local: A,
     routines: HashMap<RoutineId, Routine<S::Handler, A>>,
     /// Routines to poll, in order.
@@ -174,7 +187,9 @@ pub struct AsyncDatagramServer<S: Service, P, A = SocketAddr> {
     turn: u64,
 }
 
-impl<S: Service, P, A: PeerAddr> std::fmt::Debug for AsyncDatagramServer<S, P, A> {
+impl<S: Service, P: DatagramServerProtocol, A: PeerAddr> std::fmt::Debug
+    for AsyncDatagramServer<S, P, A>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncDatagramServer")
             .field("local", &self.local)
@@ -200,9 +215,13 @@ where
         config: DatagramConfig,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let pushed = Arc::new(DatagramOutbox::new(config.max_pending));
+        let encoder: Arc<dyn Encoder<P::Response>> = Arc::new(DatagramEncoder(protocol.clone()));
         Ok(Self {
             table: RoutineTable::new(service, local.clone(), config)?,
             protocol,
+            pushed,
+            encoder,
             local,
             routines: HashMap::new(),
             ready: VecDeque::new(),
@@ -257,6 +276,7 @@ where
     /// Ready once a routine was woken from outside (what it awaits beyond its client): then
     /// call [`resume`](Self::resume). Registers `cx`'s waker for the next wake-up.
     pub fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let pushed = self.pushed.poll(cx).is_ready();
         {
             let mut driver = self.wakes.driver.lock().unwrap_or_else(|e| e.into_inner());
             if !driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -264,7 +284,7 @@ where
             }
         }
         let woken = self.wakes.woken.lock().unwrap_or_else(|e| e.into_inner());
-        if woken.is_empty() {
+        if woken.is_empty() && !pushed {
             Poll::Pending
         } else {
             Poll::Ready(())
@@ -273,6 +293,20 @@ where
 
     /// The next thing for the driver to do; [`AsyncOutput::Idle`] ends each drain loop.
     pub fn poll_output(&mut self) -> AsyncOutput<A> {
+        if self.out.is_empty() {
+            let out = &mut self.out;
+            self.pushed.drain(|to, data| {
+                if let Some(to) = A::from_addr(&to) {
+                    out.push_back((
+                        SendId::PUSHED,
+                        Transmit {
+                            to: to.clone(),
+                            data,
+                        },
+                    ));
+                }
+            });
+        }
         match self.out.pop_front() {
             Some((id, transmit)) => AsyncOutput::Transmit(id, transmit),
             None => AsyncOutput::Idle {
@@ -291,6 +325,7 @@ where
     /// queued datagrams are dropped (counted), kept handlers are dropped, and nothing runs
     /// any more. Datagrams the routines sent already can still be drained. Idempotent.
     pub fn shutdown(&mut self, now: Instant) {
+        self.pushed.close();
         for (_, routine) in self.routines.drain() {
             lock(&routine.link).closing = true;
             contain::drop_handler(&routine.info, routine.future);
@@ -381,7 +416,8 @@ where
     ) {
         let link: LinkRef = Arc::new(Mutex::new(Link::new()));
         let codec: Arc<dyn Codec<P::Request, P::Response>> = self.protocol.clone();
-        let client = AsyncDatagramClient::new(info.clone(), codec, first, link.clone());
+        let pusher = DatagramPusher::new(self.pushed.clone(), self.encoder.clone(), info.clone());
+        let client = AsyncDatagramClient::new(info.clone(), codec, first, link.clone(), pusher);
         let wake = Arc::new(RoutineWake {
             id,
             queued: AtomicBool::new(false),
