@@ -8,4 +8,3 @@ pub mod chunks;
 pub mod clock;
 pub mod logs;
 pub mod scripted;
-pub mod sim;
