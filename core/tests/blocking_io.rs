@@ -463,8 +463,10 @@ impl Read for TlsPeer {
                 self.taken += n;
                 return Ok(n);
             }
-            if sim.state(self.raw) == ClientState::EndOfStream {
-                return Ok(0);
+            match sim.state(self.raw) {
+                ClientState::EndOfStream => return Ok(0),
+                ClientState::Reset => return Err(io::ErrorKind::ConnectionReset.into()),
+                _ => {}
             }
         }
         let Some(t) = self.timeout else {

@@ -42,16 +42,10 @@ impl Log {
     pub fn seen(&self) -> Vec<Seen> {
         self.of(0)
     }
-
-    /// How many handlers were made.
-    pub fn handlers(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
 }
 
 /// The service: one [`Scripted`] handler per connection, all answering by one script and
 /// recording into one [`Log`].
-#[derive(Clone)]
 pub struct Script {
     log: Log,
     script: Arc<ScriptFn>,
