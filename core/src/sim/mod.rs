@@ -5,7 +5,10 @@
 //! server machine (service hooks, many connections, graceful shutdown, close) with the
 //! same sessions the drivers run, portable or async handlers, plain or TLS;
 //! [`DatagramSim`] does the same for datagram endpoints. Simulated clients speak the same
-//! protocol value (messages or raw bytes), half-close, reset, or stop reading. Faults
+//! protocol value (messages or raw bytes), half-close, reset, or stop reading; a raw
+//! client ([`StreamSim::connect_raw`]) speaks no protocol at all. A test sees what each
+//! client received and how its connection ended, and how the server closed it
+//! ([`StreamSim::server_closed`]). Faults
 //! ([`Faults`]) cut reads and writes into random chunks, bound the socket buffers, and
 //! lose, duplicate or reorder datagrams; all randomness comes from one seed, so a run is
 //! reproduced by its seed, and its [`trace`](StreamSim::trace) says what happened when.

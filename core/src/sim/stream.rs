@@ -18,8 +18,8 @@ use crate::handler::{ConnInfo, Received, Service, StreamHandler};
 use crate::protocol::{StreamClientProtocol, StreamServerProtocol};
 use crate::server::{self, Server};
 use crate::stream::{
-    AsyncSession, AsyncStreamHandler, ClientRole, Connection, Driven, ServerRole, Session,
-    StreamConfig,
+    Action, AsyncSession, AsyncStreamHandler, ClientRole, CloseHow, Connection, Driven, ServerRole,
+    Session, StreamConfig, Want,
 };
 
 /// Rounds of [`StreamSim::run_until_idle`] before it gives up: a server that never
@@ -51,6 +51,9 @@ pub enum ClientState {
     Closed,
     /// The server was not accepting.
     Refused,
+    /// The client's own connection failed and it closed it: under TLS, a handshake it
+    /// rejected (a certificate it does not trust, say) or a record it could not read.
+    Failed,
 }
 
 /// Makes the server side of an accepted connection: the session for the service's handler
@@ -206,13 +209,71 @@ where
     }
 }
 
+/// A client that speaks no protocol and no TLS ([`StreamSim::connect_raw`]): it sends
+/// only the bytes the test gives it and keeps what it reads (the tap records it).
+struct Raw {
+    info: ConnInfo,
+    close: Option<CloseHow>,
+}
+
+impl Driven for Raw {
+    fn poll_action(&mut self, _: Instant) -> Action {
+        match self.close {
+            Some(how) => Action::Close(how),
+            None => Action::Io(Want {
+                read: true,
+                write: false,
+                timeout: None,
+                resume: false,
+            }),
+        }
+    }
+    fn handle_read(&mut self, _: Instant, _: &[u8]) {}
+    fn read_buffer(&mut self) -> Option<&mut bytes::BytesMut> {
+        None
+    }
+    fn handle_read_in_place(&mut self, _: Instant, _: usize) {}
+    fn handle_eof(&mut self, _: Instant) {}
+    fn handle_io_error(&mut self, _: Instant) {}
+    fn handle_timeout(&mut self, _: Instant) {}
+    fn handle_unsent(&mut self, _: Instant, _: Option<usize>) {}
+    fn resume(&mut self, _: Instant) {}
+    fn shutdown(&mut self, _: Instant, _: Instant) {}
+    fn write_to(&mut self, _: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn read_size(&self) -> usize {
+        64 * 1024
+    }
+    fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+}
+
+/// The client end of a connection.
+enum Client<P: StreamServerProtocol + StreamClientProtocol> {
+    /// Speaks the protocol (and TLS): what [`StreamSim::send`] and the replies use.
+    Speaking(Box<Connection<P, ClientRole>>),
+    /// Bytes only ([`StreamSim::connect_raw`]).
+    Raw(Raw),
+}
+
+impl<P: StreamServerProtocol + StreamClientProtocol> Client<P> {
+    fn driven(&mut self) -> &mut dyn Driven {
+        match self {
+            Self::Speaking(conn) => &mut **conn,
+            Self::Raw(raw) => raw,
+        }
+    }
+}
+
 /// One connection: the server's session, the client, and the wire between them.
 struct Pair<P: StreamServerProtocol + StreamClientProtocol> {
     conn: ConnId,
     /// `None` once closed (and dropped) or if the handler factory failed.
     server: Option<Box<dyn Driven>>,
     server_end: End,
-    client: Connection<P, ClientRole>,
+    client: Client<P>,
     client_end: End,
     to_server: Pipe,
     to_client: Pipe,
@@ -402,6 +463,70 @@ where
     /// Connects a new client. If the server is not accepting, the client is
     /// [`Refused`](ClientState::Refused).
     pub fn connect(&mut self) -> ClientId {
+        let client = self.connect_as(false);
+        self.run_until_idle();
+        client
+    }
+
+    /// Connects a new client like [`connect`](Self::connect), without running: the server
+    /// has accepted the connection (and made its handler) but nothing has moved on the wire
+    /// yet, so what the test does next comes first. A request sent now is sent the way a
+    /// client that does not wait for the TLS handshake sends it.
+    ///
+    /// ```
+    /// # use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+    /// # use easynet_core::protocol::Stream;
+    /// # use easynet_core::sim::StreamSim;
+    /// # struct Echo;
+    /// # impl StreamHandler for Echo {
+    /// #     type Request = String;
+    /// #     type Response = String;
+    /// #     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+    /// #         if let Received::Request(line) = r { cx.send(&line)?; }
+    /// #         Ok(Next::recv())
+    /// #     }
+    /// # }
+    /// let mut sim = StreamSim::new(|_: &ConnInfo| Echo, Stream::lines());
+    /// let client = sim.connect_without_running();
+    /// assert!(sim.trace().iter().all(|t| !matches!(t.event, easynet_core::sim::Event::Read { .. })));
+    /// sim.send(client, &"early".to_owned()); // now everything runs
+    /// assert_eq!(sim.replies(client), ["early"]);
+    /// ```
+    pub fn connect_without_running(&mut self) -> ClientId {
+        self.connect_as(false)
+    }
+
+    /// Connects a client that speaks no protocol and no TLS: it sends only what
+    /// [`send_bytes`](Self::send_bytes) gives it and keeps every byte it reads, undecoded
+    /// ([`received_bytes`](Self::received_bytes)). For a peer that never says hello, a port
+    /// scanner, or a client whose bytes the test writes by hand (a TLS client under test,
+    /// say). It has no decoded replies, and [`send`](Self::send) panics for it.
+    ///
+    /// ```
+    /// # use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+    /// # use easynet_core::protocol::Stream;
+    /// # use easynet_core::sim::StreamSim;
+    /// # struct Echo;
+    /// # impl StreamHandler for Echo {
+    /// #     type Request = String;
+    /// #     type Response = String;
+    /// #     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+    /// #         if let Received::Request(line) = r { cx.send(&line)?; }
+    /// #         Ok(Next::recv())
+    /// #     }
+    /// # }
+    /// let mut sim = StreamSim::new(|_: &ConnInfo| Echo, Stream::lines());
+    /// let raw = sim.connect_raw();
+    /// sim.send_bytes(raw, b"ping\n");
+    /// assert_eq!(sim.received_bytes(raw), b"ping\n");
+    /// ```
+    pub fn connect_raw(&mut self) -> ClientId {
+        let client = self.connect_as(true);
+        self.run_until_idle();
+        client
+    }
+
+    fn connect_as(&mut self, raw: bool) -> ClientId {
         let client = self.next_client;
         self.next_client += 1;
         if !self.accepting {
@@ -413,7 +538,7 @@ where
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000u16.wrapping_add(client as u16)));
         let info = ConnInfo::new(conn, peer, local());
         let client_info = ConnInfo::new(ConnId(client), local(), peer);
-        let (server, client_conn) = self.connections_for(info, client_info);
+        let (server, client_conn) = self.connections_for(info, client_info, raw);
         let (make, now, service) = (self.make, self.now, self.service.clone());
         let server = self.logged(|_| server.and_then(|c| make(now, &service, c)));
         self.record(Event::Connected {
@@ -436,7 +561,6 @@ where
                 counted: false,
             },
         );
-        self.run_until_idle();
         ClientId(client)
     }
 
@@ -444,7 +568,18 @@ where
         &self,
         info: ConnInfo,
         client_info: ConnInfo,
-    ) -> (Option<Connection<P, ServerRole>>, Connection<P, ClientRole>) {
+        raw: bool,
+    ) -> (Option<Connection<P, ServerRole>>, Client<P>) {
+        let client = |conn| {
+            if raw {
+                Client::Raw(Raw {
+                    info: client_info.clone(),
+                    close: None,
+                })
+            } else {
+                Client::Speaking(Box::new(conn))
+            }
+        };
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             use crate::tls::TlsSession;
@@ -457,16 +592,16 @@ where
                     s,
                 )
             });
-            let client = TlsSession::client(tls.client.clone(), tls.name.clone())
+            let tls_client = TlsSession::client(tls.client.clone(), tls.name.clone())
                 .expect("the simulated client's TLS configuration is valid");
-            let client = Connection::with_tls(
+            let conn = Connection::with_tls(
                 self.now,
                 self.protocol.clone(),
                 self.client_config.clone(),
-                client_info,
-                client,
+                client_info.clone(),
+                tls_client,
             );
-            return (server, client);
+            return (server, client(conn));
         }
         (
             Some(Connection::new(
@@ -474,11 +609,11 @@ where
                 self.config.clone(),
                 info,
             )),
-            Connection::new(
+            client(Connection::new(
                 self.protocol.clone(),
                 self.client_config.clone(),
-                client_info,
-            ),
+                client_info.clone(),
+            )),
         )
     }
 
@@ -493,7 +628,10 @@ where
     pub fn send(&mut self, client: ClientId, request: &P::Request) {
         let pair = self.pair(client);
         assert!(!pair.to_server.fin, "{client} has shut down its write side");
-        if let Err(e) = pair.client.send(request) {
+        let Client::Speaking(conn) = &mut pair.client else {
+            panic!("{client} is raw: it sends bytes (send_bytes)");
+        };
+        if let Err(e) = conn.send(request) {
             panic!("{client} cannot send: {e}");
         }
         self.run_until_idle();
@@ -527,7 +665,10 @@ where
         let now = self.now;
         let pair = self.pair(client);
         pair.closed_by_client = true;
-        pair.client.close(now);
+        match &mut pair.client {
+            Client::Speaking(conn) => conn.close(now),
+            Client::Raw(raw) => raw.close = raw.close.or(Some(CloseHow::Graceful)),
+        }
         self.run_until_idle();
     }
 
@@ -536,7 +677,10 @@ where
         let now = self.now;
         let pair = self.pair(client);
         pair.closed_by_client = true;
-        pair.client.close_abortively(now);
+        match &mut pair.client {
+            Client::Speaking(conn) => conn.close_abortively(now),
+            Client::Raw(raw) => raw.close = raw.close.or(Some(CloseHow::Abort)),
+        }
         self.run_until_idle();
     }
 
@@ -579,15 +723,72 @@ where
         let Some(pair) = self.pairs.get(&client.0) else {
             return ClientState::Refused;
         };
+        let input_finished = match &pair.client {
+            Client::Speaking(conn) => conn.is_input_finished(),
+            Client::Raw(_) => false,
+        };
         if pair.closed_by_client {
             ClientState::Closed
+        } else if pair.client_end.closed.is_some() {
+            // Closed on its own, before any reset: its connection failed.
+            ClientState::Failed
         } else if pair.client_end.reset_seen {
             ClientState::Reset
-        } else if pair.client_end.eof_seen || pair.client.is_input_finished() {
+        } else if pair.client_end.eof_seen || input_finished {
             ClientState::EndOfStream
         } else {
             ClientState::Open
         }
+    }
+
+    /// How the server closed `client`'s connection: `None` while its side is open (a
+    /// lingering close included: its socket is still open), then
+    /// [`Graceful`](CloseHow::Graceful) or [`Abort`](CloseHow::Abort). A connection whose
+    /// socket failed (a reset from the client) or whose handler could not be made ends
+    /// abortively, as a driver closes it. `None` for a refused client.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+    /// # use easynet_core::protocol::Stream;
+    /// # use easynet_core::sim::{ClientState, StreamSim};
+    /// use easynet_core::stream::CloseHow;
+    /// /// Answers once, then closes.
+    /// struct Once;
+    /// impl StreamHandler for Once {
+    ///     type Request = String;
+    ///     type Response = String;
+    ///     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+    ///         if let Received::Request(line) = r { cx.send(&line)?; }
+    ///         Ok(Next::Close)
+    ///     }
+    /// }
+    /// let mut sim = StreamSim::new(|_: &ConnInfo| Once, Stream::lines());
+    /// let client = sim.connect();
+    /// sim.send(client, &"bye".to_owned());
+    /// assert_eq!(sim.replies(client), ["bye"]);
+    /// assert_eq!(sim.state(client), ClientState::EndOfStream);
+    /// // The server lingers until the client has everything, then releases its socket.
+    /// assert_eq!(sim.server_closed(client), None);
+    /// sim.advance(Duration::from_secs(1));
+    /// assert_eq!(sim.server_closed(client), Some(CloseHow::Graceful));
+    /// ```
+    pub fn server_closed(&self, client: ClientId) -> Option<CloseHow> {
+        let pair = self.pairs.get(&client.0)?;
+        let end = &pair.server_end;
+        end.closed.or(end.reset_seen.then_some(CloseHow::Abort))
+    }
+
+    /// Bytes on their way to `to` on `client`'s connection: written by the other side and
+    /// not read yet, what the socket buffers hold. A server that stopped reading (its write
+    /// queue is over the high-water mark, a shutdown began) leaves the client's requests
+    /// here; a client that stopped reading ([`set_reading`](Self::set_reading)) leaves the
+    /// server's answers. 0 for a refused client.
+    pub fn in_flight(&self, client: ClientId, to: Side) -> usize {
+        self.pairs.get(&client.0).map_or(0, |pair| match to {
+            Side::Server => pair.to_server.buf.len(),
+            Side::Client => pair.to_client.buf.len(),
+        })
     }
 
     /// Runs until nothing more happens without the clock moving: every byte that can
@@ -643,14 +844,19 @@ where
                 progress = true;
             }
             // The client keeps a receive armed and collects what it gets.
-            if !pair.client_end.is_done() && !pair.client.is_receiving() {
-                pair.client.recv(self.now, None);
+            if let Client::Speaking(conn) = &mut pair.client
+                && !pair.client_end.is_done()
+                && !conn.is_receiving()
+            {
+                conn.recv(self.now, None);
             }
             progress |= client_step(pair, &mut ctx);
-            while let Some(r) = pair.client.poll_received(self.now) {
-                pair.replies.push_back(r);
-                pair.client.recv(self.now, None);
-                progress = true;
+            if let Client::Speaking(conn) = &mut pair.client {
+                while let Some(r) = conn.poll_received(self.now) {
+                    pair.replies.push_back(r);
+                    conn.recv(self.now, None);
+                    progress = true;
+                }
             }
             if pair.server_end.is_done() && !pair.counted {
                 pair.counted = true;
@@ -777,7 +983,7 @@ fn client_step<P: StreamServerProtocol + StreamClientProtocol>(
     ctx: &mut Ctx<'_>,
 ) -> bool {
     step(
-        &mut pair.client,
+        pair.client.driven(),
         &mut pair.client_end,
         &mut pair.to_client,
         &mut pair.to_server,
