@@ -784,12 +784,18 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         });
     }
 
-    /// Queues an encoded frame after what is queued.
+    /// Queues an encoded frame after what is queued: small frames are copied into the write
+    /// buffer so that many go out in one write; large ones are queued as they are (shared,
+    /// no copy), as `send` does.
     fn queue_frame(&mut self, frame: Bytes) {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_plaintext(&frame);
             self.tls_pending += frame.len();
+            return;
+        }
+        if frame.len() < SHARED_MIN && self.chunks.is_empty() {
+            self.wbuf.extend_from_slice(&frame);
             return;
         }
         if !self.wbuf.is_empty() {
