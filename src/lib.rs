@@ -10,7 +10,9 @@
 
 #[cfg(feature = "tls")]
 pub use easynet_core::tls;
-pub use easynet_core::{ConnId, accept, addr, datagram, handler, lifecycle, protocol, stream};
+pub use easynet_core::{
+    ConnId, accept, addr, datagram, handler, lifecycle, protocol, server, stream,
+};
 
 #[cfg(feature = "mio")]
 pub use easynet_mio as mio;
