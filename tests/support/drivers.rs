@@ -242,3 +242,90 @@ where
         stop: Some(Box::new(move || thread.join(None).unwrap())),
     }
 }
+
+// examples/poll_loop.rs, the single-threaded `polling` loop written against the core's
+// public API, runs the same scenarios as the two drivers.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+#[path = "../../examples/poll_loop.rs"]
+#[allow(dead_code)]
+mod poll_loop;
+
+/// The line `Echo` on the poll loop example.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+pub fn poll_loop(opts: Opts) -> Running {
+    let timeout = opts.timeout;
+    poll_loop_tcp(Stream::lines(), move |_: &ConnInfo| Echo { timeout }, opts)
+}
+
+/// Any stream protocol and portable handler on the poll loop example, on a thread of its own.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+pub fn poll_loop_tcp<P, S>(protocol: P, service: S, opts: Opts) -> Running
+where
+    P: StreamServerProtocol,
+    S: Service,
+    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut stream = opts.stream();
+    if let Some(h) = opts.handshake_timeout {
+        stream = stream.with_tls_handshake_timeout(h);
+    }
+    let cfg = poll_loop_config(stream, opts.tls);
+    on_poll_loop(addr, move |stop| {
+        poll_loop::serve_tcp(
+            listener,
+            service,
+            protocol,
+            &cfg,
+            stop,
+            easynet::stream::Session::start,
+        )
+    })
+}
+
+/// Any datagram protocol and portable handler on the poll loop example.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+pub fn poll_loop_udp<P, S>(protocol: P, service: S) -> Running
+where
+    P: DatagramServerProtocol,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+{
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let cfg = poll_loop_config(StreamConfig::default(), None);
+    on_poll_loop(addr, move |stop| {
+        poll_loop::serve_udp(socket, service, protocol, &cfg, stop)
+    })
+}
+
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn poll_loop_config(
+    stream: StreamConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> poll_loop::Config {
+    poll_loop::Config {
+        stream,
+        shutdown_timeout: Duration::from_secs(3),
+        tls,
+    }
+}
+
+/// Runs a poll loop on a thread; `stop` writes to its stop pipe (as a signal would) and
+/// joins the thread, which ends by the shutdown deadline.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn on_poll_loop(
+    addr: SocketAddr,
+    serve: impl FnOnce(std::os::unix::net::UnixStream) -> std::io::Result<()> + Send + 'static,
+) -> Running {
+    let (stop, stop_rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    let thread = std::thread::spawn(move || serve(stop_rx));
+    Running {
+        addr,
+        stop: Some(Box::new(move || {
+            let _ = std::io::Write::write_all(&mut &stop, b"x");
+            thread.join().unwrap().unwrap();
+        })),
+    }
+}
