@@ -254,16 +254,28 @@ mod poll_loop;
 #[cfg(all(unix, feature = "tls", feature = "json"))]
 pub fn poll_loop(opts: Opts) -> Running {
     let timeout = opts.timeout;
-    poll_loop_tcp(Stream::lines(), move |_: &ConnInfo| Echo { timeout }, opts)
+    let service = move |_: &ConnInfo| Echo { timeout };
+    poll_loop_tcp(
+        Stream::lines(),
+        service,
+        opts,
+        easynet::stream::Session::start,
+    )
 }
 
-/// Any stream protocol and portable handler on the poll loop example, on a thread of its own.
+/// Any stream protocol and handler on the poll loop example, on a thread of its own: `start`
+/// is `Session::start` (portable handlers) or `AsyncSession::start` (async handlers).
 #[cfg(all(unix, feature = "tls", feature = "json"))]
-pub fn poll_loop_tcp<P, S>(protocol: P, service: S, opts: Opts) -> Running
+pub fn poll_loop_tcp<P, S, D>(
+    protocol: P,
+    service: S,
+    opts: Opts,
+    start: poll_loop::Start<S, P, D>,
+) -> Running
 where
     P: StreamServerProtocol,
     S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+    D: easynet::stream::Driven,
 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -273,14 +285,7 @@ where
     }
     let cfg = poll_loop_config(stream, opts.tls);
     on_poll_loop(addr, move |stop| {
-        poll_loop::serve_tcp(
-            listener,
-            service,
-            protocol,
-            &cfg,
-            stop,
-            easynet::stream::Session::start,
-        )
+        poll_loop::serve_tcp(listener, service, protocol, &cfg, stop, start)
     })
 }
 
