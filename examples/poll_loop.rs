@@ -217,11 +217,11 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
                     p.modify(l, polling::Event::readable(LISTENER))?; // oneshot: re-arm
                     break;
                 }
-                // Skipped, paused until `gate.poll_timeout()`, or the listener failed: then
-                // the connections are served to their end.
+                // Skipped, paused until `gate.poll_timeout()`, or the listener failed (logged
+                // by the gate): then the run ends, gracefully.
                 Err(e) => match gate.on_error(now, &e) {
                     AcceptAction::Fail => {
-                        server.close();
+                        let _ = server.shutdown(now);
                         break;
                     }
                     _ => continue,
