@@ -49,9 +49,15 @@ pub struct Opts {
     pub write_high_water: Option<usize>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub handshake_timeout: Option<Duration>,
+    /// The server's shutdown timeout; 3 s unless set.
+    pub shutdown_timeout: Option<Duration>,
 }
 
 impl Opts {
+    fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout.unwrap_or(Duration::from_secs(3))
+    }
+
     fn stream(&self) -> StreamConfig {
         let mut c = StreamConfig::default();
         if let Some(h) = self.write_high_water {
@@ -140,7 +146,7 @@ where
     let rt = runtime();
     let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
-        .shutdown_timeout(Duration::from_secs(3))
+        .shutdown_timeout(opts.shutdown_timeout())
         .stream_config(opts.stream());
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
@@ -175,7 +181,7 @@ where
     use easynet::mio::{ServerThread, StandaloneTcpServer};
     let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
-        .shutdown_timeout(Duration::from_secs(3))
+        .shutdown_timeout(opts.shutdown_timeout())
         .stream_config(opts.stream());
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
@@ -283,7 +289,11 @@ where
     if let Some(h) = opts.handshake_timeout {
         stream = stream.with_tls_handshake_timeout(h);
     }
-    let cfg = poll_loop_config(stream, opts.tls);
+    let cfg = poll_loop::Config {
+        stream,
+        shutdown_timeout: opts.shutdown_timeout(),
+        tls: opts.tls,
+    };
     on_poll_loop(addr, move |stop| {
         poll_loop::serve_tcp(listener, service, protocol, &cfg, stop, start)
     })
@@ -299,22 +309,13 @@ where
 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
-    let cfg = poll_loop_config(StreamConfig::default(), None);
+    let cfg = poll_loop::Config {
+        shutdown_timeout: Duration::from_secs(3),
+        ..poll_loop::Config::default()
+    };
     on_poll_loop(addr, move |stop| {
         poll_loop::serve_udp(socket, service, protocol, &cfg, stop)
     })
-}
-
-#[cfg(all(unix, feature = "tls", feature = "json"))]
-fn poll_loop_config(
-    stream: StreamConfig,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> poll_loop::Config {
-    poll_loop::Config {
-        stream,
-        shutdown_timeout: Duration::from_secs(3),
-        tls,
-    }
 }
 
 /// Runs a poll loop on a thread; `stop` writes to its stop pipe (as a signal would) and
