@@ -2,9 +2,9 @@
 //!
 //! A flooding client sends [`FLOOD`] empty lines (each a complete, tiny request) in one
 //! stream; meanwhile a probe client on another connection of the same event loop (mio: one
-//! worker; tokio: a current-thread runtime; the poll loop example: its one thread) sends a request every 20 ms and times each
-//! answer. Every probe sent while the flood is being handled must be answered within
-//! [`BOUND`]. A per-turn budget that counts socket reads rather than requests handled lets
+//! worker; tokio: a current-thread runtime; the poll loop example: its one thread) sends a
+//! request every 20 ms and times each answer. Every probe sent while the flood is being
+//! handled must be answered within [`BOUND`]. A per-turn budget that counts socket reads rather than requests handled lets
 //! one turn of the flooding connection handle hundreds of thousands of requests (16 reads
 //! of 16 KiB of empty lines) while the probe waits.
 //!
