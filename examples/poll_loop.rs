@@ -126,13 +126,12 @@ fn pump<D: Driven>(
             }
             Action::ShutdownWrite => drop(c.stream.shutdown(Shutdown::Write)), // FIN; read on
             Action::QueryUnsent => c.session.handle_unsent(now, unsent_bytes(&c.stream)),
-            Action::Close(how) => {
-                if how == CloseHow::Abort {
-                    set_abortive(&c.stream); // SO_LINGER 0: the close is a reset
-                }
+            Action::Close(CloseHow::Graceful) => return false,
+            // `Close(Abort)`, or an action this loop does not know (`Action` is non-exhaustive).
+            _ => {
+                set_abortive(&c.stream); // SO_LINGER 0: the close is a reset
                 return false;
             }
-            _ => return false,
         }
     }
 }
@@ -182,7 +181,7 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
                 _ => {}
             }
         }
-        // Wait for readiness, the first timer or a wake-up; not at all if turns are left.
+        // Wait for readiness, the first timer or a wake-up; only look if turns are left.
         let timers = conns
             .values()
             .filter_map(|c| c.timer)
