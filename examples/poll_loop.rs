@@ -441,13 +441,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     type Json = serde_json::Value;
     let addr = (host.as_str(), port);
-    Ok(match (transport.as_str(), framing.as_str()) {
-        ("tcp", "json") => tcp(addr, Stream::<_, _, Json, Json>::json_lines(), cfg, stop)?,
-        ("tcp", "line") => tcp(addr, Stream::lines(), cfg, stop)?,
-        ("tcp", "raw") => tcp(addr, Stream::raw(), cfg, stop)?,
-        ("udp", "json") => udp(addr, Datagram::<_, Json, Json>::json(), cfg, stop)?,
-        ("udp", "line") => udp(addr, Datagram::lines(), cfg, stop)?,
-        ("udp", "raw") => udp(addr, Datagram::raw(), cfg, stop)?,
+    match (transport.as_str(), framing.as_str()) {
+        ("tcp", "json") => tcp(addr, Stream::<_, _, Json, Json>::json_lines(), cfg, stop),
+        ("tcp", "line") => tcp(addr, Stream::lines(), cfg, stop),
+        ("tcp", "raw") => tcp(addr, Stream::raw(), cfg, stop),
+        ("udp", "json") => udp(addr, Datagram::<_, Json, Json>::json(), cfg, stop),
+        ("udp", "line") => udp(addr, Datagram::lines(), cfg, stop),
+        ("udp", "raw") => udp(addr, Datagram::raw(), cfg, stop),
         (t, f) => return Err(format!("unknown transport/framing {t}/{f}").into()),
-    })
+    }?;
+    Ok(())
 }

@@ -182,7 +182,7 @@ fn probe(writer: &mut TcpStream, reader: &mut BufReader<TcpStream>, i: usize) ->
     }
 }
 
-/// One flood at a time: the two tests would otherwise share the machine's cores.
+/// One flood at a time: the tests would otherwise share the machine's cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn scenario(name: &str, start: fn(QuietService) -> Server) {
