@@ -13,7 +13,7 @@ pub use easynet_core::sim;
 #[cfg(feature = "tls")]
 pub use easynet_core::tls;
 pub use easynet_core::{
-    ConnId, accept, addr, datagram, handler, lifecycle, protocol, push, stream,
+    ConnId, accept, addr, datagram, handler, lifecycle, protocol, push, server, stream,
 };
 
 #[cfg(feature = "mio")]

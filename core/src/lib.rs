@@ -39,9 +39,24 @@
 //! # How to drive it
 //!
 //! A driver feeds what happened (bytes read, end of stream, a timer firing) and then does
-//! what the machine asks (write these bytes, close now, wake me at this instant). A blocking
-//! one-connection driver over `std::net` fits in a screen; see `examples/echo_server.rs` of
-//! the workspace and [`stream::Session`].
+//! what the machine asks (write these bytes, close now, wake me at this instant). There is
+//! one question per machine: [`Driven::poll_action`](stream::Driven::poll_action) for a
+//! stream connection (portable [`Session`](stream::Session) and async
+//! [`AsyncSession`](stream::AsyncSession) alike),
+//! [`Server::poll_event`](server::Server::poll_event) for the whole server, and
+//! [`DatagramServer::poll_output`](datagram::DatagramServer::poll_output) (or
+//! [`AsyncDatagramServer::poll_output`](datagram::AsyncDatagramServer::poll_output)) for a
+//! datagram endpoint.
+//!
+//! # Writing a driver
+//!
+//! `examples/poll_loop.rs` of the workspace is a complete third driver in one file: a
+//! single-threaded loop on the `polling` crate serving TCP (with TLS and async handlers) and
+//! UDP through this crate's public API, with signals and a graceful shutdown; the workspace
+//! runs the drivers' shared scenarios against it. The "Writing a driver" chapter of the
+//! workspace's `ARCHITECTURE.md` lists every obligation of a driver, in order (bind, run
+//! start, accepting, each connection's loop, timers, wake-ups, fairness, shutdown,
+//! teardown, datagram endpoints), with that example as its reference.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
