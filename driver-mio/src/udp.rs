@@ -230,6 +230,7 @@ where
         });
     }
     control.init(&**service)?;
+    let wake = std::task::Waker::from(Arc::new(PollWake(waker.clone())));
     control.serving(bound.clone(), dups, vec![waker]);
     if control.orders().shutdown.is_none() {
         let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
@@ -237,7 +238,7 @@ where
         is_up.set();
     }
     control.enter_loop();
-    let result = serve(poll, &mut endpoints, control, drops);
+    let result = serve(poll, &mut endpoints, control, drops, &wake);
     control.leave_loop();
     for e in &mut endpoints {
         e.server.shutdown(Instant::now());
@@ -249,11 +250,24 @@ where
     result.map_err(ServerError::Listener)
 }
 
+/// Wakes the loop's poll: a pusher queued a datagram.
+struct PollWake(Arc<mio::Waker>);
+
+impl std::task::Wake for PollWake {
+    fn wake(self: Arc<Self>) {
+        let _ = self.0.wake();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self.0.wake();
+    }
+}
+
 fn serve<S, P, D>(
     mut poll: Poll,
     endpoints: &mut [Endpoint<S, P, D>],
     control: &Control,
     drops: &DropCounter,
+    wake: &std::task::Waker,
 ) -> io::Result<()>
 where
     D: MioDgram,
@@ -291,6 +305,11 @@ where
             busy |= e.readable;
             count_drops(e, drops);
             flush(e);
+            // Pushed datagrams: drained by the next flush; the waker wakes the poll.
+            busy |= e
+                .server
+                .poll_wake(&mut std::task::Context::from_waker(wake))
+                .is_ready();
         }
         let timeout = if busy {
             Some(Duration::ZERO)

@@ -10,7 +10,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
@@ -18,7 +19,7 @@ use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{Action, CloseHow, Connection, Session, StreamConfig};
+use easynet_core::stream::{Action, CloseHow, Connection, Driven, Session, StreamConfig};
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -29,6 +30,36 @@ const WAKER: Token = Token(usize::MAX);
 /// Reads per connection per wake-up before others get a turn (handler calls have their own
 /// budget in the core).
 const READ_BUDGET: usize = 16;
+
+/// Connections woken from outside the loop (a pusher queued a frame): their slot and
+/// generation, and the loop's waker.
+struct Woken {
+    conns: Mutex<Vec<(usize, u64)>>,
+    poll: Arc<mio::Waker>,
+}
+
+/// The waker a connection's session gets for [`Driven::poll_wake`].
+struct ConnWake {
+    idx: usize,
+    generation: u64,
+    woken: Arc<Woken>,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut conns = self.woken.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let first = conns.is_empty();
+        conns.push((self.idx, self.generation));
+        drop(conns);
+        if first {
+            let _ = self.woken.poll.wake();
+        }
+    }
+}
 
 /// A listening socket a worker accepts on: TCP or Unix.
 pub(crate) trait MioListener: Source + Send + 'static {
@@ -110,6 +141,8 @@ struct Entry<
     /// The deadline last pushed on the timer heap, to avoid duplicates.
     timer: Option<Instant>,
     generation: u64,
+    /// Made once the session can be woken from outside (it handed out a pusher).
+    waker: Option<Waker>,
 }
 
 /// One connection slot of a worker.
@@ -137,6 +170,7 @@ where
     shutting_down: bool,
     /// The shutdown deadline, once ordered.
     deadline: Option<Instant>,
+    woken: Arc<Woken>,
 }
 
 impl<S: Service, P, L: MioListener> Worker<S, P, L>
@@ -175,6 +209,10 @@ where
                 ready: Vec::new(),
                 shutting_down: false,
                 deadline: None,
+                woken: Arc::new(Woken {
+                    conns: Mutex::new(Vec::new()),
+                    poll: waker.clone(),
+                }),
             },
             waker,
         ))
@@ -240,6 +278,15 @@ where
             for idx in std::mem::take(&mut self.ready) {
                 if let Some(Some(e)) = self.conns.get_mut(idx) {
                     e.queued = false;
+                    self.pump(now, idx);
+                }
+            }
+            let woken =
+                std::mem::take(&mut *self.woken.conns.lock().unwrap_or_else(|e| e.into_inner()));
+            for (idx, generation) in woken {
+                if let Some(Some(e)) = self.conns.get(idx)
+                    && e.generation == generation
+                {
                     self.pump(now, idx);
                 }
             }
@@ -381,6 +428,7 @@ where
             queued: false,
             timer: None,
             generation: self.generation,
+            waker: None,
         });
         self.pump(now, idx);
     }
@@ -449,6 +497,19 @@ where
             }
             break want.timeout;
         };
+        // A session with pushers is woken when one queues a frame while it waits.
+        if Driven::wakeable(&e.session) {
+            let waker = e.waker.get_or_insert_with(|| {
+                Waker::from(Arc::new(ConnWake {
+                    idx,
+                    generation: e.generation,
+                    woken: self.woken.clone(),
+                }))
+            });
+            if Driven::poll_wake(&mut e.session, &mut Context::from_waker(waker)).is_ready() {
+                again = true;
+            }
+        }
         if timeout != e.timer {
             e.timer = timeout;
             if let Some(t) = timeout {
