@@ -7,6 +7,7 @@
 //! cargo build --release -p easynet-bench
 //! target/release/broadcast run --impl easynet-tokio --listeners 1000 --messages 2000
 //! target/release/broadcast run --impl tokio-baseline --listeners 10000 --messages 500
+//! target/release/broadcast run --impl easynet-mio --listeners 1000 --messages 2000
 //! ```
 //!
 //! `run` starts the server as a child process (pinned to CPU 0 when `taskset` exists),
@@ -76,6 +77,27 @@ async fn easynet_tokio(port: u16) -> Result<(), BoxError> {
     eprintln!("dropped={}", room.dropped());
     server.shutdown().await;
     task.await??;
+    Ok(())
+}
+
+fn easynet_mio(port: u16) -> Result<(), BoxError> {
+    let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));
+    let r = room.clone();
+    let server =
+        easynet::mio::StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
+            Chat(r.clone())
+        })
+        .host("127.0.0.1")
+        .port(port)
+        .backlog(4096)
+        .build()?;
+    let mut thread = easynet::mio::ServerThread::start(server)?;
+    println!("listening on {}", thread.addresses()[0]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(stop_signal());
+    thread.join(None)?;
     Ok(())
 }
 
@@ -279,6 +301,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     match args.get(1).map(String::as_str) {
+        Some("serve") if imp == "easynet-mio" => easynet_mio(arg(&args, "--port", 0u16)),
         Some("serve") => {
             let port = arg(&args, "--port", 0u16);
             rt.block_on(async {
@@ -295,6 +318,6 @@ fn main() -> Result<(), BoxError> {
             arg(&args, "--messages", 1000u64),
             arg(&args, "--window", 16u64),
         )),
-        _ => Err("usage: broadcast serve|run --impl easynet-tokio|tokio-baseline [--listeners N] [--messages M] [--window W] [--port P]".into()),
+        _ => Err("usage: broadcast serve|run --impl easynet-tokio|easynet-mio|tokio-baseline [--listeners N] [--messages M] [--window W] [--port P]".into()),
     }
 }
