@@ -323,6 +323,8 @@ trait Ser: Clone + Debug + PartialEq + Send + Sync + Serialize + DeserializeOwne
     type DgramP: DatagramServerProtocol<Request = Self, Response = Self>
         + DatagramClientProtocol<Request = Self, Response = Self>;
     fn stream() -> Self::StreamP;
+    /// The request on which the echo servers close the connection instead of answering.
+    fn bye() -> Self;
     fn datagram() -> Self::DgramP;
 }
 
@@ -333,6 +335,9 @@ impl Ser for String {
     type DgramP = Datagram<Utf8, String, String>;
     fn stream() -> Self::StreamP {
         Stream::lines()
+    }
+    fn bye() -> Self {
+        "bye".to_owned()
     }
     fn datagram() -> Self::DgramP {
         Datagram::lines()
@@ -346,6 +351,9 @@ impl Ser for Value {
     type DgramP = Datagram<Json, Value, Value>;
     fn stream() -> Self::StreamP {
         Stream::json_lines()
+    }
+    fn bye() -> Self {
+        json!({"bye": true})
     }
     fn datagram() -> Self::DgramP {
         Datagram::json()
@@ -835,6 +843,9 @@ impl<T: Ser> StreamHandler for Recorder<T> {
 
     fn handle(&mut self, cx: &mut StreamContext<'_, T>, received: Received<T>) -> HandlerResult {
         if let Some(m) = self.record(&received) {
+            if m == T::bye() {
+                return Ok(Next::Close);
+            }
             cx.send(&m)?;
         }
         Ok(Next::recv())
@@ -1252,4 +1263,349 @@ fn easynetwork_clients_to_easynet_tls_not_standard_compatible() {
         line_messages(),
         &["--no-standard-compatible"],
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Closing first: the server ends the connection (TCP and TLS, both ways)
+
+/// An EasyNetwork server that closes on "bye" (gracefully: close_notify first on TLS unless
+/// not standard-compatible): each easynet client gets its reply to "hello", then `Eof`.
+fn easynetwork_server_closes_first(tls: bool, server_args: &[&str]) {
+    let python = python_or_skip!();
+    let pki = tls.then(Pki::new);
+    let mut args: Vec<String> = server_args.iter().map(|s| (*s).to_owned()).collect();
+    args.extend(["--close-on".to_owned(), "\"bye\"".to_owned()]);
+    if let Some(pki) = &pki {
+        args.extend(PyServer::tls_args(pki));
+    }
+    let server = PyServer::start(python, Transport::Tcp, "line", &args);
+    let messages = ["hello".to_owned(), String::bye()];
+    for driver in DRIVERS {
+        let what = format!("easynet {driver:?} client, EasyNetwork server {args:?}");
+        let ex = easynet_tcp(driver, server.addr, pki.as_ref(), &messages, 2);
+        assert_eq!(
+            ex.replies,
+            vec![
+                Reply::Msg("hello".to_owned()),
+                Reply::Error("Eof".to_owned())
+            ],
+            "{what}"
+        );
+        assert!(ex.close < CLOSE_LIMIT, "{what}: close took {:?}", ex.close);
+        server.peer.expect("connected");
+        assert_eq!(server.requests(2), as_values(&messages), "{what}");
+        server.peer.expect("disconnected");
+    }
+    server.stop();
+}
+
+#[test]
+fn easynetwork_tcp_server_closes_first() {
+    easynetwork_server_closes_first(false, &[]);
+}
+
+#[test]
+fn easynetwork_tls_server_closes_first() {
+    easynetwork_server_closes_first(true, &[]);
+}
+
+/// Without close_notify (EasyNetwork's `ssl_standard_compatible=False`): easynet's clients
+/// take the bare end of the TCP stream as the end of the connection, like EasyNetwork's own
+/// clients in that mode.
+#[test]
+fn easynetwork_tls_server_not_standard_compatible_closes_first() {
+    easynetwork_server_closes_first(true, &["--no-standard-compatible"]);
+}
+
+/// An easynet server that closes on "bye" (TLS: close_notify, then waits for the peer's):
+/// EasyNetwork's clients get their reply to "hello", then EOF (`ConnectionAbortedError`),
+/// and close promptly and quietly.
+fn easynet_server_closes_first(tls: bool) {
+    let python = python_or_skip!();
+    logs();
+    let pki = tls.then(Pki::new);
+    let mut args: Vec<String> = vec!["--api".to_owned(), "sync,async".to_owned()];
+    args.extend(["--expect".to_owned(), "2".to_owned()]);
+    if let Some(pki) = &pki {
+        args.extend(["--cafile".to_owned(), path_arg(&pki.ca)]);
+        args.extend([
+            "--ssl-shutdown-timeout".to_owned(),
+            LIMIT.as_secs().to_string(),
+        ]);
+    }
+    let messages = ["hello".to_owned(), String::bye()];
+    for driver in DRIVERS {
+        let what = format!("EasyNetwork clients against easynet {driver:?} tls={tls}");
+        let server: RustServer<String> = easynet_tcp_server(driver, pki.as_ref());
+        let done = easynetwork_client(python, Transport::Tcp, server.addr, &messages, &args);
+        done.assert_clean();
+        let sessions = sessions(&done);
+        assert_eq!(sessions.len(), 2, "{what}: {:?}", done.events);
+        for (api, replies, close) in &sessions {
+            assert_eq!(replies, &vec![json!("hello")], "{what}: {api}");
+            assert!(
+                (0.0..CLOSE_LIMIT.as_secs_f64()).contains(close),
+                "{what}: the {api} client's close took {close} s"
+            );
+        }
+        let errors: Vec<&str> = done
+            .of("error")
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            errors,
+            ["ConnectionAbortedError", "ConnectionAbortedError"],
+            "{what}: EasyNetwork's clients see EOF: {:?}",
+            done.events
+        );
+        let peers: Vec<String> = server
+            .seen_now()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Request(p, _) => Some(p),
+                _ => None,
+            })
+            .collect();
+        drop(server);
+        let problems = problems_with(&peers);
+        assert!(problems.is_empty(), "{what}: easynet logged {problems:#?}");
+    }
+}
+
+#[test]
+fn easynet_tcp_server_closes_first() {
+    easynet_server_closes_first(false);
+}
+
+#[test]
+fn easynet_tls_server_closes_first() {
+    easynet_server_closes_first(true);
+}
+
+// ---------------------------------------------------------------------------------------
+// Serializer details where the two libraries met a difference
+
+/// A line that already ends with its separator is one message, not that line plus an empty
+/// one (EasyNetwork's StringLineSerializer; easynet's `Lines` doubled the separator before).
+#[test]
+fn a_line_ending_with_its_separator_is_one_message_both_ways() {
+    let python = python_or_skip!();
+    let messages = ["a\n".to_owned(), "after".to_owned()];
+    let decoded = ["a".to_owned(), "after".to_owned()];
+
+    let server = PyServer::start(python, Transport::Tcp, "line", &[]);
+    let ex = easynet_tcp(Driver::Tokio, server.addr, None, &messages, 2);
+    assert_eq!(ex.replies, msgs(&decoded));
+    server.peer.expect("connected");
+    assert_eq!(
+        server.requests(2),
+        as_values(&decoded),
+        "what EasyNetwork decoded"
+    );
+    server.peer.expect("disconnected");
+    server.stop();
+
+    let server: RustServer<String> = easynet_tcp_server(Driver::Mio, None);
+    let done = easynetwork_client(python, Transport::Tcp, server.addr, &messages, &[]);
+    done.assert_clean();
+    assert_eq!(sessions(&done)[0].1, as_values(&decoded));
+    let got: Vec<String> = server
+        .seen_now()
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Request(_, m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, decoded, "what easynet decoded");
+}
+
+/// EasyNetwork's line serializer is ASCII by default: easynet's UTF-8 lines reach it as a
+/// parse error (the connection goes on); with `encoding="utf-8"` on the EasyNetwork side,
+/// non-ASCII lines cross unchanged both ways.
+#[test]
+fn non_ascii_lines_need_utf8_on_the_easynetwork_side() {
+    let python = python_or_skip!();
+    let text = "héllo ✓ 🎉".to_owned();
+
+    let server = PyServer::start(python, Transport::Tcp, "line", &[]);
+    let ex = easynet_tcp(
+        Driver::Tokio,
+        server.addr,
+        None,
+        &[text.clone(), "after".into()],
+        1,
+    );
+    assert_eq!(ex.replies, msgs(&["after".to_owned()]));
+    server.peer.expect("connected");
+    let err = server.peer.expect("parse_error");
+    assert!(
+        err["message"].as_str().unwrap().contains("ascii"),
+        "EasyNetwork: {err}"
+    );
+    assert_eq!(server.requests(1), [json!("after")]);
+    server.peer.expect("disconnected");
+    server.stop();
+
+    let utf8 = ["--encoding".to_owned(), "utf-8".to_owned()];
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let server = PyServer::start(python, transport, "line", &utf8);
+        for driver in DRIVERS {
+            let replies = match transport {
+                Transport::Tcp => {
+                    easynet_tcp(driver, server.addr, None, std::slice::from_ref(&text), 1).replies
+                }
+                Transport::Udp => easynet_udp(driver, server.addr, std::slice::from_ref(&text), 1),
+            };
+            assert_eq!(
+                replies,
+                msgs(std::slice::from_ref(&text)),
+                "{driver:?} {transport:?}"
+            );
+        }
+        drop(server);
+
+        let server: RustServer<String> = match transport {
+            Transport::Tcp => easynet_tcp_server(Driver::Tokio, None),
+            Transport::Udp => easynet_udp_server(Driver::Tokio),
+        };
+        let done = easynetwork_client(
+            python,
+            transport,
+            server.addr,
+            std::slice::from_ref(&text),
+            &utf8,
+        );
+        done.assert_clean();
+        assert_eq!(sessions(&done)[0].1, [json!(text)], "{transport:?}");
+    }
+}
+
+/// EasyNetwork's JSON encoder writes NaN and ±Infinity (Python's `allow_nan=True`) and lone
+/// surrogates as `\ud800` escapes; none is standard JSON (RFC 8259), and easynet's JSON
+/// serializer (serde_json) refuses each one with a parse error, the connection or peer going
+/// on with the next message.
+#[test]
+fn easynetwork_json_extensions_are_parse_errors_in_easynet() {
+    let python = python_or_skip!();
+    let messages = r#"[NaN, Infinity, -Infinity, "\ud800", {"after": true}]"#;
+    for (transport, driver) in [
+        (Transport::Tcp, Driver::Tokio),
+        (Transport::Udp, Driver::Mio),
+    ] {
+        let server: RustServer<Value> = match transport {
+            Transport::Tcp => easynet_tcp_server(driver, None),
+            Transport::Udp => easynet_udp_server(driver),
+        };
+        let args = [
+            "client".to_owned(),
+            "--transport".to_owned(),
+            transport.arg().to_owned(),
+            "--serializer".to_owned(),
+            "json".to_owned(),
+            "--port".to_owned(),
+            server.addr.port().to_string(),
+            "--expect".to_owned(),
+            "1".to_owned(),
+            "--messages".to_owned(),
+            messages.to_owned(),
+        ];
+        let done = Peer::start(python, "EasyNetwork json client", &args).finish();
+        done.assert_clean();
+        assert_eq!(
+            sessions(&done)[0].1,
+            [json!({"after": true})],
+            "{transport:?}"
+        );
+        let seen = server.seen_now();
+        let errors = seen
+            .iter()
+            .filter(|s| matches!(s, Seen::ParseError(..)))
+            .count();
+        assert_eq!(errors, 4, "{transport:?}: {seen:?}");
+        assert!(
+            matches!(
+                seen.iter().rfind(|s| !matches!(s, Seen::Disconnected(_))),
+                Some(Seen::Request(_, v)) if *v == json!({"after": true})
+            ),
+            "{transport:?}: {seen:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Differences left as they are (ignored; `cargo test -- --ignored` shows them failing)
+
+/// EasyNetwork's StringLineSerializer writes nothing at all for an empty string
+/// (behaviour.md §5.3), so its peer never sees that message; easynet's `Lines` writes an
+/// empty line, which EasyNetwork's server decodes as a request "" (and then answers with
+/// nothing, as it writes nothing for "").
+#[test]
+#[ignore = "difference kept: easynet sends an empty line for \"\" (a real message: e.g. the \
+            end of headers), EasyNetwork sends no bytes at all"]
+fn an_empty_line_is_not_sent() {
+    let python = python_or_skip!();
+    let server = PyServer::start(python, Transport::Tcp, "line", &[]);
+    let messages = [String::new(), "after".to_owned()];
+    let ex = easynet_tcp(Driver::Tokio, server.addr, None, &messages, 1);
+    assert_eq!(ex.replies, msgs(&["after".to_owned()]));
+    server.peer.expect("connected");
+    assert_eq!(
+        server.requests(1),
+        [json!("after")],
+        "EasyNetwork's server got an empty line"
+    );
+    server.stop();
+}
+
+/// Datagrams of EasyNetwork's line serializer carry no newline; on receipt it strips every
+/// trailing separator and nothing else (LF mode: "b\n\n" is "b", "a\r" stays "a\r").
+/// easynet's `Datagram::lines` strips one LF or CRLF and, after it, one CR.
+#[test]
+#[ignore = "difference kept: easynet's Datagram::lines strips one trailing LF and one CR \
+            (documented, for line tools), EasyNetwork strips every trailing LF and keeps CR"]
+fn datagram_lines_strip_trailing_separators_as_easynetwork() {
+    let python = python_or_skip!();
+    let server: RustServer<String> = easynet_udp_server(Driver::Tokio);
+    let messages = ["a\r".to_owned(), "b\n\n".to_owned()];
+    let done = easynetwork_client(python, Transport::Udp, server.addr, &messages, &[]);
+    done.assert_clean();
+    let got: Vec<String> = server
+        .seen_now()
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Request(_, m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["a\r", "b"], "what easynet decoded");
+}
+
+/// Python's integers have no size limit and EasyNetwork's JSON carries them as they are;
+/// `serde_json::Value` (without serde_json's `arbitrary_precision`) holds integers beyond 64
+/// bits as f64, so an easynet echo server answers 2^64 with 1.8446744073709552e19.
+#[test]
+#[ignore = "difference kept: serde_json::Value turns integers beyond 64 bits into f64; \
+            a typed message (or serde_json's arbitrary_precision) is the application's choice"]
+fn json_integers_beyond_64_bits_cross_unchanged() {
+    let python = python_or_skip!();
+    let server: RustServer<Value> = easynet_tcp_server(Driver::Tokio, None);
+    let args = [
+        "client".to_owned(),
+        "--transport".to_owned(),
+        "tcp".to_owned(),
+        "--port".to_owned(),
+        server.addr.port().to_string(),
+        "--messages".to_owned(),
+        "[18446744073709551616, -9223372036854775809]".to_owned(),
+    ];
+    let done = Peer::start(python, "EasyNetwork json client", &args).finish();
+    done.assert_clean();
+    let reprs: Vec<&str> = done
+        .of("reply")
+        .iter()
+        .map(|e| e["repr"].as_str().unwrap())
+        .collect();
+    assert_eq!(reprs, ["18446744073709551616", "-9223372036854775809"]);
 }
