@@ -610,15 +610,14 @@ fn easynet_tcp<T: Ser>(
     expect: usize,
 ) -> Exchange<T> {
     let mut replies = Vec::new();
-    let close;
-    match driver {
+    let close = match driver {
         Driver::Tokio => {
             use easynet::tokio::AsyncTcpClient;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            close = rt.block_on(async {
+            rt.block_on(async {
                 let connect = async {
                     match tls {
                         Some(pki) => {
@@ -653,7 +652,7 @@ fn easynet_tcp<T: Ser>(
                     .await
                     .expect("close in time");
                 start.elapsed()
-            });
+            })
         }
         Driver::Mio => {
             use easynet::mio::TcpClient;
@@ -680,9 +679,9 @@ fn easynet_tcp<T: Ser>(
             }
             let start = Instant::now();
             c.close();
-            close = start.elapsed();
+            start.elapsed()
         }
-    }
+    };
     Exchange { replies, close }
 }
 
