@@ -144,6 +144,8 @@ struct Peer {
     stdin: Option<ChildStdin>,
     events: mpsc::Receiver<Value>,
     stderr: Arc<Mutex<String>>,
+    /// Disconnects when the stderr reader has read everything (the pipe closed).
+    stderr_done: mpsc::Receiver<()>,
 }
 
 /// What a peer left when it ended.
@@ -182,7 +184,9 @@ impl Peer {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
+        let (done, stderr_done) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _done = done;
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = err.read(&mut buf) {
                 sink.lock()
@@ -196,6 +200,7 @@ impl Peer {
             child,
             events,
             stderr,
+            stderr_done,
         }
     }
 
@@ -256,10 +261,10 @@ impl Peer {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        // stderr may still be draining; its pipe closed with the process.
-        let stderr_deadline = Instant::now() + Duration::from_secs(2);
-        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < stderr_deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        // Its stderr closed with it; let the reader take the last bytes.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(mpsc::RecvTimeoutError::Timeout) = self.stderr_done.recv_timeout(left) {
+            panic!("{}: stderr still open after it exited", self.name);
         }
         Finished {
             name: self.name.clone(),
@@ -764,6 +769,7 @@ fn easynet_clients_against_easynetwork<T: Ser>(
             Transport::Tcp => {
                 let ex = easynet_tcp(driver, server.addr, pki.as_ref(), &messages, messages.len());
                 assert!(ex.close < CLOSE_LIMIT, "{what}: close took {:?}", ex.close);
+                eprintln!("interop: {what} {}: close took {:?}", T::NAME, ex.close);
                 ex.replies
             }
             Transport::Udp => easynet_udp(driver, server.addr, &messages, messages.len()),
@@ -1139,6 +1145,7 @@ fn easynetwork_clients_against_easynet<T: Ser>(
         let sessions = sessions(&done);
         assert_eq!(sessions.len(), 2, "{what}: {:?}", done.events);
         for (api, replies, close) in &sessions {
+            eprintln!("interop: {what}: the {api} client's close took {close:.4} s");
             assert_eq!(replies, &as_values(&messages), "{what}: {api} replies");
             assert!(
                 (0.0..CLOSE_LIMIT.as_secs_f64()).contains(close),
