@@ -409,7 +409,8 @@ struct Pki {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    /// With TLS 1.3 and 1.2 (`versions` empty: rustls's defaults) or only `versions`.
+    fn new(versions: &[&'static rustls::SupportedProtocolVersion]) -> Pki {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
             IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -455,8 +456,13 @@ impl Pki {
         let key_path = write("key.pem", leaf_key.serialize_pem());
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions = if versions.is_empty() {
+            rustls::DEFAULT_VERSIONS
+        } else {
+            versions
+        };
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
@@ -467,7 +473,7 @@ impl Pki {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::clone(ca.der())).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -510,6 +516,35 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+        }
+    }
+}
+
+/// TLS or not, on both sides; the rustls end picks the versions on offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Off,
+    /// TLS 1.3 or 1.2 (1.3 is negotiated).
+    On,
+    /// Only TLS 1.2 (its close_notify exchange differs from 1.3's).
+    V12,
+}
+
+impl Tls {
+    /// The version an easynet client must have negotiated with EasyNetwork.
+    fn version(self) -> Option<rustls::ProtocolVersion> {
+        match self {
+            Tls::Off => None,
+            Tls::On => Some(rustls::ProtocolVersion::TLSv1_3),
+            Tls::V12 => Some(rustls::ProtocolVersion::TLSv1_2),
+        }
+    }
+
+    fn pki(self) -> Option<Pki> {
+        match self {
+            Tls::Off => None,
+            Tls::On => Some(Pki::new(&[])),
+            Tls::V12 => Some(Pki::new(&[&rustls::version::TLS12])),
         }
     }
 }
@@ -599,9 +634,10 @@ fn msgs<T: Clone>(v: &[T]) -> Vec<Reply<T>> {
     v.iter().cloned().map(Reply::Msg).collect()
 }
 
-/// How long an easynet client's `close` took.
+/// What an easynet TCP client got, the TLS version it negotiated, how long its close took.
 struct Exchange<T> {
     replies: Vec<Reply<T>>,
+    version: Option<rustls::ProtocolVersion>,
     close: Duration,
 }
 
@@ -615,6 +651,7 @@ fn easynet_tcp<T: Ser>(
     expect: usize,
 ) -> Exchange<T> {
     let mut replies = Vec::new();
+    let mut version = None;
     let close = match driver {
         Driver::Tokio => {
             use easynet::tokio::AsyncTcpClient;
@@ -641,6 +678,7 @@ fn easynet_tcp<T: Ser>(
                     .await
                     .expect("connect in time")
                     .expect("connect");
+                version = c.tls_info().and_then(|t| t.protocol_version);
                 for m in messages {
                     c.send(m).await.expect("send");
                 }
@@ -671,6 +709,7 @@ fn easynet_tcp<T: Ser>(
                 None => TcpClient::connect(addr, T::stream()),
             }
             .expect("connect");
+            version = c.tls_info().and_then(|t| t.protocol_version);
             for m in messages {
                 c.send(m).expect("send");
             }
@@ -687,7 +726,11 @@ fn easynet_tcp<T: Ser>(
             start.elapsed()
         }
     };
-    Exchange { replies, close }
+    Exchange {
+        replies,
+        version,
+        close,
+    }
 }
 
 /// An easynet UDP client of `driver`, as [`easynet_tcp`].
@@ -752,23 +795,24 @@ fn as_values<T: Ser>(v: &[T]) -> Vec<Value> {
 /// cleanly on both sides, and EasyNetwork logged nothing.
 fn easynet_clients_against_easynetwork<T: Ser>(
     transport: Transport,
-    tls: bool,
+    tls: Tls,
     messages: Vec<T>,
     server_args: &[&str],
 ) {
     let python = python_or_skip!();
-    let pki = tls.then(Pki::new);
+    let pki = tls.pki();
     let mut args: Vec<String> = server_args.iter().map(|s| (*s).to_owned()).collect();
     if let Some(pki) = &pki {
         args.extend(PyServer::tls_args(pki));
     }
     let server = PyServer::start(python, transport, T::NAME, &args);
     for driver in DRIVERS {
-        let what = format!("easynet {driver:?} client, {transport:?} tls={tls}");
+        let what = format!("easynet {driver:?} client, {transport:?} tls={tls:?}");
         let replies = match transport {
             Transport::Tcp => {
                 let ex = easynet_tcp(driver, server.addr, pki.as_ref(), &messages, messages.len());
                 assert!(ex.close < CLOSE_LIMIT, "{what}: close took {:?}", ex.close);
+                assert_eq!(ex.version, tls.version(), "{what}: TLS version");
                 eprintln!("interop: {what} {}: close took {:?}", T::NAME, ex.close);
                 ex.replies
             }
@@ -797,7 +841,8 @@ fn easynet_clients_against_easynetwork<T: Ser>(
 /// What an easynet server's handler saw.
 #[derive(Debug)]
 enum Seen<T> {
-    Connected,
+    /// With the TLS version negotiated.
+    Connected(Option<rustls::ProtocolVersion>),
     Request(String, T),
     ParseError(String, String),
     Disconnected(String),
@@ -841,8 +886,9 @@ impl<T: Ser> StreamHandler for Recorder<T> {
     type Request = T;
     type Response = T;
 
-    fn on_connection(&mut self, _: &mut StreamContext<'_, T>) -> HandlerResult {
-        let _ = self.tx.send(Seen::Connected);
+    fn on_connection(&mut self, cx: &mut StreamContext<'_, T>) -> HandlerResult {
+        let version = cx.info().tls.as_ref().and_then(|t| t.protocol_version);
+        let _ = self.tx.send(Seen::Connected(version));
         Ok(Next::recv())
     }
 
@@ -1112,13 +1158,13 @@ fn problems_with(peers: &[String]) -> Vec<String> {
 /// the clients close promptly and quietly, and easynet logged nothing about them.
 fn easynetwork_clients_against_easynet<T: Ser>(
     transport: Transport,
-    tls: bool,
+    tls: Tls,
     messages: Vec<T>,
     client_args: &[&str],
 ) {
     let python = python_or_skip!();
     logs();
-    let pki = tls.then(Pki::new);
+    let pki = tls.pki();
     let mut args: Vec<String> = vec!["--api".to_owned(), "sync,async".to_owned()];
     args.extend(client_args.iter().map(|s| (*s).to_owned()));
     if let Some(pki) = &pki {
@@ -1156,6 +1202,7 @@ fn easynetwork_clients_against_easynet<T: Ser>(
         let mut peers: Vec<String> = Vec::new();
         let mut got: Vec<Vec<T>> = Vec::new();
         let mut ended: Vec<String> = Vec::new();
+        let mut versions = Vec::new();
         for s in server.seen_now() {
             match s {
                 Seen::Request(p, m) => {
@@ -1167,7 +1214,7 @@ fn easynetwork_clients_against_easynet<T: Ser>(
                 }
                 Seen::ParseError(p, e) => panic!("{what}: easynet: {p}: parse error {e}"),
                 Seen::Disconnected(p) => ended.push(p),
-                Seen::Connected => {}
+                Seen::Connected(v) => versions.push(v),
             }
         }
         assert_eq!(
@@ -1176,6 +1223,7 @@ fn easynetwork_clients_against_easynet<T: Ser>(
             "{what}: what easynet decoded"
         );
         if transport == Transport::Tcp {
+            assert_eq!(versions, [tls.version(); 2], "{what}: TLS versions");
             for p in peers.iter().filter(|p| !ended.contains(p)) {
                 server.wait_disconnected(p);
             }
@@ -1191,39 +1239,39 @@ fn easynetwork_clients_against_easynet<T: Ser>(
 
 #[test]
 fn easynet_clients_to_easynetwork_tcp_json() {
-    easynet_clients_against_easynetwork(Transport::Tcp, false, json_messages(), &[]);
+    easynet_clients_against_easynetwork(Transport::Tcp, Tls::Off, json_messages(), &[]);
 }
 
 #[test]
 fn easynet_clients_to_easynetwork_tcp_line() {
-    easynet_clients_against_easynetwork(Transport::Tcp, false, line_messages(), &[]);
+    easynet_clients_against_easynetwork(Transport::Tcp, Tls::Off, line_messages(), &[]);
 }
 
 #[test]
 fn easynet_clients_to_easynetwork_udp_json() {
-    easynet_clients_against_easynetwork(Transport::Udp, false, json_messages(), &[]);
+    easynet_clients_against_easynetwork(Transport::Udp, Tls::Off, json_messages(), &[]);
 }
 
 #[test]
 fn easynet_clients_to_easynetwork_udp_line() {
-    easynet_clients_against_easynetwork(Transport::Udp, false, line_messages(), &[]);
+    easynet_clients_against_easynetwork(Transport::Udp, Tls::Off, line_messages(), &[]);
 }
 
 #[test]
 fn easynet_clients_to_easynetwork_tls_json() {
-    easynet_clients_against_easynetwork(Transport::Tcp, true, json_messages(), &[]);
+    easynet_clients_against_easynetwork(Transport::Tcp, Tls::On, json_messages(), &[]);
 }
 
 #[test]
 fn easynet_clients_to_easynetwork_tls_line() {
-    easynet_clients_against_easynetwork(Transport::Tcp, true, line_messages(), &[]);
+    easynet_clients_against_easynetwork(Transport::Tcp, Tls::On, line_messages(), &[]);
 }
 
 #[test]
 fn easynet_clients_to_easynetwork_tls_not_standard_compatible() {
     easynet_clients_against_easynetwork(
         Transport::Tcp,
-        true,
+        Tls::On,
         line_messages(),
         &["--no-standard-compatible"],
     );
@@ -1231,32 +1279,32 @@ fn easynet_clients_to_easynetwork_tls_not_standard_compatible() {
 
 #[test]
 fn easynetwork_clients_to_easynet_tcp_json() {
-    easynetwork_clients_against_easynet(Transport::Tcp, false, json_messages(), &[]);
+    easynetwork_clients_against_easynet(Transport::Tcp, Tls::Off, json_messages(), &[]);
 }
 
 #[test]
 fn easynetwork_clients_to_easynet_tcp_line() {
-    easynetwork_clients_against_easynet(Transport::Tcp, false, line_messages(), &[]);
+    easynetwork_clients_against_easynet(Transport::Tcp, Tls::Off, line_messages(), &[]);
 }
 
 #[test]
 fn easynetwork_clients_to_easynet_udp_json() {
-    easynetwork_clients_against_easynet(Transport::Udp, false, json_messages(), &[]);
+    easynetwork_clients_against_easynet(Transport::Udp, Tls::Off, json_messages(), &[]);
 }
 
 #[test]
 fn easynetwork_clients_to_easynet_udp_line() {
-    easynetwork_clients_against_easynet(Transport::Udp, false, line_messages(), &[]);
+    easynetwork_clients_against_easynet(Transport::Udp, Tls::Off, line_messages(), &[]);
 }
 
 #[test]
 fn easynetwork_clients_to_easynet_tls_json() {
-    easynetwork_clients_against_easynet(Transport::Tcp, true, json_messages(), &[]);
+    easynetwork_clients_against_easynet(Transport::Tcp, Tls::On, json_messages(), &[]);
 }
 
 #[test]
 fn easynetwork_clients_to_easynet_tls_line() {
-    easynetwork_clients_against_easynet(Transport::Tcp, true, line_messages(), &[]);
+    easynetwork_clients_against_easynet(Transport::Tcp, Tls::On, line_messages(), &[]);
 }
 
 /// EasyNetwork's clients with `ssl_standard_compatible=False` close without close_notify:
@@ -1265,7 +1313,7 @@ fn easynetwork_clients_to_easynet_tls_line() {
 fn easynetwork_clients_to_easynet_tls_not_standard_compatible() {
     easynetwork_clients_against_easynet(
         Transport::Tcp,
-        true,
+        Tls::On,
         line_messages(),
         &["--no-standard-compatible"],
     );
@@ -1276,9 +1324,9 @@ fn easynetwork_clients_to_easynet_tls_not_standard_compatible() {
 
 /// An EasyNetwork server that closes on "bye" (gracefully: close_notify first on TLS unless
 /// not standard-compatible): each easynet client gets its reply to "hello", then `Eof`.
-fn easynetwork_server_closes_first(tls: bool, server_args: &[&str]) {
+fn easynetwork_server_closes_first(tls: Tls, server_args: &[&str]) {
     let python = python_or_skip!();
-    let pki = tls.then(Pki::new);
+    let pki = tls.pki();
     let mut args: Vec<String> = server_args.iter().map(|s| (*s).to_owned()).collect();
     args.extend(["--close-on".to_owned(), "\"bye\"".to_owned()]);
     if let Some(pki) = &pki {
@@ -1289,6 +1337,7 @@ fn easynetwork_server_closes_first(tls: bool, server_args: &[&str]) {
     for driver in DRIVERS {
         let what = format!("easynet {driver:?} client, EasyNetwork server {args:?}");
         let ex = easynet_tcp(driver, server.addr, pki.as_ref(), &messages, 2);
+        assert_eq!(ex.version, tls.version(), "{what}: TLS version");
         assert_eq!(
             ex.replies,
             vec![
@@ -1307,12 +1356,12 @@ fn easynetwork_server_closes_first(tls: bool, server_args: &[&str]) {
 
 #[test]
 fn easynetwork_tcp_server_closes_first() {
-    easynetwork_server_closes_first(false, &[]);
+    easynetwork_server_closes_first(Tls::Off, &[]);
 }
 
 #[test]
 fn easynetwork_tls_server_closes_first() {
-    easynetwork_server_closes_first(true, &[]);
+    easynetwork_server_closes_first(Tls::On, &[]);
 }
 
 /// Without close_notify (EasyNetwork's `ssl_standard_compatible=False`): easynet's clients
@@ -1320,16 +1369,16 @@ fn easynetwork_tls_server_closes_first() {
 /// clients in that mode.
 #[test]
 fn easynetwork_tls_server_not_standard_compatible_closes_first() {
-    easynetwork_server_closes_first(true, &["--no-standard-compatible"]);
+    easynetwork_server_closes_first(Tls::On, &["--no-standard-compatible"]);
 }
 
 /// An easynet server that closes on "bye" (TLS: close_notify, then waits for the peer's):
 /// EasyNetwork's clients get their reply to "hello", then EOF (`ConnectionAbortedError`),
 /// and close promptly and quietly.
-fn easynet_server_closes_first(tls: bool) {
+fn easynet_server_closes_first(tls: Tls) {
     let python = python_or_skip!();
     logs();
-    let pki = tls.then(Pki::new);
+    let pki = tls.pki();
     let mut args: Vec<String> = vec!["--api".to_owned(), "sync,async".to_owned()];
     args.extend(["--expect".to_owned(), "2".to_owned()]);
     if let Some(pki) = &pki {
@@ -1341,7 +1390,7 @@ fn easynet_server_closes_first(tls: bool) {
     }
     let messages = ["hello".to_owned(), String::bye()];
     for driver in DRIVERS {
-        let what = format!("EasyNetwork clients against easynet {driver:?} tls={tls}");
+        let what = format!("EasyNetwork clients against easynet {driver:?} tls={tls:?}");
         let server: RustServer<String> = easynet_tcp_server(driver, pki.as_ref());
         let done = easynetwork_client(python, Transport::Tcp, server.addr, &messages, &args);
         done.assert_clean();
@@ -1381,12 +1430,34 @@ fn easynet_server_closes_first(tls: bool) {
 
 #[test]
 fn easynet_tcp_server_closes_first() {
-    easynet_server_closes_first(false);
+    easynet_server_closes_first(Tls::Off);
 }
 
 #[test]
 fn easynet_tls_server_closes_first() {
-    easynet_server_closes_first(true);
+    easynet_server_closes_first(Tls::On);
+}
+
+// TLS 1.2: the same exchanges and closes when only 1.2 is on offer from the rustls end.
+
+#[test]
+fn easynet_clients_to_easynetwork_tls12() {
+    easynet_clients_against_easynetwork(Transport::Tcp, Tls::V12, json_messages(), &[]);
+}
+
+#[test]
+fn easynetwork_clients_to_easynet_tls12() {
+    easynetwork_clients_against_easynet(Transport::Tcp, Tls::V12, json_messages(), &[]);
+}
+
+#[test]
+fn easynetwork_tls12_server_closes_first() {
+    easynetwork_server_closes_first(Tls::V12, &[]);
+}
+
+#[test]
+fn easynet_tls12_server_closes_first() {
+    easynet_server_closes_first(Tls::V12);
 }
 
 // ---------------------------------------------------------------------------------------
