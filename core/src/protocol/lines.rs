@@ -48,8 +48,8 @@ impl Separator {
 ///
 /// An over-long line gives one [`ParseError::LineTooLong`] as soon as the limit is passed
 /// (so memory stays bounded), then the rest of that line is skipped through its separator.
-/// On send the separator is appended; a message that itself holds the separator goes out as
-/// several lines (as in EasyNetwork).
+/// On send the separator is appended unless the message already ends with it; a message
+/// that holds the separator elsewhere goes out as several lines (both as in EasyNetwork).
 ///
 /// ```
 /// use bytes::{Buf, BytesMut};
@@ -201,8 +201,48 @@ impl Framing for Lines {
         dst.len()
     }
 
-    fn encode_end(&self, dst: &mut BytesMut, _: usize) -> Result<(), SerializeError> {
-        dst.extend_from_slice(self.separator.as_bytes());
+    fn encode_end(&self, dst: &mut BytesMut, mark: usize) -> Result<(), SerializeError> {
+        let sep = self.separator.as_bytes();
+        // As EasyNetwork: a message that already ends with the separator gets no second one
+        // (which the peer would read as an extra empty line).
+        if !dst[mark..].ends_with(sep) {
+            dst.extend_from_slice(sep);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::{Lines, Separator};
+    use crate::protocol::{Stream, StreamClientProtocol, Utf8};
+
+    fn encode(sep: Separator, msg: &str) -> Vec<u8> {
+        let proto: Stream<Lines, Utf8, String, String> =
+            Stream::new(Lines::new().separator(sep), Utf8::new());
+        // A previous message, whose separator ends the buffer.
+        let mut out = BytesMut::from(&b"prev\n"[..]);
+        proto.encode_request(&msg.to_owned(), &mut out).unwrap();
+        out[b"prev\n".len()..].to_vec()
+    }
+
+    /// As EasyNetwork's StringLineSerializer (behaviour.md §5.3): the separator is appended
+    /// unless the message already ends with it, so one message never adds an empty line.
+    /// Found by tests/interop_easynetwork.rs.
+    #[test]
+    fn a_message_ending_with_the_separator_is_not_followed_by_another() {
+        assert_eq!(encode(Separator::Lf, "a\n"), b"a\n");
+        assert_eq!(encode(Separator::Lf, "a\n\n"), b"a\n\n");
+        assert_eq!(encode(Separator::Lf, "a\r\n"), b"a\r\n");
+        assert_eq!(encode(Separator::Cr, "a\r"), b"a\r");
+        assert_eq!(encode(Separator::CrLf, "a\r\n"), b"a\r\n");
+        // Not the whole separator: appended.
+        assert_eq!(encode(Separator::CrLf, "a\r"), b"a\r\r\n");
+        assert_eq!(encode(Separator::CrLf, "a\n"), b"a\n\r\n");
+        assert_eq!(encode(Separator::Lf, "a"), b"a\n");
+        // The separator of the previous message in the buffer does not count.
+        assert_eq!(encode(Separator::Lf, ""), b"\n");
     }
 }
