@@ -5,7 +5,9 @@ same settings, and prints the BENCHMARKS.md table with the ratio easynet / basel
     cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick] [--rows REGEX] [--no-idle]
 
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
-same machine. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
+same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`) are the
+strengthened hand-written loops of `bench/src/bin/bench-server/mio_baseline.rs`; easynet's mio
+TLS row is compared with both the mio + rustls loop and tokio-rustls. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
 generator to CPU 1, which makes runs repeatable to a few percent. Each row runs easynet and its baseline `rounds` times each, alternating
 (A B A B ...), and reports the median of each.
 """
@@ -20,8 +22,9 @@ import subprocess
 import sys
 import time
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release")
-TLS_DIR = os.path.join(os.path.dirname(__file__), "..", "target", "bench-tls")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
+BIN = os.path.join(TARGET, "release")
+TLS_DIR = os.path.join(TARGET, "bench-tls")
 PORT = 9150
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
@@ -126,7 +129,9 @@ def main():
             pairs.append(("tcp lines, tokio", "easynet-tokio-lines", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
             pairs.append(("tcp lines, mio", "easynet-mio-lines", "mio-lines", "hand-written mio", "tcp", size, p))
             pairs.append(("tcp raw bytes, tokio", "easynet-tokio-raw", "tokio-raw", "raw tokio echo", "tcp", size, p))
+            pairs.append(("tcp raw bytes, mio", "easynet-mio-raw", "mio-raw", "hand-written mio", "tcp", size, p))
             pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
+            pairs.append(("tls lines, mio", "easynet-mio-tls", "mio-rustls", "hand-written mio + rustls", "tls", size, p))
             pairs.append(("tls lines, mio", "easynet-mio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
     for size, p in udp_rows:
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))

@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! loadgen --addr 127.0.0.1:PORT [--transport tcp|tls|udp] [--conns 8] [--size 1024]
-//!         [--pipeline 1] [--seconds 3] [--tls-dir DIR]
+//!         [--pipeline 1] [--seconds 3 | --requests N] [--tls-dir DIR]
 //! loadgen idle --addr 127.0.0.1:PORT --conns 1000 --pid SERVER_PID
 //! ```
 //!
 //! A request is `pipeline` messages of `size` bytes (newline-terminated for TCP) written at
 //! once; its response is the same bytes back. Prints one line of `key=value` results:
-//! `msgs_per_s`, `mib_per_s` (one way), `p50_us`, `p99_us`, `max_us`, `errors`.
+//! `msgs_per_s`, `mib_per_s` (one way), `p50_us`, `p99_us`, `max_us`, `errors`, `msgs`.
+//! `--requests N` makes each connection send exactly N requests (no time limit): a fixed
+//! load, for counting the server's instructions per message (`bench/callgrind.py`).
 //! `idle` opens mostly-idle connections (one echo each) and prints the server's resident
 //! memory per connection: `kib_per_conn`, `rss_before_kib`, `rss_after_kib`, `hwm_kib`.
 
@@ -28,6 +30,8 @@ struct Args {
     size: usize,
     pipeline: usize,
     seconds: f64,
+    /// Requests per connection (0: as many as `seconds` allows).
+    requests: u64,
     tls_dir: String,
     pid: Option<u32>,
 }
@@ -45,6 +49,7 @@ fn parse() -> Result<(bool, Args), BoxError> {
         size: 1024,
         pipeline: 1,
         seconds: 3.0,
+        requests: 0,
         tls_dir: "target/bench-tls".into(),
         pid: None,
     };
@@ -58,6 +63,7 @@ fn parse() -> Result<(bool, Args), BoxError> {
             "--size" => a.size = v.parse()?,
             "--pipeline" => a.pipeline = v.parse()?,
             "--seconds" => a.seconds = v.parse()?,
+            "--requests" => a.requests = v.parse()?,
             "--tls-dir" => a.tls_dir = v,
             "--pid" => a.pid = Some(v.parse()?),
             other => return Err(format!("unknown argument {other}").into()),
@@ -86,17 +92,34 @@ struct Stats {
     errors: u64,
 }
 
+/// The end of a connection's load: a time, or a number of requests.
+#[derive(Clone, Copy)]
+struct Until {
+    time: Instant,
+    requests: u64,
+}
+
+impl Until {
+    fn going(&self, done: usize) -> bool {
+        if self.requests > 0 {
+            (done as u64) < self.requests
+        } else {
+            Instant::now() < self.time
+        }
+    }
+}
+
 async fn tcp_loop<S: AsyncRead + AsyncWrite + Unpin>(
     mut sock: S,
     req: Vec<u8>,
-    until: Instant,
+    until: Until,
 ) -> Stats {
     let mut resp = vec![0u8; req.len()];
     let mut stats = Stats {
         latencies: Vec::new(),
         errors: 0,
     };
-    while Instant::now() < until {
+    while until.going(stats.latencies.len()) {
         let t = Instant::now();
         if sock.write_all(&req).await.is_err() || sock.read_exact(&mut resp).await.is_err() {
             stats.errors += 1;
@@ -117,7 +140,7 @@ async fn udp_loop(
     conn: usize,
     size: usize,
     pipeline: usize,
-    until: Instant,
+    until: Until,
 ) -> Stats {
     let mut stats = Stats {
         latencies: Vec::new(),
@@ -133,7 +156,7 @@ async fn udp_loop(
     }
     let msg = request(conn, size, 1, false);
     let mut buf = vec![0u8; 64 * 1024];
-    while Instant::now() < until {
+    while until.going(stats.latencies.len()) {
         let t = Instant::now();
         for _ in 0..pipeline {
             if sock.send(&msg).await.is_err() {
@@ -181,7 +204,10 @@ async fn load(a: Args) -> Result<(), BoxError> {
         }
     }
     let start = Instant::now();
-    let until = start + Duration::from_secs_f64(a.seconds);
+    let until = Until {
+        time: start + Duration::from_secs_f64(a.seconds),
+        requests: a.requests,
+    };
     let mut tasks = Vec::new();
     for (i, sock) in streams.into_iter().enumerate() {
         let req = request(i, a.size, a.pipeline, true);
@@ -220,13 +246,14 @@ async fn load(a: Args) -> Result<(), BoxError> {
     };
     let msgs = (lat.len() * a.pipeline) as f64;
     println!(
-        "msgs_per_s={:.0} mib_per_s={:.1} p50_us={} p99_us={} max_us={} errors={}",
+        "msgs_per_s={:.0} mib_per_s={:.1} p50_us={} p99_us={} max_us={} errors={} msgs={}",
         msgs / elapsed,
         msgs * a.size as f64 / elapsed / (1024.0 * 1024.0),
         pct(0.50),
         pct(0.99),
         lat.last().copied().unwrap_or(0),
-        errors
+        errors,
+        msgs
     );
     Ok(())
 }

@@ -7,11 +7,14 @@
 //! ```
 //!
 //! IMPL: easynet-tokio-lines easynet-tokio-raw easynet-tokio-tls easynet-tokio-udp
-//!       easynet-mio-lines easynet-mio-tls easynet-mio-udp
-//!       tokio-lines tokio-raw tokio-rustls tokio-udp mio-lines mio-udp
+//!       easynet-mio-lines easynet-mio-raw easynet-mio-tls easynet-mio-udp
+//!       tokio-lines tokio-raw tokio-rustls tokio-udp
+//!       mio-lines mio-raw mio-rustls mio-udp   (the hand-written mio loops: `mio_baseline`)
 
 use std::error::Error;
-use std::io::{self, Read, Write};
+mod mio_baseline;
+
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -100,8 +103,14 @@ fn main() -> Result<(), BoxError> {
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match which.as_str() {
-        "easynet-mio-lines" => easynet_mio_tcp(addr, Stream::lines(), None),
-        "easynet-mio-tls" => easynet_mio_tcp(addr, Stream::lines(), Some(server_config(&tls_dir)?)),
+        "easynet-mio-lines" => easynet_mio_tcp(addr, Stream::lines(), echo::<String>, None),
+        "easynet-mio-raw" => easynet_mio_tcp(addr, Stream::raw(), echo::<Bytes>, None),
+        "easynet-mio-tls" => easynet_mio_tcp(
+            addr,
+            Stream::lines(),
+            echo::<String>,
+            Some(server_config(&tls_dir)?),
+        ),
         "easynet-mio-udp" => {
             let server = easynet::mio::StandaloneUdpServer::builder(Datagram::raw(), echo::<Bytes>)
                 .host("127.0.0.1")
@@ -112,8 +121,14 @@ fn main() -> Result<(), BoxError> {
             server.serve_forever(Announce(server.handle()))?;
             Ok(())
         }
-        "mio-lines" => mio_lines(addr),
-        "mio-udp" => mio_udp(addr),
+        "mio-lines" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Lines, None),
+        "mio-raw" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Raw, None),
+        "mio-rustls" => mio_baseline::serve_tcp(
+            addr,
+            mio_baseline::Kind::TlsLines,
+            Some(server_config(&tls_dir)?),
+        ),
+        "mio-udp" => mio_baseline::serve_udp(addr),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -149,15 +164,17 @@ fn stop_on_sigterm(stop: impl FnOnce() + Send + 'static) {
     });
 }
 
-fn easynet_mio_tcp<P>(
+fn easynet_mio_tcp<P, T>(
     addr: SocketAddr,
     protocol: P,
+    service: fn(&ConnInfo) -> Echo<T>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), BoxError>
 where
-    P: easynet::protocol::StreamServerProtocol<Request = String, Response = String>,
+    T: Send + 'static,
+    P: easynet::protocol::StreamServerProtocol<Request = T, Response = T>,
 {
-    let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, echo::<String>)
+    let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .port(addr.port())
         .log_client_connection(false);
@@ -301,132 +318,5 @@ async fn raw_echo(mut sock: tokio::net::TcpStream) -> io::Result<()> {
             return Ok(());
         }
         sock.write_all(&buf[..n]).await?;
-    }
-}
-
-/// The hand-written mio baseline: one thread, edge-triggered, a read buffer and a write
-/// queue per connection, lines echoed as they complete.
-fn mio_lines(addr: SocketAddr) -> Result<(), BoxError> {
-    use mio::net::{TcpListener, TcpStream};
-    use mio::{Events, Interest, Poll, Token};
-    struct Conn {
-        sock: TcpStream,
-        inbuf: Vec<u8>,
-        out: Vec<u8>,
-        sent: usize,
-    }
-    let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(addr)?;
-    poll.registry()
-        .register(&mut listener, Token(0), Interest::READABLE)?;
-    announce(listener.local_addr()?);
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        poll.poll(&mut events, None)?;
-        for ev in events.iter() {
-            if ev.token() == Token(0) {
-                while let Ok((mut sock, _)) = listener.accept() {
-                    let _ = sock.set_nodelay(true);
-                    let idx = conns.iter().position(Option::is_none).unwrap_or_else(|| {
-                        conns.push(None);
-                        conns.len() - 1
-                    });
-                    poll.registry().register(
-                        &mut sock,
-                        Token(idx + 1),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    conns[idx] = Some(Conn {
-                        sock,
-                        inbuf: Vec::new(),
-                        out: Vec::new(),
-                        sent: 0,
-                    });
-                }
-                continue;
-            }
-            let idx = ev.token().0 - 1;
-            let Some(Some(c)) = conns.get_mut(idx) else {
-                continue;
-            };
-            let mut closed = false;
-            loop {
-                match c.sock.read(&mut buf) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        c.inbuf.extend_from_slice(&buf[..n]);
-                        // Echo every complete line.
-                        if let Some(last) = c.inbuf.iter().rposition(|b| *b == b'\n') {
-                            let mut start = 0;
-                            while let Some(i) =
-                                c.inbuf[start..=last].iter().position(|b| *b == b'\n')
-                            {
-                                let line = &c.inbuf[start..start + i];
-                                if std::str::from_utf8(line).is_ok() {
-                                    c.out.extend_from_slice(line);
-                                    c.out.push(b'\n');
-                                }
-                                start += i + 1;
-                            }
-                            c.inbuf.drain(..=last);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            while c.sent < c.out.len() {
-                match c.sock.write(&c.out[c.sent..]) {
-                    Ok(n) => c.sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            if c.sent == c.out.len() {
-                c.out.clear();
-                c.sent = 0;
-            }
-            if closed {
-                conns[idx] = None;
-            }
-        }
-    }
-}
-
-/// The hand-written mio UDP baseline.
-fn mio_udp(addr: SocketAddr) -> Result<(), BoxError> {
-    use mio::net::UdpSocket;
-    use mio::{Events, Interest, Poll, Token};
-    let mut poll = Poll::new()?;
-    let mut socket = UdpSocket::bind(addr)?;
-    poll.registry()
-        .register(&mut socket, Token(0), Interest::READABLE)?;
-    announce(socket.local_addr()?);
-    let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        poll.poll(&mut events, None)?;
-        loop {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {}
-            }
-        }
     }
 }
