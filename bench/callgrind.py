@@ -5,6 +5,9 @@ than throughput on a shared machine (the count does not depend on what else runs
     cargo build --release -p easynet-bench
     python3 bench/callgrind.py [--rows REGEX] [--impls REGEX] [--rounds 3] [--syscalls]
 
+Environment: BENCH_BIN (the binaries' directory, default $CARGO_TARGET_DIR/release), BENCH_PORT
+(default 9250).
+
 For each workload and server, the server runs under `valgrind --tool=callgrind` twice, with
 a fixed load from `loadgen --requests N` (one connection by default, so that every message takes the same path and the counts repeat; N requests): once with N1 and
 once with N2 requests per connection. Instructions per message = (Ir(N2) - Ir(N1)) /
@@ -24,9 +27,9 @@ import tempfile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET, "release")
+BIN = os.environ.get("BENCH_BIN", os.path.join(TARGET, "release"))
 TLS_DIR = os.path.join(TARGET, "bench-tls")
-PORT = 9250
+PORT = int(os.environ.get("BENCH_PORT", "9250"))
 
 # (workload, transport, size, msgs/req, easynet server, baseline servers)
 ROWS = [

@@ -109,6 +109,9 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     large_reads: bool,
     /// Small reads in a row while `large_reads`.
     small_reads: u8,
+    /// Bytes to read next: the configured read size, doubled after each read that filled
+    /// it, up to [`StreamConfig::max_read_size`].
+    read_size: usize,
     /// Sends are refused (close asked, or on_disconnection running).
     closing: bool,
     /// Server shutdown deadline, once a shutdown began.
@@ -157,6 +160,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             eof: false,
             large_reads: false,
             small_reads: 0,
+            read_size: config.read_size,
             closing: false,
             shutdown: None,
             announced: false,
@@ -250,6 +254,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             _ => {}
         }
+        // First, so that a switch back to small reads can let the big buffer go.
+        self.note_read(data.len());
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             let res = tls.read_ciphertext(data, &mut self.rbuf);
@@ -280,15 +286,18 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             return;
         }
-        // First, so that a switch back to small reads can let the big buffer go.
-        self.note_read(data.len());
         if matches!(self.phase, Phase::Open) && !self.eof {
             self.rbuf.extend_from_slice(data);
         }
     }
 
-    /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)).
+    /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)) and how
+    /// large it is ([`read_size`](Self::read_size)).
     fn note_read(&mut self, n: usize) {
+        if n >= self.read_size {
+            // The read was filled: more is likely waiting. Fewer, larger reads.
+            self.read_size = (self.read_size * 2).min(self.config.max_read_size());
+        }
         if n >= self.config.read_size / 2 {
             self.large_reads = true;
             self.small_reads = 0;
@@ -296,6 +305,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.small_reads += 1;
             if self.small_reads >= SMALL_READS_TO_COPY {
                 self.large_reads = false;
+                self.read_size = self.config.read_size;
                 if self.rbuf.is_empty() {
                     // Small messages again: do not keep a read-sized buffer for them.
                     self.rbuf = BytesMut::new();
@@ -318,8 +328,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if !self.large_reads || !matches!(self.phase, Phase::Open) || self.eof {
             return None;
         }
-        self.rbuf.reserve(self.config.read_size);
+        self.rbuf.reserve(self.read_size);
         Some(&mut self.rbuf)
+    }
+
+    /// Bytes the driver reads next: [`StreamConfig::read_size`], larger while reads fill it
+    /// (up to [`StreamConfig::max_read_size`]), back to it once reads are small again.
+    pub fn read_size(&self) -> usize {
+        self.read_size
     }
 
     /// `n` bytes were read into [`read_buffer`](Self::read_buffer); 0 means end of stream.
