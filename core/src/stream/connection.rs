@@ -20,6 +20,10 @@ use crate::tls::TlsSession;
 /// into the write buffer, which is cheaper than a queue entry.
 const SHARED_MIN: usize = 4096;
 
+/// Plaintext bytes of one TLS record: answers gathered past this go to rustls at once.
+#[cfg(feature = "tls")]
+const TLS_RECORD: usize = 16 * 1024;
+
 /// Small reads in a row after which a connection reading in place goes back to reading
 /// through the driver's shared buffer. A bulk request often ends with a short read; switching
 /// back on that one read made the next request's first (full) read a copy.
@@ -92,7 +96,9 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     wbuf: BytesMut,
     #[cfg(feature = "tls")]
     tls: Option<TlsSession>,
-    /// Plaintext encode buffer under TLS, reused.
+    /// Answers encoded under TLS and not yet given to rustls: the answers of one turn go to
+    /// rustls together (one record for several small answers, not one each), when bytes
+    /// are taken for the socket or a record's worth has gathered.
     #[cfg(feature = "tls")]
     scratch: BytesMut,
     /// About how many ciphertext bytes rustls holds for the socket (plaintext queued since
@@ -256,6 +262,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
         // First, so that a switch back to small reads can let the big buffer go.
         self.note_read(data.len());
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             let res = tls.read_ciphertext(data, &mut self.rbuf);
@@ -465,11 +473,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             return Err(SendError::Closed);
         }
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            self.scratch.clear();
+        if self.tls.is_some() {
+            // Gathered with the turn's other answers (`flush_plaintext`).
+            let before = self.scratch.len();
             R::encode(&self.protocol, item, &mut self.scratch)?;
-            tls.write_plaintext(&self.scratch);
-            self.tls_pending += self.scratch.len();
+            self.tls_pending += self.scratch.len() - before;
+            if self.scratch.len() >= TLS_RECORD {
+                self.flush_plaintext();
+            }
             return Ok(());
         }
         if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
@@ -494,11 +505,26 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg(feature = "tls")]
         {
             self.tls_pending = 0;
+            self.scratch.clear();
+        }
+    }
+
+    /// Gives the gathered answers to rustls (encrypted into records there), before any
+    /// ciphertext is taken for the socket.
+    #[cfg(feature = "tls")]
+    fn flush_plaintext(&mut self) {
+        if !self.scratch.is_empty()
+            && let Some(tls) = self.tls.as_mut()
+        {
+            tls.write_plaintext(&self.scratch);
+            self.scratch.clear();
         }
     }
 
     /// Bytes to write to the socket, in order; empty when nothing is queued.
     pub fn transmit(&mut self) -> &[u8] {
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
@@ -519,6 +545,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     ///
     /// The core still owns no socket: `out` is any [`io::Write`](std::io::Write).
     pub fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if self.chunks.is_empty()
             && self.wbuf.is_empty()
@@ -549,7 +577,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     pub fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls
-            && tls.wants_write()
+            && (tls.wants_write() || !self.scratch.is_empty())
         {
             return true;
         }
@@ -641,6 +669,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut await_close_notify = false;
         #[cfg(feature = "tls")]
+        self.flush_plaintext(); // the answers go before the close_notify
+        #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut()
             && self.config.tls_standard_compatible
         {
@@ -697,6 +727,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     fn flushed(&mut self, await_close_notify: bool) -> bool {
         #[allow(unused_mut)]
         let mut waiting = await_close_notify && !self.eof;
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
