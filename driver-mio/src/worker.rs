@@ -203,8 +203,10 @@ where
 
     fn run_loop(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // One clock read per wake-up: the time after the wait serves the events and then
+        // the next turn's orders and timers (late by the events' handling at most).
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             self.apply_orders(now);
             self.fire_timers(now);
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
@@ -222,13 +224,14 @@ where
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            now = Instant::now();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            let now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
