@@ -3,8 +3,12 @@
 //! ```text
 //! loadgen --addr 127.0.0.1:PORT [--transport tcp|tls|udp] [--conns 8] [--size 1024]
 //!         [--pipeline 1] [--seconds 3 | --requests N] [--tls-dir DIR]
-//! loadgen idle --addr 127.0.0.1:PORT --conns 1000 --pid SERVER_PID
+//! loadgen idle --addr 127.0.0.1:PORT --conns 1000 --pid SERVER_PID [--sources K]
 //! ```
+//!
+//! `--threads N` runs the load on a tokio multi-thread runtime with N workers (default: one
+//! thread). `--sources K` (idle) connects from 127.0.0.1 ..= 127.0.0.K in turn, for more
+//! connections than one source address has ephemeral ports (about 28,000 on Linux).
 //!
 //! A request is `pipeline` messages of `size` bytes (newline-terminated for TCP) written at
 //! once; its response is the same bytes back. Prints one line of `key=value` results:
@@ -34,6 +38,8 @@ struct Args {
     requests: u64,
     tls_dir: String,
     pid: Option<u32>,
+    threads: usize,
+    sources: u8,
 }
 
 fn parse() -> Result<(bool, Args), BoxError> {
@@ -52,6 +58,8 @@ fn parse() -> Result<(bool, Args), BoxError> {
         requests: 0,
         tls_dir: "target/bench-tls".into(),
         pid: None,
+        threads: 1,
+        sources: 1,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -66,6 +74,8 @@ fn parse() -> Result<(bool, Args), BoxError> {
             "--requests" => a.requests = v.parse()?,
             "--tls-dir" => a.tls_dir = v,
             "--pid" => a.pid = Some(v.parse()?),
+            "--threads" => a.threads = v.parse()?,
+            "--sources" => a.sources = v.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -275,8 +285,16 @@ async fn idle(a: Args) -> Result<(), BoxError> {
     let pid = a.pid.ok_or("idle needs --pid")?;
     let (before, _) = rss_kib(pid)?;
     let mut socks = Vec::with_capacity(a.conns);
-    for _ in 0..a.conns {
-        let mut s = tokio::net::TcpStream::connect(a.addr).await?;
+    for i in 0..a.conns {
+        let mut s = if a.sources > 1 && a.addr.is_ipv4() {
+            // Spread over 127.0.0.1 ..= 127.0.0.K: each source has its own ephemeral ports.
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % a.sources as usize) as u8);
+            socket.bind((source, 0).into())?;
+            socket.connect(a.addr).await?
+        } else {
+            tokio::net::TcpStream::connect(a.addr).await?
+        };
         s.write_all(b"hi\n").await?;
         let mut b = [0u8; 3];
         s.read_exact(&mut b).await?;
@@ -294,9 +312,16 @@ async fn idle(a: Args) -> Result<(), BoxError> {
 
 fn main() -> Result<(), BoxError> {
     let (is_idle, args) = parse()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = if args.threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     if is_idle {
         rt.block_on(idle(args))
     } else {

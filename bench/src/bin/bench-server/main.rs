@@ -2,7 +2,8 @@
 //! Rust user would write instead. Every server runs on one thread.
 //!
 //! ```text
-//! bench-server IMPL [--port P] [--tls-dir DIR]      # prints "listening on ADDR"; stops on SIGTERM
+//! bench-server IMPL [--port P] [--tls-dir DIR] [--workers N]
+//!                                                   # prints "listening on ADDR"; stops on SIGTERM
 //! bench-server gen-cert DIR                         # writes DIR/cert.der and DIR/key.der
 //! ```
 //!
@@ -10,6 +11,9 @@
 //!       easynet-mio-lines easynet-mio-raw easynet-mio-tls easynet-mio-udp
 //!       tokio-lines tokio-raw tokio-rustls tokio-udp
 //!       mio-lines mio-raw mio-rustls mio-udp   (the hand-written mio loops: `mio_baseline`)
+//!
+//! `--workers N` (easynet stream servers only): N mio event loops (`workers(N)`), or a tokio
+//! multi-thread runtime with N worker threads instead of the `current_thread` runtime.
 
 use std::error::Error;
 mod mio_baseline;
@@ -94,22 +98,27 @@ fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let (mut port, mut tls_dir) = (0u16, String::from("target/bench-tls"));
+    let mut workers = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().ok_or("--port P")?.parse()?,
             "--tls-dir" => tls_dir = args.next().ok_or("--tls-dir DIR")?,
+            "--workers" => workers = Some(args.next().ok_or("--workers N")?.parse::<usize>()?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match which.as_str() {
-        "easynet-mio-lines" => easynet_mio_tcp(addr, Stream::lines(), echo::<String>, None),
-        "easynet-mio-raw" => easynet_mio_tcp(addr, Stream::raw(), echo::<Bytes>, None),
+        "easynet-mio-lines" => {
+            easynet_mio_tcp(addr, Stream::lines(), echo::<String>, None, workers)
+        }
+        "easynet-mio-raw" => easynet_mio_tcp(addr, Stream::raw(), echo::<Bytes>, None, workers),
         "easynet-mio-tls" => easynet_mio_tcp(
             addr,
             Stream::lines(),
             echo::<String>,
             Some(server_config(&tls_dir)?),
+            workers,
         ),
         "easynet-mio-udp" => {
             let server = easynet::mio::StandaloneUdpServer::builder(Datagram::raw(), echo::<Bytes>)
@@ -130,9 +139,15 @@ fn main() -> Result<(), BoxError> {
         ),
         "mio-udp" => mio_baseline::serve_udp(addr),
         other => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = match workers {
+                Some(n) => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.max(1))
+                    .enable_all()
+                    .build()?,
+                None => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+            };
             rt.block_on(tokio_main(other, addr, &tls_dir))
         }
     }
@@ -169,6 +184,7 @@ fn easynet_mio_tcp<P, T>(
     protocol: P,
     service: fn(&ConnInfo) -> Echo<T>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    workers: Option<usize>,
 ) -> Result<(), BoxError>
 where
     T: Send + 'static,
@@ -177,7 +193,8 @@ where
     let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .port(addr.port())
-        .log_client_connection(false);
+        .log_client_connection(false)
+        .workers(workers.unwrap_or(1));
     if let Some(tls) = tls {
         b = b.tls(tls);
     }
