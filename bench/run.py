@@ -26,7 +26,7 @@ import sys
 import time
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
-BIN = os.path.join(TARGET, "release")
+BIN = os.environ.get("BENCH_BIN", os.path.join(TARGET, "release"))
 TLS_DIR = os.path.join(TARGET, "bench-tls")
 PORT = int(os.environ.get("BENCH_PORT", "9150"))
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
