@@ -31,6 +31,9 @@ impl Encode<String> for Utf8 {
     }
 }
 
+/// Payloads at least this long are made into a `String` without a copy when they can be.
+const OWNED_MIN: usize = 4096;
+
 impl Decode<String> for Utf8 {
     fn decode(&self, mut payload: BytesMut) -> Result<String, DeserializeError> {
         if self.trim_newline {
@@ -41,9 +44,10 @@ impl Decode<String> for Utf8 {
                 payload.truncate(payload.len() - 1);
             }
         }
-        // A payload that owns its allocation (a frame that was a whole read) becomes the
-        // `String` without a copy, unless most of that allocation would be wasted.
-        if payload.capacity() <= 2 * payload.len() {
+        // A large payload that owns its allocation (a frame that was a whole read) becomes
+        // the `String` without a copy, unless most of that allocation would be wasted.
+        // Small ones are copied: cheaper than finding out.
+        if payload.len() >= OWNED_MIN && payload.capacity() <= 2 * payload.len() {
             return String::from_utf8(Vec::from(payload)).map_err(|e| e.utf8_error().into());
         }
         Ok(std::str::from_utf8(&payload)?.to_owned())
