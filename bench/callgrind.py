@@ -3,7 +3,7 @@
 than throughput on a shared machine (the count does not depend on what else runs).
 
     cargo build --release -p easynet-bench
-    python3 bench/callgrind.py [--rows REGEX] [--impls REGEX] [--rounds 3] [--syscalls]
+    python3 bench/callgrind.py [--driver mio|tokio] [--rows REGEX] [--impls REGEX] [--rounds 3] [--syscalls]
 
 Environment: BENCH_BIN (the binaries' directory, default $CARGO_TARGET_DIR/release), BENCH_PORT
 (default 9250).
@@ -44,6 +44,18 @@ ROWS = [
     ("tls lines", "tls", 1024, 5, "easynet-mio-tls", ["mio-rustls", "tokio-rustls"]),
     ("tls lines", "tls", 65536, 1, "easynet-mio-tls", ["mio-rustls", "tokio-rustls"]),
     ("udp", "udp", 1024, 1, "easynet-mio-udp", ["mio-udp"]),
+]
+
+
+# The tokio driver's rows (the core's changes reach it too).
+ROWS_TOKIO = [
+    ("tcp lines", "tcp", 1024, 1, "easynet-tokio-lines", ["tokio-lines"]),
+    ("tcp lines", "tcp", 1024, 5, "easynet-tokio-lines", ["tokio-lines"]),
+    ("tcp lines", "tcp", 65536, 1, "easynet-tokio-lines", ["tokio-lines"]),
+    ("tcp raw bytes", "tcp", 1024, 1, "easynet-tokio-raw", ["tokio-raw"]),
+    ("tcp raw bytes", "tcp", 65536, 1, "easynet-tokio-raw", ["tokio-raw"]),
+    ("tls lines", "tls", 1024, 5, "easynet-tokio-tls", ["tokio-rustls"]),
+    ("tls lines", "tls", 65536, 1, "easynet-tokio-tls", ["tokio-rustls"]),
 ]
 
 
@@ -156,12 +168,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", metavar="REGEX", help="rows whose 'workload size msgs/req' matches, e.g. 'tls|udp'")
     ap.add_argument("--impls", metavar="REGEX", help="only servers whose name matches")
+    ap.add_argument("--driver", choices=["mio", "tokio"], default="mio", help="which driver's rows")
     ap.add_argument("--conns", type=int, default=1, help="connections (1: every message takes the same path, so counts repeat)")
     ap.add_argument("--rounds", type=int, default=3, help="measurements per server; the median is shown")
     ap.add_argument("--syscalls", action="store_true", help="also count system calls per message (strace)")
     a = ap.parse_args()
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
-    rows = [r for r in ROWS if not a.rows or re.search(a.rows, f"{r[0]} {r[2] // 1024} KiB {r[3]}")]
+    rows = [r for r in (ROWS if a.driver == "mio" else ROWS_TOKIO) if not a.rows or re.search(a.rows, f"{r[0]} {r[2] // 1024} KiB {r[3]}")]
     print("| workload | size | msgs/req | server | instructions/msg, median (min–max)" + (" | syscalls/msg" if a.syscalls else "") + " |")
     print("|---|---|---|---|---" + ("|---" if a.syscalls else "") + "|")
     for row in rows:
