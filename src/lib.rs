@@ -8,9 +8,13 @@
 // The README's examples are compiled as doc tests.
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "sim")]
+pub use easynet_core::sim;
 #[cfg(feature = "tls")]
 pub use easynet_core::tls;
-pub use easynet_core::{ConnId, accept, addr, datagram, handler, lifecycle, protocol, stream};
+pub use easynet_core::{
+    ConnId, accept, addr, datagram, handler, lifecycle, protocol, push, server, stream,
+};
 
 #[cfg(feature = "mio")]
 pub use easynet_mio as mio;

@@ -1,5 +1,6 @@
-//! The same scenarios, with the same portable handler, on both drivers over loopback
-//! (reference/behaviour.md §2 and §4). Blocking std clients keep the scenarios driver-free.
+//! The same scenarios, with the same portable handler, on both drivers (and the poll loop
+//! example) over loopback (reference/behaviour.md §2 and §4). Blocking std clients keep the
+//! scenarios driver-free.
 
 #![cfg(all(feature = "tokio", feature = "mio"))]
 
@@ -48,9 +49,13 @@ impl Peer {
     }
 }
 
+/// Runs `scenario` on both drivers and on the poll loop example (examples/poll_loop.rs), a
+/// third driver written against the core's public API.
 fn both(scenario: fn(Start)) {
     scenario(drivers::tokio);
     scenario(drivers::mio);
+    #[cfg(all(unix, feature = "tls", feature = "json"))]
+    scenario(drivers::poll_loop);
 }
 
 #[test]

@@ -2,17 +2,19 @@
 //!
 //! A flooding client sends [`FLOOD`] empty lines (each a complete, tiny request) in one
 //! stream; meanwhile a probe client on another connection of the same event loop (mio: one
-//! worker; tokio: a current-thread runtime) sends a request every 20 ms and times each
-//! answer. Every probe sent while the flood is being handled must be answered within
-//! [`BOUND`]. A per-turn budget that counts socket reads rather than requests handled lets
+//! worker; tokio: a current-thread runtime; the poll loop example: its one thread) sends a
+//! request every 20 ms and times each answer. Every probe sent while the flood is being
+//! handled must be answered within [`BOUND`]. A per-turn budget that counts socket reads rather than requests handled lets
 //! one turn of the flooding connection handle hundreds of thousands of requests (16 reads
 //! of 16 KiB of empty lines) while the probe waits.
 //!
 //! The speed of the server is not what is measured: the flood is long enough (seconds in a
-//! debug build) that a fair loop answers the probe between two slices of it. The two tests
+//! debug build) that a fair loop answers the probe between two slices of it. The tests
 //! take turns (one flood at a time) so that they do not compete for the cores.
 
 #![cfg(all(feature = "tokio", feature = "mio"))]
+
+mod support;
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -137,6 +139,21 @@ fn tokio(service: QuietService) -> Server {
     }
 }
 
+/// The poll loop example (examples/poll_loop.rs): one thread for every connection.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn poll_loop(service: QuietService) -> Server {
+    let opts = support::drivers::Opts {
+        shutdown_timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let start = easynet::stream::Session::start;
+    let running = support::drivers::poll_loop_tcp(Stream::lines(), service, opts, start);
+    Server {
+        addr: running.addr,
+        stop: Box::new(move || running.stop()),
+    }
+}
+
 /// Runs `f` on a thread and waits for it at most `limit`.
 fn bounded(what: &str, limit: Duration, f: impl FnOnce() + Send + 'static) {
     let (tx, rx) = mpsc::channel();
@@ -165,7 +182,7 @@ fn probe(writer: &mut TcpStream, reader: &mut BufReader<TcpStream>, i: usize) ->
     }
 }
 
-/// One flood at a time: the two tests would otherwise share the machine's cores.
+/// One flood at a time: the tests would otherwise share the machine's cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn scenario(name: &str, start: fn(QuietService) -> Server) {
@@ -283,4 +300,10 @@ fn mio_probe_is_answered_promptly_while_another_connection_floods() {
 #[test]
 fn tokio_probe_is_answered_promptly_while_another_connection_floods() {
     scenario("tokio", tokio);
+}
+
+#[test]
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn poll_loop_probe_is_answered_promptly_while_another_connection_floods() {
+    scenario("poll_loop", poll_loop);
 }

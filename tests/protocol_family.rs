@@ -322,11 +322,13 @@ impl DatagramHandler for Sum {
 }
 
 #[test]
-fn cbor_in_zstd_datagrams_on_both_drivers() {
+fn cbor_in_zstd_datagrams_on_both_drivers_and_the_poll_loop() {
     let service = |_: &ConnInfo| Sum { seen: 0 };
     for (driver, server) in [
         ("tokio", drivers::tokio_udp(sum_protocol(), service)),
         ("mio", drivers::mio_udp(sum_protocol(), service)),
+        #[cfg(unix)]
+        ("poll_loop", drivers::poll_loop_udp(sum_protocol(), service)),
     ] {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

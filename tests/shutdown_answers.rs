@@ -13,6 +13,8 @@
 
 #![cfg(all(feature = "tokio", feature = "mio"))]
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -90,6 +92,9 @@ impl Service for Counters {
 enum Driver {
     Tokio,
     Mio,
+    /// The poll loop example (examples/poll_loop.rs).
+    #[cfg(all(unix, feature = "tls", feature = "json"))]
+    PollLoop,
 }
 
 /// A running server: its address and how to stop it (graceful shutdown, then the run's end;
@@ -103,6 +108,22 @@ fn start(driver: Driver, service: Counters) -> Server {
     match driver {
         Driver::Tokio => start_tokio(service),
         Driver::Mio => start_mio(service),
+        #[cfg(all(unix, feature = "tls", feature = "json"))]
+        Driver::PollLoop => {
+            let opts = support::drivers::Opts {
+                shutdown_timeout: Some(SHUTDOWN_TIMEOUT),
+                ..Default::default()
+            };
+            let start = easynet::stream::Session::start;
+            let running = support::drivers::poll_loop_tcp(Stream::lines(), service, opts, start);
+            Server {
+                addr: running.addr,
+                stop: Box::new(move || {
+                    running.stop();
+                    Ok(())
+                }),
+            }
+        }
     }
 }
 
@@ -391,4 +412,16 @@ fn mio_shutdown_delivers_every_answer_to_pipelining_clients() {
 #[test]
 fn mio_shutdown_delivers_every_answer_to_slow_readers() {
     scenario(Driver::Mio, true);
+}
+
+#[test]
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn poll_loop_shutdown_delivers_every_answer_to_pipelining_clients() {
+    scenario(Driver::PollLoop, false);
+}
+
+#[test]
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn poll_loop_shutdown_delivers_every_answer_to_slow_readers() {
+    scenario(Driver::PollLoop, true);
 }

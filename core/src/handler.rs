@@ -150,8 +150,15 @@ pub(crate) trait ResponseSink<Resp> {
 }
 
 /// A stream connection as its handler context sees it.
+pub(crate) trait DatagramSink<Resp>: ResponseSink<Resp> {
+    /// A pusher for this peer.
+    fn pusher(&mut self) -> crate::push::DatagramPusher<Resp>;
+}
+
 pub(crate) trait StreamSink<Resp>: ResponseSink<Resp> {
     fn info(&self) -> &ConnInfo;
+    /// A pusher for this connection.
+    fn pusher(&mut self) -> crate::push::Pusher<Resp>;
     /// No more requests will come (peer EOF, shutdown, close).
     fn input_finished(&self) -> bool;
 }
@@ -169,6 +176,12 @@ impl<Resp> StreamContext<'_, Resp> {
     /// `on_disconnection`), and with [`SendError::Serialize`] if it cannot be encoded.
     pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
         self.sink.send(response)
+    }
+
+    /// A [`Pusher`](crate::push::Pusher) for this connection: keep it (it is `Clone + Send +
+    /// Sync`) to send to the client later, from any thread or task (server push).
+    pub fn pusher(&mut self) -> crate::push::Pusher<Resp> {
+        self.sink.pusher()
     }
 
     /// True once the connection is closing: after the peer left (even while requests it
@@ -239,7 +252,7 @@ pub trait StreamHandler: Send + 'static {
 
 /// What a datagram handler can do and know during a call.
 pub struct DatagramContext<'a, Resp> {
-    pub(crate) sink: &'a mut dyn ResponseSink<Resp>,
+    pub(crate) sink: &'a mut dyn DatagramSink<Resp>,
     pub(crate) info: &'a ConnInfo,
     pub(crate) now: Instant,
 }
@@ -248,6 +261,12 @@ impl<Resp> DatagramContext<'_, Resp> {
     /// Encodes `response` as one datagram to this peer and queues it.
     pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
         self.sink.send(response)
+    }
+
+    /// A [`DatagramPusher`](crate::push::DatagramPusher) for this peer: keep it to send to
+    /// the peer later, from any thread or task (server push).
+    pub fn pusher(&mut self) -> crate::push::DatagramPusher<Resp> {
+        self.sink.pusher()
     }
 
     /// True once the service is shutting down; sends then fail.

@@ -24,13 +24,39 @@
 //! - [`stream`]: the per-connection machine and the session that drives a handler with it.
 //! - [`datagram`]: per-peer routines, the bounded pending queue and idle eviction.
 //! - [`tls`] (feature `tls`): the rustls session wrapper.
+//! - `sim` (feature `sim`): a deterministic in-memory simulator of whole servers and their
+//!   clients, to test a server's logic without sockets (see below).
+//!
+//! # Testing a server without sockets
+//!
+//! With the `sim` feature (in `[dev-dependencies]`: `easynet-core = { version = "0.1",
+//! features = ["sim"] }`), `sim::StreamSim` and `sim::DatagramSim` run a whole server (its
+//! service hooks, many connections, shutdown) with the very sessions the drivers run, on a
+//! virtual clock, with simulated clients and seeded faults; `sim::strategy` has proptest
+//! strategies. No socket, no thread, no runtime, no sleeping; the same seed gives the same
+//! run.
 //!
 //! # How to drive it
 //!
 //! A driver feeds what happened (bytes read, end of stream, a timer firing) and then does
-//! what the machine asks (write these bytes, close now, wake me at this instant). A blocking
-//! one-connection driver over `std::net` fits in a screen; see `examples/echo_server.rs` of
-//! the workspace and [`stream::Session`].
+//! what the machine asks (write these bytes, close now, wake me at this instant). There is
+//! one question per machine: [`Driven::poll_action`](stream::Driven::poll_action) for a
+//! stream connection (portable [`Session`](stream::Session) and async
+//! [`AsyncSession`](stream::AsyncSession) alike),
+//! [`Server::poll_event`](server::Server::poll_event) for the whole server, and
+//! [`DatagramServer::poll_output`](datagram::DatagramServer::poll_output) (or
+//! [`AsyncDatagramServer::poll_output`](datagram::AsyncDatagramServer::poll_output)) for a
+//! datagram endpoint.
+//!
+//! # Writing a driver
+//!
+//! `examples/poll_loop.rs` of the workspace is a complete third driver in one file: a
+//! single-threaded loop on the `polling` crate serving TCP (with TLS and async handlers) and
+//! UDP through this crate's public API, with signals and a graceful shutdown; the workspace
+//! runs the drivers' shared scenarios against it. The "Writing a driver" chapter of the
+//! workspace's `ARCHITECTURE.md` lists every obligation of a driver, in order (bind, run
+//! start, accepting, each connection's loop, timers, wake-ups, fairness, shutdown,
+//! teardown, datagram endpoints), with that example as its reference.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -41,7 +67,10 @@ pub mod datagram;
 pub mod handler;
 pub mod lifecycle;
 pub mod protocol;
+pub mod push;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -1,12 +1,15 @@
 //! `stream::blocking`, without sockets: a scripted in-memory peer behind `BlockingIo`
-//! (partial reads and writes, silences that advance a virtual clock, EOF, failures) and an
-//! in-memory TLS server session.
+//! (partial reads and writes, silences that advance a virtual clock, EOF, failures) and the
+//! simulated TLS server of `easynet_core::sim`.
+
+#![cfg(feature = "sim")]
 
 mod support;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +17,14 @@ use std::time::{Duration, Instant};
 use easynet_core::ConnId;
 use easynet_core::handler::{ConnInfo, Received};
 use easynet_core::protocol::{Lines, Stream, Utf8};
+use easynet_core::sim::{ClientId, ClientState, StreamSim};
 use easynet_core::stream::blocking::{self, BlockingError, BlockingIo, Progress};
-use easynet_core::stream::{ClientRole, CloseHow, Connection, Session, StreamConfig};
+use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
 use easynet_core::tls::TlsSession;
 use proptest::prelude::*;
 use support::certs::{Identity, localhost};
 use support::chunks::chunks;
-use support::sim::{Scripted, Seen, addr, info};
+use support::scripted::{Log, Script, Seen};
 
 type Lp = Stream<Lines, Utf8, String, String>;
 
@@ -157,6 +161,10 @@ impl BlockingIo for Peer {
     fn set_abortive(&mut self) {
         self.abortive = true;
     }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn client() -> Connection<Lp, ClientRole> {
@@ -387,12 +395,16 @@ fn complete_io_waits_until_the_callers_bound_and_idles_with_nothing_to_wait_for(
     assert_eq!((p, peer.reads), (Progress::Timeout, reads));
 }
 
-/// An in-memory TLS echo server behind `BlockingIo`: the client's writes go into the
-/// server session, its reads take what the session sends, at most `read_chunk` at a time.
+/// The simulated TLS echo server (`easynet_core::sim`) behind `BlockingIo`, through a raw
+/// simulated client whose bytes the blocking client under test makes: its writes go to
+/// the server, at most `write_window` at a time; its reads take what the server sent, at
+/// most `read_chunk` at a time; a silence moves the simulator's clock by the read timeout.
 struct TlsPeer {
-    clock: Clock,
-    server: Session<Scripted, Lp>,
-    log: Arc<std::sync::Mutex<Vec<Seen>>>,
+    sim: Server,
+    raw: ClientId,
+    log: Log,
+    /// Bytes of the server's already handed to the client.
+    taken: usize,
     /// The server no longer answers (its bytes never arrive).
     mute: bool,
     timeout: Option<Duration>,
@@ -402,22 +414,34 @@ struct TlsPeer {
     abortive: bool,
 }
 
+/// The simulator, shared by the peer and the test's `clock` closure (the simulator's clock
+/// is the virtual clock).
+#[derive(Clone)]
+struct Server(Rc<RefCell<StreamSim<Script, Lp>>>);
+
+impl Server {
+    fn now(&self) -> Instant {
+        self.0.borrow().now()
+    }
+    /// The closure the helpers take.
+    fn f(&self) -> impl FnMut() -> Instant + use<> {
+        let s = self.clone();
+        move || s.now()
+    }
+}
+
 impl TlsPeer {
-    fn new(clock: &Clock, id: &Identity) -> Self {
-        let (handler, log) = Scripted::echo();
-        let tls = TlsSession::server(id.server_config()).unwrap();
-        let server = Session::with_tls(
-            clock.now(),
-            handler,
-            Arc::new(Stream::lines()),
-            StreamConfig::default(),
-            info(1),
-            tls,
-        );
+    fn new(id: &Identity) -> Self {
+        let (script, log) = Script::echo();
+        let mut sim = StreamSim::builder(script, Stream::lines())
+            .tls(id.server_config(), id.client_config(), localhost())
+            .build();
+        let raw = sim.connect_raw();
         Self {
-            clock: clock.clone(),
-            server,
+            sim: Server(Rc::new(RefCell::new(sim))),
+            raw,
             log,
+            taken: 0,
             mute: false,
             timeout: None,
             read_chunk: 97,
@@ -430,24 +454,25 @@ impl TlsPeer {
 
 impl Read for TlsPeer {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let out = if self.mute {
-            &[][..]
-        } else {
-            self.server.transmit()
-        };
-        if !out.is_empty() {
-            let n = out.len().min(buf.len()).min(self.read_chunk);
-            buf[..n].copy_from_slice(&out[..n]);
-            self.server.advance(n);
-            return Ok(n);
-        }
-        if !self.mute && self.server.poll_close().is_some() {
-            return Ok(0);
+        let mut sim = self.sim.0.borrow_mut();
+        if !self.mute {
+            let out = &sim.received_bytes(self.raw)[self.taken..];
+            if !out.is_empty() {
+                let n = out.len().min(buf.len()).min(self.read_chunk);
+                buf[..n].copy_from_slice(&out[..n]);
+                self.taken += n;
+                return Ok(n);
+            }
+            match sim.state(self.raw) {
+                ClientState::EndOfStream => return Ok(0),
+                ClientState::Reset => return Err(io::ErrorKind::ConnectionReset.into()),
+                _ => {}
+            }
         }
         let Some(t) = self.timeout else {
             return Err(io::Error::other("a silent peer and no timeout: blocked"));
         };
-        self.clock.advance(t);
+        sim.advance(t);
         Err(io::ErrorKind::WouldBlock.into())
     }
 }
@@ -455,7 +480,7 @@ impl Read for TlsPeer {
 impl Write for TlsPeer {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(self.write_window);
-        self.server.handle_read(self.clock.now(), &data[..n]);
+        self.sim.0.borrow_mut().send_bytes(self.raw, &data[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -470,18 +495,18 @@ impl BlockingIo for TlsPeer {
     }
     fn shutdown_write(&mut self) {
         self.fin = true;
-        self.server.handle_eof(self.clock.now());
+        self.sim.0.borrow_mut().shutdown_write(self.raw);
     }
     fn set_abortive(&mut self) {
         self.abortive = true;
     }
 }
 
-fn tls_client(clock: &Clock, id: &Identity) -> Connection<Lp, ClientRole> {
+fn tls_client(now: Instant, id: &Identity) -> Connection<Lp, ClientRole> {
     let tls = TlsSession::client(id.client_config(), localhost()).unwrap();
     let info = ConnInfo::new(ConnId(0), addr(9000), addr(40001));
     Connection::with_tls(
-        clock.now(),
+        now,
         Arc::new(Stream::lines()),
         StreamConfig::default(),
         info,
@@ -491,11 +516,11 @@ fn tls_client(clock: &Clock, id: &Identity) -> Connection<Lp, ClientRole> {
 
 #[test]
 fn tls_handshake_echo_and_close_notify_exchange() {
-    let clock = Clock::new();
-    let t0 = clock.now();
     let id = Identity::localhost();
-    let mut peer = TlsPeer::new(&clock, &id);
-    let mut conn = tls_client(&clock, &id);
+    let mut peer = TlsPeer::new(&id);
+    let clock = peer.sim.clone();
+    let t0 = clock.now();
+    let mut conn = tls_client(t0, &id);
 
     blocking::handshake(&mut conn, &mut peer, clock.f()).unwrap();
     assert!(conn.is_ready() && conn.info().tls.is_some());
@@ -514,22 +539,17 @@ fn tls_handshake_echo_and_close_notify_exchange() {
     assert_eq!(how, CloseHow::Graceful);
     assert!(peer.fin && !peer.abortive);
     assert_eq!(clock.now(), t0);
-    assert!(
-        peer.log
-            .lock()
-            .unwrap()
-            .contains(&Seen::Request("private".into()))
-    );
+    assert!(peer.log.seen().contains(&Seen::Request("private".into())));
 }
 
 #[test]
 fn a_silent_server_fails_the_handshake_at_its_deadline() {
-    let clock = Clock::new();
-    let t0 = clock.now();
     let id = Identity::localhost();
-    let mut peer = TlsPeer::new(&clock, &id);
+    let mut peer = TlsPeer::new(&id);
     peer.mute = true;
-    let mut conn = tls_client(&clock, &id);
+    let clock = peer.sim.clone();
+    let t0 = clock.now();
+    let mut conn = tls_client(t0, &id);
     let res = blocking::handshake(&mut conn, &mut peer, clock.f());
     assert!(matches!(res, Err(BlockingError::Handshake)), "{res:?}");
     assert_eq!(
@@ -541,24 +561,24 @@ fn a_silent_server_fails_the_handshake_at_its_deadline() {
 
 #[test]
 fn an_untrusted_certificate_fails_the_handshake_at_once() {
-    let clock = Clock::new();
-    let t0 = clock.now();
     let id = Identity::localhost();
-    let mut peer = TlsPeer::new(&clock, &id);
-    let mut conn = tls_client(&clock, &Identity::localhost());
+    let mut peer = TlsPeer::new(&id);
+    let clock = peer.sim.clone();
+    let t0 = clock.now();
+    let mut conn = tls_client(t0, &Identity::localhost());
     let res = blocking::handshake(&mut conn, &mut peer, clock.f());
     assert!(matches!(res, Err(BlockingError::Handshake)), "{res:?}");
     assert_eq!(clock.now(), t0);
     assert!(conn.is_closed() && peer.abortive);
-    assert!(!peer.log.lock().unwrap().contains(&Seen::Connected));
+    assert!(!peer.log.seen().contains(&Seen::Connected));
 }
 
 #[test]
 fn a_tls_close_is_bounded_by_its_deadline() {
-    let clock = Clock::new();
     let id = Identity::localhost();
-    let mut peer = TlsPeer::new(&clock, &id);
-    let mut conn = tls_client(&clock, &id);
+    let mut peer = TlsPeer::new(&id);
+    let clock = peer.sim.clone();
+    let mut conn = tls_client(clock.now(), &id);
     blocking::handshake(&mut conn, &mut peer, clock.f()).unwrap();
     // The server's close_notify never comes.
     peer.mute = true;

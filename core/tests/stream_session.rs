@@ -1,18 +1,25 @@
 //! Behaviour of a stream connection and its handler (reference/behaviour.md §2), without
-//! sockets: a scripted peer, a virtual clock, a recording handler.
+//! sockets: the public simulator (`easynet_core::sim`) runs the server and its client on a
+//! virtual clock, a recording handler says what it was told. A few tests check the
+//! `Session`'s own surface (one transmit, one timeout per wake-up, in-place reads) on a bare
+//! session.
+
+#![cfg(feature = "sim")]
 
 mod support;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use easynet_core::handler::{Next, SendError};
+use easynet_core::ConnId;
+use easynet_core::handler::{ConnInfo, Next};
 use easynet_core::protocol::{Lines, Stream, Utf8};
-use easynet_core::stream::{CloseHow, StreamConfig};
-use support::sim::{LineSim, Scripted, Seen, Sim};
+use easynet_core::sim::{ClientState, Faults, Side, StreamSim};
+use easynet_core::stream::{CloseHow, Connection, Session, StreamConfig};
+use support::scripted::{Script, Scripted, Seen};
 
-fn log(l: &std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) -> Vec<Seen> {
-    l.lock().unwrap().clone()
-}
+type Lp = Stream<Lines, Utf8, String, String>;
 
 fn req(s: &str) -> Seen {
     Seen::Request(s.to_owned())
@@ -23,70 +30,100 @@ const DISCONNECTED: Seen = Seen::Disconnected {
     send_refused: true,
 };
 
+/// The simulated server running `script`'s handlers, speaking lines.
+fn lines(script: Script) -> StreamSim<Script, Lp> {
+    StreamSim::new(script, Stream::lines())
+}
+
+/// Lets a lingering close run out (the server releases its socket once the client has
+/// everything, 10 ms of virtual time later) and says how the server closed.
+fn closed_after_linger(
+    sim: &mut StreamSim<Script, Lp>,
+    c: easynet_core::sim::ClientId,
+) -> Option<CloseHow> {
+    sim.advance(Duration::from_secs(1));
+    sim.server_closed(c)
+}
+
+/// A bare session, for the tests of the session's own surface.
+fn session(script: &Script, config: StreamConfig, now: Instant) -> Session<Scripted, Lp> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9000));
+    let info = ConnInfo::new(ConnId(1), addr, addr);
+    let conn = Connection::new(Arc::new(Stream::lines()), config, info);
+    Session::start(now, script, conn).expect("the handler is made")
+}
+
 #[test]
 fn on_connection_runs_first_then_requests_in_order() {
-    let (h, l) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    assert_eq!(log(&l), [Seen::Connected]);
-    sim.read(b"a\nb\n");
-    sim.read(b"c\n");
-    assert_eq!(log(&l), [Seen::Connected, req("a"), req("b"), req("c")]);
-    assert_eq!(sim.take_written(), "a\nb\nc\n");
+    let (script, l) = Script::echo();
+    let mut sim = lines(script);
+    let c = sim.connect();
+    assert_eq!(l.seen(), [Seen::Connected]);
+    sim.send_bytes(c, b"a\nb\n");
+    sim.send_bytes(c, b"c\n");
+    assert_eq!(l.seen(), [Seen::Connected, req("a"), req("b"), req("c")]);
+    assert_eq!(sim.received_bytes(c), b"a\nb\nc\n");
 }
 
 #[test]
 fn pipelined_requests_of_one_read_are_answered_in_one_transmit() {
-    let (h, _) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.session.handle_read(sim.clock.now(), b"1\n2\n3\n4\n5\n");
-    assert_eq!(sim.session.transmit(), b"1\n2\n3\n4\n5\n");
+    let (script, _) = Script::echo();
+    let now = Instant::now();
+    let mut s = session(&script, StreamConfig::default(), now);
+    s.handle_read(now, b"1\n2\n3\n4\n5\n");
+    assert_eq!(s.transmit(), b"1\n2\n3\n4\n5\n");
 }
 
 #[test]
 fn a_request_split_across_reads_is_completed() {
-    let (h, l) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.read(b"hel");
-    sim.read(b"lo");
-    assert_eq!(log(&l), [Seen::Connected]);
-    sim.read(b"\n");
-    assert_eq!(log(&l), [Seen::Connected, req("hello")]);
+    let (script, l) = Script::echo();
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"hel");
+    sim.send_bytes(c, b"lo");
+    assert_eq!(l.seen(), [Seen::Connected]);
+    sim.send_bytes(c, b"\n");
+    assert_eq!(l.seen(), [Seen::Connected, req("hello")]);
 }
 
 #[test]
 fn receive_timeout_is_delivered_and_partial_bytes_are_kept() {
-    let (h, l) = Scripted::new(|cx, seen| {
+    let (script, l) = Script::new(|cx, seen| {
         if let Seen::Request(r) = seen {
             cx.send(r)?;
         }
         Ok(Next::recv_timeout(Duration::from_secs(1)))
     });
-    let mut sim = LineSim::lines(h);
-    sim.read(b"par");
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"par");
     sim.advance(Duration::from_millis(999));
-    assert_eq!(log(&l), [Seen::Connected]);
+    assert_eq!(l.seen(), [Seen::Connected]);
     sim.advance(Duration::from_millis(1));
-    assert_eq!(log(&l), [Seen::Connected, Seen::Timeout]);
-    sim.read(b"tial\n");
-    assert_eq!(log(&l), [Seen::Connected, Seen::Timeout, req("partial")]);
-    assert!(
-        sim.closed.is_none(),
+    assert_eq!(l.seen(), [Seen::Connected, Seen::Timeout]);
+    sim.send_bytes(c, b"tial\n");
+    assert_eq!(l.seen(), [Seen::Connected, Seen::Timeout, req("partial")]);
+    assert_eq!(sim.replies(c), ["partial"]);
+    assert_eq!(
+        (sim.server_closed(c), sim.state(c)),
+        (None, ClientState::Open),
         "a caught timeout keeps the connection"
     );
 }
 
 #[test]
 fn zero_timeout_with_nothing_buffered_times_out_at_once_without_spinning() {
-    let (h, l) = Scripted::new(|_, _| Ok(Next::recv_timeout(Duration::ZERO)));
-    let mut sim = LineSim::lines(h);
+    let (script, l) = Script::new(|_, _| Ok(Next::recv_timeout(Duration::ZERO)));
+    let now = Instant::now();
+    let mut s = session(&script, StreamConfig::default(), now);
     // One timeout per wake-up: a handler that keeps asking for zero timeouts cannot hang
     // the machine; the driver's timer (due now) brings the next one.
-    assert_eq!(log(&l), [Seen::Connected, Seen::Timeout]);
-    assert_eq!(sim.session.poll_timeout(), Some(sim.clock.now()));
-    sim.session.handle_timeout(sim.clock.now());
-    assert_eq!(log(&l), [Seen::Connected, Seen::Timeout, Seen::Timeout]);
-    sim.session.handle_read(sim.clock.now(), b"a\n");
-    let seen = log(&l);
+    assert_eq!(l.seen(), [Seen::Connected, Seen::Timeout]);
+    assert_eq!(s.poll_timeout(), Some(now));
+    s.handle_timeout(now);
+    assert_eq!(l.seen(), [Seen::Connected, Seen::Timeout, Seen::Timeout]);
+    s.handle_read(now, b"a\n");
+    let seen = l.seen();
     assert_eq!(
         &seen[3..],
         [req("a"), Seen::Timeout],
@@ -96,54 +133,63 @@ fn zero_timeout_with_nothing_buffered_times_out_at_once_without_spinning() {
 
 #[test]
 fn zero_timeout_with_buffered_request_gets_the_request() {
-    let (h, l) = Scripted::new(move |_, seen| {
+    let (script, l) = Script::new(move |_, seen| {
         Ok(match seen {
             Seen::Connected => Next::recv(),
             Seen::Request(r) if r == "a" => Next::recv_timeout(Duration::ZERO),
             _ => Next::recv(),
         })
     });
-    let mut sim = LineSim::lines(h);
-    sim.read(b"a\nb\n");
-    assert_eq!(log(&l), [Seen::Connected, req("a"), req("b")]);
-    sim.read(b"c\n");
-    assert_eq!(log(&l).last(), Some(&req("c")));
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"a\nb\n");
+    assert_eq!(l.seen(), [Seen::Connected, req("a"), req("b")]);
+    sim.send_bytes(c, b"c\n");
+    assert_eq!(l.seen().last(), Some(&req("c")));
 }
 
 #[test]
 fn parse_error_reaches_the_handler_and_the_next_line_is_served() {
-    let (h, l) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.read(b"\xff\xfe\nok\n");
+    let (script, l) = Script::echo();
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"\xff\xfe\nok\n");
     assert_eq!(
-        log(&l),
+        l.seen(),
         [
             Seen::Connected,
             Seen::ParseError("deserialize".into()),
             req("ok")
         ]
     );
-    assert_eq!(sim.take_written(), "error\nok\n");
-    assert!(sim.closed.is_none());
+    assert_eq!(sim.received_bytes(c), b"error\nok\n");
+    assert_eq!(
+        (sim.server_closed(c), sim.state(c)),
+        (None, ClientState::Open)
+    );
 }
 
 #[test]
 fn over_long_line_is_a_parse_error_and_the_connection_goes_on() {
-    let (h, l) = Scripted::echo();
-    let config = StreamConfig::default();
+    let (script, l) = Script::echo();
     let lines = Stream::<_, _, String, String>::new(Lines::new().limit(8).unwrap(), Utf8::new());
-    let mut sim = Sim::with_config(h, lines, config);
-    sim.read(b"0123456789ABCDEF");
-    sim.read(b"GH\nnext\n");
-    let seen = log(&l);
+    let mut sim = StreamSim::new(script, lines);
+    let c = sim.connect();
+    sim.send_bytes(c, b"0123456789ABCDEF");
+    sim.send_bytes(c, b"GH\nnext\n");
+    let seen = l.seen();
     assert_eq!(seen[1], Seen::ParseError("line too long".into()));
     assert_eq!(seen.last(), Some(&req("next")));
-    assert!(sim.closed.is_none());
+    assert_eq!(sim.replies(c), ["error", "next"]);
+    assert_eq!(
+        (sim.server_closed(c), sim.state(c)),
+        (None, ClientState::Open)
+    );
 }
 
 #[test]
 fn next_close_flushes_then_closes_gracefully_after_on_disconnection() {
-    let (h, l) = Scripted::new(|cx, seen| {
+    let (script, l) = Script::new(|cx, seen| {
         Ok(match seen {
             Seen::Request(r) => {
                 cx.send(r)?;
@@ -152,17 +198,21 @@ fn next_close_flushes_then_closes_gracefully_after_on_disconnection() {
             _ => Next::recv(),
         })
     });
-    let mut sim = LineSim::lines(h);
-    sim.read(b"last\nignored\n");
-    assert_eq!(log(&l), [Seen::Connected, req("last"), DISCONNECTED]);
-    assert_eq!(sim.take_written(), "last\n");
-    assert_eq!(sim.closed, Some(CloseHow::Graceful));
-    assert!(!sim.session.wants_read());
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"last\nignored\n");
+    sim.send_bytes(c, b"later\n");
+    // Nothing after the close reaches the handler: "ignored" came in the same read,
+    // "later" is read and dropped by the lingering close.
+    assert_eq!(l.seen(), [Seen::Connected, req("last"), DISCONNECTED]);
+    assert_eq!(sim.received_bytes(c), b"last\n");
+    assert_eq!(sim.state(c), ClientState::EndOfStream);
+    assert_eq!(closed_after_linger(&mut sim, c), Some(CloseHow::Graceful));
 }
 
 #[test]
 fn handler_error_runs_on_disconnection_and_resets_after_flushing_earlier_responses() {
-    let (h, l) = Scripted::new(|cx, seen| match seen {
+    let (script, l) = Script::new(|cx, seen| match seen {
         Seen::Request(r) if r == "boom" => Err("boom".into()),
         Seen::Request(r) => {
             cx.send(r)?;
@@ -170,99 +220,119 @@ fn handler_error_runs_on_disconnection_and_resets_after_flushing_earlier_respons
         }
         _ => Ok(Next::recv()),
     });
-    let mut sim = LineSim::lines(h);
-    sim.read(b"fine\nboom\nnever\n");
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"fine\nboom\nnever\n");
     assert_eq!(
-        log(&l),
+        l.seen(),
         [Seen::Connected, req("fine"), req("boom"), DISCONNECTED]
     );
-    assert_eq!(sim.take_written(), "fine\n");
-    assert_eq!(sim.closed, Some(CloseHow::Abort));
+    assert_eq!(sim.received_bytes(c), b"fine\n");
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
+    assert_eq!(sim.state(c), ClientState::Reset);
 }
 
 #[test]
 fn handler_panic_closes_only_its_connection() {
-    let (h1, l1) = Scripted::new(|_, seen| {
-        if let Seen::Request(_) = seen {
-            panic!("handler bug");
+    let (script, l) = Script::new(|cx, seen| {
+        match seen {
+            Seen::Request(r) if r == "x" => panic!("handler bug"),
+            Seen::Request(r) => cx.send(r)?,
+            _ => {}
         }
         Ok(Next::recv())
     });
-    let (h2, l2) = Scripted::echo();
-    let mut bad = LineSim::lines(h1);
-    let mut good = LineSim::lines(h2);
-    bad.read(b"x\n");
-    good.read(b"y\n");
-    assert_eq!(bad.closed, Some(CloseHow::Abort));
-    assert_eq!(log(&l1).last(), Some(&DISCONNECTED));
-    assert_eq!(log(&l2), [Seen::Connected, req("y")]);
-    assert_eq!(good.take_written(), "y\n");
-    assert!(good.closed.is_none());
+    let mut sim = lines(script);
+    let (bad, good) = (sim.connect(), sim.connect());
+    sim.send_bytes(bad, b"x\n");
+    sim.send_bytes(good, b"y\n");
+    assert_eq!(sim.server_closed(bad), Some(CloseHow::Abort));
+    assert_eq!(sim.state(bad), ClientState::Reset);
+    assert_eq!(l.of(0).last(), Some(&DISCONNECTED));
+    assert_eq!(l.of(1), [Seen::Connected, req("y")]);
+    assert_eq!(sim.received_bytes(good), b"y\n");
+    assert_eq!(
+        (sim.server_closed(good), sim.state(good)),
+        (None, ClientState::Open)
+    );
+    assert!(sim.is_serving());
 }
 
 #[test]
 fn on_connection_error_closes_without_on_disconnection() {
-    let (h, l) = Scripted::new(|_, seen| match seen {
+    let (script, l) = Script::new(|_, seen| match seen {
         Seen::Connected => Err("refused".into()),
         _ => Ok(Next::recv()),
     });
-    let sim = LineSim::lines(h);
-    assert_eq!(log(&l), [Seen::Connected]);
-    assert_eq!(sim.closed, Some(CloseHow::Abort));
+    let mut sim = lines(script);
+    let c = sim.connect();
+    assert_eq!(l.seen(), [Seen::Connected]);
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
+    assert_eq!(sim.state(c), ClientState::Reset);
 }
 
 #[test]
 fn on_connection_close_skips_handle_but_calls_on_disconnection() {
-    let (h, l) = Scripted::new(|cx, _| {
+    let (script, l) = Script::new(|cx, _| {
         cx.send(&"go away".to_owned())?;
         Ok(Next::Close)
     });
-    let mut sim = LineSim::lines(h);
-    assert_eq!(log(&l), [Seen::Connected, DISCONNECTED]);
-    assert_eq!(sim.take_written(), "go away\n");
-    assert_eq!(sim.closed, Some(CloseHow::Graceful));
+    let mut sim = lines(script);
+    let c = sim.connect();
+    assert_eq!(l.seen(), [Seen::Connected, DISCONNECTED]);
+    assert_eq!(sim.received_bytes(c), b"go away\n");
+    assert_eq!(sim.state(c), ClientState::EndOfStream);
+    assert_eq!(closed_after_linger(&mut sim, c), Some(CloseHow::Graceful));
 }
 
 #[test]
 fn peer_eof_delivers_complete_requests_first_and_drops_the_partial_one() {
-    let (h, l) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.session.handle_read(sim.clock.now(), b"one\ntwo\npart");
-    sim.eof();
+    let (script, l) = Script::echo();
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"one\ntwo\npart");
+    sim.shutdown_write(c);
     assert_eq!(
-        log(&l),
+        l.seen(),
         [Seen::Connected, req("one"), req("two"), DISCONNECTED]
     );
-    assert_eq!(sim.take_written(), "one\ntwo\n");
-    assert_eq!(sim.closed, Some(CloseHow::Graceful));
+    assert_eq!(sim.received_bytes(c), b"one\ntwo\n");
+    assert_eq!(sim.state(c), ClientState::EndOfStream);
+    // The client's EOF ends the linger at once.
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Graceful));
 }
 
 #[test]
 fn reset_by_peer_calls_on_disconnection_and_aborts() {
-    let (h, l) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.session.handle_io_error(sim.clock.now());
-    sim.pump();
-    assert_eq!(log(&l), [Seen::Connected, DISCONNECTED]);
-    assert_eq!(sim.closed, Some(CloseHow::Abort));
+    let (script, l) = Script::echo();
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.reset(c);
+    assert_eq!(l.seen(), [Seen::Connected, DISCONNECTED]);
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
+    assert_eq!(sim.connections(), 0);
 }
 
 #[test]
 fn shutdown_answers_what_was_read_then_closes_gracefully() {
-    let (h, l) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.write_window = Some(0); // the peer is not reading yet
-    sim.read(b"r1\n");
-    sim.session.handle_read(sim.clock.now(), b"r2\nr3\npartial");
-    let deadline = sim.clock.now() + Duration::from_secs(5);
-    sim.session.shutdown(sim.clock.now(), deadline);
-    sim.pump();
-    assert!(
-        !sim.session.wants_read(),
+    let (script, l) = Script::echo();
+    let mut sim = StreamSim::builder(script, Stream::lines())
+        .shutdown_timeout(Duration::from_secs(5))
+        .faults(Faults::none().with_socket_buffer(4))
+        .build();
+    let c = sim.connect();
+    sim.set_reading(c, false); // the peer is not reading yet: answers wait in the server
+    sim.send_bytes(c, b"r1\n");
+    sim.send_bytes(c, b"r2\nr3\npartial");
+    sim.begin_shutdown();
+    sim.send_bytes(c, b"r4\n");
+    assert_eq!(
+        sim.in_flight(c, Side::Server),
+        3,
         "nothing more is read after shutdown"
     );
     assert_eq!(
-        log(&l),
+        l.seen(),
         [
             Seen::Connected,
             req("r1"),
@@ -271,30 +341,36 @@ fn shutdown_answers_what_was_read_then_closes_gracefully() {
             DISCONNECTED
         ]
     );
-    assert_eq!(sim.closed, None, "responses still queued");
-    sim.write_window = None;
-    sim.pump();
-    assert_eq!(sim.take_written(), "r1\nr2\nr3\n");
-    assert_eq!(sim.closed, Some(CloseHow::Graceful));
+    assert_eq!(sim.server_closed(c), None, "responses still queued");
+    sim.set_reading(c, true);
+    assert_eq!(sim.received_bytes(c), b"r1\nr2\nr3\n");
+    assert_eq!(sim.state(c), ClientState::EndOfStream);
+    assert_eq!(closed_after_linger(&mut sim, c), Some(CloseHow::Graceful));
+    assert!(sim.is_stopped());
 }
 
 #[test]
 fn shutdown_deadline_aborts_a_peer_that_never_reads() {
-    let (h, _) = Scripted::echo();
-    let mut sim = LineSim::lines(h);
-    sim.write_window = Some(0);
-    sim.read(b"x\n");
-    let deadline = sim.clock.now() + Duration::from_secs(2);
-    sim.session.shutdown(sim.clock.now(), deadline);
-    sim.pump();
-    assert_eq!(sim.closed, None);
-    sim.advance(Duration::from_secs(2));
-    assert_eq!(sim.closed, Some(CloseHow::Abort));
+    let (script, _) = Script::echo();
+    let mut sim = StreamSim::builder(script, Stream::lines())
+        .shutdown_timeout(Duration::from_secs(2))
+        .faults(Faults::none().with_socket_buffer(1))
+        .build();
+    let c = sim.connect();
+    sim.set_reading(c, false);
+    sim.send_bytes(c, b"x\n");
+    sim.begin_shutdown();
+    assert_eq!(sim.server_closed(c), None);
+    sim.advance(Duration::from_millis(1999));
+    assert_eq!(sim.server_closed(c), None);
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
+    assert_eq!(sim.state(c), ClientState::Reset);
 }
 
 #[test]
 fn graceful_close_is_bounded_by_the_shutdown_timeout() {
-    let (h, _) = Scripted::new(|cx, seen| {
+    let (script, _) = Script::new(|cx, seen| {
         if let Seen::Request(_) = seen {
             cx.send(&"x".repeat(100))?;
             return Ok(Next::Close);
@@ -302,81 +378,99 @@ fn graceful_close_is_bounded_by_the_shutdown_timeout() {
         Ok(Next::recv())
     });
     let config = StreamConfig::default().with_shutdown_timeout(Duration::from_secs(3));
-    let mut sim = Sim::with_config(h, Stream::lines(), config);
-    sim.write_window = Some(0); // the peer stops reading
-    sim.read(b"go\n");
-    assert_eq!(sim.closed, None);
+    let mut sim = StreamSim::builder(script, Stream::lines())
+        .config(config)
+        .faults(Faults::none().with_socket_buffer(10))
+        .build();
+    let c = sim.connect();
+    sim.set_reading(c, false); // the peer stops reading
+    sim.send_bytes(c, b"go\n");
+    assert_eq!(sim.server_closed(c), None);
     sim.advance(Duration::from_millis(2999));
-    assert_eq!(sim.closed, None);
+    assert_eq!(sim.server_closed(c), None);
     sim.advance(Duration::from_millis(1));
-    assert_eq!(sim.closed, Some(CloseHow::Abort));
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
 }
 
 #[test]
 fn reading_stops_while_the_write_queue_is_over_the_high_water_mark() {
-    let (h, _) = Scripted::echo();
+    let (script, _) = Script::echo();
     let config = StreamConfig::default().with_write_high_water(64);
-    let mut sim = Sim::with_config(h, Stream::lines(), config);
-    sim.write_window = Some(0);
+    let mut sim = StreamSim::builder(script, Stream::lines())
+        .config(config)
+        .faults(Faults::none().with_socket_buffer(1))
+        .build();
+    let c = sim.connect();
+    sim.set_reading(c, false);
     let line = format!("{}\n", "y".repeat(40));
-    sim.read(line.as_bytes());
-    assert!(sim.session.wants_read());
-    sim.read(line.as_bytes());
-    assert!(!sim.session.wants_read(), "82 bytes queued > 64");
-    sim.write_window = None;
-    sim.pump();
-    assert!(sim.session.wants_read());
+    sim.send_bytes(c, line.as_bytes());
+    assert_eq!(sim.in_flight(c, Side::Server), 0, "40 bytes queued: read");
+    sim.send_bytes(c, line.as_bytes());
+    assert_eq!(sim.in_flight(c, Side::Server), 0);
+    sim.send_bytes(c, line.as_bytes());
+    assert_eq!(
+        sim.in_flight(c, Side::Server),
+        41,
+        "over 64 bytes queued: not read"
+    );
+    sim.set_reading(c, true);
+    assert_eq!(sim.in_flight(c, Side::Server), 0, "read again once drained");
+    assert_eq!(sim.replies(c).len(), 3);
 }
 
 #[test]
 fn send_after_close_is_refused_with_a_typed_error() {
-    let (h, l) = Scripted::new(|cx, seen| {
+    let (script, l) = Script::new(|_, seen| {
         if let Seen::Request(_) = seen {
             return Ok(Next::Close);
         }
-        let _ = cx;
         Ok(Next::recv())
     });
-    let mut sim = LineSim::lines(h);
-    sim.read(b"q\n");
-    // Disconnected records that a send in on_disconnection was refused as Closed.
-    assert_eq!(log(&l).last(), Some(&DISCONNECTED));
-    let _ = SendError::Closed;
+    let mut sim = lines(script);
+    let c = sim.connect();
+    sim.send_bytes(c, b"q\n");
+    // Disconnected records that a send in on_disconnection was refused as
+    // `SendError::Closed`.
+    assert_eq!(l.seen().last(), Some(&DISCONNECTED));
 }
 
 #[test]
 fn large_reads_switch_to_reading_in_place_and_small_ones_back() {
-    let (h, l) = Scripted::echo();
+    let (script, l) = Script::echo();
     let config = StreamConfig::default().with_read_size(64);
-    let mut sim = Sim::with_config(h, Stream::lines(), config);
+    let now = Instant::now();
+    let mut s = session(&script, config, now);
+    let mut out = Vec::new();
     assert!(
-        sim.session.read_buffer().is_none(),
+        s.read_buffer().is_none(),
         "small reads copy: idle connections keep no buffer"
     );
-    sim.read(&[b'x'; 40]); // at least half a read: the next one goes in place
-    let buf = sim.session.read_buffer().expect("in-place read offered");
+    s.handle_read(now, &[b'x'; 40]); // at least half a read: the next one goes in place
+    let buf = s.read_buffer().expect("in-place read offered");
     assert!(buf.capacity() - buf.len() >= 64);
     buf.extend_from_slice(b"yz\n");
-    sim.session.handle_read_in_place(sim.clock.now(), 3);
-    sim.pump();
-    assert_eq!(log(&l).last(), Some(&req(&format!("{}yz", "x".repeat(40)))));
+    s.handle_read_in_place(now, 3);
+    assert_eq!(
+        l.seen().last(),
+        Some(&req(&format!("{}yz", "x".repeat(40))))
+    );
     // A bulk request's short last read keeps reading in place; four small reads in a row
     // switch back.
     for _ in 0..3 {
-        let buf = sim.session.read_buffer().expect("still in place");
+        let buf = s.read_buffer().expect("still in place");
         buf.extend_from_slice(b"w\n");
-        sim.session.handle_read_in_place(sim.clock.now(), 2);
-        sim.pump();
+        s.handle_read_in_place(now, 2);
     }
-    assert_eq!(log(&l).last(), Some(&req("w")));
-    assert!(
-        sim.session.read_buffer().is_none(),
-        "four small reads switch back"
+    assert_eq!(l.seen().last(), Some(&req("w")));
+    assert!(s.read_buffer().is_none(), "four small reads switch back");
+    s.handle_read(now, b"v\n");
+    assert_eq!(l.seen().last(), Some(&req("v")));
+    while s.write_to(&mut out).unwrap() > 0 {}
+    assert_eq!(out.len(), 43 + 3 * 2 + 2, "every answer written");
+    s.handle_eof(now);
+    assert_eq!(
+        s.poll_close(),
+        Some(CloseHow::Graceful),
+        "end of stream closes"
     );
-    sim.read(b"v\n");
-    sim.pump();
-    assert_eq!(log(&l).last(), Some(&req("v")));
-    sim.session.handle_eof(sim.clock.now());
-    sim.pump();
-    assert_eq!(sim.closed, Some(CloseHow::Graceful), "end of stream closes");
 }

@@ -1,103 +1,58 @@
-//! TLS on stream connections, in memory: a real rustls handshake between a server
-//! `Session` and a client `Connection`, with rcgen certificates (reference/behaviour.md §4).
+//! TLS on stream connections, in memory: a real rustls handshake between the simulated
+//! server and its client (`easynet_core::sim`), with rcgen certificates
+//! (reference/behaviour.md §4).
+
+#![cfg(feature = "sim")]
 
 mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use easynet_core::ConnId;
-use easynet_core::handler::{ConnInfo, Next, Received};
+use easynet_core::handler::Next;
 use easynet_core::protocol::{Lines, Stream, Utf8};
-use easynet_core::stream::{ClientRole, CloseHow, Connection, Session, StreamConfig};
-use easynet_core::tls::TlsSession;
+use easynet_core::sim::{ClientState, Event, Side, StreamSim};
+use easynet_core::stream::{CloseHow, StreamConfig};
 use support::certs::{Identity, localhost};
-use support::clock::Clock;
-use support::sim::{Scripted, Seen, addr, info};
+use support::scripted::{Log, Script, Seen};
 
 type Lp = Stream<Lines, Utf8, String, String>;
 
-struct Pair {
-    clock: Clock,
-    server: Session<Scripted, Lp>,
-    client: Connection<Lp, ClientRole>,
-    server_closed: Option<CloseHow>,
+/// A TLS server running `script`, its clients trusting `client`'s roots.
+fn tls(
+    script: Script,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    config: StreamConfig,
+) -> StreamSim<Script, Lp> {
+    StreamSim::builder(script, Stream::lines())
+        .tls(server, client, localhost())
+        .config(config)
+        .build()
 }
 
-impl Pair {
-    fn new(
-        handler: Scripted,
-        server_cfg: Arc<rustls::ServerConfig>,
-        client_cfg: Arc<rustls::ClientConfig>,
-        config: StreamConfig,
-    ) -> Self {
-        let clock = Clock::new();
-        let tls = TlsSession::server(server_cfg).unwrap();
-        let server = Session::with_tls(
-            clock.now(),
-            handler,
-            Arc::new(Stream::lines()),
-            config.clone(),
-            info(1),
-            tls,
-        );
-        let ctls = TlsSession::client(client_cfg, localhost()).unwrap();
-        let cinfo = ConnInfo::new(ConnId(0), addr(9000), addr(40001));
-        let client =
-            Connection::with_tls(clock.now(), Arc::new(Stream::lines()), config, cinfo, ctls);
-        Self {
-            clock,
-            server,
-            client,
-            server_closed: None,
-        }
-    }
-
-    /// Moves bytes both ways until neither side has anything to send.
-    fn pump(&mut self) {
-        for _ in 0..16 {
-            let now = self.clock.now();
-            let c2s = self.client.transmit().to_vec();
-            self.client.advance(c2s.len());
-            if !c2s.is_empty() && self.server_closed.is_none() {
-                self.server.handle_read(now, &c2s);
-            }
-            let s2c = self.server.transmit().to_vec();
-            self.server.advance(s2c.len());
-            if !s2c.is_empty() {
-                self.client.handle_read(now, &s2c);
-            }
-            if self.server_closed.is_none() {
-                self.server_closed = self.server.poll_close();
-            }
-            if c2s.is_empty() && s2c.is_empty() {
-                break;
-            }
-        }
-    }
-
-    fn client_line(&mut self) -> Option<String> {
-        let now = self.clock.now();
-        if !self.client.is_receiving() {
-            self.client.recv(now, None);
-        }
-        match self.client.poll_received(now) {
-            Some(Received::Request(r)) => Some(r),
-            _ => None,
-        }
-    }
+/// Closes after the first request.
+fn closes_on_a_request() -> (Script, Log) {
+    Script::new(|_, seen| {
+        Ok(if matches!(seen, Seen::Request(_)) {
+            Next::Close
+        } else {
+            Next::recv()
+        })
+    })
 }
 
-fn echo() -> (Scripted, Arc<Mutex<Vec<Seen>>>) {
-    Scripted::echo()
-}
+const DISCONNECTED: Seen = Seen::Disconnected {
+    closing: true,
+    send_refused: true,
+};
 
 #[test]
 fn handshake_then_echo_with_tls_info_in_on_connection() {
     let id = Identity::localhost();
     let seen_tls = Arc::new(Mutex::new(None));
     let s = seen_tls.clone();
-    let (h, log) = Scripted::new(move |cx, seen| {
+    let (script, log) = Script::new(move |cx, seen| {
         if *seen == Seen::Connected {
             *s.lock().unwrap() = cx.info().tls.clone();
         }
@@ -106,20 +61,19 @@ fn handshake_then_echo_with_tls_info_in_on_connection() {
         }
         Ok(Next::recv())
     });
-    let mut p = Pair::new(
-        h,
+    let mut sim = tls(
+        script,
         id.server_config(),
         id.client_config(),
         StreamConfig::default(),
     );
-    assert!(
-        log.lock().unwrap().is_empty(),
-        "no handler call before the handshake"
-    );
-    p.client.send(&"hello".to_owned()).unwrap(); // buffered until the handshake is done
-    p.pump();
-    assert!(p.client.is_ready());
-    assert_eq!(p.client_line().as_deref(), Some("hello"));
+    // A peer that never says hello: no handler call before the handshake.
+    let silent = sim.connect_raw();
+    assert_eq!(log.of(0), []);
+    // The request is sent before the handshake and waits for it in the client.
+    let c = sim.connect_without_running();
+    sim.send(c, &"hello".to_owned());
+    assert_eq!(sim.replies(c), ["hello"]);
     let tls = seen_tls
         .lock()
         .unwrap()
@@ -128,45 +82,47 @@ fn handshake_then_echo_with_tls_info_in_on_connection() {
     assert_eq!(tls.protocol_version, Some(rustls::ProtocolVersion::TLSv1_3));
     assert_eq!(tls.server_name.as_deref(), Some("localhost"));
     assert!(tls.cipher_suite.is_some());
-    assert_eq!(
-        *log.lock().unwrap(),
-        [Seen::Connected, Seen::Request("hello".into())]
-    );
+    assert_eq!(log.of(1), [Seen::Connected, Seen::Request("hello".into())]);
+    assert_eq!(log.of(0), [], "still waiting for the silent peer's hello");
+    assert_eq!(sim.state(silent), ClientState::Open);
 }
 
 #[test]
 fn large_messages_cross_in_both_directions() {
     let id = Identity::localhost();
-    let (h, _) = echo();
-    let mut p = Pair::new(
-        h,
+    let (script, _) = Script::echo();
+    let mut sim = tls(
+        script,
         id.server_config(),
         id.client_config(),
         StreamConfig::default(),
     );
+    let c = sim.connect();
     let big = "z".repeat(60_000);
     for _ in 0..3 {
-        p.client.send(&big).unwrap();
+        sim.send(c, &big);
     }
-    p.pump();
-    for _ in 0..3 {
-        assert_eq!(p.client_line().as_deref(), Some(big.as_str()));
-    }
+    assert_eq!(sim.replies(c), [big.as_str(); 3]);
 }
 
 #[test]
 fn tls12_only_server_negotiates_tls12() {
     let id = Identity::localhost();
-    let (h, _) = echo();
-    let mut p = Pair::new(
-        h,
+    let seen_tls = Arc::new(Mutex::new(None));
+    let s = seen_tls.clone();
+    let (script, _) = Script::new(move |cx, _| {
+        *s.lock().unwrap() = cx.info().tls.clone();
+        Ok(Next::recv())
+    });
+    let mut sim = tls(
+        script,
         id.server_config_tls12(),
         id.client_config(),
         StreamConfig::default(),
     );
-    p.pump();
+    sim.connect();
     assert_eq!(
-        p.server.info().tls.as_ref().unwrap().protocol_version,
+        seen_tls.lock().unwrap().as_ref().unwrap().protocol_version,
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
 }
@@ -174,57 +130,66 @@ fn tls12_only_server_negotiates_tls12() {
 #[test]
 fn handshake_timeout_closes_abortively_without_handler_calls() {
     let id = Identity::localhost();
-    let (h, log) = echo();
+    let (script, log) = Script::echo();
     let config = StreamConfig::default().with_tls_handshake_timeout(Duration::from_secs(2));
-    let mut p = Pair::new(h, id.server_config(), id.client_config(), config);
+    let mut sim = tls(script, id.server_config(), id.client_config(), config);
     // The client never sends its hello.
-    let t = p.server.poll_timeout().unwrap();
-    assert_eq!(t, p.clock.now() + Duration::from_secs(2));
-    p.clock.advance(Duration::from_millis(1999));
-    p.server.handle_timeout(p.clock.now());
-    assert_eq!(p.server.poll_close(), None);
-    p.clock.advance(Duration::from_millis(1));
-    p.server.handle_timeout(p.clock.now());
-    assert_eq!(p.server.poll_close(), Some(CloseHow::Abort));
-    assert!(log.lock().unwrap().is_empty());
+    let c = sim.connect_raw();
+    assert_eq!(
+        sim.next_deadline(),
+        Some(sim.now() + Duration::from_secs(2))
+    );
+    sim.advance(Duration::from_millis(1999));
+    assert_eq!(sim.server_closed(c), None);
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
+    assert_eq!(sim.state(c), ClientState::Reset);
+    assert_eq!(log.seen(), []);
 }
 
 #[test]
 fn garbage_instead_of_a_hello_sends_an_alert_and_calls_no_handler() {
     let id = Identity::localhost();
-    let (h, log) = echo();
-    let mut p = Pair::new(
-        h,
+    let (script, log) = Script::echo();
+    let mut sim = tls(
+        script,
         id.server_config(),
         id.client_config(),
         StreamConfig::default(),
     );
-    p.server
-        .handle_read(p.clock.now(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(!p.server.transmit().is_empty(), "an alert is flushed first");
-    let n = p.server.transmit().len();
-    p.server.advance(n);
-    assert_eq!(p.server.poll_close(), Some(CloseHow::Abort));
-    assert!(log.lock().unwrap().is_empty());
+    let c = sim.connect_raw();
+    sim.send_bytes(c, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let alert = sim.received_bytes(c).to_vec();
+    assert_eq!(
+        alert.first(),
+        Some(&0x15),
+        "an alert is flushed first: {alert:?}"
+    );
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
+    assert_eq!(sim.state(c), ClientState::Reset);
+    assert_eq!(log.seen(), []);
 }
 
 #[test]
 fn untrusted_server_certificate_fails_the_client_and_the_server_sees_nothing() {
     let id = Identity::localhost();
     let other = Identity::localhost();
-    let (h, log) = echo();
-    let mut p = Pair::new(
-        h,
+    let (script, log) = Script::echo();
+    let mut sim = tls(
+        script,
         id.server_config(),
         other.client_config(),
         StreamConfig::default(),
     );
-    p.pump();
-    assert!(!p.client.is_ready());
-    assert!(p.client.is_closing(), "client failed the handshake");
-    assert!(log.lock().unwrap().is_empty());
+    let c = sim.connect();
+    assert_eq!(
+        sim.state(c),
+        ClientState::Failed,
+        "client failed the handshake"
+    );
+    assert_eq!(log.seen(), []);
     assert!(
-        p.server_closed.is_some(),
+        sim.server_closed(c).is_some(),
         "server closed after the client's alert"
     );
 }
@@ -232,97 +197,96 @@ fn untrusted_server_certificate_fails_the_client_and_the_server_sees_nothing() {
 #[test]
 fn graceful_close_exchanges_close_notify() {
     let id = Identity::localhost();
-    let (h, log) = Scripted::new(|_, seen| {
-        Ok(if matches!(seen, Seen::Request(_)) {
-            Next::Close
-        } else {
-            Next::recv()
-        })
-    });
-    let mut p = Pair::new(
-        h,
+    let (script, log) = closes_on_a_request();
+    let mut sim = tls(
+        script,
         id.server_config(),
         id.client_config(),
         StreamConfig::default(),
     );
-    p.pump();
-    p.client.send(&"bye".to_owned()).unwrap();
-    p.pump();
+    let c = sim.connect();
+    sim.send(c, &"bye".to_owned());
+    assert_eq!(log.seen().last(), Some(&DISCONNECTED));
+    // The server sent close_notify and waits for the client's, its socket still whole.
+    assert_eq!(sim.server_closed(c), None);
+    assert!(!fin_from_server(&sim));
     assert_eq!(
-        log.lock().unwrap().last(),
-        Some(&Seen::Disconnected {
-            closing: true,
-            send_refused: true
-        })
+        sim.state(c),
+        ClientState::EndOfStream,
+        "client saw close_notify"
     );
-    // The server sent close_notify and waits for the client's.
-    assert_eq!(p.server_closed, None);
-    assert!(p.client.is_input_finished(), "client saw close_notify");
-    p.client.close(p.clock.now());
-    p.pump();
-    assert_eq!(p.server_closed, Some(CloseHow::Graceful));
+    sim.close(c);
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Graceful));
 }
 
 #[test]
 fn close_notify_wait_is_bounded_then_resets() {
     let id = Identity::localhost();
-    let (h, _) = Scripted::new(|_, seen| {
-        Ok(if matches!(seen, Seen::Request(_)) {
-            Next::Close
-        } else {
-            Next::recv()
-        })
-    });
     let config = StreamConfig::default().with_shutdown_timeout(Duration::from_secs(5));
-    let mut p = Pair::new(h, id.server_config(), id.client_config(), config);
-    p.pump();
-    p.client.send(&"bye".to_owned()).unwrap();
-    p.pump();
-    assert_eq!(p.server_closed, None);
-    p.clock.advance(Duration::from_secs(5));
-    p.server.handle_timeout(p.clock.now());
-    assert_eq!(p.server.poll_close(), Some(CloseHow::Abort));
+    let mut sim = tls(
+        closes_on_a_request().0,
+        id.server_config(),
+        id.client_config(),
+        config,
+    );
+    let c = sim.connect();
+    sim.send(c, &"bye".to_owned());
+    // The client never answers with its close_notify.
+    assert_eq!(sim.server_closed(c), None);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Abort));
 }
 
 #[test]
 fn not_standard_compatible_closes_without_close_notify() {
     let id = Identity::localhost();
-    let (h, _) = Scripted::new(|_, seen| {
-        Ok(if matches!(seen, Seen::Request(_)) {
-            Next::Close
-        } else {
-            Next::recv()
-        })
-    });
     let config = StreamConfig::default().with_tls_standard_compatible(false);
-    let mut p = Pair::new(h, id.server_config(), id.client_config(), config);
-    p.pump();
-    p.client.send(&"bye".to_owned()).unwrap();
-    p.pump();
-    assert_eq!(p.server_closed, Some(CloseHow::Graceful));
-    assert!(!p.client.is_input_finished(), "no close_notify was sent");
+    let mut sim = tls(
+        closes_on_a_request().0,
+        id.server_config(),
+        id.client_config(),
+        config,
+    );
+    let c = sim.connect();
+    let before = sim.received_bytes(c).len();
+    sim.send(c, &"bye".to_owned());
+    assert_eq!(
+        sim.received_bytes(c).len(),
+        before,
+        "no close_notify was sent"
+    );
+    assert!(fin_from_server(&sim), "a plain FIN");
+    assert_eq!(sim.state(c), ClientState::EndOfStream);
+    // The lingering close releases the socket once the client has everything.
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.server_closed(c), Some(CloseHow::Graceful));
 }
 
 #[test]
 fn tcp_eof_without_close_notify_is_a_disconnect() {
     let id = Identity::localhost();
-    let (h, log) = echo();
-    let mut p = Pair::new(
-        h,
+    let (script, log) = Script::echo();
+    let mut sim = tls(
+        script,
         id.server_config(),
         id.client_config(),
         StreamConfig::default(),
     );
-    p.pump();
-    p.server.handle_eof(p.clock.now());
-    assert_eq!(
-        log.lock().unwrap().last(),
-        Some(&Seen::Disconnected {
-            closing: true,
-            send_refused: true
-        })
-    );
-    let n = p.server.transmit().len();
-    p.server.advance(n);
-    assert!(p.server.poll_close().is_some());
+    let c = sim.connect();
+    sim.shutdown_write(c); // a FIN, no close_notify
+    assert_eq!(log.seen().last(), Some(&DISCONNECTED));
+    assert!(sim.server_closed(c).is_some());
+}
+
+/// The server sent its FIN.
+fn fin_from_server(sim: &StreamSim<Script, Lp>) -> bool {
+    sim.trace().iter().any(|t| {
+        matches!(
+            t.event,
+            Event::Fin {
+                from: Side::Server,
+                ..
+            }
+        )
+    })
 }

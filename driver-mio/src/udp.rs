@@ -93,7 +93,7 @@ pub struct StandaloneUdpServer<S, P> {
     drops: DropCounter,
 }
 
-struct Endpoint<S: Service, P, D: MioDgram> {
+struct Endpoint<S: Service, P: DatagramServerProtocol, D: MioDgram> {
     socket: D,
     server: DatagramServer<S, P, D::Addr>,
     pending: VecDeque<Transmit<D::Addr>>,

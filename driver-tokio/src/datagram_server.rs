@@ -16,14 +16,15 @@ use easynet_core::protocol::DatagramServerProtocol;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::async_datagram::{self, AsyncDatagramHandler};
+use crate::async_datagram;
 use crate::conn::now;
 use crate::dgram::DgramSocket;
 use crate::shell::Shell;
 use crate::{DropCounter, EventSet, ServerError};
+use easynet_core::datagram::AsyncDatagramHandler;
 
 /// Largest datagram read: 64 KiB.
-pub(crate) const MAX_DATAGRAM: usize = 64 * 1024;
+const MAX_DATAGRAM: usize = 64 * 1024;
 /// Datagrams read per wake-up before the answers go out.
 const READ_BUDGET: usize = 32;
 
@@ -182,6 +183,38 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
     }
 }
 
+/// What woke a socket loop.
+pub(crate) enum Event {
+    Stop,
+    Readable(io::Result<()>),
+    Timer,
+    Woken,
+}
+
+/// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
+/// `deliver`; a datagram that cannot be answered is counted and dropped.
+pub(crate) fn read_batch<D: DgramSocket>(
+    socket: &D,
+    unnamed: &mut u64,
+    drops: &DropCounter,
+    mut deliver: impl FnMut(D::Addr, BytesMut),
+) {
+    RECV_BUF.with_borrow_mut(|buf| {
+        if buf.len() < MAX_DATAGRAM {
+            buf.resize(MAX_DATAGRAM, 0);
+        }
+        for _ in 0..READ_BUDGET {
+            match socket.try_recv_from(buf) {
+                Ok((n, Some(from))) => deliver(from, BytesMut::from(&buf[..n])),
+                Ok((_, None)) => unanswerable(unnamed, drops),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors (connection refused from an earlier send) concern one peer.
+                Err(e) => tracing::debug!(error = %e, "datagram receive error"),
+            }
+        }
+    });
+}
+
 /// One socket's loop: datagrams in, handler responses out, timers in between.
 async fn serve_socket<S, P, D>(
     socket: Arc<D>,
@@ -216,30 +249,24 @@ where
             }
         };
         let sleep = next_timeout.map(tokio::time::Instant::from_std);
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = closed.cancelled() => break,
-            res = socket.readable() => {
+        let event = tokio::select! {
+            () = cancel.cancelled() => Event::Stop,
+            () = closed.cancelled() => Event::Stop,
+            res = socket.readable() => Event::Readable(res),
+            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } }, if sleep.is_some() => Event::Timer,
+            // Pushed datagrams wait in the endpoint; the next drain sends them.
+            () = std::future::poll_fn(|cx| endpoint.poll_wake(cx)) => Event::Woken,
+        };
+        match event {
+            Event::Stop => break,
+            Event::Readable(res) => {
                 res?;
-                // Take what is there (bounded), then answer it all.
-                RECV_BUF.with_borrow_mut(|buf| {
-                    if buf.len() < MAX_DATAGRAM {
-                        buf.resize(MAX_DATAGRAM, 0);
-                    }
-                    for _ in 0..READ_BUDGET {
-                        match socket.try_recv_from(buf) {
-                            Ok((n, Some(from))) => endpoint.handle_datagram(now(), from, BytesMut::from(&buf[..n])),
-                            Ok((_, None)) => unanswerable(&mut unnamed, &drops),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            // ICMP errors (connection refused from an earlier send) concern one peer.
-                            Err(e) => tracing::debug!(error = %e, "datagram receive error"),
-                        }
-                    }
+                read_batch(&*socket, &mut unnamed, &drops, |from, data| {
+                    endpoint.handle_datagram(now(), from, data)
                 });
             }
-            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
-                endpoint.handle_timeout(now());
-            }
+            Event::Timer => endpoint.handle_timeout(now()),
+            Event::Woken => {}
         }
     }
     endpoint.shutdown(now());

@@ -1,5 +1,5 @@
 //! Datagram sockets for the server loops, UDP or Unix: [`DgramSocket`] is what the loops
-//! are written against, [`DatagramSocket`] what an async handler's client exposes.
+//! are written against.
 
 use std::future::Future;
 use std::io;
@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 #[cfg(unix)]
 use easynet_common::unix::SocketFile;
+use easynet_core::addr::PeerAddr;
 #[cfg(unix)]
 use easynet_core::addr::UnixAddr;
-use easynet_core::addr::{Addr, PeerAddr};
 use tokio::net::UdpSocket;
 #[cfg(unix)]
 use tokio::net::UnixDatagram;
@@ -27,8 +27,6 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn local(&self) -> io::Result<Self::Addr>;
-    /// The socket as an async handler's client holds it.
-    fn client_socket(self: &Arc<Self>) -> DatagramSocket;
 
     /// Sends, waiting while the socket would block.
     fn send_to(
@@ -40,21 +38,6 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
             loop {
                 match self.try_send_to(buf, to) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
-                    other => return other,
-                }
-            }
-        }
-    }
-
-    /// Receives, waiting until a datagram is there.
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, Option<Self::Addr>)>> + Send {
-        async move {
-            loop {
-                match self.try_recv_from(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable().await?,
                     other => return other,
                 }
             }
@@ -79,9 +62,6 @@ impl DgramSocket for UdpSocket {
     }
     fn local(&self) -> io::Result<SocketAddr> {
         self.local_addr()
-    }
-    fn client_socket(self: &Arc<Self>) -> DatagramSocket {
-        DatagramSocket::Udp(self.clone())
     }
 }
 
@@ -116,38 +96,5 @@ impl DgramSocket for UnixDgram {
     }
     fn local(&self) -> io::Result<UnixAddr> {
         Ok(self.local.clone())
-    }
-    fn client_socket(self: &Arc<Self>) -> DatagramSocket {
-        DatagramSocket::Unix(self.socket.clone())
-    }
-}
-
-/// The server socket an async datagram handler's client answers from.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum DatagramSocket {
-    /// A UDP socket.
-    Udp(Arc<UdpSocket>),
-    /// A Unix datagram socket.
-    #[cfg(unix)]
-    Unix(Arc<UnixDatagram>),
-}
-
-impl DatagramSocket {
-    /// Sends `buf` to `to`, waiting while the socket would block. Fails with
-    /// `InvalidInput` if `to` is not an address of this socket's kind.
-    pub async fn send_to(&self, buf: &[u8], to: &Addr) -> io::Result<usize> {
-        let wrong_kind = || io::Error::new(io::ErrorKind::InvalidInput, "address of another kind");
-        match self {
-            DatagramSocket::Udp(s) => s.send_to(buf, to.as_inet().ok_or_else(wrong_kind)?).await,
-            #[cfg(unix)]
-            DatagramSocket::Unix(s) => {
-                let to = to.as_unix().ok_or_else(wrong_kind)?;
-                s.async_io(tokio::io::Interest::WRITABLE, || {
-                    easynet_common::unix::send_to(&**s, buf, to)
-                })
-                .await
-            }
-        }
     }
 }

@@ -36,14 +36,13 @@ mod unix;
 #[cfg(unix)]
 mod unix_client;
 
-pub use async_datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
-pub use dgram::DatagramSocket;
 pub use easynet_common::{
     BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
 };
 pub use easynet_core as core;
+pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
 pub use socket::StreamSocket;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};

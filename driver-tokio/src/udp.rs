@@ -8,11 +8,11 @@ use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
 use tokio::net::UdpSocket;
 
-use crate::async_datagram::AsyncDatagramHandler;
 use crate::datagram_server::{DgramCore, datagram_builder_methods, dropped_datagrams};
 use crate::shell::server_methods;
 use crate::{ConfigError, EventSet, ServerError};
 use easynet_common::{self as bind, UdpSettings};
+use easynet_core::datagram::AsyncDatagramHandler;
 
 type UdpConfig = UdpSettings;
 

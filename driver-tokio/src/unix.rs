@@ -23,13 +23,13 @@ use easynet_core::protocol::{DatagramServerProtocol, StreamServerProtocol};
 use easynet_core::stream::Connection;
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::async_datagram::AsyncDatagramHandler;
 use crate::async_stream::AsyncStreamHandler;
 use crate::datagram_server::{DgramCore, datagram_builder_methods, dropped_datagrams};
 use crate::dgram::UnixDgram;
 use crate::shell::server_methods;
 use crate::stream_server::{Core, Listener, NewConn, stream_builder_methods};
 use crate::{ConfigError, EventSet, ServerError};
+use easynet_core::datagram::AsyncDatagramHandler;
 
 /// A bound Unix listener and the file it made (removed when this is dropped).
 pub(crate) struct UnixListenerSocket {

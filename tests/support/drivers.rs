@@ -49,9 +49,15 @@ pub struct Opts {
     pub write_high_water: Option<usize>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub handshake_timeout: Option<Duration>,
+    /// The server's shutdown timeout; 3 s unless set.
+    pub shutdown_timeout: Option<Duration>,
 }
 
 impl Opts {
+    fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout.unwrap_or(Duration::from_secs(3))
+    }
+
     fn stream(&self) -> StreamConfig {
         let mut c = StreamConfig::default();
         if let Some(h) = self.write_high_water {
@@ -140,7 +146,7 @@ where
     let rt = runtime();
     let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
-        .shutdown_timeout(Duration::from_secs(3))
+        .shutdown_timeout(opts.shutdown_timeout())
         .stream_config(opts.stream());
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
@@ -175,7 +181,7 @@ where
     use easynet::mio::{ServerThread, StandaloneTcpServer};
     let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
-        .shutdown_timeout(Duration::from_secs(3))
+        .shutdown_timeout(opts.shutdown_timeout())
         .stream_config(opts.stream());
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
@@ -240,5 +246,92 @@ where
     Running {
         addr,
         stop: Some(Box::new(move || thread.join(None).unwrap())),
+    }
+}
+
+// examples/poll_loop.rs, the single-threaded `polling` loop written against the core's
+// public API, runs the same scenarios as the two drivers.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+#[path = "../../examples/poll_loop.rs"]
+#[allow(dead_code)]
+mod poll_loop;
+
+/// The line `Echo` on the poll loop example.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+pub fn poll_loop(opts: Opts) -> Running {
+    let timeout = opts.timeout;
+    let service = move |_: &ConnInfo| Echo { timeout };
+    poll_loop_tcp(
+        Stream::lines(),
+        service,
+        opts,
+        easynet::stream::Session::start,
+    )
+}
+
+/// Any stream protocol and handler on the poll loop example, on a thread of its own: `start`
+/// is `Session::start` (portable handlers) or `AsyncSession::start` (async handlers).
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+pub fn poll_loop_tcp<P, S, D>(
+    protocol: P,
+    service: S,
+    opts: Opts,
+    start: poll_loop::Start<S, P, D>,
+) -> Running
+where
+    P: StreamServerProtocol,
+    S: Service,
+    D: easynet::stream::Driven,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut stream = opts.stream();
+    if let Some(h) = opts.handshake_timeout {
+        stream = stream.with_tls_handshake_timeout(h);
+    }
+    let cfg = poll_loop::Config {
+        stream,
+        shutdown_timeout: opts.shutdown_timeout(),
+        tls: opts.tls,
+    };
+    on_poll_loop(addr, move |stop| {
+        poll_loop::serve_tcp(listener, service, protocol, &cfg, stop, start)
+    })
+}
+
+/// Any datagram protocol and portable handler on the poll loop example.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+pub fn poll_loop_udp<P, S>(protocol: P, service: S) -> Running
+where
+    P: DatagramServerProtocol,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+{
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let cfg = poll_loop::Config {
+        shutdown_timeout: Duration::from_secs(3),
+        ..poll_loop::Config::default()
+    };
+    on_poll_loop(addr, move |stop| {
+        poll_loop::serve_udp(socket, service, protocol, &cfg, stop)
+    })
+}
+
+/// Runs a poll loop on a thread; `stop` writes to its stop pipe (as a signal would) and
+/// joins the thread, which ends by the shutdown deadline.
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+fn on_poll_loop(
+    addr: SocketAddr,
+    serve: impl FnOnce(std::os::unix::net::UnixStream) -> std::io::Result<()> + Send + 'static,
+) -> Running {
+    let (stop, stop_rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    let thread = std::thread::spawn(move || serve(stop_rx));
+    Running {
+        addr,
+        stop: Some(Box::new(move || {
+            let _ = std::io::Write::write_all(&mut &stop, b"x");
+            thread.join().unwrap().unwrap();
+        })),
     }
 }

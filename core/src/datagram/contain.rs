@@ -12,9 +12,9 @@
 //! | decoding, encoding, the handler | the routine ends; the peer gets a fresh handler |
 //! | the handler's `Drop` | nothing else (the handler was being dropped anyway) |
 //!
-//! [`DatagramServer`](super::DatagramServer) and [`RoutineTable`](super::RoutineTable) call
-//! these helpers themselves; a driver running async handlers calls [`decode`], [`encode`],
-//! [`handler_failed`], [`handler_panicked`] and [`drop_handler`] from its routine tasks.
+//! [`DatagramServer`](super::DatagramServer) and
+//! [`AsyncDatagramServer`](super::AsyncDatagramServer) call these helpers themselves; they
+//! are public for drivers and tests that run user code of their own.
 //! How a handler's *error* is logged is the rule of [`HandlerError`].
 
 use std::any::Any;

@@ -1,17 +1,19 @@
 //! The datagram (UDP) endpoint: one routine per peer, a bounded queue of pending datagrams
 //! per peer, parse on demand, receive timeouts and idle eviction.
 //!
-//! Two layers:
+//! The layers:
 //!
 //! - [`PeerTable`] is the pure per-peer machine, generic over the payload. It decides which
 //!   routine gets which datagram when, owns the deadlines and counts drops. Both drivers use
-//!   it: the tokio driver, whose async handlers stay busy across awaits, drives it directly.
+//!   it.
 //! - [`DatagramServer`] runs the portable synchronous
 //!   [`DatagramHandler`](crate::handler::DatagramHandler) on a [`PeerTable`]: datagrams in,
 //!   [`Output::Transmit`]s out, drained until [`Output::Idle`].
-//! - [`RoutineTable`] is the same for async handlers, whose routines the driver runs as
-//!   tasks: it makes the handlers, starts routines, answers their receives (cancel-safe:
-//!   a receive can be cancelled) and takes them back when they end.
+//! - [`AsyncDatagramServer`] is the same for [`AsyncDatagramHandler`]s: it owns each
+//!   routine's future and polls it itself (no runtime needed); the handler's
+//!   [`AsyncDatagramClient`] is a view over that routine's state. Underneath,
+//!   [`RoutineTable`] decides which datagram goes to which routine and when (cancel-safe:
+//!   a receive can be cancelled).
 //!
 //! User code (factory, decoding, encoding, handler, its `Drop`) runs contained
 //! ([`contain`]): a panic ends at most that peer's routine and is logged once.
@@ -23,6 +25,8 @@
 //! holds at most [`DatagramConfig::max_pending`] datagrams, more are dropped and counted,
 //! and peers idle for [`DatagramConfig::idle_timeout`] are forgotten (their handler dropped).
 
+mod async_client;
+mod async_server;
 pub mod contain;
 mod peers;
 mod routines;
@@ -35,6 +39,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::ConfigError;
 
+pub use async_client::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
+pub use async_server::{AsyncDatagramServer, AsyncOutput, SendId};
 pub use peers::{
     Arrival, DatagramStats, PeerEvent, PeerInfo, PeerTable, Recv, RoutineError, RoutineState,
 };

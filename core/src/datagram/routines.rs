@@ -1,9 +1,9 @@
 //! [`RoutineTable`]: the routines of async datagram handlers, on a [`PeerTable`].
 //!
-//! The driver runs each routine as a task of its own (the handler stays busy across
-//! awaits); the table decides everything else: which datagram starts a routine, which
-//! answers a receive and when, what a cancelled receive leaves behind, and it makes and
-//! keeps the handlers, contained ([`contain`]).
+//! [`AsyncDatagramServer`](super::AsyncDatagramServer) runs the routines (the handler stays
+//! busy across awaits); the table decides everything else: which datagram starts a routine,
+//! which answers a receive and when, what a cancelled receive leaves behind, and it makes
+//! and keeps the handlers, contained ([`contain`]).
 //!
 //! The receive protocol, per routine: the routine asks ([`RoutineTable::recv`]) and gets
 //! exactly one [`Reply`] for it, later or at once. It asks again only after taking that
@@ -354,7 +354,8 @@ impl<S: Service, A: PeerAddr> RoutineTable<S, A> {
     }
 
     /// Stops: queued datagrams are dropped (counted), the kept handlers are dropped, and
-    /// nothing starts or is answered any more. The driver cancels its routine tasks.
+    /// nothing starts or is answered any more. The routines themselves are the caller's to
+    /// drop.
     /// Idempotent.
     pub fn shutdown(&mut self, now: Instant) {
         for (peer, id, slot) in self.table.iter_mut() {

@@ -15,9 +15,11 @@ use super::{
 };
 use crate::addr::{Addr, PeerAddr};
 use crate::handler::{
-    ConnInfo, DatagramContext, DatagramHandler, Next, Received, ResponseSink, SendError, Service,
+    ConnInfo, DatagramContext, DatagramHandler, DatagramSink, Next, Received, ResponseSink,
+    SendError, Service,
 };
 use crate::protocol::{ConfigError, DatagramServerProtocol};
+use crate::push::{DatagramEncoder, DatagramOutbox, DatagramPusher, Encoder};
 
 /// What resumes a routine: a datagram still to decode, or its timeout.
 enum Step {
@@ -86,7 +88,7 @@ enum Step {
 /// }
 /// assert_eq!(sent, vec![(peer, bytes::Bytes::from_static(b"HELLO"))]);
 /// ```
-pub struct DatagramServer<S: Service, P, A = SocketAddr> {
+pub struct DatagramServer<S: Service, P: DatagramServerProtocol, A = SocketAddr> {
     service: Arc<S>,
     protocol: Arc<P>,
     local: A,
@@ -97,9 +99,14 @@ pub struct DatagramServer<S: Service, P, A = SocketAddr> {
     out: VecDeque<Transmit<A>>,
     closing: bool,
     max_datagram_size: usize,
+    /// What pushers queue, and how they encode.
+    pushed: Arc<DatagramOutbox>,
+    encoder: Arc<dyn Encoder<P::Response>>,
 }
 
-impl<S: Service, P, A: PeerAddr> std::fmt::Debug for DatagramServer<S, P, A> {
+impl<S: Service, P: DatagramServerProtocol, A: PeerAddr> std::fmt::Debug
+    for DatagramServer<S, P, A>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatagramServer")
             .field("local", &self.local)
@@ -125,7 +132,11 @@ where
         config: DatagramConfig,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let pushed = Arc::new(DatagramOutbox::new(config.max_pending));
+        let encoder: Arc<dyn Encoder<P::Response>> = Arc::new(DatagramEncoder(protocol.clone()));
         Ok(Self {
+            pushed,
+            encoder,
             service,
             protocol,
             local_addr: local.to_addr(),
@@ -162,6 +173,7 @@ where
     /// drained. Idempotent.
     pub fn shutdown(&mut self, now: Instant) {
         self.closing = true;
+        self.pushed.close();
         for (peer, id, slot) in self.table.iter_mut() {
             slot.release(peer, id);
         }
@@ -176,6 +188,9 @@ where
 
     /// The next thing for the driver to do; [`Output::Idle`] ends each drain loop.
     pub fn poll_output(&mut self) -> Output<A> {
+        if self.out.is_empty() {
+            self.take_pushed();
+        }
         match self.out.pop_front() {
             Some(t) => Output::Transmit(t),
             None => Output::Idle {
@@ -187,6 +202,23 @@ where
     /// When [`handle_timeout`](Self::handle_timeout) is next due, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.table.poll_timeout()
+    }
+
+    /// Ready once datagrams were pushed ([`DatagramContext::pusher`]) while the driver
+    /// waited: drain [`poll_output`](Self::poll_output) then. Registers the waker.
+    pub fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.pushed.poll(cx)
+    }
+
+    fn take_pushed(&mut self) {
+        let out = &mut self.out;
+        self.pushed.drain(|to, data| match A::from_addr(&to) {
+            Some(to) => out.push_back(Transmit {
+                to: to.clone(),
+                data,
+            }),
+            None => tracing::debug!(peer = %to, "pushed datagram for an address of another kind"),
+        });
     }
 
     /// The endpoint's bound address.
@@ -238,6 +270,7 @@ where
             let next = call(
                 &*self.service,
                 &*self.protocol,
+                (&self.pushed, &self.encoder),
                 &mut self.out,
                 slot,
                 &info,
@@ -284,6 +317,7 @@ where
 fn call<S, P, A>(
     service: &S,
     protocol: &P,
+    push: (&Arc<DatagramOutbox>, &Arc<dyn Encoder<P::Response>>),
     out: &mut VecDeque<Transmit<A>>,
     slot: &mut HandlerSlot<S::Handler>,
     info: &ConnInfo,
@@ -318,6 +352,7 @@ where
     };
     let mut sink = Outbox {
         protocol,
+        push,
         info,
         to: peer,
         out,
@@ -344,8 +379,9 @@ where
 }
 
 /// The sink a handler's context sends into during one call.
-struct Outbox<'a, P, A> {
+struct Outbox<'a, P: DatagramServerProtocol, A> {
     protocol: &'a P,
+    push: (&'a Arc<DatagramOutbox>, &'a Arc<dyn Encoder<P::Response>>),
     info: &'a ConnInfo,
     to: &'a A,
     out: &'a mut VecDeque<Transmit<A>>,
@@ -373,6 +409,12 @@ impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'
 
     fn is_closing(&self) -> bool {
         self.closing
+    }
+}
+
+impl<P: DatagramServerProtocol, A: Clone> DatagramSink<P::Response> for Outbox<'_, P, A> {
+    fn pusher(&mut self) -> DatagramPusher<P::Response> {
+        DatagramPusher::new(self.push.0.clone(), self.push.1.clone(), self.info.clone())
     }
 }
 
@@ -436,8 +478,12 @@ mod tests {
         let mut out = VecDeque::new();
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let info = ConnInfo::new(crate::ConnId(0), to, to);
+        let pushed = Arc::new(DatagramOutbox::new(1));
+        let encoder: Arc<dyn Encoder<String>> =
+            Arc::new(DatagramEncoder(Arc::new(protocol.clone())));
         let mut sink = Outbox {
             protocol: &protocol,
+            push: (&pushed, &encoder),
             info: &info,
             to: &to,
             out: &mut out,
@@ -457,8 +503,12 @@ mod tests {
         let mut out = VecDeque::new();
         let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let info = ConnInfo::new(crate::ConnId(0), to, to);
+        let pushed = Arc::new(DatagramOutbox::new(1));
+        let encoder: Arc<dyn Encoder<String>> =
+            Arc::new(DatagramEncoder(Arc::new(protocol.clone())));
         let mut sink = Outbox {
             protocol: &protocol,
+            push: (&pushed, &encoder),
             info: &info,
             to: &to,
             out: &mut out,

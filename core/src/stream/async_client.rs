@@ -52,6 +52,7 @@ pub(crate) trait ConnOps<In, Out>: Send {
     fn is_closed(&self) -> bool;
     fn is_ready(&self) -> bool;
     fn is_input_finished(&self) -> bool;
+    fn pusher(&mut self) -> crate::push::Pusher<Out>;
 }
 
 impl<P: StreamServerProtocol> ConnOps<P::Request, P::Response> for Connection<P, ServerRole> {
@@ -93,6 +94,9 @@ impl<P: StreamServerProtocol> ConnOps<P::Request, P::Response> for Connection<P,
     }
     fn is_input_finished(&self) -> bool {
         Connection::is_input_finished(self)
+    }
+    fn pusher(&mut self) -> crate::push::Pusher<P::Response> {
+        Connection::pusher(self)
     }
 }
 
@@ -214,6 +218,13 @@ impl<Req, Resp> AsyncClient<Req, Resp> {
         }
         .await;
         Ok(())
+    }
+
+    /// A [`Pusher`](crate::push::Pusher) for this connection: keep it (it is `Clone + Send +
+    /// Sync`) to send to the client from any thread or task, while this handler waits in a
+    /// receive or after it returned (server push).
+    pub fn pusher(&self) -> crate::push::Pusher<Resp> {
+        lock(&self.shared).conn.pusher()
     }
 
     /// Closes gracefully: queued responses are flushed, TLS close_notify sent; the handler

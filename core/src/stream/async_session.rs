@@ -21,6 +21,7 @@ use super::{Action, Connection, Driven, ServerRole};
 use crate::handler::{ConnInfo, HandlerError, Service};
 use crate::panic_message;
 use crate::protocol::StreamServerProtocol;
+use crate::push::CloseAsked;
 
 /// An async request handler for one connection; `async fn` in the impl is fine.
 ///
@@ -238,6 +239,14 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
 
 impl<P: StreamServerProtocol> Driven for AsyncSession<P> {
     fn poll_action(&mut self, now: Instant) -> Action {
+        let asked = lock(&self.shared).conn.take_close_asked();
+        if let Some(how) = asked {
+            // As if the handler closed: its receive ends with `Closed`, on_disconnection runs.
+            self.with_conn(now, |c| match how {
+                CloseAsked::Graceful => c.close(now),
+                CloseAsked::Abort => c.close_abortively(now),
+            });
+        }
         let mut s = lock(&self.shared);
         let mut action = s.conn.poll_action(now);
         if let Action::Io(want) = &mut action
@@ -294,16 +303,17 @@ impl<P: StreamServerProtocol> Driven for AsyncSession<P> {
         &self.info
     }
     fn wakeable(&self) -> bool {
-        self.handler.is_some()
+        self.handler.is_some() || lock(&self.shared).conn.has_pushers()
     }
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let pushed = lock(&self.shared).conn.poll_push(cx).is_ready();
         {
             let mut driver = self.wake.driver.lock().unwrap_or_else(|e| e.into_inner());
             if !driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *driver = Some(cx.waker().clone());
             }
         }
-        if self.wake.woken.swap(false, Ordering::AcqRel) {
+        if self.wake.woken.swap(false, Ordering::AcqRel) || pushed {
             Poll::Ready(())
         } else {
             Poll::Pending

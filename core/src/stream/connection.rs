@@ -12,7 +12,8 @@ use super::action::{Action, Linger, Want};
 use super::{CloseHow, Role, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
 use crate::panic_message;
-use crate::protocol::StreamProtocol;
+use crate::protocol::{SerializeError, StreamProtocol};
+use crate::push::{CloseAsked, Encoder, Outbox, Pusher};
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
 
@@ -128,6 +129,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     farewell: bool,
     config: StreamConfig,
     info: ConnInfo,
+    /// What pushers queue for this connection, once one was made.
+    outbox: Option<Arc<Outbox>>,
     _role: PhantomData<fn() -> R>,
 }
 
@@ -173,6 +176,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             farewell: false,
             config,
             info,
+            outbox: None,
             _role: PhantomData,
         }
     }
@@ -760,9 +764,101 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
     }
 
+    /// A [`Pusher`] for this connection: send to it from anywhere (server push). Every
+    /// pusher of a connection shares one queue, bounded by
+    /// [`write_high_water`](StreamConfig::write_high_water).
+    pub fn pusher(&mut self) -> Pusher<R::Outgoing> {
+        let limit = self.config.write_high_water;
+        let outbox = self
+            .outbox
+            .get_or_insert_with(|| Arc::new(Outbox::new(limit)))
+            .clone();
+        if self.is_closing() {
+            outbox.close();
+        }
+        let encoder: Arc<dyn Encoder<R::Outgoing>> =
+            Arc::new(RoleEncoder::<P, R>(self.protocol.clone(), PhantomData));
+        Pusher::new(outbox, encoder, self.info.clone())
+    }
+
+    /// True once a pusher was made: the driver must poll [`poll_push`](Self::poll_push).
+    pub fn has_pushers(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Ready when pushed frames or a close asked from outside wait; registers the waker.
+    pub fn poll_push(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match &self.outbox {
+            Some(outbox) => outbox.poll(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// A close asked through a pusher, taken once. Before a graceful one, every frame
+    /// pushed before it is queued (past the high-water mark too): it goes out first.
+    pub(crate) fn take_close_asked(&mut self) -> Option<CloseAsked> {
+        let how = self.outbox.as_ref().and_then(|o| o.take_close())?;
+        if how == CloseAsked::Graceful
+            && let Some(outbox) = self.outbox.clone()
+            && !self.is_closing()
+        {
+            outbox.drain(|frame| {
+                self.queue_frame(frame);
+                true
+            });
+        }
+        Some(how)
+    }
+
+    /// Moves pushed frames into the write queue while it is below its high-water mark.
+    fn take_pushed(&mut self) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        if self.is_closing() {
+            outbox.close();
+            return;
+        }
+        if !outbox.has_frames() {
+            return;
+        }
+        let high_water = self.config.write_high_water;
+        outbox.drain(|frame| {
+            if self.queued() >= high_water {
+                return false;
+            }
+            self.queue_frame(frame);
+            true
+        });
+    }
+
+    /// Queues an encoded frame after what is queued: small frames are copied into the write
+    /// buffer so that many go out in one write; large ones are queued as they are (shared,
+    /// no copy), as `send` does.
+    fn queue_frame(&mut self, frame: Bytes) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            tls.write_plaintext(&frame);
+            self.tls_pending += frame.len();
+            return;
+        }
+        if frame.len() < SHARED_MIN && self.chunks.is_empty() {
+            self.wbuf.extend_from_slice(&frame);
+            return;
+        }
+        if !self.wbuf.is_empty() {
+            let head = self.wbuf.split().freeze();
+            self.chunked += head.len();
+            self.chunks.push_back(head);
+        }
+        self.chunked += frame.len();
+        self.chunks.push_back(frame);
+    }
+
     /// What the driver does next: the one question a server's loop asks (see
     /// [`Action`]). Logs the connection's start (once ready) and end.
     pub fn poll_action(&mut self, now: Instant) -> Action {
+        self.take_pushed();
         if !self.announced && self.ready && R::SERVER {
             self.announced = true;
             let peer = &self.info.peer;
@@ -850,8 +946,30 @@ impl<P: StreamProtocol, R: Role<P>> StreamSink<R::Outgoing> for Connection<P, R>
         &self.info
     }
 
+    fn pusher(&mut self) -> Pusher<R::Outgoing> {
+        Connection::pusher(self)
+    }
+
     fn input_finished(&self) -> bool {
         self.is_input_finished()
+    }
+}
+
+/// Encodes outgoing messages for pushers, by the connection's role.
+struct RoleEncoder<P, R>(Arc<P>, PhantomData<fn() -> R>);
+
+impl<P: StreamProtocol, R: Role<P>> Encoder<R::Outgoing> for RoleEncoder<P, R> {
+    fn encode(&self, item: &R::Outgoing, dst: &mut BytesMut) -> Result<(), SerializeError> {
+        R::encode(&self.0, item, dst)
+    }
+}
+
+impl<P: StreamProtocol, R: Role<P>> Drop for Connection<P, R> {
+    fn drop(&mut self) {
+        // Pushers learn the connection is gone.
+        if let Some(outbox) = &self.outbox {
+            outbox.close();
+        }
     }
 }
 

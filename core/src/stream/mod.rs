@@ -9,12 +9,15 @@
 //! - [`Session`] adds a [`StreamHandler`](crate::handler::StreamHandler) on top and applies
 //!   EasyNetwork's handler rules (when `on_connection`, `handle` and `on_disconnection` run).
 //!
-//! A driver feeds socket events in and acts on what the machine asks, in this order after
-//! every input: write [`transmit`](Session::transmit) until it is empty or the socket would
-//! block ([`advance`](Session::advance) by what was written), then close the socket if
-//! [`poll_close`](Session::poll_close) says so, read again only while
-//! [`wants_read`](Session::wants_read), and wake the machine at
-//! [`poll_timeout`](Session::poll_timeout) with [`handle_timeout`](Session::handle_timeout).
+//! A server driver writes one loop against [`Driven`] (portable [`Session`]s and async
+//! [`AsyncSession`]s alike): it feeds socket events in and, after every input, does what
+//! [`poll_action`](Driven::poll_action) says ([`Action`]: move bytes and wait for the
+//! readiness and time in [`Want`], send FIN, report the kernel's unsent bytes, close). The
+//! workspace's `examples/poll_loop.rs` is such a loop; ARCHITECTURE.md's "Writing a driver"
+//! lists the obligations in order. The older surface ([`transmit`](Session::transmit) /
+//! [`advance`](Session::advance), [`wants_read`](Session::wants_read),
+//! [`poll_timeout`](Session::poll_timeout), [`poll_close`](Session::poll_close)) remains
+//! for simple blocking use; it has no lingering close.
 //!
 //! A blocking client does not write that loop: [`blocking`] drives a [`Connection`] over a
 //! blocking socket (rustls's `complete_io` shape).

@@ -10,6 +10,7 @@ use crate::handler::{
 };
 use crate::panic_message;
 use crate::protocol::StreamServerProtocol;
+use crate::push::CloseAsked;
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
 
@@ -202,6 +203,9 @@ where
     /// What the driver does next; see [`Action`]. Requests left over from a turn whose
     /// budget ran out ask for [`Want::resume`](super::Want::resume) instead of a read.
     pub fn poll_action(&mut self, now: Instant) -> Action {
+        if let Some(how) = self.conn.take_close_asked() {
+            self.close_from_outside(now, how);
+        }
         let mut action = self.conn.poll_action(now);
         if let Action::Io(want) = &mut action
             && self.pending
@@ -288,6 +292,19 @@ where
         match catch_unwind(AssertUnwindSafe(|| f(handler, &mut cx))) {
             Ok(res) => res,
             Err(panic) => Err(panic_message("handler", panic).into()),
+        }
+    }
+
+    /// A pusher asked to close: as `Next::Close` (or an abort), at the handler's next
+    /// stop.
+    fn close_from_outside(&mut self, now: Instant, how: CloseAsked) {
+        if self.stage == Stage::Running {
+            self.disconnect(now);
+        }
+        self.finish();
+        match how {
+            CloseAsked::Graceful => self.conn.close(now),
+            CloseAsked::Abort => self.conn.close_abortively(now),
         }
     }
 
@@ -478,6 +495,12 @@ where
     }
     fn info(&self) -> &ConnInfo {
         self.conn.info()
+    }
+    fn wakeable(&self) -> bool {
+        self.conn.has_pushers()
+    }
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.conn.poll_push(cx)
     }
 }
 
