@@ -837,9 +837,20 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// no copy), as `send` does.
     fn queue_frame(&mut self, frame: Bytes) {
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            tls.write_plaintext(&frame);
+        if self.tls.is_some() {
+            // After the answers gathered before it (`send`), in order.
             self.tls_pending += frame.len();
+            if frame.len() >= TLS_RECORD {
+                self.flush_plaintext();
+                if let Some(tls) = self.tls.as_mut() {
+                    tls.write_plaintext(&frame);
+                }
+            } else {
+                self.scratch.extend_from_slice(&frame);
+                if self.scratch.len() >= TLS_RECORD {
+                    self.flush_plaintext();
+                }
+            }
             return;
         }
         if frame.len() < SHARED_MIN && self.chunks.is_empty() {
