@@ -3,15 +3,20 @@
 same settings, and prints the BENCHMARKS.md table with the ratio easynet / baseline.
 
     cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick] [--rows REGEX] [--no-idle]
+    python3 bench/run.py --scaling [--seconds 2] [--rounds 3]      # 1 vs 2 workers, mio and tokio
+    python3 bench/run.py --idle-only --idle-conns 1000,10000,100000 --sources 4
 
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
-same machine. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
+same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`) are the
+strengthened hand-written loops of `bench/src/bin/bench-server/mio_baseline.rs`; easynet's mio
+TLS row is compared with both the mio + rustls loop and tokio-rustls. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
 generator to CPU 1, which makes runs repeatable to a few percent. Each row runs easynet and its baseline `rounds` times each, alternating
 (A B A B ...), and reports the median of each.
 """
 
 import argparse
 import os
+import resource
 import re
 import shutil
 import signal
@@ -20,22 +25,31 @@ import subprocess
 import sys
 import time
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release")
-TLS_DIR = os.path.join(os.path.dirname(__file__), "..", "target", "bench-tls")
-PORT = 9150
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
+BIN = os.environ.get("BENCH_BIN", os.path.join(TARGET, "release"))
+TLS_DIR = os.path.join(TARGET, "bench-tls")
+PORT = int(os.environ.get("BENCH_PORT", "9150"))
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
 def pinned(cpu, argv):
-    return (["taskset", "-c", str(cpu)] if PIN else []) + argv
+    return (["taskset", "-c", str(cpu)] if PIN and cpu is not None else []) + argv
 
 
-def start(impl):
+def more_files():
+    """Children may open as many files as the hard limit allows (idle-connection runs)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start(impl, workers=None, cpu=0):
+    extra = ["--workers", str(workers)] if workers else []
     proc = subprocess.Popen(
-        pinned(0, [os.path.join(BIN, "bench-server"), impl, "--port", str(PORT), "--tls-dir", TLS_DIR]),
+        pinned(cpu, [os.path.join(BIN, "bench-server"), impl, "--port", str(PORT), "--tls-dir", TLS_DIR] + extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=more_files,
     )
     line = proc.stdout.readline()
     if not line.startswith("listening on"):
@@ -67,14 +81,16 @@ def cpu_seconds(pid):
         return 0.0
 
 
-def load(impl, transport, size, pipeline, conns, seconds):
-    proc = start(impl)
+def load(impl, transport, size, pipeline, conns, seconds, workers=None, threads=1):
+    # With several server workers nothing is pinned: they need both CPUs.
+    proc = start(impl, workers, cpu=None if workers else 0)
     try:
         before = cpu_seconds(proc.pid)
         out = subprocess.run(
-            pinned(1, [os.path.join(BIN, "loadgen"), "--addr", f"127.0.0.1:{PORT}", "--transport", transport,
-                       "--size", str(size), "--pipeline", str(pipeline), "--conns", str(conns),
-                       "--seconds", str(seconds), "--tls-dir", TLS_DIR]),
+            pinned(None if workers else 1,
+                   [os.path.join(BIN, "loadgen"), "--addr", f"127.0.0.1:{PORT}", "--transport", transport,
+                    "--size", str(size), "--pipeline", str(pipeline), "--conns", str(conns),
+                    "--seconds", str(seconds), "--tls-dir", TLS_DIR, "--threads", str(threads)]),
             capture_output=True, text=True, timeout=seconds + 60, check=True,
         ).stdout
         cpu = cpu_seconds(proc.pid) - before
@@ -87,13 +103,13 @@ def load(impl, transport, size, pipeline, conns, seconds):
     return r
 
 
-def idle(impl, conns):
+def idle(impl, conns, sources=1):
     proc = start(impl)
     try:
         out = subprocess.run(
             [os.path.join(BIN, "loadgen"), "idle", "--addr", f"127.0.0.1:{PORT}", "--conns", str(conns),
-             "--pid", str(proc.pid)],
-            capture_output=True, text=True, timeout=120, check=True,
+             "--pid", str(proc.pid), "--sources", str(sources)],
+            capture_output=True, text=True, timeout=600, check=True, preexec_fn=more_files,
         ).stdout
     finally:
         stop(proc)
@@ -113,8 +129,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 KiB rows only")
     ap.add_argument("--rows", metavar="REGEX", help="only rows whose 'workload size msgs/req' matches, e.g. 'raw|udp'")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle-connection memory table")
+    ap.add_argument("--idle-only", action="store_true", help="only the idle-connection memory table")
+    ap.add_argument("--idle-conns", default="1000,10000", help="idle table sizes, comma-separated")
+    ap.add_argument("--sources", type=int, default=1,
+                    help="idle: connect from 127.0.0.1..K (more connections than one address has ports)")
+    ap.add_argument("--scaling", action="store_true", help="only the 1 vs 2 worker table (mio workers, tokio multi-thread)")
     a = ap.parse_args()
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
+    if a.scaling:
+        return scaling(a)
+    if a.idle_only:
+        return idle_table(a)
 
     sizes = [1024] if a.quick else [1024, 10 * 1024, 64 * 1024]
     # 64 KiB exceeds a UDP datagram; 10 KiB x 5 x 8 peers overflows the default 208 KiB
@@ -126,7 +151,9 @@ def main():
             pairs.append(("tcp lines, tokio", "easynet-tokio-lines", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
             pairs.append(("tcp lines, mio", "easynet-mio-lines", "mio-lines", "hand-written mio", "tcp", size, p))
             pairs.append(("tcp raw bytes, tokio", "easynet-tokio-raw", "tokio-raw", "raw tokio echo", "tcp", size, p))
+            pairs.append(("tcp raw bytes, mio", "easynet-mio-raw", "mio-raw", "hand-written mio", "tcp", size, p))
             pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
+            pairs.append(("tls lines, mio", "easynet-mio-tls", "mio-rustls", "hand-written mio + rustls", "tls", size, p))
             pairs.append(("tls lines, mio", "easynet-mio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
     for size, p in udp_rows:
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
@@ -151,12 +178,44 @@ def main():
     if a.no_idle:
         return 0
     print()
+    return idle_table(a)
+
+
+def idle_table(a):
     print("| idle connections | server | KiB per connection | RSS before → after (KiB) |")
     print("|---|---|---|---|")
-    for conns in (1000, 10000):
+    for conns in (int(c) for c in a.idle_conns.split(",")):
         for impl in ("easynet-tokio-lines", "tokio-lines", "easynet-mio-lines", "mio-lines"):
-            r = idle(impl, conns)
+            try:
+                r = idle(impl, conns, a.sources)
+            except subprocess.CalledProcessError as e:
+                # Usually the open-file limit (`ulimit -Hn`) of the server or the load generator.
+                print(f"| {conns} | {impl} | failed: {e.stderr.strip()[:120]} | |", flush=True)
+                continue
             print(f"| {conns} | {impl} | {r['kib_per_conn']:.2f} | {r['rss_before_kib']:.0f} → {r['rss_after_kib']:.0f} |", flush=True)
+    return 0
+
+
+def scaling(a):
+    """easynet with 1 and 2 workers: mio `workers(n)`, tokio's multi-thread runtime with n
+    worker threads. Nothing pinned (the server may use both CPUs; the load generator runs
+    on them too, with as many threads as the server has workers)."""
+    conns = max(a.conns, 16)
+    print(f"| server | workers | size | msgs/req | msgs/s | server CPU µs/msg | p50/p99/max µs | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for impl, transport in (("easynet-mio-lines", "tcp"), ("easynet-tokio-lines", "tcp"),
+                            ("easynet-mio-tls", "tls"), ("easynet-tokio-tls", "tls")):
+        for size, p in ((1024, 1), (1024, 5)):
+            if a.rows and not re.search(a.rows, f"{impl} {size // 1024} KiB {p}"):
+                continue
+            for workers in (1, 2):
+                runs = [load(impl, transport, size, p, conns, a.seconds, workers, threads=workers)
+                        for _ in range(a.rounds)]
+                r = summarize(runs)
+                errors = sum(x["errors"] for x in runs)
+                print(f"| {impl} | {workers} | {size // 1024} KiB | {p} | {r['msgs_per_s']:.0f} | {r['cpu_us_per_msg']:.2f} | "
+                      f"{r['p50_us']:.0f}/{r['p99_us']:.0f}/{r['max_us']:.0f} | {errors:.0f} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
     let (mut listener, mut gate) = (Some(listener), AcceptGate::new());
     let (mut conns, mut next_key) = (HashMap::<usize, Conn<D>>::new(), 0);
     let (woken, mut ready, mut events) = (Arc::<Mutex<Vec<_>>>::default(), vec![], Events::new());
-    let mut buf = vec![0; cfg.stream.read_size]; // one read buffer for every connection
+    // One read buffer for every connection; `read_size()` grows up to `max_read_size()`.
+    let mut buf = vec![0; cfg.stream.max_read_size()];
     loop {
         let mut now = Instant::now();
         while let Some(event) = server.poll_event() {

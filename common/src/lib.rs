@@ -13,6 +13,7 @@
 mod bind;
 mod error;
 mod event;
+mod recv;
 mod sendq;
 mod settings;
 mod stats;
@@ -25,6 +26,7 @@ pub use bind::{
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
+pub use recv::recv_into;
 pub use sendq::unsent_bytes;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};
 pub use stats::DropCounter;

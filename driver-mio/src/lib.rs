@@ -5,6 +5,18 @@
 //! core's [`Session`](easynet_core::stream::Session)s, which run the portable handlers (the
 //! same handler values the tokio driver runs). A [`ServerHandle`] (`Send + Sync + Clone`)
 //! stops it from any thread through a `mio::Waker`.
+//!
+//! # Running on N cores
+//!
+//! A server runs one event loop by default. `StandaloneTcpServer::builder(..).workers(n)`
+//! runs `n` loops (TCP only; Unix stream and datagram servers run one): loop 0 on the
+//! thread that calls `serve_forever`, the others on threads of their own. Each loop has its
+//! own listening sockets on the same address (`SO_REUSEPORT`, set automatically when
+//! `n > 1`), so the kernel spreads new connections over the loops; a connection stays on
+//! the loop that accepted it. One loop per core is the usual choice
+//! (`std::thread::available_parallelism`). Shutdown, `close` and the connection table are
+//! shared: `ServerHandle::shutdown` stops every loop. `bench/run.py --scaling` measures 1
+//! vs 2 workers.
 
 #![deny(missing_docs)]
 

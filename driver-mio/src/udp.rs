@@ -101,6 +101,9 @@ struct Endpoint<S: Service, P: DatagramServerProtocol, D: MioDgram> {
     counted: u64,
     readable: bool,
     writable: bool,
+    /// Registered for writable events too: only while datagrams wait for room (mio#1718;
+    /// otherwise every datagram sent would wake the loop once more).
+    write_interest: bool,
     /// Datagrams dropped because their sender cannot be answered.
     unnamed: u64,
 }
@@ -210,11 +213,7 @@ where
     let mut bound = Vec::with_capacity(sockets.len());
     for (i, (local, mut socket)) in sockets.into_iter().enumerate() {
         poll.registry()
-            .register(
-                &mut socket,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut socket, Token(i), Interest::READABLE)
             .map_err(ServerError::Listener)?;
         bound.push(local.to_addr());
         let server = DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
@@ -226,6 +225,7 @@ where
             counted: 0,
             readable: true,
             writable: true,
+            write_interest: false,
             unnamed: 0,
         });
     }
@@ -243,7 +243,7 @@ where
     for e in &mut endpoints {
         e.server.shutdown(Instant::now());
         count_drops(e, drops);
-        flush(e);
+        flush(e, None);
     }
     teardown(service.clone(), control.shutdown_timeout());
     tracing::info!("Server stopped");
@@ -284,7 +284,7 @@ where
         }
         let now = Instant::now();
         let mut busy = false;
-        for e in endpoints.iter_mut() {
+        for (i, e) in endpoints.iter_mut().enumerate() {
             if e.server.poll_timeout().is_some_and(|t| t <= now) {
                 e.server.handle_timeout(now);
             }
@@ -304,7 +304,7 @@ where
             }
             busy |= e.readable;
             count_drops(e, drops);
-            flush(e);
+            flush(e, Some((poll.registry(), i)));
             // Pushed datagrams: drained by the next flush; the waker wakes the poll.
             busy |= e
                 .server
@@ -347,8 +347,9 @@ where
     e.counted = dropped;
 }
 
-/// Moves the endpoint's responses to its socket until it would block.
-fn flush<S, P, D>(e: &mut Endpoint<S, P, D>)
+/// Moves the endpoint's responses to its socket until it would block; with the endpoint's
+/// registry and token, asks for writable events only while datagrams wait.
+fn flush<S, P, D>(e: &mut Endpoint<S, P, D>, registry: Option<(&mio::Registry, usize)>)
 where
     D: MioDgram,
     S: Service,
@@ -370,6 +371,20 @@ where
                 tracing::warn!(peer = %t.to, error = %err, "datagram send failed");
                 e.pending.pop_front();
             }
+        }
+    }
+    let waiting = !e.pending.is_empty();
+    if let Some((registry, token)) = registry
+        && waiting != e.write_interest
+    {
+        let interest = if waiting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match registry.reregister(&mut e.socket, Token(token), interest) {
+            Ok(()) => e.write_interest = waiting,
+            Err(err) => tracing::warn!(error = %err, "cannot change the socket's interest"),
         }
     }
 }

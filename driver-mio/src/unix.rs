@@ -43,6 +43,9 @@ use crate::{ConfigError, DropCounter, ServerError};
 impl MioListener for UnixListener {
     type Stream = UnixStream;
 
+    fn recv_into(stream: &UnixStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        easynet_common::recv_into(stream, buf)
+    }
     fn accept_conn(&self) -> io::Result<(UnixStream, Addr)> {
         self.accept()
             .map(|(s, peer)| (s, Addr::Unix(sys::to_unix_addr(&peer))))

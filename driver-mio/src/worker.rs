@@ -65,6 +65,9 @@ impl Wake for ConnWake {
 pub(crate) trait MioListener: Source + Send + 'static {
     type Stream: Read + Write + Source + Send + 'static;
 
+    /// Reads into a connection's receive buffer ([`easynet_common::recv_into`]).
+    fn recv_into(stream: &Self::Stream, buf: &mut bytes::BytesMut) -> io::Result<usize>;
+
     /// The next connection and its peer's address.
     fn accept_conn(&self) -> io::Result<(Self::Stream, Addr)>;
     /// Tunes an accepted stream and describes it; `None` if it is already gone.
@@ -80,6 +83,9 @@ pub(crate) trait MioListener: Source + Send + 'static {
 impl MioListener for TcpListener {
     type Stream = TcpStream;
 
+    fn recv_into(stream: &TcpStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        easynet_common::recv_into(stream, buf)
+    }
     fn accept_conn(&self) -> io::Result<(TcpStream, Addr)> {
         self.accept().map(|(s, peer)| (s, peer.into()))
     }
@@ -134,6 +140,8 @@ struct Entry<
     session: Session<H, P>,
     readable: bool,
     writable: bool,
+    /// The peer's end of stream (or an error) was reported: read until a read says so.
+    read_closed: bool,
     /// The session asked to go on after the others had their turn.
     resume: bool,
     /// On the `ready` list (once at most: a duplicate would give it two turns per round).
@@ -192,7 +200,7 @@ where
                 .register(&mut l, Token(i), Interest::READABLE)?;
             mio_listeners.push(Some(l));
         }
-        let buf = vec![0; factory.stream.read_size];
+        let buf = vec![0; factory.stream.max_read_size()];
         Ok((
             Self {
                 poll,
@@ -233,8 +241,10 @@ where
 
     fn run_loop(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // One clock read per wake-up: the time after the wait serves the events and then
+        // the next turn's orders and timers (late by the events' handling at most).
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             self.apply_orders(now);
             self.fire_timers(now);
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
@@ -252,13 +262,14 @@ where
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            now = Instant::now();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            let now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
@@ -270,7 +281,9 @@ where
                 }
                 let idx = token.0 - self.conn_base;
                 if let Some(Some(e)) = self.conns.get_mut(idx) {
-                    e.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                    let closed = event.is_read_closed() || event.is_error();
+                    e.read_closed |= closed;
+                    e.readable |= event.is_readable() || closed;
                     e.writable |= event.is_writable() || event.is_write_closed();
                     self.pump(now, idx);
                 }
@@ -424,6 +437,7 @@ where
             session,
             readable: true, // try at once: data may already be there
             writable: true,
+            read_closed: false,
             resume: false,
             queued: false,
             timer: None,
@@ -449,6 +463,7 @@ where
                 Action::Io(want) => want,
                 Action::ShutdownWrite => {
                     L::shutdown_write(&e.stream);
+                    e.readable = true; // the linger reads now, whatever the flag says
                     continue;
                 }
                 Action::QueryUnsent => {
@@ -481,9 +496,33 @@ where
                     break want.timeout;
                 }
                 reads += 1;
-                match e.stream.read(buf) {
+                // In place when the session offers its receive buffer (bulk transfers),
+                // else through the worker's buffer (an idle connection owns none).
+                let (res, asked, in_place) = match e.session.read_buffer() {
+                    Some(rbuf) => {
+                        let asked = rbuf.capacity() - rbuf.len();
+                        (L::recv_into(&e.stream, rbuf), asked, true)
+                    }
+                    None => {
+                        let asked = e.session.read_size().clamp(1, buf.len());
+                        (e.stream.read(&mut buf[..asked]), asked, false)
+                    }
+                };
+                match res {
                     Ok(0) => e.session.handle_eof(now),
-                    Ok(n) => e.session.handle_read(now, &buf[..n]),
+                    Ok(n) => {
+                        // A short read emptied the socket: new bytes will raise a new edge,
+                        // so the read that would only say WouldBlock is skipped. Not once
+                        // the peer's EOF was reported: that edge has been used up.
+                        if n < asked && !e.read_closed {
+                            e.readable = false;
+                        }
+                        if in_place {
+                            e.session.handle_read_in_place(now, n);
+                        } else {
+                            e.session.handle_read(now, &buf[..n]);
+                        }
+                    }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => e.session.handle_io_error(now),

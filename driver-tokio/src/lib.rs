@@ -6,6 +6,17 @@
 //! connection is one tokio task that moves bytes between its socket and the core's
 //! [`Session`](easynet_core::stream::Session), which runs the portable handler; there is no
 //! second state machine here.
+//!
+//! # Running on N cores
+//!
+//! The servers run on whatever runtime calls them: one task per connection (and per accept
+//! loop), so a multi-thread runtime spreads connections over its worker threads, e.g.
+//! `tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()`
+//! (or `#[tokio::main(flavor = "multi_thread", worker_threads = n)]`), then
+//! `rt.block_on(server.serve_forever(()))`. A `current_thread` runtime runs everything on
+//! one thread, which is the cheapest per request when one core is enough. Each connection
+//! task keeps no read buffer of its own (one per worker thread), so more workers cost
+//! a buffer each, not one per connection. `bench/run.py --scaling` measures 1 vs 2 workers.
 
 #![deny(missing_docs)]
 

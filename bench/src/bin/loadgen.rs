@@ -2,13 +2,19 @@
 //!
 //! ```text
 //! loadgen --addr 127.0.0.1:PORT [--transport tcp|tls|udp] [--conns 8] [--size 1024]
-//!         [--pipeline 1] [--seconds 3] [--tls-dir DIR]
-//! loadgen idle --addr 127.0.0.1:PORT --conns 1000 --pid SERVER_PID
+//!         [--pipeline 1] [--seconds 3 | --requests N] [--tls-dir DIR]
+//! loadgen idle --addr 127.0.0.1:PORT --conns 1000 --pid SERVER_PID [--sources K]
 //! ```
+//!
+//! `--threads N` runs the load on a tokio multi-thread runtime with N workers (default: one
+//! thread). `--sources K` (idle) connects from 127.0.0.1 ..= 127.0.0.K in turn, for more
+//! connections than one source address has ephemeral ports (about 28,000 on Linux).
 //!
 //! A request is `pipeline` messages of `size` bytes (newline-terminated for TCP) written at
 //! once; its response is the same bytes back. Prints one line of `key=value` results:
-//! `msgs_per_s`, `mib_per_s` (one way), `p50_us`, `p99_us`, `max_us`, `errors`.
+//! `msgs_per_s`, `mib_per_s` (one way), `p50_us`, `p99_us`, `max_us`, `errors`, `msgs`.
+//! `--requests N` makes each connection send exactly N requests (no time limit): a fixed
+//! load, for counting the server's instructions per message (`bench/callgrind.py`).
 //! `idle` opens mostly-idle connections (one echo each) and prints the server's resident
 //! memory per connection: `kib_per_conn`, `rss_before_kib`, `rss_after_kib`, `hwm_kib`.
 
@@ -28,8 +34,12 @@ struct Args {
     size: usize,
     pipeline: usize,
     seconds: f64,
+    /// Requests per connection (0: as many as `seconds` allows).
+    requests: u64,
     tls_dir: String,
     pid: Option<u32>,
+    threads: usize,
+    sources: u8,
 }
 
 fn parse() -> Result<(bool, Args), BoxError> {
@@ -45,8 +55,11 @@ fn parse() -> Result<(bool, Args), BoxError> {
         size: 1024,
         pipeline: 1,
         seconds: 3.0,
+        requests: 0,
         tls_dir: "target/bench-tls".into(),
         pid: None,
+        threads: 1,
+        sources: 1,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -58,8 +71,11 @@ fn parse() -> Result<(bool, Args), BoxError> {
             "--size" => a.size = v.parse()?,
             "--pipeline" => a.pipeline = v.parse()?,
             "--seconds" => a.seconds = v.parse()?,
+            "--requests" => a.requests = v.parse()?,
             "--tls-dir" => a.tls_dir = v,
             "--pid" => a.pid = Some(v.parse()?),
+            "--threads" => a.threads = v.parse()?,
+            "--sources" => a.sources = v.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -86,17 +102,34 @@ struct Stats {
     errors: u64,
 }
 
+/// The end of a connection's load: a time, or a number of requests.
+#[derive(Clone, Copy)]
+struct Until {
+    time: Instant,
+    requests: u64,
+}
+
+impl Until {
+    fn going(&self, done: usize) -> bool {
+        if self.requests > 0 {
+            (done as u64) < self.requests
+        } else {
+            Instant::now() < self.time
+        }
+    }
+}
+
 async fn tcp_loop<S: AsyncRead + AsyncWrite + Unpin>(
     mut sock: S,
     req: Vec<u8>,
-    until: Instant,
+    until: Until,
 ) -> Stats {
     let mut resp = vec![0u8; req.len()];
     let mut stats = Stats {
         latencies: Vec::new(),
         errors: 0,
     };
-    while Instant::now() < until {
+    while until.going(stats.latencies.len()) {
         let t = Instant::now();
         if sock.write_all(&req).await.is_err() || sock.read_exact(&mut resp).await.is_err() {
             stats.errors += 1;
@@ -117,7 +150,7 @@ async fn udp_loop(
     conn: usize,
     size: usize,
     pipeline: usize,
-    until: Instant,
+    until: Until,
 ) -> Stats {
     let mut stats = Stats {
         latencies: Vec::new(),
@@ -133,7 +166,7 @@ async fn udp_loop(
     }
     let msg = request(conn, size, 1, false);
     let mut buf = vec![0u8; 64 * 1024];
-    while Instant::now() < until {
+    while until.going(stats.latencies.len()) {
         let t = Instant::now();
         for _ in 0..pipeline {
             if sock.send(&msg).await.is_err() {
@@ -181,7 +214,10 @@ async fn load(a: Args) -> Result<(), BoxError> {
         }
     }
     let start = Instant::now();
-    let until = start + Duration::from_secs_f64(a.seconds);
+    let until = Until {
+        time: start + Duration::from_secs_f64(a.seconds),
+        requests: a.requests,
+    };
     let mut tasks = Vec::new();
     for (i, sock) in streams.into_iter().enumerate() {
         let req = request(i, a.size, a.pipeline, true);
@@ -220,13 +256,14 @@ async fn load(a: Args) -> Result<(), BoxError> {
     };
     let msgs = (lat.len() * a.pipeline) as f64;
     println!(
-        "msgs_per_s={:.0} mib_per_s={:.1} p50_us={} p99_us={} max_us={} errors={}",
+        "msgs_per_s={:.0} mib_per_s={:.1} p50_us={} p99_us={} max_us={} errors={} msgs={}",
         msgs / elapsed,
         msgs * a.size as f64 / elapsed / (1024.0 * 1024.0),
         pct(0.50),
         pct(0.99),
         lat.last().copied().unwrap_or(0),
-        errors
+        errors,
+        msgs
     );
     Ok(())
 }
@@ -248,8 +285,16 @@ async fn idle(a: Args) -> Result<(), BoxError> {
     let pid = a.pid.ok_or("idle needs --pid")?;
     let (before, _) = rss_kib(pid)?;
     let mut socks = Vec::with_capacity(a.conns);
-    for _ in 0..a.conns {
-        let mut s = tokio::net::TcpStream::connect(a.addr).await?;
+    for i in 0..a.conns {
+        let mut s = if a.sources > 1 && a.addr.is_ipv4() {
+            // Spread over 127.0.0.1 ..= 127.0.0.K: each source has its own ephemeral ports.
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % a.sources as usize) as u8);
+            socket.bind((source, 0).into())?;
+            socket.connect(a.addr).await?
+        } else {
+            tokio::net::TcpStream::connect(a.addr).await?
+        };
         s.write_all(b"hi\n").await?;
         let mut b = [0u8; 3];
         s.read_exact(&mut b).await?;
@@ -267,9 +312,16 @@ async fn idle(a: Args) -> Result<(), BoxError> {
 
 fn main() -> Result<(), BoxError> {
     let (is_idle, args) = parse()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = if args.threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     if is_idle {
         rt.block_on(idle(args))
     } else {

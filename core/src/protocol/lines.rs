@@ -140,6 +140,9 @@ impl Default for Lines {
     }
 }
 
+/// Lines at least this long that end the buffer take it whole instead of being split off.
+const TAKE_MIN: usize = 4096;
+
 impl Framing for Lines {
     type State = LineState;
 
@@ -174,7 +177,14 @@ impl Framing for Lines {
                         got: line_end,
                     });
                 }
-                let mut line = src.split_to(end);
+                // A large last line takes the buffer itself (its allocation too, so a
+                // `String` can be made of it without a copy). Small lines are split off:
+                // copying them is cheaper than a new buffer for the next read.
+                let mut line = if end == src.len() && end >= TAKE_MIN {
+                    std::mem::take(src)
+                } else {
+                    src.split_to(end)
+                };
                 line.truncate(line_end);
                 Ok(Some(line))
             }

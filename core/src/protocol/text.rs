@@ -31,14 +31,26 @@ impl Encode<String> for Utf8 {
     }
 }
 
+/// Payloads at least this long are made into a `String` without a copy when they can be.
+const OWNED_MIN: usize = 4096;
+
 impl Decode<String> for Utf8 {
-    fn decode(&self, payload: BytesMut) -> Result<String, DeserializeError> {
-        let mut bytes = &payload[..];
+    fn decode(&self, mut payload: BytesMut) -> Result<String, DeserializeError> {
         if self.trim_newline {
-            bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-            bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            if payload.ends_with(b"\n") {
+                payload.truncate(payload.len() - 1);
+            }
+            if payload.ends_with(b"\r") {
+                payload.truncate(payload.len() - 1);
+            }
         }
-        Ok(std::str::from_utf8(bytes)?.to_owned())
+        // A large payload that owns its allocation (a frame that was a whole read) becomes
+        // the `String` without a copy, unless most of that allocation would be wasted.
+        // Small ones are copied: cheaper than finding out.
+        if payload.len() >= OWNED_MIN && payload.capacity() <= 2 * payload.len() {
+            return String::from_utf8(Vec::from(payload)).map_err(|e| e.utf8_error().into());
+        }
+        Ok(std::str::from_utf8(&payload)?.to_owned())
     }
 }
 

@@ -228,7 +228,11 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
     }
 
     fn with_conn(&mut self, now: Instant, f: impl FnOnce(&mut Connection<P, ServerRole>)) {
-        f(&mut lock(&self.shared).conn);
+        {
+            let mut s = lock(&self.shared);
+            f(&mut s.conn);
+            self.read_size = s.conn.read_size(); // it follows the traffic
+        }
         self.run_handler(now);
     }
 }

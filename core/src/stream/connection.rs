@@ -21,6 +21,10 @@ use crate::tls::TlsSession;
 /// into the write buffer, which is cheaper than a queue entry.
 const SHARED_MIN: usize = 4096;
 
+/// Plaintext bytes of one TLS record: answers gathered past this go to rustls at once.
+#[cfg(feature = "tls")]
+const TLS_RECORD: usize = 16 * 1024;
+
 /// Small reads in a row after which a connection reading in place goes back to reading
 /// through the driver's shared buffer. A bulk request often ends with a short read; switching
 /// back on that one read made the next request's first (full) read a copy.
@@ -93,7 +97,9 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     wbuf: BytesMut,
     #[cfg(feature = "tls")]
     tls: Option<TlsSession>,
-    /// Plaintext encode buffer under TLS, reused.
+    /// Answers encoded under TLS and not yet given to rustls: the answers of one turn go to
+    /// rustls together (one record for several small answers, not one each), when bytes
+    /// are taken for the socket or a record's worth has gathered.
     #[cfg(feature = "tls")]
     scratch: BytesMut,
     /// About how many ciphertext bytes rustls holds for the socket (plaintext queued since
@@ -110,6 +116,9 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     large_reads: bool,
     /// Small reads in a row while `large_reads`.
     small_reads: u8,
+    /// Bytes to read next: the configured read size, doubled after each read that filled
+    /// it, up to [`StreamConfig::max_read_size`].
+    read_size: usize,
     /// Sends are refused (close asked, or on_disconnection running).
     closing: bool,
     /// Server shutdown deadline, once a shutdown began.
@@ -160,6 +169,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             eof: false,
             large_reads: false,
             small_reads: 0,
+            read_size: config.read_size,
             closing: false,
             shutdown: None,
             announced: false,
@@ -254,6 +264,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             _ => {}
         }
+        // First, so that a switch back to small reads can let the big buffer go.
+        self.note_read(data.len());
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             let res = tls.read_ciphertext(data, &mut self.rbuf);
@@ -284,15 +298,18 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             return;
         }
-        // First, so that a switch back to small reads can let the big buffer go.
-        self.note_read(data.len());
         if matches!(self.phase, Phase::Open) && !self.eof {
             self.rbuf.extend_from_slice(data);
         }
     }
 
-    /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)).
+    /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)) and how
+    /// large it is ([`read_size`](Self::read_size)).
     fn note_read(&mut self, n: usize) {
+        if n >= self.read_size {
+            // The read was filled: more is likely waiting. Fewer, larger reads.
+            self.read_size = (self.read_size * 2).min(self.config.max_read_size());
+        }
         if n >= self.config.read_size / 2 {
             self.large_reads = true;
             self.small_reads = 0;
@@ -300,6 +317,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.small_reads += 1;
             if self.small_reads >= SMALL_READS_TO_COPY {
                 self.large_reads = false;
+                self.read_size = self.config.read_size;
                 if self.rbuf.is_empty() {
                     // Small messages again: do not keep a read-sized buffer for them.
                     self.rbuf = BytesMut::new();
@@ -322,8 +340,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if !self.large_reads || !matches!(self.phase, Phase::Open) || self.eof {
             return None;
         }
-        self.rbuf.reserve(self.config.read_size);
+        self.rbuf.reserve(self.read_size);
         Some(&mut self.rbuf)
+    }
+
+    /// Bytes the driver reads next: [`StreamConfig::read_size`], larger while reads fill it
+    /// (up to [`StreamConfig::max_read_size`]), back to it once reads are small again.
+    pub fn read_size(&self) -> usize {
+        self.read_size
     }
 
     /// `n` bytes were read into [`read_buffer`](Self::read_buffer); 0 means end of stream.
@@ -453,11 +477,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             return Err(SendError::Closed);
         }
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            self.scratch.clear();
+        if self.tls.is_some() {
+            // Gathered with the turn's other answers (`flush_plaintext`).
+            let before = self.scratch.len();
             R::encode(&self.protocol, item, &mut self.scratch)?;
-            tls.write_plaintext(&self.scratch);
-            self.tls_pending += self.scratch.len();
+            self.tls_pending += self.scratch.len() - before;
+            if self.scratch.len() >= TLS_RECORD {
+                self.flush_plaintext();
+            }
             return Ok(());
         }
         if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
@@ -482,11 +509,26 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg(feature = "tls")]
         {
             self.tls_pending = 0;
+            self.scratch.clear();
+        }
+    }
+
+    /// Gives the gathered answers to rustls (encrypted into records there), before any
+    /// ciphertext is taken for the socket.
+    #[cfg(feature = "tls")]
+    fn flush_plaintext(&mut self) {
+        if !self.scratch.is_empty()
+            && let Some(tls) = self.tls.as_mut()
+        {
+            tls.write_plaintext(&self.scratch);
+            self.scratch.clear();
         }
     }
 
     /// Bytes to write to the socket, in order; empty when nothing is queued.
     pub fn transmit(&mut self) -> &[u8] {
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
@@ -507,6 +549,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     ///
     /// The core still owns no socket: `out` is any [`io::Write`](std::io::Write).
     pub fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if self.chunks.is_empty()
             && self.wbuf.is_empty()
@@ -537,7 +581,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     pub fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls
-            && tls.wants_write()
+            && (tls.wants_write() || !self.scratch.is_empty())
         {
             return true;
         }
@@ -629,6 +673,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut await_close_notify = false;
         #[cfg(feature = "tls")]
+        self.flush_plaintext(); // the answers go before the close_notify
+        #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut()
             && self.config.tls_standard_compatible
         {
@@ -685,6 +731,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     fn flushed(&mut self, await_close_notify: bool) -> bool {
         #[allow(unused_mut)]
         let mut waiting = await_close_notify && !self.eof;
+        #[cfg(feature = "tls")]
+        self.flush_plaintext();
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
@@ -789,9 +837,20 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// no copy), as `send` does.
     fn queue_frame(&mut self, frame: Bytes) {
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            tls.write_plaintext(&frame);
+        if self.tls.is_some() {
+            // After the answers gathered before it (`send`), in order.
             self.tls_pending += frame.len();
+            if frame.len() >= TLS_RECORD {
+                self.flush_plaintext();
+                if let Some(tls) = self.tls.as_mut() {
+                    tls.write_plaintext(&frame);
+                }
+            } else {
+                self.scratch.extend_from_slice(&frame);
+                if self.scratch.len() >= TLS_RECORD {
+                    self.flush_plaintext();
+                }
+            }
             return;
         }
         if frame.len() < SHARED_MIN && self.chunks.is_empty() {

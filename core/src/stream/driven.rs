@@ -38,7 +38,9 @@ pub trait Driven: Send + 'static {
     fn shutdown(&mut self, now: Instant, deadline: Instant);
     /// Writes queued bytes to `out` (the socket) with one write call; 0 when none wait.
     fn write_to(&mut self, out: &mut dyn io::Write) -> io::Result<usize>;
-    /// Bytes to read per socket read.
+    /// Bytes to read with the next socket read (it follows the traffic: see
+    /// [`StreamConfig::read_size`](super::StreamConfig::read_size)); a driver's shared read
+    /// buffer holds [`StreamConfig::max_read_size`](super::StreamConfig::max_read_size).
     fn read_size(&self) -> usize;
     /// Who is at the other end.
     fn info(&self) -> &ConnInfo;
@@ -92,7 +94,7 @@ impl<P: crate::protocol::StreamProtocol, R: super::Role<P>> Driven for super::Co
         super::Connection::write_to(self, out)
     }
     fn read_size(&self) -> usize {
-        self.config().read_size
+        super::Connection::read_size(self)
     }
     fn info(&self) -> &ConnInfo {
         super::Connection::info(self)

@@ -55,7 +55,10 @@ pub enum CloseHow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamConfig {
-    /// Bytes a driver reads per socket read (EasyNetwork's `max_recv_size`): 16 KiB.
+    /// Bytes a driver reads per socket read (EasyNetwork's `max_recv_size`): 16 KiB. Read
+    /// sizes follow the traffic: while reads fill it, a connection's read size doubles, up
+    /// to [`max_read_size`](Self::max_read_size), and it comes back to this once small
+    /// reads return.
     pub read_size: usize,
     /// Reading stops while more than this many bytes wait to be written: 256 KiB. A client
     /// that never reads cannot make the server buffer without bound.
@@ -71,7 +74,17 @@ pub struct StreamConfig {
     pub log_connections: bool,
 }
 
+/// How far a connection's read size grows past [`StreamConfig::read_size`] while reads fill it.
+const READ_GROWTH: usize = 4;
+
 impl StreamConfig {
+    /// The largest read a connection asks for: 4 × [`read_size`](Self::read_size) (64 KiB by
+    /// default), reached while reads keep filling the read size (bulk transfers). A driver's
+    /// shared read buffer is this large.
+    pub const fn max_read_size(&self) -> usize {
+        self.read_size.saturating_mul(READ_GROWTH)
+    }
+
     /// Sets [`read_size`](Self::read_size).
     pub const fn with_read_size(mut self, bytes: usize) -> Self {
         self.read_size = bytes;

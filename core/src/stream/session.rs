@@ -491,7 +491,7 @@ where
         Session::write_to(self, out)
     }
     fn read_size(&self) -> usize {
-        self.conn.config().read_size
+        self.conn.read_size()
     }
     fn info(&self) -> &ConnInfo {
         self.conn.info()

@@ -2,16 +2,23 @@
 //! Rust user would write instead. Every server runs on one thread.
 //!
 //! ```text
-//! bench-server IMPL [--port P] [--tls-dir DIR]      # prints "listening on ADDR"; stops on SIGTERM
+//! bench-server IMPL [--port P] [--tls-dir DIR] [--workers N]
+//!                                                   # prints "listening on ADDR"; stops on SIGTERM
 //! bench-server gen-cert DIR                         # writes DIR/cert.der and DIR/key.der
 //! ```
 //!
 //! IMPL: easynet-tokio-lines easynet-tokio-raw easynet-tokio-tls easynet-tokio-udp
-//!       easynet-mio-lines easynet-mio-tls easynet-mio-udp
-//!       tokio-lines tokio-raw tokio-rustls tokio-udp mio-lines mio-udp
+//!       easynet-mio-lines easynet-mio-raw easynet-mio-tls easynet-mio-udp
+//!       tokio-lines tokio-raw tokio-rustls tokio-udp
+//!       mio-lines mio-raw mio-rustls mio-udp   (the hand-written mio loops: `mio_baseline`)
+//!
+//! `--workers N` (easynet stream servers only): N mio event loops (`workers(N)`), or a tokio
+//! multi-thread runtime with N worker threads instead of the `current_thread` runtime.
 
 use std::error::Error;
-use std::io::{self, Read, Write};
+mod mio_baseline;
+
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -91,17 +98,28 @@ fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let (mut port, mut tls_dir) = (0u16, String::from("target/bench-tls"));
+    let mut workers = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().ok_or("--port P")?.parse()?,
             "--tls-dir" => tls_dir = args.next().ok_or("--tls-dir DIR")?,
+            "--workers" => workers = Some(args.next().ok_or("--workers N")?.parse::<usize>()?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match which.as_str() {
-        "easynet-mio-lines" => easynet_mio_tcp(addr, Stream::lines(), None),
-        "easynet-mio-tls" => easynet_mio_tcp(addr, Stream::lines(), Some(server_config(&tls_dir)?)),
+        "easynet-mio-lines" => {
+            easynet_mio_tcp(addr, Stream::lines(), echo::<String>, None, workers)
+        }
+        "easynet-mio-raw" => easynet_mio_tcp(addr, Stream::raw(), echo::<Bytes>, None, workers),
+        "easynet-mio-tls" => easynet_mio_tcp(
+            addr,
+            Stream::lines(),
+            echo::<String>,
+            Some(server_config(&tls_dir)?),
+            workers,
+        ),
         "easynet-mio-udp" => {
             let server = easynet::mio::StandaloneUdpServer::builder(Datagram::raw(), echo::<Bytes>)
                 .host("127.0.0.1")
@@ -112,12 +130,24 @@ fn main() -> Result<(), BoxError> {
             server.serve_forever(Announce(server.handle()))?;
             Ok(())
         }
-        "mio-lines" => mio_lines(addr),
-        "mio-udp" => mio_udp(addr),
+        "mio-lines" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Lines, None),
+        "mio-raw" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Raw, None),
+        "mio-rustls" => mio_baseline::serve_tcp(
+            addr,
+            mio_baseline::Kind::TlsLines,
+            Some(server_config(&tls_dir)?),
+        ),
+        "mio-udp" => mio_baseline::serve_udp(addr),
         other => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = match workers {
+                Some(n) => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.max(1))
+                    .enable_all()
+                    .build()?,
+                None => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+            };
             rt.block_on(tokio_main(other, addr, &tls_dir))
         }
     }
@@ -149,18 +179,22 @@ fn stop_on_sigterm(stop: impl FnOnce() + Send + 'static) {
     });
 }
 
-fn easynet_mio_tcp<P>(
+fn easynet_mio_tcp<P, T>(
     addr: SocketAddr,
     protocol: P,
+    service: fn(&ConnInfo) -> Echo<T>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    workers: Option<usize>,
 ) -> Result<(), BoxError>
 where
-    P: easynet::protocol::StreamServerProtocol<Request = String, Response = String>,
+    T: Send + 'static,
+    P: easynet::protocol::StreamServerProtocol<Request = T, Response = T>,
 {
-    let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, echo::<String>)
+    let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .port(addr.port())
-        .log_client_connection(false);
+        .log_client_connection(false)
+        .workers(workers.unwrap_or(1));
     if let Some(tls) = tls {
         b = b.tls(tls);
     }
@@ -301,132 +335,5 @@ async fn raw_echo(mut sock: tokio::net::TcpStream) -> io::Result<()> {
             return Ok(());
         }
         sock.write_all(&buf[..n]).await?;
-    }
-}
-
-/// The hand-written mio baseline: one thread, edge-triggered, a read buffer and a write
-/// queue per connection, lines echoed as they complete.
-fn mio_lines(addr: SocketAddr) -> Result<(), BoxError> {
-    use mio::net::{TcpListener, TcpStream};
-    use mio::{Events, Interest, Poll, Token};
-    struct Conn {
-        sock: TcpStream,
-        inbuf: Vec<u8>,
-        out: Vec<u8>,
-        sent: usize,
-    }
-    let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(addr)?;
-    poll.registry()
-        .register(&mut listener, Token(0), Interest::READABLE)?;
-    announce(listener.local_addr()?);
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        poll.poll(&mut events, None)?;
-        for ev in events.iter() {
-            if ev.token() == Token(0) {
-                while let Ok((mut sock, _)) = listener.accept() {
-                    let _ = sock.set_nodelay(true);
-                    let idx = conns.iter().position(Option::is_none).unwrap_or_else(|| {
-                        conns.push(None);
-                        conns.len() - 1
-                    });
-                    poll.registry().register(
-                        &mut sock,
-                        Token(idx + 1),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    conns[idx] = Some(Conn {
-                        sock,
-                        inbuf: Vec::new(),
-                        out: Vec::new(),
-                        sent: 0,
-                    });
-                }
-                continue;
-            }
-            let idx = ev.token().0 - 1;
-            let Some(Some(c)) = conns.get_mut(idx) else {
-                continue;
-            };
-            let mut closed = false;
-            loop {
-                match c.sock.read(&mut buf) {
-                    Ok(0) => {
-                        closed = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        c.inbuf.extend_from_slice(&buf[..n]);
-                        // Echo every complete line.
-                        if let Some(last) = c.inbuf.iter().rposition(|b| *b == b'\n') {
-                            let mut start = 0;
-                            while let Some(i) =
-                                c.inbuf[start..=last].iter().position(|b| *b == b'\n')
-                            {
-                                let line = &c.inbuf[start..start + i];
-                                if std::str::from_utf8(line).is_ok() {
-                                    c.out.extend_from_slice(line);
-                                    c.out.push(b'\n');
-                                }
-                                start += i + 1;
-                            }
-                            c.inbuf.drain(..=last);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            while c.sent < c.out.len() {
-                match c.sock.write(&c.out[c.sent..]) {
-                    Ok(n) => c.sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            if c.sent == c.out.len() {
-                c.out.clear();
-                c.sent = 0;
-            }
-            if closed {
-                conns[idx] = None;
-            }
-        }
-    }
-}
-
-/// The hand-written mio UDP baseline.
-fn mio_udp(addr: SocketAddr) -> Result<(), BoxError> {
-    use mio::net::UdpSocket;
-    use mio::{Events, Interest, Poll, Token};
-    let mut poll = Poll::new()?;
-    let mut socket = UdpSocket::bind(addr)?;
-    poll.registry()
-        .register(&mut socket, Token(0), Interest::READABLE)?;
-    announce(socket.local_addr()?);
-    let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        poll.poll(&mut events, None)?;
-        loop {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {}
-            }
-        }
     }
 }

@@ -1,0 +1,343 @@
+//! The hand-written mio baselines (issue 16): what a competent programmer writes with mio
+//! alone when speed is the point, so that the easynet mio rows compare against an honest
+//! bound rather than a weak loop.
+//!
+//! One thread, edge-triggered readiness (each socket registered once for both directions),
+//! 64 KiB reads into a per-connection buffer, `memchr` to find lines, answers written straight
+//! from that buffer (an echo's answer is its input), and output kept only while the socket is
+//! full (no reading meanwhile: the peer's flow control pushes back).
+//!
+//! - `mio-raw`: every byte read is echoed.
+//! - `mio-lines`: each complete line is a message: checked to be UTF-8 (what a `String`
+//!   line codec checks; an invalid line is dropped), echoed with its newline.
+//! - `mio-rustls`: the line echo over rustls: socket reads of 64 KiB into one buffer fed to
+//!   rustls, plaintext drained with `fill_buf` (no zero-filled staging), answers written to
+//!   rustls's writer and its records to the socket with `write_tls` (vectored).
+//! - `mio-udp`: `recv_from` into one 64 KiB buffer, `send_to` from it.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::BoxError;
+
+/// Bytes per socket read.
+const READ: usize = 64 * 1024;
+/// A line longer than this closes the connection (tokio-util's baseline uses the same limit).
+const MAX_LINE: usize = 1 << 20;
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX);
+
+/// What a TCP baseline echoes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Raw,
+    Lines,
+    TlsLines,
+}
+
+/// A poll with a waker that SIGTERM sets off, and the flag it sets. The caller keeps the
+/// waker: dropping the last one closes its eventfd, which can lose the wake-up (mio#1764).
+fn poll_with_stop() -> io::Result<(Poll, Arc<Waker>, Arc<AtomicBool>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, w) = (stop.clone(), waker.clone());
+    crate::stop_on_sigterm(move || {
+        flag.store(true, Ordering::SeqCst);
+        let _ = w.wake();
+    });
+    Ok((poll, waker, stop))
+}
+
+struct Conn {
+    sock: TcpStream,
+    data: Data,
+    tls: Option<rustls::ServerConnection>,
+    readable: bool,
+    writable: bool,
+}
+
+/// A connection's buffer.
+#[derive(Default)]
+struct Data {
+    /// `buf[..filled]` holds data. Plain: `[out_start..out_end]` is the answer still to be
+    /// written, `[out_end..filled]` input not yet a complete line. TLS: plaintext of a
+    /// line not yet complete.
+    buf: Vec<u8>,
+    filled: usize,
+    out_start: usize,
+    out_end: usize,
+    /// Where the newline search goes on (bytes before it hold no newline past `out_end`).
+    scanned: usize,
+}
+
+impl Data {
+    /// Moves `out_end` past every complete line read so far; invalid UTF-8 lines are cut out.
+    fn complete_lines(&mut self) -> Result<(), Gone> {
+        let mut start = self.out_end;
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..self.filled]) {
+            let end = self.scanned + i + 1;
+            if std::str::from_utf8(&self.buf[start..end - 1]).is_ok() {
+                start = end;
+                self.scanned = end;
+            } else {
+                self.buf.copy_within(end..self.filled, start);
+                self.filled -= end - start;
+                self.scanned = start;
+            }
+        }
+        self.out_end = start;
+        self.scanned = self.filled;
+        if self.filled - self.out_end > MAX_LINE {
+            return Err(Gone);
+        }
+        Ok(())
+    }
+}
+
+/// Why a connection ends.
+struct Gone;
+
+impl Conn {
+    /// Does everything the socket allows; `Err` when the connection is finished.
+    fn service(&mut self, kind: Kind, rbuf: &mut [u8]) -> Result<(), Gone> {
+        if self.tls.is_some() {
+            return self.service_tls(rbuf);
+        }
+        loop {
+            while self.data.out_start < self.data.out_end {
+                if !self.writable {
+                    return Ok(()); // socket full: wait for writable, read nothing meanwhile
+                }
+                match self
+                    .sock
+                    .write(&self.data.buf[self.data.out_start..self.data.out_end])
+                {
+                    Ok(n) => self.data.out_start += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(Gone),
+                }
+            }
+            if self.data.out_end > 0 {
+                // Everything answered: what is left (a partial line) moves to the front.
+                self.data
+                    .buf
+                    .copy_within(self.data.out_end..self.data.filled, 0);
+                self.data.filled -= self.data.out_end;
+                self.data.scanned -= self.data.out_end;
+                self.data.out_start = 0;
+                self.data.out_end = 0;
+            }
+            if !self.readable {
+                return Ok(());
+            }
+            if self.data.buf.len() - self.data.filled < READ {
+                self.data.buf.resize(self.data.filled + READ, 0);
+            }
+            match self.sock.read(&mut self.data.buf[self.data.filled..]) {
+                Ok(0) => return Err(Gone),
+                Ok(n) => self.data.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Gone),
+            }
+            match kind {
+                Kind::Raw => {
+                    self.data.out_end = self.data.filled;
+                    self.data.scanned = self.data.filled;
+                }
+                _ => self.data.complete_lines()?,
+            }
+        }
+    }
+
+    fn service_tls(&mut self, rbuf: &mut [u8]) -> Result<(), Gone> {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Err(Gone);
+            };
+            while tls.wants_write() {
+                if !self.writable {
+                    return Ok(()); // socket full: wait for writable, read nothing meanwhile
+                }
+                match tls.write_tls(&mut self.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(Gone),
+                }
+            }
+            if !self.readable {
+                return Ok(());
+            }
+            let n = match self.sock.read(rbuf) {
+                Ok(0) => return Err(Gone),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Gone),
+            };
+            let mut data = &rbuf[..n];
+            while !data.is_empty() {
+                // rustls takes what fits in its record buffer; process and go on.
+                if tls.read_tls(&mut data).is_err() {
+                    return Err(Gone);
+                }
+                let state = match tls.process_new_packets() {
+                    Ok(state) => state,
+                    Err(_) => {
+                        let _ = tls.write_tls(&mut self.sock); // the alert, best effort
+                        return Err(Gone);
+                    }
+                };
+                if state.plaintext_bytes_to_read() > 0 {
+                    let mut reader = tls.reader();
+                    while let Ok(chunk) = reader.fill_buf() {
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        let len = chunk.len();
+                        self.data.buf.extend_from_slice(chunk);
+                        reader.consume(len);
+                    }
+                    self.data.filled = self.data.buf.len();
+                    self.data.complete_lines()?;
+                    if self.data.out_end > 0 {
+                        // Takes it all: the buffer limit is off.
+                        let _ = tls.writer().write_all(&self.data.buf[..self.data.out_end]);
+                        self.data.buf.drain(..self.data.out_end);
+                        self.data.filled = self.data.buf.len();
+                        self.data.scanned = self.data.filled;
+                        self.data.out_end = 0;
+                    }
+                }
+                if state.peer_has_closed() {
+                    let _ = tls.write_tls(&mut self.sock);
+                    return Err(Gone);
+                }
+            }
+        }
+    }
+}
+
+/// The TCP baselines: raw echo, line echo, line echo over rustls.
+pub(crate) fn serve_tcp(
+    addr: SocketAddr,
+    kind: Kind,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), BoxError> {
+    let (poll, _waker, stop) = poll_with_stop()?;
+    let mut listener = TcpListener::bind(addr)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    crate::announce(listener.local_addr()?);
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut events = Events::with_capacity(1024);
+    let mut rbuf = vec![0u8; if tls.is_some() { READ } else { 0 }];
+    let mut poll = poll;
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => {
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                }
+                LISTENER => loop {
+                    let mut sock = match listener.accept() {
+                        Ok((sock, _)) => sock,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => continue,
+                    };
+                    let _ = sock.set_nodelay(true);
+                    let mut session = None;
+                    if let Some(cfg) = &tls {
+                        let Ok(mut s) = rustls::ServerConnection::new(cfg.clone()) else {
+                            continue;
+                        };
+                        s.set_buffer_limit(None);
+                        session = Some(s);
+                    }
+                    let idx = free.pop().unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    // Registered once; the first wait reports what is ready already.
+                    poll.registry().register(
+                        &mut sock,
+                        Token(idx),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    conns[idx] = Some(Conn {
+                        sock,
+                        data: Data::default(),
+                        tls: session,
+                        readable: false,
+                        writable: false,
+                    });
+                },
+                Token(idx) => {
+                    let Some(Some(c)) = conns.get_mut(idx) else {
+                        continue;
+                    };
+                    c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    c.writable |= ev.is_writable() || ev.is_write_closed();
+                    if c.service(kind, &mut rbuf).is_err()
+                        && let Some(mut c) = conns[idx].take()
+                    {
+                        let _ = poll.registry().deregister(&mut c.sock);
+                        free.push(idx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The UDP baseline: `recv_from` into one buffer, `send_to` from it.
+pub(crate) fn serve_udp(addr: SocketAddr) -> Result<(), BoxError> {
+    let (poll, _waker, stop) = poll_with_stop()?;
+    let mut poll = poll;
+    let mut socket = UdpSocket::bind(addr)?;
+    poll.registry()
+        .register(&mut socket, Token(0), Interest::READABLE)?;
+    crate::announce(socket.local_addr()?);
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; READ];
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {}
+            }
+        }
+    }
+}
