@@ -4,23 +4,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Wake, Waker};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
-use super::net::{Ctx, End, Pipe, step};
+use super::net::{End, Pipe};
 use super::record::{LogEvent, Logs};
 use super::{Chance, Event, Faults, Side, Traced};
 use crate::ConnId;
 use crate::handler::{ConnInfo, Received, Service, StreamHandler};
 use crate::protocol::{StreamClientProtocol, StreamServerProtocol};
-use crate::server::{self, Server};
-use crate::stream::{
-    Action, AsyncSession, AsyncStreamHandler, ClientRole, CloseHow, Connection, Driven, ServerRole,
-    Session, StreamConfig, Want,
-};
+use crate::server::Server;
+use crate::stream::{AsyncStreamHandler, CloseHow, Connection, Driven, ServerRole, StreamConfig};
 
 /// Rounds of [`StreamSim::run_until_idle`] before it gives up: a server that never
 /// settles (a handler in a busy loop) fails the test instead of hanging it.
@@ -56,35 +52,15 @@ pub enum ClientState {
     Failed,
 }
 
-/// Makes the server side of an accepted connection: the session for the service's handler
-/// kind.
-type MakeSession<S, P> = fn(Instant, &S, Connection<P, ServerRole>) -> Option<Box<dyn Driven>>;
+mod builder;
+mod client;
+mod run;
 
-fn portable<S, P>(
-    now: Instant,
-    service: &S,
-    conn: Connection<P, ServerRole>,
-) -> Option<Box<dyn Driven>>
-where
-    S: Service,
-    S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    P: StreamServerProtocol,
-{
-    Session::start(now, service, conn).map(|s| Box::new(s) as Box<dyn Driven>)
-}
-
-fn asynchronous<S, P>(
-    now: Instant,
-    service: &S,
-    conn: Connection<P, ServerRole>,
-) -> Option<Box<dyn Driven>>
-where
-    S: Service,
-    S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
-    P: StreamServerProtocol,
-{
-    AsyncSession::start(now, service, conn).map(|s| Box::new(s) as Box<dyn Driven>)
-}
+use builder::MakeSession;
+pub use builder::StreamSimBuilder;
+#[cfg(feature = "tls")]
+use builder::Tls;
+use client::{Client, Raw};
 
 /// Set when an async handler is woken from outside (its own channel, say).
 #[derive(Default)]
@@ -96,174 +72,6 @@ impl Wake for Woken {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.store(true, Ordering::Release);
-    }
-}
-
-#[cfg(feature = "tls")]
-#[derive(Clone)]
-struct Tls {
-    server: Arc<rustls::ServerConfig>,
-    client: Arc<rustls::ClientConfig>,
-    name: rustls::pki_types::ServerName<'static>,
-}
-
-/// Settings of a [`StreamSim`]; [`StreamSim::builder`] makes one.
-pub struct StreamSimBuilder<S, P> {
-    service: S,
-    protocol: P,
-    config: StreamConfig,
-    client_config: StreamConfig,
-    shutdown_timeout: Duration,
-    seed: u64,
-    faults: Faults,
-    #[cfg(feature = "tls")]
-    tls: Option<Tls>,
-    capture_logs: bool,
-}
-
-impl<S, P> fmt::Debug for StreamSimBuilder<S, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamSimBuilder")
-            .field("config", &self.config)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("seed", &self.seed)
-            .field("faults", &self.faults)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, P> StreamSimBuilder<S, P>
-where
-    S: Service,
-    P: StreamServerProtocol + StreamClientProtocol,
-{
-    /// The server's connection settings (the drivers' builders set the same).
-    pub fn config(mut self, config: StreamConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// The simulated clients' connection settings.
-    pub fn client_config(mut self, config: StreamConfig) -> Self {
-        self.client_config = config;
-        self
-    }
-
-    /// How long a graceful shutdown waits for connections (default 30 s).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// The seed of every random choice (default 0): the same seed, the same run.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Faults from the start (default none).
-    pub fn faults(mut self, faults: Faults) -> Self {
-        self.faults = faults;
-        self
-    }
-
-    /// Keeps the `tracing` events the server emits while the simulator runs, for
-    /// [`StreamSim::logs`]. The simulator's own subscriber is then the default during its
-    /// calls (on this thread), in place of the test's.
-    pub fn capture_logs(mut self) -> Self {
-        self.capture_logs = true;
-        self
-    }
-
-    /// Serves TLS with `server`; clients connect with `client` to `server_name`.
-    #[cfg(feature = "tls")]
-    pub fn tls(
-        mut self,
-        server: Arc<rustls::ServerConfig>,
-        client: Arc<rustls::ClientConfig>,
-        server_name: rustls::pki_types::ServerName<'static>,
-    ) -> Self {
-        self.tls = Some(Tls {
-            server,
-            client,
-            name: server_name,
-        });
-        self
-    }
-
-    /// The simulation, for a service of portable [`StreamHandler`]s. `service_init` has run;
-    /// check [`StreamSim::is_serving`] if it can fail.
-    pub fn build(self) -> StreamSim<S, P>
-    where
-        S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
-    {
-        StreamSim::with(self, portable::<S, P>)
-    }
-
-    /// The simulation, for a service of [`AsyncStreamHandler`]s, polled by the simulator.
-    pub fn build_async(self) -> StreamSim<S, P>
-    where
-        S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
-    {
-        StreamSim::with(self, asynchronous::<S, P>)
-    }
-}
-
-/// A client that speaks no protocol and no TLS ([`StreamSim::connect_raw`]): it sends
-/// only the bytes the test gives it and keeps what it reads (the tap records it).
-struct Raw {
-    info: ConnInfo,
-    close: Option<CloseHow>,
-}
-
-impl Driven for Raw {
-    fn poll_action(&mut self, _: Instant) -> Action {
-        match self.close {
-            Some(how) => Action::Close(how),
-            None => Action::Io(Want {
-                read: true,
-                write: false,
-                timeout: None,
-                resume: false,
-            }),
-        }
-    }
-    fn handle_read(&mut self, _: Instant, _: &[u8]) {}
-    fn read_buffer(&mut self) -> Option<&mut bytes::BytesMut> {
-        None
-    }
-    fn handle_read_in_place(&mut self, _: Instant, _: usize) {}
-    fn handle_eof(&mut self, _: Instant) {}
-    fn handle_io_error(&mut self, _: Instant) {}
-    fn handle_timeout(&mut self, _: Instant) {}
-    fn handle_unsent(&mut self, _: Instant, _: Option<usize>) {}
-    fn resume(&mut self, _: Instant) {}
-    fn shutdown(&mut self, _: Instant, _: Instant) {}
-    fn write_to(&mut self, _: &mut dyn std::io::Write) -> std::io::Result<usize> {
-        Ok(0)
-    }
-    fn read_size(&self) -> usize {
-        64 * 1024
-    }
-    fn info(&self) -> &ConnInfo {
-        &self.info
-    }
-}
-
-/// The client end of a connection.
-enum Client<P: StreamServerProtocol + StreamClientProtocol> {
-    /// Speaks the protocol (and TLS): what [`StreamSim::send`] and the replies use.
-    Speaking(Box<Connection<P, ClientRole>>),
-    /// Bytes only ([`StreamSim::connect_raw`]).
-    Raw(Raw),
-}
-
-impl<P: StreamServerProtocol + StreamClientProtocol> Client<P> {
-    fn driven(&mut self) -> &mut dyn Driven {
-        match self {
-            Self::Speaking(conn) => &mut **conn,
-            Self::Raw(raw) => raw,
-        }
     }
 }
 
@@ -359,7 +167,7 @@ where
         }
     }
 
-    fn with(b: StreamSimBuilder<S, P>, make: MakeSession<S, P>) -> Self {
+    pub(super) fn with(b: StreamSimBuilder<S, P>, make: MakeSession<S, P>) -> Self {
         let now = Instant::now();
         let woken = Arc::new(Woken::default());
         let mut sim = Self {
@@ -789,212 +597,5 @@ where
             Side::Server => pair.to_server.buf.len(),
             Side::Client => pair.to_client.buf.len(),
         })
-    }
-
-    /// Runs until nothing more happens without the clock moving: every byte that can
-    /// move moves, every handler runs, due timers fire, woken async handlers resume.
-    ///
-    /// # Panics
-    /// If the server never settles (a handler that loops for ever, say).
-    pub fn run_until_idle(&mut self) {
-        self.logged(|sim| {
-            for _ in 0..MAX_ROUNDS {
-                if !sim.round() {
-                    return;
-                }
-            }
-            panic!("the simulation does not settle (a handler in a busy loop?)");
-        });
-    }
-
-    /// One round over every connection; true if anything happened.
-    fn round(&mut self) -> bool {
-        let mut progress = false;
-        self.woken.0.store(false, Ordering::Release);
-        let mut events = Vec::new();
-        let mut closed = Vec::new();
-        let mut cx = Context::from_waker(&self.waker);
-        for (&client, pair) in self.pairs.iter_mut() {
-            let mut trace = |e: Event| events.push(e);
-            let mut ctx = Ctx {
-                now: self.now,
-                faults: &self.faults,
-                chance: &mut self.chance,
-                client,
-                trace: &mut trace,
-            };
-            if let Some(server) = pair.server.as_deref_mut() {
-                // Polled every round: it registers the waker (pushers, async handlers).
-                if server.wakeable() && server.poll_wake(&mut cx).is_ready() {
-                    server.resume(self.now);
-                    progress = true;
-                }
-                progress |= step(
-                    server,
-                    &mut pair.server_end,
-                    &mut pair.to_server,
-                    &mut pair.to_client,
-                    &mut ctx,
-                    None,
-                );
-            } else if !pair.server_end.is_done() {
-                // The handler factory failed: the driver drops the connection.
-                pair.server_end.closed = Some(crate::stream::CloseHow::Abort);
-                pair.to_client.reset = true;
-                progress = true;
-            }
-            // The client keeps a receive armed and collects what it gets.
-            if let Client::Speaking(conn) = &mut pair.client
-                && !pair.client_end.is_done()
-                && !conn.is_receiving()
-            {
-                conn.recv(self.now, None);
-            }
-            progress |= client_step(pair, &mut ctx);
-            if let Client::Speaking(conn) = &mut pair.client {
-                while let Some(r) = conn.poll_received(self.now) {
-                    pair.replies.push_back(r);
-                    conn.recv(self.now, None);
-                    progress = true;
-                }
-            }
-            if pair.server_end.is_done() && !pair.counted {
-                pair.counted = true;
-                closed.push(pair.conn);
-                if let Some(session) = pair.server.take() {
-                    drop_contained(session);
-                }
-            }
-        }
-        for e in events {
-            self.record(e);
-        }
-        for conn in closed {
-            self.machine.closed(conn);
-            progress = true;
-        }
-        if self.machine.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.machine.handle_timeout(self.now);
-        }
-        progress | self.process_events()
-    }
-
-    /// Does what the server machine says; true if it said anything.
-    fn process_events(&mut self) -> bool {
-        let mut any = false;
-        while let Some(event) = self.machine.poll_event() {
-            any = true;
-            match event {
-                server::Event::StopAccepting => self.accepting = false,
-                server::Event::Shutdown { deadline } => {
-                    self.record(Event::Shutdown);
-                    for pair in self.pairs.values_mut() {
-                        if let Some(server) = pair.server.as_deref_mut() {
-                            server.shutdown(self.now, deadline);
-                        }
-                    }
-                }
-                server::Event::Teardown => {
-                    server::run_teardown(&*self.service);
-                    self.record(Event::Teardown);
-                    self.machine.teardown_done();
-                }
-                server::Event::Stopped => self.record(Event::Stopped),
-            }
-        }
-        any
-    }
-
-    /// The next instant something is due: a receive timeout, a linger, a handshake or
-    /// shutdown deadline. `None` if nothing will happen without a client acting.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.pairs
-            .values()
-            .flat_map(|p| [p.server_end.timer, p.client_end.timer])
-            .flatten()
-            .chain(self.machine.poll_timeout())
-            .min()
-    }
-
-    /// Moves the virtual clock forward by `d`, firing every deadline on the way in order
-    /// (each followed by [`run_until_idle`](Self::run_until_idle)). Returns at once.
-    pub fn advance(&mut self, d: Duration) {
-        let target = crate::deadline_after(self.now, d);
-        self.run_until_idle();
-        while let Some(next) = self.next_deadline().filter(|&t| t <= target) {
-            self.now = self.now.max(next);
-            self.run_until_idle();
-        }
-        self.now = target;
-        self.run_until_idle();
-    }
-
-    /// Jumps to the next deadline and fires it; returns how far the clock moved, or
-    /// `None` if nothing is due.
-    pub fn advance_to_next_deadline(&mut self) -> Option<Duration> {
-        self.run_until_idle();
-        let next = self.next_deadline()?;
-        let moved = next.saturating_duration_since(self.now);
-        self.now = self.now.max(next);
-        self.run_until_idle();
-        Some(moved)
-    }
-
-    /// Begins a graceful shutdown, as `shutdown()` on a driver's server does: accepting
-    /// stops, every connection is told the one deadline; then runs until idle (the clock
-    /// does not move).
-    pub fn begin_shutdown(&mut self) {
-        self.machine.shutdown(self.now);
-        self.logged(|sim| sim.process_events());
-        self.run_until_idle();
-    }
-
-    /// A whole graceful shutdown: [`begin_shutdown`](Self::begin_shutdown), then the clock
-    /// moves from deadline to deadline until the run is over (at the latest at the
-    /// shutdown deadline).
-    pub fn shutdown(&mut self) {
-        self.begin_shutdown();
-        while !self.is_stopped() {
-            if self.advance_to_next_deadline().is_none() {
-                break;
-            }
-        }
-    }
-
-    /// Closes the server, as `close()` does: accepting stops at once, connections are
-    /// served to their end, then teardown runs.
-    pub fn close_server(&mut self) {
-        self.machine.close();
-        self.logged(|sim| sim.process_events());
-        self.run_until_idle();
-    }
-
-    fn record(&mut self, event: Event) {
-        self.trace.push(Traced {
-            at: self.now - self.start,
-            event,
-        });
-    }
-}
-
-/// One step of the client, with its reads recorded.
-fn client_step<P: StreamServerProtocol + StreamClientProtocol>(
-    pair: &mut Pair<P>,
-    ctx: &mut Ctx<'_>,
-) -> bool {
-    step(
-        pair.client.driven(),
-        &mut pair.client_end,
-        &mut pair.to_client,
-        &mut pair.to_server,
-        ctx,
-        Some(&mut pair.bytes),
-    )
-}
-
-/// Drops a session (user `Drop` code), containing a panic.
-fn drop_contained(session: Box<dyn Driven>) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(session))) {
-        std::mem::forget(panic);
     }
 }
