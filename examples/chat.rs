@@ -1,0 +1,170 @@
+//! Chat server: every line a client sends is delivered, as sent, to every other connected
+//! client (not echoed to the sender). Server push with `easynet::push::Broadcast`.
+//!
+//! ```text
+//! cargo run --example chat -- [--driver tokio|mio] [--host H] [--port P]
+//! ```
+//!
+//! Prints `listening on ADDR` when ready; SIGINT or SIGTERM shut it down gracefully and it
+//! exits with status 0.
+
+use std::error::Error;
+use std::io::Write;
+use std::sync::Arc;
+
+use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
+use easynet::protocol::Stream;
+use easynet::push::{Broadcast, SlowConsumer};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+const USAGE: &str = "\
+Chat server: every line a client sends goes to every other connected client.
+
+Usage: chat [--driver tokio|mio] [--host HOST] [--port PORT]
+  --driver   event loop: tokio (async) or mio (blocking) [default: tokio]
+  --host     [default: 127.0.0.1]
+  --port     [default: 9000]
+Prints `listening on ADDR`; SIGINT or SIGTERM shut it down gracefully.";
+
+/// One member of the room: joins on connection, leaves on disconnection, and every line it
+/// sends goes to the others. A member that does not read loses lines (counted by the room)
+/// rather than holding memory without bound or slowing the others down.
+struct Member(Arc<Broadcast<String>>);
+
+impl StreamHandler for Member {
+    type Request = String;
+    type Response = String;
+
+    fn on_connection(&mut self, cx: &mut StreamContext<'_, String>) -> HandlerResult {
+        self.0.insert(cx.pusher());
+        Ok(Next::recv())
+    }
+
+    fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+        if let Received::Request(line) = r {
+            let me = cx.pusher().info().id;
+            self.0.send_except(Some(me), &line)?;
+        }
+        Ok(Next::recv())
+    }
+
+    fn on_disconnection(&mut self, cx: &mut StreamContext<'_, String>) {
+        self.0.remove(cx.pusher().info().id);
+    }
+}
+
+struct Args {
+    mio: bool,
+    host: String,
+    port: u16,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let mut a = Args {
+        mio: false,
+        host: "127.0.0.1".into(),
+        port: 9000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--driver" => {
+                a.mio = match value()?.as_str() {
+                    "tokio" => false,
+                    "mio" => true,
+                    d => return Err(format!("unknown driver {d:?} (tokio or mio)").into()),
+                }
+            }
+            "--host" => a.host = value()?,
+            "--port" => a.port = value()?.parse()?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)").into()),
+        }
+    }
+    Ok(a)
+}
+
+fn announce(addrs: &[impl std::fmt::Display]) {
+    let mut out = std::io::stdout().lock();
+    for a in addrs {
+        let _ = writeln!(out, "listening on {a}");
+    }
+    let _ = out.flush();
+}
+
+/// Runs `stop` on the first SIGINT or SIGTERM (registered before `listening on` is printed).
+fn on_signal(stop: impl FnOnce() + Send + 'static) -> Result<(), BoxError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            stop();
+        }
+    });
+    Ok(())
+}
+
+fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server =
+            easynet::tokio::AsyncTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
+                Member(room.clone())
+            })
+            .host(args.host.as_str())
+            .port(args.port)
+            .build()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        on_signal(move || {
+            let _ = tx.send(());
+        })?;
+        server.activate().await?;
+        announce(&server.addresses());
+        server
+            .serve_with_shutdown(async {
+                let _ = rx.await;
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+/// Prints the addresses when the blocking server is up.
+struct Announce(easynet::mio::ServerHandle);
+
+impl easynet::mio::EventSet for Announce {
+    fn set(&self) {
+        announce(&self.0.local_addresses());
+    }
+}
+
+fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> Result<(), BoxError> {
+    let server =
+        easynet::mio::StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
+            Member(room.clone())
+        })
+        .host(args.host.as_str())
+        .port(args.port)
+        .build()?;
+    let handle = server.handle();
+    on_signal(move || handle.shutdown(None))?;
+    server.serve_forever(Announce(server.handle()))?;
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));
+    if args.mio {
+        serve_mio(&args, room)
+    } else {
+        serve_tokio(&args, room)
+    }
+}
