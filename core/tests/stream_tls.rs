@@ -128,6 +128,22 @@ fn tls12_only_server_negotiates_tls12() {
 }
 
 #[test]
+fn a_handshake_timeout_the_clock_cannot_add_waits_for_ever() {
+    let id = Identity::localhost();
+    let (script, _log) = Script::echo();
+    let config = StreamConfig::default().with_tls_handshake_timeout(Duration::MAX);
+    let mut sim = tls(script, id.server_config(), id.client_config(), config);
+    let c = sim.connect_raw(); // no hello: the handshake waits
+    let year = Duration::from_secs(365 * 24 * 3600);
+    assert!(sim.next_deadline().is_none_or(|t| t > sim.now() + year));
+    sim.advance(Duration::from_secs(3600));
+    assert_eq!(sim.server_closed(c), None);
+    let speaking = sim.connect();
+    sim.send(speaking, &"hello".to_owned());
+    assert_eq!(sim.replies(speaking), ["hello"]);
+}
+
+#[test]
 fn handshake_timeout_closes_abortively_without_handler_calls() {
     let id = Identity::localhost();
     let (script, log) = Script::echo();

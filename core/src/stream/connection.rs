@@ -190,7 +190,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         info: ConnInfo,
         mut tls: TlsSession,
     ) -> Self {
-        let deadline = now + config.tls_handshake_timeout;
+        let deadline = crate::deadline_after(now, config.tls_handshake_timeout);
         let mut conn = Self::new(protocol, config, info);
         tls.write_ciphertext(&mut conn.wbuf); // a client's hello
         conn.tls = Some(tls);
