@@ -84,7 +84,7 @@ fn parse_args() -> anyhow::Result<Args> {
         messages = std::io::stdin()
             .lines()
             .collect::<Result<_, _>>()
-            .context("reading messages from stdin")?;
+            .map_err(|e| anyhow::anyhow!("reading messages from stdin: {e}"))?;
     }
     Ok(Args {
         udp,
@@ -166,7 +166,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = parse_args()?;
+    // lexopt's messages already include their cause: print them once.
+    let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

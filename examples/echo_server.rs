@@ -376,7 +376,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = parse_args()?;
+    // lexopt's messages already include their cause: print them once.
+    let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     if let Some(path) = &args.unix {
         #[cfg(unix)]
         return main_unix(&args, path);

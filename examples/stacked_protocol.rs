@@ -182,7 +182,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    parse_args()?;
+    // lexopt's messages already include their cause: print them once.
+    parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let tcp = AsyncTcpServer::builder(tcp_protocol()?, |_: &ConnInfo| Calc(0))
         .host("127.0.0.1")
         .port(0)
