@@ -7,17 +7,19 @@
 //!     [--unix PATH]
 //! ```
 //!
-//! `--unix PATH` serves a Unix stream socket at PATH instead of TCP (Unix only).
+//! `--unix PATH` serves a Unix stream socket at PATH instead of TCP (Unix only). TLS needs
+//! the `tls` feature (`--features tls`).
 //!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
-//! down gracefully (requests already read are answered) and it exits with status 0.
+//! down gracefully (requests already read are answered) and it exits with status 0. Logs go
+//! to stderr, filtered by `RUST_LOG` (default `info`).
 
-use std::error::Error;
 use std::fmt::Display;
 use std::io::Write;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::Mutex;
 
+use anyhow::{Context, bail};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
@@ -25,7 +27,25 @@ use easynet::handler::{
 use easynet::protocol::{Datagram, DatagramServerProtocol, Stream, StreamServerProtocol};
 use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
 
-type BoxError = Box<dyn Error + Send + Sync>;
+const USAGE: &str = "\
+Echo server: every request goes back to its sender.
+
+Usage: echo_server [OPTIONS]
+
+Options:
+  --driver tokio|mio        event loop: tokio (async) or mio (blocking) [default: tokio]
+  --transport tcp|udp       [default: tcp]
+  --framing json|line|raw   JSON lines, text lines or raw bytes [default: json]
+  --host HOST               [default: 127.0.0.1]
+  --port PORT               [default: 9000]
+  --tls-cert PEM            serve TLS over TCP with this certificate chain (feature tls)
+  --tls-key PEM             ... and this private key
+  --unix PATH               a Unix stream socket at PATH instead of TCP
+  -h, --help                print this help
+
+Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gracefully.
+Logs go to stderr; RUST_LOG sets the filter [default: info].
+";
 
 /// Sends every request back; a parse error is logged and the connection goes on.
 struct Echo<T>(PhantomData<fn() -> T>);
@@ -43,7 +63,7 @@ impl<T: Send + 'static> StreamHandler for Echo<T> {
     fn handle(&mut self, cx: &mut StreamContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(e) => eprintln!("{}: bad request: {e}", cx.peer_addr()),
+            Received::ParseError(e) => tracing::warn!(peer = %cx.peer_addr(), "bad request: {e}"),
             Received::Timeout => {}
         }
         Ok(Next::recv())
@@ -57,78 +77,123 @@ impl<T: Send + 'static> DatagramHandler for Echo<T> {
     fn handle(&mut self, cx: &mut DatagramContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(e) => eprintln!("{}: bad request: {e}", cx.peer_addr()),
+            Received::ParseError(e) => tracing::warn!(peer = %cx.peer_addr(), "bad request: {e}"),
             Received::Timeout => {}
         }
         Ok(Next::Close)
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Driver {
+    Tokio,
+    Mio,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy)]
+enum Framing {
+    Json,
+    Line,
+    Raw,
+}
+
 struct Args {
-    driver: String,
-    transport: String,
-    framing: String,
+    driver: Driver,
+    transport: Transport,
+    framing: Framing,
     host: String,
     port: u16,
     tls: Option<(String, String)>,
     unix: Option<String>,
 }
 
-fn parse_args() -> Result<Args, BoxError> {
+fn parse_args() -> anyhow::Result<Args> {
+    use lexopt::prelude::*;
     let mut a = Args {
-        driver: "tokio".into(),
-        transport: "tcp".into(),
-        framing: "json".into(),
+        driver: Driver::Tokio,
+        transport: Transport::Tcp,
+        framing: Framing::Json,
         host: "127.0.0.1".into(),
         port: 9000,
         tls: None,
         unix: None,
     };
     let (mut cert, mut key) = (None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--driver" => a.driver = value()?,
-            "--transport" => a.transport = value()?,
-            "--framing" => a.framing = value()?,
-            "--host" => a.host = value()?,
-            "--port" => a.port = value()?.parse()?,
-            "--tls-cert" => cert = Some(value()?),
-            "--tls-key" => key = Some(value()?),
-            "--unix" => a.unix = Some(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: echo_server [--driver tokio|mio] [--transport tcp|udp] [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM] [--unix PATH]"
-                );
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("driver") => {
+                a.driver = match parser.value()?.string()?.as_str() {
+                    "tokio" => Driver::Tokio,
+                    "mio" => Driver::Mio,
+                    d => bail!("unknown driver {d:?} (tokio or mio)"),
+                }
+            }
+            Long("transport") => {
+                a.transport = match parser.value()?.string()?.as_str() {
+                    "tcp" => Transport::Tcp,
+                    "udp" => Transport::Udp,
+                    t => bail!("unknown transport {t:?} (tcp or udp)"),
+                }
+            }
+            Long("framing") => {
+                a.framing = match parser.value()?.string()?.as_str() {
+                    "json" => Framing::Json,
+                    "line" => Framing::Line,
+                    "raw" => Framing::Raw,
+                    f => bail!("unknown framing {f:?} (json, line or raw)"),
+                }
+            }
+            Long("host") => a.host = parser.value()?.string()?,
+            Long("port") => a.port = parser.value()?.parse()?,
+            Long("tls-cert") => cert = Some(parser.value()?.string()?),
+            Long("tls-key") => key = Some(parser.value()?.string()?),
+            Long("unix") => a.unix = Some(parser.value()?.string()?),
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown argument {other}").into()),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     a.tls = match (cert, key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
-        _ => return Err("--tls-cert and --tls-key go together".into()),
+        _ => bail!("--tls-cert and --tls-key go together"),
     };
-    if a.unix.is_some() && (a.transport != "tcp" || a.tls.is_some()) {
-        return Err("--unix serves a plain stream socket (no --transport udp, no TLS)".into());
+    if a.tls.is_some() && !cfg!(feature = "tls") {
+        bail!("TLS needs the tls feature: cargo run --example echo_server --features tls");
+    }
+    if a.tls.is_some() && a.transport == Transport::Udp {
+        bail!("TLS is for --transport tcp");
+    }
+    if a.unix.is_some() && (a.transport != Transport::Tcp || a.tls.is_some()) {
+        bail!("--unix serves a plain stream socket (no --transport udp, no TLS)");
     }
     Ok(a)
 }
 
-fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, BoxError> {
+/// The application picks the rustls crypto provider; this example uses ring.
+#[cfg(feature = "tls")]
+fn tls_config(cert: &str, key: &str) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
-    Ok(Arc::new(config))
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading certificates from {cert}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading key {key}"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(std::sync::Arc::new(config))
 }
 
 fn announce(addrs: &[impl Display]) {
@@ -139,25 +204,28 @@ fn announce(addrs: &[impl Display]) {
     let _ = out.flush();
 }
 
-/// Registers SIGINT and SIGTERM handlers now (before "listening on" is printed, so a signal
-/// sent right after it is never missed) and resolves when one arrives.
-fn stop_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        async move {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// Runs `stop` once, on the first SIGINT or SIGTERM (Ctrl-C or close on Windows).
+/// Registered before `listening on` is printed, so a signal sent right after it is not missed.
+fn on_stop_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+    let stop = Mutex::new(Some(stop));
+    ctrlc::set_handler(move || {
+        if let Some(stop) = stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tracing::info!("signal received, shutting down");
+            stop();
         }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
+    .context("installing the signal handler")
+}
+
+/// A future that resolves on the first SIGINT or SIGTERM.
+fn stop_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    on_stop_signal(move || {
+        let _ = tx.send(());
+    })?;
+    Ok(async move {
+        let _ = rx.await;
+    })
 }
 
 /// Activates `$server`, prints `$addrs` (clients that come before the run serves wait in
@@ -165,7 +233,7 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 macro_rules! serve_until_signal {
     ($server:expr, |$s:ident| $addrs:expr) => {{
         let server = $server;
-        let stop = stop_signal();
+        let stop = stop_signal()?;
         server.activate().await?;
         let $s = &server;
         announce(&$addrs);
@@ -174,28 +242,27 @@ macro_rules! serve_until_signal {
     }};
 }
 
-async fn serve_tcp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+async fn serve_tcp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
 {
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = AsyncTcpServer::builder(protocol, Echo::<T>::new)
         .host(args.host.as_str())
         .port(args.port);
+    #[cfg(feature = "tls")]
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
     serve_until_signal!(builder.build()?, |s| s.addresses())
 }
 
-async fn serve_udp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+async fn serve_udp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
-    if args.tls.is_some() {
-        return Err("TLS is for --transport tcp".into());
-    }
     let server = AsyncUdpServer::builder(protocol, Echo::<T>::new)
         .host(args.host.as_str())
         .port(args.port)
@@ -204,7 +271,7 @@ where
 }
 
 #[cfg(unix)]
-async fn serve_unix<T, P>(path: &str, protocol: P) -> Result<(), BoxError>
+async fn serve_unix<T, P>(path: &str, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
@@ -224,58 +291,44 @@ impl easynet::mio::EventSet for Announce {
     }
 }
 
-/// Shuts the blocking server down when a signal comes (tokio only listens for signals here).
-fn shutdown_on_signal(handle: easynet::mio::ServerHandle) -> Result<(), BoxError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let stop = {
-        let _guard = rt.enter();
-        stop_signal()
-    };
-    std::thread::spawn(move || {
-        rt.block_on(stop);
-        handle.shutdown(None);
-    });
+/// Serves a blocking server on this thread until a signal shuts it down.
+fn serve_mio<S: easynet::mio::Standalone>(server: S) -> anyhow::Result<()> {
+    let handle = server.handle();
+    on_stop_signal(move || handle.shutdown(None))?;
+    server.serve(&Announce(server.handle()))?;
     Ok(())
 }
 
-fn mio_tcp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+fn mio_tcp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
 {
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new)
         .host(args.host.as_str())
         .port(args.port);
+    #[cfg(feature = "tls")]
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
-    let server = builder.build()?;
-    shutdown_on_signal(server.handle())?;
-    server.serve_forever(Announce(server.handle()))?;
-    Ok(())
+    serve_mio(builder.build()?)
 }
 
-fn mio_udp<T, P>(args: &Args, protocol: P) -> Result<(), BoxError>
+fn mio_udp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
-    if args.tls.is_some() {
-        return Err("TLS is for --transport tcp".into());
-    }
     let server = easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new)
         .host(args.host.as_str())
         .port(args.port)
         .build()?;
-    shutdown_on_signal(server.handle())?;
-    server.serve_forever(Announce(server.handle()))?;
-    Ok(())
+    serve_mio(server)
 }
 
 #[cfg(unix)]
-fn mio_unix<T, P>(path: &str, protocol: P) -> Result<(), BoxError>
+fn mio_unix<T, P>(path: &str, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
@@ -283,71 +336,73 @@ where
     let server = easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new)
         .path(path)
         .build()?;
-    shutdown_on_signal(server.handle())?;
-    server.serve_forever(Announce(server.handle()))?;
-    Ok(())
+    serve_mio(server)
 }
+
+type Json = serde_json::Value;
 
 /// `--unix PATH`: a Unix stream socket on either driver.
 #[cfg(unix)]
-fn main_unix(args: &Args, path: &str) -> Result<(), BoxError> {
-    type Json = serde_json::Value;
-    if args.driver == "mio" {
-        return match args.framing.as_str() {
-            "json" => mio_unix(path, Stream::<_, _, Json, Json>::json_lines()),
-            "line" => mio_unix(path, Stream::lines()),
-            "raw" => mio_unix(path, Stream::raw()),
-            f => Err(format!("unknown framing {f}").into()),
+fn main_unix(args: &Args, path: &str) -> anyhow::Result<()> {
+    if args.driver == Driver::Mio {
+        return match args.framing {
+            Framing::Json => mio_unix(path, Stream::<_, _, Json, Json>::json_lines()),
+            Framing::Line => mio_unix(path, Stream::lines()),
+            Framing::Raw => mio_unix(path, Stream::raw()),
         };
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        match args.framing.as_str() {
-            "json" => serve_unix(path, Stream::<_, _, Json, Json>::json_lines()).await,
-            "line" => serve_unix(path, Stream::lines()).await,
-            "raw" => serve_unix(path, Stream::raw()).await,
-            f => Err(format!("unknown framing {f}").into()),
+    tokio_runtime()?.block_on(async {
+        match args.framing {
+            Framing::Json => serve_unix(path, Stream::<_, _, Json, Json>::json_lines()).await,
+            Framing::Line => serve_unix(path, Stream::lines()).await,
+            Framing::Raw => serve_unix(path, Stream::raw()).await,
         }
     })
 }
 
-fn main() -> Result<(), BoxError> {
-    let args = parse_args()?;
-    type Json = serde_json::Value;
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // lexopt's messages already include their cause: print them once.
+    let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     if let Some(path) = &args.unix {
         #[cfg(unix)]
         return main_unix(&args, path);
         #[cfg(not(unix))]
-        return Err(format!("--unix {path}: Unix sockets need a Unix OS").into());
+        bail!("--unix {path}: Unix sockets need a Unix OS");
     }
-    if args.driver == "mio" {
-        return match (args.transport.as_str(), args.framing.as_str()) {
-            ("tcp", "json") => mio_tcp(&args, Stream::<_, _, Json, Json>::json_lines()),
-            ("tcp", "line") => mio_tcp(&args, Stream::lines()),
-            ("tcp", "raw") => mio_tcp(&args, Stream::raw()),
-            ("udp", "json") => mio_udp(&args, Datagram::<_, Json, Json>::json()),
-            ("udp", "line") => mio_udp(&args, Datagram::lines()),
-            ("udp", "raw") => mio_udp(&args, Datagram::raw()),
-            (t, f) => Err(format!("unknown transport/framing {t}/{f}").into()),
+    use {Framing as F, Transport as T};
+    if args.driver == Driver::Mio {
+        return match (args.transport, args.framing) {
+            (T::Tcp, F::Json) => mio_tcp(&args, Stream::<_, _, Json, Json>::json_lines()),
+            (T::Tcp, F::Line) => mio_tcp(&args, Stream::lines()),
+            (T::Tcp, F::Raw) => mio_tcp(&args, Stream::raw()),
+            (T::Udp, F::Json) => mio_udp(&args, Datagram::<_, Json, Json>::json()),
+            (T::Udp, F::Line) => mio_udp(&args, Datagram::lines()),
+            (T::Udp, F::Raw) => mio_udp(&args, Datagram::raw()),
         };
     }
-    if args.driver != "tokio" {
-        return Err(format!("unknown driver {:?} (tokio or mio)", args.driver).into());
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        match (args.transport.as_str(), args.framing.as_str()) {
-            ("tcp", "json") => serve_tcp(&args, Stream::<_, _, Json, Json>::json_lines()).await,
-            ("tcp", "line") => serve_tcp(&args, Stream::lines()).await,
-            ("tcp", "raw") => serve_tcp(&args, Stream::raw()).await,
-            ("udp", "json") => serve_udp(&args, Datagram::<_, Json, Json>::json()).await,
-            ("udp", "line") => serve_udp(&args, Datagram::lines()).await,
-            ("udp", "raw") => serve_udp(&args, Datagram::raw()).await,
-            (t, f) => Err(format!("unknown transport/framing {t}/{f}").into()),
+    tokio_runtime()?.block_on(async {
+        match (args.transport, args.framing) {
+            (T::Tcp, F::Json) => serve_tcp(&args, Stream::<_, _, Json, Json>::json_lines()).await,
+            (T::Tcp, F::Line) => serve_tcp(&args, Stream::lines()).await,
+            (T::Tcp, F::Raw) => serve_tcp(&args, Stream::raw()).await,
+            (T::Udp, F::Json) => serve_udp(&args, Datagram::<_, Json, Json>::json()).await,
+            (T::Udp, F::Line) => serve_udp(&args, Datagram::lines()).await,
+            (T::Udp, F::Raw) => serve_udp(&args, Datagram::raw()).await,
         }
     })
 }

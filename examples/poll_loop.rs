@@ -3,8 +3,8 @@
 //! only. ARCHITECTURE.md, "Writing a driver", walks through it.
 //!
 //! ```text
-//! cargo run --example poll_loop -- [--transport tcp|udp] [--framing json|line|raw]
-//!     [--host H] [--port P]
+//! cargo run --example poll_loop --features tls -- [--transport tcp|udp]
+//!     [--framing json|line|raw] [--host H] [--port P]
 //! ```
 //!
 //! Prints `listening on ADDR` when ready; SIGINT or SIGTERM shut it down gracefully
@@ -420,16 +420,55 @@ fn udp<T: Send + 'static>(
     serve_udp(socket, echo::<T>, protocol, &cfg, stop)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str, default: &str| {
-        let at = args.iter().position(|a| a == flag);
-        at.and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.as_str())
-            .to_owned()
-    };
-    let (transport, framing) = (arg("--transport", "tcp"), arg("--framing", "json"));
-    let (host, port) = (arg("--host", "127.0.0.1"), arg("--port", "9000").parse()?);
+const USAGE: &str = "\
+A third driver: the echo handlers on a single-threaded `polling` loop (Unix).
+
+Usage: poll_loop [OPTIONS]
+
+Options:
+  --transport tcp|udp       [default: tcp]
+  --framing json|line|raw   [default: json]
+  --host HOST               [default: 127.0.0.1]
+  --port PORT               [default: 9000]
+  -h, --help                print this help
+
+Prints `listening on ADDR`; SIGINT or SIGTERM shut it down gracefully.
+Logs go to stderr; RUST_LOG sets the filter [default: info].
+";
+
+fn parse_args() -> anyhow::Result<(String, String, String, u16)> {
+    use lexopt::prelude::*;
+    let (mut transport, mut framing) = ("tcp".to_owned(), "json".to_owned());
+    let (mut host, mut port) = ("127.0.0.1".to_owned(), 9000);
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("transport") => transport = parser.value()?.string()?,
+            Long("framing") => framing = parser.value()?.string()?,
+            Long("host") => host = parser.value()?.string()?,
+            Long("port") => port = parser.value()?.parse()?,
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok((transport, framing, host, port))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // lexopt's messages already include their cause: print them once.
+    let (transport, framing, host, port) =
+        parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let cfg = Config {
         shutdown_timeout: Duration::from_secs(30),
         ..Config::default()
@@ -449,7 +488,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("udp", "json") => udp(addr, Datagram::<_, Json, Json>::json(), cfg, stop),
         ("udp", "line") => udp(addr, Datagram::lines(), cfg, stop),
         ("udp", "raw") => udp(addr, Datagram::raw(), cfg, stop),
-        (t, f) => return Err(format!("unknown transport/framing {t}/{f}").into()),
+        (t, f) => anyhow::bail!("unknown transport/framing {t}/{f}"),
     }?;
     Ok(())
 }

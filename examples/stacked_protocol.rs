@@ -9,9 +9,8 @@
 //! - UDP: CBOR inside zstd, one message per datagram.
 //!
 //! A decompression bomb sent over TCP reaches the handler as a typed parse error, and the
-//! connection goes on.
+//! connection goes on. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
-use std::error::Error;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,8 +25,15 @@ use easynet::protocol::{
 use easynet::tokio::{AsyncTcpClient, AsyncTcpServer, AsyncUdpClient, AsyncUdpServer};
 use serde::{Deserialize, Serialize};
 
-type BoxError = Box<dyn Error + Send + Sync>;
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+const USAGE: &str = "\
+Stacked protocols, server and client in one process on 127.0.0.1; exits by itself.
+
+Usage: stacked_protocol [-h|--help]
+
+Logs go to stderr; RUST_LOG sets the filter [default: info].
+";
 
 /// The wire form of a command.
 #[derive(Serialize, Deserialize)]
@@ -85,7 +91,7 @@ impl FromDto<String> for Commands {
 
 type TcpProtocol = Stream<LengthPrefixed, Converted<Zlib<Json>, Commands>, Command, String>;
 
-fn tcp_protocol() -> Result<TcpProtocol, BoxError> {
+fn tcp_protocol() -> anyhow::Result<TcpProtocol> {
     // JSON inside zlib (at most 64 KiB once inflated) inside a length prefix (1 MiB).
     let framing = LengthPrefixed::new(PrefixWidth::U32, 1 << 20)?;
     Ok(Stream::new(
@@ -150,8 +156,34 @@ impl DatagramHandler for Sum {
     }
 }
 
+/// Only `--help`: the example takes no options.
+fn parse_args() -> anyhow::Result<()> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    if let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // lexopt's messages already include their cause: print them once.
+    parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let tcp = AsyncTcpServer::builder(tcp_protocol()?, |_: &ConnInfo| Calc(0))
         .host("127.0.0.1")
         .port(0)

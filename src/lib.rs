@@ -5,16 +5,18 @@
 //! features, the tokio (`tokio`) and mio (`mio`) drivers.
 
 #![deny(missing_docs)]
+// docs.rs: label every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The README's examples are compiled as doc tests.
 #![doc = include_str!("../README.md")]
 
 #[cfg(feature = "sim")]
 pub use easynet_core::sim;
-#[cfg(feature = "tls")]
-pub use easynet_core::tls;
 pub use easynet_core::{
     ConnId, accept, addr, datagram, handler, lifecycle, protocol, push, server, stream,
 };
+#[cfg(feature = "tls")]
+pub use easynet_core::{rustls, tls};
 
 #[cfg(feature = "mio")]
 pub use easynet_mio as mio;

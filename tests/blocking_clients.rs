@@ -45,6 +45,7 @@ fn echo_then_responses_end_at_eof() {
     });
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn tls_client_and_untrusted_certificate() {
     both(|start| {

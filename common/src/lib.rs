@@ -9,6 +9,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// docs.rs: label every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bind;
 mod error;

@@ -60,6 +60,8 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs: label every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod accept;
 pub mod addr;
@@ -74,6 +76,10 @@ pub mod sim;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+
+/// The rustls this crate is built against (its types are in our API).
+#[cfg(feature = "tls")]
+pub use rustls;
 
 /// Handle of a connection or datagram peer, unique within one server run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

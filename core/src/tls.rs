@@ -1,4 +1,24 @@
 //! TLS sessions over rustls 0.23: one type for both sides, bytes in and bytes out.
+//!
+//! # Choosing a crypto provider
+//!
+//! easynet enables no rustls crypto provider: the application picks one. (A library that
+//! turned one on could leave a program with two, and rustls then has no process default:
+//! `rustls::ServerConfig::builder()` panics.) easynet never builds a rustls configuration
+//! itself: the servers' `tls(...)`, the clients' `connect_tls` and [`TlsSession`] take the
+//! `Arc<rustls::ServerConfig>` or `Arc<rustls::ClientConfig>` the application built, so no
+//! easynet call can fail for want of a provider. Either
+//!
+//! - enable a provider on rustls (`rustls = { version = "0.23", features = ["ring"] }`, or
+//!   rustls's default `aws-lc-rs`) and name it when building the configuration:
+//!   `rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))`,
+//!   as the examples below and in the workspace do; or
+//! - install it once at start-up as the process default,
+//!   `rustls::crypto::ring::default_provider().install_default()`, then use
+//!   `rustls::ServerConfig::builder()`.
+//!
+//! [`rustls`] is re-exported at the crate root and by the drivers and the facade, so the
+//! types always come from the rustls easynet was built with.
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;

@@ -126,6 +126,7 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 
+    #[cfg(feature = "json")]
     #[test]
     fn json_lines_round_trip_under_any_chunking(
         values in proptest::collection::vec((any::<i64>(), "[a-z\\n\"\\\\]{0,12}"), 0..10),

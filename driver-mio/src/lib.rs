@@ -19,6 +19,8 @@
 //! vs 2 workers.
 
 #![deny(missing_docs)]
+// docs.rs: label every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 mod control;
@@ -35,6 +37,9 @@ pub use easynet_common::{
     BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
 };
 pub use easynet_core as core;
+/// The rustls our TLS types come from (feature `tls`).
+#[cfg(feature = "tls")]
+pub use easynet_core::rustls;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};
 pub use udp::{StandaloneUdpServer, UdpServerBuilder};

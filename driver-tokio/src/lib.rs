@@ -19,6 +19,8 @@
 //! a buffer each, not one per connection. `bench/run.py --scaling` measures 1 vs 2 workers.
 
 #![deny(missing_docs)]
+// docs.rs: label every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod async_datagram;
 mod async_stream;
@@ -43,6 +45,9 @@ pub use easynet_common::{
 };
 pub use easynet_core as core;
 pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
+/// The rustls our TLS types come from (feature `tls`).
+#[cfg(feature = "tls")]
+pub use easynet_core::rustls;
 pub use socket::StreamSocket;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};

@@ -144,6 +144,7 @@ where
 {
     use easynet::tokio::AsyncTcpServer;
     let rt = runtime();
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
@@ -179,6 +180,7 @@ where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
     use easynet::mio::{ServerThread, StandaloneTcpServer};
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
