@@ -5,8 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 use super::net::{End, Pipe};
@@ -62,19 +60,6 @@ pub use builder::StreamSimBuilder;
 use builder::Tls;
 use client::{Client, Raw};
 
-/// Set when an async handler is woken from outside (its own channel, say).
-#[derive(Default)]
-struct Woken(AtomicBool);
-
-impl Wake for Woken {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::Release);
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
 /// One connection: the server's session, the client, and the wire between them.
 struct Pair<P: StreamServerProtocol + StreamClientProtocol> {
     conn: ConnId,
@@ -110,8 +95,6 @@ pub struct StreamSim<S: Service, P: StreamServerProtocol + StreamClientProtocol>
     faults: Faults,
     chance: Chance,
     trace: Vec<Traced>,
-    woken: Arc<Woken>,
-    waker: Waker,
     logs: Option<(Logs, tracing::Dispatch)>,
 }
 
@@ -169,7 +152,6 @@ where
 
     pub(super) fn with(b: StreamSimBuilder<S, P>, make: MakeSession<S, P>) -> Self {
         let now = Instant::now();
-        let woken = Arc::new(Woken::default());
         let mut sim = Self {
             start: now,
             now,
@@ -188,8 +170,6 @@ where
             faults: b.faults,
             chance: Chance::new(b.seed),
             trace: Vec::new(),
-            waker: Waker::from(woken.clone()),
-            woken,
             logs: b.capture_logs.then(|| {
                 let logs = Logs::default();
                 let dispatch = tracing::Dispatch::new(logs.clone());
