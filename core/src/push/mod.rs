@@ -177,14 +177,14 @@ impl Outbox {
         }
     }
 
-    /// Takes frames while `take` accepts them (it gets each frame's size), waking senders
-    /// waiting for room.
-    pub(crate) fn drain(&self, mut take: impl FnMut(Bytes) -> bool) {
+    /// Takes frames while `take` accepts them; a frame it refuses comes back (`Err`) and
+    /// stays first. Wakes senders waiting for room.
+    pub(crate) fn drain(&self, mut take: impl FnMut(Bytes) -> Result<(), Bytes>) {
         let mut s = self.lock();
         let mut freed = false;
         while let Some(frame) = s.frames.pop_front() {
             let len = frame.len();
-            if !take(frame.clone()) {
+            if let Err(frame) = take(frame) {
                 s.frames.push_front(frame);
                 break;
             }

@@ -804,7 +804,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         {
             outbox.drain(|frame| {
                 self.queue_frame(frame);
-                true
+                Ok(())
             });
         }
         Some(how)
@@ -825,10 +825,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         let high_water = self.config.write_high_water;
         outbox.drain(|frame| {
             if self.queued() >= high_water {
-                return false;
+                return Err(frame);
             }
             self.queue_frame(frame);
-            true
+            Ok(())
         });
     }
 
