@@ -51,7 +51,7 @@ fn tls_client_and_untrusted_certificate() {
     both(|start| {
         let id = certs::Identity::localhost();
         let server = start(Opts {
-            tls: Some(id.server_config()),
+            tls: Some(id.server_config().into()),
             ..Opts::default()
         });
         let mut c = TcpClient::connect_tls(

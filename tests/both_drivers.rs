@@ -185,7 +185,7 @@ fn tls_echo_and_handshake_deadline() {
     both(|start| {
         let id = certs::Identity::localhost();
         let server = start(Opts {
-            tls: Some(id.server_config()),
+            tls: Some(id.server_config().into()),
             handshake_timeout: Some(Duration::from_millis(200)),
             ..Opts::default()
         });
@@ -209,4 +209,70 @@ fn tls_echo_and_handshake_deadline() {
         ));
         server.stop();
     });
+}
+
+/// A client over `rustls` that trusts `trusted`; the line it gets back for `line`, or the
+/// handshake error.
+#[cfg(feature = "tls")]
+fn tls_echo(
+    addr: std::net::SocketAddr,
+    trusted: &certs::Identity,
+    line: &str,
+) -> Result<
+    (
+        String,
+        rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    ),
+    std::io::Error,
+> {
+    let conn = rustls::ClientConnection::new(trusted.client_config(), certs::localhost()).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let answer = tls_line(&mut tls, line)?;
+    Ok((answer, tls))
+}
+
+#[cfg(feature = "tls")]
+fn tls_line(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    line: &str,
+) -> Result<String, std::io::Error> {
+    tls.write_all(format!("{line}\n").as_bytes())?;
+    let mut got = Vec::new();
+    let mut byte = [0u8];
+    while got.last() != Some(&b'\n') {
+        if std::io::Read::read(tls, &mut byte)? == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        got.push(byte[0]);
+    }
+    Ok(String::from_utf8(got).unwrap().trim_end().to_owned())
+}
+
+/// Hot TLS: after `SharedServerConfig::set`, new connections get the new certificate and
+/// a connection opened before keeps its session.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_configuration_replaced_while_serving() {
+    for start in [drivers::tokio as Start, drivers::mio] {
+        let (old, new) = (certs::Identity::localhost(), certs::Identity::localhost());
+        let shared = easynet::tls::SharedServerConfig::new(old.server_config());
+        let server = start(Opts {
+            tls: Some(shared.clone()),
+            ..Opts::default()
+        });
+        let (answer, mut before) = tls_echo(server.addr, &old, "one").unwrap();
+        assert_eq!(answer, "one");
+
+        shared.set(new.server_config());
+        let refused = tls_echo(server.addr, &old, "two").unwrap_err();
+        assert!(
+            refused.to_string().contains("invalid peer certificate"),
+            "a client trusting only the old certificate: {refused}"
+        );
+        assert_eq!(tls_echo(server.addr, &new, "three").unwrap().0, "three");
+        assert_eq!(tls_line(&mut before, "four").unwrap(), "four");
+        server.stop();
+    }
 }

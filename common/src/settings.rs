@@ -43,9 +43,9 @@ pub struct TcpSettings {
     pub stream: StreamConfig,
     /// How long a shutdown waits for connections: 30 s.
     pub shutdown_timeout: Duration,
-    /// The TLS configuration, if serving TLS.
+    /// The TLS configuration, if serving TLS (replaceable while the server runs).
     #[cfg(feature = "tls")]
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub tls: Option<easynet_core::tls::SharedServerConfig>,
     /// TLS options given (they need `tls`).
     pub tls_options: Vec<&'static str>,
 }
@@ -314,10 +314,13 @@ macro_rules! tcp_setters {
         $crate::listen_setters!($settings);
         $crate::stream_setters!($settings);
 
-        /// Serves TLS with this rustls configuration.
+        /// Serves TLS with this rustls configuration: an `Arc<rustls::ServerConfig>`, or a
+        /// [`SharedServerConfig`](easynet_core::tls::SharedServerConfig) whose clone you keep
+        /// to replace the configuration while the server runs (new connections use the new
+        /// one, open connections keep theirs).
         #[cfg(feature = "tls")]
-        pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
-            self.$settings.tls = Some(config);
+        pub fn tls(mut self, config: impl Into<easynet_core::tls::SharedServerConfig>) -> Self {
+            self.$settings.tls = Some(config.into());
             self
         }
 

@@ -53,6 +53,75 @@ pub enum TlsError {
     Io(#[source] io::Error),
 }
 
+/// A server's TLS configuration that can be replaced while the server runs.
+///
+/// Every server builder's `tls(...)` takes one (or an `Arc<rustls::ServerConfig>`, which it
+/// wraps). Keep a clone and call [`set`](Self::set) to rotate a certificate or change any
+/// other setting without a restart: connections accepted afterwards handshake with the new
+/// configuration; connections already open keep the one they started with (rustls holds
+/// it per session).
+///
+/// ```
+/// use std::sync::Arc;
+/// use easynet_core::tls::SharedServerConfig;
+///
+/// fn config(name: &str) -> Arc<rustls::ServerConfig> {
+///     let cert = rcgen::generate_simple_self_signed(vec![name.into()]).unwrap();
+///     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+///     let provider = Arc::new(rustls::crypto::ring::default_provider());
+///     let cfg = rustls::ServerConfig::builder_with_provider(provider)
+///         .with_safe_default_protocol_versions().unwrap()
+///         .with_no_client_auth()
+///         .with_single_cert(vec![cert.cert.der().clone()], key).unwrap();
+///     Arc::new(cfg)
+/// }
+///
+/// let (old, new) = (config("localhost"), config("localhost"));
+/// let shared = SharedServerConfig::new(old.clone());
+/// let server_side = shared.clone(); // what the builder's `tls(...)` keeps
+/// shared.set(new.clone());
+/// assert!(Arc::ptr_eq(&server_side.get(), &new));
+/// ```
+#[derive(Clone)]
+pub struct SharedServerConfig(Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>);
+
+impl SharedServerConfig {
+    /// Shares `config`.
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// The configuration new connections use now.
+    pub fn get(&self) -> Arc<rustls::ServerConfig> {
+        // A poisoned lock still holds a whole Arc: nothing panics while holding it.
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the configuration for connections accepted from now on; returns the old one.
+    pub fn set(&self, config: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+        let mut slot = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *slot, config)
+    }
+}
+
+impl From<Arc<rustls::ServerConfig>> for SharedServerConfig {
+    fn from(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::new(config)
+    }
+}
+
+impl std::fmt::Debug for SharedServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedServerConfig").finish_non_exhaustive()
+    }
+}
+
 /// One TLS session (server or client) driven with bytes in and bytes out.
 ///
 /// rustls is already sans-IO; this wrapper gives the connection machine one shape for both

@@ -111,7 +111,7 @@ pub(crate) struct Factory<S, P> {
     pub protocol: Arc<P>,
     pub stream: StreamConfig,
     #[cfg(feature = "tls")]
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<easynet_core::tls::SharedServerConfig>,
 }
 
 impl<S, P> Factory<S, P> {
@@ -119,7 +119,7 @@ impl<S, P> Factory<S, P> {
         service: S,
         protocol: P,
         stream: StreamConfig,
-        #[cfg(feature = "tls")] tls: Option<Arc<rustls::ServerConfig>>,
+        #[cfg(feature = "tls")] tls: Option<easynet_core::tls::SharedServerConfig>,
     ) -> Arc<Self> {
         Arc::new(Self {
             service: Arc::new(service),
@@ -398,7 +398,7 @@ where
         };
         #[cfg(feature = "tls")]
         let conn = match &f.tls {
-            Some(cfg) => match easynet_core::tls::TlsSession::server(cfg.clone()) {
+            Some(cfg) => match easynet_core::tls::TlsSession::server(cfg.get()) {
                 Ok(tls) => {
                     Connection::with_tls(now, f.protocol.clone(), f.stream.clone(), info, tls)
                 }

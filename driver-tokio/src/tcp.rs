@@ -145,7 +145,7 @@ fn new_connection<P: StreamServerProtocol>(
 ) -> Option<Connection<P, ServerRole>> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &cfg.tls {
-        return match easynet_core::tls::TlsSession::server(tls.clone()) {
+        return match easynet_core::tls::TlsSession::server(tls.get()) {
             Ok(session) => Some(Connection::with_tls(
                 now(),
                 protocol,

@@ -3,7 +3,6 @@
 //! `mio_udp`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use easynet::handler::{
@@ -47,7 +46,7 @@ impl StreamHandler for Echo {
 pub struct Opts {
     pub timeout: Option<Duration>,
     pub write_high_water: Option<usize>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<easynet::tls::SharedServerConfig>,
     pub handshake_timeout: Option<Duration>,
     /// The server's shutdown timeout; 3 s unless set.
     pub shutdown_timeout: Option<Duration>,
@@ -294,7 +293,8 @@ where
     let cfg = poll_loop::Config {
         stream,
         shutdown_timeout: opts.shutdown_timeout(),
-        tls: opts.tls,
+        // The poll loop takes a plain configuration: it has no reload.
+        tls: opts.tls.map(|t| t.get()),
     };
     on_poll_loop(addr, move |stop| {
         poll_loop::serve_tcp(listener, service, protocol, &cfg, stop, start)
