@@ -2,7 +2,8 @@
 //!
 //! Pick a protocol, write a handler; easynet owns sockets, framing, TLS, timeouts,
 //! concurrency and graceful shutdown. This facade re-exports the sans-IO core and, behind
-//! features, the tokio (`tokio`) and mio (`mio`) drivers.
+//! features, the tokio (`tokio`) and mio (`mio`) drivers. The [`guide`] walks through it
+//! chapter by chapter.
 
 #![deny(missing_docs)]
 // docs.rs: label every feature-gated item with its feature.
@@ -17,6 +18,8 @@ pub use easynet_core::{
 };
 #[cfg(feature = "tls")]
 pub use easynet_core::{rustls, tls};
+
+pub mod guide;
 
 #[cfg(feature = "mio")]
 pub use easynet_mio as mio;
