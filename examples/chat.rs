@@ -6,26 +6,30 @@
 //! ```
 //!
 //! Prints `listening on ADDR` when ready; SIGINT or SIGTERM shut it down gracefully and it
-//! exits with status 0.
+//! exits with status 0. `--help` lists the options.
 
-use std::error::Error;
 use std::io::Write;
 use std::sync::Arc;
 
+use anyhow::Context;
 use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
 use easynet::protocol::Stream;
 use easynet::push::{Broadcast, SlowConsumer};
 
-type BoxError = Box<dyn Error + Send + Sync>;
-
 const USAGE: &str = "\
 Chat server: every line a client sends goes to every other connected client.
 
-Usage: chat [--driver tokio|mio] [--host HOST] [--port PORT]
-  --driver   event loop: tokio (async) or mio (blocking) [default: tokio]
-  --host     [default: 127.0.0.1]
-  --port     [default: 9000]
-Prints `listening on ADDR`; SIGINT or SIGTERM shut it down gracefully.";
+Usage: chat [OPTIONS]
+
+Options:
+  --driver tokio|mio   event loop: tokio (async) or mio (blocking) [default: tokio]
+  --host HOST          [default: 127.0.0.1]
+  --port PORT          [default: 9000]
+  -h, --help           print this help
+
+Prints `listening on ADDR`; SIGINT or SIGTERM shut it down gracefully (exit status 0).
+Logs go to stderr; RUST_LOG sets the filter [default: info].
+";
 
 /// One member of the room: joins on connection, leaves on disconnection, and every line it
 /// sends goes to the others. A member that does not read loses lines (counted by the room)
@@ -60,30 +64,35 @@ struct Args {
     port: u16,
 }
 
-fn parse_args() -> Result<Args, BoxError> {
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut a = Args {
         mio: false,
         host: "127.0.0.1".into(),
         port: 9000,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--driver" => {
-                a.mio = match value()?.as_str() {
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("driver") => {
+                a.mio = match parser.value()?.string()?.as_str() {
                     "tokio" => false,
                     "mio" => true,
-                    d => return Err(format!("unknown driver {d:?} (tokio or mio)").into()),
+                    d => {
+                        return Err(lexopt::Error::UnexpectedValue {
+                            option: "driver".into(),
+                            value: d.into(),
+                        });
+                    }
                 }
             }
-            "--host" => a.host = value()?,
-            "--port" => a.port = value()?.parse()?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
+            Long("host") => a.host = parser.value()?.string()?,
+            Long("port") => a.port = parser.value()?.parse()?,
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown option {other:?} (see --help)").into()),
+            _ => return Err(arg.unexpected()),
         }
     }
     Ok(a)
@@ -98,9 +107,10 @@ fn announce(addrs: &[impl std::fmt::Display]) {
 }
 
 /// Runs `stop` on the first SIGINT or SIGTERM (registered before `listening on` is printed).
-fn on_signal(stop: impl FnOnce() + Send + 'static) -> Result<(), BoxError> {
+fn on_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing the signal handler")?;
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             stop();
@@ -109,7 +119,7 @@ fn on_signal(stop: impl FnOnce() + Send + 'static) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> Result<(), BoxError> {
+fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -145,7 +155,7 @@ impl easynet::mio::EventSet for Announce {
     }
 }
 
-fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> Result<(), BoxError> {
+fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
     let server =
         easynet::mio::StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
             Member(room.clone())
@@ -159,7 +169,7 @@ fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> Result<(), BoxError> 
     Ok(())
 }
 
-fn main() -> Result<(), BoxError> {
+fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));
     if args.mio {
