@@ -169,6 +169,15 @@ pub struct StreamContext<'a, Resp> {
     pub(crate) now: Instant,
 }
 
+impl<Resp> std::fmt::Debug for StreamContext<'_, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamContext")
+            .field("info", self.sink.info())
+            .field("closing", &self.is_closing())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<Resp> StreamContext<'_, Resp> {
     /// Encodes `response` and queues it for sending, in call order.
     ///
@@ -255,6 +264,15 @@ pub struct DatagramContext<'a, Resp> {
     pub(crate) sink: &'a mut dyn DatagramSink<Resp>,
     pub(crate) info: &'a ConnInfo,
     pub(crate) now: Instant,
+}
+
+impl<Resp> std::fmt::Debug for DatagramContext<'_, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatagramContext")
+            .field("info", self.info)
+            .field("closing", &self.sink.is_closing())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<Resp> DatagramContext<'_, Resp> {
