@@ -111,8 +111,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     ready: bool,
     /// The peer sent EOF (or TLS close_notify).
     eof: bool,
-    /// A read filled at least half a read, and fewer than [`SMALL_READS_TO_COPY`] small
-    /// reads came after it: read in place next time.
+    /// A read brought at least a quarter of `read_size` (4 KiB by default), and fewer than
+    /// [`SMALL_READS_TO_COPY`] small reads came after it: read in place next time.
     large_reads: bool,
     /// Small reads in a row while `large_reads`.
     small_reads: u8,
@@ -310,7 +310,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             // The read was filled: more is likely waiting. Fewer, larger reads.
             self.read_size = (self.read_size * 2).min(self.config.max_read_size());
         }
-        if n >= self.config.read_size / 2 {
+        if n >= self.config.read_size / 4 {
             self.large_reads = true;
             self.small_reads = 0;
         } else if self.large_reads {
@@ -327,9 +327,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     }
 
     /// The receive buffer, with room for one read, when the driver may read straight into
-    /// it: a plain open connection that read at least half a read lately (until four
-    /// small reads in a row). That saves a copy per read for
-    /// bulk transfers; small reads go through [`handle_read`](Self::handle_read) so that an
+    /// it: a plain open connection that read at least a quarter of the configured read size
+    /// lately (until four small reads in a row). That saves a copy per read for bulk
+    /// transfers and pipelined requests; small reads go through [`handle_read`](Self::handle_read) so that an
     /// idle connection does not keep a read-sized buffer. After reading, call
     /// [`handle_read_in_place`](Self::handle_read_in_place).
     pub fn read_buffer(&mut self) -> Option<&mut BytesMut> {
