@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
+#![warn(unreachable_pub)]
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

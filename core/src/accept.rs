@@ -53,9 +53,9 @@ pub enum AcceptAction {
 
 #[cfg(target_os = "linux")]
 mod errno {
-    pub const CAPACITY: &[i32] = &[24, 23, 105, 12]; // EMFILE ENFILE ENOBUFS ENOMEM
+    pub(super) const CAPACITY: &[i32] = &[24, 23, 105, 12]; // EMFILE ENFILE ENOBUFS ENOMEM
     // EPROTO ENOPROTOOPT EHOSTDOWN ENONET EOPNOTSUPP ENOSR ESOCKTNOSUPPORT EPROTONOSUPPORT
-    pub const IGNORABLE: &[i32] = &[71, 92, 112, 64, 95, 63, 94, 93];
+    pub(super) const IGNORABLE: &[i32] = &[71, 92, 112, 64, 95, 63, 94, 93];
 }
 
 #[cfg(all(unix, not(target_os = "linux")))]

@@ -60,6 +60,7 @@
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]

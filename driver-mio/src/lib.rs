@@ -19,6 +19,7 @@
 //! vs 2 workers.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

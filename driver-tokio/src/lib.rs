@@ -19,6 +19,7 @@
 //! a buffer each, not one per connection. `bench/run.py --scaling` measures 1 vs 2 workers.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
