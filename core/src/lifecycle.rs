@@ -187,7 +187,8 @@ impl Lifecycle {
         }
     }
 
-    /// Asks the run to stop, with `timeout` for connections to finish.
+    /// Asks the run to stop, with `timeout` for connections to finish. While a shutdown is
+    /// under way, the deadline only moves earlier.
     pub fn shutdown(&mut self, now: Instant, timeout: Duration) -> Shutdown {
         match self.state {
             ServerState::Starting | ServerState::Serving => {
@@ -196,7 +197,12 @@ impl Lifecycle {
                 self.state = ServerState::ShuttingDown { deadline };
                 Shutdown::Stop { deadline }
             }
-            ServerState::ShuttingDown { deadline } => Shutdown::Stop { deadline },
+            // A second shutdown may hurry the first, never delay it.
+            ServerState::ShuttingDown { deadline } => {
+                let deadline = deadline.min(crate::deadline_after(now, timeout));
+                self.state = ServerState::ShuttingDown { deadline };
+                Shutdown::Stop { deadline }
+            }
             _ => Shutdown::NotRunning,
         }
     }
@@ -306,6 +312,30 @@ mod tests {
         );
         s.stopped();
         assert_eq!(s.state(), ServerState::Created);
+    }
+
+    #[test]
+    fn a_second_shutdown_hurries_but_never_delays() {
+        let mut s = Lifecycle::new();
+        s.begin_serve().unwrap();
+        s.activated();
+        s.serving();
+        let now = Instant::now();
+        let t = |secs| Duration::from_secs(secs);
+        assert_eq!(
+            s.shutdown(now, t(30)),
+            Shutdown::Stop {
+                deadline: now + t(30)
+            }
+        );
+        assert_eq!(
+            s.shutdown(now, t(60)),
+            Shutdown::Stop {
+                deadline: now + t(30)
+            }
+        );
+        assert_eq!(s.shutdown(now, t(0)), Shutdown::Stop { deadline: now });
+        assert_eq!(s.state(), ServerState::ShuttingDown { deadline: now });
     }
 
     #[test]

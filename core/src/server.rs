@@ -49,7 +49,8 @@ pub enum Event {
     /// already accepted go on.
     StopAccepting,
     /// Tell every connection: a shutdown began, close by `deadline` (the same instant for
-    /// all of them).
+    /// all of them). Comes again with an earlier deadline when the shutdown is hurried
+    /// ([`Server::shutdown_within`]); connections keep the earliest.
     Shutdown {
         /// When connections still open are closed abortively.
         deadline: Instant,
@@ -204,15 +205,48 @@ impl Server {
     /// deadline, `now + shutdown_timeout`, computed here and only here. Returns it; `None`
     /// without a run. Idempotent: a second call returns the first deadline.
     pub fn shutdown(&mut self, now: Instant) -> Option<Instant> {
-        let run = self.run.as_mut()?;
-        if let Some(deadline) = run.deadline {
+        if let Some(deadline) = self.run.as_ref()?.deadline {
             return Some(deadline);
         }
-        let timeout = self.shutdown_timeout;
+        self.shutdown_within(now, self.shutdown_timeout)
+    }
+
+    /// As [`shutdown`](Self::shutdown), with `timeout` instead of the server's shutdown
+    /// timeout. During a shutdown it can only hurry it: an earlier deadline replaces the
+    /// one set (a new `Event::Shutdown` tells the connections), a later one changes nothing.
+    /// `Duration::ZERO` closes every connection abortively at once: the "second Ctrl-C".
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use easynet_core::server::{Event, Server};
+    ///
+    /// let mut server = Server::new(Duration::from_secs(30));
+    /// server.begin_run().unwrap();
+    /// server.activated();
+    /// server.serving();
+    /// let now = Instant::now();
+    /// let graceful = server.shutdown(now).unwrap();
+    /// assert_eq!(graceful, now + Duration::from_secs(30));
+    /// assert_eq!(server.shutdown_within(now, Duration::ZERO), Some(now)); // hurried
+    /// let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+    /// assert!(events.contains(&Event::Shutdown { deadline: now }));
+    /// ```
+    pub fn shutdown_within(&mut self, now: Instant, timeout: Duration) -> Option<Instant> {
+        let run = self.run.as_mut()?;
+        let asked = crate::deadline_after(now, timeout);
+        if let Some(deadline) = run.deadline {
+            if asked >= deadline {
+                return Some(deadline);
+            }
+            self.lifecycle.shutdown(now, timeout);
+            run.deadline = Some(asked);
+            self.events.push_back(Event::Shutdown { deadline: asked });
+            return Some(asked);
+        }
         let deadline = match self.lifecycle.shutdown(now, timeout) {
             Shutdown::Stop { deadline } => deadline,
             // Closed during the run: the connections still get the same bound.
-            _ => crate::deadline_after(now, timeout),
+            _ => asked,
         };
         run.deadline = Some(deadline);
         if std::mem::take(&mut run.accepting) {
