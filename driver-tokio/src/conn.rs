@@ -301,41 +301,41 @@ enum Woken {
 }
 
 /// Drives one server connection over `stream` until the core says to close it.
+///
+/// `shutdown` carries the run's shutdown deadline: set when a shutdown begins, set again
+/// to an earlier one when the shutdown is hurried (the session keeps the earliest); its
+/// sender dropped means the server is gone.
 pub(crate) async fn drive<St: ConnStream, D: Driven>(
     mut stream: St,
     mut session: D,
     mut shutdown: watch::Receiver<Option<Instant>>,
 ) -> CloseHow {
     let mut ready = Readiness::default();
-    // One `changed()` future for the whole connection: registered with the channel once,
-    // not made and dropped at every wait.
-    let mut shutdown_rx = shutdown.clone();
+    // One `changed()` future at a time, registered with the channel once: made again only
+    // after it fired (a shutdown order), not at every wait.
+    let mut order = next_order(&shutdown);
     let mut gone = false;
-    let shutdown_changed = async move {
-        let _ = shutdown_rx.changed().await;
-    };
-    tokio::pin!(shutdown_changed);
-    let (mut shutdown_seen, mut fired) = (false, false);
     loop {
-        if !shutdown_seen {
-            let order = *shutdown.borrow_and_update();
-            if let Some(deadline) = order {
-                shutdown_seen = true;
-                session.shutdown(now(), deadline);
-            } else if gone {
-                // The server is gone without a shutdown: stop now.
-                shutdown_seen = true;
-                session.shutdown(now(), now());
+        match shutdown.has_changed() {
+            Ok(true) => {
+                if let Some(deadline) = *shutdown.borrow_and_update() {
+                    session.shutdown(now(), deadline);
+                }
             }
+            Ok(false) => {}
+            Err(_) if !gone => {
+                // The server is gone: stop now, or by the deadline it had set.
+                gone = true;
+                let deadline = shutdown.borrow_and_update().unwrap_or_else(now);
+                session.shutdown(now(), deadline);
+            }
+            Err(_) => {}
         }
-        let other = (!shutdown_seen && !fired).then_some(shutdown_changed.as_mut());
+        let other = (!gone).then_some(order.as_mut());
         match turn(&mut stream, &mut session, &mut ready, other, true).await {
             Turn::Closed(how) => return how,
-            // Woken by the channel: a shutdown order, or the server gone (sender dropped).
-            Turn::Other => {
-                fired = true; // a finished future must not be polled again
-                gone = shutdown.has_changed().is_err();
-            }
+            // Woken by the channel: an order, or the server gone; looked at above.
+            Turn::Other => order = next_order(&shutdown),
             Turn::Progress => {}
             Turn::Idle => {
                 // Nothing can happen any more (should not occur): do not hang.
@@ -344,6 +344,17 @@ pub(crate) async fn drive<St: ConnStream, D: Driven>(
             }
         }
     }
+}
+
+/// Resolves at the next shutdown order after what `seen` has seen, or when the server is
+/// gone.
+fn next_order(
+    seen: &watch::Receiver<Option<Instant>>,
+) -> std::pin::Pin<Box<impl Future<Output = ()> + use<>>> {
+    let mut rx = seen.clone();
+    Box::pin(async move {
+        let _ = rx.changed().await;
+    })
 }
 
 /// Reads once into the session; false when the socket would block.
