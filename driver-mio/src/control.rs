@@ -187,15 +187,20 @@ impl Control {
             .collect()
     }
 
-    pub(crate) fn shutdown(&self, timeout: Option<Duration>) {
-        let timeout = timeout.unwrap_or(self.shutdown_timeout);
+    pub(crate) fn shutdown(&self, given: Option<Duration>) {
+        let timeout = given.unwrap_or(self.shutdown_timeout);
         let start = Instant::now();
         let mut s = self.lock();
         if !s.running {
             return;
         }
-        // The one deadline, from the core (the server's shutdown timeout).
-        if let Some(deadline) = s.server.shutdown(start) {
+        // The one deadline, from the core: the server's shutdown timeout, or `timeout` when
+        // given (which can hurry a shutdown under way, never delay it).
+        let deadline = match given {
+            Some(t) => s.server.shutdown_within(start, t),
+            None => s.server.shutdown(start),
+        };
+        if let Some(deadline) = deadline {
             s.orders.shutdown = Some(s.orders.shutdown.map_or(deadline, |d| d.min(deadline)));
         }
         Self::wake_all(&s);
@@ -283,6 +288,9 @@ impl ServerHandle {
 
     /// Stops the running `serve_forever` and waits for it, at most `timeout` (default: the
     /// server's shutdown timeout) plus a second; returns without error when that passes.
+    /// Connections get `timeout` to finish (then they are reset); a second call with a
+    /// shorter one hurries a shutdown under way (`Some(Duration::ZERO)`: reset them all
+    /// now, the second Ctrl-C), a longer one changes nothing.
     /// Without a run, or called twice, it is harmless. Called from a handler (on one of the
     /// server's own loop threads) it orders the shutdown and returns at once: the loop
     /// carries it out when the handler returns.

@@ -325,8 +325,9 @@ where
                 let _ = self.poll.registry().deregister(&mut l);
             }
         }
+        // The first order, or a hurried one (an earlier deadline).
         if let Some(deadline) = orders.shutdown
-            && !self.shutting_down
+            && (!self.shutting_down || self.deadline.is_some_and(|d| deadline < d))
         {
             self.shutting_down = true;
             self.deadline = Some(deadline);
