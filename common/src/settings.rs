@@ -43,6 +43,9 @@ pub struct TcpSettings {
     pub stream: StreamConfig,
     /// How long a shutdown waits for connections: 30 s.
     pub shutdown_timeout: Duration,
+    /// At most this many connections open at once: `None` (see
+    /// [`stream_setters!`](crate::stream_setters)'s `max_connections`).
+    pub max_connections: Option<usize>,
     /// The TLS configuration, if serving TLS.
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -58,6 +61,7 @@ impl Default for TcpSettings {
             log_client_connection: true,
             stream: StreamConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: None,
             #[cfg(feature = "tls")]
             tls: None,
             tls_options: Vec::new(),
@@ -68,9 +72,7 @@ impl Default for TcpSettings {
 impl TcpSettings {
     /// Checks what `build` must refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.stream.read_size == 0 {
-            return Err(ConfigError::MaxRecvSize);
-        }
+        check_stream(&self.stream, self.max_connections)?;
         #[cfg(feature = "tls")]
         let has_tls = self.tls.is_some();
         #[cfg(not(feature = "tls"))]
@@ -126,6 +128,8 @@ pub struct UnixStreamSettings {
     pub stream: StreamConfig,
     /// How long a shutdown waits for connections: 30 s.
     pub shutdown_timeout: Duration,
+    /// At most this many connections open at once: `None`.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for UnixStreamSettings {
@@ -136,6 +140,7 @@ impl Default for UnixStreamSettings {
             log_client_connection: true,
             stream: StreamConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -144,11 +149,21 @@ impl UnixStreamSettings {
     /// Checks what `build` must refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_unix_addr(self.addr.as_ref())?;
-        if self.stream.read_size == 0 {
-            return Err(ConfigError::MaxRecvSize);
-        }
-        Ok(())
+        check_stream(&self.stream, self.max_connections)
     }
+}
+
+fn check_stream(stream: &StreamConfig, max_connections: Option<usize>) -> Result<(), ConfigError> {
+    if stream.read_size == 0 {
+        return Err(ConfigError::MaxRecvSize);
+    }
+    if max_connections == Some(0) {
+        return Err(ConfigError::MaxConnections);
+    }
+    if stream.idle_timeout == Some(Duration::ZERO) {
+        return Err(ConfigError::IdleTimeout);
+    }
+    Ok(())
 }
 
 /// Settings of a Unix datagram server builder.
@@ -295,6 +310,31 @@ macro_rules! stream_setters {
         pub fn log_client_connection(mut self, on: bool) -> Self {
             self.$settings.log_client_connection = on;
             self.$settings.stream.log_connections = on;
+            self
+        }
+
+        /// At most `n` connections open at once; default: no limit of ours (the
+        /// process's file descriptor limit, where accepting pauses on EMFILE). At `n` the
+        /// server stops accepting, so new connections wait in the kernel's listen backlog
+        /// (then the client's connect times out, or the kernel refuses once the backlog is
+        /// full), and accepts again as soon as one closes. `build` refuses 0. A server with
+        /// several listeners or mio workers counts them all together.
+        ///
+        /// No default limit: the right number depends on the handler's memory and the
+        /// descriptors the process may open, which only the application knows; EasyNetwork
+        /// has none.
+        pub fn max_connections(mut self, n: usize) -> Self {
+            self.$settings.max_connections = Some(n);
+            self
+        }
+
+        /// Closes a connection that receives no byte for `timeout`, gracefully (what it
+        /// sent is answered, then FIN), whatever its handler waits for; default none
+        /// ([`StreamConfig::idle_timeout`](easynet_core::stream::StreamConfig::idle_timeout)
+        /// says why). `build` refuses zero. A later
+        /// [`stream_config`](Self::stream_config) replaces it.
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$settings.stream.idle_timeout = Some(timeout);
             self
         }
 

@@ -49,7 +49,7 @@ where
         );
         Ok(StandaloneTcpServer {
             factory,
-            control: Control::new(self.cfg.shutdown_timeout),
+            control: Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections),
             workers: self.workers.max(1),
             cfg: self.cfg,
         })

@@ -112,7 +112,7 @@ where
         );
         Ok(StandaloneUnixStreamServer {
             factory,
-            control: Control::new(self.cfg.shutdown_timeout),
+            control: Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections),
             cfg: self.cfg,
         })
     }

@@ -176,6 +176,8 @@ where
     /// Connections that used up their read budget and still have data to read.
     ready: Vec<usize>,
     shutting_down: bool,
+    /// Accepting stopped at `max_connections`; the control wakes the loop when one closes.
+    full: bool,
     /// The shutdown deadline, once ordered.
     deadline: Option<Instant>,
     woken: Arc<Woken>,
@@ -216,6 +218,7 @@ where
                 buf,
                 ready: Vec::new(),
                 shutting_down: false,
+                full: false,
                 deadline: None,
                 woken: Arc::new(Woken {
                     conns: Mutex::new(Vec::new()),
@@ -250,6 +253,10 @@ where
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
                 self.gate.handle_timeout(now);
                 self.accept_all(now); // edge-triggered: no new event would come
+            }
+            if self.full && self.control.may_accept() {
+                self.full = false;
+                self.accept_all(now); // the same: the waiting ones raised their edge already
             }
             // After the timers: a deadline may have closed the last connection, and then
             // no event or timer would ever wake the poll below.
@@ -368,10 +375,14 @@ where
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
-            match l.accept_conn() {
-                Ok((stream, peer)) => self.add(now, listener, stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => match self.gate.on_error(now, &e) {
+            match self.control.admit(|| l.accept_conn()) {
+                None => {
+                    self.full = true; // at max_connections: they wait in the backlog
+                    return;
+                }
+                Some(Ok(((stream, peer), id))) => self.add(now, listener, stream, peer, id),
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Some(Err(e)) => match self.gate.on_error(now, &e) {
                     AcceptAction::Pause { .. } => return,
                     AcceptAction::Fail => {
                         if let Some(mut l) = self.listeners.get_mut(listener).and_then(Option::take)
@@ -386,9 +397,15 @@ where
         }
     }
 
-    fn add(&mut self, now: Instant, listener: usize, mut stream: L::Stream, peer: Addr) {
+    fn add(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        mut stream: L::Stream,
+        peer: Addr,
+        id: ConnId,
+    ) {
         let f = &self.factory;
-        let id = self.control.accepted();
         let Some(info) = self.listeners[listener]
             .as_ref()
             .and_then(|l| l.conn_info(&stream, id, peer))

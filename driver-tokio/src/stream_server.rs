@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
@@ -27,8 +28,9 @@ use crate::{EventSet, ServerError, StreamSocket};
 pub(crate) trait Listener: Send + Sync + 'static {
     type Stream: ConnStream + Into<StreamSocket>;
 
-    /// The next connection and its peer's address.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Addr)>> + Send;
+    /// The next connection and its peer's address (one non-blocking accept, or the
+    /// waker registered).
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, Addr)>>;
 
     /// Tunes an accepted stream and describes it; `None` if it is already gone.
     fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
@@ -102,12 +104,13 @@ impl<S: Service, L: Listener> Core<S, L> {
         service: Arc<S>,
         serve_conn: ServeConn<L::Stream>,
         shutdown_timeout: Duration,
+        max_connections: Option<usize>,
     ) -> Self {
         Self {
             service,
             serve_conn,
             shutdown_timeout,
-            shell: Arc::new(Shell::new(shutdown_timeout)),
+            shell: Arc::new(Shell::new(shutdown_timeout).with_max_connections(max_connections)),
         }
     }
 
@@ -206,11 +209,21 @@ impl<S: Service, L: Listener> Core<S, L> {
             let accepted = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 () = closed.cancelled() => return Ok(()),
-                r = listener.accept() => r,
+                // Accepts only below `max_connections` (the core's rule); at the limit the
+                // connections wait in the kernel's backlog until one closes.
+                r = std::future::poll_fn(|cx| self.shell.poll_admit(cx, &*listener)) => r,
             };
             match accepted {
-                Ok((stream, peer)) => {
-                    self.spawn_connection(id, &listener, stream, peer, &conns, shutdown.clone());
+                Ok((stream, peer, conn)) => {
+                    self.spawn_connection(
+                        id,
+                        conn,
+                        &listener,
+                        stream,
+                        peer,
+                        &conns,
+                        shutdown.clone(),
+                    );
                 }
                 Err(e) => match gate.on_error(now(), &e) {
                     AcceptAction::Pause { until } => {
@@ -227,16 +240,17 @@ impl<S: Service, L: Listener> Core<S, L> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_connection(
         &self,
         run: RunId,
+        id: ConnId,
         listener: &L,
         stream: L::Stream,
         peer: Addr,
         conns: &TaskTracker,
         shutdown: watch::Receiver<Option<Instant>>,
     ) {
-        let id = self.shell.accepted();
         let Some(info) = listener.conn_info(&stream, id, peer) else {
             self.shell.closed(id);
             return; // reset before we could look at it
@@ -301,6 +315,7 @@ macro_rules! stream_builder_methods {
                     service,
                     serve_conn,
                     self.cfg.shutdown_timeout,
+                    self.cfg.max_connections,
                 )),
                 cfg: Arc::new(self.cfg),
                 _protocol: std::marker::PhantomData,

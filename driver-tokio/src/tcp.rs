@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use easynet_core::ConnId;
 use easynet_core::addr::Addr;
@@ -42,9 +43,8 @@ where
 impl Listener for TcpListener {
     type Stream = TcpStream;
 
-    async fn accept(&self) -> io::Result<(TcpStream, Addr)> {
-        let (stream, peer) = TcpListener::accept(self).await?;
-        Ok((stream, peer.into()))
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, Addr)>> {
+        TcpListener::poll_accept(self, cx).map_ok(|(stream, peer)| (stream, peer.into()))
     }
 
     fn conn_info(&self, stream: &TcpStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {

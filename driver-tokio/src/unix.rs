@@ -12,6 +12,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use easynet_common::unix::{self as sys, SocketFile};
 use easynet_common::{UnixDatagramSettings, UnixStreamSettings};
@@ -41,9 +42,10 @@ pub(crate) struct UnixListenerSocket {
 impl Listener for UnixListenerSocket {
     type Stream = UnixStream;
 
-    async fn accept(&self) -> io::Result<(UnixStream, Addr)> {
-        let (stream, peer) = self.listener.accept().await?;
-        Ok((stream, Addr::Unix(sys::to_unix_addr(&peer.into()))))
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, Addr)>> {
+        self.listener
+            .poll_accept(cx)
+            .map_ok(|(stream, peer)| (stream, Addr::Unix(sys::to_unix_addr(&peer.into()))))
     }
 
     fn conn_info(&self, stream: &UnixStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {

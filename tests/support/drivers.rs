@@ -51,6 +51,10 @@ pub struct Opts {
     pub handshake_timeout: Option<Duration>,
     /// The server's shutdown timeout; 3 s unless set.
     pub shutdown_timeout: Option<Duration>,
+    /// `idle_timeout` (the poll loop example too: it is a per-connection setting).
+    pub idle_timeout: Option<Duration>,
+    /// `max_connections` (the two drivers only).
+    pub max_connections: Option<usize>,
 }
 
 impl Opts {
@@ -63,7 +67,7 @@ impl Opts {
         if let Some(h) = self.write_high_water {
             c = c.with_write_high_water(h);
         }
-        c
+        c.with_idle_timeout(self.idle_timeout)
     }
 }
 
@@ -144,11 +148,14 @@ where
 {
     use easynet::tokio::AsyncTcpServer;
     let rt = runtime();
-    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
+        .backlog(1024)
         .stream_config(opts.stream());
+    if let Some(n) = opts.max_connections {
+        b = b.max_connections(n);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
@@ -180,11 +187,14 @@ where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
     use easynet::mio::{ServerThread, StandaloneTcpServer};
-    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
+        .backlog(1024)
         .stream_config(opts.stream());
+    if let Some(n) = opts.max_connections {
+        b = b.max_connections(n);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
