@@ -72,6 +72,10 @@ pub enum ConfigError {
     /// A Unix server needs a path or an abstract name to bind.
     #[error("a Unix socket server needs a path or an abstract name")]
     NoUnixAddress,
+    /// A socket given to `from_std` is not of the server's type (a TCP server takes a
+    /// stream socket, a UDP server a datagram socket).
+    #[error("the inherited socket is not of the server's type")]
+    InheritedSocket,
     /// `max_connections` must be at least 1.
     #[error("'max_connections' must be a strictly positive integer")]
     MaxConnections,

@@ -12,6 +12,8 @@
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(unix)]
+mod activation;
 mod bind;
 mod error;
 mod event;
@@ -22,6 +24,8 @@ mod stats;
 #[cfg(unix)]
 pub mod unix;
 
+#[cfg(unix)]
+pub use activation::{ActivationError, InheritedSocket, LISTEN_FDS_START, SocketKind, listen_fds};
 pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
     udp_sockets,

@@ -18,6 +18,40 @@ pub struct Listen {
     pub port: u16,
     /// SO_REUSEPORT.
     pub reuse_port: bool,
+    /// Sockets already bound, served instead of binding `host` and `port` (socket
+    /// activation, a supervisor, a test); the server serves on duplicates of them.
+    pub inherited: Vec<std::sync::Arc<socket2::Socket>>,
+}
+
+impl Listen {
+    /// Duplicates of the [`inherited`](Self::inherited) sockets, non-blocking, as `T`
+    /// (`std::net::TcpListener`, `std::net::UdpSocket`); `None` when none was given: bind.
+    pub fn inherited<T: From<socket2::Socket>>(&self) -> Option<std::io::Result<Vec<T>>> {
+        if self.inherited.is_empty() {
+            return None;
+        }
+        Some(
+            self.inherited
+                .iter()
+                .map(|s| {
+                    let dup = s.try_clone()?;
+                    dup.set_nonblocking(true)?;
+                    Ok(T::from(dup))
+                })
+                .collect(),
+        )
+    }
+
+    /// Every inherited socket is of type `ty`.
+    fn check_inherited(&self, ty: socket2::Type) -> Result<(), ConfigError> {
+        for s in &self.inherited {
+            match s.r#type() {
+                Ok(t) if t == ty => {}
+                _ => return Err(ConfigError::InheritedSocket),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Listen {
@@ -26,6 +60,7 @@ impl Default for Listen {
             host: Host::Name("localhost".into()),
             port: 0,
             reuse_port: false,
+            inherited: Vec::new(),
         }
     }
 }
@@ -73,6 +108,7 @@ impl TcpSettings {
     /// Checks what `build` must refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_stream(&self.stream, self.max_connections)?;
+        self.listen.check_inherited(socket2::Type::STREAM)?;
         #[cfg(feature = "tls")]
         let has_tls = self.tls.is_some();
         #[cfg(not(feature = "tls"))]
@@ -111,7 +147,7 @@ impl UdpSettings {
         if self.datagram.max_pending == 0 {
             return Err(ConfigError::MaxPending);
         }
-        Ok(())
+        self.listen.check_inherited(socket2::Type::DGRAM)
     }
 }
 
@@ -273,6 +309,20 @@ macro_rules! listen_setters {
         /// The port; 0 picks a free one per socket. Default 0.
         pub fn port(mut self, port: u16) -> Self {
             self.$settings.listen.port = port;
+            self
+        }
+
+        /// Serves on this socket, already bound, instead of binding `host` and `port`: a
+        /// `std::net::TcpListener` (listening) for a TCP server, a `std::net::UdpSocket`
+        /// for a UDP one, from socket activation
+        /// ([`listen_fds`](easynet_common::listen_fds)), a supervisor or a test. May be
+        /// given several times. The server serves on duplicates and keeps this one open
+        /// until it is dropped; `build` refuses a socket of the wrong type.
+        pub fn from_std(mut self, socket: impl Into<socket2::Socket>) -> Self {
+            self.$settings
+                .listen
+                .inherited
+                .push(std::sync::Arc::new(socket.into()));
             self
         }
 

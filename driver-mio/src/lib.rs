@@ -33,6 +33,9 @@ mod worker;
 
 pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
 pub use control::ServerHandle;
+/// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).
+#[cfg(unix)]
+pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
     BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
 };

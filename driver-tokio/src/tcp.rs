@@ -100,13 +100,18 @@ server_methods!(
 impl<S, P> AsyncTcpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<TcpListener>>, ServerError> {
         let cfg = &self.cfg;
-        let addrs =
-            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
-        let opts = ListenOptions {
-            backlog: cfg.backlog,
-            reuse_port: cfg.listen.reuse_port,
+        let listeners = match cfg.listen.inherited() {
+            Some(inherited) => inherited.map_err(ServerError::Listener)?,
+            None => {
+                let addrs = bind::resolve(&cfg.listen.host, cfg.listen.port)
+                    .map_err(ServerError::Resolve)?;
+                let opts = ListenOptions {
+                    backlog: cfg.backlog,
+                    reuse_port: cfg.listen.reuse_port,
+                };
+                bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?
+            }
         };
-        let listeners = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
         listeners
             .into_iter()
             .map(|l| {
