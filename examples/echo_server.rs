@@ -13,6 +13,11 @@
 //! closes a connection that sent nothing for SECS seconds (TCP, TLS, Unix); over UDP the
 //! idle timeout is the peers' idle eviction. Both are off by default.
 //!
+//! Under socket activation (`LISTEN_PID`/`LISTEN_FDS`, as systemd or
+//! `systemd-socket-activate -l 127.0.0.1:9000 echo_server` set them) it serves on the
+//! sockets passed, of the kind `--transport` names (TCP listeners, or UDP sockets), instead
+//! of binding `--host`/`--port`.
+//!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
 //! down gracefully (requests already read are answered) and it exits with status 0. Logs go
 //! to stderr, filtered by `RUST_LOG` (default `info`).
@@ -51,6 +56,7 @@ Options:
                             Unix); UDP: forget peers silent that long [default: 120]
   -h, --help                print this help
 
+Serves on the sockets passed under socket activation (LISTEN_PID/LISTEN_FDS) when given.
 Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gracefully.
 Logs go to stderr; RUST_LOG sets the filter [default: info].
 ";
@@ -121,6 +127,8 @@ struct Args {
     unix: Option<String>,
     max_connections: Option<usize>,
     idle_timeout: Option<Duration>,
+    /// Passed by a service manager (socket activation), of the kind `transport` names.
+    inherited: Vec<socket2::Socket>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -135,6 +143,7 @@ fn parse_args() -> anyhow::Result<Args> {
         unix: None,
         max_connections: None,
         idle_timeout: None,
+        inherited: Vec::new(),
     };
     let (mut cert, mut key) = (None, None);
     let mut parser = lexopt::Parser::from_env();
@@ -235,6 +244,47 @@ macro_rules! limits {
     }};
 }
 
+/// The sockets passed under socket activation, or `.host().port()`, on a TCP or UDP
+/// builder.
+macro_rules! listen {
+    ($builder:expr, $args:expr) => {{
+        let mut builder = $builder;
+        if $args.inherited.is_empty() {
+            builder = builder.host($args.host.as_str()).port($args.port);
+        }
+        for socket in &$args.inherited {
+            builder = builder.from_std(socket.try_clone()?);
+        }
+        builder
+    }};
+}
+
+/// The sockets a service manager passed that `transport` serves on.
+#[cfg(unix)]
+fn inherited(
+    passed: Vec<easynet::tokio::InheritedSocket>,
+    transport: Transport,
+) -> anyhow::Result<Vec<socket2::Socket>> {
+    use easynet::tokio::SocketKind;
+    if passed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let want = match transport {
+        Transport::Tcp => SocketKind::Tcp,
+        Transport::Udp => SocketKind::Udp,
+    };
+    let n = passed.len();
+    let sockets: Vec<_> = passed
+        .into_iter()
+        .filter(|s| s.kind() == want)
+        .map(|s| socket2::Socket::from(s.into_fd()))
+        .collect();
+    if sockets.is_empty() {
+        bail!("socket activation passed {n} sockets, none of them for --transport");
+    }
+    Ok(sockets)
+}
+
 /// `--idle-timeout` over UDP: the peers' idle eviction.
 fn datagram_config(args: &Args) -> DatagramConfig {
     let config = DatagramConfig::default();
@@ -297,9 +347,7 @@ where
 {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = limits!(
-        AsyncTcpServer::builder(protocol, Echo::<T>::new)
-            .host(args.host.as_str())
-            .port(args.port),
+        listen!(AsyncTcpServer::builder(protocol, Echo::<T>::new), args),
         args
     );
     #[cfg(feature = "tls")]
@@ -314,9 +362,7 @@ where
     T: Send + 'static,
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
-    let server = AsyncUdpServer::builder(protocol, Echo::<T>::new)
-        .host(args.host.as_str())
-        .port(args.port)
+    let server = listen!(AsyncUdpServer::builder(protocol, Echo::<T>::new), args)
         .datagram_config(datagram_config(args))
         .build()?;
     serve_until_signal!(server, |s| s.addresses())
@@ -360,9 +406,10 @@ where
 {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = limits!(
-        easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new)
-            .host(args.host.as_str())
-            .port(args.port),
+        listen!(
+            easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new),
+            args
+        ),
         args
     );
     #[cfg(feature = "tls")]
@@ -377,11 +424,12 @@ where
     T: Send + 'static,
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
-    let server = easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new)
-        .host(args.host.as_str())
-        .port(args.port)
-        .datagram_config(datagram_config(args))
-        .build()?;
+    let server = listen!(
+        easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new),
+        args
+    )
+    .datagram_config(datagram_config(args))
+    .build()?;
     serve_mio(server)
 }
 
@@ -428,6 +476,10 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First, before any thread exists: it takes the sockets and clears the variables.
+    // SAFETY: no other thread yet, and nothing else owns the descriptors passed.
+    #[cfg(unix)]
+    let passed = unsafe { easynet::tokio::listen_fds() }.context("socket activation")?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::builder()
@@ -437,7 +489,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     // lexopt's messages already include their cause: print them once.
-    let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
+    #[cfg(unix)]
+    if args.unix.is_none() {
+        args.inherited = inherited(passed, args.transport)?;
+    }
     if let Some(path) = &args.unix {
         #[cfg(unix)]
         return main_unix(&args, path);
