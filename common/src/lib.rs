@@ -27,8 +27,8 @@ pub mod unix;
 #[cfg(unix)]
 pub use activation::{ActivationError, InheritedSocket, LISTEN_FDS_START, SocketKind, listen_fds};
 pub use bind::{
-    BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
-    udp_sockets,
+    BindError, Host, ListenOptions, TcpKeepalive, resolve, set_abortive, tcp_listeners,
+    tune_accepted, tune_accepted_with, udp_sockets,
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;

@@ -81,6 +81,8 @@ pub struct TcpSettings {
     /// At most this many connections open at once: `None` (see
     /// [`stream_setters!`](crate::stream_setters)'s `max_connections`).
     pub max_connections: Option<usize>,
+    /// TCP keepalive on accepted connections: on, with the OS's timings.
+    pub keepalive: Option<crate::TcpKeepalive>,
     /// The TLS configuration, if serving TLS.
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -97,6 +99,7 @@ impl Default for TcpSettings {
             stream: StreamConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             max_connections: None,
+            keepalive: Some(crate::TcpKeepalive::default()),
             #[cfg(feature = "tls")]
             tls: None,
             tls_options: Vec::new(),
@@ -403,6 +406,16 @@ macro_rules! tcp_setters {
     ($settings:ident) => {
         $crate::listen_setters!($settings);
         $crate::stream_setters!($settings);
+
+        /// TCP keepalive on accepted connections: `Some` turns it on with those timings
+        /// (fields left `None` keep the OS's), `None` turns it off. Default: on, with the
+        /// OS's timings (EasyNetwork). It finds peers that vanished without a FIN (a
+        /// crashed host, a dropped NAT entry), which the idle timeout would only find if
+        /// set.
+        pub fn tcp_keepalive(mut self, keepalive: Option<$crate::TcpKeepalive>) -> Self {
+            self.$settings.keepalive = keepalive;
+            self
+        }
 
         /// Serves TLS with this rustls configuration.
         #[cfg(feature = "tls")]

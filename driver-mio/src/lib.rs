@@ -37,7 +37,7 @@ pub use control::ServerHandle;
 #[cfg(unix)]
 pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpKeepalive,
 };
 pub use easynet_core as core;
 /// The rustls our TLS types come from (feature `tls`).

@@ -44,6 +44,7 @@ where
             self.service,
             self.protocol,
             self.cfg.stream.clone(),
+            self.cfg.keepalive,
             #[cfg(feature = "tls")]
             self.cfg.tls.clone(),
         );

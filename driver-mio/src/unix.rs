@@ -50,7 +50,13 @@ impl MioListener for UnixListener {
         self.accept()
             .map(|(s, peer)| (s, Addr::Unix(sys::to_unix_addr(&peer))))
     }
-    fn conn_info(&self, stream: &UnixStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &UnixStream,
+        id: ConnId,
+        peer: Addr,
+        _: Option<&easynet_common::TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let local = sys::to_unix_addr(&self.local_addr().ok()?);
         let cred = sys::peer_cred(stream).ok();
         Some(ConnInfo::new(id, peer, local).with_peer_cred(cred))
@@ -107,6 +113,7 @@ where
             self.service,
             self.protocol,
             self.cfg.stream.clone(),
+            None, // no keepalive on Unix streams
             #[cfg(feature = "tls")]
             None,
         );

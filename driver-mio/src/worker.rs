@@ -25,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::control::Control;
+use easynet_common::TcpKeepalive;
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per connection per wake-up before others get a turn (handler calls have their own
@@ -70,8 +71,15 @@ pub(crate) trait MioListener: Source + Send + 'static {
 
     /// The next connection and its peer's address.
     fn accept_conn(&self) -> io::Result<(Self::Stream, Addr)>;
-    /// Tunes an accepted stream and describes it; `None` if it is already gone.
-    fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
+    /// Tunes an accepted stream (TCP: `keepalive`) and describes it; `None` if it is
+    /// already gone.
+    fn conn_info(
+        &self,
+        stream: &Self::Stream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&TcpKeepalive>,
+    ) -> Option<ConnInfo>;
     /// Sends end-of-stream.
     fn shutdown_write(stream: &Self::Stream);
     /// Makes the close a reset where the transport has one.
@@ -89,9 +97,15 @@ impl MioListener for TcpListener {
     fn accept_conn(&self) -> io::Result<(TcpStream, Addr)> {
         self.accept().map(|(s, peer)| (s, peer.into()))
     }
-    fn conn_info(&self, stream: &TcpStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &TcpStream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let local = stream.local_addr().ok()?;
-        easynet_common::tune_accepted(stream);
+        easynet_common::tune_accepted_with(stream, keepalive);
         Some(ConnInfo::new(id, peer, local))
     }
     fn shutdown_write(stream: &TcpStream) {
@@ -110,6 +124,8 @@ pub(crate) struct Factory<S, P> {
     pub service: Arc<S>,
     pub protocol: Arc<P>,
     pub stream: StreamConfig,
+    /// TCP keepalive of accepted connections (TCP only).
+    pub keepalive: Option<TcpKeepalive>,
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -119,12 +135,14 @@ impl<S, P> Factory<S, P> {
         service: S,
         protocol: P,
         stream: StreamConfig,
+        keepalive: Option<TcpKeepalive>,
         #[cfg(feature = "tls")] tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             service: Arc::new(service),
             protocol: Arc::new(protocol),
             stream,
+            keepalive,
             #[cfg(feature = "tls")]
             tls,
         })
@@ -408,7 +426,7 @@ where
         let f = &self.factory;
         let Some(info) = self.listeners[listener]
             .as_ref()
-            .and_then(|l| l.conn_info(&stream, id, peer))
+            .and_then(|l| l.conn_info(&stream, id, peer, f.keepalive.as_ref()))
         else {
             self.control.closed(id);
             return;

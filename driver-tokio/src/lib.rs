@@ -44,7 +44,7 @@ pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
 #[cfg(unix)]
 pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpKeepalive,
 };
 pub use easynet_core as core;
 pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};

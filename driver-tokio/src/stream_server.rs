@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::conn::{self, ConnStream, now};
 use crate::shell::{RunId, Shell};
 use crate::{EventSet, ServerError, StreamSocket};
+use easynet_common::TcpKeepalive;
 
 /// A listening socket: TCP or Unix.
 pub(crate) trait Listener: Send + Sync + 'static {
@@ -32,8 +33,15 @@ pub(crate) trait Listener: Send + Sync + 'static {
     /// waker registered).
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, Addr)>>;
 
-    /// Tunes an accepted stream and describes it; `None` if it is already gone.
-    fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
+    /// Tunes an accepted stream (TCP: `keepalive`) and describes it; `None` if it is
+    /// already gone.
+    fn conn_info(
+        &self,
+        stream: &Self::Stream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&TcpKeepalive>,
+    ) -> Option<ConnInfo>;
 
     /// The bound address, for the log.
     fn local(&self) -> Option<Addr>;
@@ -97,6 +105,8 @@ pub(crate) struct Core<S, L: Listener> {
     pub serve_conn: ServeConn<L::Stream>,
     pub shutdown_timeout: Duration,
     pub shell: Arc<Shell<L>>,
+    /// TCP keepalive of accepted connections (TCP only).
+    pub keepalive: Option<TcpKeepalive>,
 }
 
 impl<S: Service, L: Listener> Core<S, L> {
@@ -105,11 +115,13 @@ impl<S: Service, L: Listener> Core<S, L> {
         serve_conn: ServeConn<L::Stream>,
         shutdown_timeout: Duration,
         max_connections: Option<usize>,
+        keepalive: Option<TcpKeepalive>,
     ) -> Self {
         Self {
             service,
             serve_conn,
             shutdown_timeout,
+            keepalive,
             shell: Arc::new(Shell::new(shutdown_timeout).with_max_connections(max_connections)),
         }
     }
@@ -251,7 +263,7 @@ impl<S: Service, L: Listener> Core<S, L> {
         conns: &TaskTracker,
         shutdown: watch::Receiver<Option<Instant>>,
     ) {
-        let Some(info) = listener.conn_info(&stream, id, peer) else {
+        let Some(info) = listener.conn_info(&stream, id, peer, self.keepalive.as_ref()) else {
             self.shell.closed(id);
             return; // reset before we could look at it
         };
@@ -278,9 +290,9 @@ pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
 
 /// The `build`, `build_async` and `finish` methods of a stream server builder with
 /// `service`, `protocol` and `cfg` fields; `$new_conn(protocol, &cfg)` makes the
-/// connection machines.
+/// connection machines and `$keepalive(&cfg)` the TCP keepalive.
 macro_rules! stream_builder_methods {
-    ($server:ident, $stream:ty, $new_conn:path) => {
+    ($server:ident, $stream:ty, $new_conn:path, $keepalive:path) => {
         /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is
         /// bound yet); fails on invalid settings.
         pub fn build(self) -> Result<$server<S, P>, ConfigError>
@@ -316,6 +328,7 @@ macro_rules! stream_builder_methods {
                     serve_conn,
                     self.cfg.shutdown_timeout,
                     self.cfg.max_connections,
+                    $keepalive(&self.cfg),
                 )),
                 cfg: Arc::new(self.cfg),
                 _protocol: std::marker::PhantomData,

@@ -37,7 +37,7 @@ where
 {
     easynet_common::tcp_setters!(cfg);
 
-    stream_builder_methods!(AsyncTcpServer, TcpStream, tcp_connections);
+    stream_builder_methods!(AsyncTcpServer, TcpStream, tcp_connections, keepalive);
 }
 
 impl Listener for TcpListener {
@@ -47,9 +47,15 @@ impl Listener for TcpListener {
         TcpListener::poll_accept(self, cx).map_ok(|(stream, peer)| (stream, peer.into()))
     }
 
-    fn conn_info(&self, stream: &TcpStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &TcpStream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&bind::TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let local = stream.local_addr().ok()?;
-        bind::tune_accepted(stream);
+        bind::tune_accepted_with(stream, keepalive);
         Some(ConnInfo::new(id, peer, local))
     }
 
@@ -135,6 +141,10 @@ impl<S, P> AsyncTcpServer<S, P> {
     pub fn sockets(&self) -> Vec<Arc<TcpListener>> {
         self.core.shell.sockets()
     }
+}
+
+fn keepalive(cfg: &TcpConfig) -> Option<bind::TcpKeepalive> {
+    cfg.keepalive
 }
 
 /// Makes each connection's machine: TLS when configured.

@@ -48,7 +48,13 @@ impl Listener for UnixListenerSocket {
             .map_ok(|(stream, peer)| (stream, Addr::Unix(sys::to_unix_addr(&peer.into()))))
     }
 
-    fn conn_info(&self, stream: &UnixStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &UnixStream,
+        id: ConnId,
+        peer: Addr,
+        _: Option<&easynet_common::TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let cred = sys::peer_cred(stream).ok();
         Some(ConnInfo::new(id, peer, self.local.clone()).with_peer_cred(cred))
     }
@@ -56,6 +62,11 @@ impl Listener for UnixListenerSocket {
     fn local(&self) -> Option<Addr> {
         Some(self.local.clone().into())
     }
+}
+
+/// Unix streams have no keepalive.
+fn no_keepalive(_: &UnixStreamSettings) -> Option<easynet_common::TcpKeepalive> {
+    None
 }
 
 /// Builds an [`AsyncUnixStreamServer`]; a path or an abstract name is required.
@@ -73,7 +84,12 @@ where
 {
     easynet_common::unix_stream_setters!(cfg);
 
-    stream_builder_methods!(AsyncUnixStreamServer, UnixStream, unix_connections);
+    stream_builder_methods!(
+        AsyncUnixStreamServer,
+        UnixStream,
+        unix_connections,
+        no_keepalive
+    );
 }
 
 /// Makes each connection's machine (no TLS on Unix sockets).

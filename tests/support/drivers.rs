@@ -55,6 +55,8 @@ pub struct Opts {
     pub idle_timeout: Option<Duration>,
     /// `max_connections` (the two drivers only).
     pub max_connections: Option<usize>,
+    /// `tcp_keepalive` when set (the two drivers only).
+    pub tcp_keepalive: Option<Option<easynet_common::TcpKeepalive>>,
 }
 
 impl Opts {
@@ -156,6 +158,9 @@ where
     if let Some(n) = opts.max_connections {
         b = b.max_connections(n);
     }
+    if let Some(k) = opts.tcp_keepalive {
+        b = b.tcp_keepalive(k);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
@@ -194,6 +199,9 @@ where
         .stream_config(opts.stream());
     if let Some(n) = opts.max_connections {
         b = b.max_connections(n);
+    }
+    if let Some(k) = opts.tcp_keepalive {
+        b = b.tcp_keepalive(k);
     }
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
