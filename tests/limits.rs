@@ -74,6 +74,9 @@ impl Service for CountedService {
 enum Driver {
     Tokio,
     Mio,
+    /// examples/poll_loop.rs, the third driver written against the core's public API.
+    #[cfg(all(unix, feature = "tls", feature = "json"))]
+    PollLoop,
 }
 
 fn start(driver: Driver, gauge: &Arc<Gauge>, opts: Opts) -> Running {
@@ -81,6 +84,11 @@ fn start(driver: Driver, gauge: &Arc<Gauge>, opts: Opts) -> Running {
     match driver {
         Driver::Tokio => drivers::tokio_tcp(Stream::lines(), service, opts),
         Driver::Mio => drivers::mio_tcp(Stream::lines(), service, opts),
+        #[cfg(all(unix, feature = "tls", feature = "json"))]
+        Driver::PollLoop => {
+            let start = easynet::stream::Session::start;
+            drivers::poll_loop_tcp(Stream::lines(), service, opts, start)
+        }
     }
 }
 
@@ -160,8 +168,9 @@ fn slowloris(driver: Driver) {
     }
     let mut last = Vec::with_capacity(SLOW);
     for s in &mut slow {
-        s.write_all(b"E").unwrap();
+        // Taken before the write: the server may read the byte before `write_all` returns.
         last.push(Instant::now());
+        s.write_all(b"E").unwrap();
     }
 
     // Each is closed gracefully (FIN, not a reset), no earlier than the idle timeout after
@@ -209,6 +218,12 @@ fn slowloris_is_shed_by_the_idle_timeout_tokio() {
 #[test]
 fn slowloris_is_shed_by_the_idle_timeout_mio() {
     slowloris(Driver::Mio);
+}
+
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+#[test]
+fn slowloris_is_shed_by_the_idle_timeout_poll_loop() {
+    slowloris(Driver::PollLoop);
 }
 
 const MAX: usize = 8;
@@ -297,4 +312,10 @@ fn max_connections_holds_under_churn_tokio() {
 #[test]
 fn max_connections_holds_under_churn_mio() {
     max_connections(Driver::Mio);
+}
+
+#[cfg(all(unix, feature = "tls", feature = "json"))]
+#[test]
+fn max_connections_holds_under_churn_poll_loop() {
+    max_connections(Driver::PollLoop);
 }

@@ -53,7 +53,7 @@ pub struct Opts {
     pub shutdown_timeout: Option<Duration>,
     /// `idle_timeout` (the poll loop example too: it is a per-connection setting).
     pub idle_timeout: Option<Duration>,
-    /// `max_connections` (the two drivers only).
+    /// `max_connections` (the two drivers and the poll loop example).
     pub max_connections: Option<usize>,
     /// `tcp_keepalive` when set (the two drivers only).
     pub tcp_keepalive: Option<Option<easynet_common::TcpKeepalive>>,
@@ -303,7 +303,16 @@ where
     S: Service,
     D: easynet::stream::Driven,
 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The drivers' backlog: a burst of connections must not overflow it (SYNs dropped,
+    // connects retried a second later).
+    let loopback = [SocketAddr::from(([127, 0, 0, 1], 0))];
+    let options = easynet_common::ListenOptions {
+        backlog: 1024,
+        reuse_port: false,
+    };
+    let listener = easynet_common::tcp_listeners(&loopback, options)
+        .unwrap()
+        .remove(0);
     let addr = listener.local_addr().unwrap();
     let mut stream = opts.stream();
     if let Some(h) = opts.handshake_timeout {
@@ -313,6 +322,7 @@ where
         stream,
         shutdown_timeout: opts.shutdown_timeout(),
         tls: opts.tls,
+        max_connections: opts.max_connections,
     };
     on_poll_loop(addr, move |stop| {
         poll_loop::serve_tcp(listener, service, protocol, &cfg, stop, start)
