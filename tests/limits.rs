@@ -319,3 +319,101 @@ fn max_connections_holds_under_churn_mio() {
 fn max_connections_holds_under_churn_poll_loop() {
     max_connections(Driver::PollLoop);
 }
+
+/// On a Unix stream socket, both limits at once: at `max_connections` 1 a second client
+/// waits until the first, gone silent, is closed by the idle timeout.
+#[cfg(unix)]
+fn unix_limits(driver: Driver) {
+    use std::os::unix::net::UnixStream;
+    let path = support::unix::TempPath::new("limits");
+    let idle = Duration::from_millis(300);
+    let echo = |_: &ConnInfo| Echo { timeout: None };
+    let stop: Box<dyn FnOnce()> = match driver {
+        Driver::Tokio => {
+            let server = easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), echo)
+                .path(path.path())
+                .max_connections(1)
+                .idle_timeout(idle)
+                .build()
+                .unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (tx, mut rx) = tokio::sync::watch::channel(false);
+            let s = server.clone();
+            let task = rt.spawn(async move { s.serve_forever(tx).await });
+            rt.block_on(rx.wait_for(|up| *up)).unwrap();
+            Box::new(move || {
+                rt.block_on(async {
+                    server.shutdown().await;
+                    task.await.unwrap().unwrap();
+                })
+            })
+        }
+        #[cfg(all(unix, feature = "tls", feature = "json"))]
+        Driver::PollLoop => unreachable!("the poll loop example serves TCP only"),
+        Driver::Mio => {
+            let server = easynet::mio::StandaloneUnixStreamServer::builder(Stream::lines(), echo)
+                .path(path.path())
+                .max_connections(1)
+                .idle_timeout(idle)
+                .build()
+                .unwrap();
+            let mut thread = easynet::mio::ServerThread::start(server).unwrap();
+            Box::new(move || thread.join(None).unwrap())
+        }
+    };
+    let ask = |s: &UnixStream, line: &str| {
+        (&*s).write_all(format!("{line}\n").as_bytes()).unwrap();
+    };
+    let a = UnixStream::connect(path.path()).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ask(&a, "a");
+    let mut reader = BufReader::new(&a);
+    let mut got = String::new();
+    reader.read_line(&mut got).unwrap();
+    assert_eq!(got, "a\n");
+    let t = Instant::now();
+    let b = UnixStream::connect(path.path()).unwrap();
+    ask(&b, "b");
+    b.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    match (&b).read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("{driver:?}: served past max_connections: {other:?}"),
+    }
+    got.clear();
+    assert_eq!(
+        reader.read_line(&mut got).unwrap(),
+        0,
+        "{driver:?}: idle A not closed"
+    );
+    assert!(
+        t.elapsed() >= idle - Duration::from_millis(50),
+        "{driver:?}: closed early"
+    );
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    got.clear();
+    BufReader::new(&b).read_line(&mut got).unwrap();
+    assert_eq!(
+        got, "b\n",
+        "{driver:?}: the waiting client served once A was closed"
+    );
+    drop((a, b));
+    stop();
+}
+
+#[cfg(unix)]
+#[test]
+fn unix_stream_limits_tokio() {
+    unix_limits(Driver::Tokio);
+}
+
+#[cfg(unix)]
+#[test]
+fn unix_stream_limits_mio() {
+    unix_limits(Driver::Mio);
+}

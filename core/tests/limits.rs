@@ -3,6 +3,9 @@
 
 #![cfg(feature = "sim")]
 
+#[cfg(feature = "tls")]
+mod support;
+
 use std::time::Duration;
 
 use easynet_core::handler::{
@@ -171,4 +174,25 @@ fn no_accepting_outside_a_serving_run_or_after_a_shutdown_whatever_the_room() {
     assert_eq!(limited.poll_event(), Some(Event::StopAccepting));
     assert!(!limited.closed(id), "shutting down: no accepting again");
     assert!(!limited.may_accept());
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn under_tls_a_silent_handshake_is_dropped_and_a_silent_session_closed_with_close_notify() {
+    let id = support::certs::Identity::localhost();
+    let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines())
+        .config(idle_config()) // 10 s, well before the 60 s handshake deadline
+        .tls(
+            id.server_config(),
+            id.client_config(),
+            support::certs::localhost(),
+        )
+        .build();
+    let silent = sim.connect_raw(); // never says hello
+    let client = sim.connect();
+    sim.send(client, &"hello".to_owned());
+    assert_eq!(sim.replies(client), ["hello"]);
+    sim.advance(IDLE);
+    assert_eq!(sim.state(silent), ClientState::Reset, "no handler: dropped");
+    assert_eq!(sim.state(client), ClientState::EndOfStream);
 }
