@@ -1,5 +1,5 @@
 //! Builders serve on sockets bound elsewhere (`from_std`: socket activation, a supervisor,
-//! a test), on both drivers, TCP and UDP; a socket of the wrong type is a build error.
+//! a test), on both drivers, TCP, UDP and Unix; a socket of the wrong type is a build error.
 
 #![cfg(all(feature = "tokio", feature = "mio"))]
 
@@ -145,6 +145,106 @@ fn a_socket_of_the_wrong_type_is_refused_at_build() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let err = easynet::mio::StandaloneUdpServer::builder(Datagram::lines(), dgram_echo)
         .from_std(tcp)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, ConfigError::InheritedSocket);
+}
+
+/// A Unix listener and a Unix datagram socket bound elsewhere, served by each driver; the
+/// server never removes files it did not make.
+#[cfg(unix)]
+#[test]
+fn both_drivers_serve_inherited_unix_sockets() {
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    use support::unix::TempPath;
+
+    fn ask_stream(path: &std::path::Path, line: &str) -> String {
+        let s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (&s).write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut got = String::new();
+        BufReader::new(&s).read_line(&mut got).unwrap();
+        got
+    }
+    fn ask_dgram(path: &std::path::Path, line: &str) -> String {
+        let me = TempPath::new("inherited-client");
+        let s = UnixDatagram::bind(me.path()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.send_to(line.as_bytes(), path).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    // tokio
+    let (sp, dp) = (TempPath::new("inh-stream"), TempPath::new("inh-dgram"));
+    let stream = easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), echo)
+        .from_std(UnixListener::bind(sp.path()).unwrap())
+        .build()
+        .unwrap();
+    let dgram = easynet::tokio::AsyncUnixDatagramServer::builder(Datagram::lines(), dgram_echo)
+        .from_std(UnixDatagram::bind(dp.path()).unwrap())
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        stream.activate().await.unwrap();
+        dgram.activate().await.unwrap();
+        assert_eq!(
+            stream.address(),
+            Some(easynet::addr::UnixAddr::pathname(sp.path()))
+        );
+        let (s, d) = (stream.clone(), dgram.clone());
+        let tasks = (
+            tokio::spawn(async move { s.serve_forever(()).await }),
+            tokio::spawn(async move { d.serve_forever(()).await }),
+        );
+        let (a, b) = (sp.0.clone(), dp.0.clone());
+        let answers =
+            tokio::task::spawn_blocking(move || (ask_stream(&a, "s"), ask_dgram(&b, "d")))
+                .await
+                .unwrap();
+        assert_eq!(answers, ("s\n".to_owned(), "d".to_owned()));
+        stream.shutdown().await;
+        dgram.shutdown().await;
+        tasks.0.await.unwrap().unwrap();
+        tasks.1.await.unwrap().unwrap();
+    });
+    stream.close();
+    dgram.close();
+    drop((stream, dgram));
+    assert!(
+        sp.path().exists() && dp.path().exists(),
+        "not ours to remove"
+    );
+
+    // mio
+    let (sp, dp) = (TempPath::new("inh-stream"), TempPath::new("inh-dgram"));
+    let stream = easynet::mio::StandaloneUnixStreamServer::builder(Stream::lines(), echo)
+        .from_std(UnixListener::bind(sp.path()).unwrap())
+        .build()
+        .unwrap();
+    let dgram = easynet::mio::StandaloneUnixDatagramServer::builder(Datagram::lines(), dgram_echo)
+        .from_std(UnixDatagram::bind(dp.path()).unwrap())
+        .build()
+        .unwrap();
+    let mut s = easynet::mio::ServerThread::start(stream).unwrap();
+    let mut d = easynet::mio::ServerThread::start(dgram).unwrap();
+    assert_eq!(ask_stream(sp.path(), "s"), "s\n");
+    assert_eq!(ask_dgram(dp.path(), "d"), "d");
+    s.join(None).unwrap();
+    d.join(None).unwrap();
+    assert!(
+        sp.path().exists() && dp.path().exists(),
+        "not ours to remove"
+    );
+
+    // A TCP listener is not a Unix one.
+    let err = easynet::mio::StandaloneUnixStreamServer::builder(Stream::lines(), echo)
+        .from_std(TcpListener::bind("127.0.0.1:0").unwrap())
         .build()
         .unwrap_err();
     assert_eq!(err, ConfigError::InheritedSocket);

@@ -169,6 +169,8 @@ pub struct UnixStreamSettings {
     pub shutdown_timeout: Duration,
     /// At most this many connections open at once: `None`.
     pub max_connections: Option<usize>,
+    /// A listener already bound, served instead of binding `addr` (socket activation).
+    pub inherited: Option<std::sync::Arc<socket2::Socket>>,
 }
 
 impl Default for UnixStreamSettings {
@@ -180,6 +182,7 @@ impl Default for UnixStreamSettings {
             stream: StreamConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             max_connections: None,
+            inherited: None,
         }
     }
 }
@@ -187,8 +190,39 @@ impl Default for UnixStreamSettings {
 impl UnixStreamSettings {
     /// Checks what `build` must refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_unix_addr(self.addr.as_ref())?;
+        check_unix_source(
+            self.addr.as_ref(),
+            self.inherited.as_deref(),
+            socket2::Type::STREAM,
+        )?;
         check_stream(&self.stream, self.max_connections)
+    }
+
+    /// The listener to serve (non-blocking), its address, and the socket file we made (to
+    /// remove when done): a duplicate of the inherited listener (no file of ours), or
+    /// `addr` bound now.
+    #[cfg(unix)]
+    pub fn listener(
+        &self,
+    ) -> Result<
+        (
+            std::os::unix::net::UnixListener,
+            UnixAddr,
+            Option<crate::unix::SocketFile>,
+        ),
+        crate::ServerError,
+    > {
+        if let Some(socket) = &self.inherited {
+            let listener = std::os::unix::net::UnixListener::from(inherited_dup(socket)?);
+            let local = listener
+                .local_addr()
+                .map_err(crate::ServerError::Listener)?;
+            return Ok((listener, crate::unix::to_unix_addr(&local), None));
+        }
+        let addr = self.addr.as_ref().ok_or(crate::ServerError::Closed)?;
+        let (listener, file) = crate::unix::bind_listener(addr, self.backlog)
+            .map_err(|e| crate::ServerError::bind_unix(addr, e))?;
+        Ok((listener, addr.clone(), file))
     }
 }
 
@@ -214,6 +248,8 @@ pub struct UnixDatagramSettings {
     pub datagram: DatagramConfig,
     /// Default timeout of a shutdown: 30 s.
     pub shutdown_timeout: Duration,
+    /// A socket already bound, served instead of binding `addr` (socket activation).
+    pub inherited: Option<std::sync::Arc<socket2::Socket>>,
 }
 
 impl Default for UnixDatagramSettings {
@@ -222,14 +258,43 @@ impl Default for UnixDatagramSettings {
             addr: None,
             datagram: DatagramConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            inherited: None,
         }
     }
 }
 
 impl UnixDatagramSettings {
+    /// The socket to serve (non-blocking), its address, and the socket file we made: a
+    /// duplicate of the inherited socket (no file of ours), or `addr` bound now.
+    #[cfg(unix)]
+    pub fn socket(
+        &self,
+    ) -> Result<
+        (
+            std::os::unix::net::UnixDatagram,
+            UnixAddr,
+            Option<crate::unix::SocketFile>,
+        ),
+        crate::ServerError,
+    > {
+        if let Some(socket) = &self.inherited {
+            let socket = std::os::unix::net::UnixDatagram::from(inherited_dup(socket)?);
+            let local = socket.local_addr().map_err(crate::ServerError::Listener)?;
+            return Ok((socket, crate::unix::to_unix_addr(&local), None));
+        }
+        let addr = self.addr.as_ref().ok_or(crate::ServerError::Closed)?;
+        let (socket, file) =
+            crate::unix::bind_datagram(addr).map_err(|e| crate::ServerError::bind_unix(addr, e))?;
+        Ok((socket, addr.clone(), file))
+    }
+
     /// Checks what `build` must refuse.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_unix_addr(self.addr.as_ref())?;
+        check_unix_source(
+            self.addr.as_ref(),
+            self.inherited.as_deref(),
+            socket2::Type::DGRAM,
+        )?;
         if self.datagram.max_pending == 0 {
             return Err(ConfigError::MaxPending);
         }
@@ -237,11 +302,32 @@ impl UnixDatagramSettings {
     }
 }
 
-fn check_unix_addr(addr: Option<&UnixAddr>) -> Result<(), ConfigError> {
+/// A Unix server needs an address to bind or an inherited Unix socket of type `ty`.
+fn check_unix_source(
+    addr: Option<&UnixAddr>,
+    inherited: Option<&socket2::Socket>,
+    ty: socket2::Type,
+) -> Result<(), ConfigError> {
+    if let Some(socket) = inherited {
+        let domain = socket.local_addr().map(|a| a.domain());
+        return match (domain, socket.r#type()) {
+            (Ok(socket2::Domain::UNIX), Ok(t)) if t == ty => Ok(()),
+            _ => Err(ConfigError::InheritedSocket),
+        };
+    }
     match addr {
         Some(a) if !a.is_unnamed() => Ok(()),
         _ => Err(ConfigError::NoUnixAddress),
     }
+}
+
+/// A non-blocking duplicate of an inherited socket.
+#[cfg(unix)]
+fn inherited_dup(socket: &socket2::Socket) -> Result<std::os::fd::OwnedFd, crate::ServerError> {
+    let dup = socket.try_clone().map_err(crate::ServerError::Listener)?;
+    dup.set_nonblocking(true)
+        .map_err(crate::ServerError::Listener)?;
+    Ok(dup.into())
 }
 
 /// Setter methods for a Unix server builder with a `settings` field holding
@@ -266,6 +352,16 @@ macro_rules! unix_setters {
         /// Binds this address (a path or an abstract name).
         pub fn address(mut self, addr: easynet_core::addr::UnixAddr) -> Self {
             self.$settings.addr = Some(addr);
+            self
+        }
+
+        /// Serves on this Unix socket, already bound, instead of binding an address: a
+        /// `std::os::unix::net::UnixListener` (listening) for a stream server, a
+        /// `UnixDatagram` for a datagram server (socket activation, a supervisor). The
+        /// server serves on a duplicate and never removes its file; `build` refuses a
+        /// socket of the wrong family or type.
+        pub fn from_std(mut self, socket: impl Into<socket2::Socket>) -> Self {
+            self.$settings.inherited = Some(std::sync::Arc::new(socket.into()));
             self
         }
 

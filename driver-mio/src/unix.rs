@@ -193,9 +193,7 @@ where
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog)
-            .map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (listener, addr, file) = self.cfg.listener()?;
         let dups = listener
             .try_clone()
             .map(|l| dup(l.into()))
@@ -205,7 +203,7 @@ where
             &self.factory,
             &self.control,
             vec![set],
-            vec![addr.clone().into()],
+            vec![addr.into()],
             dups,
             is_up,
         );
@@ -316,9 +314,7 @@ where
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (socket, file) =
-            sys::bind_datagram(addr).map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (socket, addr, file) = self.cfg.socket()?;
         let dups = socket
             .try_clone()
             .map(|s| dup(s.into()))
@@ -332,7 +328,7 @@ where
         };
         let result = run_endpoints(
             server,
-            vec![(addr.clone(), UnixDatagram::from_std(socket))],
+            vec![(addr, UnixDatagram::from_std(socket))],
             dups,
             is_up,
         );

@@ -230,13 +230,11 @@ impl<S, P> AsyncUnixStreamServer<S, P> {
     }
 
     fn bind(&self) -> Result<Vec<Arc<UnixListenerSocket>>, ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog)
-            .map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (listener, local, file) = self.cfg.listener()?;
         let listener = UnixListener::from_std(listener).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixListenerSocket {
             listener,
-            local: addr.clone(),
+            local,
             _file: file,
         })])
     }
@@ -249,13 +247,11 @@ impl<S, P> AsyncUnixDatagramServer<S, P> {
     }
 
     fn bind(&self) -> Result<Vec<Arc<UnixDgram>>, ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (socket, file) =
-            sys::bind_datagram(addr).map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (socket, local, file) = self.cfg.socket()?;
         let socket = tokio::net::UnixDatagram::from_std(socket).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixDgram {
             socket: Arc::new(socket),
-            local: addr.clone(),
+            local,
             _file: file,
         })])
     }
