@@ -16,7 +16,8 @@
 //! Under socket activation (`LISTEN_PID`/`LISTEN_FDS`, as systemd or
 //! `systemd-socket-activate -l 127.0.0.1:9000 echo_server` set them) it serves on the
 //! sockets passed, of the kind `--transport` names (TCP listeners, or UDP sockets), instead
-//! of binding `--host`/`--port`.
+//! of binding `--host`/`--port`; with `--unix`, on the Unix stream listener passed instead
+//! of binding PATH.
 //!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
 //! down gracefully (requests already read are answered) and it exits with status 0. Logs go
@@ -259,19 +260,31 @@ macro_rules! listen {
     }};
 }
 
-/// The sockets a service manager passed that `transport` serves on.
+/// The Unix listener passed under socket activation, or `.path(path)`.
+#[cfg(unix)]
+macro_rules! unix_listen {
+    ($builder:expr, $args:expr, $path:expr) => {{
+        match $args.inherited.first() {
+            Some(socket) => $builder.from_std(socket.try_clone()?),
+            None => $builder.path($path),
+        }
+    }};
+}
+
+/// The sockets a service manager passed that `--transport` (or `--unix`) serves on.
 #[cfg(unix)]
 fn inherited(
     passed: Vec<easynet::tokio::InheritedSocket>,
-    transport: Transport,
+    args: &Args,
 ) -> anyhow::Result<Vec<socket2::Socket>> {
     use easynet::tokio::SocketKind;
     if passed.is_empty() {
         return Ok(Vec::new());
     }
-    let want = match transport {
-        Transport::Tcp => SocketKind::Tcp,
-        Transport::Udp => SocketKind::Udp,
+    let want = match (&args.unix, args.transport) {
+        (Some(_), _) => SocketKind::UnixStream,
+        (None, Transport::Tcp) => SocketKind::Tcp,
+        (None, Transport::Udp) => SocketKind::Udp,
     };
     let n = passed.len();
     let sockets: Vec<_> = passed
@@ -280,7 +293,7 @@ fn inherited(
         .map(|s| socket2::Socket::from(s.into_fd()))
         .collect();
     if sockets.is_empty() {
-        bail!("socket activation passed {n} sockets, none of them for --transport");
+        bail!("socket activation passed {n} sockets, none of them for --transport or --unix");
     }
     Ok(sockets)
 }
@@ -375,7 +388,11 @@ where
     P: StreamServerProtocol<Request = T, Response = T>,
 {
     let server = limits!(
-        easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new).path(path),
+        unix_listen!(
+            easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new),
+            args,
+            path
+        ),
         args
     )
     .build()?;
@@ -440,7 +457,11 @@ where
     P: StreamServerProtocol<Request = T, Response = T>,
 {
     let server = limits!(
-        easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new).path(path),
+        unix_listen!(
+            easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new),
+            args,
+            path
+        ),
         args
     )
     .build()?;
@@ -492,8 +513,8 @@ fn main() -> anyhow::Result<()> {
     #[cfg_attr(not(unix), allow(unused_mut))]
     let mut args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     #[cfg(unix)]
-    if args.unix.is_none() {
-        args.inherited = inherited(passed, args.transport)?;
+    {
+        args.inherited = inherited(passed, &args)?;
     }
     if let Some(path) = &args.unix {
         #[cfg(unix)]
