@@ -4,11 +4,20 @@
 //! ```text
 //! cargo run --release --example echo_server -- [--driver tokio|mio] [--transport tcp|udp]
 //!     [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]
-//!     [--unix PATH]
+//!     [--unix PATH] [--max-connections N] [--idle-timeout SECS]
 //! ```
 //!
 //! `--unix PATH` serves a Unix stream socket at PATH instead of TCP (Unix only). TLS needs
-//! the `tls` feature (`--features tls`).
+//! the `tls` feature (`--features tls`). `--max-connections N` stops accepting at N open
+//! connections (the next ones wait in the kernel's backlog) and `--idle-timeout SECS`
+//! closes a connection that sent nothing for SECS seconds (TCP, TLS, Unix); over UDP the
+//! idle timeout is the peers' idle eviction. Both are off by default.
+//!
+//! Under socket activation (`LISTEN_PID`/`LISTEN_FDS`, as systemd or
+//! `systemd-socket-activate -l 127.0.0.1:9000 echo_server` set them) it serves on the
+//! sockets passed, of the kind `--transport` names (TCP listeners, or UDP sockets), instead
+//! of binding `--host`/`--port`; with `--unix`, on the Unix stream listener passed instead
+//! of binding PATH.
 //!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
 //! down gracefully (requests already read are answered) and it exits with status 0. Logs go
@@ -18,8 +27,10 @@ use std::fmt::Display;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use easynet::datagram::DatagramConfig;
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
@@ -41,8 +52,12 @@ Options:
   --tls-cert PEM            serve TLS over TCP with this certificate chain (feature tls)
   --tls-key PEM             ... and this private key
   --unix PATH               a Unix stream socket at PATH instead of TCP
+  --max-connections N       stop accepting at N open connections (TCP, TLS, Unix)
+  --idle-timeout SECS       close connections silent for SECS seconds (TCP, TLS,
+                            Unix); UDP: forget peers silent that long [default: 120]
   -h, --help                print this help
 
+Serves on the sockets passed under socket activation (LISTEN_PID/LISTEN_FDS) when given.
 Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gracefully.
 Logs go to stderr; RUST_LOG sets the filter [default: info].
 ";
@@ -111,6 +126,10 @@ struct Args {
     port: u16,
     tls: Option<(String, String)>,
     unix: Option<String>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<Duration>,
+    /// Passed by a service manager (socket activation), of the kind `transport` names.
+    inherited: Vec<socket2::Socket>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -123,6 +142,9 @@ fn parse_args() -> anyhow::Result<Args> {
         port: 9000,
         tls: None,
         unix: None,
+        max_connections: None,
+        idle_timeout: None,
+        inherited: Vec::new(),
     };
     let (mut cert, mut key) = (None, None);
     let mut parser = lexopt::Parser::from_env();
@@ -155,6 +177,16 @@ fn parse_args() -> anyhow::Result<Args> {
             Long("tls-cert") => cert = Some(parser.value()?.string()?),
             Long("tls-key") => key = Some(parser.value()?.string()?),
             Long("unix") => a.unix = Some(parser.value()?.string()?),
+            Long("max-connections") => a.max_connections = Some(parser.value()?.parse()?),
+            Long("idle-timeout") => {
+                let secs: f64 = parser.value()?.parse()?;
+                a.idle_timeout = Some(
+                    Duration::try_from_secs_f64(secs)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .context("--idle-timeout takes a positive number of seconds")?,
+                );
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -172,6 +204,9 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if a.tls.is_some() && a.transport == Transport::Udp {
         bail!("TLS is for --transport tcp");
+    }
+    if a.max_connections.is_some() && a.transport == Transport::Udp {
+        bail!("--max-connections is for stream transports (UDP has no connections)");
     }
     if a.unix.is_some() && (a.transport != Transport::Tcp || a.tls.is_some()) {
         bail!("--unix serves a plain stream socket (no --transport udp, no TLS)");
@@ -194,6 +229,82 @@ fn tls_config(cert: &str, key: &str) -> anyhow::Result<std::sync::Arc<rustls::Se
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(std::sync::Arc::new(config))
+}
+
+/// `--max-connections` and `--idle-timeout` on any stream server builder.
+macro_rules! limits {
+    ($builder:expr, $args:expr) => {{
+        let mut builder = $builder;
+        if let Some(n) = $args.max_connections {
+            builder = builder.max_connections(n);
+        }
+        if let Some(d) = $args.idle_timeout {
+            builder = builder.idle_timeout(d);
+        }
+        builder
+    }};
+}
+
+/// The sockets passed under socket activation, or `.host().port()`, on a TCP or UDP
+/// builder.
+macro_rules! listen {
+    ($builder:expr, $args:expr) => {{
+        let mut builder = $builder;
+        if $args.inherited.is_empty() {
+            builder = builder.host($args.host.as_str()).port($args.port);
+        }
+        for socket in &$args.inherited {
+            builder = builder.from_std(socket.try_clone()?);
+        }
+        builder
+    }};
+}
+
+/// The Unix listener passed under socket activation, or `.path(path)`.
+#[cfg(unix)]
+macro_rules! unix_listen {
+    ($builder:expr, $args:expr, $path:expr) => {{
+        match $args.inherited.first() {
+            Some(socket) => $builder.from_std(socket.try_clone()?),
+            None => $builder.path($path),
+        }
+    }};
+}
+
+/// The sockets a service manager passed that `--transport` (or `--unix`) serves on.
+#[cfg(unix)]
+fn inherited(
+    passed: Vec<easynet::tokio::InheritedSocket>,
+    args: &Args,
+) -> anyhow::Result<Vec<socket2::Socket>> {
+    use easynet::tokio::SocketKind;
+    if passed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let want = match (&args.unix, args.transport) {
+        (Some(_), _) => SocketKind::UnixStream,
+        (None, Transport::Tcp) => SocketKind::Tcp,
+        (None, Transport::Udp) => SocketKind::Udp,
+    };
+    let n = passed.len();
+    let sockets: Vec<_> = passed
+        .into_iter()
+        .filter(|s| s.kind() == want)
+        .map(|s| socket2::Socket::from(s.into_fd()))
+        .collect();
+    if sockets.is_empty() {
+        bail!("socket activation passed {n} sockets, none of them for --transport or --unix");
+    }
+    Ok(sockets)
+}
+
+/// `--idle-timeout` over UDP: the peers' idle eviction.
+fn datagram_config(args: &Args) -> DatagramConfig {
+    let config = DatagramConfig::default();
+    match args.idle_timeout {
+        Some(d) => config.with_idle_timeout(d),
+        None => config,
+    }
 }
 
 fn announce(addrs: &[impl Display]) {
@@ -248,9 +359,10 @@ where
     P: StreamServerProtocol<Request = T, Response = T>,
 {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut builder = AsyncTcpServer::builder(protocol, Echo::<T>::new)
-        .host(args.host.as_str())
-        .port(args.port);
+    let mut builder = limits!(
+        listen!(AsyncTcpServer::builder(protocol, Echo::<T>::new), args),
+        args
+    );
     #[cfg(feature = "tls")]
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
@@ -263,22 +375,27 @@ where
     T: Send + 'static,
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
-    let server = AsyncUdpServer::builder(protocol, Echo::<T>::new)
-        .host(args.host.as_str())
-        .port(args.port)
+    let server = listen!(AsyncUdpServer::builder(protocol, Echo::<T>::new), args)
+        .datagram_config(datagram_config(args))
         .build()?;
     serve_until_signal!(server, |s| s.addresses())
 }
 
 #[cfg(unix)]
-async fn serve_unix<T, P>(path: &str, protocol: P) -> anyhow::Result<()>
+async fn serve_unix<T, P>(args: &Args, path: &str, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
 {
-    let server = easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new)
-        .path(path)
-        .build()?;
+    let server = limits!(
+        unix_listen!(
+            easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new),
+            args,
+            path
+        ),
+        args
+    )
+    .build()?;
     serve_until_signal!(server, |s| Vec::from_iter(s.address()))
 }
 
@@ -305,9 +422,13 @@ where
     P: StreamServerProtocol<Request = T, Response = T>,
 {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut builder = easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new)
-        .host(args.host.as_str())
-        .port(args.port);
+    let mut builder = limits!(
+        listen!(
+            easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new),
+            args
+        ),
+        args
+    );
     #[cfg(feature = "tls")]
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
@@ -320,22 +441,30 @@ where
     T: Send + 'static,
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
-    let server = easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new)
-        .host(args.host.as_str())
-        .port(args.port)
-        .build()?;
+    let server = listen!(
+        easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new),
+        args
+    )
+    .datagram_config(datagram_config(args))
+    .build()?;
     serve_mio(server)
 }
 
 #[cfg(unix)]
-fn mio_unix<T, P>(path: &str, protocol: P) -> anyhow::Result<()>
+fn mio_unix<T, P>(args: &Args, path: &str, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
 {
-    let server = easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new)
-        .path(path)
-        .build()?;
+    let server = limits!(
+        unix_listen!(
+            easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new),
+            args,
+            path
+        ),
+        args
+    )
+    .build()?;
     serve_mio(server)
 }
 
@@ -346,16 +475,16 @@ type Json = serde_json::Value;
 fn main_unix(args: &Args, path: &str) -> anyhow::Result<()> {
     if args.driver == Driver::Mio {
         return match args.framing {
-            Framing::Json => mio_unix(path, Stream::<_, _, Json, Json>::json_lines()),
-            Framing::Line => mio_unix(path, Stream::lines()),
-            Framing::Raw => mio_unix(path, Stream::raw()),
+            Framing::Json => mio_unix(args, path, Stream::<_, _, Json, Json>::json_lines()),
+            Framing::Line => mio_unix(args, path, Stream::lines()),
+            Framing::Raw => mio_unix(args, path, Stream::raw()),
         };
     }
     tokio_runtime()?.block_on(async {
         match args.framing {
-            Framing::Json => serve_unix(path, Stream::<_, _, Json, Json>::json_lines()).await,
-            Framing::Line => serve_unix(path, Stream::lines()).await,
-            Framing::Raw => serve_unix(path, Stream::raw()).await,
+            Framing::Json => serve_unix(args, path, Stream::<_, _, Json, Json>::json_lines()).await,
+            Framing::Line => serve_unix(args, path, Stream::lines()).await,
+            Framing::Raw => serve_unix(args, path, Stream::raw()).await,
         }
     })
 }
@@ -368,6 +497,10 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First, before any thread exists: it takes the sockets and clears the variables.
+    // SAFETY: no other thread yet, and nothing else owns the descriptors passed.
+    #[cfg(unix)]
+    let passed = unsafe { easynet::tokio::listen_fds() }.context("socket activation")?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::builder()
@@ -377,7 +510,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     // lexopt's messages already include their cause: print them once.
-    let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
+    #[cfg(unix)]
+    {
+        args.inherited = inherited(passed, &args)?;
+    }
     if let Some(path) = &args.unix {
         #[cfg(unix)]
         return main_unix(&args, path);

@@ -44,6 +44,8 @@ pub struct Config {
     /// How long connections get to finish once a shutdown begins (`Server::new`).
     pub shutdown_timeout: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// At most this many connections open at once (`Server::with_max_connections`).
+    pub max_connections: Option<usize>,
 }
 
 /// How a connection's session is made: `Session::start` (portable handlers) or
@@ -51,8 +53,8 @@ pub struct Config {
 pub type Start<S, P, D> = fn(Instant, &S, Connection<P, ServerRole>) -> Option<D>;
 
 /// Starts a run of the server machine over sockets already bound: `service_init` included.
-fn begin(service: &impl Service, shutdown_timeout: Duration) -> io::Result<Server> {
-    let mut server = Server::new(shutdown_timeout);
+fn begin(service: &impl Service, cfg: &Config) -> io::Result<Server> {
+    let mut server = Server::new(cfg.shutdown_timeout).with_max_connections(cfg.max_connections);
     server.begin_run().map_err(io::Error::other)?; // it asks us to bind: done already
     server.activated();
     server.init(service).map_err(io::Error::other)?;
@@ -145,8 +147,11 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
     stop: UnixStream,
     start: Start<S, P, D>,
 ) -> io::Result<()> {
-    let mut server = begin(&service, cfg.shutdown_timeout)?;
+    let mut server = begin(&service, cfg)?;
     let (p, protocol) = (Arc::new(Poller::new()?), Arc::new(protocol));
+    // A close made room under `max_connections`: accept again without waiting for an event
+    // (the waiting connections' readiness was not re-armed while full).
+    let mut room = false;
     listener.set_nonblocking(true)?;
     stop.set_nonblocking(true)?;
     // SAFETY (here and below): every source is deleted from the poller before it is dropped.
@@ -188,11 +193,15 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
             .filter_map(|c| c.timer)
             .chain(gate.poll_timeout());
         let next = timers.chain(server.poll_timeout()).min();
-        let next = if ready.is_empty() { next } else { Some(now) };
+        let next = if ready.is_empty() && !room {
+            next
+        } else {
+            Some(now)
+        };
         events.clear();
         p.wait(&mut events, next.map(|t| t.saturating_duration_since(now)))?;
         now = Instant::now();
-        let mut accept = gate.poll_timeout().is_some_and(|t| t <= now); // a pause is over
+        let mut accept = std::mem::take(&mut room) || gate.poll_timeout().is_some_and(|t| t <= now); // room, or a pause is over
         gate.handle_timeout(now);
         for ev in events.iter() {
             match ev.key {
@@ -210,7 +219,9 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
             c.session.handle_timeout(now);
             ready.push(*key);
         }
-        while let Some(l) = listener.as_ref().filter(|_| accept && gate.can_accept(now)) {
+        // Full (`may_accept` false): the next connections wait in the kernel's backlog.
+        let can = |gate: &AcceptGate, server: &Server| gate.can_accept(now) && server.may_accept();
+        while let Some(l) = listener.as_ref().filter(|_| accept && can(&gate, &server)) {
             let (stream, peer) = match l.accept() {
                 Ok(conn) => conn,
                 Err(e) if e.kind() == WouldBlock => {
@@ -238,7 +249,7 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
             });
             let session = conn.and_then(|conn| start(now, &service, conn)); // None: factory panicked
             let (Some(session), Ok(())) = (session, stream.set_nonblocking(true)) else {
-                server.closed(id);
+                room |= server.closed(id);
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -269,7 +280,7 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
             if !pump(c, key, now, &mut buf, &p, &mut ready) {
                 let c = conns.remove(&key).expect("pumped");
                 p.delete(&c.stream)?;
-                server.closed(c.session.info().id);
+                room |= server.closed(c.session.info().id);
             }
         }
         if server.poll_timeout().is_some_and(|t| t <= now) {
@@ -290,7 +301,7 @@ pub fn serve_udp<S: Service, P: DatagramServerProtocol>(
 where
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
-    let mut server = begin(&service, cfg.shutdown_timeout)?;
+    let mut server = begin(&service, cfg)?;
     let (service, local, config) = (
         Arc::new(service),
         socket.local_addr()?,

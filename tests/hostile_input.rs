@@ -213,7 +213,7 @@ fn a_tls_client_that_never_finishes_the_handshake_is_closed_at_the_deadline() {
     let id = certs::Identity::localhost();
     for driver in DRIVERS {
         let setup = Setup {
-            tls: Some(id.server_config().into()),
+            tls: Some(id.server_config()),
             handshake_timeout: Some(Duration::from_millis(300)),
             ..Setup::default()
         };

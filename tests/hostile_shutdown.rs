@@ -149,7 +149,7 @@ fn graceful_tls_shutdown_under_load_answers_every_request_read() {
         let service = Text::default();
         let handled = service.handled.clone();
         let setup = Setup {
-            tls: Some(id.server_config().into()),
+            tls: Some(id.server_config()),
             ..Setup::default()
         };
         let server = serve(driver, lines(1024), service, setup);

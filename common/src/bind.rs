@@ -165,9 +165,117 @@ pub fn tune_accepted<'a, S>(stream: &'a S)
 where
     socket2::SockRef<'a>: From<&'a S>,
 {
+    tune_accepted_with(stream, Some(&TcpKeepalive::default()));
+}
+
+/// TCP_NODELAY, and keepalive as `keepalive` says (`None`: off), on an accepted
+/// connection; errors are ignored (EasyNetwork).
+pub fn tune_accepted_with<'a, S>(stream: &'a S, keepalive: Option<&TcpKeepalive>)
+where
+    socket2::SockRef<'a>: From<&'a S>,
+{
     let sock = socket2::SockRef::from(stream);
     let _ = sock.set_tcp_nodelay(true);
-    let _ = sock.set_keepalive(true);
+    match keepalive {
+        Some(k) => {
+            let _ = k.apply(&sock);
+        }
+        None => {
+            let _ = sock.set_keepalive(false);
+        }
+    }
+}
+
+/// TCP keepalive on accepted connections: probes after `time` of silence, every
+/// `interval`, `retries` unanswered probes drop the connection. A field left `None` keeps
+/// the OS default (Linux: 2 h, 75 s, 9 probes). The servers' default is keepalive on with
+/// the OS timings, as EasyNetwork; set it with `tcp_keepalive` on a TCP builder.
+///
+/// ```
+/// use std::time::Duration;
+/// use easynet_common::TcpKeepalive;
+///
+/// let k = TcpKeepalive::new()
+///     .with_time(Duration::from_secs(60))
+///     .with_interval(Duration::from_secs(10))
+///     .with_retries(5);
+/// assert_eq!(k.time, Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpKeepalive {
+    /// Silence before the first probe (TCP_KEEPIDLE).
+    pub time: Option<std::time::Duration>,
+    /// Between probes (TCP_KEEPINTVL), where the OS lets it be set.
+    pub interval: Option<std::time::Duration>,
+    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT), where the OS lets
+    /// it be set.
+    pub retries: Option<u32>,
+}
+
+impl TcpKeepalive {
+    /// Keepalive on, with the OS's timings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`time`](Self::time).
+    pub fn with_time(mut self, time: std::time::Duration) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    /// Sets [`interval`](Self::interval).
+    pub fn with_interval(mut self, interval: std::time::Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+
+    /// Sets [`retries`](Self::retries).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Turns keepalive on on `sock` with these settings.
+    pub fn apply(&self, sock: &socket2::SockRef<'_>) -> io::Result<()> {
+        sock.set_keepalive(true)?;
+        let mut k = socket2::TcpKeepalive::new();
+        let mut any = false;
+        if let Some(t) = self.time {
+            k = k.with_time(t);
+            any = true;
+        }
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "windows"
+        ))]
+        if let Some(i) = self.interval {
+            k = k.with_interval(i);
+            any = true;
+        }
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd"
+        ))]
+        if let Some(r) = self.retries {
+            k = k.with_retries(r);
+            any = true;
+        }
+        if any {
+            sock.set_tcp_keepalive(&k)?;
+        }
+        Ok(())
+    }
 }
 
 /// Makes the next close send RST: SO_LINGER {on, 0}.

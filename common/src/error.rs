@@ -72,6 +72,16 @@ pub enum ConfigError {
     /// A Unix server needs a path or an abstract name to bind.
     #[error("a Unix socket server needs a path or an abstract name")]
     NoUnixAddress,
+    /// A socket given to `from_std` is not of the server's type (a TCP server takes a
+    /// stream socket, a UDP server a datagram socket).
+    #[error("the inherited socket is not of the server's type")]
+    InheritedSocket,
+    /// `max_connections` must be at least 1.
+    #[error("'max_connections' must be a strictly positive integer")]
+    MaxConnections,
+    /// `idle_timeout` must be longer than zero.
+    #[error("'idle_timeout' must be longer than zero")]
+    IdleTimeout,
     /// A TLS option was given without a TLS configuration.
     #[error("{0} is only meaningful with tls")]
     TlsOptionWithoutTls(&'static str),

@@ -14,6 +14,8 @@
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(unix)]
+mod activation;
 mod bind;
 mod error;
 mod event;
@@ -24,9 +26,11 @@ mod stats;
 #[cfg(unix)]
 pub mod unix;
 
+#[cfg(unix)]
+pub use activation::{ActivationError, InheritedSocket, LISTEN_FDS_START, SocketKind, listen_fds};
 pub use bind::{
-    BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
-    udp_sockets,
+    BindError, Host, ListenOptions, TcpKeepalive, resolve, set_abortive, tcp_listeners,
+    tune_accepted, tune_accepted_with, udp_sockets,
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;

@@ -4,11 +4,17 @@
 //! It owns what concerns the whole server rather than one connection: the
 //! [`Lifecycle`], the order of a run (bind, `service_init`, serving, shutdown fan-out,
 //! connections draining, `service_teardown`, stopped), the one shutdown deadline every
-//! connection gets, and the connection table. Each accept loop has its own
+//! connection gets, the connection table and its limit ([`max_connections`]: a driver
+//! accepts only while [`may_accept`] says so, and accepts again when [`closed`] says that
+//! a slot is free). Each accept loop has its own
 //! [`AcceptGate`](crate::accept::AcceptGate) (pause on EMFILE and the like), which logs its
 //! decisions itself.
 //! A driver feeds it what happened and does what [`poll_event`](Server::poll_event) says;
 //! without sockets, a test or a simulator can drive a whole server the same way.
+//!
+//! [`max_connections`]: Server::with_max_connections
+//! [`may_accept`]: Server::may_accept
+//! [`closed`]: Server::closed
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -100,6 +106,8 @@ pub struct Server {
     next_conn: u64,
     events: VecDeque<Event>,
     stats: ServerStats,
+    /// At most this many connections open at once; `None`: no limit of ours.
+    max_connections: Option<usize>,
 }
 
 impl Server {
@@ -112,7 +120,45 @@ impl Server {
             next_conn: 1,
             events: VecDeque::new(),
             stats: ServerStats::default(),
+            max_connections: None,
         }
+    }
+
+    /// At most `max` connections open at once (`None`, the default: no limit but the
+    /// process's file descriptors). At the limit a driver stops accepting, so new
+    /// connections wait in the kernel's backlog, and accepts again once one closes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use easynet_core::server::Server;
+    ///
+    /// let mut server = Server::new(Duration::from_secs(30)).with_max_connections(Some(1));
+    /// server.begin_run().unwrap();
+    /// server.activated();
+    /// server.serving();
+    /// assert!(server.may_accept());
+    /// let id = server.accepted();
+    /// assert!(!server.may_accept()); // full: leave the next ones in the backlog
+    /// assert!(server.closed(id)); // a slot is free: accept again
+    /// assert!(server.may_accept());
+    /// ```
+    pub fn with_max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// The limit set by [`with_max_connections`](Self::with_max_connections).
+    pub fn max_connections(&self) -> Option<usize> {
+        self.max_connections
+    }
+
+    /// True while a run accepts and its connections are below the limit: a driver calls
+    /// [`accepted`](Self::accepted) only after this said true (checked and accepted under
+    /// one lock when several loops accept).
+    pub fn may_accept(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| {
+            r.accepting && !r.stopped && self.max_connections.is_none_or(|m| r.conns.len() < m)
+        })
     }
 
     /// The lifecycle state.
@@ -191,14 +237,21 @@ impl Server {
         id
     }
 
-    /// Connection `id` ended (closed, reset or dropped).
-    pub fn closed(&mut self, id: ConnId) {
+    /// Connection `id` ended (closed, reset or dropped). True when this made room under
+    /// [`max_connections`](Self::with_max_connections): accept loops paused by the limit
+    /// accept again.
+    pub fn closed(&mut self, id: ConnId) -> bool {
+        let mut room = false;
         if let Some(run) = self.run.as_mut()
             && run.conns.remove(&id)
         {
             self.stats.closed += 1;
+            room = self
+                .max_connections
+                .is_some_and(|m| run.conns.len() + 1 == m);
         }
         self.maybe_teardown();
+        room && self.may_accept()
     }
 
     /// Stops the run: accepting ends and every connection is told to close by the one

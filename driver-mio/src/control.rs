@@ -45,9 +45,14 @@ pub(crate) struct Control {
 
 impl Control {
     pub(crate) fn new(shutdown_timeout: Duration) -> Arc<Self> {
+        Self::limited(shutdown_timeout, None)
+    }
+
+    /// A stream server's: at most `max_connections` open at once (the core's rule).
+    pub(crate) fn limited(shutdown_timeout: Duration, max_connections: Option<usize>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
-                server: Server::new(shutdown_timeout),
+                server: Server::new(shutdown_timeout).with_max_connections(max_connections),
                 loop_threads: Vec::new(),
                 addresses: Vec::new(),
                 sockets: Vec::new(),
@@ -91,14 +96,32 @@ impl Control {
         result.map_err(ServerError::ServiceInit)
     }
 
-    /// A connection was accepted: its id, from the server's connection table.
-    pub(crate) fn accepted(&self) -> ConnId {
-        self.lock().server.accepted()
+    /// Accepts one connection with `accept` if the server machine has room for it, and
+    /// enters it in the connection table (its id), under one lock: the loops never take
+    /// more than `max_connections` between them. `None`: no room; the connections wait in
+    /// the kernel's backlog and every loop is woken when one closes.
+    pub(crate) fn admit<T>(
+        &self,
+        accept: impl FnOnce() -> std::io::Result<T>,
+    ) -> Option<std::io::Result<(T, ConnId)>> {
+        let mut s = self.lock();
+        if !s.server.may_accept() {
+            return None;
+        }
+        Some(accept().map(|t| (t, s.server.accepted())))
     }
 
-    /// A connection ended.
+    /// True while the server machine would admit a connection.
+    pub(crate) fn may_accept(&self) -> bool {
+        self.lock().server.may_accept()
+    }
+
+    /// A connection ended; loops that stopped accepting at the limit are woken.
     pub(crate) fn closed(&self, id: ConnId) {
-        self.lock().server.closed(id);
+        let s = &mut *self.lock();
+        if s.server.closed(id) {
+            Self::wake_all(s);
+        }
     }
 
     /// The calling thread runs one of this run's loops until [`leave_loop`](Self::leave_loop).

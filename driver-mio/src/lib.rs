@@ -34,8 +34,11 @@ mod worker;
 
 pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
 pub use control::ServerHandle;
+/// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).
+#[cfg(unix)]
+pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpKeepalive,
 };
 pub use easynet_core as core;
 /// The rustls our TLS types come from (feature `tls`).

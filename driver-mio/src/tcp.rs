@@ -44,12 +44,13 @@ where
             self.service,
             self.protocol,
             self.cfg.stream.clone(),
+            self.cfg.keepalive,
             #[cfg(feature = "tls")]
             self.cfg.tls.clone(),
         );
         Ok(StandaloneTcpServer {
             factory,
-            control: Control::new(self.cfg.shutdown_timeout),
+            control: Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections),
             workers: self.workers.max(1),
             cfg: self.cfg,
         })
@@ -117,14 +118,22 @@ where
             backlog: cfg.backlog,
             reuse_port: cfg.listen.reuse_port || workers > 1,
         };
-        let addrs =
-            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
-        let first = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
+        let first = match cfg.listen.inherited() {
+            Some(sockets) => sockets.map_err(ServerError::Listener)?,
+            None => {
+                let addrs = bind::resolve(&cfg.listen.host, cfg.listen.port)
+                    .map_err(ServerError::Resolve)?;
+                bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?
+            }
+        };
         let bound: Vec<SocketAddr> = first.iter().filter_map(|l| l.local_addr().ok()).collect();
         let mut sets = vec![first];
         for _ in 1..workers {
-            // The others share the ports the first one got.
-            sets.push(bind::tcp_listeners(&bound, opts).map_err(ServerError::Bind)?);
+            // The others share the ports the first one got (inherited: the same sockets).
+            sets.push(match cfg.listen.inherited() {
+                Some(dups) => dups.map_err(ServerError::Listener)?,
+                None => bind::tcp_listeners(&bound, opts).map_err(ServerError::Bind)?,
+            });
         }
         let dups = sets[0]
             .iter()

@@ -129,10 +129,15 @@ where
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let addrs = bind::resolve(&self.cfg.listen.host, self.cfg.listen.port)
-            .map_err(ServerError::Resolve)?;
-        let sockets =
-            bind::udp_sockets(&addrs, self.cfg.listen.reuse_port).map_err(ServerError::Bind)?;
+        let listen = &self.cfg.listen;
+        let sockets = match listen.inherited() {
+            Some(inherited) => inherited.map_err(ServerError::Listener)?,
+            None => {
+                let addrs =
+                    bind::resolve(&listen.host, listen.port).map_err(ServerError::Resolve)?;
+                bind::udp_sockets(&addrs, listen.reuse_port).map_err(ServerError::Bind)?
+            }
+        };
         let dups = sockets
             .iter()
             .filter_map(|s| s.try_clone().ok())

@@ -50,7 +50,13 @@ impl MioListener for UnixListener {
         self.accept()
             .map(|(s, peer)| (s, Addr::Unix(sys::to_unix_addr(&peer))))
     }
-    fn conn_info(&self, stream: &UnixStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &UnixStream,
+        id: ConnId,
+        peer: Addr,
+        _: Option<&easynet_common::TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let local = sys::to_unix_addr(&self.local_addr().ok()?);
         let cred = sys::peer_cred(stream).ok();
         Some(ConnInfo::new(id, peer, local).with_peer_cred(cred))
@@ -107,12 +113,13 @@ where
             self.service,
             self.protocol,
             self.cfg.stream.clone(),
+            None, // no keepalive on Unix streams
             #[cfg(feature = "tls")]
             None,
         );
         Ok(StandaloneUnixStreamServer {
             factory,
-            control: Control::new(self.cfg.shutdown_timeout),
+            control: Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections),
             cfg: self.cfg,
         })
     }
@@ -186,9 +193,7 @@ where
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog)
-            .map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (listener, addr, file) = self.cfg.listener()?;
         let dups = listener
             .try_clone()
             .map(|l| dup(l.into()))
@@ -198,7 +203,7 @@ where
             &self.factory,
             &self.control,
             vec![set],
-            vec![addr.clone().into()],
+            vec![addr.into()],
             dups,
             is_up,
         );
@@ -309,9 +314,7 @@ where
     }
 
     fn run(&self, is_up: impl EventSet) -> Result<(), ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (socket, file) =
-            sys::bind_datagram(addr).map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (socket, addr, file) = self.cfg.socket()?;
         let dups = socket
             .try_clone()
             .map(|s| dup(s.into()))
@@ -325,7 +328,7 @@ where
         };
         let result = run_endpoints(
             server,
-            vec![(addr.clone(), UnixDatagram::from_std(socket))],
+            vec![(addr, UnixDatagram::from_std(socket))],
             dups,
             is_up,
         );

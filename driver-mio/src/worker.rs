@@ -25,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::control::Control;
+use easynet_common::TcpKeepalive;
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per connection per wake-up before others get a turn (handler calls have their own
@@ -70,8 +71,15 @@ pub(crate) trait MioListener: Source + Send + 'static {
 
     /// The next connection and its peer's address.
     fn accept_conn(&self) -> io::Result<(Self::Stream, Addr)>;
-    /// Tunes an accepted stream and describes it; `None` if it is already gone.
-    fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
+    /// Tunes an accepted stream (TCP: `keepalive`) and describes it; `None` if it is
+    /// already gone.
+    fn conn_info(
+        &self,
+        stream: &Self::Stream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&TcpKeepalive>,
+    ) -> Option<ConnInfo>;
     /// Sends end-of-stream.
     fn shutdown_write(stream: &Self::Stream);
     /// Makes the close a reset where the transport has one.
@@ -89,9 +97,15 @@ impl MioListener for TcpListener {
     fn accept_conn(&self) -> io::Result<(TcpStream, Addr)> {
         self.accept().map(|(s, peer)| (s, peer.into()))
     }
-    fn conn_info(&self, stream: &TcpStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &TcpStream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let local = stream.local_addr().ok()?;
-        easynet_common::tune_accepted(stream);
+        easynet_common::tune_accepted_with(stream, keepalive);
         Some(ConnInfo::new(id, peer, local))
     }
     fn shutdown_write(stream: &TcpStream) {
@@ -110,6 +124,8 @@ pub(crate) struct Factory<S, P> {
     pub service: Arc<S>,
     pub protocol: Arc<P>,
     pub stream: StreamConfig,
+    /// TCP keepalive of accepted connections (TCP only).
+    pub keepalive: Option<TcpKeepalive>,
     #[cfg(feature = "tls")]
     pub tls: Option<easynet_core::tls::SharedServerConfig>,
 }
@@ -119,12 +135,14 @@ impl<S, P> Factory<S, P> {
         service: S,
         protocol: P,
         stream: StreamConfig,
+        keepalive: Option<TcpKeepalive>,
         #[cfg(feature = "tls")] tls: Option<easynet_core::tls::SharedServerConfig>,
     ) -> Arc<Self> {
         Arc::new(Self {
             service: Arc::new(service),
             protocol: Arc::new(protocol),
             stream,
+            keepalive,
             #[cfg(feature = "tls")]
             tls,
         })
@@ -176,6 +194,8 @@ where
     /// Connections that used up their read budget and still have data to read.
     ready: Vec<usize>,
     shutting_down: bool,
+    /// Accepting stopped at `max_connections`; the control wakes the loop when one closes.
+    full: bool,
     /// The shutdown deadline, once ordered.
     deadline: Option<Instant>,
     woken: Arc<Woken>,
@@ -216,6 +236,7 @@ where
                 buf,
                 ready: Vec::new(),
                 shutting_down: false,
+                full: false,
                 deadline: None,
                 woken: Arc::new(Woken {
                     conns: Mutex::new(Vec::new()),
@@ -250,6 +271,10 @@ where
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
                 self.gate.handle_timeout(now);
                 self.accept_all(now); // edge-triggered: no new event would come
+            }
+            if self.full && self.control.may_accept() {
+                self.full = false;
+                self.accept_all(now); // the same: the waiting ones raised their edge already
             }
             // After the timers: a deadline may have closed the last connection, and then
             // no event or timer would ever wake the poll below.
@@ -369,10 +394,14 @@ where
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
-            match l.accept_conn() {
-                Ok((stream, peer)) => self.add(now, listener, stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => match self.gate.on_error(now, &e) {
+            match self.control.admit(|| l.accept_conn()) {
+                None => {
+                    self.full = true; // at max_connections: they wait in the backlog
+                    return;
+                }
+                Some(Ok(((stream, peer), id))) => self.add(now, listener, stream, peer, id),
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Some(Err(e)) => match self.gate.on_error(now, &e) {
                     AcceptAction::Pause { .. } => return,
                     AcceptAction::Fail => {
                         if let Some(mut l) = self.listeners.get_mut(listener).and_then(Option::take)
@@ -387,12 +416,18 @@ where
         }
     }
 
-    fn add(&mut self, now: Instant, listener: usize, mut stream: L::Stream, peer: Addr) {
+    fn add(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        mut stream: L::Stream,
+        peer: Addr,
+        id: ConnId,
+    ) {
         let f = &self.factory;
-        let id = self.control.accepted();
         let Some(info) = self.listeners[listener]
             .as_ref()
-            .and_then(|l| l.conn_info(&stream, id, peer))
+            .and_then(|l| l.conn_info(&stream, id, peer, f.keepalive.as_ref()))
         else {
             self.control.closed(id);
             return;

@@ -41,8 +41,11 @@ mod unix_client;
 
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
+/// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).
+#[cfg(unix)]
+pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpKeepalive,
 };
 pub use easynet_core as core;
 pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};

@@ -9,9 +9,11 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use easynet_core::ConnId;
+use easynet_core::addr::Addr;
 use easynet_core::handler::Service;
 use easynet_core::lifecycle::Activation;
 use easynet_core::server::{Server, run_init};
@@ -27,6 +29,8 @@ struct State<L> {
     server: Server,
     sockets: Vec<Arc<L>>,
     run: Option<Run>,
+    /// Accept loops waiting for room under `max_connections` (one per listener at most).
+    room: Vec<Waker>,
 }
 
 struct Run {
@@ -121,10 +125,21 @@ impl<L> Shell<L> {
                 server: Server::new(shutdown_timeout),
                 sockets: Vec::new(),
                 run: None,
+                room: Vec::new(),
             }),
             closed: CancellationToken::new(),
             shutdown_timeout,
         }
+    }
+
+    /// At most `max` connections open at once (the core's rule: [`Server::may_accept`]).
+    pub(crate) fn with_max_connections(self, max: Option<usize>) -> Self {
+        {
+            let mut state = self.lock();
+            let server = std::mem::replace(&mut state.server, Server::new(self.shutdown_timeout));
+            state.server = server.with_max_connections(max);
+        }
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State<L>> {
@@ -326,14 +341,38 @@ impl<L> Shell<L> {
             .unwrap_or_else(|| easynet_core::deadline_after(now, self.shutdown_timeout))
     }
 
-    /// A connection was accepted: its id, from the server's connection table.
-    pub(crate) fn accepted(&self) -> ConnId {
-        self.lock().server.accepted()
+    /// Accepts one connection from `listener` if the server machine has room for it, and
+    /// enters it in the connection table (its id), under one lock: several accept loops
+    /// never take more than `max_connections` between them. Without room, waits for a
+    /// connection to close.
+    pub(crate) fn poll_admit(
+        &self,
+        cx: &mut Context<'_>,
+        listener: &L,
+    ) -> Poll<io::Result<(L::Stream, Addr, ConnId)>>
+    where
+        L: crate::stream_server::Listener,
+    {
+        let mut state = self.lock();
+        if !state.server.may_accept() {
+            if !state.room.iter().any(|w| w.will_wake(cx.waker())) {
+                state.room.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        listener
+            .poll_accept(cx)
+            .map_ok(|(stream, peer)| (stream, peer, state.server.accepted()))
     }
 
-    /// A connection ended.
+    /// A connection ended; accept loops waiting for room go on.
     pub(crate) fn closed(&self, id: ConnId) {
-        self.lock().server.closed(id);
+        let mut state = self.lock();
+        if state.server.closed(id) {
+            for waker in state.room.drain(..) {
+                waker.wake();
+            }
+        }
     }
 
     /// Closes for good (idempotent).

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use easynet_core::ConnId;
@@ -22,16 +23,25 @@ use tracing::Instrument;
 use crate::conn::{self, ConnStream, now};
 use crate::shell::{RunId, Shell};
 use crate::{EventSet, ServerError, StreamSocket};
+use easynet_common::TcpKeepalive;
 
 /// A listening socket: TCP or Unix.
 pub(crate) trait Listener: Send + Sync + 'static {
     type Stream: ConnStream + Into<StreamSocket>;
 
-    /// The next connection and its peer's address.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Addr)>> + Send;
+    /// The next connection and its peer's address (one non-blocking accept, or the
+    /// waker registered).
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, Addr)>>;
 
-    /// Tunes an accepted stream and describes it; `None` if it is already gone.
-    fn conn_info(&self, stream: &Self::Stream, id: ConnId, peer: Addr) -> Option<ConnInfo>;
+    /// Tunes an accepted stream (TCP: `keepalive`) and describes it; `None` if it is
+    /// already gone.
+    fn conn_info(
+        &self,
+        stream: &Self::Stream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&TcpKeepalive>,
+    ) -> Option<ConnInfo>;
 
     /// The bound address, for the log.
     fn local(&self) -> Option<Addr>;
@@ -95,6 +105,8 @@ pub(crate) struct Core<S, L: Listener> {
     pub serve_conn: ServeConn<L::Stream>,
     pub shutdown_timeout: Duration,
     pub shell: Arc<Shell<L>>,
+    /// TCP keepalive of accepted connections (TCP only).
+    pub keepalive: Option<TcpKeepalive>,
 }
 
 impl<S: Service, L: Listener> Core<S, L> {
@@ -102,12 +114,15 @@ impl<S: Service, L: Listener> Core<S, L> {
         service: Arc<S>,
         serve_conn: ServeConn<L::Stream>,
         shutdown_timeout: Duration,
+        max_connections: Option<usize>,
+        keepalive: Option<TcpKeepalive>,
     ) -> Self {
         Self {
             service,
             serve_conn,
             shutdown_timeout,
-            shell: Arc::new(Shell::new(shutdown_timeout)),
+            keepalive,
+            shell: Arc::new(Shell::new(shutdown_timeout).with_max_connections(max_connections)),
         }
     }
 
@@ -206,11 +221,21 @@ impl<S: Service, L: Listener> Core<S, L> {
             let accepted = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 () = closed.cancelled() => return Ok(()),
-                r = listener.accept() => r,
+                // Accepts only below `max_connections` (the core's rule); at the limit the
+                // connections wait in the kernel's backlog until one closes.
+                r = std::future::poll_fn(|cx| self.shell.poll_admit(cx, &*listener)) => r,
             };
             match accepted {
-                Ok((stream, peer)) => {
-                    self.spawn_connection(id, &listener, stream, peer, &conns, shutdown.clone());
+                Ok((stream, peer, conn)) => {
+                    self.spawn_connection(
+                        id,
+                        conn,
+                        &listener,
+                        stream,
+                        peer,
+                        &conns,
+                        shutdown.clone(),
+                    );
                 }
                 Err(e) => match gate.on_error(now(), &e) {
                     AcceptAction::Pause { until } => {
@@ -227,17 +252,18 @@ impl<S: Service, L: Listener> Core<S, L> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_connection(
         &self,
         run: RunId,
+        id: ConnId,
         listener: &L,
         stream: L::Stream,
         peer: Addr,
         conns: &TaskTracker,
         shutdown: watch::Receiver<Option<Instant>>,
     ) {
-        let id = self.shell.accepted();
-        let Some(info) = listener.conn_info(&stream, id, peer) else {
+        let Some(info) = listener.conn_info(&stream, id, peer, self.keepalive.as_ref()) else {
             self.shell.closed(id);
             return; // reset before we could look at it
         };
@@ -264,9 +290,9 @@ pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
 
 /// The `build`, `build_async` and `finish` methods of a stream server builder with
 /// `service`, `protocol` and `cfg` fields; `$new_conn(protocol, &cfg)` makes the
-/// connection machines.
+/// connection machines and `$keepalive(&cfg)` the TCP keepalive.
 macro_rules! stream_builder_methods {
-    ($server:ident, $stream:ty, $new_conn:path) => {
+    ($server:ident, $stream:ty, $new_conn:path, $keepalive:path) => {
         /// Makes a server whose connections run portable [`StreamHandler`]s (nothing is
         /// bound yet); fails on invalid settings.
         pub fn build(self) -> Result<$server<S, P>, ConfigError>
@@ -301,6 +327,8 @@ macro_rules! stream_builder_methods {
                     service,
                     serve_conn,
                     self.cfg.shutdown_timeout,
+                    self.cfg.max_connections,
+                    $keepalive(&self.cfg),
                 )),
                 cfg: Arc::new(self.cfg),
                 _protocol: std::marker::PhantomData,

@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use easynet_core::ConnId;
 use easynet_core::addr::Addr;
@@ -36,20 +37,25 @@ where
 {
     easynet_common::tcp_setters!(cfg);
 
-    stream_builder_methods!(AsyncTcpServer, TcpStream, tcp_connections);
+    stream_builder_methods!(AsyncTcpServer, TcpStream, tcp_connections, keepalive);
 }
 
 impl Listener for TcpListener {
     type Stream = TcpStream;
 
-    async fn accept(&self) -> io::Result<(TcpStream, Addr)> {
-        let (stream, peer) = TcpListener::accept(self).await?;
-        Ok((stream, peer.into()))
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, Addr)>> {
+        TcpListener::poll_accept(self, cx).map_ok(|(stream, peer)| (stream, peer.into()))
     }
 
-    fn conn_info(&self, stream: &TcpStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &TcpStream,
+        id: ConnId,
+        peer: Addr,
+        keepalive: Option<&bind::TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let local = stream.local_addr().ok()?;
-        bind::tune_accepted(stream);
+        bind::tune_accepted_with(stream, keepalive);
         Some(ConnInfo::new(id, peer, local))
     }
 
@@ -100,13 +106,18 @@ server_methods!(
 impl<S, P> AsyncTcpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<TcpListener>>, ServerError> {
         let cfg = &self.cfg;
-        let addrs =
-            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
-        let opts = ListenOptions {
-            backlog: cfg.backlog,
-            reuse_port: cfg.listen.reuse_port,
+        let listeners = match cfg.listen.inherited() {
+            Some(inherited) => inherited.map_err(ServerError::Listener)?,
+            None => {
+                let addrs = bind::resolve(&cfg.listen.host, cfg.listen.port)
+                    .map_err(ServerError::Resolve)?;
+                let opts = ListenOptions {
+                    backlog: cfg.backlog,
+                    reuse_port: cfg.listen.reuse_port,
+                };
+                bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?
+            }
         };
-        let listeners = bind::tcp_listeners(&addrs, opts).map_err(ServerError::Bind)?;
         listeners
             .into_iter()
             .map(|l| {
@@ -130,6 +141,10 @@ impl<S, P> AsyncTcpServer<S, P> {
     pub fn sockets(&self) -> Vec<Arc<TcpListener>> {
         self.core.shell.sockets()
     }
+}
+
+fn keepalive(cfg: &TcpConfig) -> Option<bind::TcpKeepalive> {
+    cfg.keepalive
 }
 
 /// Makes each connection's machine: TLS when configured.

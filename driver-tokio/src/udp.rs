@@ -77,10 +77,14 @@ dropped_datagrams!(AsyncUdpServer);
 impl<S, P> AsyncUdpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<UdpSocket>>, ServerError> {
         let cfg = &self.cfg;
-        let addrs =
-            bind::resolve(&cfg.listen.host, cfg.listen.port).map_err(ServerError::Resolve)?;
-        let sockets =
-            bind::udp_sockets(&addrs, cfg.listen.reuse_port).map_err(ServerError::Bind)?;
+        let sockets = match cfg.listen.inherited() {
+            Some(inherited) => inherited.map_err(ServerError::Listener)?,
+            None => {
+                let addrs = bind::resolve(&cfg.listen.host, cfg.listen.port)
+                    .map_err(ServerError::Resolve)?;
+                bind::udp_sockets(&addrs, cfg.listen.reuse_port).map_err(ServerError::Bind)?
+            }
+        };
         sockets
             .into_iter()
             .map(|s| {

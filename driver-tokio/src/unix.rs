@@ -12,6 +12,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use easynet_common::unix::{self as sys, SocketFile};
 use easynet_common::{UnixDatagramSettings, UnixStreamSettings};
@@ -41,12 +42,19 @@ pub(crate) struct UnixListenerSocket {
 impl Listener for UnixListenerSocket {
     type Stream = UnixStream;
 
-    async fn accept(&self) -> io::Result<(UnixStream, Addr)> {
-        let (stream, peer) = self.listener.accept().await?;
-        Ok((stream, Addr::Unix(sys::to_unix_addr(&peer.into()))))
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, Addr)>> {
+        self.listener
+            .poll_accept(cx)
+            .map_ok(|(stream, peer)| (stream, Addr::Unix(sys::to_unix_addr(&peer.into()))))
     }
 
-    fn conn_info(&self, stream: &UnixStream, id: ConnId, peer: Addr) -> Option<ConnInfo> {
+    fn conn_info(
+        &self,
+        stream: &UnixStream,
+        id: ConnId,
+        peer: Addr,
+        _: Option<&easynet_common::TcpKeepalive>,
+    ) -> Option<ConnInfo> {
         let cred = sys::peer_cred(stream).ok();
         Some(ConnInfo::new(id, peer, self.local.clone()).with_peer_cred(cred))
     }
@@ -54,6 +62,11 @@ impl Listener for UnixListenerSocket {
     fn local(&self) -> Option<Addr> {
         Some(self.local.clone().into())
     }
+}
+
+/// Unix streams have no keepalive.
+fn no_keepalive(_: &UnixStreamSettings) -> Option<easynet_common::TcpKeepalive> {
+    None
 }
 
 /// Builds an [`AsyncUnixStreamServer`]; a path or an abstract name is required.
@@ -71,7 +84,12 @@ where
 {
     easynet_common::unix_stream_setters!(cfg);
 
-    stream_builder_methods!(AsyncUnixStreamServer, UnixStream, unix_connections);
+    stream_builder_methods!(
+        AsyncUnixStreamServer,
+        UnixStream,
+        unix_connections,
+        no_keepalive
+    );
 }
 
 /// Makes each connection's machine (no TLS on Unix sockets).
@@ -212,13 +230,11 @@ impl<S, P> AsyncUnixStreamServer<S, P> {
     }
 
     fn bind(&self) -> Result<Vec<Arc<UnixListenerSocket>>, ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (listener, file) = sys::bind_listener(addr, self.cfg.backlog)
-            .map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (listener, local, file) = self.cfg.listener()?;
         let listener = UnixListener::from_std(listener).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixListenerSocket {
             listener,
-            local: addr.clone(),
+            local,
             _file: file,
         })])
     }
@@ -231,13 +247,11 @@ impl<S, P> AsyncUnixDatagramServer<S, P> {
     }
 
     fn bind(&self) -> Result<Vec<Arc<UnixDgram>>, ServerError> {
-        let addr = self.cfg.addr.as_ref().ok_or(ServerError::Closed)?;
-        let (socket, file) =
-            sys::bind_datagram(addr).map_err(|e| ServerError::bind_unix(addr, e))?;
+        let (socket, local, file) = self.cfg.socket()?;
         let socket = tokio::net::UnixDatagram::from_std(socket).map_err(ServerError::Listener)?;
         Ok(vec![Arc::new(UnixDgram {
             socket: Arc::new(socket),
-            local: addr.clone(),
+            local,
             _file: file,
         })])
     }

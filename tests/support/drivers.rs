@@ -50,6 +50,12 @@ pub struct Opts {
     pub handshake_timeout: Option<Duration>,
     /// The server's shutdown timeout; 3 s unless set.
     pub shutdown_timeout: Option<Duration>,
+    /// `idle_timeout` (the poll loop example too: it is a per-connection setting).
+    pub idle_timeout: Option<Duration>,
+    /// `max_connections` (the two drivers and the poll loop example).
+    pub max_connections: Option<usize>,
+    /// `tcp_keepalive` when set (the two drivers only).
+    pub tcp_keepalive: Option<Option<easynet_common::TcpKeepalive>>,
 }
 
 impl Opts {
@@ -62,7 +68,7 @@ impl Opts {
         if let Some(h) = self.write_high_water {
             c = c.with_write_high_water(h);
         }
-        c
+        c.with_idle_timeout(self.idle_timeout)
     }
 }
 
@@ -143,11 +149,17 @@ where
 {
     use easynet::tokio::AsyncTcpServer;
     let rt = runtime();
-    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = AsyncTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
+        .backlog(1024)
         .stream_config(opts.stream());
+    if let Some(n) = opts.max_connections {
+        b = b.max_connections(n);
+    }
+    if let Some(k) = opts.tcp_keepalive {
+        b = b.tcp_keepalive(k);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
@@ -179,11 +191,17 @@ where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
     use easynet::mio::{ServerThread, StandaloneTcpServer};
-    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut b = StandaloneTcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
+        .backlog(1024)
         .stream_config(opts.stream());
+    if let Some(n) = opts.max_connections {
+        b = b.max_connections(n);
+    }
+    if let Some(k) = opts.tcp_keepalive {
+        b = b.tcp_keepalive(k);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = opts.tls.clone() {
         b = b.tls(tls);
@@ -284,7 +302,16 @@ where
     S: Service,
     D: easynet::stream::Driven,
 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The drivers' backlog: a burst of connections must not overflow it (SYNs dropped,
+    // connects retried a second later).
+    let loopback = [SocketAddr::from(([127, 0, 0, 1], 0))];
+    let options = easynet_common::ListenOptions {
+        backlog: 1024,
+        reuse_port: false,
+    };
+    let listener = easynet_common::tcp_listeners(&loopback, options)
+        .unwrap()
+        .remove(0);
     let addr = listener.local_addr().unwrap();
     let mut stream = opts.stream();
     if let Some(h) = opts.handshake_timeout {
@@ -295,6 +322,7 @@ where
         shutdown_timeout: opts.shutdown_timeout(),
         // The poll loop takes a plain configuration: it has no reload.
         tls: opts.tls.map(|t| t.get()),
+        max_connections: opts.max_connections,
     };
     on_poll_loop(addr, move |stop| {
         poll_loop::serve_tcp(listener, service, protocol, &cfg, stop, start)

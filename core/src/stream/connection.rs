@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::action::{Action, Linger, Want};
+use super::idle::IdleTimer;
 use super::{CloseHow, Role, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
 use crate::panic_message;
@@ -121,7 +122,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     read_size: usize,
     /// Sends are refused (close asked, or on_disconnection running).
     closing: bool,
-    /// Server shutdown deadline, once a shutdown began.
+    /// Server shutdown deadline, once a shutdown began (or the idle timeout fired: a
+    /// shutdown of this connection alone).
     shutdown: Option<Instant>,
     /// "Accepted new connection" was logged (a server connection, once ready).
     announced: bool,
@@ -131,6 +133,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     info: ConnInfo,
     /// What pushers queue for this connection, once one was made.
     outbox: Option<Arc<Outbox>>,
+    /// [`StreamConfig::idle_timeout`].
+    idle: IdleTimer,
     _role: PhantomData<fn() -> R>,
 }
 
@@ -174,6 +178,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             shutdown: None,
             announced: false,
             farewell: false,
+            idle: IdleTimer::new(config.idle_timeout),
             config,
             info,
             outbox: None,
@@ -255,7 +260,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// Bytes read from the socket.
     pub fn handle_read(&mut self, now: Instant, data: &[u8]) {
-        let _ = now; // only TLS failures need it
+        if !data.is_empty() {
+            self.idle.touch(now);
+        }
         match &mut self.phase {
             Phase::Closed(_) | Phase::Fin { .. } => return,
             Phase::Lingering(l) => {
@@ -354,6 +361,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     pub fn handle_read_in_place(&mut self, now: Instant, n: usize) {
         if n == 0 {
             self.handle_eof(now);
+        } else {
+            self.idle.touch(now);
         }
         self.note_read(n);
     }
@@ -390,9 +399,12 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
     }
 
-    /// A deadline may have passed: the handshake's or the close's. Receive deadlines are
-    /// reported by [`poll_received`](Self::poll_received).
+    /// A deadline may have passed: the handshake's, the idle timeout's or the close's.
+    /// Receive deadlines are reported by [`poll_received`](Self::poll_received).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Handshaking { .. } | Phase::Open) && self.idle.expired(now) {
+            self.idle_expired(now);
+        }
         match self.phase {
             Phase::Handshaking { deadline } if now >= deadline => {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
@@ -416,6 +428,21 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             _ => {}
         }
+    }
+
+    /// Nothing came for [`StreamConfig::idle_timeout`]: a handshake is dropped; an open
+    /// connection ends as at a server shutdown of its own (reading stops, what was read is
+    /// answered, then a graceful close by `now + shutdown_timeout`).
+    fn idle_expired(&mut self, now: Instant) {
+        tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "idle timeout: closing");
+        if let Phase::Handshaking { .. } = self.phase {
+            self.closing = true;
+            self.clear_writes();
+            self.phase = Phase::Closed(CloseHow::Abort);
+            return;
+        }
+        let deadline = self.close_deadline(now);
+        self.shutdown = Some(self.shutdown.map_or(deadline, |d| d.min(deadline)));
     }
 
     /// Arms a receive: the next [`poll_received`](Self::poll_received) returns a message, a
@@ -634,10 +661,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// The next instant [`handle_timeout`](Self::handle_timeout) (or, for a receive
     /// deadline, [`poll_received`](Self::poll_received)) has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.idle.next();
         match self.phase {
-            Phase::Handshaking { deadline }
-            | Phase::Closing { deadline, .. }
-            | Phase::Fin { deadline } => Some(deadline),
+            Phase::Handshaking { deadline } => Some(idle.map_or(deadline, |i| i.min(deadline))),
+            Phase::Closing { deadline, .. } | Phase::Fin { deadline } => Some(deadline),
             Phase::Lingering(l) => Some(l.next_wake()),
             Phase::Open => {
                 let recv = match self.recv {
@@ -646,10 +673,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 };
                 // A shutdown's deadline holds even for an owner that never closes (an async
                 // handler awaiting something else).
-                match (recv, self.shutdown) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                [recv, self.shutdown, idle].into_iter().flatten().min()
             }
             Phase::Closed(_) => None,
         }
@@ -869,6 +893,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// What the driver does next: the one question a server's loop asks (see
     /// [`Action`]). Logs the connection's start (once ready) and end.
     pub fn poll_action(&mut self, now: Instant) -> Action {
+        self.idle.start(now);
         self.take_pushed();
         if !self.announced && self.ready && R::SERVER {
             self.announced = true;

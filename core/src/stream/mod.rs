@@ -28,6 +28,7 @@ mod async_session;
 pub mod blocking;
 mod connection;
 mod driven;
+mod idle;
 mod role;
 mod session;
 
@@ -72,6 +73,13 @@ pub struct StreamConfig {
     /// Log each server connection's start and end at INFO (DEBUG when false): true, as
     /// EasyNetwork's `log_client_connection`.
     pub log_connections: bool,
+    /// A server connection that receives no byte for this long is closed gracefully, as at
+    /// a shutdown of its own (what it sent is answered first), whatever its handler waits
+    /// for: `None` (EasyNetwork has none). Not a default of ours because a silent client
+    /// is often legitimate (push subscribers, long polls, chat users who do not type); a
+    /// peer that vanished is found by TCP keepalive, and a slow request by the handler's
+    /// receive timeout. A peer that trickles a byte more often than this is not idle.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// How far a connection's read size grows past [`StreamConfig::read_size`] while reads fill it.
@@ -115,6 +123,20 @@ impl StreamConfig {
         self
     }
 
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use easynet_core::stream::StreamConfig;
+    ///
+    /// let config = StreamConfig::default().with_idle_timeout(Some(Duration::from_secs(300)));
+    /// assert_eq!(config.idle_timeout, Some(Duration::from_secs(300)));
+    /// ```
+    pub const fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// Sets [`tls_standard_compatible`](Self::tls_standard_compatible).
     pub const fn with_tls_standard_compatible(mut self, on: bool) -> Self {
         self.tls_standard_compatible = on;
@@ -131,6 +153,7 @@ impl Default for StreamConfig {
             shutdown_timeout: Duration::from_secs(30),
             tls_standard_compatible: true,
             log_connections: true,
+            idle_timeout: None,
         }
     }
 }
