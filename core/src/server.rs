@@ -61,15 +61,8 @@ pub enum Event {
     Stopped,
 }
 
-/// Counters of one server, across runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerStats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections ended.
-    pub closed: u64,
-}
+pub use crate::stats::ServerStats;
+use crate::stats::{Counter, Recorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Teardown {
@@ -98,19 +91,25 @@ pub struct Server {
     run: Option<Run>,
     next_conn: u64,
     events: VecDeque<Event>,
-    stats: ServerStats,
+    recorder: Recorder,
 }
 
 impl Server {
     /// A server whose connections get `shutdown_timeout` to finish at a shutdown.
     pub fn new(shutdown_timeout: Duration) -> Self {
+        Self::with_recorder(shutdown_timeout, Recorder::new())
+    }
+
+    /// [`new`](Self::new), counting into `recorder` (made before the server, to be given
+    /// to the connection and endpoint configurations built with it).
+    pub fn with_recorder(shutdown_timeout: Duration, recorder: Recorder) -> Self {
         Self {
             lifecycle: Lifecycle::new(),
             shutdown_timeout,
             run: None,
             next_conn: 1,
             events: VecDeque::new(),
-            stats: ServerStats::default(),
+            recorder,
         }
     }
 
@@ -183,19 +182,19 @@ impl Server {
     pub fn accepted(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.stats.accepted += 1;
+        self.recorder.add(Counter::Accepted, 1);
         if let Some(run) = self.run.as_mut() {
             run.conns.insert(id);
         }
         id
     }
 
-    /// Connection `id` ended (closed, reset or dropped).
+    /// Connection `id` ended (closed, reset or dropped). Once per accepted id.
     pub fn closed(&mut self, id: ConnId) {
-        if let Some(run) = self.run.as_mut()
-            && run.conns.remove(&id)
-        {
-            self.stats.closed += 1;
+        // Counted even after the shutdown deadline emptied the table: the socket is gone now.
+        self.recorder.add(Counter::Closed, 1);
+        if let Some(run) = self.run.as_mut() {
+            run.conns.remove(&id);
         }
         self.maybe_teardown();
     }
@@ -330,9 +329,17 @@ impl Server {
         self.lifecycle.is_closed()
     }
 
-    /// Counters across runs.
+    /// Counters across runs (what this machine and every connection and endpoint given
+    /// its [`recorder`](Self::recorder) counted).
     pub fn stats(&self) -> ServerStats {
-        self.stats
+        self.recorder.snapshot()
+    }
+
+    /// Where this server's connections and datagram endpoints count: put a clone in their
+    /// [`StreamConfig`](crate::stream::StreamConfig) or
+    /// [`DatagramConfig`](crate::datagram::DatagramConfig) (`with_recorder`).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 }
 

@@ -72,6 +72,11 @@ pub struct StreamConfig {
     /// Log each server connection's start and end at INFO (DEBUG when false): true, as
     /// EasyNetwork's `log_client_connection`.
     pub log_connections: bool,
+    /// Where the connection counts ([`ServerStats`](crate::stats::ServerStats)) and the
+    /// server-wide per-peer log budget its client-triggered lines use: a clone of the server
+    /// machine's [`Recorder`](crate::stats::Recorder) (the drivers set it). `None`: nothing
+    /// is counted and those lines are limited per connection only.
+    pub recorder: Option<crate::stats::Recorder>,
 }
 
 /// How far a connection's read size grows past [`StreamConfig::read_size`] while reads fill it.
@@ -120,6 +125,12 @@ impl StreamConfig {
         self.tls_standard_compatible = on;
         self
     }
+
+    /// Sets [`recorder`](Self::recorder).
+    pub fn with_recorder(mut self, recorder: crate::stats::Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
 }
 
 impl Default for StreamConfig {
@@ -131,6 +142,7 @@ impl Default for StreamConfig {
             shutdown_timeout: Duration::from_secs(30),
             tls_standard_compatible: true,
             log_connections: true,
+            recorder: None,
         }
     }
 }
