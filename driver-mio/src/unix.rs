@@ -101,8 +101,10 @@ where
     easynet_common::unix_stream_setters!(cfg);
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(self) -> Result<StandaloneUnixStreamServer<S, P>, ConfigError> {
+    pub fn build(mut self) -> Result<StandaloneUnixStreamServer<S, P>, ConfigError> {
         self.cfg.validate()?;
+        let control = Control::new(self.cfg.shutdown_timeout);
+        self.cfg.stream.recorder = Some(control.recorder());
         let factory = Factory::new(
             self.service,
             self.protocol,
@@ -112,7 +114,7 @@ where
         );
         Ok(StandaloneUnixStreamServer {
             factory,
-            control: Control::new(self.cfg.shutdown_timeout),
+            control,
             cfg: self.cfg,
         })
     }
@@ -230,12 +232,14 @@ where
     }
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(self) -> Result<StandaloneUnixDatagramServer<S, P>, ConfigError> {
+    pub fn build(mut self) -> Result<StandaloneUnixDatagramServer<S, P>, ConfigError> {
         self.cfg.validate()?;
+        let control = Control::new(self.cfg.shutdown_timeout);
+        self.cfg.datagram.recorder = Some(control.recorder());
         Ok(StandaloneUnixDatagramServer {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
-            control: Control::new(self.cfg.shutdown_timeout),
+            control,
             drops: DropCounter::default(),
             cfg: self.cfg,
         })

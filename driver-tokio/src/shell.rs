@@ -15,6 +15,7 @@ use easynet_core::ConnId;
 use easynet_core::handler::Service;
 use easynet_core::lifecycle::Activation;
 use easynet_core::server::{Server, run_init};
+use easynet_core::stats::{Recorder, ServerStats};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -115,10 +116,10 @@ struct Begun<L> {
 }
 
 impl<L> Shell<L> {
-    pub(crate) fn new(shutdown_timeout: Duration) -> Self {
+    pub(crate) fn new(shutdown_timeout: Duration, recorder: Recorder) -> Self {
         Self {
             state: Mutex::new(State {
-                server: Server::new(shutdown_timeout),
+                server: Server::with_recorder(shutdown_timeout, recorder),
                 sockets: Vec::new(),
                 run: None,
             }),
@@ -324,6 +325,11 @@ impl<L> Shell<L> {
             .server
             .shutdown(now)
             .unwrap_or_else(|| easynet_core::deadline_after(now, self.shutdown_timeout))
+    }
+
+    /// The server's counters.
+    pub(crate) fn stats(&self) -> ServerStats {
+        self.lock().server.stats()
     }
 
     /// A connection was accepted: its id, from the server's connection table.
