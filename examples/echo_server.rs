@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example echo_server -- [--driver tokio|mio] [--transport tcp|udp]
 //!     [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]
-//!     [--unix PATH]
+//!     [--unix PATH] [--stats-every SECS]
 //! ```
 //!
 //! `--unix PATH` serves a Unix stream socket at PATH instead of TCP (Unix only). TLS needs
@@ -12,19 +12,26 @@
 //!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
 //! down gracefully (requests already read are answered) and it exits with status 0. Logs go
-//! to stderr, filtered by `RUST_LOG` (default `info`).
+//! to stderr, filtered by `RUST_LOG` (default `info`), through a non-blocking writer: a slow
+//! or blocked stderr costs log lines (dropped, not waited for), never the server's time.
+//! Bad requests are logged at most 5 times a second per connection (UDP: per peer), with
+//! the count of those left out. `--stats-every SECS` logs the server's counters.
 
 use std::fmt::Display;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use easynet::addr::Addr;
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
 };
+use easynet::log_limit::LogLimiter;
 use easynet::protocol::{Datagram, DatagramServerProtocol, Stream, StreamServerProtocol};
+use easynet::stats::ServerStats;
 use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
 
 const USAGE: &str = "\
@@ -41,18 +48,44 @@ Options:
   --tls-cert PEM            serve TLS over TCP with this certificate chain (feature tls)
   --tls-key PEM             ... and this private key
   --unix PATH               a Unix stream socket at PATH instead of TCP
+  --stats-every SECS        log the server's counters every SECS seconds
   -h, --help                print this help
 
 Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gracefully.
 Logs go to stderr; RUST_LOG sets the filter [default: info].
 ";
 
-/// Sends every request back; a parse error is logged and the connection goes on.
-struct Echo<T>(PhantomData<fn() -> T>);
+/// Sends every request back; a parse error is logged and the connection goes on. A client
+/// can send bad requests at will: the lines are limited per connection (per peer for UDP),
+/// and what was left out is counted.
+pub struct Echo<T> {
+    peer: Addr,
+    limit: LogLimiter,
+    _msg: PhantomData<fn() -> T>,
+}
 
 impl<T> Echo<T> {
-    fn new(_: &ConnInfo) -> Self {
-        Echo(PhantomData)
+    pub fn new(info: &ConnInfo) -> Self {
+        Echo {
+            peer: info.peer.clone(),
+            limit: LogLimiter::default(),
+            _msg: PhantomData,
+        }
+    }
+
+    fn bad_request(&mut self, now: std::time::Instant, e: &dyn Display) {
+        if let Some(suppressed) = self.limit.check(now) {
+            tracing::warn!(peer = %self.peer, suppressed, "bad request: {e}");
+        }
+    }
+}
+
+impl<T> Drop for Echo<T> {
+    fn drop(&mut self) {
+        let suppressed = self.limit.take_suppressed();
+        if suppressed > 0 {
+            tracing::warn!(peer = %self.peer, "suppressed {suppressed} similar messages (bad request)");
+        }
     }
 }
 
@@ -63,7 +96,7 @@ impl<T: Send + 'static> StreamHandler for Echo<T> {
     fn handle(&mut self, cx: &mut StreamContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(e) => tracing::warn!(peer = %cx.peer_addr(), "bad request: {e}"),
+            Received::ParseError(e) => self.bad_request(cx.now(), &e),
             Received::Timeout => {}
         }
         Ok(Next::recv())
@@ -77,7 +110,7 @@ impl<T: Send + 'static> DatagramHandler for Echo<T> {
     fn handle(&mut self, cx: &mut DatagramContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(e) => tracing::warn!(peer = %cx.peer_addr(), "bad request: {e}"),
+            Received::ParseError(e) => self.bad_request(cx.now(), &e),
             Received::Timeout => {}
         }
         Ok(Next::Close)
@@ -111,6 +144,7 @@ struct Args {
     port: u16,
     tls: Option<(String, String)>,
     unix: Option<String>,
+    stats_every: Option<Duration>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -123,6 +157,7 @@ fn parse_args() -> anyhow::Result<Args> {
         port: 9000,
         tls: None,
         unix: None,
+        stats_every: None,
     };
     let (mut cert, mut key) = (None, None);
     let mut parser = lexopt::Parser::from_env();
@@ -155,6 +190,13 @@ fn parse_args() -> anyhow::Result<Args> {
             Long("tls-cert") => cert = Some(parser.value()?.string()?),
             Long("tls-key") => key = Some(parser.value()?.string()?),
             Long("unix") => a.unix = Some(parser.value()?.string()?),
+            Long("stats-every") => {
+                let secs: f64 = parser.value()?.parse()?;
+                if !(secs > 0.0 && secs.is_finite()) {
+                    bail!("--stats-every takes a positive number of seconds");
+                }
+                a.stats_every = Some(Duration::from_secs_f64(secs));
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -194,6 +236,37 @@ fn tls_config(cert: &str, key: &str) -> anyhow::Result<std::sync::Arc<rustls::Se
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(std::sync::Arc::new(config))
+}
+
+/// Logs the server's counters every `every` (if given), from a thread of its own: reading
+/// them costs a few atomic loads, and the line goes through the non-blocking writer.
+fn report_stats(every: Option<Duration>, stats: impl Fn() -> ServerStats + Send + 'static) {
+    let Some(every) = every else {
+        return;
+    };
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            let s = stats();
+            tracing::info!(
+                accepted = s.accepted,
+                open = s.open,
+                closed = s.closed,
+                closed_by = ?s.closed_by,
+                bytes_in = s.bytes_in,
+                bytes_out = s.bytes_out,
+                requests = s.requests,
+                parse_errors = s.parse_errors,
+                handshake_failures = s.handshake_failures,
+                handler_errors = s.handler_errors,
+                handler_panics = s.handler_panics,
+                datagrams_in = s.datagrams_in,
+                datagrams_out = s.datagrams_out,
+                dropped_datagrams = s.dropped_datagrams,
+                "stats"
+            );
+        }
+    });
 }
 
 fn announce(addrs: &[impl Display]) {
@@ -255,7 +328,10 @@ where
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
-    serve_until_signal!(builder.build()?, |s| s.addresses())
+    let server = builder.build()?;
+    let s = server.clone();
+    report_stats(args.stats_every, move || s.stats());
+    serve_until_signal!(server, |s| s.addresses())
 }
 
 async fn serve_udp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
@@ -267,11 +343,13 @@ where
         .host(args.host.as_str())
         .port(args.port)
         .build()?;
+    let s = server.clone();
+    report_stats(args.stats_every, move || s.stats());
     serve_until_signal!(server, |s| s.addresses())
 }
 
 #[cfg(unix)]
-async fn serve_unix<T, P>(path: &str, protocol: P) -> anyhow::Result<()>
+async fn serve_unix<T, P>(args: &Args, path: &str, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
@@ -279,6 +357,8 @@ where
     let server = easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new)
         .path(path)
         .build()?;
+    let s = server.clone();
+    report_stats(args.stats_every, move || s.stats());
     serve_until_signal!(server, |s| Vec::from_iter(s.address()))
 }
 
@@ -292,7 +372,9 @@ impl easynet::mio::EventSet for Announce {
 }
 
 /// Serves a blocking server on this thread until a signal shuts it down.
-fn serve_mio<S: easynet::mio::Standalone>(server: S) -> anyhow::Result<()> {
+fn serve_mio<S: easynet::mio::Standalone>(args: &Args, server: S) -> anyhow::Result<()> {
+    let stats = server.handle();
+    report_stats(args.stats_every, move || stats.stats());
     let handle = server.handle();
     on_stop_signal(move || handle.shutdown(None))?;
     server.serve(&Announce(server.handle()))?;
@@ -312,7 +394,7 @@ where
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
-    serve_mio(builder.build()?)
+    serve_mio(args, builder.build()?)
 }
 
 fn mio_udp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
@@ -324,11 +406,11 @@ where
         .host(args.host.as_str())
         .port(args.port)
         .build()?;
-    serve_mio(server)
+    serve_mio(args, server)
 }
 
 #[cfg(unix)]
-fn mio_unix<T, P>(path: &str, protocol: P) -> anyhow::Result<()>
+fn mio_unix<T, P>(args: &Args, path: &str, protocol: P) -> anyhow::Result<()>
 where
     T: Send + 'static,
     P: StreamServerProtocol<Request = T, Response = T>,
@@ -336,7 +418,7 @@ where
     let server = easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new)
         .path(path)
         .build()?;
-    serve_mio(server)
+    serve_mio(args, server)
 }
 
 type Json = serde_json::Value;
@@ -346,16 +428,16 @@ type Json = serde_json::Value;
 fn main_unix(args: &Args, path: &str) -> anyhow::Result<()> {
     if args.driver == Driver::Mio {
         return match args.framing {
-            Framing::Json => mio_unix(path, Stream::<_, _, Json, Json>::json_lines()),
-            Framing::Line => mio_unix(path, Stream::lines()),
-            Framing::Raw => mio_unix(path, Stream::raw()),
+            Framing::Json => mio_unix(args, path, Stream::<_, _, Json, Json>::json_lines()),
+            Framing::Line => mio_unix(args, path, Stream::lines()),
+            Framing::Raw => mio_unix(args, path, Stream::raw()),
         };
     }
     tokio_runtime()?.block_on(async {
         match args.framing {
-            Framing::Json => serve_unix(path, Stream::<_, _, Json, Json>::json_lines()).await,
-            Framing::Line => serve_unix(path, Stream::lines()).await,
-            Framing::Raw => serve_unix(path, Stream::raw()).await,
+            Framing::Json => serve_unix(args, path, Stream::<_, _, Json, Json>::json_lines()).await,
+            Framing::Line => serve_unix(args, path, Stream::lines()).await,
+            Framing::Raw => serve_unix(args, path, Stream::raw()).await,
         }
     })
 }
@@ -368,13 +450,17 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Lines go to a bounded queue that a thread of its own writes to stderr; when stderr
+    // is slow or blocked, the queue fills and lines are dropped (counted by the appender)
+    // rather than stalling an event loop. The guard flushes what is queued at exit.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::builder()
                 .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
                 .from_env_lossy(),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .init();
     // lexopt's messages already include their cause: print them once.
     let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
