@@ -450,10 +450,13 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Lines go to a bounded queue that a thread of its own writes to stderr; when stderr
-    // is slow or blocked, the queue fills and lines are dropped (counted by the appender)
-    // rather than stalling an event loop. The guard flushes what is queued at exit.
-    let (stderr, _flush_at_exit) = tracing_appender::non_blocking(std::io::stderr());
+    // Lines go to a bounded queue (4096 lines, about 1 MB) that a thread of its own writes
+    // to stderr; when stderr is slow or blocked, the queue fills and further lines are
+    // dropped rather than stalling an event loop. The guard flushes the queue at exit.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(4096)
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::builder()

@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(10);
-/// Connections opened and closed; each logs two INFO lines (about 150 bytes): far more
-/// than a pipe holds (64 KiB on Linux).
-const CHURN: usize = 1000;
+/// Connections opened and closed; each logs two INFO lines (about 280 bytes): 5 000 lines,
+/// more than the pipe (64 KiB on Linux) and the example's log queue (4 096 lines) hold,
+/// so lines are dropped by the end.
+const CHURN: usize = 2500;
 
 /// The example binary, built by `cargo test` beside this test's binary (`cargo test --test
 /// blocked_stderr` alone does not rebuild it: build the example first after changing it).

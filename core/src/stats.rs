@@ -25,6 +25,19 @@ use crate::log_limit::PeerLogLimits;
 
 /// A snapshot of one server's counters, since it was built (across runs). Stream servers
 /// fill the connection fields; datagram servers have no connections and count datagrams.
+/// Every server of both drivers has `stats()`; here the server machine alone:
+///
+/// ```
+/// use std::time::Duration;
+/// use easynet_core::server::Server;
+///
+/// let mut server = Server::new(Duration::from_secs(30));
+/// let id = server.accepted();
+/// assert_eq!(server.stats().open, 1);
+/// server.closed(id);
+/// let s = server.stats();
+/// assert_eq!((s.accepted, s.open, s.closed), (1, 0, 1));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
