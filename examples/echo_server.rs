@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example echo_server -- [--driver tokio|mio] [--transport tcp|udp]
 //!     [--framing json|line|raw] [--host H] [--port P] [--tls-cert PEM --tls-key PEM]
-//!     [--unix PATH] [--max-connections N] [--idle-timeout SECS]
+//!     [--unix PATH] [--max-connections N] [--idle-timeout SECS] [--stats-every SECS]
 //! ```
 //!
 //! `--unix PATH` serves a Unix stream socket at PATH instead of TCP (Unix only). TLS needs
@@ -21,7 +21,10 @@
 //!
 //! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
 //! down gracefully (requests already read are answered) and it exits with status 0. Logs go
-//! to stderr, filtered by `RUST_LOG` (default `info`).
+//! to stderr, filtered by `RUST_LOG` (default `info`), through a non-blocking writer: a slow
+//! or blocked stderr costs log lines (dropped, not waited for), never the server's time.
+//! Bad requests are logged at most 5 times a second per connection (UDP: per peer), with
+//! the count of those left out. `--stats-every SECS` logs the server's counters.
 
 use std::fmt::Display;
 use std::io::Write;
@@ -30,12 +33,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use easynet::addr::Addr;
 use easynet::datagram::DatagramConfig;
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
 };
+use easynet::log_limit::LogLimiter;
 use easynet::protocol::{Datagram, DatagramServerProtocol, Stream, StreamServerProtocol};
+use easynet::stats::ServerStats;
 use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
 
 const USAGE: &str = "\
@@ -55,6 +61,7 @@ Options:
   --max-connections N       stop accepting at N open connections (TCP, TLS, Unix)
   --idle-timeout SECS       close connections silent for SECS seconds (TCP, TLS,
                             Unix); UDP: forget peers silent that long [default: 120]
+  --stats-every SECS        log the server's counters every SECS seconds
   -h, --help                print this help
 
 Serves on the sockets passed under socket activation (LISTEN_PID/LISTEN_FDS) when given.
@@ -62,12 +69,37 @@ Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gra
 Logs go to stderr; RUST_LOG sets the filter [default: info].
 ";
 
-/// Sends every request back; a parse error is logged and the connection goes on.
-struct Echo<T>(PhantomData<fn() -> T>);
+/// Sends every request back; a parse error is logged and the connection goes on. A client
+/// can send bad requests at will: the lines are limited per connection (per peer for UDP),
+/// and what was left out is counted.
+pub struct Echo<T> {
+    peer: Addr,
+    limit: LogLimiter,
+    _msg: PhantomData<fn() -> T>,
+}
 
 impl<T> Echo<T> {
-    fn new(_: &ConnInfo) -> Self {
-        Echo(PhantomData)
+    pub fn new(info: &ConnInfo) -> Self {
+        Echo {
+            peer: info.peer.clone(),
+            limit: LogLimiter::default(),
+            _msg: PhantomData,
+        }
+    }
+
+    fn bad_request(&mut self, now: std::time::Instant, e: &dyn Display) {
+        if let Some(suppressed) = self.limit.check(now) {
+            tracing::warn!(peer = %self.peer, suppressed, "bad request: {e}");
+        }
+    }
+}
+
+impl<T> Drop for Echo<T> {
+    fn drop(&mut self) {
+        let suppressed = self.limit.take_suppressed();
+        if suppressed > 0 {
+            tracing::warn!(peer = %self.peer, "suppressed {suppressed} similar messages (bad request)");
+        }
     }
 }
 
@@ -78,7 +110,7 @@ impl<T: Send + 'static> StreamHandler for Echo<T> {
     fn handle(&mut self, cx: &mut StreamContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(e) => tracing::warn!(peer = %cx.peer_addr(), "bad request: {e}"),
+            Received::ParseError(e) => self.bad_request(cx.now(), &e),
             Received::Timeout => {}
         }
         Ok(Next::recv())
@@ -92,7 +124,7 @@ impl<T: Send + 'static> DatagramHandler for Echo<T> {
     fn handle(&mut self, cx: &mut DatagramContext<'_, T>, received: Received<T>) -> HandlerResult {
         match received {
             Received::Request(msg) => cx.send(&msg)?,
-            Received::ParseError(e) => tracing::warn!(peer = %cx.peer_addr(), "bad request: {e}"),
+            Received::ParseError(e) => self.bad_request(cx.now(), &e),
             Received::Timeout => {}
         }
         Ok(Next::Close)
@@ -130,6 +162,7 @@ struct Args {
     idle_timeout: Option<Duration>,
     /// Passed by a service manager (socket activation), of the kind `transport` names.
     inherited: Vec<socket2::Socket>,
+    stats_every: Option<Duration>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -145,6 +178,7 @@ fn parse_args() -> anyhow::Result<Args> {
         max_connections: None,
         idle_timeout: None,
         inherited: Vec::new(),
+        stats_every: None,
     };
     let (mut cert, mut key) = (None, None);
     let mut parser = lexopt::Parser::from_env();
@@ -186,6 +220,13 @@ fn parse_args() -> anyhow::Result<Args> {
                         .filter(|d| !d.is_zero())
                         .context("--idle-timeout takes a positive number of seconds")?,
                 );
+            }
+            Long("stats-every") => {
+                let secs: f64 = parser.value()?.parse()?;
+                if !(secs > 0.0 && secs.is_finite()) {
+                    bail!("--stats-every takes a positive number of seconds");
+                }
+                a.stats_every = Some(Duration::from_secs_f64(secs));
             }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
@@ -307,6 +348,37 @@ fn datagram_config(args: &Args) -> DatagramConfig {
     }
 }
 
+/// Logs the server's counters every `every` (if given), from a thread of its own: reading
+/// them costs a few atomic loads, and the line goes through the non-blocking writer.
+fn report_stats(every: Option<Duration>, stats: impl Fn() -> ServerStats + Send + 'static) {
+    let Some(every) = every else {
+        return;
+    };
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            let s = stats();
+            tracing::info!(
+                accepted = s.accepted,
+                open = s.open,
+                closed = s.closed,
+                closed_by = ?s.closed_by,
+                bytes_in = s.bytes_in,
+                bytes_out = s.bytes_out,
+                requests = s.requests,
+                parse_errors = s.parse_errors,
+                handshake_failures = s.handshake_failures,
+                handler_errors = s.handler_errors,
+                handler_panics = s.handler_panics,
+                datagrams_in = s.datagrams_in,
+                datagrams_out = s.datagrams_out,
+                dropped_datagrams = s.dropped_datagrams,
+                "stats"
+            );
+        }
+    });
+}
+
 fn announce(addrs: &[impl Display]) {
     let mut out = std::io::stdout().lock();
     for a in addrs {
@@ -367,7 +439,10 @@ where
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
-    serve_until_signal!(builder.build()?, |s| s.addresses())
+    let server = builder.build()?;
+    let s = server.clone();
+    report_stats(args.stats_every, move || s.stats());
+    serve_until_signal!(server, |s| s.addresses())
 }
 
 async fn serve_udp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
@@ -378,6 +453,8 @@ where
     let server = listen!(AsyncUdpServer::builder(protocol, Echo::<T>::new), args)
         .datagram_config(datagram_config(args))
         .build()?;
+    let s = server.clone();
+    report_stats(args.stats_every, move || s.stats());
     serve_until_signal!(server, |s| s.addresses())
 }
 
@@ -396,6 +473,8 @@ where
         args
     )
     .build()?;
+    let s = server.clone();
+    report_stats(args.stats_every, move || s.stats());
     serve_until_signal!(server, |s| Vec::from_iter(s.address()))
 }
 
@@ -409,7 +488,9 @@ impl easynet::mio::EventSet for Announce {
 }
 
 /// Serves a blocking server on this thread until a signal shuts it down.
-fn serve_mio<S: easynet::mio::Standalone>(server: S) -> anyhow::Result<()> {
+fn serve_mio<S: easynet::mio::Standalone>(args: &Args, server: S) -> anyhow::Result<()> {
+    let stats = server.handle();
+    report_stats(args.stats_every, move || stats.stats());
     let handle = server.handle();
     on_stop_signal(move || handle.shutdown(None))?;
     server.serve(&Announce(server.handle()))?;
@@ -433,7 +514,7 @@ where
     if let Some((cert, key)) = &args.tls {
         builder = builder.tls(tls_config(cert, key)?);
     }
-    serve_mio(builder.build()?)
+    serve_mio(args, builder.build()?)
 }
 
 fn mio_udp<T, P>(args: &Args, protocol: P) -> anyhow::Result<()>
@@ -447,7 +528,7 @@ where
     )
     .datagram_config(datagram_config(args))
     .build()?;
-    serve_mio(server)
+    serve_mio(args, server)
 }
 
 #[cfg(unix)]
@@ -465,7 +546,7 @@ where
         args
     )
     .build()?;
-    serve_mio(server)
+    serve_mio(args, server)
 }
 
 type Json = serde_json::Value;
@@ -501,13 +582,20 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: no other thread yet, and nothing else owns the descriptors passed.
     #[cfg(unix)]
     let passed = unsafe { easynet::tokio::listen_fds() }.context("socket activation")?;
+    // Lines go to a bounded queue (4096 lines, about 1 MB) that a thread of its own writes
+    // to stderr; when stderr is slow or blocked, the queue fills and further lines are
+    // dropped rather than stalling an event loop. The guard flushes the queue at exit.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(4096)
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::builder()
                 .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
                 .from_env_lossy(),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .init();
     // lexopt's messages already include their cause: print them once.
     #[cfg_attr(not(unix), allow(unused_mut))]

@@ -240,7 +240,9 @@ pub fn serve_tcp<S: Service, P: StreamServerProtocol, D: Driven>(
             };
             let id = server.accepted();
             let info = stream.local_addr().map(|to| ConnInfo::new(id, peer, to));
-            let (proto, config) = (protocol.clone(), cfg.stream.clone());
+            // Connections count into the server machine (`server.stats()`).
+            let config = cfg.stream.clone().with_recorder(server.recorder().clone());
+            let proto = protocol.clone();
             let conn = info.ok().and_then(|info| match &cfg.tls {
                 Some(tls) => TlsSession::server(tls.clone())
                     .ok()
@@ -305,7 +307,7 @@ where
     let (service, local, config) = (
         Arc::new(service),
         socket.local_addr()?,
-        DatagramConfig::default(),
+        DatagramConfig::default().with_recorder(server.recorder().clone()),
     );
     let mut dgram = DatagramServer::new(service.clone(), Arc::new(protocol), local, config)
         .map_err(io::Error::other)?;

@@ -70,11 +70,13 @@ pub mod addr;
 pub mod datagram;
 pub mod handler;
 pub mod lifecycle;
+pub mod log_limit;
 pub mod protocol;
 pub mod push;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod stats;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

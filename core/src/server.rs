@@ -68,15 +68,8 @@ pub enum Event {
     Stopped,
 }
 
-/// Counters of one server, across runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerStats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections ended.
-    pub closed: u64,
-}
+pub use crate::stats::ServerStats;
+use crate::stats::{Counter, Recorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Teardown {
@@ -105,7 +98,7 @@ pub struct Server {
     run: Option<Run>,
     next_conn: u64,
     events: VecDeque<Event>,
-    stats: ServerStats,
+    recorder: Recorder,
     /// At most this many connections open at once; `None`: no limit of ours.
     max_connections: Option<usize>,
 }
@@ -113,13 +106,19 @@ pub struct Server {
 impl Server {
     /// A server whose connections get `shutdown_timeout` to finish at a shutdown.
     pub fn new(shutdown_timeout: Duration) -> Self {
+        Self::with_recorder(shutdown_timeout, Recorder::new())
+    }
+
+    /// [`new`](Self::new), counting into `recorder` (made before the server, to be given
+    /// to the connection and endpoint configurations built with it).
+    pub fn with_recorder(shutdown_timeout: Duration, recorder: Recorder) -> Self {
         Self {
             lifecycle: Lifecycle::new(),
             shutdown_timeout,
             run: None,
             next_conn: 1,
             events: VecDeque::new(),
-            stats: ServerStats::default(),
+            recorder,
             max_connections: None,
         }
     }
@@ -230,22 +229,23 @@ impl Server {
     pub fn accepted(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.stats.accepted += 1;
+        self.recorder.add(Counter::Accepted, 1);
         if let Some(run) = self.run.as_mut() {
             run.conns.insert(id);
         }
         id
     }
 
-    /// Connection `id` ended (closed, reset or dropped). True when this made room under
-    /// [`max_connections`](Self::with_max_connections): accept loops paused by the limit
-    /// accept again.
+    /// Connection `id` ended (closed, reset or dropped). Once per accepted id. True when
+    /// this made room under [`max_connections`](Self::with_max_connections): accept loops
+    /// paused by the limit accept again.
     pub fn closed(&mut self, id: ConnId) -> bool {
+        // Counted even after the shutdown deadline emptied the table: the socket is gone now.
+        self.recorder.add(Counter::Closed, 1);
         let mut room = false;
         if let Some(run) = self.run.as_mut()
             && run.conns.remove(&id)
         {
-            self.stats.closed += 1;
             room = self
                 .max_connections
                 .is_some_and(|m| run.conns.len() + 1 == m);
@@ -417,9 +417,17 @@ impl Server {
         self.lifecycle.is_closed()
     }
 
-    /// Counters across runs.
+    /// Counters across runs (what this machine and every connection and endpoint given
+    /// its [`recorder`](Self::recorder) counted).
     pub fn stats(&self) -> ServerStats {
-        self.stats
+        self.recorder.snapshot()
+    }
+
+    /// Where this server's connections and datagram endpoints count: put a clone in their
+    /// [`StreamConfig`](crate::stream::StreamConfig) or
+    /// [`DatagramConfig`](crate::datagram::DatagramConfig) (`with_recorder`).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 }
 

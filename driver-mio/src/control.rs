@@ -111,6 +111,16 @@ impl Control {
         Some(accept().map(|t| (t, s.server.accepted())))
     }
 
+    /// Where the server's connections and endpoints count.
+    pub(crate) fn recorder(&self) -> easynet_core::stats::Recorder {
+        self.lock().server.recorder().clone()
+    }
+
+    /// The server's counters.
+    pub(crate) fn stats(&self) -> easynet_core::stats::ServerStats {
+        self.lock().server.stats()
+    }
+
     /// True while the server machine would admit a connection.
     pub(crate) fn may_accept(&self) -> bool {
         self.lock().server.may_accept()
@@ -309,6 +319,34 @@ impl ServerHandle {
         self.control.sockets()
     }
 
+    /// A snapshot of the server's counters, across runs: connections accepted, open and
+    /// closed by reason, bytes, requests, parse errors, failed handshakes, handler errors
+    /// and panics (stream servers); datagrams, bytes, requests, errors and drops (datagram
+    /// servers). Cheap; callable from any thread while `serve_forever` runs.
+    ///
+    /// ```
+    /// # use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
+    /// # use easynet_core::protocol::Datagram;
+    /// # struct Echo;
+    /// # impl DatagramHandler for Echo {
+    /// #     type Request = String;
+    /// #     type Response = String;
+    /// #     fn handle(&mut self, _: &mut DatagramContext<'_, String>, _: Received<String>) -> HandlerResult {
+    /// #         Ok(Next::Close)
+    /// #     }
+    /// # }
+    /// let server = easynet_mio::StandaloneUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+    ///     .host("127.0.0.1")
+    ///     .port(0)
+    ///     .build()
+    ///     .unwrap();
+    /// let stats = server.handle().stats();
+    /// assert_eq!((stats.datagrams_in, stats.requests), (0, 0));
+    /// ```
+    pub fn stats(&self) -> easynet_core::stats::ServerStats {
+        self.control.stats()
+    }
+
     /// Stops the running `serve_forever` and waits for it, at most `timeout` (default: the
     /// server's shutdown timeout) plus a second; returns without error when that passes.
     /// Connections get `timeout` to finish (then they are reset); a second call with a
@@ -357,6 +395,11 @@ macro_rules! server_methods {
             /// True while `serve_forever` is accepting or receiving.
             pub fn is_serving(&self) -> bool {
                 self.control.is_serving()
+            }
+
+            /// See [`ServerHandle::stats`]($crate::ServerHandle::stats).
+            pub fn stats(&self) -> easynet_core::stats::ServerStats {
+                self.control.stats()
             }
 
             /// See [`ServerHandle::sockets`]($crate::ServerHandle::sockets).

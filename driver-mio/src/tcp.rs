@@ -38,8 +38,10 @@ where
     }
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
+    pub fn build(mut self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
+        let control = Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections);
+        self.cfg.stream.recorder = Some(control.recorder());
         let factory = Factory::new(
             self.service,
             self.protocol,
@@ -50,7 +52,7 @@ where
         );
         Ok(StandaloneTcpServer {
             factory,
-            control: Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections),
+            control,
             workers: self.workers.max(1),
             cfg: self.cfg,
         })

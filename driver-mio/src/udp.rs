@@ -47,12 +47,14 @@ where
     }
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(self) -> Result<StandaloneUdpServer<S, P>, ConfigError> {
+    pub fn build(mut self) -> Result<StandaloneUdpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
+        let control = Control::new(self.cfg.shutdown_timeout);
+        self.cfg.datagram.recorder = Some(control.recorder());
         Ok(StandaloneUdpServer {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
-            control: Control::new(self.cfg.shutdown_timeout),
+            control,
             drops: DropCounter::default(),
             cfg: self.cfg,
         })
@@ -301,7 +303,10 @@ where
                         e.server
                             .handle_datagram(now, from, BytesMut::from(&buf[..n]))
                     }
-                    Ok((_, None)) => unanswerable(&mut e.unnamed, drops),
+                    Ok((_, None)) => {
+                        e.server.recorder().add_dropped(1);
+                        unanswerable(&mut e.unnamed, drops);
+                    }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
                     // ICMP errors from an earlier send concern one peer only.
                     Err(err) => tracing::debug!(error = %err, "datagram receive error"),

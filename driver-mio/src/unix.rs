@@ -107,8 +107,10 @@ where
     easynet_common::unix_stream_setters!(cfg);
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(self) -> Result<StandaloneUnixStreamServer<S, P>, ConfigError> {
+    pub fn build(mut self) -> Result<StandaloneUnixStreamServer<S, P>, ConfigError> {
         self.cfg.validate()?;
+        let control = Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections);
+        self.cfg.stream.recorder = Some(control.recorder());
         let factory = Factory::new(
             self.service,
             self.protocol,
@@ -119,7 +121,7 @@ where
         );
         Ok(StandaloneUnixStreamServer {
             factory,
-            control: Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections),
+            control,
             cfg: self.cfg,
         })
     }
@@ -235,12 +237,14 @@ where
     }
 
     /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(self) -> Result<StandaloneUnixDatagramServer<S, P>, ConfigError> {
+    pub fn build(mut self) -> Result<StandaloneUnixDatagramServer<S, P>, ConfigError> {
         self.cfg.validate()?;
+        let control = Control::new(self.cfg.shutdown_timeout);
+        self.cfg.datagram.recorder = Some(control.recorder());
         Ok(StandaloneUnixDatagramServer {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
-            control: Control::new(self.cfg.shutdown_timeout),
+            control,
             drops: DropCounter::default(),
             cfg: self.cfg,
         })

@@ -110,12 +110,13 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
         serve_socket: ServeSocket<D>,
         shutdown_timeout: Duration,
         drops: DropCounter,
+        recorder: easynet_core::stats::Recorder,
     ) -> Self {
         Self {
             service,
             serve_socket,
             shutdown_timeout,
-            shell: Arc::new(Shell::new(shutdown_timeout)),
+            shell: Arc::new(Shell::new(shutdown_timeout, recorder)),
             drops,
         }
     }
@@ -316,20 +317,25 @@ macro_rules! datagram_builder_methods {
             self.cfg.validate()?;
             let service = Arc::new(self.service);
             let drops = $crate::DropCounter::default();
+            // Every endpoint counts into the server machine's recorder.
+            let recorder = easynet_core::stats::Recorder::new();
+            let mut cfg = self.cfg;
+            cfg.datagram.recorder = Some(recorder.clone());
             let serve_socket = serve(
                 service.clone(),
                 Arc::new(self.protocol),
-                self.cfg.datagram.clone(),
+                cfg.datagram.clone(),
                 drops.clone(),
             );
             Ok($server {
                 core: Arc::new($crate::datagram_server::DgramCore::new(
                     service,
                     serve_socket,
-                    self.cfg.shutdown_timeout,
+                    cfg.shutdown_timeout,
                     drops,
+                    recorder,
                 )),
-                cfg: Arc::new(self.cfg),
+                cfg: Arc::new(cfg),
                 _protocol: std::marker::PhantomData,
             })
         }
@@ -346,6 +352,16 @@ macro_rules! dropped_datagrams {
             /// answered. A handle that stays current.
             pub fn dropped_datagrams(&self) -> $crate::DropCounter {
                 self.core.drops.clone()
+            }
+
+            /// A snapshot of the server's counters (datagrams and bytes in and out,
+            /// requests, parse errors, handler errors and panics, drops); cheap, callable
+            /// from anywhere at any time.
+            pub fn stats(&self) -> easynet_core::stats::ServerStats {
+                let mut stats = self.core.shell.stats();
+                // Includes what only the socket loops see (unnamed Unix senders).
+                stats.dropped_datagrams = stats.dropped_datagrams.max(self.core.drops.get());
+                stats
             }
         }
     };

@@ -17,6 +17,7 @@ use easynet_core::addr::Addr;
 use easynet_core::handler::Service;
 use easynet_core::lifecycle::Activation;
 use easynet_core::server::{Server, run_init};
+use easynet_core::stats::{Recorder, ServerStats};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -119,10 +120,10 @@ struct Begun<L> {
 }
 
 impl<L> Shell<L> {
-    pub(crate) fn new(shutdown_timeout: Duration) -> Self {
+    pub(crate) fn new(shutdown_timeout: Duration, recorder: Recorder) -> Self {
         Self {
             state: Mutex::new(State {
-                server: Server::new(shutdown_timeout),
+                server: Server::with_recorder(shutdown_timeout, recorder),
                 sockets: Vec::new(),
                 run: None,
                 room: Vec::new(),
@@ -363,6 +364,11 @@ impl<L> Shell<L> {
         listener
             .poll_accept(cx)
             .map_ok(|(stream, peer)| (stream, peer, state.server.accepted()))
+    }
+
+    /// The server's counters.
+    pub(crate) fn stats(&self) -> ServerStats {
+        self.lock().server.stats()
     }
 
     /// A connection ended; accept loops waiting for room go on.

@@ -116,13 +116,16 @@ impl<S: Service, L: Listener> Core<S, L> {
         shutdown_timeout: Duration,
         max_connections: Option<usize>,
         keepalive: Option<TcpKeepalive>,
+        recorder: easynet_core::stats::Recorder,
     ) -> Self {
         Self {
             service,
             serve_conn,
             shutdown_timeout,
             keepalive,
-            shell: Arc::new(Shell::new(shutdown_timeout).with_max_connections(max_connections)),
+            shell: Arc::new(
+                Shell::new(shutdown_timeout, recorder).with_max_connections(max_connections),
+            ),
         }
     }
 
@@ -320,23 +323,43 @@ macro_rules! stream_builder_methods {
         ) -> Result<$server<S, P>, ConfigError> {
             self.cfg.validate()?;
             let service = Arc::new(self.service);
-            let new_conn = $new_conn(Arc::new(self.protocol), &self.cfg);
+            // Every connection counts into the server machine's recorder.
+            let recorder = easynet_core::stats::Recorder::new();
+            let mut cfg = self.cfg;
+            cfg.stream.recorder = Some(recorder.clone());
+            let new_conn = $new_conn(Arc::new(self.protocol), &cfg);
             let serve_conn = serve(service.clone(), new_conn);
             Ok($server {
                 core: Arc::new($crate::stream_server::Core::new(
                     service,
                     serve_conn,
-                    self.cfg.shutdown_timeout,
-                    self.cfg.max_connections,
-                    $keepalive(&self.cfg),
+                    cfg.shutdown_timeout,
+                    cfg.max_connections,
+                    $keepalive(&cfg),
+                    recorder,
                 )),
-                cfg: Arc::new(self.cfg),
+                cfg: Arc::new(cfg),
                 _protocol: std::marker::PhantomData,
             })
         }
     };
 }
 pub(crate) use stream_builder_methods;
+
+/// `stats()` on a stream server with a `core: Arc<Core<..>>` field.
+macro_rules! stream_stats {
+    ($server:ident) => {
+        impl<S, P> $server<S, P> {
+            /// A snapshot of the server's counters (connections accepted, open and closed
+            /// by reason, bytes, requests, parse errors, failed handshakes, handler errors
+            /// and panics); cheap, callable from anywhere at any time.
+            pub fn stats(&self) -> easynet_core::stats::ServerStats {
+                self.core.shell.stats()
+            }
+        }
+    };
+}
+pub(crate) use stream_stats;
 
 /// Takes a connection out of the server's table when dropped.
 struct Closed<L>(Arc<Shell<L>>, ConnId);

@@ -102,6 +102,7 @@ server_methods!(
     TcpSettings,
     StreamServerProtocol
 );
+crate::stream_server::stream_stats!(AsyncTcpServer);
 
 impl<S, P> AsyncTcpServer<S, P> {
     fn bind(&self) -> Result<Vec<Arc<TcpListener>>, ServerError> {

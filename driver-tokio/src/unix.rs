@@ -222,6 +222,7 @@ server_methods!(
     DatagramServerProtocol
 );
 dropped_datagrams!(AsyncUnixDatagramServer);
+crate::stream_server::stream_stats!(AsyncUnixStreamServer);
 
 impl<S, P> AsyncUnixStreamServer<S, P> {
     /// The bound address; `None` before activation and after close.

@@ -9,6 +9,7 @@ use easynet::handler::{
     ConnInfo, DatagramHandler, HandlerResult, Next, Received, Service, StreamContext, StreamHandler,
 };
 use easynet::protocol::{DatagramServerProtocol, Stream, StreamServerProtocol};
+use easynet::stats::ServerStats;
 use easynet::stream::StreamConfig;
 
 /// Echoes lines; "timeout" on timeouts, "error" on parse errors; "quit" closes; "panic" panics.
@@ -76,9 +77,16 @@ impl Opts {
 pub struct Running {
     pub addr: SocketAddr,
     stop: Option<Box<dyn FnOnce() + Send>>,
+    /// The server's `stats()` (the two drivers; not the poll loop example).
+    stats: Option<Box<dyn Fn() -> ServerStats + Send + Sync>>,
 }
 
 impl Running {
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        (self.stats.as_ref().expect("a driver's server"))()
+    }
+
     pub fn stop(mut self) {
         if let Some(f) = self.stop.take() {
             f();
@@ -171,8 +179,10 @@ where
     let s = server.clone();
     let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
     let addr = server.addresses()[0];
+    let s = server.clone();
     Running {
         addr,
+        stats: Some(Box::new(move || s.stats())),
         stop: Some(Box::new(move || {
             rt.block_on(async {
                 server.shutdown().await;
@@ -211,8 +221,10 @@ where
     }
     let mut thread = ServerThread::start(b.build().unwrap()).unwrap();
     let addr = thread.addresses()[0];
+    let h = thread.handle().clone();
     Running {
         addr,
+        stats: Some(Box::new(move || h.stats())),
         stop: Some(Box::new(move || thread.join(None).unwrap())),
     }
 }
@@ -235,8 +247,10 @@ where
     let s = server.clone();
     let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
     let addr = server.addresses()[0];
+    let s = server.clone();
     Running {
         addr,
+        stats: Some(Box::new(move || s.stats())),
         stop: Some(Box::new(move || {
             rt.block_on(async {
                 server.shutdown().await;
@@ -262,8 +276,10 @@ where
         .unwrap();
     let mut thread = ServerThread::start(server).unwrap();
     let addr = thread.addresses()[0];
+    let h = thread.handle().clone();
     Running {
         addr,
+        stats: Some(Box::new(move || h.stats())),
         stop: Some(Box::new(move || thread.join(None).unwrap())),
     }
 }
@@ -359,6 +375,7 @@ fn on_poll_loop(
     let thread = std::thread::spawn(move || serve(stop_rx));
     Running {
         addr,
+        stats: None,
         stop: Some(Box::new(move || {
             let _ = std::io::Write::write_all(&mut &stop, b"x");
             thread.join().unwrap().unwrap();

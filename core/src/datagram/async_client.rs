@@ -12,16 +12,17 @@ use std::panic::resume_unwind;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::Payload;
-use super::contain::{self, Panicked};
+use super::contain::{self, Panicked, Scope};
 use crate::addr::Addr;
 use crate::handler::{ConnInfo, HandlerError};
 use crate::protocol::{DatagramServerProtocol, ParseError, SerializeError};
 use crate::push::DatagramPusher;
+use crate::stats::Recorder;
 use crate::stream::RecvError;
 
 /// An async handler for one datagram peer; `async fn` in the impl is fine.
@@ -93,11 +94,13 @@ pub enum DatagramSendError {
 pub(crate) trait Codec<Req, Resp>: Send + Sync {
     fn decode(
         &self,
+        scope: Option<&Scope<'_>>,
         info: &ConnInfo,
         datagram: Payload,
     ) -> Result<Result<Req, ParseError>, Panicked>;
     fn encode(
         &self,
+        scope: Option<&Scope<'_>>,
         info: &ConnInfo,
         item: &Resp,
         dst: &mut BytesMut,
@@ -107,18 +110,20 @@ pub(crate) trait Codec<Req, Resp>: Send + Sync {
 impl<P: DatagramServerProtocol> Codec<P::Request, P::Response> for P {
     fn decode(
         &self,
+        scope: Option<&Scope<'_>>,
         info: &ConnInfo,
         datagram: Payload,
     ) -> Result<Result<P::Request, ParseError>, Panicked> {
-        contain::decode(self, info, datagram)
+        contain::decode_in(scope, self, info, datagram)
     }
     fn encode(
         &self,
+        scope: Option<&Scope<'_>>,
         info: &ConnInfo,
         item: &P::Response,
         dst: &mut BytesMut,
     ) -> Result<Result<(), SerializeError>, Panicked> {
-        contain::encode(self, info, item, dst)
+        contain::encode_in(scope, self, info, item, dst)
     }
 }
 
@@ -151,6 +156,8 @@ pub(crate) struct Link {
     pub(crate) sends: Vec<(u64, Option<io::Result<()>>)>,
     next_send: u64,
     pub(crate) closing: bool,
+    /// The time of the server's current poll of this routine (counting and log budgets).
+    pub(crate) now: Option<Instant>,
 }
 
 impl Link {
@@ -161,6 +168,7 @@ impl Link {
             sends: Vec::new(),
             next_send: 0,
             closing: false,
+            now: None,
         }
     }
 
@@ -191,6 +199,7 @@ pub struct AsyncDatagramClient<Req, Resp> {
     first: Option<Payload>,
     link: LinkRef,
     pusher: DatagramPusher<Resp>,
+    recorder: Recorder,
 }
 
 impl<Req, Resp> std::fmt::Debug for AsyncDatagramClient<Req, Resp> {
@@ -222,6 +231,7 @@ impl<Req, Resp> AsyncDatagramClient<Req, Resp> {
         first: Payload,
         link: LinkRef,
         pusher: DatagramPusher<Resp>,
+        recorder: Recorder,
     ) -> Self {
         Self {
             info,
@@ -229,6 +239,7 @@ impl<Req, Resp> AsyncDatagramClient<Req, Resp> {
             first: Some(first),
             link,
             pusher,
+            recorder,
         }
     }
 
@@ -315,8 +326,19 @@ impl<Req, Resp> AsyncDatagramClient<Req, Resp> {
         &self.info.local
     }
 
+    /// Runs `f` with the endpoint's counting scope at the time of the current poll.
+    fn scoped<R>(&self, f: impl FnOnce(Option<&Scope<'_>>) -> R) -> R {
+        let now = lock(&self.link).now;
+        let scope = now.map(|now| Scope {
+            recorder: Some(&self.recorder),
+            now,
+        });
+        f(scope.as_ref())
+    }
+
     fn decode(&self, datagram: Payload) -> Result<Req, RecvError> {
-        match self.codec.decode(&self.info, datagram) {
+        let decoded = self.scoped(|scope| self.codec.decode(scope, &self.info, datagram));
+        match decoded {
             Ok(request) => Ok(request?),
             // Logged already: unwinding ends the routine like a handler panic, and the
             // payload tells the routine's end not to log it again.
@@ -402,7 +424,12 @@ impl<Req, Resp> Future for SendFuture<'_, Req, Resp> {
                 return Poll::Ready(Err(DatagramSendError::Closed));
             }
             let mut out = BytesMut::new();
-            match client.codec.encode(&client.info, self.response, &mut out) {
+            let encoded = client.scoped(|scope| {
+                client
+                    .codec
+                    .encode(scope, &client.info, self.response, &mut out)
+            });
+            match encoded {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Poll::Ready(Err(e.into())),
                 // As in `decode`: logged already, the routine ends.
@@ -458,7 +485,9 @@ pub(crate) async fn run_routine<H: AsyncDatagramHandler>(
                     e.downcast_ref::<DatagramSendError>(),
                     Some(DatagramSendError::Closed)
                 );
-                contain::handler_failed(&client.info, e, closed_send);
+                client.scoped(|scope| {
+                    contain::handler_failed_in(scope, &client.info, e, closed_send)
+                });
             }
             contain::drop_handler(&client.info, handler);
             None

@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use super::async_client::{
     AsyncDatagramClient, AsyncDatagramHandler, Codec, Link, LinkRef, RecvSlot, lock, run_routine,
 };
-use super::contain;
+use super::contain::{self, Scope};
 use super::{
     DatagramConfig, DatagramStats, PeerInfo, Reply, RoutineId, RoutineOutput, RoutineTable,
     Transmit,
@@ -33,6 +33,7 @@ use crate::addr::PeerAddr;
 use crate::handler::{ConnInfo, Service};
 use crate::protocol::{ConfigError, DatagramServerProtocol};
 use crate::push::{DatagramEncoder, DatagramOutbox, DatagramPusher, Encoder};
+use crate::stats::{Counter, Recorder};
 
 /// Polls of one routine in one turn before the other routines and the socket get theirs.
 const POLLS_PER_TURN: u32 = crate::stream::HANDLER_CALLS_PER_TURN;
@@ -185,6 +186,8 @@ pub struct AsyncDatagramServer<S: Service, P: DatagramServerProtocol, A = Socket
     wakes: Arc<Wakes>,
     out: VecDeque<(SendId, Transmit<A>)>,
     turn: u64,
+    /// Where it counts: the config's recorder, or one of its own.
+    recorder: Recorder,
 }
 
 impl<S: Service, P: DatagramServerProtocol, A: PeerAddr> std::fmt::Debug
@@ -217,7 +220,11 @@ where
         config.validate()?;
         let pushed = Arc::new(DatagramOutbox::new(config.max_pending));
         let encoder: Arc<dyn Encoder<P::Response>> = Arc::new(DatagramEncoder(protocol.clone()));
+        // The peer table counts drops into the same recorder.
+        let mut config = config;
+        let recorder = config.recorder.get_or_insert_with(Recorder::new).clone();
         Ok(Self {
+            recorder,
             table: RoutineTable::new(service, local.clone(), config)?,
             protocol,
             pushed,
@@ -234,6 +241,8 @@ where
     /// A datagram `data` arrived from `from`: it starts a routine, answers the waiting
     /// receive, or waits in the peer's queue (or is dropped and counted).
     pub fn handle_datagram(&mut self, now: Instant, from: A, data: BytesMut) {
+        self.recorder.add(Counter::DatagramsIn, 1);
+        self.recorder.add(Counter::BytesIn, data.len() as u64);
         self.table.handle_datagram(now, from, data);
         self.process();
         self.run(now);
@@ -308,7 +317,12 @@ where
             });
         }
         match self.out.pop_front() {
-            Some((id, transmit)) => AsyncOutput::Transmit(id, transmit),
+            Some((id, transmit)) => {
+                self.recorder.add(Counter::DatagramsOut, 1);
+                self.recorder
+                    .add(Counter::BytesOut, transmit.data.len() as u64);
+                AsyncOutput::Transmit(id, transmit)
+            }
             None => AsyncOutput::Idle {
                 next_timeout: self.table.poll_timeout(),
                 resume: !self.ready.is_empty(),
@@ -357,6 +371,11 @@ where
     /// All counters.
     pub fn stats(&self) -> DatagramStats {
         self.table.stats()
+    }
+
+    /// Where this endpoint counts ([`ServerStats`](crate::stats::ServerStats)).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// A snapshot of `peer`, if known.
@@ -417,7 +436,14 @@ where
         let link: LinkRef = Arc::new(Mutex::new(Link::new()));
         let codec: Arc<dyn Codec<P::Request, P::Response>> = self.protocol.clone();
         let pusher = DatagramPusher::new(self.pushed.clone(), self.encoder.clone(), info.clone());
-        let client = AsyncDatagramClient::new(info.clone(), codec, first, link.clone(), pusher);
+        let client = AsyncDatagramClient::new(
+            info.clone(),
+            codec,
+            first,
+            link.clone(),
+            pusher,
+            self.recorder.clone(),
+        );
         let wake = Arc::new(RoutineWake {
             id,
             queued: AtomicBool::new(false),
@@ -469,6 +495,7 @@ where
             return;
         };
         routine.wake.queued.store(false, Ordering::Release);
+        lock(&routine.link).now = Some(now);
         let mut cx = Context::from_waker(&routine.waker);
         let future = &mut routine.future;
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
@@ -476,7 +503,11 @@ where
             Ok(Poll::Ready(handler)) => self.end(now, id, handler),
             Err(panic) => {
                 if let Some(routine) = self.routines.get(&id) {
-                    contain::handler_panicked(&routine.info, panic);
+                    let scope = Scope {
+                        recorder: Some(&self.recorder),
+                        now,
+                    };
+                    contain::handler_panicked_in(Some(&scope), &routine.info, panic);
                 }
                 self.end(now, id, None);
             }

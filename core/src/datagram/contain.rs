@@ -20,13 +20,16 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
 use super::Payload;
 use crate::ConnId;
+use crate::addr::Addr;
 use crate::handler::{ConnInfo, HandlerError, SendError, Service};
 use crate::protocol::{DatagramServerProtocol, ParseError, SerializeError};
+use crate::stats::{Counter, Recorder};
 
 /// A panic in user code that was caught and logged already.
 ///
@@ -44,23 +47,65 @@ impl fmt::Display for Panicked {
 
 impl std::error::Error for Panicked {}
 
-/// Runs `f`; a panic is logged once (ERROR, `what` panicked) and becomes [`Panicked`].
+/// Where an endpoint's contained user code counts its outcomes, and the clock its
+/// client-triggered lines are limited by (the server's per-peer log budget). Without a
+/// recorder nothing is counted and every line is written (the public helpers).
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) recorder: Option<&'a Recorder>,
+    pub(crate) now: Instant,
+}
+
+impl Scope<'_> {
+    fn count(&self, k: Counter) {
+        if let Some(r) = self.recorder {
+            r.add(k, 1);
+        }
+    }
+
+    /// `Some(suppressed)`: write the line about `peer`.
+    fn budget(&self, peer: &Addr) -> Option<u64> {
+        match self.recorder {
+            Some(r) => r.check_log(peer, self.now),
+            None => Some(0),
+        }
+    }
+}
+
+/// Runs `f`; a panic is counted, logged once (ERROR, `what` panicked, within the peer's
+/// log budget) and becomes [`Panicked`].
 fn contained<R>(
-    peer: &dyn fmt::Display,
+    scope: Option<&Scope<'_>>,
+    peer: &Addr,
     conn: ConnId,
     what: &str,
     f: impl FnOnce() -> R,
 ) -> Result<R, Panicked> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        log_panic(peer, conn, what, &*panic);
+        log_panic(scope, peer, conn, what, &*panic);
         forget_payload(panic);
         Panicked
     })
 }
 
-fn log_panic(peer: &dyn fmt::Display, conn: ConnId, what: &str, panic: &(dyn Any + Send)) {
-    let message = panic_message(panic);
-    tracing::error!(%peer, %conn, panic = message, "{what} panicked");
+fn log_panic(
+    scope: Option<&Scope<'_>>,
+    peer: &Addr,
+    conn: ConnId,
+    what: &str,
+    panic: &(dyn Any + Send),
+) {
+    let suppressed = match scope {
+        Some(scope) => {
+            scope.count(Counter::HandlerPanics);
+            scope.budget(peer)
+        }
+        None => Some(0),
+    };
+    if let Some(suppressed) = suppressed {
+        let message = panic_message(panic);
+        tracing::error!(%peer, %conn, panic = message, suppressed, "{what} panicked");
+    }
 }
 
 /// Drops a panic payload; its own `Drop` is user code too.
@@ -84,9 +129,21 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// Makes the handler of the peer in `info`; a panicking factory is logged and gives
 /// [`Panicked`] (the caller drops the datagram).
 pub fn new_handler<S: Service>(service: &S, info: &ConnInfo) -> Result<S::Handler, Panicked> {
-    contained(&info.peer, info.id, "datagram handler factory", || {
-        service.new_handler(info)
-    })
+    new_handler_in(None, service, info)
+}
+
+pub(crate) fn new_handler_in<S: Service>(
+    scope: Option<&Scope<'_>>,
+    service: &S,
+    info: &ConnInfo,
+) -> Result<S::Handler, Panicked> {
+    contained(
+        scope,
+        &info.peer,
+        info.id,
+        "datagram handler factory",
+        || service.new_handler(info),
+    )
 }
 
 /// Decodes a delivered datagram as a request. A datagram past the size limit is
@@ -97,12 +154,33 @@ pub fn decode<P: DatagramServerProtocol>(
     info: &ConnInfo,
     payload: Payload,
 ) -> Result<Result<P::Request, ParseError>, Panicked> {
-    match payload {
-        Payload::Data(data) => contained(&info.peer, info.id, "datagram protocol (decode)", || {
-            protocol.decode_request(data)
-        }),
+    decode_in(None, protocol, info, payload)
+}
+
+/// [`decode`], counting requests and parse errors.
+pub(crate) fn decode_in<P: DatagramServerProtocol + ?Sized>(
+    scope: Option<&Scope<'_>>,
+    protocol: &P,
+    info: &ConnInfo,
+    payload: Payload,
+) -> Result<Result<P::Request, ParseError>, Panicked> {
+    let decoded = match payload {
+        Payload::Data(data) => contained(
+            scope,
+            &info.peer,
+            info.id,
+            "datagram protocol (decode)",
+            || protocol.decode_request(data),
+        ),
         Payload::TooLarge { limit, got } => Ok(Err(ParseError::FrameTooLarge { limit, got })),
+    };
+    if let (Some(scope), Ok(d)) = (scope, &decoded) {
+        scope.count(match d {
+            Ok(_) => Counter::Requests,
+            Err(_) => Counter::ParseErrors,
+        });
     }
+    decoded
 }
 
 /// Encodes a response into `dst`; a panicking protocol is logged and gives [`Panicked`]
@@ -113,9 +191,23 @@ pub fn encode<P: DatagramServerProtocol>(
     response: &P::Response,
     dst: &mut BytesMut,
 ) -> Result<Result<(), SerializeError>, Panicked> {
-    contained(&info.peer, info.id, "datagram protocol (encode)", || {
-        protocol.encode_response(response, dst)
-    })
+    encode_in(None, protocol, info, response, dst)
+}
+
+pub(crate) fn encode_in<P: DatagramServerProtocol + ?Sized>(
+    scope: Option<&Scope<'_>>,
+    protocol: &P,
+    info: &ConnInfo,
+    response: &P::Response,
+    dst: &mut BytesMut,
+) -> Result<Result<(), SerializeError>, Panicked> {
+    contained(
+        scope,
+        &info.peer,
+        info.id,
+        "datagram protocol (encode)",
+        || protocol.encode_response(response, dst),
+    )
 }
 
 /// Logs the error a handler returned, by the rule of [`HandlerError`]: a send on a closed
@@ -123,17 +215,31 @@ pub fn encode<P: DatagramServerProtocol>(
 /// `closed_send` says the error is a driver's own closed-send error. The error is
 /// formatted and dropped inside `catch_unwind` (its `Display` and `Drop` are user code).
 pub fn handler_failed(info: &ConnInfo, error: HandlerError, closed_send: bool) {
+    handler_failed_in(None, info, error, closed_send);
+}
+
+/// [`handler_failed`], counted, and limited by the peer's log budget.
+pub(crate) fn handler_failed_in(
+    scope: Option<&Scope<'_>>,
+    info: &ConnInfo,
+    error: HandlerError,
+    closed_send: bool,
+) {
     let (peer, conn) = (&info.peer, info.id);
     let closed =
         closed_send || matches!(error.downcast_ref::<SendError>(), Some(SendError::Closed));
-    if closed {
-        tracing::warn!(%peer, %conn, "datagram handler sent on a closed client");
-    } else {
+    if !closed && let Some(scope) = scope {
+        scope.count(Counter::HandlerErrors);
+    }
+    let suppressed = scope.map_or(Some(0), |s| s.budget(peer));
+    if closed && let Some(suppressed) = suppressed {
+        tracing::warn!(%peer, %conn, suppressed, "datagram handler sent on a closed client");
+    } else if let Some(suppressed) = suppressed {
         let text = catch_unwind(AssertUnwindSafe(|| error.to_string())).unwrap_or_else(|p| {
             forget_payload(p);
             "<the error's Display panicked>".to_owned()
         });
-        tracing::error!(%peer, %conn, error = text, "error in datagram handler");
+        tracing::error!(%peer, %conn, error = text, suppressed, "error in datagram handler");
     }
     if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(error))) {
         forget_payload(p);
@@ -143,8 +249,18 @@ pub fn handler_failed(info: &ConnInfo, error: HandlerError, closed_send: bool) {
 /// Logs a handler panic once (nothing if its payload is [`Panicked`]: logged where it was
 /// caught, one ERROR otherwise), then drops the payload contained.
 pub fn handler_panicked(info: &ConnInfo, panic: Box<dyn Any + Send>) {
+    handler_panicked_in(None, info, panic);
+}
+
+/// [`handler_panicked`], counted (once: a [`Panicked`] payload was counted where it was
+/// caught), and limited by the peer's log budget.
+pub(crate) fn handler_panicked_in(
+    scope: Option<&Scope<'_>>,
+    info: &ConnInfo,
+    panic: Box<dyn Any + Send>,
+) {
     if !panic.is::<Panicked>() {
-        log_panic(&info.peer, info.id, "datagram handler", &*panic);
+        log_panic(scope, &info.peer, info.id, "datagram handler", &*panic);
     }
     forget_payload(panic);
 }
@@ -155,7 +271,13 @@ pub fn drop_handler<H>(info: &ConnInfo, handler: H) {
 }
 
 fn drop_contained<H>(peer: &dyn fmt::Display, conn: ConnId, handler: H) {
-    let _ = contained(peer, conn, "datagram handler (drop)", || drop(handler));
+    // Not limited: a handler is dropped once per routine failure or eviction, which the
+    // lines before it already limit.
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(handler))) {
+        let message = panic_message(&*panic);
+        tracing::error!(%peer, %conn, panic = message, "datagram handler (drop) panicked");
+        forget_payload(panic);
+    }
 }
 
 /// A peer's handler while no routine holds it. It is released with the peer's name where

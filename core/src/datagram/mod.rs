@@ -91,6 +91,10 @@ pub struct DatagramConfig {
     /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge) instead.
     /// Default 65 535 (any UDP datagram).
     pub max_datagram_size: usize,
+    /// Where the endpoint counts ([`ServerStats`](crate::stats::ServerStats)): a clone of
+    /// the server machine's [`Recorder`](crate::stats::Recorder) (the drivers set it).
+    /// `None`: a recorder of the endpoint's own.
+    pub recorder: Option<crate::stats::Recorder>,
 }
 
 impl DatagramConfig {
@@ -119,6 +123,12 @@ impl DatagramConfig {
         self
     }
 
+    /// This configuration counting into `recorder`.
+    pub fn with_recorder(mut self, recorder: crate::stats::Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
     /// Checks the settings: `max_pending` and `max_datagram_size` must be at least 1.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_pending == 0 {
@@ -141,6 +151,7 @@ impl Default for DatagramConfig {
             max_pending: Self::DEFAULT_MAX_PENDING,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_datagram_size: Self::DEFAULT_MAX_DATAGRAM_SIZE,
+            recorder: None,
         }
     }
 }

@@ -206,13 +206,20 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
         })
     }
 
+    fn count_dropped(&mut self, n: u64) {
+        self.dropped += n;
+        if let Some(r) = &self.config.recorder {
+            r.add_dropped(n);
+        }
+    }
+
     /// A datagram `item` arrived from `peer`; says what became of it.
     ///
     /// A peer whose wait deadline has already passed gets its [`PeerEvent::Timeout`] first
     /// (the datagram is then queued), so a late driver sees the same order as a punctual one.
     pub fn arrive(&mut self, now: Instant, peer: A, item: T) -> Arrival<T> {
         if self.closed {
-            self.dropped += 1;
+            self.count_dropped(1);
             return Arrival::Closed(item);
         }
         let Some(p) = self.peers.get_mut(&peer) else {
@@ -263,6 +270,9 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             RoutineState::Running => {
                 p.dropped += 1;
                 self.dropped += 1;
+                if let Some(r) = &self.config.recorder {
+                    r.add_dropped(1);
+                }
                 // Rate-limited: warn at the 1st, 2nd, 4th, 8th... drop of a peer.
                 if p.dropped.is_power_of_two() {
                     tracing::warn!(%peer, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
@@ -470,6 +480,9 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
         peers.sort_unstable_by_key(|(_, p)| p.id);
         for (peer, p) in peers {
             self.dropped += p.queue.len() as u64;
+            if let Some(r) = &self.config.recorder {
+                r.add_dropped(p.queue.len() as u64);
+            }
             if !p.queue.is_empty() {
                 tracing::debug!(%peer, conn = %p.id, dropped = p.queue.len(), "queued datagrams dropped at shutdown");
             }

@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::contain::{self, HandlerSlot, Panicked};
+use super::contain::{self, HandlerSlot, Panicked, Scope};
 use super::{
     Arrival, DatagramConfig, DatagramStats, Payload, PeerEvent, PeerInfo, PeerTable, Recv,
 };
 use crate::addr::{Addr, PeerAddr};
 use crate::handler::{ConnInfo, Service};
 use crate::protocol::ConfigError;
+use crate::stats::Recorder;
 
 /// The handle of one routine, unique within its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,6 +173,8 @@ pub struct RoutineTable<S: Service, A = SocketAddr> {
     table: PeerTable<Payload, Slot<S::Handler>, A>,
     out: VecDeque<RoutineOutput<S::Handler, A>>,
     next_routine: u64,
+    /// The config's recorder (factory panics are counted there).
+    recorder: Option<Recorder>,
 }
 
 impl<S: Service, A: PeerAddr> std::fmt::Debug for RoutineTable<S, A> {
@@ -188,6 +191,7 @@ impl<S: Service, A: PeerAddr> RoutineTable<S, A> {
     /// A table for the endpoint bound at `local`; fails if `config` is invalid.
     pub fn new(service: Arc<S>, local: A, config: DatagramConfig) -> Result<Self, ConfigError> {
         Ok(Self {
+            recorder: config.recorder.clone(),
             service,
             local: local.to_addr(),
             max_datagram_size: config.max_datagram_size,
@@ -391,6 +395,10 @@ impl<S: Service, A: PeerAddr> RoutineTable<S, A> {
     /// panicking factory drops that datagram (logged once) and the next queued one tries
     /// again.
     fn start(&mut self, now: Instant, peer: A, mut first: Payload) {
+        let scope = self.recorder.as_ref().map(|r| Scope {
+            recorder: Some(r),
+            now,
+        });
         loop {
             let Some((id, slot)) = self.table.id_and_state_mut(&peer) else {
                 return;
@@ -398,7 +406,7 @@ impl<S: Service, A: PeerAddr> RoutineTable<S, A> {
             let info = ConnInfo::new(id, peer.to_addr(), self.local.clone());
             let handler = match slot.handler.take() {
                 Some(handler) => handler,
-                None => match contain::new_handler(&*self.service, &info) {
+                None => match contain::new_handler_in(scope.as_ref(), &*self.service, &info) {
                     Ok(handler) => handler,
                     Err(Panicked) => match self.table.finish(now, &peer) {
                         Ok(Some(next)) => {

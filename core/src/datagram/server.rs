@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::contain::{self, HandlerSlot, Panicked};
+use super::contain::{self, HandlerSlot, Panicked, Scope};
 use super::{
     DatagramConfig, DatagramStats, Output, Payload, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
 };
@@ -20,6 +20,7 @@ use crate::handler::{
 };
 use crate::protocol::{ConfigError, DatagramServerProtocol};
 use crate::push::{DatagramEncoder, DatagramOutbox, DatagramPusher, Encoder};
+use crate::stats::{Counter, Recorder};
 
 /// What resumes a routine: a datagram still to decode, or its timeout.
 enum Step {
@@ -102,6 +103,8 @@ pub struct DatagramServer<S: Service, P: DatagramServerProtocol, A = SocketAddr>
     /// What pushers queue, and how they encode.
     pushed: Arc<DatagramOutbox>,
     encoder: Arc<dyn Encoder<P::Response>>,
+    /// Where it counts: the config's recorder, or one of its own.
+    recorder: Recorder,
 }
 
 impl<S: Service, P: DatagramServerProtocol, A: PeerAddr> std::fmt::Debug
@@ -134,7 +137,11 @@ where
         config.validate()?;
         let pushed = Arc::new(DatagramOutbox::new(config.max_pending));
         let encoder: Arc<dyn Encoder<P::Response>> = Arc::new(DatagramEncoder(protocol.clone()));
+        // The peer table counts drops into the same recorder.
+        let mut config = config;
+        let recorder = config.recorder.get_or_insert_with(Recorder::new).clone();
         Ok(Self {
+            recorder,
             pushed,
             encoder,
             service,
@@ -152,6 +159,8 @@ where
     /// [`DatagramConfig::max_datagram_size`] reaches the handler as
     /// [`ParseError::FrameTooLarge`](crate::protocol::ParseError::FrameTooLarge).
     pub fn handle_datagram(&mut self, now: Instant, from: A, data: BytesMut) {
+        self.recorder.add(Counter::DatagramsIn, 1);
+        self.recorder.add(Counter::BytesIn, data.len() as u64);
         let payload = Payload::new(data, self.max_datagram_size);
         match self.table.arrive(now, from.clone(), payload) {
             super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
@@ -192,7 +201,11 @@ where
             self.take_pushed();
         }
         match self.out.pop_front() {
-            Some(t) => Output::Transmit(t),
+            Some(t) => {
+                self.recorder.add(Counter::DatagramsOut, 1);
+                self.recorder.add(Counter::BytesOut, t.data.len() as u64);
+                Output::Transmit(t)
+            }
             None => Output::Idle {
                 next_timeout: self.table.poll_timeout(),
             },
@@ -236,6 +249,11 @@ where
         self.table.stats()
     }
 
+    /// Where this endpoint counts ([`ServerStats`](crate::stats::ServerStats)).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
     /// A snapshot of `peer`, if known.
     pub fn peer(&self, peer: impl std::borrow::Borrow<A>) -> Option<PeerInfo> {
         self.table.peer(peer)
@@ -267,7 +285,12 @@ where
                 return;
             };
             let info = ConnInfo::new(id, peer.to_addr(), self.local_addr.clone());
+            let scope = Scope {
+                recorder: Some(&self.recorder),
+                now,
+            };
             let next = call(
+                &scope,
                 &*self.service,
                 &*self.protocol,
                 (&self.pushed, &self.encoder),
@@ -275,7 +298,6 @@ where
                 slot,
                 &info,
                 &peer,
-                now,
                 step,
             );
             let resumed = match next {
@@ -315,6 +337,7 @@ where
 /// routine does next.
 #[allow(clippy::too_many_arguments)]
 fn call<S, P, A>(
+    scope: &Scope<'_>,
     service: &S,
     protocol: &P,
     push: (&Arc<DatagramOutbox>, &Arc<dyn Encoder<P::Response>>),
@@ -322,7 +345,6 @@ fn call<S, P, A>(
     slot: &mut HandlerSlot<S::Handler>,
     info: &ConnInfo,
     peer: &A,
-    now: Instant,
     step: Step,
 ) -> Next
 where
@@ -332,7 +354,7 @@ where
     P: DatagramServerProtocol,
 {
     let received = match step {
-        Step::Datagram(payload) => match contain::decode(protocol, info, payload) {
+        Step::Datagram(payload) => match contain::decode_in(Some(scope), protocol, info, payload) {
             Ok(Ok(request)) => Received::Request(request),
             Ok(Err(e)) => Received::ParseError(e),
             Err(Panicked) => {
@@ -344,13 +366,14 @@ where
     };
     let handler = match slot.get_mut() {
         Some(handler) => handler,
-        None => match contain::new_handler(service, info) {
+        None => match contain::new_handler_in(Some(scope), service, info) {
             Ok(handler) => slot.insert(handler),
             // The datagram is dropped; the peer's next one tries again.
             Err(Panicked) => return Next::Close,
         },
     };
     let mut sink = Outbox {
+        scope,
         protocol,
         push,
         info,
@@ -361,17 +384,17 @@ where
     let mut cx = DatagramContext {
         sink: &mut sink,
         info,
-        now,
+        now: scope.now,
     };
     match catch_unwind(AssertUnwindSafe(|| handler.handle(&mut cx, received))) {
         Ok(Ok(next)) => next,
         Ok(Err(error)) => {
-            contain::handler_failed(info, error, false);
+            contain::handler_failed_in(Some(scope), info, error, false);
             slot.release(peer, info.id);
             Next::Close
         }
         Err(panic) => {
-            contain::handler_panicked(info, panic);
+            contain::handler_panicked_in(Some(scope), info, panic);
             slot.release(peer, info.id);
             Next::Close
         }
@@ -380,6 +403,7 @@ where
 
 /// The sink a handler's context sends into during one call.
 struct Outbox<'a, P: DatagramServerProtocol, A> {
+    scope: &'a Scope<'a>,
     protocol: &'a P,
     push: (&'a Arc<DatagramOutbox>, &'a Arc<dyn Encoder<P::Response>>),
     info: &'a ConnInfo,
@@ -394,7 +418,13 @@ impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'
             return Err(SendError::Closed);
         }
         let mut data = BytesMut::new();
-        match contain::encode(self.protocol, self.info, response, &mut data) {
+        match contain::encode_in(
+            Some(self.scope),
+            self.protocol,
+            self.info,
+            response,
+            &mut data,
+        ) {
             Ok(encoded) => encoded?,
             // Logged already: unwinding ends the routine like a handler panic, not logged
             // again (the payload is `Panicked`).
@@ -481,7 +511,12 @@ mod tests {
         let pushed = Arc::new(DatagramOutbox::new(1));
         let encoder: Arc<dyn Encoder<String>> =
             Arc::new(DatagramEncoder(Arc::new(protocol.clone())));
+        let scope = Scope {
+            recorder: None,
+            now: std::time::Instant::now(),
+        };
         let mut sink = Outbox {
+            scope: &scope,
             protocol: &protocol,
             push: (&pushed, &encoder),
             info: &info,
@@ -506,7 +541,12 @@ mod tests {
         let pushed = Arc::new(DatagramOutbox::new(1));
         let encoder: Arc<dyn Encoder<String>> =
             Arc::new(DatagramEncoder(Arc::new(protocol.clone())));
+        let scope = Scope {
+            recorder: None,
+            now: std::time::Instant::now(),
+        };
         let mut sink = Outbox {
+            scope: &scope,
             protocol: &protocol,
             push: (&pushed, &encoder),
             info: &info,

@@ -47,6 +47,7 @@ trait Endpoint: Send {
     /// The next datagram it sends (a send succeeds at once), or `None` once idle.
     fn poll_transmit(&mut self, now: Instant, cx: &mut Context<'_>) -> Option<Transmit>;
     fn drops(&self) -> u64;
+    fn stats(&self) -> crate::stats::ServerStats;
 }
 
 impl<S, P> Endpoint for DatagramServer<S, P>
@@ -75,6 +76,9 @@ where
     }
     fn drops(&self) -> u64 {
         DatagramServer::drops(self)
+    }
+    fn stats(&self) -> crate::stats::ServerStats {
+        self.recorder().snapshot()
     }
 }
 
@@ -111,6 +115,9 @@ where
     }
     fn drops(&self) -> u64 {
         AsyncDatagramServer::drops(self)
+    }
+    fn stats(&self) -> crate::stats::ServerStats {
+        self.recorder().snapshot()
     }
 }
 
@@ -392,6 +399,11 @@ where
     /// Datagrams the endpoint dropped (queues full, shutdown).
     pub fn drops(&self) -> u64 {
         self.endpoint.drops()
+    }
+
+    /// The endpoint's counters, as a driver's `stats()` reports them.
+    pub fn stats(&self) -> crate::stats::ServerStats {
+        self.endpoint.stats()
     }
 
     /// A new peer.

@@ -53,6 +53,8 @@ pub(crate) trait ConnOps<In, Out>: Send {
     fn is_ready(&self) -> bool;
     fn is_input_finished(&self) -> bool;
     fn pusher(&mut self) -> crate::push::Pusher<Out>;
+    fn log_budget(&self, now: Instant) -> Option<u64>;
+    fn count_handler_error(&mut self);
 }
 
 impl<P: StreamServerProtocol> ConnOps<P::Request, P::Response> for Connection<P, ServerRole> {
@@ -73,6 +75,12 @@ impl<P: StreamServerProtocol> ConnOps<P::Request, P::Response> for Connection<P,
     }
     fn high_water(&self) -> usize {
         self.config().write_high_water
+    }
+    fn log_budget(&self, now: Instant) -> Option<u64> {
+        Connection::log_budget(self, now)
+    }
+    fn count_handler_error(&mut self) {
+        Connection::count_handler_error(self);
     }
     fn close(&mut self, now: Instant) {
         Connection::close(self, now);

@@ -192,7 +192,8 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
         S: Service,
         S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
     {
-        let handler = make_handler(service, conn.info())?;
+        let mut conn = conn;
+        let handler = make_handler(now, service, &mut conn)?;
         Some(Self::new(now, handler, conn))
     }
 
@@ -221,8 +222,12 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
                 if let Some(broken) = self.handler.take() {
                     drop_contained(&self.info, broken);
                 }
-                tracing::error!(conn = %self.info.id, peer = %self.info.peer, error = %panic_message("handler", panic), "exception occurred during processing of request");
-                lock(&self.shared).conn.close_abortively(now);
+                let mut shared = lock(&self.shared);
+                shared.conn.count_handler_panic();
+                if let Some(suppressed) = shared.conn.log_budget(now) {
+                    tracing::error!(conn = %self.info.id, peer = %self.info.peer, error = %panic_message("handler", panic), suppressed, "exception occurred during processing of request");
+                }
+                shared.conn.close_abortively(now);
             }
         }
     }
@@ -339,6 +344,12 @@ impl<Req, Resp> Future for Handshake<'_, Req, Resp> {
     }
 }
 
+/// The log budget for a handler error of this connection, at the current event's time.
+fn client_budget<Req, Resp>(shared: &SharedRef<Req, Resp>) -> Option<u64> {
+    let s = lock(shared);
+    s.conn.log_budget(s.now)
+}
+
 /// EasyNetwork's per-connection flow for an async handler (see [`AsyncStreamHandler`]).
 async fn rules<H: AsyncStreamHandler>(
     mut handler: H,
@@ -349,8 +360,12 @@ async fn rules<H: AsyncStreamHandler>(
         return; // a failed handshake calls nothing
     }
     if let Err(e) = handler.on_connection(&mut client).await {
-        let _ = log_handler_error(client.info(), e); // closes abortively either way
+        // Closes abortively either way.
+        let failed = log_handler_error(client.info(), e, || client_budget(&shared));
         let mut s = lock(&shared);
+        if failed {
+            s.conn.count_handler_error();
+        }
         let now = s.now;
         s.conn.close_abortively(now);
         return;
@@ -366,7 +381,10 @@ async fn rules<H: AsyncStreamHandler>(
             }
             Ok(()) => {}
             Err(e) => {
-                failed = log_handler_error(client.info(), e);
+                failed = log_handler_error(client.info(), e, || client_budget(&shared));
+                if failed {
+                    lock(&shared).conn.count_handler_error();
+                }
                 break;
             }
         }

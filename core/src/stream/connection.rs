@@ -15,6 +15,7 @@ use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
 use crate::panic_message;
 use crate::protocol::{SerializeError, StreamProtocol};
 use crate::push::{CloseAsked, Encoder, Outbox, Pusher};
+use crate::stats::{CloseReason, ConnCounts};
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
 
@@ -30,6 +31,8 @@ const TLS_RECORD: usize = 16 * 1024;
 /// through the driver's shared buffer. A bulk request often ends with a short read; switching
 /// back on that one read made the next request's first (full) read a copy.
 const SMALL_READS_TO_COPY: u8 = 4;
+
+mod observe;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -135,6 +138,12 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     outbox: Option<Arc<Outbox>>,
     /// [`StreamConfig::idle_timeout`].
     idle: IdleTimer,
+    /// Counts not yet added to the config's recorder (see `observe`).
+    counts: ConnCounts,
+    /// Why it ends: the first cause, set when closing begins.
+    reason: Option<CloseReason>,
+    /// The end was counted in the recorder.
+    counted: bool,
     _role: PhantomData<fn() -> R>,
 }
 
@@ -182,6 +191,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             config,
             info,
             outbox: None,
+            counts: ConnCounts::default(),
+            reason: None,
+            counted: false,
             _role: PhantomData,
         }
     }
@@ -246,6 +258,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     fn fail(&mut self, now: Instant) {
         // Flush what is queued (a TLS alert, earlier responses), then reset.
+        self.end_because(CloseReason::Error);
         self.closing = true;
         let mut deadline = self.close_deadline(now);
         if let Some(d) = self.shutdown {
@@ -273,6 +286,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
         // First, so that a switch back to small reads can let the big buffer go.
         self.note_read(data.len());
+        self.counts.bytes_in += data.len() as u64;
         #[cfg(feature = "tls")]
         self.flush_plaintext();
         #[cfg(feature = "tls")]
@@ -282,7 +296,11 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.tls_pending = 0;
             if let Err(err) = res {
                 if matches!(self.phase, Phase::Handshaking { .. }) {
-                    tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, "error during TLS handshake");
+                    self.counts.handshake_failures += 1;
+                    // A client can fail handshakes at will: a budget per peer host.
+                    if let Some(suppressed) = self.log_budget(now) {
+                        tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, suppressed, "error during TLS handshake");
+                    }
                 } else {
                     tracing::debug!(conn = %self.info.id, peer = %self.info.peer, error = %err, "TLS error");
                 }
@@ -359,6 +377,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// `n` bytes were read into [`read_buffer`](Self::read_buffer); 0 means end of stream.
     pub fn handle_read_in_place(&mut self, now: Instant, n: usize) {
+        self.counts.bytes_in += n as u64;
         if n == 0 {
             self.handle_eof(now);
         } else {
@@ -371,6 +390,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     pub fn handle_eof(&mut self, now: Instant) {
         let _ = now;
         self.eof = true;
+        if !self.closing {
+            self.end_because(CloseReason::ByPeer);
+        }
         if let Phase::Handshaking { .. } = self.phase {
             self.closing = true;
             self.phase = Phase::Closed(CloseHow::Abort);
@@ -380,6 +402,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// Reading or writing failed (reset, broken pipe): nothing more can be sent.
     pub fn handle_io_error(&mut self, now: Instant) {
         let _ = now;
+        self.end_because(CloseReason::Reset);
         self.eof = true;
         self.closing = true;
         self.clear_writes();
@@ -408,11 +431,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         match self.phase {
             Phase::Handshaking { deadline } if now >= deadline => {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
+                self.counts.handshake_failures += 1;
+                self.end_because(CloseReason::Timeout);
                 self.closing = true;
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
             }
             Phase::Closing { deadline, .. } if now >= deadline => {
+                self.end_because(CloseReason::Timeout);
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
             }
@@ -422,6 +448,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             Phase::Open if self.shutdown.is_some_and(|d| now >= d) => {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "still open at the shutdown deadline");
+                self.end_because(CloseReason::Shutdown);
                 self.closing = true;
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
@@ -435,7 +462,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// answered, then a graceful close by `now + shutdown_timeout`).
     fn idle_expired(&mut self, now: Instant) {
         tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "idle timeout: closing");
+        // Counted as a timeout, whatever the close that follows says.
+        self.end_because(CloseReason::Timeout);
         if let Phase::Handshaking { .. } = self.phase {
+            self.counts.handshake_failures += 1;
             self.closing = true;
             self.clear_writes();
             self.phase = Phase::Closed(CloseHow::Abort);
@@ -479,7 +509,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             Err(panic) => {
                 // The user's framing or serializer panicked: its state is unknown, so this
                 // one connection ends; the server goes on.
-                tracing::error!(conn = %self.info.id, peer = %self.info.peer, error = %panic_message("decoder", panic), "exception occurred during processing of request");
+                self.counts.handler_panics += 1;
+                if let Some(suppressed) = self.log_budget(now) {
+                    tracing::error!(conn = %self.info.id, peer = %self.info.peer, error = %panic_message("decoder", panic), suppressed, "exception occurred during processing of request");
+                }
                 self.recv = Recv::Idle;
                 self.rbuf.clear();
                 self.fail(now);
@@ -487,8 +520,14 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
         };
         let received = match decoded {
-            Ok(Some(item)) => Received::Request(item),
-            Err(err) => Received::ParseError(err),
+            Ok(Some(item)) => {
+                self.counts.requests += 1;
+                Received::Request(item)
+            }
+            Err(err) => {
+                self.counts.parse_errors += 1;
+                Received::ParseError(err)
+            }
             Ok(None) => match deadline {
                 Some(d) if now >= d && !self.is_input_finished() => Received::Timeout,
                 _ => return None,
@@ -585,6 +624,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             && let Some(tls) = self.tls.as_mut()
         {
             let n = tls.write_tls(out)?;
+            self.counts.bytes_out += n as u64;
             self.tls_pending = if tls.wants_write() {
                 self.tls_pending.saturating_sub(n)
             } else {
@@ -617,6 +657,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// `n` bytes of [`transmit`](Self::transmit) were written.
     pub fn advance(&mut self, n: usize) {
+        self.counts.bytes_out += n as u64;
         match self.chunks.front_mut() {
             Some(chunk) => {
                 let n = n.min(chunk.len());
@@ -685,6 +726,13 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if !matches!(self.phase, Phase::Handshaking { .. } | Phase::Open) {
             return;
         }
+        self.end_because(if self.shutdown.is_some() {
+            CloseReason::Shutdown
+        } else if self.eof {
+            CloseReason::ByPeer
+        } else {
+            CloseReason::Normal
+        });
         self.closing = true;
         if let Phase::Handshaking { .. } = self.phase {
             self.phase = Phase::Closed(CloseHow::Abort);
@@ -725,6 +773,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// Drops everything and closes with a reset now.
     pub fn abort(&mut self) {
+        self.end_because(CloseReason::Normal);
         self.closing = true;
         self.clear_writes();
         self.rbuf.clear();
@@ -737,7 +786,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         let _ = now;
         self.shutdown = Some(self.shutdown.map_or(deadline, |d| d.min(deadline)));
         match &mut self.phase {
-            Phase::Handshaking { .. } => self.abort(),
+            Phase::Handshaking { .. } => {
+                self.end_because(CloseReason::Shutdown);
+                self.abort();
+            }
             Phase::Closing { deadline: d, .. } | Phase::Fin { deadline: d } => {
                 *d = (*d).min(deadline);
             }
@@ -895,6 +947,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     pub fn poll_action(&mut self, now: Instant) -> Action {
         self.idle.start(now);
         self.take_pushed();
+        self.fold_counts();
         if !self.announced && self.ready && R::SERVER {
             self.announced = true;
             let peer = &self.info.peer;
@@ -951,6 +1004,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                     }
                 }
                 Phase::Closed(how) => {
+                    self.count_end();
                     if self.announced && !self.farewell {
                         self.farewell = true;
                         let peer = &self.info.peer;
@@ -1002,6 +1056,7 @@ impl<P: StreamProtocol, R: Role<P>> Encoder<R::Outgoing> for RoleEncoder<P, R> {
 
 impl<P: StreamProtocol, R: Role<P>> Drop for Connection<P, R> {
     fn drop(&mut self) {
+        self.count_end(); // dropped without reaching `Close` (a failed factory, a driver error)
         // Pushers learn the connection is gone.
         if let Some(outbox) = &self.outbox {
             outbox.close();

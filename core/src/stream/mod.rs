@@ -80,6 +80,11 @@ pub struct StreamConfig {
     /// peer that vanished is found by TCP keepalive, and a slow request by the handler's
     /// receive timeout. A peer that trickles a byte more often than this is not idle.
     pub idle_timeout: Option<Duration>,
+    /// Where the connection counts ([`ServerStats`](crate::stats::ServerStats)) and the
+    /// server-wide per-peer log budget its client-triggered lines use: a clone of the server
+    /// machine's [`Recorder`](crate::stats::Recorder) (the drivers set it). `None`: nothing
+    /// is counted and those lines are limited per connection only.
+    pub recorder: Option<crate::stats::Recorder>,
 }
 
 /// How far a connection's read size grows past [`StreamConfig::read_size`] while reads fill it.
@@ -142,6 +147,12 @@ impl StreamConfig {
         self.tls_standard_compatible = on;
         self
     }
+
+    /// Sets [`recorder`](Self::recorder).
+    pub fn with_recorder(mut self, recorder: crate::stats::Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
 }
 
 impl Default for StreamConfig {
@@ -154,6 +165,7 @@ impl Default for StreamConfig {
             tls_standard_compatible: true,
             log_connections: true,
             idle_timeout: None,
+            recorder: None,
         }
     }
 }

@@ -144,11 +144,11 @@ where
     /// Makes the connection's handler with `service` and runs it on `conn`. A panicking
     /// factory is logged once and gives `None`: the caller drops the connection, the
     /// server goes on.
-    pub fn start<S>(now: Instant, service: &S, conn: Connection<P, ServerRole>) -> Option<Self>
+    pub fn start<S>(now: Instant, service: &S, mut conn: Connection<P, ServerRole>) -> Option<Self>
     where
         S: Service<Handler = H>,
     {
-        let handler = make_handler(service, conn.info())?;
+        let handler = make_handler(now, service, &mut conn)?;
         Some(Self::from_connection(now, handler, conn))
     }
 
@@ -291,7 +291,10 @@ where
         };
         match catch_unwind(AssertUnwindSafe(|| f(handler, &mut cx))) {
             Ok(res) => res,
-            Err(panic) => Err(panic_message("handler", panic).into()),
+            Err(panic) => {
+                self.conn.count_handler_panic();
+                Err(Box::new(HandlerPanic(panic_message("handler", panic))))
+            }
         }
     }
 
@@ -317,8 +320,11 @@ where
         if let Some(handler) = self.handler.as_mut()
             && let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnection(&mut cx)))
         {
-            let info = self.conn.info();
-            tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("on_disconnection", panic), "exception occurred during processing of request");
+            self.conn.count_handler_panic();
+            if let Some(suppressed) = self.conn.log_budget(now) {
+                let info = self.conn.info();
+                tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("on_disconnection", panic), suppressed, "exception occurred during processing of request");
+            }
         }
         self.finish();
     }
@@ -333,7 +339,12 @@ where
     }
 
     fn failed(&mut self, now: Instant, err: HandlerError, disconnect: bool) {
-        let _ = log_handler_error(self.conn.info(), err); // any error closes abortively
+        // Any error closes abortively; a panic was counted where it was caught.
+        let panicked = err.is::<HandlerPanic>();
+        let conn = &self.conn;
+        if log_handler_error(conn.info(), err, || conn.log_budget(now)) && !panicked {
+            self.conn.count_handler_error();
+        }
         if disconnect {
             self.disconnect(now);
         }
@@ -409,37 +420,66 @@ where
     }
 }
 
+/// A handler panic turned into its error (counted as a panic, not as an error too).
+#[derive(Debug)]
+struct HandlerPanic(String);
+
+impl std::fmt::Display for HandlerPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HandlerPanic {}
+
 /// Logs an error a handler returned (or a panic), once, by the one rule every handler kind
 /// follows: a send on a closed client is a WARN (the peer left while the handler answered),
 /// an async handler's `RecvError::Closed` propagated with `?` is a normal end (not logged),
 /// anything else an ERROR. The error's `Display` and `Drop` are user code: contained.
 /// Returns true for an ERROR: the connection failed (the closed cases are normal ends).
-pub(crate) fn log_handler_error(info: &ConnInfo, err: HandlerError) -> bool {
+/// `budget` is asked before a line is written (a client can cause errors at will).
+pub(crate) fn log_handler_error(
+    info: &ConnInfo,
+    err: HandlerError,
+    budget: impl FnOnce() -> Option<u64>,
+) -> bool {
     let failed = if matches!(
         err.downcast_ref::<super::RecvError>(),
         Some(super::RecvError::Closed)
     ) {
         false // an async handler's `recv()?` after the peer left
     } else if matches!(err.downcast_ref::<SendError>(), Some(SendError::Closed)) {
-        tracing::warn!(conn = %info.id, peer = %info.peer, "handler sent on a closed client");
+        if let Some(suppressed) = budget() {
+            tracing::warn!(conn = %info.id, peer = %info.peer, suppressed, "handler sent on a closed client");
+        }
         false
     } else {
-        let text = catch_unwind(AssertUnwindSafe(|| err.to_string()))
-            .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
-        tracing::error!(conn = %info.id, peer = %info.peer, error = text, "exception occurred during processing of request");
+        if let Some(suppressed) = budget() {
+            let text = catch_unwind(AssertUnwindSafe(|| err.to_string()))
+                .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
+            tracing::error!(conn = %info.id, peer = %info.peer, error = text, suppressed, "exception occurred during processing of request");
+        }
         true
     };
     drop_contained(info, err);
     failed
 }
 
-/// Makes a connection's handler with `service`; a panicking factory is logged once and
-/// gives `None` (the caller drops the connection).
-pub(crate) fn make_handler<S: Service>(service: &S, info: &ConnInfo) -> Option<S::Handler> {
-    match catch_unwind(AssertUnwindSafe(|| service.new_handler(info))) {
+/// Makes a connection's handler with `service`; a panicking factory is counted, logged
+/// once and gives `None` (the caller drops the connection).
+pub(crate) fn make_handler<S: Service, P: StreamServerProtocol>(
+    now: Instant,
+    service: &S,
+    conn: &mut Connection<P, ServerRole>,
+) -> Option<S::Handler> {
+    match catch_unwind(AssertUnwindSafe(|| service.new_handler(conn.info()))) {
         Ok(handler) => Some(handler),
         Err(panic) => {
-            tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("handler factory", panic), "cannot make a handler; connection dropped");
+            conn.count_handler_panic();
+            if let Some(suppressed) = conn.log_budget(now) {
+                let info = conn.info();
+                tracing::error!(conn = %info.id, peer = %info.peer, error = %panic_message("handler factory", panic), suppressed, "cannot make a handler; connection dropped");
+            }
             None
         }
     }

@@ -152,14 +152,17 @@ where
 
     pub(super) fn with(b: StreamSimBuilder<S, P>, make: MakeSession<S, P>) -> Self {
         let now = Instant::now();
+        let machine = Server::new(b.shutdown_timeout);
+        // Server connections count into the machine, as a driver sets it up.
+        let config = b.config.with_recorder(machine.recorder().clone());
         let mut sim = Self {
             start: now,
             now,
             service: Arc::new(b.service),
             protocol: Arc::new(b.protocol),
-            machine: Server::new(b.shutdown_timeout),
+            machine,
             make,
-            config: b.config,
+            config,
             client_config: b.client_config,
             #[cfg(feature = "tls")]
             tls: b.tls,
@@ -230,6 +233,11 @@ where
     /// The service (to look at state it keeps).
     pub fn service(&self) -> &S {
         &self.service
+    }
+
+    /// The server's counters, as a driver's `stats()` reports them.
+    pub fn stats(&self) -> crate::stats::ServerStats {
+        self.machine.stats()
     }
 
     /// True while the server serves: `service_init` succeeded and no shutdown or close
