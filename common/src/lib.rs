@@ -13,6 +13,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bind;
+mod client;
 mod error;
 mod event;
 mod recv;
@@ -25,6 +26,10 @@ pub mod unix;
 pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
     udp_sockets,
+};
+pub use client::{
+    HAPPY_EYEBALLS_DELAY, TcpClientOptions, attempt_order, attempts_failed, connect_timed_out,
+    start_connect,
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;

@@ -23,18 +23,22 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod connect;
 mod control;
 mod tcp;
 mod thread;
 mod udp;
+mod udp_client;
 #[cfg(unix)]
 mod unix;
 mod worker;
 
-pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
+#[allow(deprecated)]
+pub use client::TcpResponses;
+pub use client::{Responses, TcpClient};
 pub use control::ServerHandle;
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpClientOptions,
 };
 pub use easynet_core as core;
 /// The rustls our TLS types come from (feature `tls`).
@@ -43,6 +47,7 @@ pub use easynet_core::rustls;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};
 pub use udp::{StandaloneUdpServer, UdpServerBuilder};
+pub use udp_client::{UdpClient, UdpResponses};
 #[cfg(unix)]
 pub use unix::{
     StandaloneUnixDatagramServer, StandaloneUnixStreamServer, UnixDatagramClient,

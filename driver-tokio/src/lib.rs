@@ -26,6 +26,7 @@ mod async_datagram;
 mod async_stream;
 mod client;
 mod conn;
+mod connect;
 mod datagram_server;
 mod dgram;
 mod shell;
@@ -33,15 +34,16 @@ mod socket;
 mod stream_server;
 mod tcp;
 mod udp;
+mod udp_client;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 mod unix_client;
 
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
-pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
+pub use client::{AsyncTcpClient, Responses};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpClientOptions,
 };
 pub use easynet_core as core;
 pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
@@ -51,6 +53,7 @@ pub use easynet_core::rustls;
 pub use socket::StreamSocket;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};
+pub use udp_client::{AsyncUdpClient, UdpResponses};
 #[cfg(unix)]
 pub use unix::{
     AsyncUnixDatagramServer, AsyncUnixStreamServer, UnixDatagramServerBuilder,

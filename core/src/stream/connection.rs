@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::action::{Action, Linger, Want};
-use super::{CloseHow, Role, StreamConfig};
+use super::{CloseHow, HandshakeError, Role, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
 use crate::panic_message;
 use crate::protocol::{SerializeError, StreamProtocol};
@@ -131,6 +131,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     info: ConnInfo,
     /// What pushers queue for this connection, once one was made.
     outbox: Option<Arc<Outbox>>,
+    /// Why the TLS handshake failed, for a client to return.
+    handshake_error: Option<HandshakeError>,
     _role: PhantomData<fn() -> R>,
 }
 
@@ -177,6 +179,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             config,
             info,
             outbox: None,
+            handshake_error: None,
             _role: PhantomData,
         }
     }
@@ -212,6 +215,21 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// True once messages can flow (at once for plain TCP, after the TLS handshake).
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// Why the TLS handshake failed, once it has (a client returns it from its connect);
+    /// `None` while it may still complete, after it did, and on a plain connection.
+    /// [`HandshakeError::Abandoned`] when the connection was closed or aborted during it.
+    /// The cause is taken: a second call returns `Abandoned`.
+    pub fn take_handshake_error(&mut self) -> Option<HandshakeError> {
+        if self.ready || !self.is_closing() {
+            return None;
+        }
+        Some(
+            self.handshake_error
+                .take()
+                .unwrap_or(HandshakeError::Abandoned),
+        )
     }
 
     /// True once sends are refused: a close began, or the connection is closed.
@@ -275,7 +293,17 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.tls_pending = 0;
             if let Err(err) = res {
                 if matches!(self.phase, Phase::Handshaking { .. }) {
-                    tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, "error during TLS handshake");
+                    if R::SERVER {
+                        tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, "error during TLS handshake");
+                    } else {
+                        // The client's connect returns it.
+                        tracing::debug!(peer = %self.info.peer, error = %err, "error during TLS handshake");
+                    }
+                    self.handshake_error = Some(match err {
+                        crate::tls::TlsError::Rustls(e) => HandshakeError::Tls(e),
+                        crate::tls::TlsError::NotTls(b) => HandshakeError::NotTls(b),
+                        crate::tls::TlsError::Io(e) => HandshakeError::Io(e),
+                    });
                 } else {
                     tracing::debug!(conn = %self.info.id, peer = %self.info.peer, error = %err, "TLS error");
                 }
@@ -363,6 +391,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         let _ = now;
         self.eof = true;
         if let Phase::Handshaking { .. } = self.phase {
+            self.handshake_error.get_or_insert(HandshakeError::Eof);
             self.closing = true;
             self.phase = Phase::Closed(CloseHow::Abort);
         }
@@ -396,6 +425,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         match self.phase {
             Phase::Handshaking { deadline } if now >= deadline => {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
+                self.handshake_error =
+                    Some(HandshakeError::Timeout(self.config.tls_handshake_timeout));
                 self.closing = true;
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
