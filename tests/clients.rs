@@ -629,3 +629,46 @@ fn closing_a_udp_client_releases_its_socket() {
         drop(UdpSocket::bind(me).unwrap());
     });
 }
+
+#[test]
+fn udp_local_address_and_existing_socket() {
+    let peer = udp_peer();
+    let server = peer.local_addr().unwrap();
+    let local: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let answer = |expect: &[u8]| {
+        let mut buf = [0; 64];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], expect);
+        peer.send_to(&buf[..n], from).unwrap();
+        from
+    };
+
+    let mut c = UdpClient::connect_from(server, local, Datagram::lines()).unwrap();
+    c.send(&"from".to_owned()).unwrap();
+    assert_eq!(answer(b"from").ip(), local.ip());
+    assert_eq!(c.recv_timeout(LIMIT).unwrap(), "from");
+    let unconnected = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let refused = UdpClient::from_std(unconnected, Datagram::lines());
+    assert!(matches!(refused, Err(ClientError::Io(_))), "{refused:?}");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server).unwrap();
+    let mut c = UdpClient::from_std(socket, Datagram::lines()).unwrap();
+    c.send(&"std".to_owned()).unwrap();
+    answer(b"std");
+    assert_eq!(c.recv_timeout(LIMIT).unwrap(), "std");
+
+    rt().block_on(async {
+        let mut c = AsyncUdpClient::connect_from(server, local, Datagram::lines())
+            .await
+            .unwrap();
+        c.send(&"from".to_owned()).await.unwrap();
+        assert_eq!(answer(b"from").ip(), local.ip());
+        assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), "from");
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(server).unwrap();
+        let mut c = AsyncUdpClient::from_std(socket, Datagram::lines()).unwrap();
+        c.send(&"std".to_owned()).await.unwrap();
+        answer(b"std");
+        assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), "std");
+    });
+}

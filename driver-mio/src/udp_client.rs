@@ -85,17 +85,62 @@ pub(crate) use datagram_client_methods;
 impl<P: DatagramClientProtocol> UdpClient<P> {
     /// Binds an ephemeral port of the right family and connects to `addr`.
     pub fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
+        Self::connect_inner(addr, None, protocol)
+    }
+
+    /// Binds `local` (port 0: any port) and connects to the first address of `addr` of the
+    /// same family (EasyNetwork's `local_address`; the family follows from it).
+    ///
+    /// ```no_run
+    /// use easynet_core::protocol::Datagram;
+    /// use easynet_mio::UdpClient;
+    ///
+    /// let local = "127.0.0.1:0".parse().unwrap();
+    /// let client = UdpClient::connect_from("localhost:9000", local, Datagram::lines())?;
+    /// # Ok::<(), easynet_mio::ClientError>(())
+    /// ```
+    pub fn connect_from(
+        addr: impl ToSocketAddrs,
+        local: SocketAddr,
+        protocol: P,
+    ) -> Result<Self, ClientError> {
+        Self::connect_inner(addr, Some(local), protocol)
+    }
+
+    fn connect_inner(
+        addr: impl ToSocketAddrs,
+        local: Option<SocketAddr>,
+        protocol: P,
+    ) -> Result<Self, ClientError> {
         let target = addr
             .to_socket_addrs()?
-            .next()
+            .find(|a| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4()))
             .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no address"))?;
-        let local: SocketAddr = if target.is_ipv6() {
+        let local: SocketAddr = local.unwrap_or(if target.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
+        });
         let socket = UdpSocket::bind(local)?;
         socket.connect(target)?;
+        Self::from_std(socket, protocol)
+    }
+
+    /// A client over a UDP socket already connected to its server (EasyNetwork's socket
+    /// form).
+    ///
+    /// ```no_run
+    /// use easynet_core::protocol::Datagram;
+    /// use easynet_mio::UdpClient;
+    ///
+    /// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// socket.connect("127.0.0.1:9000")?;
+    /// let client = UdpClient::from_std(socket, Datagram::lines())?;
+    /// # Ok::<(), easynet_mio::ClientError>(())
+    /// ```
+    pub fn from_std(socket: UdpSocket, protocol: P) -> Result<Self, ClientError> {
+        socket.peer_addr()?; // connected, or NotConnected
+        socket.set_nonblocking(false)?;
         Ok(Self {
             inner: DgramClient::new(ClientDgram::Udp(socket), protocol),
         })

@@ -109,19 +109,66 @@ impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
     ///
     /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
     pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
+        Self::connect_inner(addr, None, protocol).await
+    }
+
+    /// Binds `local` (port 0: any port) and connects to the first address of `addr` of the
+    /// same family (EasyNetwork's `local_address`; the family follows from it).
+    ///
+    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
+    ///
+    /// ```no_run
+    /// use easynet_core::protocol::Datagram;
+    /// use easynet_tokio::AsyncUdpClient;
+    ///
+    /// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+    /// let local = "127.0.0.1:0".parse().unwrap();
+    /// let client = AsyncUdpClient::connect_from("localhost:9000", local, Datagram::lines()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_from(
+        addr: impl ToSocketAddrs,
+        local: SocketAddr,
+        protocol: P,
+    ) -> Result<Self, ClientError> {
+        Self::connect_inner(addr, Some(local), protocol).await
+    }
+
+    async fn connect_inner(
+        addr: impl ToSocketAddrs,
+        local: Option<SocketAddr>,
+        protocol: P,
+    ) -> Result<Self, ClientError> {
         let target = tokio::net::lookup_host(addr)
             .await?
-            .next()
+            .find(|a| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4()))
             .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no address"))?;
-        let local: SocketAddr = if target.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
+        let local = local.unwrap_or_else(|| unspecified(target));
         let socket = UdpSocket::bind(local).await?;
         socket.connect(target).await?;
         Ok(Self {
             inner: DgramClient::new(ClientDgram::Udp(socket), protocol),
+        })
+    }
+
+    /// A client over a UDP socket already connected to its server (EasyNetwork's socket
+    /// form). Must be called within a runtime.
+    ///
+    /// ```no_run
+    /// use easynet_core::protocol::Datagram;
+    /// use easynet_tokio::AsyncUdpClient;
+    ///
+    /// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+    /// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// socket.connect("127.0.0.1:9000")?;
+    /// let client = AsyncUdpClient::from_std(socket, Datagram::lines())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_std(socket: std::net::UdpSocket, protocol: P) -> Result<Self, ClientError> {
+        socket.peer_addr()?; // connected, or NotConnected
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            inner: DgramClient::new(ClientDgram::Udp(UdpSocket::from_std(socket)?), protocol),
         })
     }
 
@@ -222,6 +269,15 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(ClientError::Timeout),
             Err(e) => Err(ClientError::Io(e)),
         }
+    }
+}
+
+/// The unspecified address of `target`'s family, any port.
+pub(crate) fn unspecified(target: SocketAddr) -> SocketAddr {
+    if target.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     }
 }
 
