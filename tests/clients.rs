@@ -672,3 +672,96 @@ fn udp_local_address_and_existing_socket() {
         assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), "std");
     });
 }
+
+// ---- Unix -------------------------------------------------------------------------------
+
+#[cfg(target_os = "linux")]
+mod unix {
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+
+    use easynet::mio::{UnixDatagramClient, UnixStreamClient};
+    use easynet::tokio::{AsyncUnixDatagramClient, AsyncUnixStreamClient};
+
+    use super::support::unix::TempPath;
+    use super::*;
+
+    #[test]
+    fn unix_stream_send_eof_half_closes() {
+        for kind in ["blocking", "async"] {
+            let path = TempPath::new("send-eof");
+            let listener = UnixListener::bind(path.path()).unwrap();
+            let peer = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(LIMIT)).unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                s.write_all(&got).unwrap();
+                got
+            });
+            if kind == "blocking" {
+                let mut c = UnixStreamClient::connect(path.path(), Stream::lines()).unwrap();
+                c.send(&"one".to_owned()).unwrap();
+                c.send_eof().unwrap();
+                assert!(matches!(c.send(&"x".to_owned()), Err(ClientError::Closed)));
+                assert_eq!(c.recv_timeout(LIMIT).unwrap(), "one");
+                assert!(matches!(c.recv_timeout(LIMIT), Err(ClientError::Eof)));
+            } else {
+                rt().block_on(async {
+                    let mut c = AsyncUnixStreamClient::connect(path.path(), Stream::lines())
+                        .await
+                        .unwrap();
+                    c.send(&"one".to_owned()).await.unwrap();
+                    c.send_eof().await.unwrap();
+                    assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), "one");
+                    assert!(matches!(c.recv_timeout(LIMIT).await, Err(ClientError::Eof)));
+                });
+            }
+            assert_eq!(peer.join().unwrap(), b"one\n");
+        }
+    }
+
+    /// A raw Unix datagram server: learns the client's address from its first datagram,
+    /// then queues `answer` for it.
+    fn answer_first(server: &UnixDatagram, answer: &[u8]) {
+        let mut buf = [0; 64];
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to_addr(answer, &from).unwrap();
+    }
+
+    #[test]
+    fn unix_datagram_zero_timeout_and_close() {
+        let path = TempPath::new("dgram-zero");
+        let server = UnixDatagram::bind(path.path()).unwrap();
+        server.set_read_timeout(Some(LIMIT)).unwrap();
+
+        let mut c = UnixDatagramClient::connect(path.path(), Datagram::lines()).unwrap();
+        c.send(&"hi".to_owned()).unwrap();
+        answer_first(&server, b"queued");
+        assert_eq!(c.recv_timeout(Duration::ZERO).unwrap(), "queued");
+        assert!(matches!(
+            c.recv_timeout(Duration::ZERO),
+            Err(ClientError::Timeout)
+        ));
+        c.close();
+        assert!(c.is_closed() && c.socket().is_none() && c.local_addr().is_err());
+
+        rt().block_on(async {
+            let mut c = AsyncUnixDatagramClient::connect(path.path(), Datagram::lines())
+                .await
+                .unwrap();
+            c.send(&"hi".to_owned()).await.unwrap();
+            answer_first(&server, b"queued");
+            assert_eq!(c.recv_timeout(Duration::ZERO).await.unwrap(), "queued");
+            assert!(matches!(
+                c.recv_timeout(Duration::ZERO).await,
+                Err(ClientError::Timeout)
+            ));
+            c.close();
+            assert!(c.is_closed() && c.socket().is_none());
+            assert!(matches!(
+                c.send(&"x".to_owned()).await,
+                Err(ClientError::Closed)
+            ));
+        });
+    }
+}
