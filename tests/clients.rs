@@ -673,6 +673,53 @@ fn udp_local_address_and_existing_socket() {
     });
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn udp_ignores_other_peers_and_reports_an_unreachable_port() {
+    let peer = udp_peer();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut c = UdpClient::connect(peer.local_addr().unwrap(), Datagram::lines()).unwrap();
+    let me = c.local_addr().unwrap();
+    // Connected: the kernel drops what others send; the server's datagram comes first.
+    stranger.send_to(b"stranger", me).unwrap();
+    peer.send_to(b"server", me).unwrap();
+    assert_eq!(c.recv_timeout(LIMIT).unwrap(), "server");
+    assert!(matches!(
+        c.recv_timeout(Duration::ZERO),
+        Err(ClientError::Timeout)
+    ));
+    // Nobody at the port: the ICMP port unreachable comes back as ConnectionRefused.
+    let gone = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = |e: &ClientError| matches!(e, ClientError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    let mut c = UdpClient::connect(gone, Datagram::lines()).unwrap();
+    c.send(&"anyone?".to_owned()).unwrap();
+    let e = c.recv_timeout(LIMIT).unwrap_err();
+    assert!(refused(&e), "{e:?}");
+
+    rt().block_on(async {
+        let mut c = AsyncUdpClient::connect(peer.local_addr().unwrap(), Datagram::lines())
+            .await
+            .unwrap();
+        let me = c.local_addr().unwrap();
+        stranger.send_to(b"stranger", me).unwrap();
+        peer.send_to(b"server", me).unwrap();
+        assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), "server");
+        assert!(matches!(
+            c.recv_timeout(Duration::ZERO).await,
+            Err(ClientError::Timeout)
+        ));
+        let mut c = AsyncUdpClient::connect(gone, Datagram::lines())
+            .await
+            .unwrap();
+        c.send(&"anyone?".to_owned()).await.unwrap();
+        let e = c.recv_timeout(LIMIT).await.unwrap_err();
+        assert!(refused(&e), "{e:?}");
+    });
+}
+
 // ---- Unix -------------------------------------------------------------------------------
 
 #[cfg(target_os = "linux")]
