@@ -75,8 +75,9 @@ macro_rules! stream_client_methods {
         /// still be received. Later sends fail with [`ClientError::Closed`]. Idempotent;
         /// not supported over TLS (an `Unsupported` I/O error), as in EasyNetwork.
         ///
-        /// Cancel safety: once called, later sends fail even if the call was dropped;
-        /// the end-of-stream itself may then not have been sent.
+        /// Cancel safety: dropped before its first poll, it did nothing; dropped later,
+        /// sends are refused from then on, and the end-of-stream may not have been sent
+        /// (it is sent by `close`, or when the client is dropped).
         pub async fn send_eof(&mut self) -> Result<(), ClientError> {
             self.inner.send_eof().await
         }
