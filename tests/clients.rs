@@ -286,6 +286,31 @@ mod tls {
         }
     }
 
+    #[cfg(feature = "webpki-roots")]
+    #[test]
+    fn the_default_trust_store_verifies_and_refuses_a_self_signed_certificate() {
+        let id = certs::Identity::localhost();
+        let server = drivers::mio(Opts {
+            tls: Some(id.server_config()),
+            ..Opts::default()
+        });
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = easynet::mio::webpki_roots_config(provider).unwrap();
+        let options = || TcpClientOptions::new().tls(config.clone(), certs::localhost());
+        for (e, _) in both_fail(server.addr, options) {
+            assert!(
+                matches!(
+                    &e,
+                    ClientError::Handshake(HandshakeError::Tls(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::UnknownIssuer
+                    )))
+                ),
+                "{e:?}"
+            );
+        }
+        server.stop();
+    }
+
     #[test]
     fn send_eof_is_not_supported_over_tls() {
         let id = certs::Identity::localhost();

@@ -244,3 +244,35 @@ fn in_progress(e: &io::Error) -> bool {
     }
     e.kind() == io::ErrorKind::WouldBlock
 }
+
+/// A rustls client configuration that trusts Mozilla's root certificates (the
+/// `webpki-roots` crate): what a client connecting to public servers needs, with the crypto
+/// `provider` the application chose (easynet enables none). Feature `webpki-roots`.
+///
+/// webpki-roots rather than the OS store (rustls-native-certs): the roots are data compiled
+/// in, the same on every platform and in containers without a CA bundle, with no platform
+/// code; they change with the crate's releases.
+///
+/// ```
+/// use std::sync::Arc;
+/// use easynet_common::{TcpClientOptions, webpki_roots_config};
+///
+/// let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// let config = webpki_roots_config(provider).unwrap();
+/// let name = "example.com".try_into().unwrap();
+/// let options = TcpClientOptions::new().tls(config, name);
+/// assert!(options.tls.is_some());
+/// ```
+#[cfg(feature = "webpki-roots")]
+pub fn webpki_roots_config(
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}

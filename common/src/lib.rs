@@ -27,6 +27,8 @@ pub use bind::{
     BindError, Host, ListenOptions, resolve, set_abortive, tcp_listeners, tune_accepted,
     udp_sockets,
 };
+#[cfg(feature = "webpki-roots")]
+pub use client::webpki_roots_config;
 pub use client::{
     HAPPY_EYEBALLS_DELAY, TcpClientOptions, attempt_order, attempts_failed, connect_timed_out,
     start_connect,

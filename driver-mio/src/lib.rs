@@ -37,6 +37,8 @@ mod worker;
 pub use client::TcpResponses;
 pub use client::{Responses, TcpClient};
 pub use control::ServerHandle;
+#[cfg(feature = "webpki-roots")]
+pub use easynet_common::webpki_roots_config;
 pub use easynet_common::{
     BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpClientOptions,
 };

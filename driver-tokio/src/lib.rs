@@ -42,6 +42,8 @@ mod unix_client;
 
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, Responses};
+#[cfg(feature = "webpki-roots")]
+pub use easynet_common::webpki_roots_config;
 pub use easynet_common::{
     BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpClientOptions,
 };
