@@ -43,6 +43,7 @@ struct Args {
     json: bool,
     addr: String,
     /// TLS: the server name, and the CA file (none: the system's).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls: Option<(String, Option<String>)>,
     messages: Vec<String>,
 }

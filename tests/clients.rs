@@ -12,7 +12,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use easynet::mio::{ClientError, TcpClient, TcpClientOptions, UdpClient};
@@ -65,6 +64,8 @@ fn both_connect(
 
 #[cfg(feature = "tls")]
 mod tls {
+    use std::sync::mpsc;
+
     use super::*;
     use easynet::stream::HandshakeError;
     use rustls::pki_types::{PrivateKeyDer, ServerName};
