@@ -20,6 +20,11 @@ use easynet_core::stream::{ClientRole, Connection};
 
 /// A blocking stream client: send requests, receive responses, with protocol `P`.
 ///
+/// Threads: the client is `Send`, and `Sync` when its protocol is; its calls take
+/// `&mut self`, so threads share one behind a `Mutex` (a receive waiting holds the lock).
+/// It is not split into a sender and a receiver half: under TLS one rustls state serves
+/// both directions.
+///
 /// ```no_run
 /// use easynet_core::protocol::Stream;
 /// use easynet_mio::TcpClient;

@@ -11,6 +11,8 @@ use easynet_core::protocol::DatagramClientProtocol;
 
 /// A blocking UDP client connected to one server address.
 ///
+/// Threads: `Send`, and `Sync` when its protocol is; share it behind a `Mutex`.
+///
 /// ```no_run
 /// use easynet_core::protocol::Datagram;
 /// use easynet_mio::UdpClient;
