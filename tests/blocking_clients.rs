@@ -75,7 +75,7 @@ fn tls_client_and_untrusted_certificate() {
             other.client_config(),
             certs::localhost(),
         );
-        assert!(matches!(res, Err(ClientError::Handshake)), "{res:?}");
+        assert!(matches!(res, Err(ClientError::Handshake(_))), "{res:?}");
         server.stop();
     });
 }

@@ -171,7 +171,7 @@ async fn untrusted_certificate_is_a_typed_handshake_error() {
     )
     .await
     .unwrap();
-    assert!(matches!(res, Err(ClientError::Handshake)), "{res:?}");
+    assert!(matches!(res, Err(ClientError::Handshake(_))), "{res:?}");
     server.shutdown().await;
     task.await.unwrap().unwrap();
 }

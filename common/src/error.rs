@@ -106,12 +106,17 @@ pub enum ClientError {
     /// The request could not be serialized; nothing was sent.
     #[error(transparent)]
     Serialize(#[from] SerializeError),
-    /// The TLS handshake failed or timed out.
-    #[error("TLS handshake failed")]
-    Handshake,
+    /// The TLS handshake failed, timed out, or met a peer that does not speak TLS; it
+    /// says which (`CaUsedAsEndEntity`, `UnknownIssuer`, ...). The cause is in the text, not
+    /// in `source`, so a chain printer prints it once.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(easynet_core::stream::HandshakeError),
     /// A socket error.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// An option is invalid (`max_recv_size` 0, ...); nothing was done.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl From<SendError> for ClientError {

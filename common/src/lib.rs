@@ -17,6 +17,7 @@
 #[cfg(unix)]
 mod activation;
 mod bind;
+mod client;
 mod error;
 mod event;
 mod recv;
@@ -31,6 +32,12 @@ pub use activation::{ActivationError, InheritedSocket, LISTEN_FDS_START, SocketK
 pub use bind::{
     BindError, Host, ListenOptions, TcpKeepalive, resolve, set_abortive, tcp_listeners,
     tune_accepted, tune_accepted_with, udp_sockets,
+};
+#[cfg(feature = "webpki-roots")]
+pub use client::webpki_roots_config;
+pub use client::{
+    HAPPY_EYEBALLS_DELAY, TcpClientOptions, attempt_order, attempts_failed, connect_timed_out,
+    start_connect,
 };
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;

@@ -25,6 +25,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+/// Bytes of a server's first record header a client checks before rustls sees them.
+const HEADER_CHECKED: u8 = 3;
+
 /// What the handshake settled, for handlers and logs.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -51,6 +54,10 @@ pub enum TlsError {
     /// Reading TLS records failed (a record larger than rustls accepts, say).
     #[error("TLS I/O error: {0}")]
     Io(#[source] io::Error),
+    /// A client's first bytes from the server are not the start of a TLS record (holds
+    /// the first bytes, 16 at most).
+    #[error("the peer does not speak TLS (it sent {0:?})")]
+    NotTls(bytes::Bytes),
 }
 
 /// A server's TLS configuration that can be replaced while the server runs.
@@ -164,6 +171,9 @@ impl std::fmt::Debug for SharedServerConfig {
 pub struct TlsSession {
     conn: rustls::Connection,
     peer_closed: bool,
+    /// Bytes of the first record header checked so far (a client checks 3; a server
+    /// leaves it to rustls).
+    checked: u8,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -177,10 +187,36 @@ impl std::fmt::Debug for TlsSession {
 impl TlsSession {
     fn wrap(mut conn: rustls::Connection) -> Self {
         conn.set_buffer_limit(None);
+        let checked = match conn {
+            rustls::Connection::Client(_) => 0,
+            rustls::Connection::Server(_) => HEADER_CHECKED,
+        };
         Self {
             conn,
             peer_closed: false,
+            checked,
         }
+    }
+
+    /// A client checks the server's first bytes itself: rustls waits for a whole record
+    /// header, so a plain-text server that sent a short line would hold the handshake until
+    /// its deadline. A server's first record is a handshake (0x16) or an alert (0x15),
+    /// version 3.x with x <= 4.
+    fn check_first_bytes(&mut self, data: &[u8]) -> Result<(), TlsError> {
+        let wanted = usize::from(HEADER_CHECKED - self.checked);
+        for &b in data.iter().take(wanted) {
+            let ok = match self.checked {
+                0 => b == 0x15 || b == 0x16,
+                1 => b == 0x03,
+                _ => b <= 0x04,
+            };
+            if !ok {
+                let shown = &data[..data.len().min(16)];
+                return Err(TlsError::NotTls(bytes::Bytes::copy_from_slice(shown)));
+            }
+            self.checked += 1;
+        }
+        Ok(())
     }
 
     /// A server session.
@@ -212,6 +248,9 @@ impl TlsSession {
         mut data: &[u8],
         plaintext: &mut BytesMut,
     ) -> Result<(), TlsError> {
+        if self.checked < HEADER_CHECKED {
+            self.check_first_bytes(data)?;
+        }
         while !data.is_empty() {
             // read_tls takes what fits in its buffer; process and drain, then go on.
             let n = self.conn.read_tls(&mut data).map_err(TlsError::Io)?;

@@ -19,7 +19,7 @@ use easynet_core::handler::{ConnInfo, Received};
 use easynet_core::protocol::{Lines, Stream, Utf8};
 use easynet_core::sim::{ClientId, ClientState, StreamSim};
 use easynet_core::stream::blocking::{self, BlockingError, BlockingIo, Progress};
-use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
+use easynet_core::stream::{ClientRole, CloseHow, Connection, HandshakeError, StreamConfig};
 use easynet_core::tls::TlsSession;
 use proptest::prelude::*;
 use support::certs::{Identity, localhost};
@@ -551,7 +551,10 @@ fn a_silent_server_fails_the_handshake_at_its_deadline() {
     let t0 = clock.now();
     let mut conn = tls_client(t0, &id);
     let res = blocking::handshake(&mut conn, &mut peer, clock.f());
-    assert!(matches!(res, Err(BlockingError::Handshake)), "{res:?}");
+    assert!(
+        matches!(res, Err(BlockingError::Handshake(HandshakeError::Timeout(t))) if t == StreamConfig::default().tls_handshake_timeout),
+        "{res:?}"
+    );
     assert_eq!(
         clock.now(),
         t0 + StreamConfig::default().tls_handshake_timeout
@@ -565,9 +568,17 @@ fn an_untrusted_certificate_fails_the_handshake_at_once() {
     let mut peer = TlsPeer::new(&id);
     let clock = peer.sim.clone();
     let t0 = clock.now();
-    let mut conn = tls_client(t0, &Identity::localhost());
+    let mut conn = tls_client(t0, &Identity::localhost_named("another CA"));
     let res = blocking::handshake(&mut conn, &mut peer, clock.f());
-    assert!(matches!(res, Err(BlockingError::Handshake)), "{res:?}");
+    assert!(
+        matches!(
+            &res,
+            Err(BlockingError::Handshake(HandshakeError::Tls(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            )))
+        ),
+        "{res:?}"
+    );
     assert_eq!(clock.now(), t0);
     assert!(conn.is_closed() && peer.abortive);
     assert!(!peer.log.seen().contains(&Seen::Connected));
@@ -587,4 +598,45 @@ fn a_tls_close_is_bounded_by_its_deadline() {
     assert_eq!(how, CloseHow::Abort);
     assert_eq!(clock.now(), t1 + StreamConfig::default().shutdown_timeout);
     assert!(peer.abortive && !peer.fin);
+}
+
+/// A client meeting a server that answers in plain text.
+fn not_tls(read_chunk: usize) -> (Result<(), BlockingError>, Duration, Peer) {
+    let clock = Clock::new();
+    let t0 = clock.now();
+    let mut peer = Peer::new(&clock, [Step::Bytes(b"hi\n".to_vec())]);
+    peer.read_chunk = read_chunk;
+    let mut conn = tls_client(t0, &Identity::localhost());
+    let res = blocking::handshake(&mut conn, &mut peer, clock.f());
+    assert!(conn.is_closed());
+    (res, clock.now() - t0, peer)
+}
+
+#[test]
+fn a_plain_text_server_fails_the_handshake_on_its_first_bytes() {
+    for chunk in [usize::MAX, 1] {
+        let (res, waited, peer) = not_tls(chunk);
+        let Err(BlockingError::Handshake(HandshakeError::NotTls(sent))) = &res else {
+            panic!("{res:?}");
+        };
+        // Byte by byte, the first byte is enough.
+        let expected: &[u8] = if chunk == 1 { b"h" } else { b"hi\n" };
+        assert_eq!(&sent[..], expected);
+        assert_eq!(waited, Duration::ZERO, "no wait for the deadline");
+        assert!(peer.abortive);
+        let text = res.unwrap_err().to_string();
+        assert!(text.contains("does not speak TLS"), "{text}");
+    }
+}
+
+#[test]
+fn a_record_header_split_across_reads_is_not_mistaken_for_plain_text() {
+    // A real server's flight, one byte per read: the checks span reads.
+    let id = Identity::localhost();
+    let mut peer = TlsPeer::new(&id);
+    peer.read_chunk = 1;
+    let clock = peer.sim.clone();
+    let mut conn = tls_client(clock.now(), &id);
+    blocking::handshake(&mut conn, &mut peer, clock.f()).unwrap();
+    assert!(conn.is_ready());
 }

@@ -1,24 +1,29 @@
-//! Blocking clients: [`TcpClient`] (optionally TLS) and [`UdpClient`], over `std::net`
-//! sockets, speaking the same protocol definitions as the servers from the other side.
+//! The blocking stream client: [`TcpClient`] (optionally TLS), over `std::net` sockets,
+//! speaking the same protocol definitions as the servers from the other side; the Unix
+//! stream client shares its machinery. The datagram client is in `udp_client`.
 //!
 //! `TcpClient` drives the core's [`Connection`] with [`ClientRole`] through the core's
 //! [`blocking`] helpers, so framing, the partial-bytes rule, TLS, deadlines and the graceful
 //! close are the servers' own code; this module only opens sockets.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use easynet_common::ClientError;
+use easynet_common::{ClientError, TcpClientOptions};
 use easynet_core::ConnId;
 use easynet_core::handler::{ConnInfo, Received};
-use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
+use easynet_core::protocol::StreamClientProtocol;
 use easynet_core::stream::blocking::{self, BlockingError, BlockingIo};
-use easynet_core::stream::{ClientRole, Connection, StreamConfig};
+use easynet_core::stream::{ClientRole, Connection};
 
 /// A blocking stream client: send requests, receive responses, with protocol `P`.
+///
+/// Threads: the client is `Send`, and `Sync` when its protocol is; its calls take
+/// `&mut self`, so threads share one behind a `Mutex` (a receive waiting holds the lock).
+/// It is not split into a sender and a receiver half: under TLS one rustls state serves
+/// both directions.
 ///
 /// ```no_run
 /// use easynet_core::protocol::Stream;
@@ -88,6 +93,10 @@ pub(crate) struct StreamClient<P: StreamClientProtocol> {
     stream: ClientStream,
     conn: Connection<P, ClientRole>,
     closed: bool,
+    /// `send_eof` was called: no more sends.
+    eof_sent: bool,
+    /// TLS has no half-close.
+    tls: bool,
 }
 
 impl<P: StreamClientProtocol> std::fmt::Debug for TcpClient<P> {
@@ -101,9 +110,17 @@ impl<P: StreamClientProtocol> std::fmt::Debug for TcpClient<P> {
 /// The request/response methods of a client wrapping a [`StreamClient`] in `inner`.
 macro_rules! stream_client_methods {
     () => {
-        /// True once `close` was called or the connection ended.
+        /// True once `close` was called or the connection failed or closed. The
+        /// server's end of stream alone does not close it: requests can still be sent.
         pub fn is_closed(&self) -> bool {
             self.inner.is_closed()
+        }
+
+        /// Sends end-of-stream (half-close): the server sees EOF, and responses can
+        /// still be received. Later sends fail with [`ClientError::Closed`]. Idempotent;
+        /// not supported over TLS (an `Unsupported` I/O error), as in EasyNetwork.
+        pub fn send_eof(&mut self) -> Result<(), ClientError> {
+            self.inner.send_eof()
         }
 
         /// Sends one request; returns once it is handed to the kernel.
@@ -123,8 +140,8 @@ macro_rules! stream_client_methods {
         }
 
         /// The responses as they come, until the connection ends or `timeout` passes in all.
-        pub fn responses(&mut self, timeout: Option<Duration>) -> TcpResponses<'_, P> {
-            TcpResponses {
+        pub fn responses(&mut self, timeout: Option<Duration>) -> Responses<'_, P> {
+            Responses {
                 deadline: timeout.map(|t| Instant::now() + t),
                 client: &mut self.inner,
             }
@@ -139,23 +156,13 @@ macro_rules! stream_client_methods {
 pub(crate) use stream_client_methods;
 
 impl<P: StreamClientProtocol> TcpClient<P> {
-    fn tcp(addr: impl ToSocketAddrs) -> io::Result<(TcpStream, ConnInfo)> {
-        let stream = TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(ConnId(0), stream.peer_addr()?, stream.local_addr()?);
-        Ok((stream, info))
-    }
-
-    /// Connects over plain TCP.
+    /// Connects over plain TCP with the default [`TcpClientOptions`].
     pub fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
-        let (stream, info) = Self::tcp(addr)?;
-        let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
-        Ok(Self {
-            inner: StreamClient::new(ClientStream::Tcp(stream), conn),
-        })
+        Self::connect_with(addr, protocol, TcpClientOptions::new())
     }
 
-    /// Connects over TLS and completes the handshake (60 s deadline).
+    /// Connects over TLS and completes the handshake (60 s deadline); the server's
+    /// certificate must be valid for `server_name`.
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         addr: impl ToSocketAddrs,
@@ -163,20 +170,75 @@ impl<P: StreamClientProtocol> TcpClient<P> {
         config: Arc<rustls::ClientConfig>,
         server_name: rustls::pki_types::ServerName<'static>,
     ) -> Result<Self, ClientError> {
-        let (stream, info) = Self::tcp(addr)?;
-        let tls = easynet_core::tls::TlsSession::client(config, server_name)
-            .map_err(|e| ClientError::Io(io::Error::other(e)))?;
-        let conn = Connection::with_tls(
-            Instant::now(),
-            Arc::new(protocol),
-            StreamConfig::default(),
-            info,
-            tls,
-        );
-        let mut client = StreamClient::new(ClientStream::Tcp(stream), conn);
-        blocking::handshake(&mut client.conn, &mut client.stream, Instant::now)
-            .map_err(client_error)?;
-        Ok(Self { inner: client })
+        Self::connect_with(
+            addr,
+            protocol,
+            TcpClientOptions::new().tls(config, server_name),
+        )
+    }
+
+    /// Connects as `options` say: the resolved addresses are tried in turn with a head
+    /// start of `happy_eyeballs_delay` each (RFC 8305), the first to answer wins, all
+    /// within `connect_timeout`; then the TLS handshake, if any, within its own timeout.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use easynet_core::protocol::Stream;
+    /// use easynet_mio::{TcpClient, TcpClientOptions};
+    ///
+    /// let options = TcpClientOptions::new().connect_timeout(Duration::from_secs(5));
+    /// let mut client = TcpClient::connect_with("localhost:9000", Stream::lines(), options)?;
+    /// client.send(&"hello".to_owned())?;
+    /// # Ok::<(), easynet_mio::ClientError>(())
+    /// ```
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        protocol: P,
+        options: TcpClientOptions,
+    ) -> Result<Self, ClientError> {
+        options.validate()?;
+        let targets = options.targets(addr.to_socket_addrs()?)?;
+        let stream = crate::connect::connect(&targets, &options)?;
+        Self::from_std(stream, protocol, options)
+    }
+
+    /// A client over a TCP stream already connected (EasyNetwork's "connected socket"
+    /// form); the TLS handshake, if `options` asks for TLS, is done here. The connect
+    /// options (timeout, local address) do not apply.
+    ///
+    /// ```no_run
+    /// use easynet_core::protocol::Stream;
+    /// use easynet_mio::{TcpClient, TcpClientOptions};
+    ///
+    /// let stream = std::net::TcpStream::connect("127.0.0.1:9000")?;
+    /// let client = TcpClient::from_std(stream, Stream::lines(), TcpClientOptions::new())?;
+    /// # Ok::<(), easynet_mio::ClientError>(())
+    /// ```
+    pub fn from_std(
+        stream: TcpStream,
+        protocol: P,
+        options: TcpClientOptions,
+    ) -> Result<Self, ClientError> {
+        options.validate()?;
+        stream.set_nonblocking(false)?;
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo::new(ConnId(0), stream.peer_addr()?, stream.local_addr()?);
+        let protocol = Arc::new(protocol);
+        #[cfg(feature = "tls")]
+        if let Some((config, name)) = options.tls {
+            let tls = easynet_core::tls::TlsSession::client(config, name)
+                .map_err(|e| ClientError::Io(io::Error::other(e)))?;
+            let conn = Connection::with_tls(Instant::now(), protocol, options.stream, info, tls);
+            let mut client = StreamClient::new(ClientStream::Tcp(stream), conn);
+            client.tls = true;
+            blocking::handshake(&mut client.conn, &mut client.stream, Instant::now)
+                .map_err(client_error)?;
+            return Ok(Self { inner: client });
+        }
+        let conn = Connection::new(protocol, options.stream, info);
+        Ok(Self {
+            inner: StreamClient::new(ClientStream::Tcp(stream), conn),
+        })
     }
 
     /// The server's address.
@@ -219,6 +281,8 @@ impl<P: StreamClientProtocol> StreamClient<P> {
             stream,
             conn,
             closed: false,
+            eof_sent: false,
+            tls: false,
         }
     }
 
@@ -235,7 +299,7 @@ impl<P: StreamClientProtocol> StreamClient<P> {
     }
 
     pub(crate) fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
-        if self.is_closed() {
+        if self.is_closed() || self.eof_sent {
             return Err(ClientError::Closed);
         }
         self.conn.send(request)?;
@@ -258,6 +322,25 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         }
     }
 
+    pub(crate) fn send_eof(&mut self) -> Result<(), ClientError> {
+        if self.tls {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "send_eof is not supported over TLS",
+            )));
+        }
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        if !self.eof_sent {
+            self.eof_sent = true;
+            blocking::flush(&mut self.conn, &mut self.stream, Instant::now)
+                .map_err(client_error)?;
+            self.stream.shutdown_write();
+        }
+        Ok(())
+    }
+
     pub(crate) fn close(&mut self) {
         if !self.closed {
             self.closed = true;
@@ -270,19 +353,31 @@ impl<P: StreamClientProtocol> StreamClient<P> {
 fn client_error(e: BlockingError) -> ClientError {
     match e {
         BlockingError::Eof => ClientError::Eof,
-        BlockingError::Handshake => ClientError::Handshake,
+        BlockingError::Handshake(cause) => ClientError::Handshake(cause),
         BlockingError::Io(e) => ClientError::Io(e),
         _ => ClientError::Closed,
     }
 }
 
 /// The responses of a stream client as they come; see [`TcpClient::responses`].
-pub struct TcpResponses<'a, P: StreamClientProtocol> {
+pub struct Responses<'a, P: StreamClientProtocol> {
     pub(crate) client: &'a mut StreamClient<P>,
     pub(crate) deadline: Option<Instant>,
 }
 
-impl<P: StreamClientProtocol> Iterator for TcpResponses<'_, P> {
+impl<P: StreamClientProtocol> std::fmt::Debug for Responses<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responses")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The old name of [`Responses`].
+#[deprecated(note = "renamed Responses, as the async clients'")]
+pub type TcpResponses<'a, P> = Responses<'a, P>;
+
+impl<P: StreamClientProtocol> Iterator for Responses<'_, P> {
     type Item = Result<P::Response, ClientError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -291,203 +386,6 @@ impl<P: StreamClientProtocol> Iterator for TcpResponses<'_, P> {
             .map(|d| d.saturating_duration_since(Instant::now()));
         match self.client.recv_inner(timeout) {
             Err(ClientError::Eof | ClientError::Timeout | ClientError::Closed) => None,
-            other => Some(other),
-        }
-    }
-}
-
-/// A blocking UDP client connected to one server address.
-///
-/// ```no_run
-/// use easynet_core::protocol::Datagram;
-/// use easynet_mio::UdpClient;
-///
-/// let mut client = UdpClient::connect("127.0.0.1:9000", Datagram::lines()).unwrap();
-/// client.send(&"ping".to_owned()).unwrap();
-/// let reply: String = client.recv().unwrap();
-/// ```
-#[derive(Debug)]
-pub struct UdpClient<P> {
-    inner: DgramClient<P>,
-}
-
-/// A client's connected datagram socket.
-#[derive(Debug)]
-pub(crate) enum ClientDgram {
-    Udp(UdpSocket),
-    #[cfg(unix)]
-    Unix(std::os::unix::net::UnixDatagram),
-}
-
-/// What the UDP and Unix datagram clients share.
-#[derive(Debug)]
-pub(crate) struct DgramClient<P> {
-    socket: ClientDgram,
-    protocol: P,
-    pub(crate) closed: bool,
-    buf: Vec<u8>,
-}
-
-/// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
-macro_rules! datagram_client_methods {
-    () => {
-        /// Sends one request as one datagram.
-        pub fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
-            self.inner.send(request)
-        }
-
-        /// Waits for the next response datagram.
-        pub fn recv(&mut self) -> Result<P::Response, ClientError> {
-            self.inner.recv_inner(None)
-        }
-
-        /// Waits for the next response datagram at most `timeout`.
-        pub fn recv_timeout(&mut self, timeout: Duration) -> Result<P::Response, ClientError> {
-            self.inner.recv_inner(Some(timeout))
-        }
-
-        /// The responses as they come, until `timeout` passes in all.
-        pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
-            UdpResponses {
-                deadline: timeout.map(|t| Instant::now() + t),
-                client: &mut self.inner,
-            }
-        }
-
-        /// Closes the client; later calls fail with [`ClientError::Closed`].
-        pub fn close(&mut self) {
-            self.inner.closed = true;
-        }
-
-        /// True once closed.
-        pub fn is_closed(&self) -> bool {
-            self.inner.closed
-        }
-    };
-}
-pub(crate) use datagram_client_methods;
-
-impl<P: DatagramClientProtocol> UdpClient<P> {
-    /// Binds an ephemeral port of the right family and connects to `addr`.
-    pub fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
-        let target = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no address"))?;
-        let local: SocketAddr = if target.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(local)?;
-        socket.connect(target)?;
-        Ok(Self {
-            inner: DgramClient::new(ClientDgram::Udp(socket), protocol),
-        })
-    }
-
-    /// The server's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.socket().peer_addr()
-    }
-
-    /// This end's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket().local_addr()
-    }
-
-    /// The socket, for options.
-    pub fn socket(&self) -> &UdpSocket {
-        match &self.inner.socket {
-            ClientDgram::Udp(s) => s,
-            #[cfg(unix)]
-            _ => unreachable!("a UDP client holds a UDP socket"),
-        }
-    }
-
-    datagram_client_methods!();
-}
-
-impl<P: DatagramClientProtocol> DgramClient<P> {
-    pub(crate) fn new(socket: ClientDgram, protocol: P) -> Self {
-        Self {
-            socket,
-            protocol,
-            closed: false,
-            buf: vec![0; 64 * 1024],
-        }
-    }
-
-    pub(crate) fn socket(&self) -> &ClientDgram {
-        &self.socket
-    }
-
-    pub(crate) fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
-        if self.closed {
-            return Err(ClientError::Closed);
-        }
-        let mut out = BytesMut::new();
-        self.protocol.encode_request(request, &mut out)?;
-        match &self.socket {
-            ClientDgram::Udp(s) => s.send(&out)?,
-            #[cfg(unix)]
-            ClientDgram::Unix(s) => s.send(&out)?,
-        };
-        Ok(())
-    }
-
-    pub(crate) fn recv_inner(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<P::Response, ClientError> {
-        if self.closed {
-            return Err(ClientError::Closed);
-        }
-        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-        let received = match &self.socket {
-            ClientDgram::Udp(s) => s
-                .set_read_timeout(timeout)
-                .and_then(|()| s.recv(&mut self.buf)),
-            #[cfg(unix)]
-            ClientDgram::Unix(s) => s
-                .set_read_timeout(timeout)
-                .and_then(|()| s.recv(&mut self.buf)),
-        };
-        match received {
-            Ok(n) => Ok(self
-                .protocol
-                .decode_response(BytesMut::from(&self.buf[..n]))?),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(ClientError::Timeout)
-            }
-            Err(e) => Err(ClientError::Io(e)),
-        }
-    }
-}
-
-/// The responses of a datagram client as they come; see [`UdpClient::responses`].
-pub struct UdpResponses<'a, P> {
-    pub(crate) client: &'a mut DgramClient<P>,
-    pub(crate) deadline: Option<Instant>,
-}
-
-impl<P: DatagramClientProtocol> Iterator for UdpResponses<'_, P> {
-    type Item = Result<P::Response, ClientError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let timeout = self
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        if timeout.is_some_and(|t| t.is_zero()) {
-            return None;
-        }
-        match self.client.recv_inner(timeout) {
-            Err(ClientError::Timeout | ClientError::Closed) => None,
             other => Some(other),
         }
     }

@@ -20,25 +20,33 @@
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod connect;
 mod control;
 mod tcp;
 mod thread;
 mod udp;
+mod udp_client;
 #[cfg(unix)]
 mod unix;
 mod worker;
 
-pub use client::{TcpClient, TcpResponses, UdpClient, UdpResponses};
+#[allow(deprecated)]
+pub use client::TcpResponses;
+pub use client::{Responses, TcpClient};
 pub use control::ServerHandle;
+#[cfg(feature = "webpki-roots")]
+pub use easynet_common::webpki_roots_config;
 /// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).
 #[cfg(unix)]
 pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpKeepalive,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    TcpClientOptions, TcpKeepalive,
 };
 pub use easynet_core as core;
 /// The rustls our TLS types come from (feature `tls`).
@@ -47,6 +55,7 @@ pub use easynet_core::rustls;
 pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
 pub use thread::{ServerThread, Standalone};
 pub use udp::{StandaloneUdpServer, UdpServerBuilder};
+pub use udp_client::{UdpClient, UdpResponses};
 #[cfg(unix)]
 pub use unix::{
     StandaloneUnixDatagramServer, StandaloneUnixStreamServer, UnixDatagramClient,

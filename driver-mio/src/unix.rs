@@ -30,13 +30,11 @@ use easynet_core::protocol::{
 use easynet_core::stream::{Connection, StreamConfig};
 use mio::net::{UnixDatagram, UnixListener, UnixStream};
 
-use crate::client::{
-    ClientDgram, ClientStream, DgramClient, StreamClient, TcpResponses, UdpResponses,
-    datagram_client_methods, stream_client_methods,
-};
+use crate::client::{ClientStream, Responses, StreamClient, stream_client_methods};
 use crate::control::{Control, server_methods};
 use crate::tcp::run_workers;
 use crate::udp::{MioDgram, Parts, dropped_datagrams, run_endpoints};
+use crate::udp_client::{ClientDgram, DgramClient, UdpResponses, datagram_client_methods};
 use crate::worker::{Factory, MioListener};
 use crate::{ConfigError, DropCounter, ServerError};
 
@@ -473,13 +471,14 @@ impl<P: DatagramClientProtocol> UnixDatagramClient<P> {
 
     /// This end's address (unnamed if it has none).
     pub fn local_addr(&self) -> io::Result<UnixAddr> {
-        Ok(sys::to_unix_addr(&self.socket().local_addr()?))
+        let socket = self.socket().ok_or_else(crate::udp_client::closed)?;
+        Ok(sys::to_unix_addr(&socket.local_addr()?))
     }
 
-    /// The socket, for options.
-    pub fn socket(&self) -> &std::os::unix::net::UnixDatagram {
-        match self.inner.socket() {
-            ClientDgram::Unix(s) => s,
+    /// The socket, for options; `None` once closed.
+    pub fn socket(&self) -> Option<&std::os::unix::net::UnixDatagram> {
+        match self.inner.socket()? {
+            ClientDgram::Unix(s) => Some(s),
             _ => unreachable!("a Unix datagram client holds a Unix socket"),
         }
     }

@@ -1,19 +1,19 @@
-//! Async clients: [`AsyncTcpClient`] (optionally TLS) and [`AsyncUdpClient`], speaking the
-//! same protocol definitions as the servers, from the other side.
+//! The async stream client: [`AsyncTcpClient`] (optionally TLS), speaking the same
+//! protocol definitions as the servers, from the other side; the Unix stream client
+//! shares its machinery. The datagram client is in `udp_client`.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use easynet_common::ClientError;
+use easynet_common::{ClientError, TcpClientOptions};
 use easynet_core::ConnId;
 use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Received};
-use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
-use easynet_core::stream::{ClientRole, CloseHow, Connection, StreamConfig};
-use tokio::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use easynet_core::protocol::StreamClientProtocol;
+use easynet_core::stream::{ClientRole, CloseHow, Connection};
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::StreamSocket;
 use crate::conn::{Readiness, Turn, now, turn};
@@ -42,6 +42,10 @@ pub(crate) struct StreamClient<P: StreamClientProtocol> {
     conn: Connection<P, ClientRole>,
     ready: Readiness,
     pub(crate) closed: bool,
+    /// `send_eof` was called: no more sends.
+    eof_sent: bool,
+    /// TLS has no half-close.
+    tls: bool,
 }
 
 impl<P: StreamClientProtocol> std::fmt::Debug for AsyncTcpClient<P> {
@@ -55,9 +59,27 @@ impl<P: StreamClientProtocol> std::fmt::Debug for AsyncTcpClient<P> {
 /// The request/response methods of a client wrapping a [`StreamClient`] in `inner`.
 macro_rules! stream_client_methods {
     () => {
-        /// True once `close` was called or the connection ended.
-        pub fn is_closing(&self) -> bool {
+        /// True once `close` was called or the connection failed or closed. The
+        /// server's end of stream alone does not close it: requests can still be sent.
+        pub fn is_closed(&self) -> bool {
             self.inner.is_closing()
+        }
+
+        /// The old name of [`is_closed`](Self::is_closed).
+        #[deprecated(note = "renamed is_closed, as the blocking clients'")]
+        pub fn is_closing(&self) -> bool {
+            self.is_closed()
+        }
+
+        /// Sends end-of-stream (half-close): the server sees EOF, and responses can
+        /// still be received. Later sends fail with [`ClientError::Closed`]. Idempotent;
+        /// not supported over TLS (an `Unsupported` I/O error), as in EasyNetwork.
+        ///
+        /// Cancel safety: dropped before its first poll, it did nothing; dropped later,
+        /// sends are refused from then on, and the end-of-stream may not have been sent
+        /// (it is sent by `close`, or when the client is dropped).
+        pub async fn send_eof(&mut self) -> Result<(), ClientError> {
+            self.inner.send_eof().await
         }
 
         /// Sends one request and waits until it is handed to the kernel.
@@ -109,27 +131,17 @@ macro_rules! stream_client_methods {
 pub(crate) use stream_client_methods;
 
 impl<P: StreamClientProtocol> AsyncTcpClient<P> {
-    async fn tcp(addr: impl ToSocketAddrs) -> io::Result<(TcpStream, ConnInfo)> {
-        let stream = TcpStream::connect(addr).await?;
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(ConnId(0), stream.peer_addr()?, stream.local_addr()?);
-        Ok((stream, info))
-    }
-
-    /// Connects over plain TCP.
+    /// Connects over plain TCP with the default [`TcpClientOptions`].
     ///
-    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
+    /// Cancel safety: a dropped call leaves nothing behind (the sockets are closed).
     pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
-        let (stream, info) = Self::tcp(addr).await?;
-        let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
-        Ok(Self {
-            inner: StreamClient::new(stream.into(), conn),
-        })
+        Self::connect_with(addr, protocol, TcpClientOptions::new()).await
     }
 
-    /// Connects over TLS and completes the handshake (60 s deadline).
+    /// Connects over TLS and completes the handshake (60 s deadline); the server's
+    /// certificate must be valid for `server_name`.
     ///
-    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
+    /// Cancel safety: a dropped call leaves nothing behind (the sockets are closed).
     #[cfg(feature = "tls")]
     pub async fn connect_tls(
         addr: impl ToSocketAddrs,
@@ -137,27 +149,88 @@ impl<P: StreamClientProtocol> AsyncTcpClient<P> {
         config: Arc<rustls::ClientConfig>,
         server_name: rustls::pki_types::ServerName<'static>,
     ) -> Result<Self, ClientError> {
-        let (stream, info) = Self::tcp(addr).await?;
-        let tls = easynet_core::tls::TlsSession::client(config, server_name)
-            .map_err(|e| ClientError::Io(io::Error::other(e)))?;
-        let conn = Connection::with_tls(
-            now(),
-            Arc::new(protocol),
-            StreamConfig::default(),
-            info,
-            tls,
-        );
-        let mut client = StreamClient::new(stream.into(), conn);
-        while !client.conn.is_ready() {
-            if client.conn.is_closing() {
-                client.finish().await;
-                return Err(ClientError::Handshake);
-            }
-            client.step().await?;
+        let options = TcpClientOptions::new().tls(config, server_name);
+        Self::connect_with(addr, protocol, options).await
+    }
+
+    /// Connects as `options` say: the host is resolved by the runtime
+    /// (`tokio::net::lookup_host`), the addresses are tried in turn with a head start of
+    /// `happy_eyeballs_delay` each (RFC 8305), the first to answer wins, all within
+    /// `connect_timeout`; then the TLS handshake, if any, within its own timeout.
+    ///
+    /// Cancel safety: a dropped call leaves nothing behind (the sockets are closed).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use easynet_core::protocol::Stream;
+    /// use easynet_tokio::{AsyncTcpClient, TcpClientOptions};
+    ///
+    /// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+    /// let options = TcpClientOptions::new().connect_timeout(Duration::from_secs(5));
+    /// let mut client =
+    ///     AsyncTcpClient::connect_with("localhost:9000", Stream::lines(), options).await?;
+    /// client.send(&"hello".to_owned()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        protocol: P,
+        options: TcpClientOptions,
+    ) -> Result<Self, ClientError> {
+        options.validate()?;
+        let targets = options.targets(tokio::net::lookup_host(addr).await?)?;
+        let stream = crate::connect::connect(&targets, &options).await?;
+        Self::over(stream, protocol, options).await
+    }
+
+    /// A client over a TCP stream already connected (EasyNetwork's "connected socket"
+    /// form); the TLS handshake, if `options` asks for TLS, is done here. The connect
+    /// options (timeout, local address) do not apply. Must be called within a runtime.
+    ///
+    /// Cancel safety: a dropped call closes the stream.
+    ///
+    /// ```no_run
+    /// use easynet_core::protocol::Stream;
+    /// use easynet_tokio::{AsyncTcpClient, TcpClientOptions};
+    ///
+    /// # async fn run() -> Result<(), easynet_tokio::ClientError> {
+    /// let stream = std::net::TcpStream::connect("127.0.0.1:9000")?;
+    /// let client =
+    ///     AsyncTcpClient::from_std(stream, Stream::lines(), TcpClientOptions::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_std(
+        stream: std::net::TcpStream,
+        protocol: P,
+        options: TcpClientOptions,
+    ) -> Result<Self, ClientError> {
+        options.validate()?;
+        stream.set_nonblocking(true)?;
+        Self::over(TcpStream::from_std(stream)?, protocol, options).await
+    }
+
+    async fn over(
+        stream: TcpStream,
+        protocol: P,
+        options: TcpClientOptions,
+    ) -> Result<Self, ClientError> {
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo::new(ConnId(0), stream.peer_addr()?, stream.local_addr()?);
+        let protocol = Arc::new(protocol);
+        #[cfg(feature = "tls")]
+        if let Some((config, name)) = options.tls {
+            let tls = easynet_core::tls::TlsSession::client(config, name)
+                .map_err(|e| ClientError::Io(io::Error::other(e)))?;
+            let conn = Connection::with_tls(now(), protocol, options.stream, info, tls);
+            let mut client = StreamClient::new(stream.into(), conn);
+            client.tls = true;
+            client.handshake().await?;
+            return Ok(Self { inner: client });
         }
-        // The handshake's last flight goes out before the client is handed over.
-        client.flush().await?;
-        Ok(Self { inner: client })
+        let conn = Connection::new(protocol, options.stream, info);
+        Ok(Self {
+            inner: StreamClient::new(stream.into(), conn),
+        })
     }
 
     /// The server's address.
@@ -201,6 +274,8 @@ impl<P: StreamClientProtocol> StreamClient<P> {
             conn,
             ready: Readiness::default(),
             closed: false,
+            eof_sent: false,
+            tls: false,
         }
     }
 
@@ -216,8 +291,50 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         self.closed || self.conn.is_closing()
     }
 
+    /// Completes the TLS handshake, or returns why it failed.
+    #[cfg(feature = "tls")]
+    async fn handshake(&mut self) -> Result<(), ClientError> {
+        while !self.conn.is_ready() {
+            if self.conn.is_closing() {
+                let cause = self.conn.take_handshake_error();
+                self.finish().await;
+                return Err(ClientError::Handshake(
+                    cause.unwrap_or(easynet_core::stream::HandshakeError::Abandoned),
+                ));
+            }
+            if let Err(e) = self.step().await {
+                // A deadline or the peer's EOF closes the connection at once.
+                return Err(self
+                    .conn
+                    .take_handshake_error()
+                    .map_or(e, ClientError::Handshake));
+            }
+        }
+        // The handshake's last flight goes out before the client is handed over.
+        self.flush().await
+    }
+
+    pub(crate) async fn send_eof(&mut self) -> Result<(), ClientError> {
+        if self.tls {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "send_eof is not supported over TLS",
+            )));
+        }
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        if !self.eof_sent {
+            self.eof_sent = true;
+            self.conn.cancel_recv();
+            self.flush().await?;
+            crate::conn::ConnStream::shutdown_write(&mut self.stream).await;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
-        if self.is_closing() {
+        if self.is_closing() || self.eof_sent {
             return Err(ClientError::Closed);
         }
         // A receive left armed by a dropped call has a deadline that would end the waits
@@ -307,6 +424,14 @@ pub struct Responses<'a, P: StreamClientProtocol> {
     pub(crate) deadline: Option<std::time::Instant>,
 }
 
+impl<P: StreamClientProtocol> std::fmt::Debug for Responses<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responses")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P: StreamClientProtocol> Responses<'_, P> {
     /// The next response; `None` at the end of the connection or of the time allowed.
     ///
@@ -315,212 +440,6 @@ impl<P: StreamClientProtocol> Responses<'_, P> {
         let timeout = self.deadline.map(|d| d.saturating_duration_since(now()));
         match self.client.recv_inner(timeout).await {
             Err(ClientError::Eof | ClientError::Timeout | ClientError::Closed) => None,
-            other => Some(other),
-        }
-    }
-}
-
-/// An async UDP client connected to one server address.
-///
-/// ```no_run
-/// use easynet_core::protocol::Datagram;
-/// use easynet_tokio::AsyncUdpClient;
-///
-/// # async fn run() -> Result<(), easynet_tokio::ClientError> {
-/// let mut client = AsyncUdpClient::connect("127.0.0.1:9000", Datagram::lines()).await?;
-/// client.send(&"ping".to_owned()).await?;
-/// let reply: String = client.recv().await?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct AsyncUdpClient<P> {
-    inner: DgramClient<P>,
-}
-
-/// A connected datagram socket of a client.
-#[derive(Debug)]
-pub(crate) enum ClientDgram {
-    Udp(UdpSocket),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixDatagram),
-}
-
-/// What the UDP and Unix datagram clients share.
-#[derive(Debug)]
-pub(crate) struct DgramClient<P> {
-    socket: ClientDgram,
-    protocol: P,
-    pub(crate) closed: bool,
-    buf: Vec<u8>,
-}
-
-/// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
-macro_rules! datagram_client_methods {
-    () => {
-        /// Sends one request as one datagram.
-        ///
-        /// Cancel safety: a dropped call has sent nothing.
-        pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
-            self.inner.send(request).await
-        }
-
-        /// Waits for the next response datagram.
-        ///
-        /// Cancel safety: cancel-safe. A dropped call has taken no datagram off the
-        /// socket, and leaves no deadline behind.
-        pub async fn recv(&mut self) -> Result<P::Response, ClientError> {
-            self.inner.recv().await
-        }
-
-        /// Waits for the next response datagram at most `timeout`.
-        ///
-        /// Cancel safety: as [`recv`](Self::recv); each call has its own deadline.
-        pub async fn recv_timeout(
-            &mut self,
-            timeout: Duration,
-        ) -> Result<P::Response, ClientError> {
-            self.inner.recv_timeout(timeout).await
-        }
-
-        /// The responses as they come, until `timeout` passes in all (or an error).
-        pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
-            let deadline = timeout.map(|t| now() + t);
-            UdpResponses {
-                client: &mut self.inner,
-                deadline,
-            }
-        }
-
-        /// Closes the client; later calls fail with [`ClientError::Closed`].
-        pub fn close(&mut self) {
-            self.inner.closed = true;
-        }
-
-        /// True once closed.
-        pub fn is_closing(&self) -> bool {
-            self.inner.closed
-        }
-    };
-}
-pub(crate) use datagram_client_methods;
-
-impl<P: DatagramClientProtocol> AsyncUdpClient<P> {
-    /// Binds an ephemeral port of the right family and connects to `addr`.
-    ///
-    /// Cancel safety: a dropped call leaves nothing behind (the socket is closed).
-    pub async fn connect(addr: impl ToSocketAddrs, protocol: P) -> Result<Self, ClientError> {
-        let target = tokio::net::lookup_host(addr)
-            .await?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "no address"))?;
-        let local: SocketAddr = if target.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(local).await?;
-        socket.connect(target).await?;
-        Ok(Self {
-            inner: DgramClient::new(ClientDgram::Udp(socket), protocol),
-        })
-    }
-
-    /// The server's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.socket().peer_addr()
-    }
-
-    /// This end's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket().local_addr()
-    }
-
-    /// The socket, for options.
-    pub fn socket(&self) -> &UdpSocket {
-        match &self.inner.socket {
-            ClientDgram::Udp(s) => s,
-            #[cfg(unix)]
-            _ => unreachable!("a UDP client holds a UDP socket"),
-        }
-    }
-
-    datagram_client_methods!();
-}
-
-impl<P: DatagramClientProtocol> DgramClient<P> {
-    pub(crate) fn new(socket: ClientDgram, protocol: P) -> Self {
-        Self {
-            socket,
-            protocol,
-            closed: false,
-            buf: vec![0; 64 * 1024],
-        }
-    }
-
-    pub(crate) fn socket(&self) -> &ClientDgram {
-        &self.socket
-    }
-
-    pub(crate) async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
-        if self.closed {
-            return Err(ClientError::Closed);
-        }
-        let mut out = BytesMut::new();
-        self.protocol.encode_request(request, &mut out)?;
-        match &self.socket {
-            ClientDgram::Udp(s) => s.send(&out).await?,
-            #[cfg(unix)]
-            ClientDgram::Unix(s) => s.send(&out).await?,
-        };
-        Ok(())
-    }
-
-    pub(crate) async fn recv(&mut self) -> Result<P::Response, ClientError> {
-        if self.closed {
-            return Err(ClientError::Closed);
-        }
-        // tokio's `recv` is cancel-safe: no datagram is taken unless it returns.
-        let n = match &self.socket {
-            ClientDgram::Udp(s) => s.recv(&mut self.buf).await?,
-            #[cfg(unix)]
-            ClientDgram::Unix(s) => s.recv(&mut self.buf).await?,
-        };
-        Ok(self
-            .protocol
-            .decode_response(BytesMut::from(&self.buf[..n]))?)
-    }
-
-    pub(crate) async fn recv_timeout(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<P::Response, ClientError> {
-        tokio::time::timeout(timeout, self.recv())
-            .await
-            .map_err(|_| ClientError::Timeout)?
-    }
-}
-
-/// The responses of a datagram client as they come; see [`AsyncUdpClient::responses`].
-pub struct UdpResponses<'a, P> {
-    pub(crate) client: &'a mut DgramClient<P>,
-    pub(crate) deadline: Option<std::time::Instant>,
-}
-
-impl<P: DatagramClientProtocol> UdpResponses<'_, P> {
-    /// The next response; `None` once the time allowed has passed or the client is closed.
-    ///
-    /// Cancel safety: cancel-safe, as the client's `recv`.
-    pub async fn next(&mut self) -> Option<Result<P::Response, ClientError>> {
-        let res = match self.deadline {
-            Some(d) => {
-                self.client
-                    .recv_timeout(d.saturating_duration_since(now()))
-                    .await
-            }
-            None => self.client.recv().await,
-        };
-        match res {
-            Err(ClientError::Timeout | ClientError::Closed) => None,
             other => Some(other),
         }
     }

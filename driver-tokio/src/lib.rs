@@ -20,6 +20,7 @@
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
+#![warn(missing_debug_implementations)]
 // docs.rs: label every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -27,6 +28,7 @@ mod async_datagram;
 mod async_stream;
 mod client;
 mod conn;
+mod connect;
 mod datagram_server;
 mod dgram;
 mod shell;
@@ -34,18 +36,22 @@ mod socket;
 mod stream_server;
 mod tcp;
 mod udp;
+mod udp_client;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 mod unix_client;
 
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
-pub use client::{AsyncTcpClient, AsyncUdpClient, Responses, UdpResponses};
+pub use client::{AsyncTcpClient, Responses};
+#[cfg(feature = "webpki-roots")]
+pub use easynet_common::webpki_roots_config;
 /// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).
 #[cfg(unix)]
 pub use easynet_common::{ActivationError, InheritedSocket, SocketKind, listen_fds};
 pub use easynet_common::{
-    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError, TcpKeepalive,
+    BindError, ClientError, ConfigError, DropCounter, EventSet, Host, ServerError,
+    TcpClientOptions, TcpKeepalive,
 };
 pub use easynet_core as core;
 pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
@@ -55,6 +61,7 @@ pub use easynet_core::rustls;
 pub use socket::StreamSocket;
 pub use tcp::{AsyncTcpServer, TcpServerBuilder};
 pub use udp::{AsyncUdpServer, UdpServerBuilder};
+pub use udp_client::{AsyncUdpClient, UdpResponses};
 #[cfg(unix)]
 pub use unix::{
     AsyncUnixDatagramServer, AsyncUnixStreamServer, UnixDatagramServerBuilder,

@@ -16,11 +16,9 @@ use easynet_core::stream::{Connection, StreamConfig};
 use tokio::net::{UnixDatagram, UnixStream};
 
 use crate::StreamSocket;
-use crate::client::{
-    ClientDgram, DgramClient, Responses, StreamClient, UdpResponses, datagram_client_methods,
-    stream_client_methods,
-};
+use crate::client::{Responses, StreamClient, stream_client_methods};
 use crate::conn::now;
+use crate::udp_client::{ClientDgram, DgramClient, UdpResponses, datagram_client_methods};
 
 /// An async Unix stream client: send requests, receive responses, with protocol `P`.
 ///
@@ -163,13 +161,14 @@ impl<P: DatagramClientProtocol> AsyncUnixDatagramClient<P> {
 
     /// This end's address (unnamed if it has none).
     pub fn local_addr(&self) -> io::Result<UnixAddr> {
-        Ok(sys::to_unix_addr(&self.socket().local_addr()?.into()))
+        let socket = self.socket().ok_or_else(crate::udp_client::closed)?;
+        Ok(sys::to_unix_addr(&socket.local_addr()?.into()))
     }
 
-    /// The socket, for options.
-    pub fn socket(&self) -> &UnixDatagram {
-        match self.inner.socket() {
-            ClientDgram::Unix(s) => s,
+    /// The socket, for options; `None` once closed.
+    pub fn socket(&self) -> Option<&UnixDatagram> {
+        match self.inner.socket()? {
+            ClientDgram::Unix(s) => Some(s),
             _ => unreachable!("a Unix datagram client holds a Unix socket"),
         }
     }

@@ -159,10 +159,11 @@ pub enum BlockingError {
     /// the connection is closing or closed.
     #[error("connection closed")]
     Eof,
-    /// The TLS handshake failed, timed out, or the peer left during it. The alert, if any,
-    /// was flushed and the socket set abortive.
-    #[error("TLS handshake failed")]
-    Handshake,
+    /// The TLS handshake failed, timed out, or the peer left during it; it says which. The
+    /// alert, if any, was flushed and the socket set abortive. The cause is in the text
+    /// (not in `source`, so it is printed once).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(super::HandshakeError),
     /// A socket call failed. A failed read or write closes the connection and sets the
     /// socket abortive.
     #[error(transparent)]
@@ -378,7 +379,7 @@ where
 /// Drives a TLS handshake to its end (a plain connection is ready at once), bounded by the
 /// connection's handshake deadline, then flushes the last flight. On failure (a TLS
 /// error, the deadline, the peer leaving) the alert is flushed, the socket set abortive
-/// and [`BlockingError::Handshake`] returned.
+/// and [`BlockingError::Handshake`] returned with the cause.
 ///
 /// ```
 /// # use std::collections::VecDeque;
@@ -406,7 +407,7 @@ where
 /// use easynet_core::handler::ConnInfo;
 /// use easynet_core::protocol::Stream;
 /// use easynet_core::stream::blocking::{self, BlockingError};
-/// use easynet_core::stream::{ClientRole, Connection, StreamConfig};
+/// use easynet_core::stream::{ClientRole, Connection, HandshakeError, StreamConfig};
 /// use easynet_core::tls::TlsSession;
 ///
 /// let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
@@ -431,7 +432,7 @@ where
 /// // The "server" closes its end without a word: no handshake.
 /// let mut socket = Mem::default();
 /// let res = blocking::handshake(&mut conn, &mut socket, Instant::now);
-/// assert!(matches!(res, Err(BlockingError::Handshake)));
+/// assert!(matches!(res, Err(BlockingError::Handshake(HandshakeError::Eof))));
 /// assert!(socket.output.starts_with(&[0x16])); // our ClientHello went out
 /// assert!(conn.is_closed());
 /// ```
@@ -449,8 +450,11 @@ where
     while !conn.is_ready() {
         if conn.is_closing() {
             // Failed, timed out or the peer left: flush the alert, end the socket.
+            let cause = conn.take_handshake_error();
             let _ = finish(conn, io, &mut clock);
-            return Err(BlockingError::Handshake);
+            return Err(BlockingError::Handshake(
+                cause.unwrap_or(super::HandshakeError::Abandoned),
+            ));
         }
         if complete_io(conn, io, &mut clock, None)? == Progress::Idle {
             // A handshake always reads; waiting for nothing would never end.

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::action::{Action, Linger, Want};
 use super::idle::IdleTimer;
-use super::{CloseHow, Role, StreamConfig};
+use super::{CloseHow, HandshakeError, Role, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
 use crate::panic_message;
 use crate::protocol::{SerializeError, StreamProtocol};
@@ -144,6 +144,8 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     reason: Option<CloseReason>,
     /// The end was counted in the recorder.
     counted: bool,
+    /// Why the TLS handshake failed, for a client to return.
+    handshake_error: Option<HandshakeError>,
     _role: PhantomData<fn() -> R>,
 }
 
@@ -194,6 +196,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             counts: ConnCounts::default(),
             reason: None,
             counted: false,
+            handshake_error: None,
             _role: PhantomData,
         }
     }
@@ -229,6 +232,21 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// True once messages can flow (at once for plain TCP, after the TLS handshake).
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// Why the TLS handshake failed, once it has (a client returns it from its connect);
+    /// `None` while it may still complete, after it did, and on a plain connection.
+    /// [`HandshakeError::Abandoned`] when the connection was closed or aborted during it.
+    /// The cause is taken: a second call returns `Abandoned`.
+    pub fn take_handshake_error(&mut self) -> Option<HandshakeError> {
+        if self.ready || !self.is_closing() {
+            return None;
+        }
+        Some(
+            self.handshake_error
+                .take()
+                .unwrap_or(HandshakeError::Abandoned),
+        )
     }
 
     /// True once sends are refused: a close began, or the connection is closed.
@@ -297,10 +315,20 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             if let Err(err) = res {
                 if matches!(self.phase, Phase::Handshaking { .. }) {
                     self.counts.handshake_failures += 1;
-                    // A client can fail handshakes at will: a budget per peer host.
-                    if let Some(suppressed) = self.log_budget(now) {
-                        tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, suppressed, "error during TLS handshake");
+                    if R::SERVER {
+                        // A client can fail handshakes at will: a budget per peer host.
+                        if let Some(suppressed) = self.log_budget(now) {
+                            tracing::warn!(conn = %self.info.id, peer = %self.info.peer, error = %err, suppressed, "error during TLS handshake");
+                        }
+                    } else {
+                        // The client's connect returns it.
+                        tracing::debug!(peer = %self.info.peer, error = %err, "error during TLS handshake");
                     }
+                    self.handshake_error = Some(match err {
+                        crate::tls::TlsError::Rustls(e) => HandshakeError::Tls(e),
+                        crate::tls::TlsError::NotTls(b) => HandshakeError::NotTls(b),
+                        crate::tls::TlsError::Io(e) => HandshakeError::Io(e),
+                    });
                 } else {
                     tracing::debug!(conn = %self.info.id, peer = %self.info.peer, error = %err, "TLS error");
                 }
@@ -394,6 +422,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.end_because(CloseReason::ByPeer);
         }
         if let Phase::Handshaking { .. } = self.phase {
+            self.handshake_error.get_or_insert(HandshakeError::Eof);
             self.closing = true;
             self.phase = Phase::Closed(CloseHow::Abort);
         }
@@ -433,6 +462,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
                 self.counts.handshake_failures += 1;
                 self.end_because(CloseReason::Timeout);
+                self.handshake_error =
+                    Some(HandshakeError::Timeout(self.config.tls_handshake_timeout));
                 self.closing = true;
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);

@@ -28,6 +28,7 @@ mod async_session;
 pub mod blocking;
 mod connection;
 mod driven;
+mod handshake;
 mod idle;
 mod role;
 mod session;
@@ -37,6 +38,7 @@ pub use async_client::{AsyncClient, RecvError};
 pub use async_session::{AsyncSession, AsyncStreamHandler};
 pub use connection::Connection;
 pub use driven::Driven;
+pub use handshake::HandshakeError;
 pub use role::{ClientRole, Role, ServerRole};
 pub use session::{HANDLER_CALLS_PER_TURN, Session};
 

@@ -23,6 +23,23 @@ impl Identity {
         }
     }
 
+    /// A self-signed certificate for "localhost" whose subject (and issuer) is `cn`: a
+    /// client trusting it sees another issuer than rcgen's default name (`UnknownIssuer`,
+    /// not `BadSignature`).
+    pub fn localhost_named(cn: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            cert: cert.der().clone(),
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
