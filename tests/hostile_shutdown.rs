@@ -13,7 +13,7 @@ mod hostile;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use easynet::protocol::{Lines, Stream, Utf8};
 use easynet::stream::StreamConfig;
@@ -139,6 +139,57 @@ fn shutdown_with_a_client_that_never_reads_ends_within_the_shutdown_timeout() {
             }
         };
         assert!(closed, "{driver:?}: the stuck client was closed");
+    }
+}
+
+/// The second Ctrl-C: a graceful shutdown held for 30 s by a client that never reads is
+/// hurried with a zero timeout; every connection is reset at once and the run ends.
+#[test]
+fn a_hurried_shutdown_resets_every_connection_at_once() {
+    for driver in DRIVERS {
+        let setup = Setup {
+            stream: StreamConfig::default().with_shutdown_timeout(Duration::from_secs(30)),
+            shutdown_timeout: Duration::from_secs(30),
+            ..Setup::default()
+        };
+        let server = serve(driver, lines(1024), Text::default(), setup);
+        let stuck = TcpStream::connect(server.addr).unwrap();
+        stuck
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let line = [&[b'x'; 1023][..], b"\n"].concat();
+        let mut w = &stuck;
+        while w.write_all(&line).is_ok() {}
+        let mut good = server.connect();
+        assert_eq!(good.ask("ok").as_deref(), Some("ok"));
+
+        let hurry = server.hurry();
+        let stopping = std::thread::spawn(move || server.stop());
+        // The graceful shutdown has begun once the good client is closed; the stuck one
+        // would hold the run for 30 s.
+        assert!(
+            good.closed_by_server(),
+            "{driver:?}: the good client was closed"
+        );
+        let hurried = Instant::now();
+        hurry();
+        let took = stopping.join().unwrap();
+        assert!(
+            hurried.elapsed() < Duration::from_secs(5),
+            "{driver:?}: the hurried shutdown took {:?} (the whole stop {took:?})",
+            hurried.elapsed()
+        );
+        let mut s = stuck;
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let reset = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(e) => break e.kind() == ErrorKind::ConnectionReset,
+            }
+        };
+        assert!(reset, "{driver:?}: the stuck client was reset");
     }
 }
 

@@ -40,6 +40,22 @@ struct Run {
     /// Set by [`Shell::serving`]; `serve_forever` sets its `is_up` then.
     up: watch::Sender<bool>,
     done: watch::Receiver<bool>,
+    /// The connections' shutdown orders (a stream server's run sets it when it serves).
+    orders: Option<Arc<ShutdownOrders>>,
+}
+
+/// The shutdown deadline a stream server's connections follow (`conn::drive`).
+pub(crate) type ShutdownOrders = watch::Sender<Option<std::time::Instant>>;
+
+/// Orders the connections to close by `deadline`, unless they already have an earlier one.
+pub(crate) fn order_shutdown(orders: &ShutdownOrders, deadline: std::time::Instant) {
+    orders.send_if_modified(|current| {
+        let earlier = current.is_none_or(|c| deadline < c);
+        if earlier {
+            *current = Some(deadline);
+        }
+        earlier
+    });
 }
 
 /// One run of one server (unique in the process).
@@ -106,7 +122,7 @@ struct StopOnDrop<'a, L> {
 impl<L> Drop for StopOnDrop<'_, L> {
     fn drop(&mut self) {
         if let Some(id) = self.run {
-            self.shell.begin_shutdown(Some(id));
+            self.shell.begin_shutdown(Some(id), None);
         }
     }
 }
@@ -209,6 +225,7 @@ impl<L> Shell<L> {
             cancel: cancel.clone(),
             up,
             done: done_rx,
+            orders: None,
         });
         Ok(Begun {
             guard: RunGuard {
@@ -269,7 +286,7 @@ impl<L: Send + Sync + 'static> Shell<L> {
                 }
                 () = &mut stop, if !stopping => {
                     stopping = true;
-                    self.begin_shutdown(Some(id));
+                    self.begin_shutdown(Some(id), None);
                 }
             }
         };
@@ -296,24 +313,46 @@ impl<L> Shell<L> {
         }
     }
 
-    /// Asks the current run (only if it is `only`, when given) to stop; returns its id and
-    /// its end.
-    fn begin_shutdown(&self, only: Option<RunId>) -> Option<(RunId, watch::Receiver<bool>)> {
+    /// Asks the current run (only if it is `only`, when given) to stop, its connections
+    /// within `timeout` (default: the server's shutdown timeout; during a shutdown, only an
+    /// earlier deadline counts); returns its id and its end.
+    fn begin_shutdown(
+        &self,
+        only: Option<RunId>,
+        timeout: Option<Duration>,
+    ) -> Option<(RunId, watch::Receiver<bool>)> {
         let mut state = self.lock();
         let run = state.run.as_ref()?;
         if only.is_some_and(|id| id != run.id) {
             return None;
         }
         let (id, cancel, done) = (run.id, run.cancel.clone(), run.done.clone());
-        let _ = state.server.shutdown(now());
+        let orders = run.orders.clone();
+        let deadline = match timeout {
+            Some(t) => state.server.shutdown_within(now(), t),
+            None => state.server.shutdown(now()),
+        };
+        drop(state);
+        // The run orders its connections once its accept loops stopped; ordering here too
+        // (earliest wins) is what hurries a shutdown under way.
+        if let (Some(orders), Some(deadline)) = (orders, deadline) {
+            order_shutdown(&orders, deadline);
+        }
         cancel.cancel();
         Some((id, done))
     }
 
+    /// The run `id` serves connections that follow `orders`.
+    pub(crate) fn set_orders(&self, id: RunId, orders: Arc<ShutdownOrders>) {
+        if let Some(run) = self.lock().run.as_mut().filter(|r| r.id == id) {
+            run.orders = Some(orders);
+        }
+    }
+
     /// Stops the current run, if any, and waits until it has ended; from one of that run's
     /// own connections, returns once the shutdown has begun.
-    pub(crate) async fn shutdown(&self) {
-        let Some((id, mut done)) = self.begin_shutdown(None) else {
+    pub(crate) async fn shutdown(&self, timeout: Option<Duration>) {
+        let Some((id, mut done)) = self.begin_shutdown(None, timeout) else {
             return;
         };
         // The run waits for its connections: one of them waiting for the run would stall
@@ -479,7 +518,17 @@ macro_rules! server_methods {
             /// Cancel safety: the shutdown begins at the first poll; dropping the future
             /// after that does not stop it.
             pub async fn shutdown(&self) {
-                self.core.shell.shutdown().await;
+                self.core.shell.shutdown(None).await;
+            }
+
+            /// As [`shutdown`](Self::shutdown), with `timeout` for the connections instead
+            /// of the server's shutdown timeout; then they are reset. During a shutdown it
+            /// can hurry it, never delay it: `shutdown_within(Duration::ZERO)` resets every
+            /// connection at once (the "second Ctrl-C").
+            ///
+            /// Cancel safety: as for `shutdown`.
+            pub async fn shutdown_within(&self, timeout: std::time::Duration) {
+                self.core.shell.shutdown(Some(timeout)).await;
             }
 
             /// Serves until [`shutdown`](Self::shutdown) (or until closed and every

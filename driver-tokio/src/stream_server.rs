@@ -163,6 +163,8 @@ impl<S: Service, L: Listener> Core<S, L> {
             .collect();
         tracing::info!("Start serving at {}", addrs.join(", "));
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
+        let shutdown_tx = Arc::new(shutdown_tx);
+        self.shell.set_orders(id, shutdown_tx.clone());
         let conns = TaskTracker::new();
         let mut accepts = JoinSet::new();
         for listener in listeners {
@@ -194,7 +196,7 @@ impl<S: Service, L: Listener> Core<S, L> {
         tracing::info!("Server loop break, waiting for remaining tasks...");
         accepts.shutdown().await;
         let deadline = self.shell.deadline();
-        shutdown_tx.send_replace(Some(deadline));
+        crate::shell::order_shutdown(&shutdown_tx, deadline);
         conns.close();
         // Connections enforce the deadline themselves; the margin covers the final writes.
         let _ = tokio::time::timeout_at(

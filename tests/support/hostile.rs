@@ -150,6 +150,8 @@ pub struct Server {
     /// The tokio runtime's handle (tokio driver only), for its task metrics.
     pub runtime: Option<tokio::runtime::Handle>,
     stop: Option<Box<dyn FnOnce() + Send>>,
+    /// Hurries a shutdown under way: every connection is reset now.
+    hurry: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Server {
@@ -175,6 +177,12 @@ impl Server {
             }
         }
         t.elapsed()
+    }
+
+    /// What resets every connection of a shutdown under way (the "second Ctrl-C"), callable
+    /// from any thread.
+    pub fn hurry(&self) -> Arc<dyn Fn() + Send + Sync> {
+        self.hurry.clone()
     }
 
     /// Tasks alive in the server's runtime (0 on mio, which has no tasks).
@@ -248,10 +256,12 @@ where
     });
     let addr = server.addresses()[0];
     let runtime = Some(rt.handle().clone());
+    let (h, s) = (rt.handle().clone(), server.clone());
     Server {
         driver: Driver::Tokio,
         addr,
         runtime,
+        hurry: Arc::new(move || h.block_on(s.shutdown_within(Duration::ZERO))),
         stop: Some(Box::new(move || {
             rt.block_on(async {
                 tokio::time::timeout(LIMIT, server.shutdown())
@@ -285,10 +295,12 @@ where
     }
     let mut thread = ServerThread::start(b.build().unwrap()).unwrap();
     let addr = thread.addresses()[0];
+    let handle = thread.handle().clone();
     Server {
         driver: Driver::Mio,
         addr,
         runtime: None,
+        hurry: Arc::new(move || handle.shutdown(Some(Duration::ZERO))),
         stop: Some(Box::new(move || {
             thread.join(None).expect("the run ended without error")
         })),
