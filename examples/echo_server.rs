@@ -19,8 +19,10 @@
 //! of binding `--host`/`--port`; with `--unix`, on the Unix stream listener passed instead
 //! of binding PATH.
 //!
-//! Prints `listening on ADDR` once per bound address when ready; SIGINT or SIGTERM shut it
-//! down gracefully (requests already read are answered) and it exits with status 0. Logs go
+//! Prints `listening on ADDR` once per bound address when ready. SIGINT or SIGTERM shut it
+//! down gracefully (requests already read are answered; it logs how many connections are
+//! draining) and it exits with status 0; a second SIGINT or SIGTERM during that shutdown
+//! resets every connection still open at once and it exits with status 130. Logs go
 //! to stderr, filtered by `RUST_LOG` (default `info`), through a non-blocking writer: a slow
 //! or blocked stderr costs log lines (dropped, not waited for), never the server's time.
 //! Bad requests are logged at most 5 times a second per connection (UDP: per peer), with
@@ -29,7 +31,9 @@
 use std::fmt::Display;
 use std::io::Write;
 use std::marker::PhantomData;
+use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -65,7 +69,8 @@ Options:
   -h, --help                print this help
 
 Serves on the sockets passed under socket activation (LISTEN_PID/LISTEN_FDS) when given.
-Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gracefully.
+Prints `listening on ADDR` per bound address; SIGINT or SIGTERM shut it down gracefully
+(exit status 0), a second one resets the connections still open (exit status 130).
 Logs go to stderr; RUST_LOG sets the filter [default: info].
 ";
 
@@ -387,28 +392,63 @@ fn announce(addrs: &[impl Display]) {
     let _ = out.flush();
 }
 
-/// Runs `stop` once, on the first SIGINT or SIGTERM (Ctrl-C or close on Windows).
-/// Registered before `listening on` is printed, so a signal sent right after it is not missed.
-fn on_stop_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
-    let stop = Mutex::new(Some(stop));
+/// Set by the second signal: connections were cut short; the exit status says so.
+static HURRIED: AtomicBool = AtomicBool::new(false);
+
+/// On the first SIGINT or SIGTERM (Ctrl-C or close on Windows), logs how many connections
+/// are draining (`open`) and runs `stop`, a graceful shutdown; on the second, runs `hurry`,
+/// which resets every connection at once. Neither may block: the next signal must get
+/// through. Registered before `listening on` is printed, so a signal sent right after it
+/// is not missed.
+fn on_signals(
+    open: impl Fn() -> u64 + Send + 'static,
+    stop: impl FnOnce() + Send + 'static,
+    hurry: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    let stages = Mutex::new((Some(stop), Some(hurry)));
     ctrlc::set_handler(move || {
-        if let Some(stop) = stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            tracing::info!("signal received, shutting down");
+        let (stop, hurry) = {
+            let mut stages = stages.lock().unwrap_or_else(|e| e.into_inner());
+            match stages.0.take() {
+                Some(stop) => (Some(stop), None),
+                None => (None, stages.1.take()),
+            }
+        };
+        if let Some(stop) = stop {
+            tracing::info!(
+                "shutting down, {} connections draining (a second signal closes them at once)",
+                open()
+            );
             stop();
+        } else if let Some(hurry) = hurry {
+            tracing::warn!("second signal: closing every connection now");
+            HURRIED.store(true, Ordering::Relaxed);
+            hurry();
         }
     })
     .context("installing the signal handler")
 }
 
-/// A future that resolves on the first SIGINT or SIGTERM.
-fn stop_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    on_stop_signal(move || {
-        let _ = tx.send(());
-    })?;
-    Ok(async move {
-        let _ = rx.await;
-    })
+/// A future that resolves on the first SIGINT or SIGTERM; the second makes `server` reset
+/// its connections (`shutdown_within(0)`).
+macro_rules! stop_signal {
+    ($server:expr) => {{
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (open, hurry) = ($server.clone(), $server.clone());
+        let runtime = tokio::runtime::Handle::current();
+        on_signals(
+            move || open.stats().open,
+            move || {
+                let _ = tx.send(());
+            },
+            move || {
+                runtime.spawn(async move { hurry.shutdown_within(Duration::ZERO).await });
+            },
+        )?;
+        async move {
+            let _ = rx.await;
+        }
+    }};
 }
 
 /// Activates `$server`, prints `$addrs` (clients that come before the run serves wait in
@@ -416,7 +456,7 @@ fn stop_signal() -> anyhow::Result<impl Future<Output = ()>> {
 macro_rules! serve_until_signal {
     ($server:expr, |$s:ident| $addrs:expr) => {{
         let server = $server;
-        let stop = stop_signal()?;
+        let stop = stop_signal!(server);
         server.activate().await?;
         let $s = &server;
         announce(&$addrs);
@@ -491,8 +531,13 @@ impl easynet::mio::EventSet for Announce {
 fn serve_mio<S: easynet::mio::Standalone>(args: &Args, server: S) -> anyhow::Result<()> {
     let stats = server.handle();
     report_stats(args.stats_every, move || stats.stats());
-    let handle = server.handle();
-    on_stop_signal(move || handle.shutdown(None))?;
+    let (open, stop, hurry) = (server.handle(), server.handle(), server.handle());
+    on_signals(
+        move || open.stats().open,
+        // `shutdown` waits for the run: not on the signal thread.
+        move || drop(std::thread::spawn(move || stop.shutdown(None))),
+        move || hurry.shutdown(Some(Duration::ZERO)),
+    )?;
     server.serve(&Announce(server.handle()))?;
     Ok(())
 }
@@ -577,7 +622,17 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
+    run()?;
+    // 130, as a shell reports a process ended by SIGINT: the second signal cut it short.
+    Ok(if HURRIED.load(Ordering::Relaxed) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run() -> anyhow::Result<()> {
     // First, before any thread exists: it takes the sockets and clears the variables.
     // SAFETY: no other thread yet, and nothing else owns the descriptors passed.
     #[cfg(unix)]

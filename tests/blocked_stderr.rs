@@ -4,9 +4,10 @@
 
 #![cfg(all(unix, feature = "tokio", feature = "mio", feature = "json"))]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,20 +16,6 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// more than the pipe (64 KiB on Linux) and the example's log queue (4 096 lines) hold,
 /// so lines are dropped by the end.
 const CHURN: usize = 2500;
-
-/// The example binary, built by `cargo test` beside this test's binary (`cargo test --test
-/// blocked_stderr` alone does not rebuild it: build the example first after changing it).
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let bin = dir.join("echo_server");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds it (or `cargo build --example echo_server`)",
-        bin.display()
-    );
-    bin
-}
 
 struct Server {
     child: Child,
@@ -45,7 +32,7 @@ impl Drop for Server {
 }
 
 fn start(driver: &str) -> Server {
-    let mut child = Command::new(example())
+    let mut child = Command::new(support::example("echo_server"))
         .args(["--driver", driver, "--port", "0"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
