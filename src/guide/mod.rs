@@ -12,7 +12,9 @@
 //! 7. [`shutdown`]: graceful shutdown, signals, what happens to requests in flight.
 //! 8. [`logging`]: what easynet logs and how to see it.
 //! 9. [`testing`]: testing a server without sockets in the simulator.
-//! 10. [`writing_a_driver`]: running the sans-IO core in an event loop of your own.
+//! 10. [`operations`]: limits, counters, socket activation, certificate rotation,
+//!     restarts.
+//! 11. [`writing_a_driver`]: running the sans-IO core in an event loop of your own.
 
 #[doc = include_str!("quick_start.md")]
 #[cfg(all(feature = "tokio", feature = "mio", feature = "json"))]
@@ -59,6 +61,11 @@ pub mod logging {}
 #[cfg(feature = "sim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod testing {}
+
+#[doc = include_str!("operations.md")]
+#[cfg(all(feature = "tokio", feature = "mio"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "tokio", feature = "mio"))))]
+pub mod operations {}
 
 #[doc = include_str!("writing_a_driver.md")]
 pub mod writing_a_driver {}
