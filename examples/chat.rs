@@ -6,10 +6,14 @@
 //! ```
 //!
 //! Prints `listening on ADDR` when ready; SIGINT or SIGTERM shut it down gracefully and it
-//! exits with status 0. `--help` lists the options.
+//! exits with status 0; a second one resets the connections left and it exits with 130.
+//! `--help` lists the options.
 
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
@@ -27,7 +31,8 @@ Options:
   --port PORT          [default: 9000]
   -h, --help           print this help
 
-Prints `listening on ADDR`; SIGINT or SIGTERM shut it down gracefully (exit status 0).
+Prints `listening on ADDR`; SIGINT or SIGTERM shut it down gracefully (exit status 0), a
+second one resets the connections left (exit status 130).
 Logs go to stderr; RUST_LOG sets the filter [default: info].
 ";
 
@@ -106,18 +111,37 @@ fn announce(addrs: &[impl std::fmt::Display]) {
     let _ = out.flush();
 }
 
-/// Runs `stop` on the first SIGINT or SIGTERM (registered before `listening on` is printed).
-fn on_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+/// On the first SIGINT or SIGTERM logs how many members drain and runs `stop` (a graceful
+/// shutdown); on the second runs `hurry` (every connection reset now). Registered before
+/// `listening on` is printed.
+fn on_signals(
+    open: impl Fn() -> u64 + Send + 'static,
+    stop: impl FnOnce() + Send + 'static,
+    hurry: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing the signal handler")?;
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        let mut signals = signals.forever();
+        if signals.next().is_some() {
+            tracing::info!(
+                "shutting down, {} connections draining (a second signal closes them at once)",
+                open()
+            );
             stop();
+        }
+        if signals.next().is_some() {
+            tracing::warn!("second signal: closing every connection now");
+            HURRIED.store(true, Ordering::Relaxed);
+            hurry();
         }
     });
     Ok(())
 }
+
+/// Set by the second signal; the exit status says so.
+static HURRIED: AtomicBool = AtomicBool::new(false);
 
 fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,9 +156,17 @@ fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> 
             .port(args.port)
             .build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        on_signal(move || {
-            let _ = tx.send(());
-        })?;
+        let (open, hurry) = (server.clone(), server.clone());
+        let runtime = tokio::runtime::Handle::current();
+        on_signals(
+            move || open.stats().open,
+            move || {
+                let _ = tx.send(());
+            },
+            move || {
+                runtime.spawn(async move { hurry.shutdown_within(Duration::ZERO).await });
+            },
+        )?;
         server.activate().await?;
         announce(&server.addresses());
         server
@@ -163,18 +195,38 @@ fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
         .host(args.host.as_str())
         .port(args.port)
         .build()?;
-    let handle = server.handle();
-    on_signal(move || handle.shutdown(None))?;
+    let (open, stop, hurry) = (server.handle(), server.handle(), server.handle());
+    on_signals(
+        move || open.stats().open,
+        // `shutdown` waits for the run: not on the signal thread.
+        move || drop(std::thread::spawn(move || stop.shutdown(None))),
+        move || hurry.shutdown(Some(Duration::ZERO)),
+    )?;
     server.serve_forever(Announce(server.handle()))?;
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // lexopt's messages already include their cause: print them once.
+    let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));
     if args.mio {
-        serve_mio(&args, room)
+        serve_mio(&args, room)?;
     } else {
-        serve_tokio(&args, room)
+        serve_tokio(&args, room)?;
     }
+    // 130, as a shell reports a process ended by SIGINT: the second signal cut it short.
+    Ok(if HURRIED.load(Ordering::Relaxed) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
