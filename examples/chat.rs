@@ -9,6 +9,9 @@
 //! exits with status 0; a second one resets the connections left and it exits with 130.
 //! `--help` lists the options.
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -207,14 +210,7 @@ fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _flush_logs_at_exit = logging::init();
     // lexopt's messages already include their cause: print them once.
     let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));

@@ -10,6 +10,9 @@
 //! (`error: connecting to 127.0.0.1:9000: TLS handshake failed: invalid peer certificate:
 //! UnknownIssuer`), and the exit status is 1.
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -221,14 +224,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _flush_logs_at_exit = logging::init();
     // lexopt's messages already include their cause: print them once.
     let args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -28,6 +28,9 @@
 //! Bad requests are logged at most 5 times a second per connection (UDP: per peer), with
 //! the count of those left out. `--stats-every SECS` logs the server's counters.
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::fmt::Display;
 use std::io::Write;
 use std::marker::PhantomData;
@@ -637,21 +640,7 @@ fn run() -> anyhow::Result<()> {
     // SAFETY: no other thread yet, and nothing else owns the descriptors passed.
     #[cfg(unix)]
     let passed = unsafe { easynet::tokio::listen_fds() }.context("socket activation")?;
-    // Lines go to a bounded queue (4096 lines, about 1 MB) that a thread of its own writes
-    // to stderr; when stderr is slow or blocked, the queue fills and further lines are
-    // dropped rather than stalling an event loop. The guard flushes the queue at exit.
-    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(4096)
-        .lossy(true)
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(stderr)
-        .init();
+    let _flush_logs_at_exit = logging::init();
     // lexopt's messages already include their cause: print them once.
     #[cfg_attr(not(unix), allow(unused_mut))]
     let mut args = parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;

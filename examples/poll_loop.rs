@@ -11,6 +11,9 @@
 //! (requests already read are answered) and it exits with status 0. `serve_tcp` also takes
 //! TLS and async handlers (the tests run both). Unix only: signals arrive through a pipe.
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind::Interrupted, ErrorKind::WouldBlock, Read};
 use std::marker::PhantomData;
@@ -471,14 +474,7 @@ fn parse_args() -> anyhow::Result<(String, String, String, u16)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _flush_logs_at_exit = logging::init();
     // lexopt's messages already include their cause: print them once.
     let (transport, framing, host, port) =
         parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;

@@ -11,6 +11,9 @@
 //! A decompression bomb sent over TCP reaches the handler as a typed parse error, and the
 //! connection goes on. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
+#[path = "common/logging.rs"]
+mod logging;
+
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -174,14 +177,7 @@ fn parse_args() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _flush_logs_at_exit = logging::init();
     // lexopt's messages already include their cause: print them once.
     parse_args().map_err(|e| anyhow::anyhow!("{e} (see --help)"))?;
     let tcp = AsyncTcpServer::builder(tcp_protocol()?, |_: &ConnInfo| Calc(0))
