@@ -1,6 +1,7 @@
 //! Unix stream servers and clients on both drivers, over real sockets in the temp dir and
 //! (Linux) abstract names: echo, peer credentials, addresses, socket-file removal, stale
-//! paths, graceful shutdown, lingering close, async handlers.
+//! paths, graceful shutdown, lingering close, async handlers; the stream clients' options
+//! (local address, `max_recv_size`) and `from_std`.
 
 #![cfg(unix)]
 

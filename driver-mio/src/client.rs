@@ -4,7 +4,8 @@
 //!
 //! `TcpClient` drives the core's [`Connection`] with [`ClientRole`] through the core's
 //! [`blocking`] helpers, so framing, the partial-bytes rule, TLS, deadlines and the graceful
-//! close are the servers' own code; this module only opens sockets.
+//! close are the servers' own code; this module only opens sockets, and bounds the writes
+//! of `send_timeout` (`SO_SNDTIMEO`, reset per write to what is left of the deadline).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
