@@ -1,6 +1,7 @@
 //! Unix stream servers and clients on both drivers, over real sockets in the temp dir and
 //! (Linux) abstract names: echo, peer credentials, addresses, socket-file removal, stale
-//! paths, graceful shutdown, lingering close, async handlers.
+//! paths, graceful shutdown, lingering close, async handlers; the stream clients' options
+//! (local address, `max_recv_size`) and `from_std`.
 
 #![cfg(unix)]
 
@@ -45,12 +46,28 @@ fn quit_with_unread_input_ends_cleanly(server: &Path) {
     assert!(sent.is_ok(), "the server stopped taking input: {sent:?}");
 }
 
+/// Bytes a client left unread in its socket after its first response: `ab\ncd\n` is
+/// queued at once by a raw peer, so a client reading 3 bytes at a time (`max_recv_size`)
+/// leaves `cd\n` behind and one reading 16 KiB takes all 6. Read through a duplicate of
+/// the client's descriptor, past any readiness the runtime caches.
+fn unread_after_first_line(client: std::os::fd::BorrowedFd<'_>) -> usize {
+    let mut raw = StdStream::from(client.try_clone_to_owned().unwrap());
+    raw.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    match raw.read(&mut buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[cfg(feature = "tokio")]
 mod on_tokio {
     use super::*;
     use easynet::handler::HandlerError;
     use easynet::tokio::{
-        AsyncClient, AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer, ServerError,
+        AsyncClient, AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer, ClientError,
+        ServerError, UnixStreamClientOptions,
     };
     use tokio::time::timeout;
 
@@ -246,12 +263,102 @@ mod on_tokio {
         run.await.unwrap().unwrap();
         server.close();
     }
+
+    #[tokio::test]
+    async fn options_bind_a_local_address_and_from_std_takes_a_connected_stream() {
+        let tmp = TempPath::new("tokio-opts");
+        let addr = UnixAddr::pathname(tmp.path());
+        let server = server(addr.clone());
+        server.activate().await.unwrap();
+        let s = server.clone();
+        let run = tokio::spawn(async move { s.serve_forever(()).await });
+
+        let local = TempPath::new("tokio-opts-local");
+        let options = UnixStreamClientOptions::new().local_addr(UnixAddr::pathname(local.path()));
+        let mut c = AsyncUnixStreamClient::connect_with(&addr, Stream::lines(), options)
+            .await
+            .unwrap();
+        assert_eq!(c.local_addr(), &UnixAddr::pathname(local.path()));
+        c.send(&"peer".to_owned()).await.unwrap();
+        let seen = timeout(LIMIT, c.recv()).await.unwrap().unwrap();
+        assert_eq!(seen, local.path().display().to_string());
+        assert!(local.path().exists());
+        drop(c);
+        assert!(
+            !local.path().exists(),
+            "the client's socket file goes with it"
+        );
+
+        #[cfg(target_os = "linux")]
+        {
+            // The name as a peer sees it, read by std's accept: our servers (accepting
+            // through mio) report an abstract peer as unnamed.
+            let name = UnixAddr::abstract_name(support::unix::abstract_name("tokio-client"));
+            let raw = TempPath::new("tokio-opts-raw");
+            let listener = StdListener::bind(raw.path()).unwrap();
+            let options = UnixStreamClientOptions::new().local_addr(name.clone());
+            let to = UnixAddr::pathname(raw.path());
+            let c = AsyncUnixStreamClient::connect_with(&to, Stream::lines(), options)
+                .await
+                .unwrap();
+            assert_eq!(c.local_addr(), &name);
+            let (_peer, from) = listener.accept().unwrap();
+            assert_eq!(easynet_common::unix::to_unix_addr(&from), name);
+        }
+
+        let zero = UnixStreamClientOptions::new().max_recv_size(0);
+        let bad = AsyncUnixStreamClient::connect_with(&addr, Stream::lines(), zero.clone()).await;
+        assert!(matches!(bad, Err(ClientError::Config(_))), "{bad:?}");
+        let bad = AsyncUnixStreamClient::from_std(
+            StdStream::connect(tmp.path()).unwrap(),
+            Stream::lines(),
+            zero,
+        );
+        assert!(matches!(bad, Err(ClientError::Config(_))), "{bad:?}");
+
+        let stream = StdStream::connect(tmp.path()).unwrap();
+        let options = UnixStreamClientOptions::new();
+        let mut c = AsyncUnixStreamClient::from_std(stream, Stream::lines(), options).unwrap();
+        assert_eq!(c.peer_addr(), &addr);
+        c.send(&"from std".to_owned()).await.unwrap();
+        assert_eq!(timeout(LIMIT, c.recv()).await.unwrap().unwrap(), "from std");
+        c.close().await;
+
+        server.shutdown().await;
+        run.await.unwrap().unwrap();
+        server.close();
+    }
+
+    #[tokio::test]
+    async fn max_recv_size_bounds_each_read() {
+        use std::os::fd::AsFd;
+        for (size, left) in [(3, 3), (16 * 1024, 0)] {
+            let tmp = TempPath::new("tokio-recv-size");
+            let listener = StdListener::bind(tmp.path()).unwrap();
+            let options = UnixStreamClientOptions::new().max_recv_size(size);
+            let addr = UnixAddr::pathname(tmp.path());
+            let mut c = AsyncUnixStreamClient::connect_with(&addr, Stream::lines(), options)
+                .await
+                .unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(b"ab\ncd\n").unwrap();
+            assert_eq!(timeout(LIMIT, c.recv()).await.unwrap().unwrap(), "ab");
+            assert_eq!(
+                unread_after_first_line(c.socket().as_fd()),
+                left,
+                "size {size}"
+            );
+        }
+    }
 }
 
 #[cfg(feature = "mio")]
 mod on_mio {
     use super::*;
-    use easynet::mio::{ServerError, ServerThread, StandaloneUnixStreamServer, UnixStreamClient};
+    use easynet::mio::{
+        ClientError, ServerError, ServerThread, StandaloneUnixStreamServer, UnixStreamClient,
+        UnixStreamClientOptions,
+    };
 
     fn start(addr: UnixAddr) -> ServerThread {
         let server = StandaloneUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
@@ -338,6 +445,78 @@ mod on_mio {
         client.send(&"whoami".to_owned()).unwrap();
         assert_eq!(client.recv_timeout(LIMIT).unwrap(), me());
         thread.join(None).unwrap();
+    }
+
+    #[test]
+    fn options_bind_a_local_address_and_from_std_takes_a_connected_stream() {
+        let tmp = TempPath::new("mio-opts");
+        let addr = UnixAddr::pathname(tmp.path());
+        let mut thread = start(addr.clone());
+
+        let local = TempPath::new("mio-opts-local");
+        let options = UnixStreamClientOptions::new().local_addr(UnixAddr::pathname(local.path()));
+        let mut c = UnixStreamClient::connect_with(&addr, Stream::lines(), options).unwrap();
+        assert_eq!(c.local_addr(), &UnixAddr::pathname(local.path()));
+        c.send(&"peer".to_owned()).unwrap();
+        let seen = c.recv_timeout(LIMIT).unwrap();
+        assert_eq!(seen, local.path().display().to_string());
+        assert!(local.path().exists());
+        drop(c);
+        assert!(
+            !local.path().exists(),
+            "the client's socket file goes with it"
+        );
+
+        #[cfg(target_os = "linux")]
+        {
+            // The name as a peer sees it, read by std's accept: our servers (accepting
+            // through mio) report an abstract peer as unnamed.
+            let name = UnixAddr::abstract_name(support::unix::abstract_name("mio-client"));
+            let raw = TempPath::new("mio-opts-raw");
+            let listener = StdListener::bind(raw.path()).unwrap();
+            let options = UnixStreamClientOptions::new().local_addr(name.clone());
+            let to = UnixAddr::pathname(raw.path());
+            let c = UnixStreamClient::connect_with(&to, Stream::lines(), options).unwrap();
+            assert_eq!(c.local_addr(), &name);
+            let (_peer, from) = listener.accept().unwrap();
+            assert_eq!(easynet_common::unix::to_unix_addr(&from), name);
+        }
+
+        let zero = UnixStreamClientOptions::new().max_recv_size(0);
+        let bad = UnixStreamClient::connect_with(&addr, Stream::lines(), zero.clone());
+        assert!(matches!(bad, Err(ClientError::Config(_))), "{bad:?}");
+        let stream = StdStream::connect(tmp.path()).unwrap();
+        let bad = UnixStreamClient::from_std(stream, Stream::lines(), zero);
+        assert!(matches!(bad, Err(ClientError::Config(_))), "{bad:?}");
+
+        let stream = StdStream::connect(tmp.path()).unwrap();
+        let options = UnixStreamClientOptions::new();
+        let mut c = UnixStreamClient::from_std(stream, Stream::lines(), options).unwrap();
+        assert_eq!(c.peer_addr(), &addr);
+        c.send(&"from std".to_owned()).unwrap();
+        assert_eq!(c.recv_timeout(LIMIT).unwrap(), "from std");
+        c.close();
+        thread.join(None).unwrap();
+    }
+
+    #[test]
+    fn max_recv_size_bounds_each_read() {
+        use std::os::fd::AsFd;
+        for (size, left) in [(3, 3), (16 * 1024, 0)] {
+            let tmp = TempPath::new("mio-recv-size");
+            let listener = StdListener::bind(tmp.path()).unwrap();
+            let options = UnixStreamClientOptions::new().max_recv_size(size);
+            let addr = UnixAddr::pathname(tmp.path());
+            let mut c = UnixStreamClient::connect_with(&addr, Stream::lines(), options).unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(b"ab\ncd\n").unwrap();
+            assert_eq!(c.recv_timeout(LIMIT).unwrap(), "ab");
+            assert_eq!(
+                unread_after_first_line(c.socket().as_fd()),
+                left,
+                "size {size}"
+            );
+        }
     }
 }
 

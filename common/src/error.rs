@@ -97,7 +97,9 @@ pub enum ClientError {
     /// The server closed the connection before a complete response arrived.
     #[error("connection closed by the peer")]
     Eof,
-    /// No complete response within the timeout; partial bytes are kept.
+    /// No complete response within the timeout; partial bytes are kept. From a stream
+    /// client's `send_timeout`: the request was not handed to the kernel in time, and the
+    /// connection was closed.
     #[error("timed out")]
     Timeout,
     /// The response bytes are not valid; they were skipped, the next response can be read.

@@ -221,9 +221,82 @@ pub fn client_datagram(
 
 /// Connects a blocking Unix stream socket to `addr` (a path or an abstract name).
 pub fn connect_stream(addr: &UnixAddr) -> io::Result<UnixStream> {
+    connect_stream_from(addr, None).map(|(stream, _)| stream)
+}
+
+/// Connects a blocking Unix stream socket to `addr` from `local` when set (a path, under
+/// the stale-file rule of the module docs, or an abstract name); the [`SocketFile`] of a
+/// bound path removes it when dropped.
+pub fn connect_stream_from(
+    addr: &UnixAddr,
+    local: Option<&UnixAddr>,
+) -> io::Result<(UnixStream, Option<SocketFile>)> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    let mut file = None;
+    if let Some(local) = local {
+        if let Some(path) = local.as_pathname() {
+            clear_stale(path)?;
+        }
+        socket.bind(&to_sock_addr(local)?)?;
+        if let Some(path) = local.as_pathname() {
+            file = Some(SocketFile::created(path)?);
+        }
+    }
     socket.connect(&to_sock_addr(addr)?)?;
-    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
+    Ok((UnixStream::from(std::os::fd::OwnedFd::from(socket)), file))
+}
+
+/// How a Unix stream client connects: the local address to bind first and the receive
+/// size. The defaults are the TCP clients' ([`TcpClientOptions`](crate::TcpClientOptions)):
+/// no local address (the socket stays unnamed), 16 KiB reads.
+///
+/// ```
+/// use easynet_common::unix::UnixStreamClientOptions;
+/// use easynet_core::addr::UnixAddr;
+///
+/// let options = UnixStreamClientOptions::new()
+///     .local_addr(UnixAddr::pathname("/tmp/client.sock"))
+///     .max_recv_size(64 * 1024);
+/// assert_eq!(options.stream.read_size, 64 * 1024);
+/// assert!(options.validate().is_ok());
+/// assert!(UnixStreamClientOptions::new().max_recv_size(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct UnixStreamClientOptions {
+    /// The address to bind before connecting (EasyNetwork's `local_path`): a path (removed
+    /// when the client is dropped) or, on Linux, an abstract name.
+    pub local_addr: Option<UnixAddr>,
+    /// The connection's settings: `read_size` is EasyNetwork's `max_recv_size`.
+    pub stream: easynet_core::stream::StreamConfig,
+}
+
+impl UnixStreamClientOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`local_addr`](Self::local_addr).
+    pub fn local_addr(mut self, addr: UnixAddr) -> Self {
+        self.local_addr = Some(addr);
+        self
+    }
+
+    /// Most bytes read from the socket at once (EasyNetwork's `max_recv_size`, 16 KiB); 0
+    /// is refused when connecting ([`ConfigError::MaxRecvSize`](crate::ConfigError)).
+    pub fn max_recv_size(mut self, bytes: usize) -> Self {
+        self.stream.read_size = bytes;
+        self
+    }
+
+    /// Checks the settings a connect relies on.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        if self.stream.read_size == 0 {
+            return Err(crate::ConfigError::MaxRecvSize);
+        }
+        Ok(())
+    }
 }
 
 /// Sends `buf` as one datagram from `socket` to `to`, without waiting (the socket's mode).

@@ -4,7 +4,8 @@
 //!
 //! `TcpClient` drives the core's [`Connection`] with [`ClientRole`] through the core's
 //! [`blocking`] helpers, so framing, the partial-bytes rule, TLS, deadlines and the graceful
-//! close are the servers' own code; this module only opens sockets.
+//! close are the servers' own code; this module only opens sockets, and bounds the writes
+//! of `send_timeout` (`SO_SNDTIMEO`, reset per write to what is left of the deadline).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -126,6 +127,36 @@ macro_rules! stream_client_methods {
         /// Sends one request; returns once it is handed to the kernel.
         pub fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
             self.inner.send(request)
+        }
+
+        /// Sends one request, waiting at most `timeout` for it to be handed to the kernel
+        /// (EasyNetwork's `send_packet(packet, timeout)`); a server that does not read
+        /// fills the socket buffers and makes [`send`](Self::send) wait for ever.
+        ///
+        /// On a timeout the request may be partly written, and a byte stream cannot take
+        /// it back: the connection is closed at once (the rest is dropped, the socket shut
+        /// down) and [`ClientError::Timeout`] returned; later calls fail with
+        /// [`ClientError::Closed`], so no later request can be read as the end of this one.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use easynet_core::protocol::Stream;
+        /// use easynet_mio::{ClientError, TcpClient};
+        ///
+        /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        /// let mut client = TcpClient::connect(listener.local_addr().unwrap(), Stream::lines()).unwrap();
+        /// let (_server, _) = listener.accept().unwrap(); // it never reads
+        /// let big = "x".repeat(32 << 20); // more than the socket buffers hold
+        /// let sent = client.send_timeout(&big, Duration::from_millis(100));
+        /// assert!(matches!(sent, Err(ClientError::Timeout)));
+        /// assert!(client.is_closed());
+        /// ```
+        pub fn send_timeout(
+            &mut self,
+            request: &P::Request,
+            timeout: Duration,
+        ) -> Result<(), ClientError> {
+            self.inner.send_timeout(request, timeout)
         }
 
         /// Waits for the next response.
@@ -304,6 +335,56 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         }
         self.conn.send(request)?;
         blocking::flush(&mut self.conn, &mut self.stream, Instant::now).map_err(client_error)?;
+        Ok(())
+    }
+
+    pub(crate) fn send_timeout(
+        &mut self,
+        request: &P::Request,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        if self.is_closed() || self.eof_sent {
+            return Err(ClientError::Closed);
+        }
+        self.conn.send(request)?;
+        let deadline = Instant::now() + timeout;
+        let sent = self.flush_until(deadline);
+        if sent.is_err() {
+            // Partly written, maybe: nothing sent later may follow it on this stream.
+            self.conn.abort();
+            self.stream.set_abortive();
+            let _ = each!(&self.stream, s => s.shutdown(Shutdown::Both));
+            self.closed = true;
+        } else {
+            let _ = each!(&self.stream, s => s.set_write_timeout(None));
+        }
+        sent
+    }
+
+    /// Writes what is queued, each write bounded by what is left until `deadline`.
+    fn flush_until(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        while self.conn.wants_write() && !self.conn.is_closed() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A zero SO_SNDTIMEO means no limit: a deadline passed is a timeout now.
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            each!(&self.stream, s => s.set_write_timeout(Some(left)))?;
+            match self.conn.write_to(&mut self.stream) {
+                Ok(0) => return Err(ClientError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(ClientError::Timeout);
+                }
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+        }
         Ok(())
     }
 

@@ -33,12 +33,17 @@ mod udp;
 mod udp_client;
 #[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+mod unix_client;
 mod worker;
 
 #[allow(deprecated)]
 pub use client::TcpResponses;
 pub use client::{Responses, TcpClient};
 pub use control::ServerHandle;
+/// The options of a Unix stream client's `connect_with` and `from_std`.
+#[cfg(unix)]
+pub use easynet_common::unix::UnixStreamClientOptions;
 #[cfg(feature = "webpki-roots")]
 pub use easynet_common::webpki_roots_config;
 /// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).
@@ -58,6 +63,8 @@ pub use udp::{StandaloneUdpServer, UdpServerBuilder};
 pub use udp_client::{UdpClient, UdpResponses};
 #[cfg(unix)]
 pub use unix::{
-    StandaloneUnixDatagramServer, StandaloneUnixStreamServer, UnixDatagramClient,
-    UnixDatagramServerBuilder, UnixStreamClient, UnixStreamServerBuilder,
+    StandaloneUnixDatagramServer, StandaloneUnixStreamServer, UnixDatagramServerBuilder,
+    UnixStreamServerBuilder,
 };
+#[cfg(unix)]
+pub use unix_client::{UnixDatagramClient, UnixStreamClient};

@@ -1,6 +1,5 @@
-//! Unix domain sockets on mio: [`StandaloneUnixStreamServer`],
-//! [`StandaloneUnixDatagramServer`] and the blocking [`UnixStreamClient`] and
-//! [`UnixDatagramClient`].
+//! Unix domain sockets on mio: [`StandaloneUnixStreamServer`] and
+//! [`StandaloneUnixDatagramServer`]; the blocking Unix clients are in `unix_client`.
 //!
 //! The servers are the TCP and UDP ones over another socket family: the same event loops
 //! (the worker and the datagram loop are written once against a listener and a datagram
@@ -14,27 +13,20 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use easynet_common::unix::{self as sys, SocketFile};
-use easynet_common::{ClientError, EventSet, UnixDatagramSettings, UnixStreamSettings};
+use easynet_common::unix::{self as sys};
+use easynet_common::{EventSet, UnixDatagramSettings, UnixStreamSettings};
 use easynet_core::ConnId;
-use easynet_core::addr::{Addr, PeerCred, UnixAddr};
+use easynet_core::addr::{Addr, UnixAddr};
 use easynet_core::datagram::DatagramConfig;
 use easynet_core::handler::{ConnInfo, DatagramHandler, Service, StreamHandler};
-use easynet_core::protocol::{
-    DatagramClientProtocol, DatagramServerProtocol, StreamClientProtocol, StreamServerProtocol,
-};
-use easynet_core::stream::{Connection, StreamConfig};
+use easynet_core::protocol::{DatagramServerProtocol, StreamServerProtocol};
 use mio::net::{UnixDatagram, UnixListener, UnixStream};
 
-use crate::client::{ClientStream, Responses, StreamClient, stream_client_methods};
 use crate::control::{Control, server_methods};
 use crate::tcp::run_workers;
 use crate::udp::{MioDgram, Parts, dropped_datagrams, run_endpoints};
-use crate::udp_client::{ClientDgram, DgramClient, UdpResponses, datagram_client_methods};
 use crate::worker::{Factory, MioListener};
 use crate::{ConfigError, DropCounter, ServerError};
 
@@ -350,138 +342,3 @@ server_methods!(
     DatagramServerProtocol
 );
 dropped_datagrams!(StandaloneUnixDatagramServer);
-
-/// A blocking Unix stream client: send requests, receive responses, with protocol `P`.
-///
-/// ```no_run
-/// use easynet_core::protocol::Stream;
-/// use easynet_mio::UnixStreamClient;
-///
-/// let mut client = UnixStreamClient::connect("/run/app.sock", Stream::lines()).unwrap();
-/// client.send(&"hello".to_owned()).unwrap();
-/// let reply: String = client.recv().unwrap();
-/// client.close();
-/// ```
-///
-/// A runnable example is on [`StandaloneUnixStreamServer`].
-pub struct UnixStreamClient<P: StreamClientProtocol> {
-    inner: StreamClient<P>,
-}
-
-impl<P: StreamClientProtocol> std::fmt::Debug for UnixStreamClient<P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnixStreamClient")
-            .field("conn", self.inner.conn())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<P: StreamClientProtocol> UnixStreamClient<P> {
-    /// Connects to the server at the filesystem `path`.
-    pub fn connect(path: impl AsRef<Path>, protocol: P) -> Result<Self, ClientError> {
-        Self::connect_addr(&UnixAddr::pathname(path), protocol)
-    }
-
-    /// Connects to a path or a Linux abstract name.
-    pub fn connect_addr(addr: &UnixAddr, protocol: P) -> Result<Self, ClientError> {
-        let stream = sys::connect_stream(addr)?;
-        let local = sys::to_unix_addr(&stream.local_addr()?);
-        let info = ConnInfo::new(ConnId(0), addr.clone(), local)
-            .with_peer_cred(sys::peer_cred(&stream).ok());
-        let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
-        Ok(Self {
-            inner: StreamClient::new(ClientStream::Unix(stream), conn),
-        })
-    }
-
-    /// The server's address.
-    pub fn peer_addr(&self) -> &UnixAddr {
-        self.inner
-            .conn()
-            .info()
-            .peer
-            .as_unix()
-            .expect("a Unix connection has Unix addresses")
-    }
-
-    /// The server process's credentials, where the OS gives them.
-    pub fn peer_cred(&self) -> Option<PeerCred> {
-        self.inner.conn().info().peer_cred
-    }
-
-    /// The socket, for options.
-    pub fn socket(&self) -> &std::os::unix::net::UnixStream {
-        match self.inner.stream() {
-            ClientStream::Unix(s) => s,
-            _ => unreachable!("a Unix client holds a Unix stream"),
-        }
-    }
-
-    stream_client_methods!();
-}
-
-/// A blocking Unix datagram client connected to one server socket.
-///
-/// The server can only answer a client socket that has an address: [`connect`](Self::connect)
-/// binds one (a kernel-chosen abstract name on Linux; elsewhere give one with
-/// [`connect_from`](Self::connect_from), or the server drops the requests). A path bound this
-/// way is removed when the client is dropped.
-///
-/// ```no_run
-/// use easynet_core::protocol::Datagram;
-/// use easynet_mio::UnixDatagramClient;
-///
-/// let mut client = UnixDatagramClient::connect("/run/app-dgram.sock", Datagram::lines()).unwrap();
-/// client.send(&"ping".to_owned()).unwrap();
-/// let reply: String = client.recv().unwrap();
-/// ```
-#[derive(Debug)]
-pub struct UnixDatagramClient<P> {
-    inner: DgramClient<P>,
-    _file: Option<SocketFile>,
-}
-
-impl<P: DatagramClientProtocol> UnixDatagramClient<P> {
-    /// Connects to the server at `path`, from an address of its own (see the type's docs).
-    pub fn connect(path: impl AsRef<Path>, protocol: P) -> Result<Self, ClientError> {
-        Self::connect_addr(&UnixAddr::pathname(path), None, protocol)
-    }
-
-    /// Connects to the server at `server` from the address `local` (a path or an abstract
-    /// name).
-    pub fn connect_from(
-        server: &UnixAddr,
-        local: &UnixAddr,
-        protocol: P,
-    ) -> Result<Self, ClientError> {
-        Self::connect_addr(server, Some(local), protocol)
-    }
-
-    fn connect_addr(
-        server: &UnixAddr,
-        local: Option<&UnixAddr>,
-        protocol: P,
-    ) -> Result<Self, ClientError> {
-        let (socket, file) = sys::client_datagram(server, local)?;
-        Ok(Self {
-            inner: DgramClient::new(ClientDgram::Unix(socket), protocol),
-            _file: file,
-        })
-    }
-
-    /// This end's address (unnamed if it has none).
-    pub fn local_addr(&self) -> io::Result<UnixAddr> {
-        let socket = self.socket().ok_or_else(crate::udp_client::closed)?;
-        Ok(sys::to_unix_addr(&socket.local_addr()?))
-    }
-
-    /// The socket, for options; `None` once closed.
-    pub fn socket(&self) -> Option<&std::os::unix::net::UnixDatagram> {
-        match self.inner.socket()? {
-            ClientDgram::Unix(s) => Some(s),
-            _ => unreachable!("a Unix datagram client holds a Unix socket"),
-        }
-    }
-
-    datagram_client_methods!();
-}

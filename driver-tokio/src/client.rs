@@ -3,7 +3,7 @@
 //! shares its machinery. The datagram client is in `udp_client`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +88,44 @@ macro_rules! stream_client_methods {
         /// is dropped, what is left of it goes out with the next `send`, `recv` or `close`.
         pub async fn send(&mut self, request: &P::Request) -> Result<(), ClientError> {
             self.inner.send(request).await
+        }
+
+        /// Sends one request, waiting at most `timeout` for it to be handed to the kernel
+        /// (EasyNetwork's `send_packet(packet, timeout)`); a server that does not read
+        /// fills the socket buffers and makes [`send`](Self::send) wait for ever.
+        ///
+        /// On a timeout the request may be partly written, and a byte stream cannot take
+        /// it back: the connection is closed at once (the rest is dropped, the socket shut
+        /// down) and [`ClientError::Timeout`] returned; later calls fail with
+        /// [`ClientError::Closed`], so no later request can be read as the end of this one.
+        ///
+        /// Cancel safety: as [`send`](Self::send). A call dropped before its timeout
+        /// leaves the connection open and the request queued whole: what is left of it goes
+        /// out, before anything sent later, with the next `send`, `recv` or `close`.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use easynet_core::protocol::Stream;
+        /// use easynet_tokio::{AsyncTcpClient, ClientError};
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() {
+        /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        /// let addr = listener.local_addr().unwrap();
+        /// let mut client = AsyncTcpClient::connect(addr, Stream::lines()).await.unwrap();
+        /// let (_server, _) = listener.accept().await.unwrap(); // it never reads
+        /// let big = "x".repeat(32 << 20); // more than the socket buffers hold
+        /// let sent = client.send_timeout(&big, Duration::from_millis(100)).await;
+        /// assert!(matches!(sent, Err(ClientError::Timeout)));
+        /// assert!(client.is_closed());
+        /// # }
+        /// ```
+        pub async fn send_timeout(
+            &mut self,
+            request: &P::Request,
+            timeout: Duration,
+        ) -> Result<(), ClientError> {
+            self.inner.send_timeout(request, timeout).await
         }
 
         /// Waits for the next response.
@@ -342,6 +380,34 @@ impl<P: StreamClientProtocol> StreamClient<P> {
         self.conn.cancel_recv();
         self.conn.send(request)?;
         self.flush().await
+    }
+
+    pub(crate) async fn send_timeout(
+        &mut self,
+        request: &P::Request,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        if self.is_closing() || self.eof_sent {
+            return Err(ClientError::Closed);
+        }
+        self.conn.cancel_recv();
+        self.conn.send(request)?;
+        match tokio::time::timeout(timeout, self.flush()).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                // Partly written, maybe: nothing sent later may follow it on this stream,
+                // and the peer learns now (the fd lives as long as the client).
+                self.conn.abort();
+                self.closed = true;
+                crate::conn::ConnStream::set_abortive(&self.stream);
+                let _ = match &self.stream {
+                    StreamSocket::Tcp(s) => socket2::SockRef::from(s).shutdown(Shutdown::Both),
+                    #[cfg(unix)]
+                    StreamSocket::Unix(s) => socket2::SockRef::from(s).shutdown(Shutdown::Both),
+                };
+                Err(ClientError::Timeout)
+            }
+        }
     }
 
     /// Waits until everything queued is handed to the kernel.

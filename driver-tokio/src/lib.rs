@@ -44,6 +44,9 @@ mod unix_client;
 
 pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
 pub use client::{AsyncTcpClient, Responses};
+/// The options of a Unix stream client's `connect_with` and `from_std`.
+#[cfg(unix)]
+pub use easynet_common::unix::UnixStreamClientOptions;
 #[cfg(feature = "webpki-roots")]
 pub use easynet_common::webpki_roots_config;
 /// Socket activation: the listening sockets a service manager passed (`LISTEN_FDS`).

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use easynet_common::ClientError;
-use easynet_common::unix::{self as sys, SocketFile};
+use easynet_common::unix::{self as sys, SocketFile, UnixStreamClientOptions};
 use easynet_core::ConnId;
 use easynet_core::addr::{PeerCred, UnixAddr};
 use easynet_core::handler::ConnInfo;
 use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
-use easynet_core::stream::{Connection, StreamConfig};
+use easynet_core::stream::Connection;
 use tokio::net::{UnixDatagram, UnixStream};
 
 use crate::StreamSocket;
@@ -37,6 +37,8 @@ use crate::udp_client::{ClientDgram, DgramClient, UdpResponses, datagram_client_
 /// A runnable example is on [`AsyncUnixStreamServer`](crate::AsyncUnixStreamServer).
 pub struct AsyncUnixStreamClient<P: StreamClientProtocol> {
     inner: StreamClient<P>,
+    /// The local path bound by `connect_with`, removed when the client is dropped.
+    _file: Option<SocketFile>,
 }
 
 impl<P: StreamClientProtocol> std::fmt::Debug for AsyncUnixStreamClient<P> {
@@ -48,7 +50,8 @@ impl<P: StreamClientProtocol> std::fmt::Debug for AsyncUnixStreamClient<P> {
 }
 
 impl<P: StreamClientProtocol> AsyncUnixStreamClient<P> {
-    /// Connects to the server at the filesystem `path`.
+    /// Connects to the server at the filesystem `path` with the default
+    /// [`UnixStreamClientOptions`].
     ///
     /// Cancel safety: a dropped call leaves nothing behind (a connect already under way
     /// finishes off the runtime and is closed).
@@ -56,24 +59,117 @@ impl<P: StreamClientProtocol> AsyncUnixStreamClient<P> {
         Self::connect_addr(&UnixAddr::pathname(path), protocol).await
     }
 
-    /// Connects to a path or a Linux abstract name.
+    /// Connects to a path or a Linux abstract name with the default
+    /// [`UnixStreamClientOptions`].
     ///
     /// Cancel safety: as [`connect`](Self::connect).
     pub async fn connect_addr(addr: &UnixAddr, protocol: P) -> Result<Self, ClientError> {
+        Self::connect_with(addr, protocol, UnixStreamClientOptions::new()).await
+    }
+
+    /// Connects to a path or a Linux abstract name as `options` say: from
+    /// `options.local_addr` when set (a path, removed when the client is dropped, or an
+    /// abstract name), reading at most `max_recv_size` bytes at once.
+    ///
+    /// Cancel safety: as [`connect`](Self::connect); a local path bound by a connect
+    /// that finishes after the call was dropped is removed with its socket.
+    ///
+    /// ```
+    /// use easynet_core::addr::UnixAddr;
+    /// use easynet_core::protocol::Stream;
+    /// use easynet_tokio::{AsyncUnixStreamClient, UnixStreamClientOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let dir = std::env::temp_dir().join(format!("easynet-doc-tokio-uc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let listener = tokio::net::UnixListener::bind(dir.join("server.sock")).unwrap();
+    /// let options = UnixStreamClientOptions::new()
+    ///     .local_addr(UnixAddr::pathname(dir.join("client.sock")))
+    ///     .max_recv_size(4096);
+    /// let server = UnixAddr::pathname(dir.join("server.sock"));
+    /// let client = AsyncUnixStreamClient::connect_with(&server, Stream::lines(), options)
+    ///     .await
+    ///     .unwrap();
+    /// let (_conn, from) = listener.accept().await.unwrap();
+    /// assert_eq!(from.as_pathname(), Some(dir.join("client.sock").as_path()));
+    /// assert_eq!(client.local_addr(), &UnixAddr::pathname(dir.join("client.sock")));
+    /// drop(client); // removes client.sock
+    /// assert!(!dir.join("client.sock").exists());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
+    pub async fn connect_with(
+        addr: &UnixAddr,
+        protocol: P,
+        options: UnixStreamClientOptions,
+    ) -> Result<Self, ClientError> {
+        options.validate()?;
         let target = addr.clone();
+        let local = options.local_addr.clone();
         // A Unix connect completes at once unless the backlog is full: off the runtime.
-        let std = tokio::task::spawn_blocking(move || sys::connect_stream(&target))
-            .await
-            .map_err(io::Error::other)??;
+        let (std, file) =
+            tokio::task::spawn_blocking(move || sys::connect_stream_from(&target, local.as_ref()))
+                .await
+                .map_err(io::Error::other)??;
+        let mut client = Self::over(std, Some(addr.clone()), protocol, options)?;
+        client._file = file;
+        Ok(client)
+    }
+
+    /// A client over a Unix stream already connected (EasyNetwork's "connected socket"
+    /// form). `options.local_addr` does not apply; the socket is made non-blocking. Must be
+    /// called within a runtime.
+    ///
+    /// ```
+    /// use easynet_core::protocol::Stream;
+    /// use easynet_tokio::{AsyncUnixStreamClient, UnixStreamClientOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let options = UnixStreamClientOptions::new();
+    /// let mut client = AsyncUnixStreamClient::from_std(ours, Stream::lines(), options).unwrap();
+    /// client.send(&"hello".to_owned()).await.unwrap();
+    /// # drop(theirs);
+    /// # }
+    /// ```
+    pub fn from_std(
+        stream: std::os::unix::net::UnixStream,
+        protocol: P,
+        options: UnixStreamClientOptions,
+    ) -> Result<Self, ClientError> {
+        options.validate()?;
+        Self::over(stream, None, protocol, options)
+    }
+
+    /// `peer`: the address connected to, when known; else the socket's peer address.
+    fn over(
+        std: std::os::unix::net::UnixStream,
+        peer: Option<UnixAddr>,
+        protocol: P,
+        options: UnixStreamClientOptions,
+    ) -> Result<Self, ClientError> {
         std.set_nonblocking(true)?;
         let stream = UnixStream::from_std(std)?;
+        let peer = match peer {
+            Some(peer) => peer,
+            None => sys::to_unix_addr(&stream.peer_addr()?.into()),
+        };
         let local = sys::to_unix_addr(&stream.local_addr()?.into());
-        let info = ConnInfo::new(ConnId(0), addr.clone(), local)
-            .with_peer_cred(sys::peer_cred(&stream).ok());
-        let conn = Connection::new(Arc::new(protocol), StreamConfig::default(), info);
+        let info =
+            ConnInfo::new(ConnId(0), peer, local).with_peer_cred(sys::peer_cred(&stream).ok());
+        let conn = Connection::new(Arc::new(protocol), options.stream, info);
         Ok(Self {
             inner: StreamClient::new(stream.into(), conn),
+            _file: None,
         })
+    }
+
+    /// This end's address: unnamed unless one was bound
+    /// ([`UnixStreamClientOptions::local_addr`]).
+    pub fn local_addr(&self) -> &UnixAddr {
+        unix(&self.inner.conn().info().local)
     }
 
     /// The server's address.
