@@ -291,19 +291,16 @@ mod on_tokio {
 
         #[cfg(target_os = "linux")]
         {
-            // The name as a peer sees it, read by std's accept: our servers (accepting
-            // through mio) report an abstract peer as unnamed.
+            // A client bound to an abstract name: the server's handler sees that name.
             let name = UnixAddr::abstract_name(support::unix::abstract_name("tokio-client"));
-            let raw = TempPath::new("tokio-opts-raw");
-            let listener = StdListener::bind(raw.path()).unwrap();
             let options = UnixStreamClientOptions::new().local_addr(name.clone());
-            let to = UnixAddr::pathname(raw.path());
-            let c = AsyncUnixStreamClient::connect_with(&to, Stream::lines(), options)
+            let mut c = AsyncUnixStreamClient::connect_with(&addr, Stream::lines(), options)
                 .await
                 .unwrap();
             assert_eq!(c.local_addr(), &name);
-            let (_peer, from) = listener.accept().unwrap();
-            assert_eq!(easynet_common::unix::to_unix_addr(&from), name);
+            c.send(&"peer".to_owned()).await.unwrap();
+            let seen = timeout(LIMIT, c.recv()).await.unwrap().unwrap();
+            assert_eq!(seen, name.to_string());
         }
 
         let zero = UnixStreamClientOptions::new().max_recv_size(0);
@@ -469,17 +466,13 @@ mod on_mio {
 
         #[cfg(target_os = "linux")]
         {
-            // The name as a peer sees it, read by std's accept: our servers (accepting
-            // through mio) report an abstract peer as unnamed.
+            // A client bound to an abstract name: the server's handler sees that name.
             let name = UnixAddr::abstract_name(support::unix::abstract_name("mio-client"));
-            let raw = TempPath::new("mio-opts-raw");
-            let listener = StdListener::bind(raw.path()).unwrap();
             let options = UnixStreamClientOptions::new().local_addr(name.clone());
-            let to = UnixAddr::pathname(raw.path());
-            let c = UnixStreamClient::connect_with(&to, Stream::lines(), options).unwrap();
+            let mut c = UnixStreamClient::connect_with(&addr, Stream::lines(), options).unwrap();
             assert_eq!(c.local_addr(), &name);
-            let (_peer, from) = listener.accept().unwrap();
-            assert_eq!(easynet_common::unix::to_unix_addr(&from), name);
+            c.send(&"peer".to_owned()).unwrap();
+            assert_eq!(c.recv_timeout(LIMIT).unwrap(), name.to_string());
         }
 
         let zero = UnixStreamClientOptions::new().max_recv_size(0);

@@ -105,6 +105,24 @@ fn unnamed_error() -> io::Error {
     )
 }
 
+/// The address the peer of a connected Unix stream is bound to, asked of the kernel
+/// (`getpeername`): the address mio's `accept` hands back (and tokio's, which is mio's) loses
+/// Linux abstract names, so servers read it here. Unnamed when the peer is not bound.
+pub fn peer_addr(socket: &impl AsFd) -> UnixAddr {
+    match socket2::SockRef::from(socket).peer_addr() {
+        Ok(addr) => {
+            if let Some(path) = addr.as_pathname() {
+                UnixAddr::pathname(path)
+            } else if let Some(name) = addr.as_abstract_namespace() {
+                UnixAddr::abstract_name(name)
+            } else {
+                UnixAddr::unnamed()
+            }
+        }
+        Err(_) => UnixAddr::unnamed(),
+    }
+}
+
 /// The core form of an OS Unix socket address.
 pub fn to_unix_addr(addr: &StdUnixAddr) -> UnixAddr {
     if let Some(path) = addr.as_pathname() {

@@ -37,8 +37,10 @@ impl MioListener for UnixListener {
         easynet_common::recv_into(stream, buf)
     }
     fn accept_conn(&self) -> io::Result<(UnixStream, Addr)> {
-        self.accept()
-            .map(|(s, peer)| (s, Addr::Unix(sys::to_unix_addr(&peer))))
+        self.accept().map(|(s, _)| {
+            let peer = sys::peer_addr(&s);
+            (s, Addr::Unix(peer))
+        })
     }
     fn conn_info(
         &self,

@@ -43,9 +43,10 @@ impl Listener for UnixListenerSocket {
     type Stream = UnixStream;
 
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, Addr)>> {
-        self.listener
-            .poll_accept(cx)
-            .map_ok(|(stream, peer)| (stream, Addr::Unix(sys::to_unix_addr(&peer.into()))))
+        self.listener.poll_accept(cx).map_ok(|(stream, _)| {
+            let peer = sys::peer_addr(&stream);
+            (stream, Addr::Unix(peer))
+        })
     }
 
     fn conn_info(
