@@ -71,9 +71,13 @@ pub struct ServerStats {
     /// Datagrams sent (datagram servers).
     pub datagrams_out: u64,
     /// Datagrams we dropped: a peer's queue was full, still queued at shutdown, or (Unix)
-    /// an unnamed sender that cannot be answered. Datagrams the kernel drops before we
-    /// read them (a full socket buffer) are not counted: see ARCHITECTURE.md, "Stats".
+    /// an unnamed sender that cannot be answered. The kernel's drops are
+    /// `socket_dropped_datagrams`.
     pub dropped_datagrams: u64,
+    /// Datagrams the socket's receive buffer dropped, as the kernel reports them (Linux
+    /// SO_RXQ_OVFL, read with each datagram received; 0 elsewhere and for Unix datagram
+    /// sockets). Counted when the next datagram is read after the drops.
+    pub socket_dropped_datagrams: u64,
 }
 
 /// How connections ended; see [`CloseReason`].
@@ -129,6 +133,7 @@ pub(crate) enum Counter {
     DatagramsIn,
     DatagramsOut,
     Dropped,
+    SocketDropped,
     CloseNormal,
     CloseByPeer,
     CloseReset,
@@ -210,6 +215,7 @@ impl Recorder {
             datagrams_in: c(Counter::DatagramsIn),
             datagrams_out: c(Counter::DatagramsOut),
             dropped_datagrams: c(Counter::Dropped),
+            socket_dropped_datagrams: c(Counter::SocketDropped),
         }
     }
 
@@ -250,6 +256,41 @@ impl Recorder {
             CloseReason::Shutdown => Counter::CloseShutdown,
         };
         self.add(k, 1);
+    }
+}
+
+/// One socket's drop counter as the kernel reports it (SO_RXQ_OVFL): cumulative per
+/// socket, a `u32` that wraps. A driver keeps one per datagram socket and reports each value
+/// it reads; the increase since the last one is added to the server's
+/// [`ServerStats::socket_dropped_datagrams`], so several sockets add up.
+///
+/// ```
+/// use easynet_core::stats::{Recorder, SocketDrops};
+///
+/// let recorder = Recorder::new();
+/// let mut socket = SocketDrops::new(recorder.clone());
+/// socket.report(3);
+/// socket.report(5);
+/// assert_eq!(recorder.snapshot().socket_dropped_datagrams, 5);
+/// ```
+#[derive(Debug)]
+pub struct SocketDrops {
+    /// The last value reported; the kernel's count starts at 0 with the socket.
+    last: u32,
+    recorder: Recorder,
+}
+
+impl SocketDrops {
+    /// A socket whose count starts at 0, counting into `recorder`.
+    pub fn new(recorder: Recorder) -> Self {
+        Self { last: 0, recorder }
+    }
+
+    /// The kernel's cumulative count read with a datagram: adds what it grew by.
+    pub fn report(&mut self, reported: u32) {
+        let grown = reported.wrapping_sub(self.last);
+        self.last = reported;
+        self.recorder.add(Counter::SocketDropped, u64::from(grown));
     }
 }
 
@@ -314,6 +355,21 @@ mod tests {
         let s = r.snapshot();
         assert_eq!((s.bytes_in, s.requests, s.accepted, s.open), (10, 2, 3, 2));
         assert_eq!(s.closed_by.by_peer, 1);
+    }
+
+    #[test]
+    fn socket_drops_add_increases_per_socket_across_wrap() {
+        let r = Recorder::new();
+        let (mut a, mut b) = (SocketDrops::new(r.clone()), SocketDrops::new(r.clone()));
+        a.report(10);
+        b.report(4);
+        a.report(10); // unchanged: nothing new
+        a.report(u32::MAX);
+        a.report(1); // wrapped: 2 more
+        assert_eq!(
+            r.snapshot().socket_dropped_datagrams,
+            u64::from(u32::MAX) + 2 + 4
+        );
     }
 
     #[test]
