@@ -76,7 +76,10 @@ pub struct ServerStats {
     pub dropped_datagrams: u64,
     /// Datagrams the socket's receive buffer dropped, as the kernel reports them (Linux
     /// SO_RXQ_OVFL, read with each datagram received; 0 elsewhere and for Unix datagram
-    /// sockets). Counted when the next datagram is read after the drops.
+    /// sockets). Counted when the next datagram is read after the drops. The kernel counts
+    /// from the socket's creation: a socket given with `from_std` (or inherited) brings the
+    /// drops it had before, and serving it again in a later run counts its earlier drops
+    /// again (ARCHITECTURE.md, "Stats").
     pub socket_dropped_datagrams: u64,
 }
 
