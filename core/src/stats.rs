@@ -76,10 +76,9 @@ pub struct ServerStats {
     pub dropped_datagrams: u64,
     /// Datagrams the socket's receive buffer dropped, as the kernel reports them (Linux
     /// SO_RXQ_OVFL, read with each datagram received; 0 elsewhere and for Unix datagram
-    /// sockets). Counted when the next datagram is read after the drops. The kernel counts
-    /// from the socket's creation: a socket given with `from_std` (or inherited) brings the
-    /// drops it had before, and serving it again in a later run counts its earlier drops
-    /// again (ARCHITECTURE.md, "Stats").
+    /// sockets). Counted when the next datagram is read after the drops; drops from before a
+    /// run (a socket given with `from_std`, an earlier run) are left out where the kernel's
+    /// count can be read at the start (SO_MEMINFO: Linux on x86, ARM, RISC-V).
     pub socket_dropped_datagrams: u64,
 }
 
@@ -265,7 +264,9 @@ impl Recorder {
 /// One socket's drop counter as the kernel reports it (SO_RXQ_OVFL): cumulative per
 /// socket, a `u32` that wraps. A driver keeps one per datagram socket and reports each value
 /// it reads; the increase since the last one is added to the server's
-/// [`ServerStats::socket_dropped_datagrams`], so several sockets add up.
+/// [`ServerStats::socket_dropped_datagrams`], so several sockets add up. A value behind the
+/// last one (less than half the `u32` range behind: a datagram queued before the starting
+/// count was taken) adds nothing.
 ///
 /// ```
 /// use easynet_core::stats::{Recorder, SocketDrops};
@@ -286,12 +287,25 @@ pub struct SocketDrops {
 impl SocketDrops {
     /// A socket whose count starts at 0, counting into `recorder`.
     pub fn new(recorder: Recorder) -> Self {
-        Self { last: 0, recorder }
+        Self::starting_at(recorder, 0)
+    }
+
+    /// A socket whose count is `now` (its drops before the server served it, or before this
+    /// run: not counted), counting into `recorder`.
+    pub fn starting_at(recorder: Recorder, now: u32) -> Self {
+        Self {
+            last: now,
+            recorder,
+        }
     }
 
     /// The kernel's cumulative count read with a datagram: adds what it grew by.
     pub fn report(&mut self, reported: u32) {
         let grown = reported.wrapping_sub(self.last);
+        if grown > u32::MAX / 2 {
+            // Behind the last value: read with a datagram queued before it was taken.
+            return;
+        }
         self.last = reported;
         self.recorder.add(Counter::SocketDropped, u64::from(grown));
     }
@@ -363,16 +377,19 @@ mod tests {
     #[test]
     fn socket_drops_add_increases_per_socket_across_wrap() {
         let r = Recorder::new();
-        let (mut a, mut b) = (SocketDrops::new(r.clone()), SocketDrops::new(r.clone()));
-        a.report(10);
-        b.report(4);
-        a.report(10); // unchanged: nothing new
-        a.report(u32::MAX);
-        a.report(1); // wrapped: 2 more
-        assert_eq!(
-            r.snapshot().socket_dropped_datagrams,
-            u64::from(u32::MAX) + 2 + 4
+        let (mut a, mut b) = (
+            SocketDrops::new(r.clone()),
+            SocketDrops::starting_at(r.clone(), 100),
         );
+        a.report(10);
+        a.report(10); // unchanged: nothing new
+        a.report(2_000_000_000);
+        a.report(4_000_000_000);
+        a.report(5); // wrapped: 2^32 + 5 in all
+        a.report(3); // an older datagram's count: nothing
+        b.report(90); // queued before b's start: nothing
+        b.report(104);
+        assert_eq!(r.snapshot().socket_dropped_datagrams, (1 << 32) + 5 + 4);
     }
 
     #[test]
