@@ -41,6 +41,68 @@ where
     Ok(())
 }
 
+/// The socket's drop count now, as [`recv_from_with_drops`] reports it with later
+/// datagrams (SO_MEMINFO, Linux 4.6 and later): where a server's count of a socket it was
+/// given starts. `None` where it cannot be read (other systems, and Linux architectures
+/// whose SO_MEMINFO number differs from the generic one).
+///
+/// ```
+/// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let now = easynet_common::socket_drop_count(&socket);
+/// assert!(now.is_none_or(|n| n == 0));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn socket_drop_count<'a, S>(socket: &'a S) -> Option<u32>
+where
+    socket2::SockRef<'a>: From<&'a S>,
+{
+    let sock = socket2::SockRef::from(socket);
+    // The generic number (asm-generic/socket.h), which these architectures use unchanged;
+    // libc does not define it.
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86",
+            target_arch = "x86_64",
+            target_arch = "arm",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        const SO_MEMINFO: libc::c_int = 55;
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes; the kernel writes at most that many.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let full = len as usize == std::mem::size_of_val(&info);
+        (rc == 0 && full).then_some(info[libc::SK_MEMINFO_DROPS as usize])
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86",
+            target_arch = "x86_64",
+            target_arch = "arm",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )
+    )))]
+    {
+        let _ = sock;
+        None
+    }
+}
+
 /// Receives one datagram into `buf` like `recv_from`, with the socket's cumulative drop
 /// count when the kernel sends it (Linux, after [`enable_socket_drops`], once the socket
 /// has dropped something; a `u32` that wraps). One `recvmsg` in place of a `recvfrom`; the
@@ -213,5 +275,7 @@ mod tests {
             last = d.or(last);
         }
         assert!(last.is_some_and(|d| d > 0), "drops: {last:?}");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(socket_drop_count(&server), last);
     }
 }
