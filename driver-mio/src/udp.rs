@@ -180,6 +180,10 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     /// reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets have none).
     fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
+    /// The kernel's drop count now, where [`recv_dgram`](Self::recv_dgram) reports one.
+    fn drop_count(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl MioDgram for UdpSocket {
@@ -192,6 +196,9 @@ impl MioDgram for UdpSocket {
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         self.send_to(buf, *to)
+    }
+    fn drop_count(&self) -> Option<u32> {
+        bind::socket_drop_count(self)
     }
 }
 
@@ -237,9 +244,12 @@ where
         bound.push(local.to_addr());
         let server = DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
             .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
+        // Drops from before this run (a given socket, an earlier run) are not ours.
+        let socket_drops =
+            SocketDrops::starting_at(server.recorder().clone(), socket.drop_count().unwrap_or(0));
         endpoints.push(Endpoint {
             socket,
-            socket_drops: SocketDrops::new(server.recorder().clone()),
+            socket_drops,
             server,
             pending: VecDeque::new(),
             counted: 0,

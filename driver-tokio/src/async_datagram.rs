@@ -41,7 +41,9 @@ where
     let mut server =
         AsyncDatagramServer::new(service, protocol, local, config).map_err(io::Error::other)?;
     let mut unnamed = 0u64;
-    let mut socket_drops = SocketDrops::new(server.recorder().clone());
+    // Drops from before this run (a given socket, an earlier run) are not ours.
+    let mut socket_drops =
+        SocketDrops::starting_at(server.recorder().clone(), socket.drop_count().unwrap_or(0));
     let mut counted = 0;
     loop {
         // Send what the routines sent; each result goes back to its `send`.

@@ -238,7 +238,11 @@ where
     D: DgramSocket,
 {
     let mut unnamed = 0u64;
-    let mut socket_drops = SocketDrops::new(endpoint.recorder().clone());
+    // Drops from before this run (a given socket, an earlier run) are not ours.
+    let mut socket_drops = SocketDrops::starting_at(
+        endpoint.recorder().clone(),
+        socket.drop_count().unwrap_or(0),
+    );
     let mut counted = 0;
     loop {
         let dropped = endpoint.drops();

@@ -29,6 +29,10 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn local(&self) -> io::Result<Self::Addr>;
+    /// The kernel's drop count now, where [`try_recv_from`](Self::try_recv_from) reports one.
+    fn drop_count(&self) -> Option<u32> {
+        None
+    }
 
     /// Sends, waiting while the socket would block.
     fn send_to(
@@ -71,6 +75,9 @@ impl DgramSocket for UdpSocket {
     }
     fn local(&self) -> io::Result<SocketAddr> {
         self.local_addr()
+    }
+    fn drop_count(&self) -> Option<u32> {
+        easynet_common::socket_drop_count(self)
     }
 }
 
