@@ -381,6 +381,7 @@ fn report_stats(every: Option<Duration>, stats: impl Fn() -> ServerStats + Send 
                 datagrams_in = s.datagrams_in,
                 datagrams_out = s.datagrams_out,
                 dropped_datagrams = s.dropped_datagrams,
+                socket_dropped_datagrams = s.socket_dropped_datagrams,
                 "stats"
             );
         }

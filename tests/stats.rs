@@ -185,3 +185,164 @@ fn mio_datagram_counters() {
         DgramEcho
     }));
 }
+
+/// Echoes; "block" first tells the test it is in (`entered`) and waits for `release`: the
+/// server's loop stands still meanwhile, so datagrams pile up in its socket.
+#[cfg(target_os = "linux")]
+struct Gated(std::sync::Arc<Gate>);
+
+#[cfg(target_os = "linux")]
+struct Gate {
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+#[cfg(target_os = "linux")]
+impl DatagramHandler for Gated {
+    type Request = String;
+    type Response = String;
+
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, String>,
+        r: Received<String>,
+    ) -> HandlerResult {
+        if let Received::Request(l) = r {
+            if l == "block" {
+                let _ = self.0.entered.lock().unwrap().send(());
+                // Bounded: a test that fails before releasing does not hang the server.
+                let _ = self.0.release.lock().unwrap().recv_timeout(LIMIT);
+            }
+            cx.send(&l)?;
+        }
+        Ok(Next::Close)
+    }
+}
+
+/// Kernel drops on the UDP socket bound to `port` (the last column of /proc/net/udp).
+#[cfg(target_os = "linux")]
+fn kernel_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let p = u16::from_str_radix(cols.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (p == port).then(|| cols.last()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+/// A server on a socket with the smallest receive buffer, its loop held by a handler, gets
+/// a burst: the kernel drops most of it, and `socket_dropped_datagrams` says exactly how
+/// many (SO_RXQ_OVFL, read with the next datagram; the socket's drops from before the
+/// server had it are left out); every datagram sent is answered or counted.
+#[cfg(target_os = "linux")]
+fn socket_drops_are_counted(start: fn(std::sync::Arc<Gate>, UdpSocket) -> Running, driver: &str) {
+    const BURST: u64 = 200;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The kernel raises 1 to its minimum: a few small datagrams fit.
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(1)
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    // Drops from before the server has the socket are not the server's.
+    let early = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..50 {
+        early
+            .send_to(b"early", socket.local_addr().unwrap())
+            .unwrap();
+    }
+    socket.set_nonblocking(true).unwrap();
+    while socket.recv_from(&mut [0; 64]).is_ok() {}
+    let before = kernel_drops(port);
+    assert!(before > 0, "{driver}: drops before the server");
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = std::sync::Arc::new(Gate {
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let server = start(gate, socket);
+    let client = |_| {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        c
+    };
+    let (blocker, burst) = (client(0), client(1));
+    blocker.send_to(b"block", server.addr).unwrap();
+    entered.recv_timeout(LIMIT).unwrap();
+    // Loopback delivers within send_to: each datagram is queued or dropped on return.
+    for i in 0..BURST {
+        burst
+            .send_to(format!("d{i}").as_bytes(), server.addr)
+            .unwrap();
+    }
+    let dropped = kernel_drops(port) - before;
+    assert!(dropped > 0, "{driver}: the burst overflowed the socket");
+    release.send(()).unwrap();
+    let mut buf = [0; 64];
+    let n = blocker.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"block");
+    // The queued datagrams were read before the drops (their count is the one at queueing);
+    // once they are in, one more carries the kernel's count as it is now.
+    wait_for(&server, |s| s.datagrams_in == 1 + BURST - dropped);
+    burst.send_to(b"last", server.addr).unwrap();
+    let mut answered = 1; // "block"
+    loop {
+        let n = burst.recv(&mut buf).unwrap();
+        answered += 1;
+        if &buf[..n] == b"last" {
+            break;
+        }
+    }
+    let s = wait_for(&server, |s| s.datagrams_out == answered);
+    assert_eq!(
+        kernel_drops(port),
+        before + dropped,
+        "{driver}: no drops after the burst"
+    );
+    assert_eq!(s.socket_dropped_datagrams, dropped, "{driver}: {s:?}");
+    let sent = 1 + BURST + 1;
+    eprintln!(
+        "{driver}: sent {sent}, answered {answered}, dropped by the server {}, by its socket {}",
+        s.dropped_datagrams, s.socket_dropped_datagrams
+    );
+    assert_eq!(
+        sent,
+        answered + s.dropped_datagrams + s.socket_dropped_datagrams,
+        "{driver}: every datagram answered or counted: {s:?}"
+    );
+    server.stop();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn tokio_socket_drops_are_counted() {
+    socket_drops_are_counted(
+        |gate, socket| {
+            drivers::tokio_udp_on(
+                Datagram::lines(),
+                move |_: &ConnInfo| Gated(gate.clone()),
+                Some(socket),
+            )
+        },
+        "tokio",
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn mio_socket_drops_are_counted() {
+    socket_drops_are_counted(
+        |gate, socket| {
+            drivers::mio_udp_on(
+                Datagram::lines(),
+                move |_: &ConnInfo| Gated(gate.clone()),
+                Some(socket),
+            )
+        },
+        "mio",
+    );
+}

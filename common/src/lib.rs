@@ -21,6 +21,7 @@ mod client;
 mod error;
 mod event;
 mod recv;
+mod rxq;
 mod sendq;
 mod settings;
 mod stats;
@@ -42,6 +43,7 @@ pub use client::{
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
 pub use recv::recv_into;
+pub use rxq::{enable_socket_drops, recv_from_with_drops, socket_drop_count};
 pub use sendq::unsent_bytes;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};
 pub use stats::DropCounter;

@@ -71,9 +71,15 @@ pub struct ServerStats {
     /// Datagrams sent (datagram servers).
     pub datagrams_out: u64,
     /// Datagrams we dropped: a peer's queue was full, still queued at shutdown, or (Unix)
-    /// an unnamed sender that cannot be answered. Datagrams the kernel drops before we
-    /// read them (a full socket buffer) are not counted: see ARCHITECTURE.md, "Stats".
+    /// an unnamed sender that cannot be answered. The kernel's drops are
+    /// `socket_dropped_datagrams`.
     pub dropped_datagrams: u64,
+    /// Datagrams the socket's receive buffer dropped, as the kernel reports them (Linux
+    /// SO_RXQ_OVFL, read with each datagram received; 0 elsewhere and for Unix datagram
+    /// sockets). Counted when the next datagram is read after the drops; drops from before a
+    /// run (a socket given with `from_std`, an earlier run) are left out where the kernel's
+    /// count can be read at the start (SO_MEMINFO: Linux on x86, ARM, RISC-V).
+    pub socket_dropped_datagrams: u64,
 }
 
 /// How connections ended; see [`CloseReason`].
@@ -129,6 +135,7 @@ pub(crate) enum Counter {
     DatagramsIn,
     DatagramsOut,
     Dropped,
+    SocketDropped,
     CloseNormal,
     CloseByPeer,
     CloseReset,
@@ -210,6 +217,7 @@ impl Recorder {
             datagrams_in: c(Counter::DatagramsIn),
             datagrams_out: c(Counter::DatagramsOut),
             dropped_datagrams: c(Counter::Dropped),
+            socket_dropped_datagrams: c(Counter::SocketDropped),
         }
     }
 
@@ -250,6 +258,56 @@ impl Recorder {
             CloseReason::Shutdown => Counter::CloseShutdown,
         };
         self.add(k, 1);
+    }
+}
+
+/// One socket's drop counter as the kernel reports it (SO_RXQ_OVFL): cumulative per
+/// socket, a `u32` that wraps. A driver keeps one per datagram socket and reports each value
+/// it reads; the increase since the last one is added to the server's
+/// [`ServerStats::socket_dropped_datagrams`], so several sockets add up. A value behind the
+/// last one (less than half the `u32` range behind: a datagram queued before the starting
+/// count was taken) adds nothing.
+///
+/// ```
+/// use easynet_core::stats::{Recorder, SocketDrops};
+///
+/// let recorder = Recorder::new();
+/// let mut socket = SocketDrops::new(recorder.clone());
+/// socket.report(3);
+/// socket.report(5);
+/// assert_eq!(recorder.snapshot().socket_dropped_datagrams, 5);
+/// ```
+#[derive(Debug)]
+pub struct SocketDrops {
+    /// The last value reported; the kernel's count starts at 0 with the socket.
+    last: u32,
+    recorder: Recorder,
+}
+
+impl SocketDrops {
+    /// A socket whose count starts at 0, counting into `recorder`.
+    pub fn new(recorder: Recorder) -> Self {
+        Self::starting_at(recorder, 0)
+    }
+
+    /// A socket whose count is `now` (its drops before the server served it, or before this
+    /// run: not counted), counting into `recorder`.
+    pub fn starting_at(recorder: Recorder, now: u32) -> Self {
+        Self {
+            last: now,
+            recorder,
+        }
+    }
+
+    /// The kernel's cumulative count read with a datagram: adds what it grew by.
+    pub fn report(&mut self, reported: u32) {
+        let grown = reported.wrapping_sub(self.last);
+        if grown > u32::MAX / 2 {
+            // Behind the last value: read with a datagram queued before it was taken.
+            return;
+        }
+        self.last = reported;
+        self.recorder.add(Counter::SocketDropped, u64::from(grown));
     }
 }
 
@@ -314,6 +372,24 @@ mod tests {
         let s = r.snapshot();
         assert_eq!((s.bytes_in, s.requests, s.accepted, s.open), (10, 2, 3, 2));
         assert_eq!(s.closed_by.by_peer, 1);
+    }
+
+    #[test]
+    fn socket_drops_add_increases_per_socket_across_wrap() {
+        let r = Recorder::new();
+        let (mut a, mut b) = (
+            SocketDrops::new(r.clone()),
+            SocketDrops::starting_at(r.clone(), 100),
+        );
+        a.report(10);
+        a.report(10); // unchanged: nothing new
+        a.report(2_000_000_000);
+        a.report(4_000_000_000);
+        a.report(5); // wrapped: 2^32 + 5 in all
+        a.report(3); // an older datagram's count: nothing
+        b.report(90); // queued before b's start: nothing
+        b.report(104);
+        assert_eq!(r.snapshot().socket_dropped_datagrams, (1 << 32) + 5 + 4);
     }
 
     #[test]

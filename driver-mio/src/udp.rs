@@ -12,6 +12,7 @@ use easynet_core::addr::PeerAddr;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
+use easynet_core::stats::SocketDrops;
 use mio::event::Source;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -99,6 +100,8 @@ struct Endpoint<S: Service, P: DatagramServerProtocol, D: MioDgram> {
     socket: D,
     server: DatagramServer<S, P, D::Addr>,
     pending: VecDeque<Transmit<D::Addr>>,
+    /// The kernel's drop count of `socket` (counted into `server`'s recorder).
+    socket_drops: SocketDrops,
     /// Drops of `server` already added to the server's counter.
     counted: u64,
     readable: bool,
@@ -147,7 +150,13 @@ where
             .collect();
         let sockets = sockets
             .into_iter()
-            .map(|s| Ok((s.local_addr()?, UdpSocket::from_std(s))))
+            .map(|s| {
+                // Best effort: without it, socket_dropped_datagrams stays 0.
+                if let Err(e) = bind::enable_socket_drops(&s) {
+                    tracing::debug!(error = %e, "SO_RXQ_OVFL not enabled");
+                }
+                Ok((s.local_addr()?, UdpSocket::from_std(s)))
+            })
             .collect::<io::Result<Vec<_>>>()
             .map_err(ServerError::Listener)?;
         let server = Parts {
@@ -167,19 +176,29 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     type Addr: PeerAddr;
 
     /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
-    /// socket), and the loop drops it.
-    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>)>;
+    /// socket), and the loop drops it. Last, the socket's drop count when the kernel
+    /// reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets have none).
+    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
+    /// The kernel's drop count now, where [`recv_dgram`](Self::recv_dgram) reports one.
+    fn drop_count(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl MioDgram for UdpSocket {
     type Addr = SocketAddr;
 
-    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
-        self.recv_from(buf).map(|(n, from)| (n, Some(from)))
+    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+        // try_io: mio's own bookkeeping of a WouldBlock (needed on some platforms).
+        self.try_io(|| bind::recv_from_with_drops(self, buf))
+            .map(|(n, from, drops)| (n, Some(from), drops))
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         self.send_to(buf, *to)
+    }
+    fn drop_count(&self) -> Option<u32> {
+        bind::socket_drop_count(self)
     }
 }
 
@@ -225,8 +244,12 @@ where
         bound.push(local.to_addr());
         let server = DatagramServer::new(service.clone(), protocol.clone(), local, config.clone())
             .map_err(|e| ServerError::Listener(io::Error::other(e)))?;
+        // Drops from before this run (a given socket, an earlier run) are not ours.
+        let socket_drops =
+            SocketDrops::starting_at(server.recorder().clone(), socket.drop_count().unwrap_or(0));
         endpoints.push(Endpoint {
             socket,
+            socket_drops,
             server,
             pending: VecDeque::new(),
             counted: 0,
@@ -298,12 +321,16 @@ where
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
                 reads += 1;
-                match e.socket.recv_dgram(&mut buf) {
-                    Ok((n, Some(from))) => {
+                let received = e.socket.recv_dgram(&mut buf);
+                if let Ok((_, _, Some(count))) = received {
+                    e.socket_drops.report(count);
+                }
+                match received {
+                    Ok((n, Some(from), _)) => {
                         e.server
                             .handle_datagram(now, from, BytesMut::from(&buf[..n]))
                     }
-                    Ok((_, None)) => {
+                    Ok((_, None, _)) => {
                         e.server.recorder().add_dropped(1);
                         unanswerable(&mut e.unnamed, drops);
                     }

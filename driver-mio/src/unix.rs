@@ -68,10 +68,12 @@ impl MioListener for UnixListener {
 impl MioDgram for UnixDatagram {
     type Addr = UnixAddr;
 
-    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>)> {
+    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
+        // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
+        // rather than dropping.
         let (n, from) = self.recv_from(buf)?;
         let from = sys::to_unix_addr(&from);
-        Ok((n, (!from.is_unnamed()).then_some(from)))
+        Ok((n, (!from.is_unnamed()).then_some(from), None))
     }
     fn send_dgram(&self, buf: &[u8], to: &UnixAddr) -> io::Result<usize> {
         sys::send_to(self, buf, to)

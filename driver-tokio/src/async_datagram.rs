@@ -12,6 +12,7 @@ use easynet_core::datagram::{
 };
 use easynet_core::handler::Service;
 use easynet_core::protocol::DatagramServerProtocol;
+use easynet_core::stats::SocketDrops;
 use tokio_util::sync::CancellationToken;
 
 use crate::DropCounter;
@@ -40,6 +41,9 @@ where
     let mut server =
         AsyncDatagramServer::new(service, protocol, local, config).map_err(io::Error::other)?;
     let mut unnamed = 0u64;
+    // Drops from before this run (a given socket, an earlier run) are not ours.
+    let mut socket_drops =
+        SocketDrops::starting_at(server.recorder().clone(), socket.drop_count().unwrap_or(0));
     let mut counted = 0;
     loop {
         // Send what the routines sent; each result goes back to its `send`.
@@ -64,9 +68,13 @@ where
             if cancel.is_cancelled() || closed.is_cancelled() {
                 break;
             }
-            read_batch(&*socket, &mut unnamed, &drops, |from, data| {
-                server.handle_datagram(now(), from, data)
-            });
+            read_batch(
+                &*socket,
+                &mut socket_drops,
+                &mut unnamed,
+                &drops,
+                |from, data| server.handle_datagram(now(), from, data),
+            );
             server.resume(now());
             tokio::task::consume_budget().await;
             continue;
@@ -83,9 +91,13 @@ where
             Event::Stop => break,
             Event::Readable(res) => {
                 res?;
-                read_batch(&*socket, &mut unnamed, &drops, |from, data| {
-                    server.handle_datagram(now(), from, data)
-                });
+                read_batch(
+                    &*socket,
+                    &mut socket_drops,
+                    &mut unnamed,
+                    &drops,
+                    |from, data| server.handle_datagram(now(), from, data),
+                );
             }
             Event::Timer => server.handle_timeout(now()),
             Event::Woken => server.resume(now()),

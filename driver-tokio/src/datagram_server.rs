@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
+use easynet_core::stats::SocketDrops;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -193,9 +194,11 @@ pub(crate) enum Event {
 }
 
 /// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
-/// `deliver`; a datagram that cannot be answered is counted and dropped.
+/// `deliver`; a datagram that cannot be answered is counted and dropped. The kernel's drop
+/// counts read with them go to `socket_drops`.
 pub(crate) fn read_batch<D: DgramSocket>(
     socket: &D,
+    socket_drops: &mut SocketDrops,
     unnamed: &mut u64,
     drops: &DropCounter,
     mut deliver: impl FnMut(D::Addr, BytesMut),
@@ -205,9 +208,13 @@ pub(crate) fn read_batch<D: DgramSocket>(
             buf.resize(MAX_DATAGRAM, 0);
         }
         for _ in 0..READ_BUDGET {
-            match socket.try_recv_from(buf) {
-                Ok((n, Some(from))) => deliver(from, BytesMut::from(&buf[..n])),
-                Ok((_, None)) => unanswerable(unnamed, drops),
+            let received = socket.try_recv_from(buf);
+            if let Ok((_, _, Some(count))) = received {
+                socket_drops.report(count);
+            }
+            match received {
+                Ok((n, Some(from), _)) => deliver(from, BytesMut::from(&buf[..n])),
+                Ok((_, None, _)) => unanswerable(unnamed, drops),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors (connection refused from an earlier send) concern one peer.
                 Err(e) => tracing::debug!(error = %e, "datagram receive error"),
@@ -231,6 +238,11 @@ where
     D: DgramSocket,
 {
     let mut unnamed = 0u64;
+    // Drops from before this run (a given socket, an earlier run) are not ours.
+    let mut socket_drops = SocketDrops::starting_at(
+        endpoint.recorder().clone(),
+        socket.drop_count().unwrap_or(0),
+    );
     let mut counted = 0;
     loop {
         let dropped = endpoint.drops();
@@ -262,9 +274,13 @@ where
             Event::Stop => break,
             Event::Readable(res) => {
                 res?;
-                read_batch(&*socket, &mut unnamed, &drops, |from, data| {
-                    endpoint.handle_datagram(now(), from, data)
-                });
+                read_batch(
+                    &*socket,
+                    &mut socket_drops,
+                    &mut unnamed,
+                    &drops,
+                    |from, data| endpoint.handle_datagram(now(), from, data),
+                );
             }
             Event::Timer => endpoint.handle_timeout(now()),
             Event::Woken => {}

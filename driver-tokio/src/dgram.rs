@@ -21,12 +21,18 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     type Addr: PeerAddr;
 
     /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
-    /// socket), and the caller drops it.
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>)>;
+    /// socket), and the caller drops it. Last, the socket's drop count when the kernel
+    /// reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets have none).
+    fn try_recv_from(&self, buf: &mut [u8])
+    -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     fn try_send_to(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn local(&self) -> io::Result<Self::Addr>;
+    /// The kernel's drop count now, where [`try_recv_from`](Self::try_recv_from) reports one.
+    fn drop_count(&self) -> Option<u32> {
+        None
+    }
 
     /// Sends, waiting while the socket would block.
     fn send_to(
@@ -48,8 +54,15 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
 impl DgramSocket for UdpSocket {
     type Addr = SocketAddr;
 
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
-        UdpSocket::try_recv_from(self, buf).map(|(n, from)| (n, Some(from)))
+    fn try_recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+        // try_io clears the readiness on WouldBlock, as try_recv_from does.
+        self.try_io(tokio::io::Interest::READABLE, || {
+            easynet_common::recv_from_with_drops(self, buf)
+        })
+        .map(|(n, from, drops)| (n, Some(from), drops))
     }
     fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         UdpSocket::try_send_to(self, buf, *to)
@@ -62,6 +75,9 @@ impl DgramSocket for UdpSocket {
     }
     fn local(&self) -> io::Result<SocketAddr> {
         self.local_addr()
+    }
+    fn drop_count(&self) -> Option<u32> {
+        easynet_common::socket_drop_count(self)
     }
 }
 
@@ -78,10 +94,12 @@ pub(crate) struct UnixDgram {
 impl DgramSocket for UnixDgram {
     type Addr = UnixAddr;
 
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>)> {
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
+        // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
+        // rather than dropping.
         let (n, from) = self.socket.try_recv_from(buf)?;
         let from = easynet_common::unix::to_unix_addr(&from.into());
-        Ok((n, (!from.is_unnamed()).then_some(from)))
+        Ok((n, (!from.is_unnamed()).then_some(from), None))
     }
     fn try_send_to(&self, buf: &[u8], to: &UnixAddr) -> io::Result<usize> {
         self.socket.try_io(tokio::io::Interest::WRITABLE, || {

@@ -88,6 +88,10 @@ impl<S, P> AsyncUdpServer<S, P> {
         sockets
             .into_iter()
             .map(|s| {
+                // Best effort: without it, socket_dropped_datagrams stays 0.
+                if let Err(e) = bind::enable_socket_drops(&s) {
+                    tracing::debug!(error = %e, "SO_RXQ_OVFL not enabled");
+                }
                 UdpSocket::from_std(s)
                     .map(Arc::new)
                     .map_err(ServerError::Listener)

@@ -237,13 +237,26 @@ where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
+    tokio_udp_on(protocol, service, None)
+}
+
+/// [`tokio_udp`] on a socket the test bound and configured (`from_std`), if given.
+#[cfg(feature = "tokio")]
+pub fn tokio_udp_on<P, S>(protocol: P, service: S, socket: Option<std::net::UdpSocket>) -> Running
+where
+    P: DatagramServerProtocol,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+{
     use easynet::tokio::AsyncUdpServer;
     let rt = runtime();
-    let server = AsyncUdpServer::builder(protocol, service)
+    let mut builder = AsyncUdpServer::builder(protocol, service)
         .host("127.0.0.1")
-        .shutdown_timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
+        .shutdown_timeout(Duration::from_secs(3));
+    if let Some(socket) = socket {
+        builder = builder.from_std(socket);
+    }
+    let server = builder.build().unwrap();
     let s = server.clone();
     let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
     let addr = server.addresses()[0];
@@ -268,12 +281,25 @@ where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
+    mio_udp_on(protocol, service, None)
+}
+
+/// [`mio_udp`] on a socket the test bound and configured (`from_std`), if given.
+#[cfg(feature = "mio")]
+pub fn mio_udp_on<P, S>(protocol: P, service: S, socket: Option<std::net::UdpSocket>) -> Running
+where
+    P: DatagramServerProtocol,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+{
     use easynet::mio::{ServerThread, StandaloneUdpServer};
-    let server = StandaloneUdpServer::builder(protocol, service)
+    let mut builder = StandaloneUdpServer::builder(protocol, service)
         .host("127.0.0.1")
-        .shutdown_timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
+        .shutdown_timeout(Duration::from_secs(3));
+    if let Some(socket) = socket {
+        builder = builder.from_std(socket);
+    }
+    let server = builder.build().unwrap();
     let mut thread = ServerThread::start(server).unwrap();
     let addr = thread.addresses()[0];
     let h = thread.handle().clone();
