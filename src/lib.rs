@@ -3,7 +3,7 @@
 //! Pick a protocol, write a handler; easynet owns sockets, framing, TLS, timeouts,
 //! concurrency and graceful shutdown. This facade re-exports the sans-IO core and, behind
 //! features, the tokio (`tokio`) and mio (`mio`) drivers. The [`guide`] walks through it
-//! chapter by chapter.
+//! chapter by chapter; [`prelude`] has the names almost every program uses.
 
 #![deny(missing_docs)]
 // docs.rs: label every feature-gated item with its feature.
@@ -21,6 +21,7 @@ pub use easynet_core::{
 pub use easynet_core::{rustls, tls};
 
 pub mod guide;
+pub mod prelude;
 
 #[cfg(feature = "mio")]
 pub use easynet_mio as mio;
