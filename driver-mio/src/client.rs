@@ -173,7 +173,7 @@ macro_rules! stream_client_methods {
         /// The responses as they come, until the connection ends or `timeout` passes in all.
         pub fn responses(&mut self, timeout: Option<Duration>) -> Responses<'_, P> {
             Responses {
-                deadline: timeout.map(|t| Instant::now() + t),
+                deadline: timeout.map(|t| easynet_core::deadline_after(Instant::now(), t)),
                 client: &mut self.inner,
             }
         }
@@ -347,7 +347,7 @@ impl<P: StreamClientProtocol> StreamClient<P> {
             return Err(ClientError::Closed);
         }
         self.conn.send(request)?;
-        let deadline = Instant::now() + timeout;
+        let deadline = easynet_core::deadline_after(Instant::now(), timeout);
         let sent = self.flush_until(deadline);
         if sent.is_err() {
             // Partly written, maybe: nothing sent later may follow it on this stream.

@@ -40,7 +40,7 @@ pub(crate) fn connect(targets: &[SocketAddr], options: &TcpClientOptions) -> io:
                     attempts.push(None);
                 }
             }
-            next_start = now + options.happy_eyeballs_delay;
+            next_start = easynet_core::deadline_after(now, options.happy_eyeballs_delay);
             continue;
         }
         if live == 0 {

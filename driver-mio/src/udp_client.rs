@@ -65,7 +65,7 @@ macro_rules! datagram_client_methods {
         /// The responses as they come, until `timeout` passes in all.
         pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
             UdpResponses {
-                deadline: timeout.map(|t| Instant::now() + t),
+                deadline: timeout.map(|t| easynet_core::deadline_after(Instant::now(), t)),
                 client: &mut self.inner,
             }
         }

@@ -149,7 +149,7 @@ macro_rules! stream_client_methods {
 
         /// The responses as they come, until the connection ends or `timeout` passes in all.
         pub fn responses(&mut self, timeout: Option<Duration>) -> Responses<'_, P> {
-            let deadline = timeout.map(|t| now() + t);
+            let deadline = timeout.map(|t| easynet_core::deadline_after(now(), t));
             Responses {
                 client: &mut self.inner,
                 deadline,

@@ -66,7 +66,10 @@ pub(crate) async fn connect(
                     attempts.push((addr, attempt(addr, options.local_addr)));
                     next_start
                         .as_mut()
-                        .reset(Instant::now() + options.happy_eyeballs_delay);
+                        .reset(Instant::from_std(easynet_core::deadline_after(
+                            std::time::Instant::now(),
+                            options.happy_eyeballs_delay,
+                        )));
                 }
                 Event::Done(_, Ok(stream)) => return Ok(stream),
                 Event::Done(i, Err(e)) => {

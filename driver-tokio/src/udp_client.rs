@@ -77,7 +77,7 @@ macro_rules! datagram_client_methods {
 
         /// The responses as they come, until `timeout` passes in all (or an error).
         pub fn responses(&mut self, timeout: Option<Duration>) -> UdpResponses<'_, P> {
-            let deadline = timeout.map(|t| now() + t);
+            let deadline = timeout.map(|t| easynet_core::deadline_after(now(), t));
             UdpResponses {
                 client: &mut self.inner,
                 deadline,
