@@ -25,7 +25,7 @@ fn blocking_clients_take_an_unaddable_timeout() {
 
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut udp = UdpClient::connect(socket.local_addr().unwrap(), Datagram::lines()).unwrap();
-    drop(udp.responses(Some(Duration::MAX)));
+    let _ = udp.responses(Some(Duration::MAX));
     udp.close();
     server.stop();
 }
@@ -54,7 +54,7 @@ fn async_clients_take_an_unaddable_timeout() {
         let mut udp = AsyncUdpClient::connect(to, Datagram::lines())
             .await
             .unwrap();
-        drop(udp.responses(Some(Duration::MAX)));
+        let _ = udp.responses(Some(Duration::MAX));
         udp.close();
     });
     server.stop();
