@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -32,23 +32,7 @@ impl Drop for Server {
 }
 
 fn start(driver: &str) -> Server {
-    let mut child = Command::new(support::example("echo_server"))
-        .args(["--driver", driver, "--port", "0"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    let (mut child, addr) = support::spawn_echo_server(&["--driver", driver, "--port", "0"]);
     let stderr = child.stderr.take().unwrap();
     Server {
         child,

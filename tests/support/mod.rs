@@ -24,3 +24,29 @@ pub fn example(name: &str) -> std::path::PathBuf {
     );
     bin
 }
+
+/// Starts the echo_server example with `args` (`RUST_LOG=info`, stdout and stderr piped)
+/// and waits for its `listening on ADDR` line: the child (its stderr still to be taken)
+/// and the address.
+pub fn spawn_echo_server(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(example("echo_server"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
