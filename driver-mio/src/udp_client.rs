@@ -41,6 +41,8 @@ pub(crate) struct DgramClient<P> {
     pub(crate) socket: Option<ClientDgram>,
     protocol: P,
     buf: Vec<u8>,
+    /// The datagram being sent, kept between sends so that a send does not allocate.
+    out: BytesMut,
 }
 
 /// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
@@ -176,6 +178,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
             socket: Some(socket),
             protocol,
             buf: vec![0; 64 * 1024],
+            out: BytesMut::new(),
         }
     }
 
@@ -187,12 +190,13 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         let Some(socket) = &self.socket else {
             return Err(ClientError::Closed);
         };
-        let mut out = BytesMut::new();
-        self.protocol.encode_request(request, &mut out)?;
+        let out = &mut self.out;
+        out.clear();
+        self.protocol.encode_request(request, out)?;
         match socket {
-            ClientDgram::Udp(s) => s.send(&out)?,
+            ClientDgram::Udp(s) => s.send(out)?,
             #[cfg(unix)]
-            ClientDgram::Unix(s) => s.send(&out)?,
+            ClientDgram::Unix(s) => s.send(out)?,
         };
         Ok(())
     }
