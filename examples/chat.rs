@@ -151,13 +151,12 @@ fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> 
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server =
-            easynet::tokio::AsyncTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
-                Member(room.clone())
-            })
-            .host(args.host.as_str())
-            .port(args.port)
-            .build()?;
+        let server = easynet::aio::AsyncTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
+            Member(room.clone())
+        })
+        .host(args.host.as_str())
+        .port(args.port)
+        .build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (open, hurry) = (server.clone(), server.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -182,22 +181,21 @@ fn serve_tokio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> 
 }
 
 /// Prints the addresses when the blocking server is up.
-struct Announce(easynet::mio::ServerHandle);
+struct Announce(easynet::blocking::ServerHandle);
 
-impl easynet::mio::EventSet for Announce {
+impl easynet::blocking::EventSet for Announce {
     fn set(&self) {
         announce(&self.0.local_addresses());
     }
 }
 
 fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
-    let server =
-        easynet::mio::StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
-            Member(room.clone())
-        })
-        .host(args.host.as_str())
-        .port(args.port)
-        .build()?;
+    let server = easynet::blocking::TcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
+        Member(room.clone())
+    })
+    .host(args.host.as_str())
+    .port(args.port)
+    .build()?;
     let (open, stop, hurry) = (server.handle(), server.handle(), server.handle());
     on_signals(
         move || open.stats().open,
@@ -205,7 +203,7 @@ fn serve_mio(args: &Args, room: Arc<Broadcast<String>>) -> anyhow::Result<()> {
         move || drop(std::thread::spawn(move || stop.shutdown(None))),
         move || hurry.shutdown(Some(Duration::ZERO)),
     )?;
-    server.serve_forever(Announce(server.handle()))?;
+    server.serve_notify(Announce(server.handle()))?;
     Ok(())
 }
 

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use easynet::aio::{AsyncTcpClient, AsyncUdpClient, TcpClientOptions};
 use easynet::protocol::{Datagram, DatagramClientProtocol, Stream, StreamClientProtocol};
-use easynet::tokio::{AsyncTcpClient, AsyncUdpClient, TcpClientOptions};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 

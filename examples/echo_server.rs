@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use easynet::addr::Addr;
+use easynet::aio::{AsyncTcpServer, AsyncUdpServer};
 use easynet::datagram::DatagramConfig;
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
@@ -49,7 +50,6 @@ use easynet::handler::{
 use easynet::log_limit::LogLimiter;
 use easynet::protocol::{Datagram, DatagramServerProtocol, Stream, StreamServerProtocol};
 use easynet::stats::ServerStats;
-use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
 
 const USAGE: &str = "\
 Echo server: every request goes back to its sender.
@@ -323,10 +323,10 @@ macro_rules! unix_listen {
 /// The sockets a service manager passed that `--transport` (or `--unix`) serves on.
 #[cfg(unix)]
 fn inherited(
-    passed: Vec<easynet::tokio::InheritedSocket>,
+    passed: Vec<easynet::aio::InheritedSocket>,
     args: &Args,
 ) -> anyhow::Result<Vec<socket2::Socket>> {
-    use easynet::tokio::SocketKind;
+    use easynet::aio::SocketKind;
     if passed.is_empty() {
         return Ok(Vec::new());
     }
@@ -510,7 +510,7 @@ where
 {
     let server = limits!(
         unix_listen!(
-            easynet::tokio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new),
+            easynet::aio::AsyncUnixStreamServer::builder(protocol, Echo::<T>::new),
             args,
             path
         ),
@@ -523,16 +523,16 @@ where
 }
 
 /// Prints the addresses when the blocking server is up.
-struct Announce(easynet::mio::ServerHandle);
+struct Announce(easynet::blocking::ServerHandle);
 
-impl easynet::mio::EventSet for Announce {
+impl easynet::blocking::EventSet for Announce {
     fn set(&self) {
         announce(&self.0.local_addresses());
     }
 }
 
 /// Serves a blocking server on this thread until a signal shuts it down.
-fn serve_mio<S: easynet::mio::Standalone>(args: &Args, server: S) -> anyhow::Result<()> {
+fn serve_mio<S: easynet::blocking::BlockingServer>(args: &Args, server: S) -> anyhow::Result<()> {
     let stats = server.handle();
     report_stats(args.stats_every, move || stats.stats());
     let (open, stop, hurry) = (server.handle(), server.handle(), server.handle());
@@ -542,7 +542,7 @@ fn serve_mio<S: easynet::mio::Standalone>(args: &Args, server: S) -> anyhow::Res
         move || drop(std::thread::spawn(move || stop.shutdown(None))),
         move || hurry.shutdown(Some(Duration::ZERO)),
     )?;
-    server.serve(&Announce(server.handle()))?;
+    server.serve_notify(&Announce(server.handle()))?;
     Ok(())
 }
 
@@ -554,7 +554,7 @@ where
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = limits!(
         listen!(
-            easynet::mio::StandaloneTcpServer::builder(protocol, Echo::<T>::new),
+            easynet::blocking::TcpServer::builder(protocol, Echo::<T>::new),
             args
         ),
         args
@@ -572,7 +572,7 @@ where
     P: DatagramServerProtocol<Request = T, Response = T>,
 {
     let server = listen!(
-        easynet::mio::StandaloneUdpServer::builder(protocol, Echo::<T>::new),
+        easynet::blocking::UdpServer::builder(protocol, Echo::<T>::new),
         args
     )
     .datagram_config(datagram_config(args))
@@ -588,7 +588,7 @@ where
 {
     let server = limits!(
         unix_listen!(
-            easynet::mio::StandaloneUnixStreamServer::builder(protocol, Echo::<T>::new),
+            easynet::blocking::UnixStreamServer::builder(protocol, Echo::<T>::new),
             args,
             path
         ),
@@ -640,7 +640,7 @@ fn run() -> anyhow::Result<()> {
     // First, before any thread exists: it takes the sockets and clears the variables.
     // SAFETY: no other thread yet, and nothing else owns the descriptors passed.
     #[cfg(unix)]
-    let passed = unsafe { easynet::tokio::listen_fds() }.context("socket activation")?;
+    let passed = unsafe { easynet::aio::listen_fds() }.context("socket activation")?;
     let _flush_logs_at_exit = logging::init();
     // lexopt's messages already include their cause: print them once.
     #[cfg_attr(not(unix), allow(unused_mut))]

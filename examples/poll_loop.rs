@@ -55,7 +55,7 @@ pub struct Config {
 /// `AsyncSession::start` (async handlers). The loop only sees [`Driven`].
 pub type Start<S, P, D> = fn(Instant, &S, Connection<P, ServerRole>) -> Option<D>;
 
-/// Starts a run of the server machine over sockets already bound: `service_init` included.
+/// Starts a run of the server machine over sockets already bound: `on_start` included.
 fn begin(service: &impl Service, cfg: &Config) -> io::Result<Server> {
     let mut server = Server::new(cfg.shutdown_timeout).with_max_connections(cfg.max_connections);
     server.begin_run().map_err(io::Error::other)?; // it asks us to bind: done already

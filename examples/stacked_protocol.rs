@@ -17,6 +17,7 @@ mod logging;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use easynet::aio::{AsyncTcpClient, AsyncTcpServer, AsyncUdpClient, AsyncUdpServer};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
@@ -25,7 +26,6 @@ use easynet::protocol::{
     Cbor, ConversionError, Converted, Datagram, DeserializeError, Encode, FromDto, Json,
     LengthPrefixed, ParseError, PrefixWidth, Stream, ToDto, Zlib, Zstd,
 };
-use easynet::tokio::{AsyncTcpClient, AsyncTcpServer, AsyncUdpClient, AsyncUdpServer};
 use serde::{Deserialize, Serialize};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -192,11 +192,11 @@ async fn main() -> anyhow::Result<()> {
     let (udp_up, mut udp_ready) = tokio::sync::watch::channel(false);
     let tcp_task = tokio::spawn({
         let tcp = tcp.clone();
-        async move { tcp.serve_forever(tcp_up).await }
+        async move { tcp.serve_notify(tcp_up).await }
     });
     let udp_task = tokio::spawn({
         let udp = udp.clone();
-        async move { udp.serve_forever(udp_up).await }
+        async move { udp.serve_notify(udp_up).await }
     });
     tcp_ready.wait_for(|up| *up).await?;
     udp_ready.wait_for(|up| *up).await?;

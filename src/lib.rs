@@ -23,7 +23,18 @@ pub use easynet_core::{rustls, tls};
 pub mod guide;
 pub mod prelude;
 
+/// The blocking servers and clients (the mio driver, crate `easynet-mio`): `serve` runs
+/// the server on the calling thread. Named after what it is rather than its event loop, so
+/// that `use easynet::*` does not shadow the `mio` crate.
 #[cfg(feature = "mio")]
-pub use easynet_mio as mio;
+pub mod blocking {
+    #[doc(inline)]
+    pub use easynet_mio::*;
+}
+/// The async servers and clients (the tokio driver, crate `easynet-tokio`). Not called
+/// `tokio`, so that `use easynet::*` leaves `#[tokio::main]` and the `tokio` crate alone.
 #[cfg(feature = "tokio")]
-pub use easynet_tokio as tokio;
+pub mod aio {
+    #[doc(inline)]
+    pub use easynet_tokio::*;
+}

@@ -23,7 +23,7 @@
 //! }
 //!
 //! # #[cfg(feature = "mio")] {
-//! let server = StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
+//! let server = TcpServer::builder(Stream::lines(), |_| Echo)
 //!     .host("127.0.0.1")
 //!     .build()
 //!     .unwrap();
@@ -51,12 +51,10 @@ pub use easynet_core::handler::{
     Service, StreamContext, StreamHandler,
 };
 pub use easynet_core::protocol::{Datagram, ParseError, Stream};
-pub use easynet_core::stream::{AsyncClient, AsyncStreamHandler, RecvError};
+pub use easynet_core::stream::{AsyncStreamHandler, RecvError, StreamPeer};
 
 #[cfg(feature = "mio")]
-pub use easynet_mio::{
-    ServerHandle, ServerThread, StandaloneTcpServer, StandaloneUdpServer, TcpClient, UdpClient,
-};
+pub use easynet_mio::{ServerHandle, ServerThread, TcpClient, TcpServer, UdpClient, UdpServer};
 #[cfg(feature = "tokio")]
 pub use easynet_tokio::{AsyncTcpClient, AsyncTcpServer, AsyncUdpClient, AsyncUdpServer};
 // The same two types from either driver.

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use easynet::blocking::{ClientError, ServerThread, TcpClient, UdpClient, UdpServer};
 use easynet::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
-use easynet::mio::{ClientError, ServerThread, StandaloneUdpServer, TcpClient, UdpClient};
 use easynet::protocol::{Datagram, Stream};
 use support::drivers::{self, Opts, Start};
 
@@ -132,7 +132,7 @@ impl DatagramHandler for Echo {
 
 #[test]
 fn udp_client_echo_timeout_and_close() {
-    let server = StandaloneUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+    let server = UdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
         .host("127.0.0.1")
         .build()
         .unwrap();

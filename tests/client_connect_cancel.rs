@@ -7,8 +7,8 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use easynet::aio::{AsyncTcpClient, TcpClientOptions};
 use easynet::protocol::Stream;
-use easynet::tokio::{AsyncTcpClient, TcpClientOptions};
 
 /// Descriptors this process holds.
 fn open_fds() -> usize {

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use easynet::mio::{TcpClient, UdpClient};
+use easynet::aio::{AsyncTcpClient, AsyncUdpClient};
+use easynet::blocking::{TcpClient, UdpClient};
 use easynet::protocol::{Datagram, Stream};
-use easynet::tokio::{AsyncTcpClient, AsyncUdpClient};
 use support::drivers::{self, Opts};
 
 #[test]

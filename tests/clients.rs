@@ -14,9 +14,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use easynet::mio::{ClientError, TcpClient, TcpClientOptions, UdpClient};
+use easynet::aio::{AsyncTcpClient, AsyncUdpClient};
+use easynet::blocking::{ClientError, TcpClient, TcpClientOptions, UdpClient};
 use easynet::protocol::{Datagram, Stream};
-use easynet::tokio::{AsyncTcpClient, AsyncUdpClient};
 use support::drivers::{self, Opts};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -296,7 +296,7 @@ mod tls {
             ..Opts::default()
         });
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = easynet::mio::webpki_roots_config(provider).unwrap();
+        let config = easynet::blocking::webpki_roots_config(provider).unwrap();
         let options = || TcpClientOptions::new().tls(config.clone(), certs::localhost());
         for (e, _) in both_fail(server.addr, options) {
             assert!(
@@ -752,8 +752,8 @@ fn udp_ignores_other_peers_and_reports_an_unreachable_port() {
 mod unix {
     use std::os::unix::net::{UnixDatagram, UnixListener};
 
-    use easynet::mio::{UnixDatagramClient, UnixStreamClient};
-    use easynet::tokio::{AsyncUnixDatagramClient, AsyncUnixStreamClient};
+    use easynet::aio::{AsyncUnixDatagramClient, AsyncUnixStreamClient};
+    use easynet::blocking::{UnixDatagramClient, UnixStreamClient};
 
     use super::support::unix::TempPath;
     use super::*;

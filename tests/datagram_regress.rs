@@ -5,7 +5,7 @@
 //!   handler's `Drop` or its error's `Display` ends at most that peer's routine, is logged
 //!   once at ERROR, and the server goes on serving that peer and the others;
 //! - a send on a closed client returned from a handler is one WARN, never an ERROR;
-//! - `AsyncDatagramClient::recv`/`recv_timeout` are cancel-safe;
+//! - `DatagramPeer::recv`/`recv_timeout` are cancel-safe;
 //! - `shutdown()`/`close()` cancel async routines (abort and await): no routine runs after
 //!   `shutdown()` returns, and the UDP port can be bound again once a closed run returned.
 //!
@@ -25,15 +25,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use easynet::aio::{
+    AsyncDatagramHandler, AsyncUdpServer, AsyncUnixDatagramServer, DatagramPeer, DatagramSendError,
+    RecvError,
+};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     SendError,
 };
 use easynet::protocol::{Datagram, Decode, DeserializeError, Encode, SerializeError};
-use easynet::tokio::{
-    AsyncDatagramClient, AsyncDatagramHandler, AsyncUdpServer, AsyncUnixDatagramServer,
-    DatagramSendError, RecvError,
-};
 use support::unix::TempPath;
 use tokio::time::timeout;
 use tracing::field::{Field, Visit};
@@ -195,7 +195,7 @@ impl AsyncDatagramHandler for Probe {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let text = client.recv().await?;
         match text.as_str() {
@@ -278,7 +278,7 @@ macro_rules! on_tokio {
         let rt = runtime();
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let task = rt.spawn(async move { s.serve_forever(tx).await });
+        let task = rt.spawn(async move { s.serve_notify(tx).await });
         rt.block_on(async { timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap() });
         let target = $target(&server);
         Running {
@@ -315,12 +315,12 @@ fn start(kind: Kind, factory_panics: usize) -> Running {
     let udp = |s: &AsyncUdpServer<_, _>| Target::Udp(s.addresses()[0]);
     match kind {
         Kind::MioUdp => {
-            let server = easynet::mio::StandaloneUdpServer::builder(protocol, service)
+            let server = easynet::blocking::UdpServer::builder(protocol, service)
                 .host("127.0.0.1")
                 .shutdown_timeout(Duration::from_secs(3))
                 .build()
                 .unwrap();
-            let mut thread = easynet::mio::ServerThread::start(server).unwrap();
+            let mut thread = easynet::blocking::ServerThread::start(server).unwrap();
             Running {
                 target: Target::Udp(thread.addresses()[0]),
                 _path: None,
@@ -334,12 +334,12 @@ fn start(kind: Kind, factory_panics: usize) -> Running {
         }
         Kind::MioUnix => {
             let tmp = TempPath::new("regress-mio");
-            let server = easynet::mio::StandaloneUnixDatagramServer::builder(protocol, service)
+            let server = easynet::blocking::UnixDatagramServer::builder(protocol, service)
                 .path(tmp.path())
                 .shutdown_timeout(Duration::from_secs(3))
                 .build()
                 .unwrap();
-            let mut thread = easynet::mio::ServerThread::start(server).unwrap();
+            let mut thread = easynet::blocking::ServerThread::start(server).unwrap();
             Running {
                 target: Target::Unix(tmp.path().to_owned()),
                 _path: Some(tmp),
@@ -531,7 +531,7 @@ fn a_closed_send_returned_from_a_handler_is_one_warn_never_an_error() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Cancel safety of AsyncDatagramClient (tokio async, UDP)
+// Cancel safety of DatagramPeer (tokio async, UDP)
 
 /// Drops a receive in `select!` or under `timeout`, then receives again; answers what the
 /// second receive got (and how long it took).
@@ -554,7 +554,7 @@ impl AsyncDatagramHandler for Canceller {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let first = client.recv().await?;
         let short = Duration::from_millis(50);
@@ -604,7 +604,7 @@ async fn udp_async<H, F>(
     make: F,
 ) -> (
     AsyncUdpServer<F, TouchyText>,
-    tokio::task::JoinHandle<Result<(), easynet::tokio::ServerError>>,
+    tokio::task::JoinHandle<Result<(), easynet::aio::ServerError>>,
 )
 where
     F: Fn(&ConnInfo) -> H + Send + Sync + 'static,
@@ -617,7 +617,7 @@ where
         .unwrap();
     let (tx, mut up) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let run = tokio::spawn(async move { s.serve_forever(tx).await });
+    let run = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
     (server, run)
 }
@@ -711,7 +711,7 @@ impl AsyncDatagramHandler for Forever {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let _flag = DropFlag(self.dropped.clone());
         client.recv().await?;
@@ -782,7 +782,7 @@ async fn unix_shutdown_and_close_cancel_async_routines() {
         dropped.store(false, Ordering::SeqCst);
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
         let me = TempPath::new("regress-forever-peer");
         let p = tokio::net::UnixDatagram::bind(me.path()).unwrap();

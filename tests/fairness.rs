@@ -81,10 +81,10 @@ struct Server {
     stop: Box<dyn FnOnce() + Send>,
 }
 
-/// Mio: a `StandaloneTcpServer` with one worker (the default) on a `ServerThread`.
+/// Mio: a `TcpServer` with one worker (the default) on a `ServerThread`.
 fn mio(service: QuietService) -> Server {
-    use easynet::mio::{ServerThread, StandaloneTcpServer};
-    let server = StandaloneTcpServer::builder(Stream::lines(), service)
+    use easynet::blocking::{ServerThread, TcpServer};
+    let server = TcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .workers(1)
         .log_client_connection(false)
@@ -104,8 +104,8 @@ fn mio(service: QuietService) -> Server {
 /// Tokio: an `AsyncTcpServer` on a current-thread runtime, so every connection shares one
 /// thread.
 fn tokio(service: QuietService) -> Server {
-    use easynet::tokio::AsyncTcpServer;
-    let server = AsyncTcpServer::builder(Stream::lines(), service)
+    use easynet::aio::AsyncTcpServer;
+    let server = AsyncTcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(Duration::from_secs(2))
@@ -118,7 +118,7 @@ fn tokio(service: QuietService) -> Server {
             .enable_all()
             .build()
             .unwrap();
-        let r = rt.block_on(s.serve_forever(up_tx));
+        let r = rt.block_on(s.serve_notify(up_tx));
         rt.shutdown_timeout(Duration::ZERO);
         r
     });

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use easynet::aio::{AsyncDatagramHandler, DatagramPeer, DropCounter, RecvError};
 use easynet::datagram::DatagramConfig;
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
 };
 use easynet::protocol::{Datagram, MAX_DATAGRAM_SIZE};
-use easynet::tokio::{AsyncDatagramClient, AsyncDatagramHandler, DropCounter, RecvError};
 use hostile::{DRIVERS, Driver, LIMIT, describe};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -78,7 +78,7 @@ fn serve(driver: Driver, config: DatagramConfig) -> Udp {
     let service = |_: &ConnInfo| Probe;
     match driver {
         Driver::Tokio => {
-            let server = easynet::tokio::AsyncUdpServer::builder(protocol, service)
+            let server = easynet::aio::AsyncUdpServer::builder(protocol, service)
                 .host("127.0.0.1")
                 .datagram_config(config)
                 .build()
@@ -95,13 +95,13 @@ fn serve(driver: Driver, config: DatagramConfig) -> Udp {
             )
         }
         Driver::Mio => {
-            let server = easynet::mio::StandaloneUdpServer::builder(protocol, service)
+            let server = easynet::blocking::UdpServer::builder(protocol, service)
                 .host("127.0.0.1")
                 .datagram_config(config)
                 .build()
                 .unwrap();
             let drops = server.dropped_datagrams();
-            let mut thread = easynet::mio::ServerThread::start(server).unwrap();
+            let mut thread = easynet::blocking::ServerThread::start(server).unwrap();
             Udp {
                 addr: thread.addresses()[0],
                 drops,
@@ -111,10 +111,10 @@ fn serve(driver: Driver, config: DatagramConfig) -> Udp {
     }
 }
 
-type Task = tokio::task::JoinHandle<Result<(), easynet::tokio::ServerError>>;
+type Task = tokio::task::JoinHandle<Result<(), easynet::aio::ServerError>>;
 
 fn run_tokio<S, P>(
-    server: easynet::tokio::AsyncUdpServer<S, P>,
+    server: easynet::aio::AsyncUdpServer<S, P>,
     drops: DropCounter,
     stop: impl FnOnce(&tokio::runtime::Runtime, Task) + Send + 'static,
 ) -> Udp
@@ -125,7 +125,7 @@ where
     let rt = runtime();
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = rt.spawn(async move { s.serve_forever(tx).await });
+    let task = rt.spawn(async move { s.serve_notify(tx).await });
     rt.block_on(async {
         tokio::time::timeout(LIMIT, rx.wait_for(|u| *u))
             .await
@@ -189,7 +189,7 @@ fn oversized_and_invalid_datagrams_get_typed_errors_and_others_are_served() {
         assert_eq!(server.drops.get(), 0);
     }
     // The same limit holds for async handlers (tokio).
-    let server = easynet::tokio::AsyncUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Slow)
+    let server = easynet::aio::AsyncUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Slow)
         .host("127.0.0.1")
         .datagram_config(DatagramConfig::default().with_max_datagram_size(1024))
         .build_async()
@@ -357,7 +357,7 @@ impl AsyncDatagramHandler for Slow {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let got = match client.recv().await {
             Ok(t) => t,
@@ -376,7 +376,7 @@ impl AsyncDatagramHandler for Slow {
 /// Async handlers (tokio): the flooder's queue holds at most `max_pending`, the rest is
 /// dropped and counted by the server.
 fn async_flood_drops_are_counted_by_the_server() {
-    let server = easynet::tokio::AsyncUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Slow)
+    let server = easynet::aio::AsyncUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Slow)
         .host("127.0.0.1")
         .datagram_config(DatagramConfig::default().with_max_pending(16))
         .build_async()

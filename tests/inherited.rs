@@ -60,7 +60,7 @@ fn ask_udp(addr: SocketAddr, line: &str) -> String {
 
 #[test]
 fn tokio_serves_inherited_tcp_and_udp_sockets() {
-    use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
+    use easynet::aio::{AsyncTcpServer, AsyncUdpServer};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,8 +83,8 @@ fn tokio_serves_inherited_tcp_and_udp_sockets() {
         assert_eq!(udp.addresses(), [udp_addr]);
         let (t, u) = (tcp.clone(), udp.clone());
         let tasks = (
-            tokio::spawn(async move { t.serve_forever(()).await }),
-            tokio::spawn(async move { u.serve_forever(()).await }),
+            tokio::spawn(async move { t.serve().await }),
+            tokio::spawn(async move { u.serve().await }),
         );
         let answers = tokio::task::spawn_blocking(move || {
             (ask_tcp(tcp_addr, "over tcp"), ask_udp(udp_addr, "over udp"))
@@ -101,16 +101,16 @@ fn tokio_serves_inherited_tcp_and_udp_sockets() {
 
 #[test]
 fn mio_serves_inherited_tcp_and_udp_sockets_on_every_run() {
-    use easynet::mio::{ServerThread, StandaloneTcpServer, StandaloneUdpServer};
+    use easynet::blocking::{ServerThread, TcpServer, UdpServer};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (tcp_addr, udp_addr) = (listener.local_addr().unwrap(), socket.local_addr().unwrap());
-    let tcp = StandaloneTcpServer::builder(Stream::lines(), echo)
+    let tcp = TcpServer::builder(Stream::lines(), echo)
         .from_std(listener)
         .workers(2)
         .build()
         .unwrap();
-    let udp = StandaloneUdpServer::builder(Datagram::lines(), dgram_echo)
+    let udp = UdpServer::builder(Datagram::lines(), dgram_echo)
         .from_std(socket)
         .build()
         .unwrap();
@@ -118,7 +118,7 @@ fn mio_serves_inherited_tcp_and_udp_sockets_on_every_run() {
     for run in 0..2 {
         let (up, is_up) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
-            let serving = scope.spawn(|| tcp.serve_forever(up));
+            let serving = scope.spawn(|| tcp.serve_notify(up));
             is_up.recv_timeout(Duration::from_secs(10)).unwrap();
             assert_eq!(tcp.addresses(), [tcp_addr]);
             assert_eq!(
@@ -137,13 +137,13 @@ fn mio_serves_inherited_tcp_and_udp_sockets_on_every_run() {
 #[test]
 fn a_socket_of_the_wrong_type_is_refused_at_build() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let err = easynet::tokio::AsyncTcpServer::builder(Stream::lines(), echo)
+    let err = easynet::aio::AsyncTcpServer::builder(Stream::lines(), echo)
         .from_std(udp)
         .build()
         .unwrap_err();
     assert_eq!(err, ConfigError::InheritedSocket);
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = easynet::mio::StandaloneUdpServer::builder(Datagram::lines(), dgram_echo)
+    let err = easynet::blocking::UdpServer::builder(Datagram::lines(), dgram_echo)
         .from_std(tcp)
         .build()
         .unwrap_err();
@@ -178,11 +178,11 @@ fn both_drivers_serve_inherited_unix_sockets() {
 
     // tokio
     let (sp, dp) = (TempPath::new("inh-stream"), TempPath::new("inh-dgram"));
-    let stream = easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), echo)
+    let stream = easynet::aio::AsyncUnixStreamServer::builder(Stream::lines(), echo)
         .from_std(UnixListener::bind(sp.path()).unwrap())
         .build()
         .unwrap();
-    let dgram = easynet::tokio::AsyncUnixDatagramServer::builder(Datagram::lines(), dgram_echo)
+    let dgram = easynet::aio::AsyncUnixDatagramServer::builder(Datagram::lines(), dgram_echo)
         .from_std(UnixDatagram::bind(dp.path()).unwrap())
         .build()
         .unwrap();
@@ -199,8 +199,8 @@ fn both_drivers_serve_inherited_unix_sockets() {
         );
         let (s, d) = (stream.clone(), dgram.clone());
         let tasks = (
-            tokio::spawn(async move { s.serve_forever(()).await }),
-            tokio::spawn(async move { d.serve_forever(()).await }),
+            tokio::spawn(async move { s.serve().await }),
+            tokio::spawn(async move { d.serve().await }),
         );
         let (a, b) = (sp.0.clone(), dp.0.clone());
         let answers =
@@ -223,16 +223,16 @@ fn both_drivers_serve_inherited_unix_sockets() {
 
     // mio
     let (sp, dp) = (TempPath::new("inh-stream"), TempPath::new("inh-dgram"));
-    let stream = easynet::mio::StandaloneUnixStreamServer::builder(Stream::lines(), echo)
+    let stream = easynet::blocking::UnixStreamServer::builder(Stream::lines(), echo)
         .from_std(UnixListener::bind(sp.path()).unwrap())
         .build()
         .unwrap();
-    let dgram = easynet::mio::StandaloneUnixDatagramServer::builder(Datagram::lines(), dgram_echo)
+    let dgram = easynet::blocking::UnixDatagramServer::builder(Datagram::lines(), dgram_echo)
         .from_std(UnixDatagram::bind(dp.path()).unwrap())
         .build()
         .unwrap();
-    let mut s = easynet::mio::ServerThread::start(stream).unwrap();
-    let mut d = easynet::mio::ServerThread::start(dgram).unwrap();
+    let mut s = easynet::blocking::ServerThread::start(stream).unwrap();
+    let mut d = easynet::blocking::ServerThread::start(dgram).unwrap();
     assert_eq!(ask_stream(sp.path(), "s"), "s\n");
     assert_eq!(ask_dgram(dp.path(), "d"), "d");
     s.join(None).unwrap();
@@ -243,7 +243,7 @@ fn both_drivers_serve_inherited_unix_sockets() {
     );
 
     // A TCP listener is not a Unix one.
-    let err = easynet::mio::StandaloneUnixStreamServer::builder(Stream::lines(), echo)
+    let err = easynet::blocking::UnixStreamServer::builder(Stream::lines(), echo)
         .from_std(TcpListener::bind("127.0.0.1:0").unwrap())
         .build()
         .unwrap_err();

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use easynet::aio::ClientError;
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
@@ -42,7 +43,6 @@ use easynet::protocol::{
     Datagram, DatagramClientProtocol, DatagramServerProtocol, Json, Lines, Stream,
     StreamClientProtocol, StreamServerProtocol, Utf8,
 };
-use easynet::tokio::ClientError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -654,7 +654,7 @@ fn easynet_tcp<T: Ser>(
     let mut version = None;
     let close = match driver {
         Driver::Tokio => {
-            use easynet::tokio::AsyncTcpClient;
+            use easynet::aio::AsyncTcpClient;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -698,7 +698,7 @@ fn easynet_tcp<T: Ser>(
             })
         }
         Driver::Mio => {
-            use easynet::mio::TcpClient;
+            use easynet::blocking::TcpClient;
             let mut c = match tls {
                 Some(pki) => TcpClient::connect_tls(
                     addr,
@@ -743,7 +743,7 @@ fn easynet_udp<T: Ser>(
     let mut replies = Vec::new();
     match driver {
         Driver::Tokio => {
-            use easynet::tokio::AsyncUdpClient;
+            use easynet::aio::AsyncUdpClient;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -767,7 +767,7 @@ fn easynet_udp<T: Ser>(
             });
         }
         Driver::Mio => {
-            use easynet::mio::UdpClient;
+            use easynet::blocking::UdpClient;
             let mut c = UdpClient::connect(addr, T::datagram()).expect("connect");
             for m in messages {
                 c.send(m).expect("send");
@@ -967,7 +967,7 @@ fn easynet_tcp_server<T: Ser>(driver: Driver, tls: Option<&Pki>) -> RustServer<T
     let service = move |info: &ConnInfo| Recorder::new(&tx, info);
     match driver {
         Driver::Tokio => {
-            use easynet::tokio::AsyncTcpServer;
+            use easynet::aio::AsyncTcpServer;
             let rt = tokio_runtime();
             let mut b = AsyncTcpServer::builder(T::stream(), service)
                 .host("127.0.0.1")
@@ -978,7 +978,7 @@ fn easynet_tcp_server<T: Ser>(driver: Driver, tls: Option<&Pki>) -> RustServer<T
             let server = b.build().unwrap();
             let (up, mut is_up) = tokio::sync::watch::channel(false);
             let s = server.clone();
-            let run = rt.spawn(async move { s.serve_forever(up).await });
+            let run = rt.spawn(async move { s.serve_notify(up).await });
             rt.block_on(async { tokio::time::timeout(LIMIT, is_up.wait_for(|u| *u)).await })
                 .expect("server up in time")
                 .expect("server up");
@@ -1003,15 +1003,15 @@ fn easynet_tcp_server<T: Ser>(driver: Driver, tls: Option<&Pki>) -> RustServer<T
             }
         }
         Driver::Mio => {
-            use easynet::mio::StandaloneTcpServer;
-            let mut b = StandaloneTcpServer::builder(T::stream(), service)
+            use easynet::blocking::TcpServer;
+            let mut b = TcpServer::builder(T::stream(), service)
                 .host("127.0.0.1")
                 .shutdown_timeout(LIMIT);
             if let Some(pki) = tls {
                 b = b.tls(pki.server.clone()).tls_shutdown_timeout(LIMIT);
             }
             let server = Arc::new(b.build().unwrap());
-            mio_run(server.handle(), move |up| server.serve_forever(up), seen)
+            mio_run(server.handle(), move |up| server.serve_notify(up), seen)
         }
     }
 }
@@ -1021,7 +1021,7 @@ fn easynet_udp_server<T: Ser>(driver: Driver) -> RustServer<T> {
     let service = move |info: &ConnInfo| Recorder::new(&tx, info);
     match driver {
         Driver::Tokio => {
-            use easynet::tokio::AsyncUdpServer;
+            use easynet::aio::AsyncUdpServer;
             let rt = tokio_runtime();
             let server = AsyncUdpServer::builder(T::datagram(), service)
                 .host("127.0.0.1")
@@ -1030,7 +1030,7 @@ fn easynet_udp_server<T: Ser>(driver: Driver) -> RustServer<T> {
                 .unwrap();
             let (up, mut is_up) = tokio::sync::watch::channel(false);
             let s = server.clone();
-            let run = rt.spawn(async move { s.serve_forever(up).await });
+            let run = rt.spawn(async move { s.serve_notify(up).await });
             rt.block_on(async { tokio::time::timeout(LIMIT, is_up.wait_for(|u| *u)).await })
                 .expect("server up in time")
                 .expect("server up");
@@ -1055,23 +1055,23 @@ fn easynet_udp_server<T: Ser>(driver: Driver) -> RustServer<T> {
             }
         }
         Driver::Mio => {
-            use easynet::mio::StandaloneUdpServer;
+            use easynet::blocking::UdpServer;
             let server = Arc::new(
-                StandaloneUdpServer::builder(T::datagram(), service)
+                UdpServer::builder(T::datagram(), service)
                     .host("127.0.0.1")
                     .shutdown_timeout(LIMIT)
                     .build()
                     .unwrap(),
             );
-            mio_run(server.handle(), move |up| server.serve_forever(up), seen)
+            mio_run(server.handle(), move |up| server.serve_notify(up), seen)
         }
     }
 }
 
 /// Runs a standalone (mio) server on its own thread until the returned server drops.
 fn mio_run<T>(
-    handle: easynet::mio::ServerHandle,
-    serve: impl FnOnce(mpsc::Sender<()>) -> Result<(), easynet::mio::ServerError> + Send + 'static,
+    handle: easynet::blocking::ServerHandle,
+    serve: impl FnOnce(mpsc::Sender<()>) -> Result<(), easynet::blocking::ServerError> + Send + 'static,
     seen: mpsc::Receiver<Seen<T>>,
 ) -> RustServer<T> {
     let (up, is_up) = mpsc::channel();

@@ -330,7 +330,7 @@ fn unix_limits(driver: Driver) {
     let echo = |_: &ConnInfo| Echo { timeout: None };
     let stop: Box<dyn FnOnce()> = match driver {
         Driver::Tokio => {
-            let server = easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), echo)
+            let server = easynet::aio::AsyncUnixStreamServer::builder(Stream::lines(), echo)
                 .path(path.path())
                 .max_connections(1)
                 .idle_timeout(idle)
@@ -343,7 +343,7 @@ fn unix_limits(driver: Driver) {
                 .unwrap();
             let (tx, mut rx) = tokio::sync::watch::channel(false);
             let s = server.clone();
-            let task = rt.spawn(async move { s.serve_forever(tx).await });
+            let task = rt.spawn(async move { s.serve_notify(tx).await });
             rt.block_on(rx.wait_for(|up| *up)).unwrap();
             Box::new(move || {
                 rt.block_on(async {
@@ -355,13 +355,13 @@ fn unix_limits(driver: Driver) {
         #[cfg(all(unix, feature = "tls", feature = "json"))]
         Driver::PollLoop => unreachable!("the poll loop example serves TCP only"),
         Driver::Mio => {
-            let server = easynet::mio::StandaloneUnixStreamServer::builder(Stream::lines(), echo)
+            let server = easynet::blocking::UnixStreamServer::builder(Stream::lines(), echo)
                 .path(path.path())
                 .max_connections(1)
                 .idle_timeout(idle)
                 .build()
                 .unwrap();
-            let mut thread = easynet::mio::ServerThread::start(server).unwrap();
+            let mut thread = easynet::blocking::ServerThread::start(server).unwrap();
             Box::new(move || thread.join(None).unwrap())
         }
     };

@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use easynet::blocking::{ServerThread, TcpServer, UdpServer};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
 };
-use easynet::mio::{ServerThread, StandaloneTcpServer, StandaloneUdpServer};
 use easynet::protocol::{Datagram, Stream};
 use easynet::push::{Broadcast, DatagramPusher, Pusher, SlowConsumer, TrySendError};
 use easynet::stream::StreamConfig;
@@ -47,7 +47,7 @@ impl StreamHandler for Sub {
 fn server(config: StreamConfig) -> (ServerThread, mpsc::Receiver<Pusher<String>>) {
     let (tx, rx) = mpsc::channel();
     let tx = Arc::new(Mutex::new(tx));
-    let server = StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
+    let server = TcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
         Sub(Mutex::new(tx.lock().unwrap().clone()))
     })
     .host("127.0.0.1")
@@ -223,7 +223,7 @@ impl StreamHandler for Chat {
 fn a_chat_of_fifty_clients_delivers_every_line_to_every_other_once() {
     let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));
     let r = room.clone();
-    let server = StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| Chat(r.clone()))
+    let server = TcpServer::builder(Stream::lines(), move |_: &ConnInfo| Chat(r.clone()))
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(2))
         .build()
@@ -275,7 +275,7 @@ impl DatagramHandler for UdpSub {
 fn a_udp_peer_is_pushed_to_from_a_thread() {
     let (tx, rx) = mpsc::channel();
     let tx = Arc::new(Mutex::new(tx));
-    let server = StandaloneUdpServer::builder(Datagram::lines(), move |_: &ConnInfo| {
+    let server = UdpServer::builder(Datagram::lines(), move |_: &ConnInfo| {
         UdpSub(Mutex::new(tx.lock().unwrap().clone()))
     })
     .host("127.0.0.1")

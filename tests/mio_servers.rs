@@ -11,21 +11,21 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use easynet::blocking::{ServerError, ServerThread, TcpServer, UdpServer};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     Service,
 };
-use easynet::mio::{ServerError, ServerThread, StandaloneTcpServer, StandaloneUdpServer};
 use easynet::protocol::{Datagram, Stream};
 use support::drivers::Echo;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn echo_server() -> StandaloneTcpServer<
+fn echo_server() -> TcpServer<
     impl Service<Handler = Echo>,
     Stream<easynet::protocol::Lines, easynet::protocol::Utf8, String, String>,
 > {
-    StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo { timeout: None })
+    TcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo { timeout: None })
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3))
         .build()
@@ -52,15 +52,12 @@ fn handle_controls_the_run_from_other_threads_and_serving_again_binds_anew() {
     for _ in 0..3 {
         let (tx, rx) = mpsc::channel();
         let s = server.clone();
-        let run = std::thread::spawn(move || s.serve_forever(tx));
+        let run = std::thread::spawn(move || s.serve_notify(tx));
         rx.recv_timeout(LIMIT).expect("server up");
         assert!(handle.is_serving());
         let addr = handle.addresses()[0];
         ports.push(addr.port());
-        assert!(matches!(
-            server.serve_forever(()),
-            Err(ServerError::AlreadyRunning)
-        ));
+        assert!(matches!(server.serve(), Err(ServerError::AlreadyRunning)));
         assert_eq!(roundtrip(addr, "hello").as_deref(), Some("hello"));
         handle.shutdown(None);
         handle.shutdown(None); // twice: harmless
@@ -80,7 +77,7 @@ fn close_refuses_new_connections_and_serves_existing_ones_to_their_end() {
     let handle = server.handle();
     let (tx, rx) = mpsc::channel();
     let s = server.clone();
-    let run = std::thread::spawn(move || s.serve_forever(tx));
+    let run = std::thread::spawn(move || s.serve_notify(tx));
     rx.recv_timeout(LIMIT).unwrap();
     let addr = handle.addresses()[0];
     let c = TcpStream::connect(addr).unwrap();
@@ -105,17 +102,16 @@ fn close_refuses_new_connections_and_serves_existing_ones_to_their_end() {
     reader.read_line(&mut l).unwrap();
     assert_eq!(l, "after\n");
     run.join().unwrap().unwrap(); // returns once the last connection ended
-    assert!(matches!(server.serve_forever(()), Err(ServerError::Closed)));
+    assert!(matches!(server.serve(), Err(ServerError::Closed)));
 }
 
 #[test]
 fn several_worker_threads_share_the_port() {
-    let server =
-        StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo { timeout: None })
-            .host("127.0.0.1")
-            .workers(2)
-            .build()
-            .unwrap();
+    let server = TcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo { timeout: None })
+        .host("127.0.0.1")
+        .workers(2)
+        .build()
+        .unwrap();
     let mut thread = ServerThread::start(server).unwrap();
     let addr = thread.addresses()[0];
     let clients: Vec<_> = (0..16)
@@ -131,12 +127,11 @@ fn several_worker_threads_share_the_port() {
 fn start_reports_bind_and_service_init_errors() {
     let first = ServerThread::start(echo_server()).unwrap();
     let port = first.addresses()[0].port();
-    let clash =
-        StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo { timeout: None })
-            .host("127.0.0.1")
-            .port(port)
-            .build()
-            .unwrap();
+    let clash = TcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo { timeout: None })
+        .host("127.0.0.1")
+        .port(port)
+        .build()
+        .unwrap();
     assert!(matches!(
         ServerThread::start(clash),
         Err(ServerError::Bind(_))
@@ -145,20 +140,20 @@ fn start_reports_bind_and_service_init_errors() {
     struct Failing;
     impl Service for Failing {
         type Handler = Echo;
-        fn service_init(&self) -> Result<(), HandlerError> {
+        fn on_start(&self) -> Result<(), HandlerError> {
             Err("no database".into())
         }
         fn new_handler(&self, _: &ConnInfo) -> Echo {
             Echo { timeout: None }
         }
     }
-    let failing = StandaloneTcpServer::builder(Stream::lines(), Failing)
+    let failing = TcpServer::builder_with_service(Stream::lines(), Failing)
         .host("127.0.0.1")
         .build()
         .unwrap();
     match ServerThread::start(failing) {
-        Err(ServerError::ServiceInit(e)) => assert_eq!(e.to_string(), "no database"),
-        other => panic!("expected a service_init error, got {other:?}"),
+        Err(ServerError::Start(e)) => assert_eq!(e.to_string(), "no database"),
+        other => panic!("expected a on_start error, got {other:?}"),
     }
 }
 
@@ -202,7 +197,7 @@ impl DatagramHandler for Collect {
 
 #[test]
 fn udp_server_runs_per_peer_routines() {
-    let server = StandaloneUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Collect::default())
+    let server = UdpServer::builder(Datagram::lines(), |_: &ConnInfo| Collect::default())
         .host("127.0.0.1")
         .build()
         .unwrap();
@@ -230,7 +225,7 @@ fn udp_server_runs_per_peer_routines() {
 }
 
 /// Answers "bye" to "stop", then stops its own server through the handle.
-struct Stopper(Arc<std::sync::OnceLock<easynet::mio::ServerHandle>>);
+struct Stopper(Arc<std::sync::OnceLock<easynet::blocking::ServerHandle>>);
 
 impl easynet::handler::StreamHandler for Stopper {
     type Request = String;
@@ -257,17 +252,16 @@ fn a_handler_stops_its_own_server_without_blocking_its_loop() {
     let slot = Arc::new(std::sync::OnceLock::new());
     let s = slot.clone();
     // The default shutdown timeout (30 s): waiting for itself would show.
-    let server =
-        StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| Stopper(s.clone()))
-            .host("127.0.0.1")
-            .build()
-            .unwrap();
+    let server = TcpServer::builder(Stream::lines(), move |_: &ConnInfo| Stopper(s.clone()))
+        .host("127.0.0.1")
+        .build()
+        .unwrap();
     slot.set(server.handle()).unwrap();
     let handle = server.handle();
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = done_tx.send(server.serve_forever(tx));
+        let _ = done_tx.send(server.serve_notify(tx));
     });
     rx.recv_timeout(LIMIT).expect("server up");
     let addr = handle.addresses()[0];
@@ -275,6 +269,6 @@ fn a_handler_stops_its_own_server_without_blocking_its_loop() {
     let ended = done_rx.recv_timeout(Duration::from_secs(5));
     assert!(
         matches!(ended, Ok(Ok(()))),
-        "serve_forever did not return promptly: {ended:?}"
+        "serve did not return promptly: {ended:?}"
     );
 }

@@ -19,7 +19,7 @@ use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
 };
 use easynet::protocol::{Datagram, Stream};
-use easynet::stream::{AsyncClient, AsyncSession, AsyncStreamHandler};
+use easynet::stream::{AsyncSession, AsyncStreamHandler, StreamPeer};
 use support::drivers::{self, Opts};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -68,7 +68,7 @@ impl AsyncStreamHandler for SlowEcho {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         delay(Duration::from_millis(50)).await;

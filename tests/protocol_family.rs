@@ -198,7 +198,7 @@ fn json_in_zlib_in_length_prefix_with_a_converter_on_both_drivers() {
             .build()
             .unwrap();
         rt.block_on(async {
-            use easynet::tokio::AsyncTcpClient;
+            use easynet::aio::AsyncTcpClient;
             let mut c = AsyncTcpClient::connect(server.addr, calc_protocol())
                 .await
                 .unwrap();
@@ -209,7 +209,7 @@ fn json_in_zlib_in_length_prefix_with_a_converter_on_both_drivers() {
         });
 
         // mio client, domain types.
-        let mut c = easynet::mio::TcpClient::connect(server.addr, calc_protocol()).unwrap();
+        let mut c = easynet::blocking::TcpClient::connect(server.addr, calc_protocol()).unwrap();
         c.send(&Command::Add(7)).unwrap();
         c.send(&Command::Reset).unwrap();
         assert_eq!(c.recv_timeout(LIMIT).unwrap(), Reply::Value(7), "{driver}");
@@ -217,7 +217,7 @@ fn json_in_zlib_in_length_prefix_with_a_converter_on_both_drivers() {
 
         // A raw-frame client sends what a well-behaved client cannot.
         let raw_protocol = Stream::length_prefixed(PrefixWidth::U32, 1 << 20).unwrap();
-        let mut raw = easynet::mio::TcpClient::connect(server.addr, raw_protocol).unwrap();
+        let mut raw = easynet::blocking::TcpClient::connect(server.addr, raw_protocol).unwrap();
         let bomb = zlib_json(&dto(&"x".repeat(1 << 20), 0));
         assert!(
             bomb.len() < 8 * 1024,
@@ -267,7 +267,7 @@ fn a_response_past_the_clients_limit_is_a_typed_error_and_the_next_one_reads() {
         drivers::tokio_tcp(calc_protocol(), service, Opts::default()),
         drivers::mio_tcp(calc_protocol(), service, Opts::default()),
     ] {
-        let mut c = easynet::mio::TcpClient::connect(server.addr, small()).unwrap();
+        let mut c = easynet::blocking::TcpClient::connect(server.addr, small()).unwrap();
         c.send(&Command::Add(1)).unwrap();
         assert_eq!(c.recv_timeout(LIMIT).unwrap(), Reply::Value(1));
         // {"Value":-4611686018427387903} is 30 bytes.
@@ -276,7 +276,7 @@ fn a_response_past_the_clients_limit_is_a_typed_error_and_the_next_one_reads() {
         assert!(
             matches!(
                 err,
-                easynet::mio::ClientError::Parse(ParseError::Deserialize(
+                easynet::blocking::ClientError::Parse(ParseError::Deserialize(
                     DeserializeError::TooLarge { limit: 20, got: 21 }
                 ))
             ),
@@ -335,13 +335,13 @@ fn cbor_in_zstd_datagrams_on_both_drivers_and_the_poll_loop() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut c = easynet::tokio::AsyncUdpClient::connect(server.addr, sum_protocol())
+            let mut c = easynet::aio::AsyncUdpClient::connect(server.addr, sum_protocol())
                 .await
                 .unwrap();
             c.send(&vec![1, 2, 3]).await.unwrap();
             assert_eq!(c.recv_timeout(LIMIT).await.unwrap(), Reply::Value(6001));
         });
-        let mut c = easynet::mio::UdpClient::connect(server.addr, sum_protocol()).unwrap();
+        let mut c = easynet::blocking::UdpClient::connect(server.addr, sum_protocol()).unwrap();
         c.send(&vec![10, -4]).unwrap();
         assert_eq!(
             c.recv_timeout(LIMIT).unwrap(),
@@ -434,11 +434,11 @@ fn msgpack_in_zlib_in_base64_lines_on_both_drivers() {
             drivers::mio_tcp(base64_lines(), service, Opts::default()),
         ),
     ] {
-        let mut c = easynet::mio::TcpClient::connect(server.addr, base64_lines()).unwrap();
+        let mut c = easynet::blocking::TcpClient::connect(server.addr, base64_lines()).unwrap();
         c.send(&vec!["a".into(), "b".into()]).unwrap();
         assert_eq!(c.recv_timeout(LIMIT).unwrap(), Reply::Value(2), "{driver}");
         // Not base64, a wrong signature, a signed payload that is not zlib, then a good line.
-        let mut raw = easynet::mio::TcpClient::connect(server.addr, Stream::lines()).unwrap();
+        let mut raw = easynet::blocking::TcpClient::connect(server.addr, Stream::lines()).unwrap();
         let line = |s: &Signed, item: &Vec<String>| {
             let mut out = BytesMut::new();
             s.encode(item, &mut out).unwrap();

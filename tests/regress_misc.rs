@@ -21,6 +21,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use easynet::aio::{AsyncDatagramHandler, AsyncStreamHandler, DatagramPeer, RecvError, StreamPeer};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     Service, StreamContext, StreamHandler,
@@ -28,9 +29,6 @@ use easynet::handler::{
 use easynet::protocol::{
     Datagram, DatagramServerProtocol, Decode, DeserializeError, Encode, Framing, Lines, ParseError,
     SerializeError, Stream, StreamServerProtocol, Utf8,
-};
-use easynet::tokio::{
-    AsyncClient, AsyncDatagramClient, AsyncDatagramHandler, AsyncStreamHandler, RecvError,
 };
 
 /// Every read, connect and wait of this file gives up after this.
@@ -106,7 +104,7 @@ impl AsyncStreamHandler for AsyncEcho {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let got = if self.forever {
             client.recv_timeout(Duration::MAX).await
@@ -137,7 +135,7 @@ impl AsyncDatagramHandler for AsyncDgramEcho {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let first = match client.recv().await {
             Ok(l) => l,
@@ -281,7 +279,7 @@ fn tokio_running<F>(
     addr: impl FnOnce() -> SocketAddr,
 ) -> Running
 where
-    F: Future<Output = Result<(), easynet::tokio::ServerError>> + Send + 'static,
+    F: Future<Output = Result<(), easynet::aio::ServerError>> + Send + 'static,
 {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let task = rt.spawn(serve(tx));
@@ -300,9 +298,9 @@ where
                     return Err("shutdown() did not return in time".to_owned());
                 }
                 match tokio::time::timeout(LIMIT, task).await {
-                    Err(_) => Err("serve_forever did not return in time".to_owned()),
-                    Ok(Err(e)) => Err(format!("the serve_forever task failed: {e}")),
-                    Ok(Ok(Err(e))) => Err(format!("serve_forever returned an error: {e}")),
+                    Err(_) => Err("serve did not return in time".to_owned()),
+                    Ok(Err(e)) => Err(format!("the serve task failed: {e}")),
+                    Ok(Ok(Err(e))) => Err(format!("serve returned an error: {e}")),
                     Ok(Ok(Ok(()))) => Ok(()),
                 }
             });
@@ -319,7 +317,7 @@ where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
-    let server = easynet::tokio::AsyncTcpServer::builder(protocol, service)
+    let server = easynet::aio::AsyncTcpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(SHUTDOWN)
         .build()
@@ -327,7 +325,7 @@ where
     let (s, t) = (server.clone(), server.clone());
     tokio_running(
         runtime(),
-        move |tx| async move { s.serve_forever(tx).await },
+        move |tx| async move { s.serve_notify(tx).await },
         async move { t.shutdown().await },
         move || server.addresses()[0],
     )
@@ -341,7 +339,7 @@ where
     S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
     P::Response: Sync,
 {
-    let server = easynet::tokio::AsyncTcpServer::builder(protocol, service)
+    let server = easynet::aio::AsyncTcpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(SHUTDOWN)
         .build_async()
@@ -349,7 +347,7 @@ where
     let (s, t) = (server.clone(), server.clone());
     tokio_running(
         runtime(),
-        move |tx| async move { s.serve_forever(tx).await },
+        move |tx| async move { s.serve_notify(tx).await },
         async move { t.shutdown().await },
         move || server.addresses()[0],
     )
@@ -362,7 +360,7 @@ where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
-    let server = easynet::tokio::AsyncUdpServer::builder(protocol, service)
+    let server = easynet::aio::AsyncUdpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(SHUTDOWN)
         .build()
@@ -370,7 +368,7 @@ where
     let (s, t) = (server.clone(), server.clone());
     tokio_running(
         runtime(),
-        move |tx| async move { s.serve_forever(tx).await },
+        move |tx| async move { s.serve_notify(tx).await },
         async move { t.shutdown().await },
         move || server.addresses()[0],
     )
@@ -384,7 +382,7 @@ where
     S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
     P::Response: Sync,
 {
-    let server = easynet::tokio::AsyncUdpServer::builder(protocol, service)
+    let server = easynet::aio::AsyncUdpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(SHUTDOWN)
         .build_async()
@@ -392,15 +390,15 @@ where
     let (s, t) = (server.clone(), server.clone());
     tokio_running(
         runtime(),
-        move |tx| async move { s.serve_forever(tx).await },
+        move |tx| async move { s.serve_notify(tx).await },
         async move { t.shutdown().await },
         move || server.addresses()[0],
     )
 }
 
 /// A mio server on a `ServerThread`; a panic of its thread makes `stop` an `Err`.
-fn mio_running(server: impl easynet::mio::Standalone) -> Running {
-    let mut thread = easynet::mio::ServerThread::start(server).unwrap();
+fn mio_running(server: impl easynet::blocking::BlockingServer) -> Running {
+    let mut thread = easynet::blocking::ServerThread::start(server).unwrap();
     let addr = thread.addresses()[0];
     Running {
         addr,
@@ -419,7 +417,7 @@ where
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
     mio_running(
-        easynet::mio::StandaloneTcpServer::builder(protocol, service)
+        easynet::blocking::TcpServer::builder_with_service(protocol, service)
             .host("127.0.0.1")
             .shutdown_timeout(SHUTDOWN)
             .build()
@@ -434,7 +432,7 @@ where
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
     mio_running(
-        easynet::mio::StandaloneUdpServer::builder(protocol, service)
+        easynet::blocking::UdpServer::builder_with_service(protocol, service)
             .host("127.0.0.1")
             .shutdown_timeout(SHUTDOWN)
             .build()

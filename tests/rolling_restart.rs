@@ -77,8 +77,8 @@ fn service(handled: Arc<Handled>, server: usize) -> impl Fn(&ConnInfo) -> Record
 }
 
 fn mio(port: u16, handled: Arc<Handled>, server: usize) -> Running {
-    use easynet::mio::{ServerThread, StandaloneTcpServer};
-    let s = StandaloneTcpServer::builder(Stream::lines(), service(handled, server))
+    use easynet::blocking::{ServerThread, TcpServer};
+    let s = TcpServer::builder(Stream::lines(), service(handled, server))
         .host("127.0.0.1")
         .port(port)
         .reuse_port(true)
@@ -93,7 +93,7 @@ fn mio(port: u16, handled: Arc<Handled>, server: usize) -> Running {
 }
 
 fn tokio(port: u16, handled: Arc<Handled>, server: usize) -> Running {
-    use easynet::tokio::AsyncTcpServer;
+    use easynet::aio::AsyncTcpServer;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -110,7 +110,7 @@ fn tokio(port: u16, handled: Arc<Handled>, server: usize) -> Running {
     let addr = s.addresses()[0];
     let task = rt.spawn({
         let s = s.clone();
-        async move { s.serve_forever(()).await }
+        async move { s.serve().await }
     });
     Running {
         addr,

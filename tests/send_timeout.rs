@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use easynet::protocol::Stream;
-use easynet::{mio, tokio as tok};
+use easynet::{aio as tok, blocking as mio};
 
 const LIMIT: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(300);

@@ -128,13 +128,13 @@ fn start(driver: Driver, service: Counters) -> Server {
 }
 
 fn start_tokio(service: Counters) -> Server {
-    use easynet::tokio::AsyncTcpServer;
+    use easynet::aio::AsyncTcpServer;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let server = AsyncTcpServer::builder(Stream::lines(), service)
+    let server = AsyncTcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(SHUTDOWN_TIMEOUT)
@@ -142,7 +142,7 @@ fn start_tokio(service: Counters) -> Server {
         .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = rt.spawn(async move { s.serve_forever(tx).await });
+    let task = rt.spawn(async move { s.serve_notify(tx).await });
     rt.block_on(async {
         tokio::time::timeout(LIMIT, rx.wait_for(|up| *up))
             .await
@@ -158,9 +158,9 @@ fn start_tokio(service: Counters) -> Server {
                     .await
                     .map_err(|_| "shutdown() did not return in time".to_owned())?;
                 match tokio::time::timeout(LIMIT, task).await {
-                    Err(_) => Err("serve_forever did not return in time".to_owned()),
-                    Ok(Err(e)) => Err(format!("serve_forever task failed: {e}")),
-                    Ok(Ok(Err(e))) => Err(format!("serve_forever returned {e}")),
+                    Err(_) => Err("serve did not return in time".to_owned()),
+                    Ok(Err(e)) => Err(format!("serve task failed: {e}")),
+                    Ok(Ok(Err(e))) => Err(format!("serve returned {e}")),
                     Ok(Ok(Ok(()))) => Ok(()),
                 }
             });
@@ -171,8 +171,8 @@ fn start_tokio(service: Counters) -> Server {
 }
 
 fn start_mio(service: Counters) -> Server {
-    use easynet::mio::{ServerThread, StandaloneTcpServer};
-    let server = StandaloneTcpServer::builder(Stream::lines(), service)
+    use easynet::blocking::{ServerThread, TcpServer};
+    let server = TcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(SHUTDOWN_TIMEOUT)
@@ -185,9 +185,7 @@ fn start_mio(service: Counters) -> Server {
         stop: Box::new(move || {
             let handle = thread.handle().clone();
             handle.shutdown(Some(SHUTDOWN_TIMEOUT));
-            thread
-                .join(None)
-                .map_err(|e| format!("serve_forever returned {e}"))
+            thread.join(None).map_err(|e| format!("serve returned {e}"))
         }),
     }
 }

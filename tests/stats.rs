@@ -99,7 +99,7 @@ fn handshake_failure(start: fn(Opts) -> Running) {
         tls: Some(id.server_config().into()),
         ..Opts::default()
     });
-    let res = easynet::mio::TcpClient::connect_tls(
+    let res = easynet::blocking::TcpClient::connect_tls(
         server.addr,
         Stream::lines(),
         stranger.client_config(),

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use easynet::aio::{AsyncStreamHandler, AsyncTcpServer, RecvError, ServerError, StreamPeer};
 use easynet::handler::{ConnInfo, HandlerError};
 use easynet::protocol::{Lines, Stream, Utf8};
-use easynet::tokio::{AsyncClient, AsyncStreamHandler, AsyncTcpServer, RecvError, ServerError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -31,7 +31,7 @@ impl AsyncStreamHandler for Handler {
 
     async fn on_connection(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         self.log.lock().unwrap().push("connected".into());
         if self.fail_connect {
@@ -43,7 +43,7 @@ impl AsyncStreamHandler for Handler {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         if self.noop_next {
             return Ok(()); // returns without receiving: the connection is closed
@@ -79,7 +79,7 @@ impl AsyncStreamHandler for Handler {
         Ok(())
     }
 
-    async fn on_disconnection(&mut self, client: &mut AsyncClient<String, String>) {
+    async fn on_disconnection(&mut self, client: &mut StreamPeer<String, String>) {
         let refused = client.send(&"late".to_owned()).await.is_err();
         self.log.lock().unwrap().push(format!(
             "disconnected closing={} refused={refused}",
@@ -111,7 +111,7 @@ fn server(log: &Log, fail_connect: bool) -> Server {
 async fn start(server: &Server) -> tokio::task::JoinHandle<Result<(), ServerError>> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
     task
 }

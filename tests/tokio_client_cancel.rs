@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use easynet::aio::{AsyncTcpClient, AsyncUdpClient, ClientError};
 use easynet::protocol::{Datagram, Stream};
-use easynet::tokio::{AsyncTcpClient, AsyncUdpClient, ClientError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::timeout;
@@ -174,7 +174,7 @@ async fn udp_dropped_recv_loses_nothing_and_leaves_no_deadline() {
 #[cfg(unix)]
 #[tokio::test]
 async fn unix_stream_dropped_recv_leaves_no_stale_deadline() {
-    use easynet::tokio::AsyncUnixStreamClient;
+    use easynet::aio::AsyncUnixStreamClient;
     let path =
         std::env::temp_dir().join(format!("easynet-client-cancel-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);

@@ -1,4 +1,4 @@
-//! Tokio servers' run lifecycle: dropping `serve_forever` (select!, timeout) is a graceful
+//! Tokio servers' run lifecycle: dropping `serve` (select!, timeout) is a graceful
 //! shutdown, a handler can stop its own server, `serve_with_shutdown`.
 
 #![cfg(feature = "tokio")]
@@ -6,14 +6,14 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use easynet::aio::{
+    AsyncStreamHandler, AsyncTcpServer, AsyncUdpClient, AsyncUdpServer, ServerError, StreamPeer,
+};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     Service, StreamContext, StreamHandler,
 };
 use easynet::protocol::{Datagram, Lines, Stream, Utf8};
-use easynet::tokio::{
-    AsyncClient, AsyncStreamHandler, AsyncTcpServer, AsyncUdpClient, AsyncUdpServer, ServerError,
-};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,7 +37,7 @@ impl<H: Send + 'static> Service for Svc<H> {
     fn new_handler(&self, info: &ConnInfo) -> H {
         (self.make)(info)
     }
-    fn service_teardown(&self) {
+    fn on_stop(&self) {
         self.teardowns.send_modify(|n| *n += 1);
     }
 }
@@ -53,7 +53,7 @@ fn svc<H>(
 async fn torn_down(rx: &mut watch::Receiver<usize>, n: usize) {
     timeout(LIMIT, rx.wait_for(|t| *t >= n))
         .await
-        .expect("service_teardown did not run")
+        .expect("on_stop did not run")
         .unwrap();
 }
 
@@ -68,7 +68,7 @@ impl AsyncStreamHandler for SlowEcho {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         if let Some(rest) = line.strip_prefix("slow ") {
@@ -91,7 +91,7 @@ fn tcp_server() -> (
 ) {
     let (got, got_rx) = mpsc::unbounded_channel();
     let (service, teardowns) = svc(move |_| SlowEcho { got: got.clone() });
-    let server = AsyncTcpServer::builder(Stream::lines(), service)
+    let server = AsyncTcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .port(0)
         .shutdown_timeout(Duration::from_secs(2))
@@ -133,7 +133,7 @@ impl Peer {
     }
 }
 
-/// Serves `server` in a task until `stop` fires, then drops the `serve_forever` future (the
+/// Serves `server` in a task until `stop` fires, then drops the `serve` future (the
 /// usual select! pattern); returns once it is up. The task yields `None` if it was dropped.
 async fn serve_until<F>(
     serve: impl FnOnce(watch::Sender<bool>) -> F,
@@ -156,11 +156,11 @@ where
     timeout(LIMIT, up.wait_for(|u| *u))
         .await
         .expect("not up in time")
-        .expect("serve_forever returned before it was up");
+        .expect("serve returned before it was up");
     (stop_tx, task)
 }
 
-/// Serves in a task with `serve_forever`; returns once up, failing if the run ends first.
+/// Serves in a task with `serve`; returns once up, failing if the run ends first.
 async fn start<F>(
     serve: impl FnOnce(watch::Sender<bool>) -> F,
 ) -> tokio::task::JoinHandle<Result<(), ServerError>>
@@ -171,8 +171,8 @@ where
     let mut task = tokio::spawn(serve(up_tx));
     tokio::select! {
         biased; // a run that ended also dropped `up`: report how it ended
-        r = &mut task => panic!("serve_forever returned {r:?} instead of serving"),
-        r = up.wait_for(|u| *u) => { r.expect("serve_forever ended"); }
+        r = &mut task => panic!("serve returned {r:?} instead of serving"),
+        r = up.wait_for(|u| *u) => { r.expect("serve ended"); }
         () = tokio::time::sleep(LIMIT) => panic!("not up in time"),
     }
     task
@@ -184,7 +184,7 @@ async fn dropping_serve_forever_shuts_tcp_down_gracefully_and_it_serves_again() 
     server.activate().await.unwrap();
     let addr = server.addresses()[0];
     let s = server.clone();
-    let (stop, task) = serve_until(move |up| async move { s.serve_forever(up).await }).await;
+    let (stop, task) = serve_until(move |up| async move { s.serve_notify(up).await }).await;
 
     let mut a = Peer::connect(addr).await;
     a.send("hello").await;
@@ -212,7 +212,7 @@ async fn dropping_serve_forever_shuts_tcp_down_gracefully_and_it_serves_again() 
 
     // Not wedged: it serves again, on the same socket.
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     let mut b = Peer::connect(addr).await;
     b.send("again").await;
     assert_eq!(b.line().await.as_deref(), Some("again"));
@@ -228,11 +228,11 @@ async fn serve_forever_under_timeout_then_again() {
     let (server, mut teardowns, _got) = tcp_server();
     server.activate().await.unwrap();
     let addr = server.addresses()[0];
-    let cut = timeout(Duration::from_millis(200), server.serve_forever(())).await;
-    assert!(cut.is_err(), "serve_forever returned early: {cut:?}");
+    let cut = timeout(Duration::from_millis(200), server.serve()).await;
+    assert!(cut.is_err(), "serve returned early: {cut:?}");
     torn_down(&mut teardowns, 1).await;
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     let mut c = Peer::connect(addr).await;
     c.send("x").await;
     assert_eq!(c.line().await.as_deref(), Some("x"));
@@ -262,7 +262,7 @@ type UdpServer = AsyncUdpServer<Svc<UdpEcho>, Datagram<Utf8, String, String>>;
 
 fn udp_server() -> (UdpServer, watch::Receiver<usize>) {
     let (service, teardowns) = svc(|_| UdpEcho);
-    let server = AsyncUdpServer::builder(Datagram::lines(), service)
+    let server = AsyncUdpServer::builder_with_service(Datagram::lines(), service)
         .host("127.0.0.1")
         .port(0)
         .shutdown_timeout(Duration::from_secs(2))
@@ -285,7 +285,7 @@ async fn dropping_serve_forever_shuts_udp_down_and_it_serves_again() {
     server.activate().await.unwrap();
     let addr = server.addresses()[0];
     let s = server.clone();
-    let (stop, task) = serve_until(move |up| async move { s.serve_forever(up).await }).await;
+    let (stop, task) = serve_until(move |up| async move { s.serve_notify(up).await }).await;
     udp_echo(addr, "hello").await;
     stop.send(()).unwrap();
     assert!(task.await.unwrap().is_none());
@@ -297,7 +297,7 @@ async fn dropping_serve_forever_shuts_udp_down_and_it_serves_again() {
     assert!(server.is_listening());
 
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     udp_echo(addr, "again").await;
     server.close();
     timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
@@ -317,7 +317,7 @@ impl AsyncStreamHandler for Stopper {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         if line == "stop" {
@@ -343,14 +343,14 @@ async fn async_handler_stops_its_own_server_promptly() {
         }
     });
     // The default shutdown timeout (30 s): waiting for ourselves would show.
-    let server: StopServer = AsyncTcpServer::builder(Stream::lines(), service)
+    let server: StopServer = AsyncTcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .port(0)
         .build_async()
         .unwrap();
     let _ = cell.set(server.clone());
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     let addr = server.addresses()[0];
 
     let mut idle = Peer::connect(addr).await;
@@ -361,7 +361,7 @@ async fn async_handler_stops_its_own_server_promptly() {
     assert_eq!(c.line().await.as_deref(), Some("stopping"));
     timeout(PROMPT, task)
         .await
-        .expect("serve_forever waited for the handler that stopped it")
+        .expect("serve waited for the handler that stopped it")
         .unwrap()
         .unwrap();
     torn_down(&mut teardowns, 1).await;
@@ -370,7 +370,7 @@ async fn async_handler_stops_its_own_server_promptly() {
 
     // And it serves again.
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     let mut d = Peer::connect(addr).await;
     d.send("again").await;
     assert_eq!(d.line().await.as_deref(), Some("again"));
@@ -406,13 +406,13 @@ async fn portable_handler_stops_its_server_through_a_channel() {
     let (service, mut teardowns) = svc(move |_| AskStop {
         stop: stop_tx.clone(),
     });
-    let server = AsyncTcpServer::builder(Stream::lines(), service)
+    let server = AsyncTcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .port(0)
         .build()
         .unwrap();
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     let stopper = tokio::spawn({
         let server = server.clone();
         async move {
@@ -486,7 +486,7 @@ async fn serve_with_shutdown_stops_tcp_gracefully_on_its_signal() {
     torn_down(&mut teardowns, 2).await;
 
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     let mut c = Peer::connect(addr).await;
     c.send("again").await;
     assert_eq!(c.line().await.as_deref(), Some("again"));
@@ -532,7 +532,7 @@ async fn serve_with_shutdown_on_udp() {
     assert!(cut.is_err());
     torn_down(&mut teardowns, 3).await;
     let s = server.clone();
-    let task = start(move |up| async move { s.serve_forever(up).await }).await;
+    let task = start(move |up| async move { s.serve_notify(up).await }).await;
     udp_echo(addr, "again").await;
     server.close();
     timeout(LIMIT, task).await.unwrap().unwrap().unwrap();

@@ -9,6 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use easynet::aio::{
+    AsyncDatagramHandler, AsyncStreamHandler, AsyncTcpServer, AsyncUdpServer, DatagramPeer,
+    ServerError, StreamPeer,
+};
 use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     Service, StreamContext, StreamHandler,
@@ -16,10 +20,6 @@ use easynet::handler::{
 use easynet::protocol::{Datagram, Lines, Stream, Utf8};
 use easynet::push::{Broadcast, DatagramPusher, PushError, Pusher, SlowConsumer, TrySendError};
 use easynet::stream::StreamConfig;
-use easynet::tokio::{
-    AsyncClient, AsyncDatagramClient, AsyncDatagramHandler, AsyncStreamHandler, AsyncTcpServer,
-    AsyncUdpServer, ServerError,
-};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ impl AsyncStreamHandler for Async {
 
     async fn on_connection(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let _ = self.0.send(client.pusher());
         Ok(())
@@ -68,7 +68,7 @@ impl AsyncStreamHandler for Async {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         if line == "bye" {
@@ -88,7 +88,7 @@ type Running<S> = (
 async fn run<S: Service>(server: AsyncTcpServer<S, Lined>) -> Running<S> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
     (server, task)
 }
@@ -96,8 +96,8 @@ async fn run<S: Service>(server: AsyncTcpServer<S, Lined>) -> Running<S> {
 fn builder<S: Service>(
     service: S,
     config: StreamConfig,
-) -> easynet::tokio::TcpServerBuilder<S, Lined> {
-    AsyncTcpServer::builder(Stream::lines(), service)
+) -> easynet::aio::TcpServerBuilder<S, Lined> {
+    AsyncTcpServer::builder_with_service(Stream::lines(), service)
         .host("127.0.0.1")
         .stream_config(config)
         .shutdown_timeout(Duration::from_secs(2))
@@ -373,7 +373,7 @@ impl AsyncDatagramHandler for AsyncUdpSub {
     type Response = String;
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         client.recv().await?;
         let _ = self.0.send(client.pusher());
@@ -390,7 +390,7 @@ async fn udp_push<S: Service>(
 ) {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.connect(server.addresses()[0]).await.unwrap();

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use easynet::aio::{AsyncTcpServer, ServerError};
 use easynet::handler::ConnInfo;
 use easynet::protocol::Stream;
-use easynet::tokio::{AsyncTcpServer, ServerError};
 use support::drivers::Echo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -38,7 +38,7 @@ fn server(timeout: Option<Duration>) -> Server {
 async fn start(server: &Server) -> tokio::task::JoinHandle<Result<(), ServerError>> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|up| *up))
         .await
         .unwrap()
@@ -90,10 +90,7 @@ async fn activate_is_idempotent_and_addresses_follow_listening() {
     server.close();
     assert!(server.addresses().is_empty());
     assert!(matches!(server.activate().await, Err(ServerError::Closed)));
-    assert!(matches!(
-        server.serve_forever(()).await,
-        Err(ServerError::Closed)
-    ));
+    assert!(matches!(server.serve().await, Err(ServerError::Closed)));
 }
 
 #[tokio::test]
@@ -118,7 +115,7 @@ async fn serve_forever_twice_is_already_running_and_serve_again_after_shutdown()
     let server = server(None);
     let task = start(&server).await;
     assert!(matches!(
-        server.serve_forever(()).await,
+        server.serve().await,
         Err(ServerError::AlreadyRunning)
     ));
     let addr = server.addresses();
@@ -276,27 +273,27 @@ async fn service_init_and_teardown_run_once_per_run() {
     struct Counting(Arc<AtomicUsize>, Arc<AtomicUsize>);
     impl easynet::handler::Service for Counting {
         type Handler = Echo;
-        fn service_init(&self) -> Result<(), easynet::handler::HandlerError> {
+        fn on_start(&self) -> Result<(), easynet::handler::HandlerError> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
         fn new_handler(&self, _: &ConnInfo) -> Echo {
             Echo { timeout: None }
         }
-        fn service_teardown(&self) {
+        fn on_stop(&self) {
             self.1.fetch_add(1, Ordering::SeqCst);
         }
     }
     let (inits, teardowns) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let server =
-        AsyncTcpServer::builder(Stream::lines(), Counting(inits.clone(), teardowns.clone()))
+        AsyncTcpServer::builder_with_service(Stream::lines(), Counting(inits.clone(), teardowns.clone()))
             .host("127.0.0.1")
             .build()
             .unwrap();
     for run in 1..=2 {
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let task = tokio::spawn(async move { s.serve_forever(tx).await });
+        let task = tokio::spawn(async move { s.serve_notify(tx).await });
         rx.wait_for(|u| *u).await.unwrap();
         assert_eq!(inits.load(Ordering::SeqCst), run);
         server.shutdown().await;
@@ -350,7 +347,7 @@ async fn host_list_binds_one_listener_per_address_each_with_its_own_port() {
     assert!(addrs.iter().any(|a| a.is_ipv4()) && addrs.iter().any(|a| a.is_ipv6()));
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     rx.wait_for(|u| *u).await.unwrap();
     for addr in addrs {
         let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
@@ -401,7 +398,7 @@ async fn sockets_expose_listener_options_and_reuse_port_shares_a_port() {
 
 #[tokio::test]
 async fn tcp_client_responses_end_at_eof_and_parse_errors_are_typed() {
-    use easynet::tokio::{AsyncTcpClient, ClientError};
+    use easynet::aio::{AsyncTcpClient, ClientError};
     let server = server(None);
     let task = start(&server).await;
     let mut c = AsyncTcpClient::connect(server.addresses()[0], Stream::lines())

@@ -9,9 +9,9 @@ mod certs;
 use std::time::Duration;
 
 use certs::{Identity, localhost};
+use easynet::aio::{AsyncTcpClient, AsyncTcpServer, ClientError, ServerError};
 use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
 use easynet::protocol::{Lines, Stream, Utf8};
-use easynet::tokio::{AsyncTcpClient, AsyncTcpServer, ClientError, ServerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -61,7 +61,7 @@ async fn start(
         .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
     (server, task)
 }

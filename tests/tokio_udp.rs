@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use easynet::aio::{AsyncUdpClient, AsyncUdpServer, ClientError, ServerError};
 use easynet::datagram::DatagramConfig;
 use easynet::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
 use easynet::protocol::Datagram;
-use easynet::tokio::{AsyncUdpClient, AsyncUdpServer, ClientError, ServerError};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -86,7 +86,7 @@ fn server() -> Server {
 async fn start(server: &Server) -> tokio::task::JoinHandle<Result<(), ServerError>> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
     task
 }
@@ -113,7 +113,7 @@ async fn echo_and_lifecycle() {
     let task = start(&server).await;
     assert!(server.is_serving());
     assert!(matches!(
-        server.serve_forever(()).await,
+        server.serve().await,
         Err(ServerError::AlreadyRunning)
     ));
     let mut c = client(&server).await;

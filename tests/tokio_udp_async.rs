@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use easynet::handler::{ConnInfo, HandlerError};
-use easynet::protocol::{Datagram, Utf8};
-use easynet::tokio::{
-    AsyncDatagramClient, AsyncDatagramHandler, AsyncUdpClient, AsyncUdpServer, DatagramSendError,
+use easynet::aio::{
+    AsyncDatagramHandler, AsyncUdpClient, AsyncUdpServer, DatagramPeer, DatagramSendError,
     RecvError, ServerError,
 };
+use easynet::handler::{ConnInfo, HandlerError};
+use easynet::protocol::{Datagram, Utf8};
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -29,7 +29,7 @@ impl AsyncDatagramHandler for Handler {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         self.calls += 1;
         let first = match client.recv().await {
@@ -89,7 +89,7 @@ async fn start() -> (Server, tokio::task::JoinHandle<Result<(), ServerError>>) {
         .unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     timeout(LIMIT, rx.wait_for(|u| *u)).await.unwrap().unwrap();
     (server, task)
 }

@@ -45,12 +45,12 @@ fn unnamed_gets_nothing(server: &std::path::Path, wait: Duration) {
 #[cfg(feature = "tokio")]
 mod on_tokio {
     use super::*;
+    use easynet::aio::{
+        AsyncDatagramHandler, AsyncUnixDatagramClient, AsyncUnixDatagramServer, DatagramPeer,
+        RecvError,
+    };
     use easynet::handler::HandlerError;
     use easynet::protocol::ParseError;
-    use easynet::tokio::{
-        AsyncDatagramClient, AsyncDatagramHandler, AsyncUnixDatagramClient,
-        AsyncUnixDatagramServer, RecvError,
-    };
     use tokio::time::timeout;
 
     #[tokio::test]
@@ -65,7 +65,7 @@ mod on_tokio {
         let drops = server.dropped_datagrams();
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
         assert_eq!(server.address(), Some(UnixAddr::pathname(tmp.path())));
 
@@ -127,7 +127,7 @@ mod on_tokio {
 
         async fn handle(
             &mut self,
-            client: &mut AsyncDatagramClient<String, String>,
+            client: &mut DatagramPeer<String, String>,
         ) -> Result<(), HandlerError> {
             let reply = match client.recv().await {
                 Ok(text) => format!("{text} from {}", client.peer_addr()),
@@ -152,7 +152,7 @@ mod on_tokio {
             .unwrap();
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
 
         // A client bound at an abstract name of its own.
@@ -185,18 +185,17 @@ mod on_tokio {
 #[cfg(feature = "mio")]
 mod on_mio {
     use super::*;
-    use easynet::mio::{ServerThread, StandaloneUnixDatagramServer, UnixDatagramClient};
+    use easynet::blocking::{ServerThread, UnixDatagramClient, UnixDatagramServer};
 
     #[test]
     fn echo_unnamed_senders_and_file_removed_after_the_run() {
         let tmp = TempPath::new("mio-dgram");
-        let server =
-            StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
-                .path(tmp.path())
-                .shutdown_timeout(Duration::from_secs(3))
-                .datagram_config(small_datagrams())
-                .build()
-                .unwrap();
+        let server = UnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
+            .path(tmp.path())
+            .shutdown_timeout(Duration::from_secs(3))
+            .datagram_config(small_datagrams())
+            .build()
+            .unwrap();
         let drops = server.dropped_datagrams();
         let mut thread = ServerThread::start(server).unwrap();
         // Linux: the client autobinds an abstract name; elsewhere it binds a path.
@@ -244,11 +243,10 @@ mod on_mio {
     #[test]
     fn abstract_names() {
         let addr = UnixAddr::abstract_name(support::unix::abstract_name("mio-dgram-abstract"));
-        let server =
-            StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
-                .address(addr.clone())
-                .build()
-                .unwrap();
+        let server = UnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Whoami)
+            .address(addr.clone())
+            .build()
+            .unwrap();
         let mut thread = ServerThread::start(server).unwrap();
         let mut client = UnixDatagramClient::connect_from(
             &addr,

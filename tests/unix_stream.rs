@@ -64,11 +64,11 @@ fn unread_after_first_line(client: std::os::fd::BorrowedFd<'_>) -> usize {
 #[cfg(feature = "tokio")]
 mod on_tokio {
     use super::*;
-    use easynet::handler::HandlerError;
-    use easynet::tokio::{
-        AsyncClient, AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer, ClientError,
-        ServerError, UnixStreamClientOptions,
+    use easynet::aio::{
+        AsyncStreamHandler, AsyncUnixStreamClient, AsyncUnixStreamServer, ClientError, ServerError,
+        StreamPeer, UnixStreamClientOptions,
     };
+    use easynet::handler::HandlerError;
     use tokio::time::timeout;
 
     type Lines = Stream<easynet::protocol::Lines, easynet::protocol::Utf8, String, String>;
@@ -93,7 +93,7 @@ mod on_tokio {
         assert_eq!(server.address(), Some(UnixAddr::pathname(tmp.path())));
         assert!(tmp.path().exists());
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(()).await });
+        let run = tokio::spawn(async move { s.serve().await });
 
         let mut client = AsyncUnixStreamClient::connect(tmp.path(), Stream::lines())
             .await
@@ -132,7 +132,7 @@ mod on_tokio {
         let server = server(UnixAddr::pathname(tmp.path()));
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
         let mut client = AsyncUnixStreamClient::connect(tmp.path(), Stream::lines())
             .await
@@ -146,7 +146,7 @@ mod on_tokio {
         // The open connection is closed gracefully (end of stream, not a reset).
         assert!(matches!(
             timeout(LIMIT, client.recv()).await.unwrap(),
-            Err(easynet::tokio::ClientError::Eof)
+            Err(easynet::aio::ClientError::Eof)
         ));
         stop.await.unwrap();
         run.await.unwrap().unwrap();
@@ -160,7 +160,7 @@ mod on_tokio {
         let server = server(UnixAddr::pathname(tmp.path()));
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
         let path = tmp.path().to_owned();
         tokio::task::spawn_blocking(move || quit_with_unread_input_ends_cleanly(&path))
@@ -207,7 +207,7 @@ mod on_tokio {
 
         async fn handle(
             &mut self,
-            client: &mut AsyncClient<String, String>,
+            client: &mut StreamPeer<String, String>,
         ) -> Result<(), HandlerError> {
             let line = client.recv().await?;
             let cred = client.info().peer_cred.expect("credentials");
@@ -225,7 +225,7 @@ mod on_tokio {
             .unwrap();
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
         let mut client = AsyncUnixStreamClient::connect(tmp.path(), Stream::lines())
             .await
@@ -249,7 +249,7 @@ mod on_tokio {
         let server = server(addr.clone());
         let (tx, mut up) = tokio::sync::watch::channel(false);
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(tx).await });
+        let run = tokio::spawn(async move { s.serve_notify(tx).await });
         timeout(LIMIT, up.wait_for(|u| *u)).await.unwrap().unwrap();
         let mut client = AsyncUnixStreamClient::connect_addr(&addr, Stream::lines())
             .await
@@ -271,7 +271,7 @@ mod on_tokio {
         let server = server(addr.clone());
         server.activate().await.unwrap();
         let s = server.clone();
-        let run = tokio::spawn(async move { s.serve_forever(()).await });
+        let run = tokio::spawn(async move { s.serve().await });
 
         let local = TempPath::new("tokio-opts-local");
         let options = UnixStreamClientOptions::new().local_addr(UnixAddr::pathname(local.path()));
@@ -352,13 +352,13 @@ mod on_tokio {
 #[cfg(feature = "mio")]
 mod on_mio {
     use super::*;
-    use easynet::mio::{
-        ClientError, ServerError, ServerThread, StandaloneUnixStreamServer, UnixStreamClient,
-        UnixStreamClientOptions,
+    use easynet::blocking::{
+        ClientError, ServerError, ServerThread, UnixStreamClient, UnixStreamClientOptions,
+        UnixStreamServer,
     };
 
     fn start(addr: UnixAddr) -> ServerThread {
-        let server = StandaloneUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+        let server = UnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
             .address(addr)
             .shutdown_timeout(Duration::from_secs(3))
             .build()
@@ -393,7 +393,7 @@ mod on_mio {
         thread.join(None).unwrap();
         assert!(matches!(
             client.recv_timeout(LIMIT),
-            Err(easynet::mio::ClientError::Eof)
+            Err(easynet::blocking::ClientError::Eof)
         ));
         assert!(
             !tmp.path().exists(),
@@ -413,11 +413,11 @@ mod on_mio {
     fn path_in_use_is_refused() {
         let tmp = TempPath::new("mio-inuse");
         let live = StdListener::bind(tmp.path()).unwrap();
-        let server = StandaloneUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+        let server = UnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
             .path(tmp.path())
             .build()
             .unwrap();
-        match server.serve_forever(()) {
+        match server.serve() {
             Err(ServerError::BindUnix { source, .. }) => {
                 assert_eq!(source.kind(), io::ErrorKind::AddrInUse)
             }
@@ -517,17 +517,17 @@ mod on_mio {
 fn a_unix_server_needs_an_address() {
     #[cfg(feature = "tokio")]
     assert!(matches!(
-        easynet::tokio::AsyncUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
+        easynet::aio::AsyncUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Whoami)
             .build(),
-        Err(easynet::tokio::ConfigError::NoUnixAddress)
+        Err(easynet::aio::ConfigError::NoUnixAddress)
     ));
     #[cfg(feature = "mio")]
     assert!(matches!(
-        easynet::mio::StandaloneUnixDatagramServer::builder(
+        easynet::blocking::UnixDatagramServer::builder(
             easynet::protocol::Datagram::lines(),
             |_: &ConnInfo| Whoami
         )
         .build(),
-        Err(easynet::mio::ConfigError::NoUnixAddress)
+        Err(easynet::blocking::ConfigError::NoUnixAddress)
     ));
 }

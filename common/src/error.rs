@@ -14,7 +14,7 @@ pub enum ServerError {
     /// The server was closed; it cannot be activated or served again.
     #[error("server is closed")]
     Closed,
-    /// Another `serve_forever` is starting or running.
+    /// Another `serve` is starting or running.
     #[error("server is already running")]
     AlreadyRunning,
     /// The host could not be resolved.
@@ -32,9 +32,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// `service_init` failed; the run did not start.
-    #[error("service_init failed: {0}")]
-    ServiceInit(#[source] HandlerError),
+    /// `on_start` failed; the run did not start.
+    #[error("on_start failed: {0}")]
+    Start(#[source] HandlerError),
     /// A listener failed with an error that is not about one connection or capacity.
     #[error("listener failed: {0}")]
     Listener(#[source] std::io::Error),

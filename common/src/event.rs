@@ -1,6 +1,6 @@
-//! [`EventSet`]: what `serve_forever` signals once the server is up.
+//! [`EventSet`]: what `serve` signals once the server is up.
 
-/// Something `serve_forever` can set once the server is serving (EasyNetwork's
+/// Something `serve` can set once the server is serving (EasyNetwork's
 /// `SupportsEventSet`). `set` must be idempotent.
 ///
 /// ```

@@ -1,5 +1,5 @@
 //! What the easynet drivers share: host forms and listener sockets built with socket2, and
-//! the [`EventSet`] that `serve_forever` signals when a server is up.
+//! the [`EventSet`] that `serve` signals when a server is up.
 //!
 //! ```
 //! use easynet_common::{Host, resolve};

@@ -345,7 +345,7 @@ pub trait DatagramHandler: Send + 'static {
 /// # impl StreamHandler for Echo { type Request = String; type Response = String;
 /// #   fn handle(&mut self, _: &mut StreamContext<'_, String>, _: Received<String>) -> HandlerResult { Ok(Next::recv()) } }
 /// let service = |_: &ConnInfo| Echo;
-/// assert!(service.service_init().is_ok());
+/// assert!(service.on_start().is_ok());
 /// ```
 pub trait Service: Send + Sync + 'static {
     /// The handler made for each connection.
@@ -353,7 +353,7 @@ pub trait Service: Send + Sync + 'static {
 
     /// Called once per serve run, after binding and before the first accept. An error stops
     /// the run before it serves.
-    fn service_init(&self) -> Result<(), HandlerError> {
+    fn on_start(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 
@@ -362,7 +362,7 @@ pub trait Service: Send + Sync + 'static {
 
     /// Called once per serve run after every connection has ended (bounded by the driver's
     /// shutdown timeout).
-    fn service_teardown(&self) {}
+    fn on_stop(&self) {}
 }
 
 impl<F, H> Service for F

@@ -5,7 +5,7 @@
 //!
 //! - `activate` binds once; calling it again is a no-op ([`Activation::AlreadyActive`]);
 //!   after `close` it fails with [`ServerError::ServerClosed`].
-//! - `serve_forever` while another run is starting or serving fails with
+//! - `serve` while another run is starting or serving fails with
 //!   [`ServerError::AlreadyRunning`]; it activates first if needed.
 //! - `shutdown` stops a run with a deadline and returns the server to *listening*, so it can
 //!   serve again; with no run it does nothing.
@@ -20,7 +20,7 @@
 //! let mut server = Lifecycle::new();
 //! assert_eq!(server.begin_serve(), Ok(Activation::Bind)); // driver binds, then:
 //! server.activated();
-//! server.serving(); // service_init done, accept loops started: `is_up`
+//! server.serving(); // on_start done, accept loops started: `is_up`
 //! assert!(server.is_serving());
 //! assert_eq!(server.begin_serve(), Err(ServerError::AlreadyRunning));
 //! server.shutdown(now, Duration::from_secs(30));
@@ -40,7 +40,7 @@ pub enum ServerState {
     Created,
     /// Listeners are bound; no run is going.
     Listening,
-    /// A run is in its setup (binding, `service_init`).
+    /// A run is in its setup (binding, `on_start`).
     Starting,
     /// A run is accepting and serving.
     Serving,
@@ -180,7 +180,7 @@ impl Lifecycle {
         Ok(activation)
     }
 
-    /// The run's setup succeeded (`service_init` done, accepting started): it is serving.
+    /// The run's setup succeeded (`on_start` done, accepting started): it is serving.
     pub fn serving(&mut self) {
         if self.state == ServerState::Starting {
             self.state = ServerState::Serving;

@@ -2,8 +2,8 @@
 //! `Endpoint` beside its connections.
 //!
 //! It owns what concerns the whole server rather than one connection: the
-//! [`Lifecycle`], the order of a run (bind, `service_init`, serving, shutdown fan-out,
-//! connections draining, `service_teardown`, stopped), the one shutdown deadline every
+//! [`Lifecycle`], the order of a run (bind, `on_start`, serving, shutdown fan-out,
+//! connections draining, `on_stop`, stopped), the one shutdown deadline every
 //! connection gets, the connection table and its limit ([`max_connections`]: a driver
 //! accepts only while [`may_accept`] says so, and accepts again when [`closed`] says that
 //! a slot is free). Each accept loop has its own
@@ -61,10 +61,10 @@ pub enum Event {
         /// When connections still open are closed abortively.
         deadline: Instant,
     },
-    /// Run `service_teardown` now ([`run_teardown`] contains it), then call
+    /// Run `on_stop` now ([`run_teardown`] contains it), then call
     /// [`teardown_done`](Server::teardown_done). Once per run that initialized.
     Teardown,
-    /// The run is over: `serve_forever` returns.
+    /// The run is over: `serve` returns.
     Stopped,
 }
 
@@ -73,7 +73,7 @@ use crate::stats::{Counter, Recorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Teardown {
-    /// `service_init` has not succeeded: nothing to tear down.
+    /// `on_start` has not succeeded: nothing to tear down.
     Uninitialized,
     Pending,
     Asked,
@@ -200,7 +200,7 @@ impl Server {
         Ok(activation)
     }
 
-    /// Runs `service_init`, contained: an error or a panic ends the run (logged by the
+    /// Runs `on_start`, contained: an error or a panic ends the run (logged by the
     /// caller from the returned error); no teardown follows. Call it after binding.
     pub fn init<S: Service>(&mut self, service: &S) -> Result<(), HandlerError> {
         let result = run_init(service);
@@ -208,7 +208,7 @@ impl Server {
         result
     }
 
-    /// `service_init` ran elsewhere ([`run_init`], outside a lock the hook might need):
+    /// `on_start` ran elsewhere ([`run_init`], outside a lock the hook might need):
     /// `ok` or not. A failed init ends the run with no teardown.
     pub fn initialized(&mut self, ok: bool) {
         if let Some(run) = self.run.as_mut() {
@@ -345,7 +345,7 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// `service_teardown` has run (or timed out): the run is over.
+    /// `on_stop` has run (or timed out): the run is over.
     pub fn teardown_done(&mut self) {
         if let Some(run) = self.run.as_mut() {
             run.teardown = Teardown::Done;
@@ -431,17 +431,17 @@ impl Server {
     }
 }
 
-/// Runs `service_init`, contained: a panic becomes its error.
+/// Runs `on_start`, contained: a panic becomes its error.
 pub fn run_init<S: Service + ?Sized>(service: &S) -> Result<(), HandlerError> {
-    match catch_unwind(AssertUnwindSafe(|| service.service_init())) {
+    match catch_unwind(AssertUnwindSafe(|| service.on_start())) {
         Ok(result) => result,
-        Err(panic) => Err(panic_message("service_init", panic).into()),
+        Err(panic) => Err(panic_message("on_start", panic).into()),
     }
 }
 
-/// Runs `service_teardown`, contained: a panic is logged once and the server goes on.
+/// Runs `on_stop`, contained: a panic is logged once and the server goes on.
 pub fn run_teardown<S: Service + ?Sized>(service: &S) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| service.service_teardown())) {
-        tracing::error!(error = %panic_message("service_teardown", panic), "exception occurred during teardown");
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| service.on_stop())) {
+        tracing::error!(error = %panic_message("on_stop", panic), "exception occurred during teardown");
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use easynet_core::datagram::{
-    AsyncDatagramClient, AsyncDatagramHandler, AsyncDatagramServer, AsyncOutput, DatagramConfig,
+    AsyncDatagramHandler, AsyncDatagramServer, AsyncOutput, DatagramConfig, DatagramPeer,
     DatagramSendError,
 };
 use easynet_core::handler::{ConnInfo, HandlerError};
@@ -102,7 +102,7 @@ impl Drop for Script {
     }
 }
 
-type Client = AsyncDatagramClient<String, String>;
+type Client = DatagramPeer<String, String>;
 
 impl AsyncDatagramHandler for Script {
     type Request = String;

@@ -17,8 +17,8 @@ use easynet_core::handler::{
 };
 use easynet_core::protocol::{Decode, DeserializeError, Encode, Lines, SerializeError, Stream};
 use easynet_core::stream::{
-    Action, AsyncClient, AsyncSession, AsyncStreamHandler, CloseHow, Connection, Driven,
-    HANDLER_CALLS_PER_TURN, RecvError, Session, StreamConfig, Want,
+    Action, AsyncSession, AsyncStreamHandler, CloseHow, Connection, Driven, HANDLER_CALLS_PER_TURN,
+    RecvError, Session, StreamConfig, StreamPeer, Want,
 };
 
 fn info() -> ConnInfo {
@@ -318,7 +318,7 @@ impl AsyncStreamHandler for Canceller {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         {
             // Polled once with nothing buffered, then dropped.
@@ -388,7 +388,7 @@ impl AsyncStreamHandler for Looper {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         loop {
             let line = client.recv().await?;
@@ -426,7 +426,7 @@ fn an_async_handler_woken_from_outside_asks_the_driver_to_resume() {
         type Response = String;
         async fn handle(
             &mut self,
-            client: &mut AsyncClient<String, String>,
+            client: &mut StreamPeer<String, String>,
         ) -> Result<(), HandlerError> {
             let slot = self.0.clone();
             let mut fired = false;
@@ -535,7 +535,7 @@ impl AsyncStreamHandler for Distracted {
     type Request = String;
     type Response = String;
 
-    async fn handle(&mut self, _: &mut AsyncClient<String, String>) -> Result<(), HandlerError> {
+    async fn handle(&mut self, _: &mut StreamPeer<String, String>) -> Result<(), HandlerError> {
         std::future::pending::<()>().await;
         Ok(())
     }
@@ -569,7 +569,7 @@ impl AsyncStreamHandler for DropsSend {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         let big = line.repeat(4);

@@ -15,7 +15,7 @@ use easynet_core::lifecycle::Activation;
 use easynet_core::protocol::Stream;
 use easynet_core::server::{Event, Server};
 use easynet_core::sim::{ClientState, StreamSim};
-use easynet_core::stream::{AsyncClient, AsyncStreamHandler, StreamConfig};
+use easynet_core::stream::{AsyncStreamHandler, StreamConfig, StreamPeer};
 
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -96,7 +96,7 @@ impl AsyncStreamHandler for Busy {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         client.send(&line).await?;

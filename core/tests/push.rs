@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use easynet_core::ConnId;
-use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
+use easynet_core::datagram::{AsyncDatagramHandler, DatagramPeer};
 use easynet_core::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     StreamContext, StreamHandler,
@@ -17,7 +17,7 @@ use easynet_core::handler::{
 use easynet_core::protocol::{Datagram, Stream};
 use easynet_core::push::{Broadcast, DatagramPusher, Pusher, SlowConsumer, TrySendError};
 use easynet_core::sim::{ClientState, DatagramSim, StreamSim};
-use easynet_core::stream::{AsyncClient, AsyncStreamHandler, StreamConfig};
+use easynet_core::stream::{AsyncStreamHandler, StreamConfig, StreamPeer};
 
 type Pushers = Arc<Mutex<HashMap<ConnId, Pusher<String>>>>;
 
@@ -267,7 +267,7 @@ impl AsyncStreamHandler for AsyncSub {
 
     async fn on_connection(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         *self.0.lock().unwrap() = Some(client.pusher());
         Ok(())
@@ -275,7 +275,7 @@ impl AsyncStreamHandler for AsyncSub {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         client.send(&format!("echo {line}")).await?;
@@ -321,7 +321,7 @@ impl AsyncDatagramHandler for AsyncDatagramSub {
     type Response = String;
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         client.recv().await?;
         self.0.lock().unwrap().push(client.pusher());

@@ -19,7 +19,7 @@ struct Hooks {
 
 impl Service for Hooks {
     type Handler = ();
-    fn service_init(&self) -> Result<(), HandlerError> {
+    fn on_start(&self) -> Result<(), HandlerError> {
         self.init.fetch_add(1, Ordering::Relaxed);
         if self.panic {
             panic!("init bug");
@@ -30,7 +30,7 @@ impl Service for Hooks {
         Ok(())
     }
     fn new_handler(&self, _: &ConnInfo) {}
-    fn service_teardown(&self) {
+    fn on_stop(&self) {
         self.teardown.fetch_add(1, Ordering::Relaxed);
         if self.panic {
             panic!("teardown bug");

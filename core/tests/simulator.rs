@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
+use easynet_core::datagram::{AsyncDatagramHandler, DatagramPeer};
 use easynet_core::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Next, Received,
     Service, StreamContext, StreamHandler,
 };
 use easynet_core::protocol::{Datagram, Stream};
 use easynet_core::sim::{ClientState, DatagramSim, Event, Faults, Side, StreamSim, strategy};
-use easynet_core::stream::{AsyncClient, AsyncStreamHandler, RecvError, StreamConfig};
+use easynet_core::stream::{AsyncStreamHandler, RecvError, StreamConfig, StreamPeer};
 use proptest::prelude::*;
 
 /// Echoes lines; "timeout" on a receive timeout, "error" on a parse error, "quit" closes,
@@ -64,7 +64,7 @@ impl AsyncStreamHandler for AsyncEcho {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         match client.recv_timeout(Duration::from_secs(2)).await {
             Ok(l) if l == "quit" => client.close().await,
@@ -215,7 +215,7 @@ fn a_receive_timeout_fires_on_the_virtual_clock() {
     assert_eq!(sim.replies(c), ["timeout", "partial"]);
 }
 
-/// Counts `service_init` and `service_teardown`; init fails if asked to.
+/// Counts `on_start` and `on_stop`; init fails if asked to.
 struct Hooks {
     fail_init: bool,
     inits: Arc<AtomicUsize>,
@@ -227,14 +227,14 @@ impl Service for Hooks {
     fn new_handler(&self, _: &ConnInfo) -> Echo {
         Echo { timeout: None }
     }
-    fn service_init(&self) -> Result<(), HandlerError> {
+    fn on_start(&self) -> Result<(), HandlerError> {
         self.inits.fetch_add(1, Ordering::SeqCst);
         if self.fail_init {
             return Err("init failed on purpose".into());
         }
         Ok(())
     }
-    fn service_teardown(&self) {
+    fn on_stop(&self) {
         self.teardowns.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -330,7 +330,7 @@ impl AsyncDatagramHandler for AsyncUpper {
     type Response = String;
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<String, String>,
+        client: &mut DatagramPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let text = client.recv().await?;
         client.send(&text.to_uppercase()).await?;

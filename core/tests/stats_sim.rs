@@ -15,7 +15,7 @@ use easynet_core::handler::{
 use easynet_core::log_limit::DEFAULT_BURST;
 use easynet_core::protocol::{Datagram, Stream};
 use easynet_core::sim::{DatagramSim, StreamSim};
-use easynet_core::stream::{AsyncClient, AsyncStreamHandler, RecvError};
+use easynet_core::stream::{AsyncStreamHandler, RecvError, StreamPeer};
 use support::logs::Capture;
 
 /// Echoes lines; "fail" returns an error, "panic" panics, "quit" closes.
@@ -129,7 +129,7 @@ impl AsyncStreamHandler for AsyncEcho {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         match client.recv().await {
             Ok(l) if l == "fail" => Err("failed on request".into()),

@@ -16,8 +16,8 @@ use easynet_core::handler::{
 };
 use easynet_core::protocol::Stream;
 use easynet_core::stream::{
-    Action, AsyncClient, AsyncSession, AsyncStreamHandler, Connection, Driven, RecvError, Session,
-    StreamConfig, Want,
+    Action, AsyncSession, AsyncStreamHandler, Connection, Driven, RecvError, Session, StreamConfig,
+    StreamPeer, Want,
 };
 use support::logs::Capture;
 use tracing::Level;
@@ -164,7 +164,7 @@ impl AsyncStreamHandler for AsyncFails {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv().await?;
         if line == "closed" {

@@ -88,12 +88,12 @@ impl Control {
         Ok(())
     }
 
-    /// Runs `service_init` (contained, outside the lock: the hook may use the handle) and
+    /// Runs `on_start` (contained, outside the lock: the hook may use the handle) and
     /// tells the server machine.
     pub(crate) fn init<S: Service>(&self, service: &S) -> Result<(), ServerError> {
         let result = run_init(service);
         self.lock().server.initialized(result.is_ok());
-        result.map_err(ServerError::ServiceInit)
+        result.map_err(ServerError::Start)
     }
 
     /// Accepts one connection with `accept` if the server machine has room for it, and
@@ -274,11 +274,11 @@ impl Control {
 /// # struct Echo;
 /// # impl StreamHandler for Echo { type Request = String; type Response = String;
 /// #   fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult { Ok(Next::recv()) } }
-/// use easynet_mio::StandaloneTcpServer;
+/// use easynet_mio::TcpServer;
 ///
-/// let server = StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo).build().unwrap();
+/// let server = TcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo).build().unwrap();
 /// let handle = server.handle();
-/// std::thread::spawn(move || server.serve_forever(()));
+/// std::thread::spawn(move || server.serve());
 /// // ... later, from any thread:
 /// handle.shutdown(None);
 /// ```
@@ -296,7 +296,7 @@ impl std::fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// True while `serve_forever` is accepting.
+    /// True while `serve` is accepting.
     pub fn is_serving(&self) -> bool {
         self.control.is_serving()
     }
@@ -322,7 +322,7 @@ impl ServerHandle {
     /// A snapshot of the server's counters, across runs: connections accepted, open and
     /// closed by reason, bytes, requests, parse errors, failed handshakes, handler errors
     /// and panics (stream servers); datagrams, bytes, requests, errors and drops (datagram
-    /// servers). Cheap; callable from any thread while `serve_forever` runs.
+    /// servers). Cheap; callable from any thread while `serve` runs.
     ///
     /// ```
     /// # use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
@@ -335,7 +335,7 @@ impl ServerHandle {
     /// #         Ok(Next::Close)
     /// #     }
     /// # }
-    /// let server = easynet_mio::StandaloneUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+    /// let server = easynet_mio::UdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
     ///     .host("127.0.0.1")
     ///     .port(0)
     ///     .build()
@@ -347,7 +347,7 @@ impl ServerHandle {
         self.control.stats()
     }
 
-    /// Stops the running `serve_forever` and waits for it, at most `timeout` (default: the
+    /// Stops the running `serve` and waits for it, at most `timeout` (default: the
     /// server's shutdown timeout) plus a second; returns without error when that passes.
     /// Connections get `timeout` to finish (then they are reset); a second call with a
     /// shorter one hurries a shutdown under way (`Some(Duration::ZERO)`: reset them all
@@ -360,14 +360,14 @@ impl ServerHandle {
     }
 
     /// Closes the server for good: new connections are refused at once, existing ones are
-    /// served to their end, then `serve_forever` returns. Idempotent.
+    /// served to their end, then `serve` returns. Idempotent.
     pub fn close(&self) {
         self.control.close();
     }
 }
 
 /// What every blocking server offers around its run (`control`, `cfg` and `fn run`):
-/// `Debug`, handle, state, stop, `serve_forever`, and the [`Standalone`](crate::Standalone)
+/// `Debug`, handle, state, stop, `serve`, and the [`BlockingServer`](crate::BlockingServer)
 /// impl for [`ServerThread`](crate::ServerThread).
 macro_rules! server_methods {
     ($name:ident, $handler:ident, $proto:ident) => {
@@ -392,7 +392,7 @@ macro_rules! server_methods {
                 }
             }
 
-            /// True while `serve_forever` is accepting or receiving.
+            /// True while `serve` is accepting or receiving.
             pub fn is_serving(&self) -> bool {
                 self.control.is_serving()
             }
@@ -417,11 +417,19 @@ macro_rules! server_methods {
                 self.control.close();
             }
 
-            /// Binds, runs `service_init`, sets `is_up` and serves until shut down (or
-            /// closed and every connection ended). Blocks the calling thread (extra TCP
-            /// workers run on threads of their own). A Unix server replaces a stale socket
-            /// file, refuses a path in use, and removes its file when the run ends.
-            pub fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+            /// Binds, runs [`Service::on_start`] and serves until shut down (or closed and
+            /// every connection ended). Blocks the calling thread (extra TCP workers run on
+            /// threads of their own). A Unix server replaces a stale socket file, refuses a
+            /// path in use, and removes its file when the run ends. To learn when it is
+            /// serving, use [`serve_notify`](Self::serve_notify) or run it on a
+            /// [`ServerThread`](crate::ServerThread).
+            pub fn serve(&self) -> Result<(), ServerError> {
+                self.serve_notify(())
+            }
+
+            /// [`serve`](Self::serve), setting `is_up` once the server is serving (bound,
+            /// `on_start` done, accepting): EasyNetwork's `serve_forever(is_up_event)`.
+            pub fn serve_notify(&self, is_up: impl EventSet) -> Result<(), ServerError> {
                 self.control.begin_run()?;
                 let result = self.run(is_up);
                 self.control.end_run();
@@ -429,7 +437,7 @@ macro_rules! server_methods {
             }
         }
 
-        impl<S, P> crate::thread::Standalone for $name<S, P>
+        impl<S, P> crate::thread::BlockingServer for $name<S, P>
         where
             S: Service,
             S::Handler: $handler<Request = P::Request, Response = P::Response>,
@@ -439,8 +447,8 @@ macro_rules! server_methods {
                 $name::handle(self)
             }
 
-            fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
-                self.serve_forever(is_up)
+            fn serve_notify(&self, is_up: &dyn EventSet) -> Result<(), ServerError> {
+                $name::serve_notify(self, is_up)
             }
         }
     };

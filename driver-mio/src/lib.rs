@@ -1,6 +1,6 @@
 //! Blocking ("standalone") easynet servers and clients on a mio event loop.
 //!
-//! [`StandaloneTcpServer`] is EasyNetwork's StandaloneTCPNetworkServer: `serve_forever`
+//! [`TcpServer`] is EasyNetwork's StandaloneTCPNetworkServer: `serve`
 //! blocks the calling thread on a mio event loop that moves bytes between sockets and the
 //! core's [`Session`](easynet_core::stream::Session)s, which run the portable handlers (the
 //! same handler values the tokio driver runs). A [`ServerHandle`] (`Send + Sync + Clone`)
@@ -8,9 +8,9 @@
 //!
 //! # Running on N cores
 //!
-//! A server runs one event loop by default. `StandaloneTcpServer::builder(..).workers(n)`
+//! A server runs one event loop by default. `TcpServer::builder(..).workers(n)`
 //! runs `n` loops (TCP only; Unix stream and datagram servers run one): loop 0 on the
-//! thread that calls `serve_forever`, the others on threads of their own. Each loop has its
+//! thread that calls `serve`, the others on threads of their own. Each loop has its
 //! own listening sockets on the same address (`SO_REUSEPORT`, set automatically when
 //! `n > 1`), so the kernel spreads new connections over the loops; a connection stays on
 //! the loop that accepted it. One loop per core is the usual choice
@@ -57,14 +57,13 @@ pub use easynet_core as core;
 /// The rustls our TLS types come from (feature `tls`).
 #[cfg(feature = "tls")]
 pub use easynet_core::rustls;
-pub use tcp::{StandaloneTcpServer, TcpServerBuilder};
-pub use thread::{ServerThread, Standalone};
-pub use udp::{StandaloneUdpServer, UdpServerBuilder};
+pub use tcp::{TcpServer, TcpServerBuilder};
+pub use thread::{BlockingServer, ServerThread};
+pub use udp::{UdpServer, UdpServerBuilder};
 pub use udp_client::{UdpClient, UdpResponses};
 #[cfg(unix)]
 pub use unix::{
-    StandaloneUnixDatagramServer, StandaloneUnixStreamServer, UnixDatagramServerBuilder,
-    UnixStreamServerBuilder,
+    UnixDatagramServer, UnixDatagramServerBuilder, UnixStreamServer, UnixStreamServerBuilder,
 };
 #[cfg(unix)]
 pub use unix_client::{UnixDatagramClient, UnixStreamClient};

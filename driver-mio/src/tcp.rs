@@ -1,4 +1,4 @@
-//! [`StandaloneTcpServer`]: EasyNetwork's StandaloneTCPNetworkServer on a mio event loop.
+//! [`TcpServer`]: EasyNetwork's StandaloneTCPNetworkServer on a mio event loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use crate::control::{Control, server_methods};
 use crate::worker::{Factory, MioListener, Worker};
 use crate::{ConfigError, ServerError};
 
-/// Builds a [`StandaloneTcpServer`]; every setting has EasyNetwork's default.
+/// Builds a [`TcpServer`]; every setting has EasyNetwork's default.
 #[derive(Debug)]
 pub struct TcpServerBuilder<S, P> {
     service: S,
@@ -37,8 +37,8 @@ where
         self
     }
 
-    /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(mut self) -> Result<StandaloneTcpServer<S, P>, ConfigError> {
+    /// Checks the settings and makes the server (nothing is bound until `serve`).
+    pub fn build(mut self) -> Result<TcpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
         let control = Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections);
         self.cfg.stream.recorder = Some(control.recorder());
@@ -50,7 +50,7 @@ where
             #[cfg(feature = "tls")]
             self.cfg.tls.clone(),
         );
-        Ok(StandaloneTcpServer {
+        Ok(TcpServer {
             factory,
             control,
             workers: self.workers.max(1),
@@ -60,13 +60,13 @@ where
 }
 
 /// A blocking TCP (optionally TLS) server running portable [`StreamHandler`]s on mio event
-/// loops. `serve_forever` blocks the calling thread; a [`ServerHandle`](crate::ServerHandle) stops it from
+/// loops. `serve` blocks the calling thread; a [`ServerHandle`](crate::ServerHandle) stops it from
 /// another thread. Each run binds anew (with port 0, each run gets a new port).
 ///
 /// ```no_run
 /// use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
 /// use easynet_core::protocol::Stream;
-/// use easynet_mio::StandaloneTcpServer;
+/// use easynet_mio::TcpServer;
 ///
 /// struct Echo;
 /// impl StreamHandler for Echo {
@@ -78,28 +78,40 @@ where
 ///     }
 /// }
 ///
-/// let server = StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
+/// let server = TcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
 ///     .host("127.0.0.1")
 ///     .port(9000)
 ///     .build()
 ///     .unwrap();
-/// server.serve_forever(()).unwrap();
+/// server.serve().unwrap();
 /// ```
-pub struct StandaloneTcpServer<S, P> {
+pub struct TcpServer<S, P> {
     factory: Arc<Factory<S, P>>,
     cfg: TcpSettings,
     workers: usize,
     control: Arc<Control>,
 }
 
-impl<S, P> StandaloneTcpServer<S, P>
+impl<S, P> TcpServer<S, P>
 where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
-    /// Starts building a server for `protocol`, making handlers with `service`.
-    pub fn builder(protocol: P, service: S) -> TcpServerBuilder<S, P> {
+    /// Starts building a server for `protocol`, making one handler per connection with `factory`,
+    /// a closure given the peer's [`ConnInfo`](easynet_core::handler::ConnInfo):
+    /// `|_| MyHandler` needs no type annotation. A [`Service`] with `on_start` /
+    /// `on_stop` hooks goes to [`builder_with_service`](Self::builder_with_service).
+    pub fn builder<H>(protocol: P, factory: S) -> TcpServerBuilder<S, P>
+    where
+        S: Fn(&easynet_core::handler::ConnInfo) -> H + Send + Sync + 'static,
+    {
+        Self::builder_with_service(protocol, factory)
+    }
+
+    /// Starts building a server for `protocol` whose handlers `service` makes
+    /// (EasyNetwork's request handler with `service_init` / `service_actions`).
+    pub fn builder_with_service(protocol: P, service: S) -> TcpServerBuilder<S, P> {
         TcpServerBuilder {
             service,
             protocol,
@@ -156,7 +168,7 @@ where
 }
 
 /// Runs one event loop per listener set (the first on this thread) to the end of a run:
-/// `service_init`, `is_up`, the loops, `service_teardown`.
+/// `on_start`, `is_up`, the loops, `on_stop`.
 pub(crate) fn run_workers<S, P, L>(
     factory: &Arc<Factory<S, P>>,
     control: &Arc<Control>,
@@ -207,7 +219,7 @@ where
     result.map_err(ServerError::Listener)
 }
 
-/// Runs `service_teardown` on a thread of its own, waiting at most `timeout` (decision 7).
+/// Runs `on_stop` on a thread of its own, waiting at most `timeout` (decision 7).
 pub(crate) fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
     let (tx, rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
@@ -217,8 +229,8 @@ pub(crate) fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
             let _ = tx.send(());
         });
     if spawned.is_ok() && rx.recv_timeout(timeout).is_err() {
-        tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
+        tracing::warn!("on_stop did not finish within {timeout:?}; not waiting for it");
     }
 }
 
-server_methods!(StandaloneTcpServer, StreamHandler, StreamServerProtocol);
+server_methods!(TcpServer, StreamHandler, StreamServerProtocol);

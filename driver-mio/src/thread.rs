@@ -11,11 +11,12 @@ use easynet_common::EventSet;
 use crate::{ServerError, ServerHandle};
 
 /// A blocking server that [`ServerThread`] can run.
-pub trait Standalone: Send + 'static {
+pub trait BlockingServer: Send + 'static {
     /// A handle on the server.
     fn handle(&self) -> ServerHandle;
-    /// Serves until shut down; see the servers' `serve_forever`.
-    fn serve(&self, is_up: &dyn EventSet) -> Result<(), ServerError>;
+    /// Serves until shut down, setting `is_up` once serving; see the servers'
+    /// `serve_notify`.
+    fn serve_notify(&self, is_up: &dyn EventSet) -> Result<(), ServerError>;
 }
 
 /// A server running on its own thread.
@@ -26,9 +27,9 @@ pub trait Standalone: Send + 'static {
 /// # struct Echo;
 /// # impl StreamHandler for Echo { type Request = String; type Response = String;
 /// #   fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult { Ok(Next::recv()) } }
-/// use easynet_mio::{ServerThread, StandaloneTcpServer};
+/// use easynet_mio::{ServerThread, TcpServer};
 ///
-/// let server = StandaloneTcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
+/// let server = TcpServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
 ///     .host("127.0.0.1")
 ///     .build()
 ///     .unwrap();
@@ -45,13 +46,13 @@ pub struct ServerThread {
 
 impl ServerThread {
     /// Starts `server` on a new thread and returns once it is serving, or with the error that
-    /// stopped it from serving (bind failure, `service_init` error, ...).
-    pub fn start<T: Standalone>(server: T) -> Result<Self, ServerError> {
+    /// stopped it from serving (bind failure, `on_start` error, ...).
+    pub fn start<T: BlockingServer>(server: T) -> Result<Self, ServerError> {
         let handle = server.handle();
         let (up_tx, up) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("easynet-server".into())
-            .spawn(move || server.serve(&up_tx))
+            .spawn(move || server.serve_notify(&up_tx))
             .map_err(ServerError::Listener)?;
         // The sender is dropped when `serve` returns, so this never waits for ever.
         match up.recv() {

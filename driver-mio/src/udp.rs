@@ -1,4 +1,4 @@
-//! [`StandaloneUdpServer`]: EasyNetwork's StandaloneUDPNetworkServer on a mio event loop.
+//! [`UdpServer`]: EasyNetwork's StandaloneUDPNetworkServer on a mio event loop.
 
 use std::collections::VecDeque;
 use std::io;
@@ -25,7 +25,7 @@ const WAKER: Token = Token(usize::MAX);
 /// Datagrams read per socket per wake-up before the others get a turn.
 const READ_BUDGET: usize = 64;
 
-/// Builds a [`StandaloneUdpServer`].
+/// Builds a [`UdpServer`].
 #[derive(Debug)]
 pub struct UdpServerBuilder<S, P> {
     service: S,
@@ -47,12 +47,12 @@ where
         self
     }
 
-    /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(mut self) -> Result<StandaloneUdpServer<S, P>, ConfigError> {
+    /// Checks the settings and makes the server (nothing is bound until `serve`).
+    pub fn build(mut self) -> Result<UdpServer<S, P>, ConfigError> {
         self.cfg.validate()?;
         let control = Control::new(self.cfg.shutdown_timeout);
         self.cfg.datagram.recorder = Some(control.recorder());
-        Ok(StandaloneUdpServer {
+        Ok(UdpServer {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
             control,
@@ -69,7 +69,7 @@ where
 /// ```no_run
 /// use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
 /// use easynet_core::protocol::Datagram;
-/// use easynet_mio::StandaloneUdpServer;
+/// use easynet_mio::UdpServer;
 ///
 /// struct Echo;
 /// impl DatagramHandler for Echo {
@@ -81,14 +81,14 @@ where
 ///     }
 /// }
 ///
-/// let server = StandaloneUdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+/// let server = UdpServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
 ///     .host("127.0.0.1")
 ///     .port(9000)
 ///     .build()
 ///     .unwrap();
-/// server.serve_forever(()).unwrap();
+/// server.serve().unwrap();
 /// ```
-pub struct StandaloneUdpServer<S, P> {
+pub struct UdpServer<S, P> {
     service: Arc<S>,
     protocol: Arc<P>,
     cfg: UdpSettings,
@@ -113,14 +113,26 @@ struct Endpoint<S: Service, P: DatagramServerProtocol, D: MioDgram> {
     unnamed: u64,
 }
 
-impl<S, P> StandaloneUdpServer<S, P>
+impl<S, P> UdpServer<S, P>
 where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
-    /// Starts building a server for `protocol`, making one handler per peer with `service`.
-    pub fn builder(protocol: P, service: S) -> UdpServerBuilder<S, P> {
+    /// Starts building a server for `protocol`, making one handler per peer with `factory`,
+    /// a closure given the peer's [`ConnInfo`](easynet_core::handler::ConnInfo):
+    /// `|_| MyHandler` needs no type annotation. A [`Service`] with `on_start` /
+    /// `on_stop` hooks goes to [`builder_with_service`](Self::builder_with_service).
+    pub fn builder<H>(protocol: P, factory: S) -> UdpServerBuilder<S, P>
+    where
+        S: Fn(&easynet_core::handler::ConnInfo) -> H + Send + Sync + 'static,
+    {
+        Self::builder_with_service(protocol, factory)
+    }
+
+    /// Starts building a server for `protocol` whose handlers `service` makes
+    /// (EasyNetwork's request handler with `service_init` / `service_actions`).
+    pub fn builder_with_service(protocol: P, service: S) -> UdpServerBuilder<S, P> {
         UdpServerBuilder {
             service,
             protocol,
@@ -212,8 +224,8 @@ pub(crate) struct Parts<'a, S, P> {
     pub(crate) drops: &'a DropCounter,
 }
 
-/// Runs bound datagram sockets (with their addresses) to the end of a run: `service_init`,
-/// `is_up`, the loop, shutdown, `service_teardown`.
+/// Runs bound datagram sockets (with their addresses) to the end of a run: `on_start`,
+/// `is_up`, the loop, shutdown, `on_stop`.
 pub(crate) fn run_endpoints<S, P, D>(
     server: Parts<'_, S, P>,
     sockets: Vec<(D::Addr, D)>,
@@ -439,7 +451,7 @@ fn unanswerable(count: &mut u64, drops: &DropCounter) {
     }
 }
 
-server_methods!(StandaloneUdpServer, DatagramHandler, DatagramServerProtocol);
+server_methods!(UdpServer, DatagramHandler, DatagramServerProtocol);
 
 /// `dropped_datagrams()` on a datagram server with a `drops` field: UDP or Unix.
 macro_rules! dropped_datagrams {
@@ -456,4 +468,4 @@ macro_rules! dropped_datagrams {
     };
 }
 pub(crate) use dropped_datagrams;
-dropped_datagrams!(StandaloneUdpServer);
+dropped_datagrams!(UdpServer);

@@ -1,5 +1,5 @@
-//! Unix domain sockets on mio: [`StandaloneUnixStreamServer`] and
-//! [`StandaloneUnixDatagramServer`]; the blocking Unix clients are in `unix_client`.
+//! Unix domain sockets on mio: [`UnixStreamServer`] and
+//! [`UnixDatagramServer`]; the blocking Unix clients are in `unix_client`.
 //!
 //! The servers are the TCP and UDP ones over another socket family: the same event loops
 //! (the worker and the datagram loop are written once against a listener and a datagram
@@ -84,7 +84,7 @@ fn dup(fd: OwnedFd) -> Vec<socket2::Socket> {
     vec![socket2::Socket::from(fd)]
 }
 
-/// Builds a [`StandaloneUnixStreamServer`]; a path or an abstract name is required.
+/// Builds a [`UnixStreamServer`]; a path or an abstract name is required.
 #[derive(Debug)]
 pub struct UnixStreamServerBuilder<S, P> {
     service: S,
@@ -100,8 +100,8 @@ where
 {
     easynet_common::unix_stream_setters!(cfg);
 
-    /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(mut self) -> Result<StandaloneUnixStreamServer<S, P>, ConfigError> {
+    /// Checks the settings and makes the server (nothing is bound until `serve`).
+    pub fn build(mut self) -> Result<UnixStreamServer<S, P>, ConfigError> {
         self.cfg.validate()?;
         let control = Control::limited(self.cfg.shutdown_timeout, self.cfg.max_connections);
         self.cfg.stream.recorder = Some(control.recorder());
@@ -113,7 +113,7 @@ where
             #[cfg(feature = "tls")]
             None,
         );
-        Ok(StandaloneUnixStreamServer {
+        Ok(UnixStreamServer {
             factory,
             control,
             cfg: self.cfg,
@@ -126,7 +126,7 @@ where
 /// ```
 /// use easynet_core::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
 /// use easynet_core::protocol::Stream;
-/// use easynet_mio::{ServerThread, StandaloneUnixStreamServer, UnixStreamClient};
+/// use easynet_mio::{ServerThread, UnixStreamServer, UnixStreamClient};
 ///
 /// struct Echo;
 /// impl StreamHandler for Echo {
@@ -139,7 +139,7 @@ where
 /// }
 ///
 /// let path = std::env::temp_dir().join(format!("easynet-doc-mio-{}.sock", std::process::id()));
-/// let server = StandaloneUnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
+/// let server = UnixStreamServer::builder(Stream::lines(), |_: &ConnInfo| Echo)
 ///     .path(&path)
 ///     .build()
 ///     .unwrap();
@@ -153,13 +153,13 @@ where
 /// thread.join(None).unwrap();
 /// assert!(!path.exists(), "the socket file is removed at the end of the run");
 /// ```
-pub struct StandaloneUnixStreamServer<S, P> {
+pub struct UnixStreamServer<S, P> {
     factory: Arc<Factory<S, P>>,
     cfg: UnixStreamSettings,
     control: Arc<Control>,
 }
 
-impl<S, P> StandaloneUnixStreamServer<S, P> {
+impl<S, P> UnixStreamServer<S, P> {
     /// The bound address while serving; `None` otherwise.
     pub fn address(&self) -> Option<UnixAddr> {
         unix_address(&self.control)
@@ -173,14 +173,26 @@ fn unix_address(control: &Control) -> Option<UnixAddr> {
         .and_then(|a| a.as_unix().cloned())
 }
 
-impl<S, P> StandaloneUnixStreamServer<S, P>
+impl<S, P> UnixStreamServer<S, P>
 where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
     P: StreamServerProtocol,
 {
-    /// Starts building a server for `protocol`, making handlers with `service`.
-    pub fn builder(protocol: P, service: S) -> UnixStreamServerBuilder<S, P> {
+    /// Starts building a server for `protocol`, making one handler per connection with `factory`,
+    /// a closure given the peer's [`ConnInfo`](easynet_core::handler::ConnInfo):
+    /// `|_| MyHandler` needs no type annotation. A [`Service`] with `on_start` /
+    /// `on_stop` hooks goes to [`builder_with_service`](Self::builder_with_service).
+    pub fn builder<H>(protocol: P, factory: S) -> UnixStreamServerBuilder<S, P>
+    where
+        S: Fn(&easynet_core::handler::ConnInfo) -> H + Send + Sync + 'static,
+    {
+        Self::builder_with_service(protocol, factory)
+    }
+
+    /// Starts building a server for `protocol` whose handlers `service` makes
+    /// (EasyNetwork's request handler with `service_init` / `service_actions`).
+    pub fn builder_with_service(protocol: P, service: S) -> UnixStreamServerBuilder<S, P> {
         UnixStreamServerBuilder {
             service,
             protocol,
@@ -208,7 +220,7 @@ where
     }
 }
 
-/// Builds a [`StandaloneUnixDatagramServer`]; a path or an abstract name is required.
+/// Builds a [`UnixDatagramServer`]; a path or an abstract name is required.
 #[derive(Debug)]
 pub struct UnixDatagramServerBuilder<S, P> {
     service: S,
@@ -230,12 +242,12 @@ where
         self
     }
 
-    /// Checks the settings and makes the server (nothing is bound until `serve_forever`).
-    pub fn build(mut self) -> Result<StandaloneUnixDatagramServer<S, P>, ConfigError> {
+    /// Checks the settings and makes the server (nothing is bound until `serve`).
+    pub fn build(mut self) -> Result<UnixDatagramServer<S, P>, ConfigError> {
         self.cfg.validate()?;
         let control = Control::new(self.cfg.shutdown_timeout);
         self.cfg.datagram.recorder = Some(control.recorder());
-        Ok(StandaloneUnixDatagramServer {
+        Ok(UnixDatagramServer {
             service: Arc::new(self.service),
             protocol: Arc::new(self.protocol),
             control,
@@ -252,7 +264,7 @@ where
 /// ```
 /// use easynet_core::handler::{ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received};
 /// use easynet_core::protocol::Datagram;
-/// use easynet_mio::{ServerThread, StandaloneUnixDatagramServer, UnixDatagramClient};
+/// use easynet_mio::{ServerThread, UnixDatagramServer, UnixDatagramClient};
 ///
 /// struct Echo;
 /// impl DatagramHandler for Echo {
@@ -265,7 +277,7 @@ where
 /// }
 ///
 /// let path = std::env::temp_dir().join(format!("easynet-doc-mio-dgram-{}.sock", std::process::id()));
-/// let server = StandaloneUnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
+/// let server = UnixDatagramServer::builder(Datagram::lines(), |_: &ConnInfo| Echo)
 ///     .path(&path)
 ///     .build()
 ///     .unwrap();
@@ -281,7 +293,7 @@ where
 /// thread.join(None).unwrap();
 /// assert!(!path.exists());
 /// ```
-pub struct StandaloneUnixDatagramServer<S, P> {
+pub struct UnixDatagramServer<S, P> {
     service: Arc<S>,
     protocol: Arc<P>,
     cfg: UnixDatagramSettings,
@@ -289,21 +301,33 @@ pub struct StandaloneUnixDatagramServer<S, P> {
     drops: DropCounter,
 }
 
-impl<S, P> StandaloneUnixDatagramServer<S, P> {
+impl<S, P> UnixDatagramServer<S, P> {
     /// The bound address while serving; `None` otherwise.
     pub fn address(&self) -> Option<UnixAddr> {
         unix_address(&self.control)
     }
 }
 
-impl<S, P> StandaloneUnixDatagramServer<S, P>
+impl<S, P> UnixDatagramServer<S, P>
 where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
-    /// Starts building a server for `protocol`, making one handler per peer with `service`.
-    pub fn builder(protocol: P, service: S) -> UnixDatagramServerBuilder<S, P> {
+    /// Starts building a server for `protocol`, making one handler per peer with `factory`,
+    /// a closure given the peer's [`ConnInfo`](easynet_core::handler::ConnInfo):
+    /// `|_| MyHandler` needs no type annotation. A [`Service`] with `on_start` /
+    /// `on_stop` hooks goes to [`builder_with_service`](Self::builder_with_service).
+    pub fn builder<H>(protocol: P, factory: S) -> UnixDatagramServerBuilder<S, P>
+    where
+        S: Fn(&easynet_core::handler::ConnInfo) -> H + Send + Sync + 'static,
+    {
+        Self::builder_with_service(protocol, factory)
+    }
+
+    /// Starts building a server for `protocol` whose handlers `service` makes
+    /// (EasyNetwork's request handler with `service_init` / `service_actions`).
+    pub fn builder_with_service(protocol: P, service: S) -> UnixDatagramServerBuilder<S, P> {
         UnixDatagramServerBuilder {
             service,
             protocol,
@@ -335,14 +359,6 @@ where
     }
 }
 
-server_methods!(
-    StandaloneUnixStreamServer,
-    StreamHandler,
-    StreamServerProtocol
-);
-server_methods!(
-    StandaloneUnixDatagramServer,
-    DatagramHandler,
-    DatagramServerProtocol
-);
-dropped_datagrams!(StandaloneUnixDatagramServer);
+server_methods!(UnixStreamServer, StreamHandler, StreamServerProtocol);
+server_methods!(UnixDatagramServer, DatagramHandler, DatagramServerProtocol);
+dropped_datagrams!(UnixDatagramServer);

@@ -29,7 +29,7 @@ use crate::udp_client::{ClientDgram, DgramClient, UdpResponses, datagram_client_
 /// client.close();
 /// ```
 ///
-/// A runnable example is on [`StandaloneUnixStreamServer`](crate::StandaloneUnixStreamServer).
+/// A runnable example is on [`UnixStreamServer`](crate::UnixStreamServer).
 pub struct UnixStreamClient<P: StreamClientProtocol> {
     inner: StreamClient<P>,
     /// The local path bound by `connect_with`, removed when the client is dropped.

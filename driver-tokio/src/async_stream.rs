@@ -5,4 +5,4 @@
 //! them in the same connection task as portable handlers (`conn::drive`), supplying the
 //! task's waker for what a handler awaits outside its connection.
 
-pub use easynet_core::stream::{AsyncClient, AsyncStreamHandler, RecvError};
+pub use easynet_core::stream::{AsyncStreamHandler, RecvError, StreamPeer};

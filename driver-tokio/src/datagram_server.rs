@@ -123,7 +123,7 @@ impl<S: Service, D: DgramSocket> DgramCore<S, D> {
     }
 
     /// Serves until shutdown, `stop` or close.
-    pub(crate) async fn serve_forever(
+    pub(crate) async fn serve_notify(
         self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<D>>, ServerError>,
         is_up: impl EventSet,

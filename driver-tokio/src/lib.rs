@@ -2,7 +2,7 @@
 //!
 //! [`AsyncTcpServer`] is EasyNetwork's AsyncTCPNetworkServer: a builder for the listening
 //! options (host forms, port 0, backlog, reuse_port, max_recv_size, TLS with its timeouts),
-//! `activate`, `serve_forever` (or `serve_with_shutdown`), `shutdown`, `close`. Each
+//! `activate`, `serve` (or `serve_with_shutdown`), `shutdown`, `close`. Each
 //! connection is one tokio task that moves bytes between its socket and the core's
 //! [`Session`](easynet_core::stream::Session), which runs the portable handler; there is no
 //! second state machine here.
@@ -13,7 +13,7 @@
 //! loop), so a multi-thread runtime spreads connections over its worker threads, e.g.
 //! `tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()`
 //! (or `#[tokio::main(flavor = "multi_thread", worker_threads = n)]`), then
-//! `rt.block_on(server.serve_forever(()))`. A `current_thread` runtime runs everything on
+//! `rt.block_on(server.serve())`. A `current_thread` runtime runs everything on
 //! one thread, which is the cheapest per request when one core is enough. Each connection
 //! task keeps no read buffer of its own (one per worker thread), so more workers cost
 //! a buffer each, not one per connection. `bench/run.py --scaling` measures 1 vs 2 workers.
@@ -42,7 +42,7 @@ mod unix;
 #[cfg(unix)]
 mod unix_client;
 
-pub use async_stream::{AsyncClient, AsyncStreamHandler, RecvError};
+pub use async_stream::{AsyncStreamHandler, RecvError, StreamPeer};
 pub use client::{AsyncTcpClient, Responses};
 /// The options of a Unix stream client's `connect_with` and `from_std`.
 #[cfg(unix)]
@@ -57,7 +57,7 @@ pub use easynet_common::{
     TcpClientOptions, TcpKeepalive,
 };
 pub use easynet_core as core;
-pub use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
+pub use easynet_core::datagram::{AsyncDatagramHandler, DatagramPeer, DatagramSendError};
 /// The rustls our TLS types come from (feature `tls`).
 #[cfg(feature = "tls")]
 pub use easynet_core::rustls;

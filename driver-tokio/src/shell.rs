@@ -1,6 +1,6 @@
 //! What every tokio server shares: the lifecycle, the bound sockets and the current run.
 //!
-//! A run is a task of its own: `serve_forever` starts it and waits for it, so that dropping
+//! A run is a task of its own: `serve` starts it and waits for it, so that dropping
 //! that future (`select!`, `timeout`) does not drop the run half-way (connections cut,
 //! teardown skipped, the lifecycle stuck in "serving"): it shuts the run down gracefully and
 //! the task finishes it.
@@ -37,7 +37,7 @@ struct State<L> {
 struct Run {
     id: RunId,
     cancel: CancellationToken,
-    /// Set by [`Shell::serving`]; `serve_forever` sets its `is_up` then.
+    /// Set by [`Shell::serving`]; `serve` sets its `is_up` then.
     up: watch::Sender<bool>,
     done: watch::Receiver<bool>,
     /// The connections' shutdown orders (a stream server's run sets it when it serves).
@@ -113,7 +113,7 @@ impl<L> Drop for RunGuard<L> {
     }
 }
 
-/// Shuts its run down if dropped while armed: `serve_forever`'s future was dropped.
+/// Shuts its run down if dropped while armed: `serve`'s future was dropped.
 struct StopOnDrop<'a, L> {
     shell: &'a Shell<L>,
     run: Option<RunId>,
@@ -181,7 +181,7 @@ impl<L> Shell<L> {
     }
 
     /// Starts a run (binding first if needed). A run already shutting down (its
-    /// `serve_forever` dropped, say) is waited for first; a serving one is `AlreadyRunning`.
+    /// `serve` dropped, say) is waited for first; a serving one is `AlreadyRunning`.
     async fn begin_run(
         self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
@@ -363,12 +363,12 @@ impl<L> Shell<L> {
         let _ = done.wait_for(|d| *d).await;
     }
 
-    /// Runs `service_init` (contained, outside the lock: the hook may use the server) and
+    /// Runs `on_start` (contained, outside the lock: the hook may use the server) and
     /// tells the server machine.
     pub(crate) fn init<S: Service>(&self, service: &S) -> Result<(), ServerError> {
         let result = run_init(service);
         self.lock().server.initialized(result.is_ok());
-        result.map_err(ServerError::ServiceInit)
+        result.map_err(ServerError::Start)
     }
 
     /// The run's shutdown deadline: the one the core set when the shutdown began, or
@@ -449,7 +449,7 @@ impl<L> Shell<L> {
 
 /// What every tokio server has around its `core` (a stream or datagram core with a
 /// `shell`): `Clone`, `Debug`, `builder`, `activate`, the state queries, `close`,
-/// `shutdown`, `serve_forever`. The server's own impl provides `fn bind(&self)`.
+/// `shutdown`, `serve`. The server's own impl provides `fn bind(&self)`.
 macro_rules! server_methods {
     ($server:ident, $builder:ident, $settings:ident, $proto:ident) => {
         impl<S, P> Clone for $server<S, P> {
@@ -471,8 +471,20 @@ macro_rules! server_methods {
         }
 
         impl<S: Service, P: $proto> $server<S, P> {
-            /// Starts building a server for `protocol`, making handlers with `service`.
-            pub fn builder(protocol: P, service: S) -> $builder<S, P> {
+            /// Starts building a server for `protocol`, making one handler per connection (or datagram peer) with `factory`,
+            /// a closure given the peer's [`ConnInfo`](easynet_core::handler::ConnInfo):
+            /// `|_| MyHandler` needs no type annotation. A [`Service`] with `on_start` /
+            /// `on_stop` hooks goes to [`builder_with_service`](Self::builder_with_service).
+            pub fn builder<H>(protocol: P, factory: S) -> $builder<S, P>
+            where
+                S: Fn(&easynet_core::handler::ConnInfo) -> H + Send + Sync + 'static,
+            {
+                Self::builder_with_service(protocol, factory)
+            }
+
+            /// Starts building a server for `protocol` whose handlers `service` makes
+            /// (EasyNetwork's request handler with `service_init` / `service_actions`).
+            pub fn builder_with_service(protocol: P, service: S) -> $builder<S, P> {
                 $builder {
                     service,
                     protocol,
@@ -492,21 +504,21 @@ macro_rules! server_methods {
                 self.core.shell.is_listening()
             }
 
-            /// True while `serve_forever` is accepting or receiving.
+            /// True while `serve` is accepting or receiving.
             pub fn is_serving(&self) -> bool {
                 self.core.shell.is_serving()
             }
 
             /// Closes the sockets for good. A stream server serves the connections it
-            /// accepted until they end and a running `serve_forever` returns then; a
+            /// accepted until they end and a running `serve` returns then; a
             /// datagram server's run returns at once. Idempotent.
             pub fn close(&self) {
                 self.core.shell.close();
             }
 
-            /// Stops a running `serve_forever`: stops accepting, lets connections answer
+            /// Stops a running `serve`: stops accepting, lets connections answer
             /// what they have read and close (reset at the shutdown timeout), runs
-            /// `service_teardown`, then returns. The sockets stay bound, so the server can
+            /// `on_stop`, then returns. The sockets stay bound, so the server can
             /// serve again. Without a run it returns at once.
             ///
             /// A handler may stop its own server. Called from a connection of the run it
@@ -532,38 +544,47 @@ macro_rules! server_methods {
             }
 
             /// Serves until [`shutdown`](Self::shutdown) (or until closed and every
-            /// connection ended). Activates first if needed; sets `is_up` once serving.
-            /// Fails with [`ServerError::AlreadyRunning`] while another run serves; a run
+            /// connection ended). Activates first if needed: call
+            /// [`activate`](Self::activate) before to learn the bound addresses, or use
+            /// [`serve_notify`](Self::serve_notify). Fails with [`ServerError::AlreadyRunning`] while another run serves; a run
             /// that is shutting down is waited for first. The run is a task of its own on
             /// the current runtime.
             ///
             /// Cancel safety: dropping the future (`select!`, `tokio::time::timeout`) shuts
             /// the run down gracefully, as [`shutdown`](Self::shutdown) does, in the
             /// background: connections answer what they have read and close within the
-            /// shutdown timeout, then `service_teardown` runs. The server can then serve
-            /// again (a later `serve_forever` or `shutdown` waits for that end).
-            pub async fn serve_forever(&self, is_up: impl EventSet) -> Result<(), ServerError> {
+            /// shutdown timeout, then `on_stop` runs. The server can then serve
+            /// again (a later `serve` or `shutdown` waits for that end).
+            pub async fn serve(&self) -> Result<(), ServerError> {
+                self.serve_notify(()).await
+            }
+
+            /// [`serve`](Self::serve), setting `is_up` once the server is serving (bound,
+            /// `on_start` done, accepting): EasyNetwork's `serve_forever(is_up_event)`.
+            ///
+            /// Cancel safety: as for `serve`.
+            pub async fn serve_notify(&self, is_up: impl EventSet) -> Result<(), ServerError> {
                 self.core
-                    .serve_forever(|| self.bind(), is_up, std::future::pending())
+                    .serve_notify(|| self.bind(), is_up, std::future::pending())
                     .await
             }
 
-            /// Serves like [`serve_forever`](Self::serve_forever) until `signal`
+            /// Serves like [`serve`](Self::serve) until `signal`
             /// completes, then shuts down gracefully (as [`shutdown`](Self::shutdown)) and
             /// returns the run's result; it returns earlier if the run ends otherwise
             /// (`shutdown` from elsewhere, `close`, a listener failure). Activates first if
             /// needed. There is no `is_up`: call [`activate`](Self::activate) first to learn
             /// the addresses (connections and datagrams that come before the run serves
-            /// wait in the kernel), or use `serve_forever`. For example
+            /// wait in the kernel), or use `serve_notify`. For example
             /// `server.serve_with_shutdown(async { let _ = tokio::signal::ctrl_c().await; })`.
             ///
-            /// Cancel safety: as for `serve_forever`, dropping the future is a graceful
+            /// Cancel safety: as for `serve`, dropping the future is a graceful
             /// shutdown.
             pub async fn serve_with_shutdown(
                 &self,
                 signal: impl std::future::Future<Output = ()> + Send,
             ) -> Result<(), ServerError> {
-                self.core.serve_forever(|| self.bind(), (), signal).await
+                self.core.serve_notify(|| self.bind(), (), signal).await
             }
         }
     };

@@ -130,7 +130,7 @@ impl<S: Service, L: Listener> Core<S, L> {
     }
 
     /// Serves until shutdown, `stop`, or until closed and every connection ended.
-    pub(crate) async fn serve_forever(
+    pub(crate) async fn serve_notify(
         self: &Arc<Self>,
         bind: impl FnOnce() -> Result<Vec<Arc<L>>, ServerError>,
         is_up: impl EventSet,
@@ -285,11 +285,11 @@ impl<S: Service, L: Listener> Core<S, L> {
     }
 }
 
-/// Runs `service_teardown` off the runtime threads, bounded by `timeout` (decision 7).
+/// Runs `on_stop` off the runtime threads, bounded by `timeout` (decision 7).
 pub(crate) async fn teardown<S: Service>(service: Arc<S>, timeout: Duration) {
     let task = tokio::task::spawn_blocking(move || easynet_core::server::run_teardown(&*service));
     if tokio::time::timeout(timeout, task).await.is_err() {
-        tracing::warn!("service_teardown did not finish within {timeout:?}; not waiting for it");
+        tracing::warn!("on_stop did not finish within {timeout:?}; not waiting for it");
     }
 }
 

@@ -87,7 +87,7 @@ impl Listener for TcpListener {
 ///     .host("127.0.0.1")
 ///     .port(9000)
 ///     .build()?;
-/// server.serve_forever(()).await?;
+/// server.serve().await?;
 /// # Ok(()) }
 /// ```
 pub struct AsyncTcpServer<S, P> {

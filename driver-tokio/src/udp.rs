@@ -57,7 +57,7 @@ where
 ///     .host("127.0.0.1")
 ///     .port(9000)
 ///     .build()?;
-/// server.serve_forever(()).await?;
+/// server.serve().await?;
 /// # Ok(()) }
 /// ```
 pub struct AsyncUdpServer<S, P> {

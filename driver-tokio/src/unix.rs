@@ -127,7 +127,7 @@ fn unix_connections<P: StreamServerProtocol>(
 ///     .path(&path)
 ///     .build()?;
 /// server.activate().await?;
-/// let running = tokio::spawn({ let s = server.clone(); async move { s.serve_forever(()).await } });
+/// let running = tokio::spawn({ let s = server.clone(); async move { s.serve().await } });
 ///
 /// let mut client = AsyncUnixStreamClient::connect(&path, Stream::lines()).await?;
 /// client.send(&"hello".to_owned()).await?;
@@ -172,7 +172,7 @@ pub struct AsyncUnixStreamServer<S, P> {
 ///     .path(&path)
 ///     .build()?;
 /// server.activate().await?;
-/// let running = tokio::spawn({ let s = server.clone(); async move { s.serve_forever(()).await } });
+/// let running = tokio::spawn({ let s = server.clone(); async move { s.serve().await } });
 ///
 /// # #[cfg(target_os = "linux")] {
 /// // On Linux the client binds an abstract name of its own, so it can be answered.

@@ -126,7 +126,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Runs `serve_forever` on `rt` and waits until it is up.
+/// Runs `serve` on `rt` and waits until it is up.
 #[cfg(feature = "tokio")]
 fn serve_on<F>(
     rt: &tokio::runtime::Runtime,
@@ -155,9 +155,9 @@ where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
-    use easynet::tokio::AsyncTcpServer;
+    use easynet::aio::AsyncTcpServer;
     let rt = runtime();
-    let mut b = AsyncTcpServer::builder(protocol, service)
+    let mut b = AsyncTcpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
         .backlog(1024)
@@ -177,7 +177,7 @@ where
     }
     let server = b.build().unwrap();
     let s = server.clone();
-    let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
+    let task = serve_on(&rt, move |tx| async move { s.serve_notify(tx).await });
     let addr = server.addresses()[0];
     let s = server.clone();
     Running {
@@ -192,7 +192,7 @@ where
     }
 }
 
-/// Any stream protocol and handler on a mio `StandaloneTcpServer` in a `ServerThread`.
+/// Any stream protocol and handler on a mio `TcpServer` in a `ServerThread`.
 #[cfg(feature = "mio")]
 pub fn mio_tcp<P, S>(protocol: P, service: S, opts: Opts) -> Running
 where
@@ -200,8 +200,8 @@ where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
-    use easynet::mio::{ServerThread, StandaloneTcpServer};
-    let mut b = StandaloneTcpServer::builder(protocol, service)
+    use easynet::blocking::{ServerThread, TcpServer};
+    let mut b = TcpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(opts.shutdown_timeout())
         .backlog(1024)
@@ -248,9 +248,9 @@ where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
-    use easynet::tokio::AsyncUdpServer;
+    use easynet::aio::AsyncUdpServer;
     let rt = runtime();
-    let mut builder = AsyncUdpServer::builder(protocol, service)
+    let mut builder = AsyncUdpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3));
     if let Some(socket) = socket {
@@ -258,7 +258,7 @@ where
     }
     let server = builder.build().unwrap();
     let s = server.clone();
-    let task = serve_on(&rt, move |tx| async move { s.serve_forever(tx).await });
+    let task = serve_on(&rt, move |tx| async move { s.serve_notify(tx).await });
     let addr = server.addresses()[0];
     let s = server.clone();
     Running {
@@ -273,7 +273,7 @@ where
     }
 }
 
-/// Any datagram protocol and handler on a mio `StandaloneUdpServer` in a `ServerThread`.
+/// Any datagram protocol and handler on a mio `UdpServer` in a `ServerThread`.
 #[cfg(feature = "mio")]
 pub fn mio_udp<P, S>(protocol: P, service: S) -> Running
 where
@@ -292,8 +292,8 @@ where
     S: Service,
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
 {
-    use easynet::mio::{ServerThread, StandaloneUdpServer};
-    let mut builder = StandaloneUdpServer::builder(protocol, service)
+    use easynet::blocking::{ServerThread, UdpServer};
+    let mut builder = UdpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .shutdown_timeout(Duration::from_secs(3));
     if let Some(socket) = socket {

@@ -225,14 +225,14 @@ where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
-    use easynet::tokio::AsyncTcpServer;
+    use easynet::aio::AsyncTcpServer;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut b = AsyncTcpServer::builder(protocol, service)
+    let mut b = AsyncTcpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(setup.shutdown_timeout)
@@ -247,7 +247,7 @@ where
     let server = b.build().unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = rt.spawn(async move { s.serve_forever(tx).await });
+    let task = rt.spawn(async move { s.serve_notify(tx).await });
     rt.block_on(async {
         tokio::time::timeout(LIMIT, rx.wait_for(|u| *u))
             .await
@@ -279,9 +279,9 @@ where
     S: Service,
     S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
 {
-    use easynet::mio::{ServerThread, StandaloneTcpServer};
+    use easynet::blocking::{ServerThread, TcpServer};
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut b = StandaloneTcpServer::builder(protocol, service)
+    let mut b = TcpServer::builder_with_service(protocol, service)
         .host("127.0.0.1")
         .log_client_connection(false)
         .shutdown_timeout(setup.shutdown_timeout)

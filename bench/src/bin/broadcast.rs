@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use easynet::aio::AsyncTcpServer;
 use easynet::handler::{ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler};
 use easynet::protocol::Stream;
 use easynet::push::{Broadcast, SlowConsumer};
 use easynet::stream::StreamConfig;
-use easynet::tokio::AsyncTcpServer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -70,7 +70,7 @@ async fn easynet_tokio(port: u16) -> Result<(), BoxError> {
         .build()?;
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_forever(tx).await });
+    let task = tokio::spawn(async move { s.serve_notify(tx).await });
     rx.wait_for(|up| *up).await?;
     println!("listening on {}", server.addresses()[0]);
     stop_signal().await;
@@ -84,14 +84,12 @@ fn easynet_mio(port: u16) -> Result<(), BoxError> {
     let room = Arc::new(Broadcast::new(SlowConsumer::DropMessage));
     let r = room.clone();
     let server =
-        easynet::mio::StandaloneTcpServer::builder(Stream::lines(), move |_: &ConnInfo| {
-            Chat(r.clone())
-        })
-        .host("127.0.0.1")
-        .port(port)
-        .backlog(4096)
-        .build()?;
-    let mut thread = easynet::mio::ServerThread::start(server)?;
+        easynet::blocking::TcpServer::builder(Stream::lines(), move |_: &ConnInfo| Chat(r.clone()))
+            .host("127.0.0.1")
+            .port(port)
+            .backlog(4096)
+            .build()?;
+    let mut thread = easynet::blocking::ServerThread::start(server)?;
     println!("listening on {}", thread.addresses()[0]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,7 +8,7 @@ use easynet_core::handler::{
 };
 use easynet_core::protocol::Stream;
 use easynet_core::sim::{ClientState, StreamSim};
-use easynet_core::stream::{AsyncClient, AsyncStreamHandler};
+use easynet_core::stream::{StreamPeer, AsyncStreamHandler};
 
 struct Upper;
 
@@ -34,7 +34,7 @@ impl AsyncStreamHandler for AsyncUpper {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<String, String>,
+        client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv_timeout(Duration::from_secs(60)).await?;
         client.send(&line.to_uppercase()).await?;

@@ -1,4 +1,4 @@
-//! [`AsyncDatagramClient`]: one datagram peer as an async handler sees it, a runtime-agnostic
+//! [`DatagramPeer`]: one datagram peer as an async handler sees it, a runtime-agnostic
 //! view over its routine's state in the [`AsyncDatagramServer`](super::AsyncDatagramServer).
 //!
 //! The client's futures only read and write their routine's [`Link`]; the server polls the
@@ -45,7 +45,7 @@ use crate::stream::RecvError;
 ///   `spawn_blocking`, a thread) and await its result.
 ///
 /// ```
-/// use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
+/// use easynet_core::datagram::{DatagramPeer, AsyncDatagramHandler};
 /// use easynet_core::handler::HandlerError;
 ///
 /// struct Echo;
@@ -54,7 +54,7 @@ use crate::stream::RecvError;
 ///     type Request = String;
 ///     type Response = String;
 ///
-///     async fn handle(&mut self, client: &mut AsyncDatagramClient<String, String>) -> Result<(), HandlerError> {
+///     async fn handle(&mut self, client: &mut DatagramPeer<String, String>) -> Result<(), HandlerError> {
 ///         let text = client.recv().await?;
 ///         client.send(&text).await?;
 ///         Ok(())
@@ -71,11 +71,11 @@ pub trait AsyncDatagramHandler: Send + 'static {
     /// One routine for this peer.
     fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<Self::Request, Self::Response>,
+        client: &mut DatagramPeer<Self::Request, Self::Response>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// Why [`AsyncDatagramClient::send`] failed.
+/// Why [`DatagramPeer::send`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatagramSendError {
@@ -193,7 +193,7 @@ pub(crate) fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
 }
 
 /// One datagram peer as an async handler sees it.
-pub struct AsyncDatagramClient<Req, Resp> {
+pub struct DatagramPeer<Req, Resp> {
     info: ConnInfo,
     codec: Arc<dyn Codec<Req, Resp>>,
     first: Option<Payload>,
@@ -202,29 +202,29 @@ pub struct AsyncDatagramClient<Req, Resp> {
     recorder: Recorder,
 }
 
-impl<Req, Resp> std::fmt::Debug for AsyncDatagramClient<Req, Resp> {
+impl<Req, Resp> std::fmt::Debug for DatagramPeer<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncDatagramClient")
+        f.debug_struct("DatagramPeer")
             .field("peer", &self.info.peer)
             .finish_non_exhaustive()
     }
 }
 
-impl<Req, Resp> PartialEq for AsyncDatagramClient<Req, Resp> {
+impl<Req, Resp> PartialEq for DatagramPeer<Req, Resp> {
     fn eq(&self, other: &Self) -> bool {
         (&self.info.peer, &self.info.local) == (&other.info.peer, &other.info.local)
     }
 }
 
-impl<Req, Resp> Eq for AsyncDatagramClient<Req, Resp> {}
+impl<Req, Resp> Eq for DatagramPeer<Req, Resp> {}
 
-impl<Req, Resp> std::hash::Hash for AsyncDatagramClient<Req, Resp> {
+impl<Req, Resp> std::hash::Hash for DatagramPeer<Req, Resp> {
     fn hash<St: std::hash::Hasher>(&self, state: &mut St) {
         (&self.info.peer, &self.info.local).hash(state);
     }
 }
 
-impl<Req, Resp> AsyncDatagramClient<Req, Resp> {
+impl<Req, Resp> DatagramPeer<Req, Resp> {
     pub(crate) fn new(
         info: ConnInfo,
         codec: Arc<dyn Codec<Req, Resp>>,
@@ -347,9 +347,9 @@ impl<Req, Resp> AsyncDatagramClient<Req, Resp> {
     }
 }
 
-/// The future of [`AsyncDatagramClient::recv`] and [`recv_timeout`](AsyncDatagramClient::recv_timeout).
+/// The future of [`DatagramPeer::recv`] and [`recv_timeout`](DatagramPeer::recv_timeout).
 struct RecvFuture<'a, Req, Resp> {
-    client: &'a mut AsyncDatagramClient<Req, Resp>,
+    client: &'a mut DatagramPeer<Req, Resp>,
     timeout: Option<Duration>,
     /// This call asked and has not been answered yet.
     armed: bool,
@@ -406,9 +406,9 @@ impl<Req, Resp> Drop for RecvFuture<'_, Req, Resp> {
     }
 }
 
-/// The future of [`AsyncDatagramClient::send`].
+/// The future of [`DatagramPeer::send`].
 struct SendFuture<'a, Req, Resp> {
-    client: &'a AsyncDatagramClient<Req, Resp>,
+    client: &'a DatagramPeer<Req, Resp>,
     response: &'a Resp,
     /// The send's number once its datagram is queued.
     seq: Option<u64>,
@@ -474,7 +474,7 @@ impl<Req, Resp> Drop for SendFuture<'_, Req, Resp> {
 /// Gives the handler back unless it failed. A panic unwinds out; the server logs it.
 pub(crate) async fn run_routine<H: AsyncDatagramHandler>(
     mut handler: H,
-    mut client: AsyncDatagramClient<H::Request, H::Response>,
+    mut client: DatagramPeer<H::Request, H::Response>,
 ) -> Option<H> {
     match handler.handle(&mut client).await {
         Ok(()) => Some(handler),

@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::async_client::{
-    AsyncDatagramClient, AsyncDatagramHandler, Codec, Link, LinkRef, RecvSlot, lock, run_routine,
+    AsyncDatagramHandler, Codec, DatagramPeer, Link, LinkRef, RecvSlot, lock, run_routine,
 };
 use super::contain::{self, Scope};
 use super::{
@@ -134,15 +134,15 @@ struct Routine<H, A> {
 /// [`resume`](Self::resume)); after each call drain [`poll_output`](Self::poll_output) until
 /// [`AsyncOutput::Idle`]. The handlers' futures run inside these calls: their awaits on the
 /// client need nothing else, and what they await outside (a runtime's timer, a channel)
-/// wakes the waker given to [`poll_wake`](Self::poll_wake). `service_init` and
-/// `service_teardown` are the driver's business.
+/// wakes the waker given to [`poll_wake`](Self::poll_wake). `on_start` and
+/// `on_stop` are the driver's business.
 ///
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Instant;
 /// use bytes::BytesMut;
 /// use easynet_core::datagram::{
-///     AsyncDatagramClient, AsyncDatagramHandler, AsyncDatagramServer, AsyncOutput,
+///     DatagramPeer, AsyncDatagramHandler, AsyncDatagramServer, AsyncOutput,
 ///     DatagramConfig,
 /// };
 /// use easynet_core::handler::{ConnInfo, HandlerError};
@@ -152,7 +152,7 @@ struct Routine<H, A> {
 /// impl AsyncDatagramHandler for Upper {
 ///     type Request = String;
 ///     type Response = String;
-///     async fn handle(&mut self, client: &mut AsyncDatagramClient<String, String>) -> Result<(), HandlerError> {
+///     async fn handle(&mut self, client: &mut DatagramPeer<String, String>) -> Result<(), HandlerError> {
 ///         let text = client.recv().await?;
 ///         client.send(&text.to_uppercase()).await?;
 ///         Ok(())
@@ -436,7 +436,7 @@ where
         let link: LinkRef = Arc::new(Mutex::new(Link::new()));
         let codec: Arc<dyn Codec<P::Request, P::Response>> = self.protocol.clone();
         let pusher = DatagramPusher::new(self.pushed.clone(), self.encoder.clone(), info.clone());
-        let client = AsyncDatagramClient::new(
+        let client = DatagramPeer::new(
             info.clone(),
             codec,
             first,

@@ -11,7 +11,7 @@
 //!   [`Output::Transmit`]s out, drained until [`Output::Idle`].
 //! - [`AsyncDatagramServer`] is the same for [`AsyncDatagramHandler`]s: it owns each
 //!   routine's future and polls it itself (no runtime needed); the handler's
-//!   [`AsyncDatagramClient`] is a view over that routine's state. Underneath,
+//!   [`DatagramPeer`] is a view over that routine's state. Underneath,
 //!   [`RoutineTable`] decides which datagram goes to which routine and when (cancel-safe:
 //!   a receive can be cancelled).
 //!
@@ -39,7 +39,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::ConfigError;
 
-pub use async_client::{AsyncDatagramClient, AsyncDatagramHandler, DatagramSendError};
+pub use async_client::{AsyncDatagramHandler, DatagramPeer, DatagramSendError};
 pub use async_server::{AsyncDatagramServer, AsyncOutput, SendId};
 pub use peers::{
     Arrival, DatagramStats, PeerEvent, PeerInfo, PeerTable, Recv, RoutineError, RoutineState,

@@ -40,7 +40,7 @@ enum Step {
 /// reaches the handler as [`Received::ParseError`]. A handler error or panic is logged and
 /// ends that routine only; the peer's next routine gets a fresh handler. All user code (the
 /// factory, decoding, encoding, the handler, its `Drop`) runs contained: see
-/// [`contain`](super::contain). `service_init` and `service_teardown` are the driver's
+/// [`contain`](super::contain). `on_start` and `on_stop` are the driver's
 /// business.
 ///
 /// ```

@@ -87,6 +87,19 @@ impl Stream<RawChunks, RawBytes, bytes::Bytes, bytes::Bytes> {
     }
 }
 
+/// The JSON-lines stream protocol ([`Stream::json_lines`]) with requests of type `Req`
+/// and responses of type `Resp`, the same type unless given: where nothing else fixes the
+/// message types, name them without a turbofish.
+///
+/// ```
+/// use easynet_core::protocol::{JsonLines, Stream};
+///
+/// let proto: JsonLines<serde_json::Value> = Stream::json_lines();
+/// # let _ = proto;
+/// ```
+#[cfg(feature = "json")]
+pub type JsonLines<Req, Resp = Req> = Stream<Lines, super::Json, Req, Resp>;
+
 #[cfg(feature = "json")]
 impl<Req, Resp> Stream<Lines, super::Json, Req, Resp> {
     /// One compact JSON document per LF-terminated line, at most 64 KiB each.

@@ -73,6 +73,8 @@ pub use converter::{ConversionError, Converted, Converter, FromDto, Stapled, ToD
 pub use error::{BoxError, ConfigError, DeserializeError, ParseError, SerializeError};
 pub use framed::{Datagram, Stream};
 #[cfg(feature = "json")]
+pub use framed::JsonLines;
+#[cfg(feature = "json")]
 pub use json::Json;
 pub use length::{LengthPrefixed, LengthState, PrefixWidth};
 pub use lines::{LineState, Lines, Separator};

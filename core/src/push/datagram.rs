@@ -100,7 +100,7 @@ impl<P: DatagramServerProtocol> Encoder<P::Response> for DatagramEncoder<P> {
 /// Sends datagrams to one peer of a datagram server from anywhere, at any time; the
 /// datagram twin of [`Pusher`](super::Pusher). Get it from
 /// [`DatagramContext::pusher`](crate::handler::DatagramContext::pusher) or
-/// [`AsyncDatagramClient::pusher`](crate::datagram::AsyncDatagramClient::pusher).
+/// [`DatagramPeer::pusher`](crate::datagram::DatagramPeer::pusher).
 /// `Clone + Send + Sync`. The endpoint's push queue holds at most
 /// [`DatagramConfig::max_pending`](crate::datagram::DatagramConfig::max_pending) datagrams
 /// (all peers together); past it [`try_send`](Self::try_send) gives the message back. Once

@@ -4,7 +4,7 @@
 //!
 //! A handler gets its connection's pusher from its context
 //! ([`StreamContext::pusher`](crate::handler::StreamContext::pusher),
-//! [`AsyncClient::pusher`](crate::stream::AsyncClient::pusher)). `send` encodes the message
+//! [`StreamPeer::pusher`](crate::stream::StreamPeer::pusher)). `send` encodes the message
 //! on the caller's thread, queues it as one whole frame (frames from different pushers never
 //! interleave), and wakes the connection's driver, which moves it into the connection's write
 //! queue when that is below its high-water mark. The pusher's own queue is bounded by the

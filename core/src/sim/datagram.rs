@@ -248,7 +248,7 @@ fn local() -> SocketAddr {
 /// A whole datagram server and its peers in memory; see the [module docs](super).
 ///
 /// ```
-/// use easynet_core::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
+/// use easynet_core::datagram::{DatagramPeer, AsyncDatagramHandler};
 /// use easynet_core::handler::{ConnInfo, HandlerError};
 /// use easynet_core::protocol::Datagram;
 /// use easynet_core::sim::{DatagramSim, Faults};
@@ -257,7 +257,7 @@ fn local() -> SocketAddr {
 /// impl AsyncDatagramHandler for Upper {
 ///     type Request = String;
 ///     type Response = String;
-///     async fn handle(&mut self, client: &mut AsyncDatagramClient<String, String>) -> Result<(), HandlerError> {
+///     async fn handle(&mut self, client: &mut DatagramPeer<String, String>) -> Result<(), HandlerError> {
 ///         let text = client.recv().await?;
 ///         client.send(&text.to_uppercase()).await?;
 ///         Ok(())

@@ -200,7 +200,7 @@ pub enum Event {
     },
     /// A graceful shutdown began.
     Shutdown,
-    /// `service_teardown` ran.
+    /// `on_stop` ran.
     Teardown,
     /// The run ended.
     Stopped,

@@ -9,12 +9,12 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::{Level, Metadata, Subscriber};
 
 use crate::ConnId;
-use crate::datagram::{AsyncDatagramClient, AsyncDatagramHandler};
+use crate::datagram::{AsyncDatagramHandler, DatagramPeer};
 use crate::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerError, HandlerResult, Received, Service,
     StreamContext, StreamHandler,
 };
-use crate::stream::{AsyncClient, AsyncStreamHandler};
+use crate::stream::{AsyncStreamHandler, StreamPeer};
 
 /// One handler call, as a [`record`]ed service notes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +112,8 @@ pub struct Recorded<S> {
 impl<S: Service> Service for Recorded<S> {
     type Handler = RecordedHandler<S::Handler>;
 
-    fn service_init(&self) -> Result<(), HandlerError> {
-        self.inner.service_init()
+    fn on_start(&self) -> Result<(), HandlerError> {
+        self.inner.on_start()
     }
 
     fn new_handler(&self, info: &ConnInfo) -> Self::Handler {
@@ -124,8 +124,8 @@ impl<S: Service> Service for Recorded<S> {
         }
     }
 
-    fn service_teardown(&self) {
-        self.inner.service_teardown();
+    fn on_stop(&self) {
+        self.inner.on_stop();
     }
 }
 
@@ -198,7 +198,7 @@ impl<H: AsyncStreamHandler> AsyncStreamHandler for RecordedHandler<H> {
 
     async fn on_connection(
         &mut self,
-        client: &mut AsyncClient<H::Request, H::Response>,
+        client: &mut StreamPeer<H::Request, H::Response>,
     ) -> Result<(), HandlerError> {
         self.calls.push(self.conn, Call::Connection);
         self.inner.on_connection(client).await
@@ -206,13 +206,13 @@ impl<H: AsyncStreamHandler> AsyncStreamHandler for RecordedHandler<H> {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncClient<H::Request, H::Response>,
+        client: &mut StreamPeer<H::Request, H::Response>,
     ) -> Result<(), HandlerError> {
         self.calls.push(self.conn, Call::Handle);
         self.inner.handle(client).await
     }
 
-    async fn on_disconnection(&mut self, client: &mut AsyncClient<H::Request, H::Response>) {
+    async fn on_disconnection(&mut self, client: &mut StreamPeer<H::Request, H::Response>) {
         self.calls.push(self.conn, Call::Disconnection);
         self.inner.on_disconnection(client).await;
     }
@@ -224,7 +224,7 @@ impl<H: AsyncDatagramHandler> AsyncDatagramHandler for RecordedHandler<H> {
 
     async fn handle(
         &mut self,
-        client: &mut AsyncDatagramClient<H::Request, H::Response>,
+        client: &mut DatagramPeer<H::Request, H::Response>,
     ) -> Result<(), HandlerError> {
         self.calls.push(self.conn, Call::Handle);
         self.inner.handle(client).await

@@ -1,4 +1,4 @@
-//! [`AsyncClient`]: one connection as an async handler sees it, a runtime-agnostic view
+//! [`StreamPeer`]: one connection as an async handler sees it, a runtime-agnostic view
 //! over the core's [`Connection`](super::Connection).
 //!
 //! Its futures only look at the connection's state; the [`AsyncSession`](super::AsyncSession)
@@ -21,7 +21,7 @@ use crate::protocol::{ParseError, StreamServerProtocol};
 /// theirs (as [`HANDLER_CALLS_PER_TURN`](super::HANDLER_CALLS_PER_TURN) for portable handlers).
 const RECEIVES_PER_TURN: u32 = super::HANDLER_CALLS_PER_TURN;
 
-/// Why [`AsyncClient::recv`] returned without a request.
+/// Why [`StreamPeer::recv`] returned without a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -155,21 +155,21 @@ impl<C: ?Sized> Shared<C> {
 }
 
 /// One connection as an async handler sees it: receive requests, send responses, close.
-pub struct AsyncClient<Req, Resp> {
+pub struct StreamPeer<Req, Resp> {
     pub(crate) shared: SharedRef<Req, Resp>,
     info: Arc<ConnInfo>,
 }
 
-impl<Req, Resp> std::fmt::Debug for AsyncClient<Req, Resp> {
+impl<Req, Resp> std::fmt::Debug for StreamPeer<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncClient")
+        f.debug_struct("StreamPeer")
             .field("peer", &self.info.peer)
             .field("closing", &self.is_closing())
             .finish_non_exhaustive()
     }
 }
 
-impl<Req, Resp> AsyncClient<Req, Resp> {
+impl<Req, Resp> StreamPeer<Req, Resp> {
     pub(crate) fn new(shared: SharedRef<Req, Resp>) -> Self {
         let info = lock(&shared).info.clone();
         Self { shared, info }

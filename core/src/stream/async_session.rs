@@ -2,7 +2,7 @@
 //! as the portable [`Session`](super::Session), in the core.
 //!
 //! The handler's calls run in one future that the session owns and polls itself, inside
-//! `catch_unwind`, after every event; its [`AsyncClient`] only looks at the connection's
+//! `catch_unwind`, after every event; its [`StreamPeer`] only looks at the connection's
 //! state. No runtime is involved: a driver supplies a waker through
 //! [`Driven::poll_wake`] for what the handler awaits outside the connection (its own timers
 //! and channels), and calls [`Driven::resume`] when woken.
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use super::async_client::{AsyncClient, Shared, SharedRef, lock};
+use super::async_client::{Shared, SharedRef, StreamPeer, lock};
 use super::session::{drop_contained, log_handler_error, make_handler};
 use super::{Action, Connection, Driven, ServerRole};
 use crate::handler::{ConnInfo, HandlerError, Service};
@@ -38,7 +38,7 @@ use crate::push::CloseAsked;
 ///
 /// ```
 /// use easynet_core::handler::HandlerError;
-/// use easynet_core::stream::{AsyncClient, AsyncStreamHandler, RecvError};
+/// use easynet_core::stream::{StreamPeer, AsyncStreamHandler, RecvError};
 ///
 /// struct Echo;
 ///
@@ -46,7 +46,7 @@ use crate::push::CloseAsked;
 ///     type Request = String;
 ///     type Response = String;
 ///
-///     async fn handle(&mut self, client: &mut AsyncClient<String, String>) -> Result<(), HandlerError> {
+///     async fn handle(&mut self, client: &mut StreamPeer<String, String>) -> Result<(), HandlerError> {
 ///         match client.recv().await {
 ///             Ok(line) => client.send(&line).await?,
 ///             Err(RecvError::Parse(e)) => client.send(&format!("error: {e}")).await?,
@@ -66,7 +66,7 @@ pub trait AsyncStreamHandler: Send + 'static {
     /// Called once when the connection is ready (after the TLS handshake).
     fn on_connection(
         &mut self,
-        client: &mut AsyncClient<Self::Request, Self::Response>,
+        client: &mut StreamPeer<Self::Request, Self::Response>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         let _ = client;
         async { Ok(()) }
@@ -75,13 +75,13 @@ pub trait AsyncStreamHandler: Send + 'static {
     /// Called again and again while the connection is open; each call should receive.
     fn handle(
         &mut self,
-        client: &mut AsyncClient<Self::Request, Self::Response>,
+        client: &mut StreamPeer<Self::Request, Self::Response>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Called once when the connection ends, unless `on_connection` failed.
     fn on_disconnection(
         &mut self,
-        client: &mut AsyncClient<Self::Request, Self::Response>,
+        client: &mut StreamPeer<Self::Request, Self::Response>,
     ) -> impl Future<Output = ()> + Send {
         let _ = client;
         async {}
@@ -124,13 +124,13 @@ type HandlerFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// use easynet_core::ConnId;
 /// use easynet_core::handler::{ConnInfo, HandlerError};
 /// use easynet_core::protocol::Stream;
-/// use easynet_core::stream::{Action, AsyncClient, AsyncSession, AsyncStreamHandler, Connection, Driven, StreamConfig};
+/// use easynet_core::stream::{Action, StreamPeer, AsyncSession, AsyncStreamHandler, Connection, Driven, StreamConfig};
 ///
 /// struct Echo;
 /// impl AsyncStreamHandler for Echo {
 ///     type Request = String;
 ///     type Response = String;
-///     async fn handle(&mut self, client: &mut AsyncClient<String, String>) -> Result<(), HandlerError> {
+///     async fn handle(&mut self, client: &mut StreamPeer<String, String>) -> Result<(), HandlerError> {
 ///         let line = client.recv().await?;
 ///         client.send(&line).await?;
 ///         Ok(())
@@ -176,7 +176,7 @@ impl<P: StreamServerProtocol> AsyncSession<P> {
         let view: SharedRef<P::Request, P::Response> = shared.clone();
         let mut session = Self {
             shared,
-            handler: Some(Box::pin(rules(handler, AsyncClient::new(view)))),
+            handler: Some(Box::pin(rules(handler, StreamPeer::new(view)))),
             wake: Arc::default(),
             info,
             read_size,
@@ -353,7 +353,7 @@ fn client_budget<Req, Resp>(shared: &SharedRef<Req, Resp>) -> Option<u64> {
 /// EasyNetwork's per-connection flow for an async handler (see [`AsyncStreamHandler`]).
 async fn rules<H: AsyncStreamHandler>(
     mut handler: H,
-    mut client: AsyncClient<H::Request, H::Response>,
+    mut client: StreamPeer<H::Request, H::Response>,
 ) {
     let shared = client.shared.clone();
     if !Handshake(&shared).await {

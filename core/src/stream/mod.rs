@@ -34,7 +34,7 @@ mod role;
 mod session;
 
 pub use action::{Action, Want};
-pub use async_client::{AsyncClient, RecvError};
+pub use async_client::{RecvError, StreamPeer};
 pub use async_session::{AsyncSession, AsyncStreamHandler};
 pub use connection::Connection;
 pub use driven::Driven;

@@ -121,13 +121,13 @@ fn main() -> Result<(), BoxError> {
             workers,
         ),
         "easynet-mio-udp" => {
-            let server = easynet::mio::StandaloneUdpServer::builder(Datagram::raw(), echo::<Bytes>)
+            let server = easynet::blocking::UdpServer::builder(Datagram::raw(), echo::<Bytes>)
                 .host("127.0.0.1")
                 .port(port)
                 .build()?;
             let handle = server.handle();
             stop_on_sigterm(move || handle.shutdown(None));
-            server.serve_forever(Announce(server.handle()))?;
+            server.serve_notify(Announce(server.handle()))?;
             Ok(())
         }
         "mio-lines" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Lines, None),
@@ -153,9 +153,9 @@ fn main() -> Result<(), BoxError> {
     }
 }
 
-struct Announce(easynet::mio::ServerHandle);
+struct Announce(easynet::blocking::ServerHandle);
 
-impl easynet::mio::EventSet for Announce {
+impl easynet::blocking::EventSet for Announce {
     fn set(&self) {
         if let Some(a) = self.0.addresses().first() {
             announce(*a);
@@ -190,7 +190,7 @@ where
     T: Send + 'static,
     P: easynet::protocol::StreamServerProtocol<Request = T, Response = T>,
 {
-    let mut b = easynet::mio::StandaloneTcpServer::builder(protocol, service)
+    let mut b = easynet::blocking::TcpServer::builder(protocol, service)
         .host("127.0.0.1")
         .port(addr.port())
         .log_client_connection(false)
@@ -201,12 +201,12 @@ where
     let server = b.build()?;
     let handle = server.handle();
     stop_on_sigterm(move || handle.shutdown(None));
-    server.serve_forever(Announce(server.handle()))?;
+    server.serve_notify(Announce(server.handle()))?;
     Ok(())
 }
 
 async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), BoxError> {
-    use easynet::tokio::{AsyncTcpServer, AsyncUdpServer};
+    use easynet::aio::{AsyncTcpServer, AsyncUdpServer};
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     match which {
         "easynet-tokio-lines" | "easynet-tokio-raw" | "easynet-tokio-tls" => {
@@ -216,7 +216,7 @@ async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), 
                     server.activate().await?;
                     announce(server.addresses()[0]);
                     let s = server.clone();
-                    let run = tokio::spawn(async move { s.serve_forever(()).await });
+                    let run = tokio::spawn(async move { s.serve().await });
                     term.recv().await;
                     server.shutdown().await;
                     run.await??;
@@ -256,7 +256,7 @@ async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), 
             server.activate().await?;
             announce(server.addresses()[0]);
             let s = server.clone();
-            let run = tokio::spawn(async move { s.serve_forever(()).await });
+            let run = tokio::spawn(async move { s.serve().await });
             term.recv().await;
             server.shutdown().await;
             run.await??;

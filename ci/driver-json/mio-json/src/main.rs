@@ -7,7 +7,7 @@ use easynet_mio::core::handler::{
     ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler,
 };
 use easynet_mio::core::protocol::Stream;
-use easynet_mio::{ServerThread, StandaloneTcpServer, TcpClient};
+use easynet_mio::{ServerThread, TcpServer, TcpClient};
 
 type Msg = Vec<String>;
 
@@ -26,7 +26,7 @@ impl StreamHandler for Echo {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = StandaloneTcpServer::builder(Stream::json_lines(), |_: &ConnInfo| Echo)
+    let server = TcpServer::builder(Stream::json_lines(), |_: &ConnInfo| Echo)
         .host("127.0.0.1")
         .port(0)
         .build()?;

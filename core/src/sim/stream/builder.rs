@@ -136,7 +136,7 @@ where
         self
     }
 
-    /// The simulation, for a service of portable [`StreamHandler`]s. `service_init` has run;
+    /// The simulation, for a service of portable [`StreamHandler`]s. `on_start` has run;
     /// check [`StreamSim::is_serving`] if it can fail.
     pub fn build(self) -> StreamSim<S, P>
     where

@@ -240,13 +240,13 @@ where
         self.machine.stats()
     }
 
-    /// True while the server serves: `service_init` succeeded and no shutdown or close
+    /// True while the server serves: `on_start` succeeded and no shutdown or close
     /// has begun.
     pub fn is_serving(&self) -> bool {
         self.accepting && self.machine.is_serving()
     }
 
-    /// True once the run is over (after a shutdown, a close, or a failed `service_init`).
+    /// True once the run is over (after a shutdown, a close, or a failed `on_start`).
     pub fn is_stopped(&self) -> bool {
         !self.machine.is_running()
     }
