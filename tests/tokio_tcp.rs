@@ -261,7 +261,7 @@ async fn bind_conflict_is_a_typed_error_that_names_the_address() {
         Err(ServerError::Bind(errors)) => {
             assert_eq!(errors.len(), 1);
             assert_eq!(errors[0].addr.port(), port);
-            assert_eq!(errors[0].source.kind(), std::io::ErrorKind::AddrInUse);
+            assert_eq!(errors[0].error.kind(), std::io::ErrorKind::AddrInUse);
         }
         other => panic!("expected a bind error, got {other:?}"),
     }
@@ -285,11 +285,13 @@ async fn service_init_and_teardown_run_once_per_run() {
         }
     }
     let (inits, teardowns) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let server =
-        AsyncTcpServer::builder_with_service(Stream::lines(), Counting(inits.clone(), teardowns.clone()))
-            .host("127.0.0.1")
-            .build()
-            .unwrap();
+    let server = AsyncTcpServer::builder_with_service(
+        Stream::lines(),
+        Counting(inits.clone(), teardowns.clone()),
+    )
+    .host("127.0.0.1")
+    .build()
+    .unwrap();
     for run in 1..=2 {
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let s = server.clone();

@@ -182,8 +182,8 @@ mod on_tokio {
         // A second server on the same path: refused, and the first keeps its file.
         let other = super::on_tokio::server(UnixAddr::pathname(tmp.path()));
         match other.activate().await {
-            Err(ServerError::BindUnix { source, .. }) => {
-                assert_eq!(source.kind(), io::ErrorKind::AddrInUse)
+            Err(ServerError::BindUnix { error, .. }) => {
+                assert_eq!(error.kind(), io::ErrorKind::AddrInUse)
             }
             r => panic!("expected BindUnix, got {r:?}"),
         }
@@ -418,8 +418,8 @@ mod on_mio {
             .build()
             .unwrap();
         match server.serve() {
-            Err(ServerError::BindUnix { source, .. }) => {
-                assert_eq!(source.kind(), io::ErrorKind::AddrInUse)
+            Err(ServerError::BindUnix { error, .. }) => {
+                assert_eq!(error.kind(), io::ErrorKind::AddrInUse)
             }
             r => panic!("expected BindUnix, got {r:?}"),
         }

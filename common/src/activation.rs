@@ -30,13 +30,12 @@ pub enum ActivationError {
     #[error("LISTEN_FDS names too many descriptors: {0}")]
     TooMany(u64),
     /// A passed descriptor is not an open socket.
-    #[error("descriptor {fd} is not a socket: {source}")]
+    #[error("descriptor {fd} is not a socket: {error}")]
     NotASocket {
         /// The descriptor.
         fd: RawFd,
         /// What the OS said.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -144,11 +143,11 @@ pub unsafe fn listen_fds() -> Result<Vec<InheritedSocket>, ActivationError> {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let kind = match kind_of(&fd) {
             Ok(kind) => kind,
-            Err(source) => {
+            Err(error) => {
                 // Not what was promised: leave it open rather than close a descriptor
                 // something else may use.
                 let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
-                return Err(ActivationError::NotASocket { fd, source });
+                return Err(ActivationError::NotASocket { fd, error });
             }
         };
         let _ = SockRef::from(&fd).set_cloexec(true);

@@ -47,16 +47,7 @@ pub struct ListenOptions {
     pub reuse_port: bool,
 }
 
-/// A bind failure for one address.
-#[derive(Debug, thiserror::Error)]
-#[error("error while attempting to bind on address {addr}: {source}")]
-pub struct BindError {
-    /// The address that could not be bound.
-    pub addr: SocketAddr,
-    /// The OS error.
-    #[source]
-    pub source: io::Error,
-}
+pub use easynet_core::error::BindError;
 
 /// Resolves `host` with `port` into the sorted, de-duplicated addresses to bind.
 pub fn resolve(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
@@ -126,7 +117,7 @@ pub fn tcp_listeners(
         });
         match res {
             Ok(l) => listeners.push(l),
-            Err(source) => errors.push(BindError { addr, source }),
+            Err(error) => errors.push(BindError::new(addr, error)),
         }
     }
     if errors.is_empty() {
@@ -150,7 +141,7 @@ pub fn udp_sockets(
         });
         match res {
             Ok(s) => sockets.push(s),
-            Err(source) => errors.push(BindError { addr, source }),
+            Err(error) => errors.push(BindError::new(addr, error)),
         }
     }
     if errors.is_empty() {

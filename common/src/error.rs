@@ -2,90 +2,9 @@
 
 use std::io;
 
-use easynet_core::handler::{HandlerError, SendError};
+use easynet_core::handler::SendError;
 use easynet_core::protocol::{ParseError, SerializeError};
-
-use crate::BindError;
-
-/// Why a server could not be activated or served.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// The server was closed; it cannot be activated or served again.
-    #[error("server is closed")]
-    Closed,
-    /// Another `serve` is starting or running.
-    #[error("server is already running")]
-    AlreadyRunning,
-    /// The host could not be resolved.
-    #[error("cannot resolve host: {0}")]
-    Resolve(#[source] std::io::Error),
-    /// Binding failed on some addresses; nothing was left bound.
-    #[error("error when trying to create listeners: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Bind(Vec<BindError>),
-    /// Binding the Unix socket failed (path in use, not a socket, no permission...).
-    #[error("error while attempting to bind on address {addr}: {source}")]
-    BindUnix {
-        /// The address that could not be bound.
-        addr: easynet_core::addr::UnixAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `on_start` failed; the run did not start.
-    #[error("on_start failed: {0}")]
-    Start(#[source] HandlerError),
-    /// A listener failed with an error that is not about one connection or capacity.
-    #[error("listener failed: {0}")]
-    Listener(#[source] std::io::Error),
-}
-
-impl ServerError {
-    /// Binding the Unix socket at `addr` failed with `source`.
-    pub fn bind_unix(addr: &easynet_core::addr::UnixAddr, source: std::io::Error) -> Self {
-        ServerError::BindUnix {
-            addr: addr.clone(),
-            source,
-        }
-    }
-}
-
-impl From<easynet_core::lifecycle::ServerError> for ServerError {
-    fn from(e: easynet_core::lifecycle::ServerError) -> Self {
-        match e {
-            easynet_core::lifecycle::ServerError::AlreadyRunning => ServerError::AlreadyRunning,
-            _ => ServerError::Closed,
-        }
-    }
-}
-
-/// A builder setting is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `max_recv_size` must be strictly positive.
-    #[error("'max_recv_size' must be a strictly positive integer")]
-    MaxRecvSize,
-    /// The per-peer datagram queue bound must be at least 1.
-    #[error("'max_pending' must be a strictly positive integer")]
-    MaxPending,
-    /// A Unix server needs a path or an abstract name to bind.
-    #[error("a Unix socket server needs a path or an abstract name")]
-    NoUnixAddress,
-    /// A socket given to `from_std` is not of the server's type (a TCP server takes a
-    /// stream socket, a UDP server a datagram socket).
-    #[error("the inherited socket is not of the server's type")]
-    InheritedSocket,
-    /// `max_connections` must be at least 1.
-    #[error("'max_connections' must be a strictly positive integer")]
-    MaxConnections,
-    /// `idle_timeout` must be longer than zero.
-    #[error("'idle_timeout' must be longer than zero")]
-    IdleTimeout,
-    /// A TLS option was given without a TLS configuration.
-    #[error("{0} is only meaningful with tls")]
-    TlsOptionWithoutTls(&'static str),
-}
+pub use easynet_core::{ConfigError, ServerError};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]

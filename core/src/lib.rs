@@ -68,6 +68,7 @@
 pub mod accept;
 pub mod addr;
 pub mod datagram;
+pub mod error;
 pub mod handler;
 pub mod lifecycle;
 pub mod log_limit;
@@ -84,6 +85,8 @@ pub mod tls;
 /// The rustls this crate is built against (its types are in our API).
 #[cfg(feature = "tls")]
 pub use rustls;
+
+pub use error::{ConfigError, ServerError};
 
 /// Handle of a connection or datagram peer, unique within one server run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,7 +4,7 @@
 //! EasyNetwork's servers live in one place:
 //!
 //! - `activate` binds once; calling it again is a no-op ([`Activation::AlreadyActive`]);
-//!   after `close` it fails with [`ServerError::ServerClosed`].
+//!   after `close` it fails with [`ServerError::Closed`].
 //! - `serve` while another run is starting or serving fails with
 //!   [`ServerError::AlreadyRunning`]; it activates first if needed.
 //! - `shutdown` stops a run with a deadline and returns the server to *listening*, so it can
@@ -18,16 +18,16 @@
 //!
 //! let now = Instant::now();
 //! let mut server = Lifecycle::new();
-//! assert_eq!(server.begin_serve(), Ok(Activation::Bind)); // driver binds, then:
+//! assert!(matches!(server.begin_serve(), Ok(Activation::Bind))); // driver binds, then:
 //! server.activated();
 //! server.serving(); // on_start done, accept loops started: `is_up`
 //! assert!(server.is_serving());
-//! assert_eq!(server.begin_serve(), Err(ServerError::AlreadyRunning));
+//! assert!(matches!(server.begin_serve(), Err(ServerError::AlreadyRunning)));
 //! server.shutdown(now, Duration::from_secs(30));
 //! server.stopped();
 //! assert_eq!(server.state(), ServerState::Listening);
 //! server.close();
-//! assert_eq!(server.activate(), Err(ServerError::ServerClosed));
+//! assert!(matches!(server.activate(), Err(ServerError::Closed)));
 //! ```
 
 use std::time::{Duration, Instant};
@@ -53,17 +53,7 @@ pub enum ServerState {
     Closed,
 }
 
-/// Lifecycle misuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// The server was closed; it cannot be activated or served again.
-    #[error("server is closed")]
-    ServerClosed,
-    /// Another run is already starting or serving.
-    #[error("server is already running")]
-    AlreadyRunning,
-}
+pub use crate::error::ServerError;
 
 /// What `activate` asks of the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +121,7 @@ impl Lifecycle {
     /// Asks to bind the listeners (idempotent).
     pub fn activate(&mut self) -> Result<Activation, ServerError> {
         if self.closed {
-            return Err(ServerError::ServerClosed);
+            return Err(ServerError::Closed);
         }
         if self.bound {
             return Ok(Activation::AlreadyActive);
@@ -170,7 +160,7 @@ impl Lifecycle {
     /// Starts a serve run: fails if closed or running; otherwise says whether to bind first.
     pub fn begin_serve(&mut self) -> Result<Activation, ServerError> {
         if self.closed {
-            return Err(ServerError::ServerClosed);
+            return Err(ServerError::Closed);
         }
         if self.is_running() {
             return Err(ServerError::AlreadyRunning);
@@ -261,14 +251,14 @@ mod tests {
     fn activate_is_idempotent_and_refused_after_close() {
         let mut s = Lifecycle::new();
         assert!(!s.is_listening());
-        assert_eq!(s.activate(), Ok(Activation::Bind));
+        assert!(matches!(s.activate(), Ok(Activation::Bind)));
         s.activated();
         assert!(s.is_listening());
-        assert_eq!(s.activate(), Ok(Activation::AlreadyActive));
+        assert!(matches!(s.activate(), Ok(Activation::AlreadyActive)));
         assert!(s.close());
         assert!(!s.close());
-        assert_eq!(s.activate(), Err(ServerError::ServerClosed));
-        assert_eq!(s.begin_serve(), Err(ServerError::ServerClosed));
+        assert!(matches!(s.activate(), Err(ServerError::Closed)));
+        assert!(matches!(s.begin_serve(), Err(ServerError::Closed)));
         assert_eq!(s.state(), ServerState::Closed);
     }
 
@@ -276,9 +266,9 @@ mod tests {
     fn serve_after_activate_does_not_rebind_and_can_serve_again_after_shutdown() {
         let now = Instant::now();
         let mut s = Lifecycle::new();
-        assert_eq!(s.activate(), Ok(Activation::Bind));
+        assert!(matches!(s.activate(), Ok(Activation::Bind)));
         s.activated();
-        assert_eq!(s.begin_serve(), Ok(Activation::AlreadyActive));
+        assert!(matches!(s.begin_serve(), Ok(Activation::AlreadyActive)));
         assert!(!s.is_serving(), "not serving during setup");
         s.serving();
         assert!(s.is_serving());
@@ -300,7 +290,7 @@ mod tests {
         s.stopped();
         assert_eq!(s.state(), ServerState::Listening);
         assert!(s.is_listening(), "addresses stay reported after shutdown");
-        assert_eq!(s.begin_serve(), Ok(Activation::AlreadyActive));
+        assert!(matches!(s.begin_serve(), Ok(Activation::AlreadyActive)));
     }
 
     #[test]
@@ -341,8 +331,8 @@ mod tests {
     #[test]
     fn already_running_during_setup() {
         let mut s = Lifecycle::new();
-        assert_eq!(s.begin_serve(), Ok(Activation::Bind));
-        assert_eq!(s.begin_serve(), Err(ServerError::AlreadyRunning));
+        assert!(matches!(s.begin_serve(), Ok(Activation::Bind)));
+        assert!(matches!(s.begin_serve(), Err(ServerError::AlreadyRunning)));
     }
 
     #[test]
@@ -359,7 +349,7 @@ mod tests {
             ServerState::Serving,
             "existing connections are still served"
         );
-        assert_eq!(s.begin_serve(), Err(ServerError::ServerClosed));
+        assert!(matches!(s.begin_serve(), Err(ServerError::Closed)));
         s.stopped();
         assert_eq!(s.state(), ServerState::Closed);
     }
@@ -367,7 +357,7 @@ mod tests {
     #[test]
     fn deactivated_server_binds_again_on_the_next_run() {
         let mut s = Lifecycle::new();
-        assert_eq!(s.begin_serve(), Ok(Activation::Bind));
+        assert!(matches!(s.begin_serve(), Ok(Activation::Bind)));
         s.activated();
         s.serving();
         let _ = s.shutdown(Instant::now(), Duration::ZERO);
@@ -375,13 +365,13 @@ mod tests {
         s.deactivated();
         assert!(!s.is_listening());
         assert_eq!(s.state(), ServerState::Created);
-        assert_eq!(s.begin_serve(), Ok(Activation::Bind));
+        assert!(matches!(s.begin_serve(), Ok(Activation::Bind)));
     }
 
     #[test]
     fn failed_bind_leaves_nothing_bound() {
         let mut s = Lifecycle::new();
-        assert_eq!(s.begin_serve(), Ok(Activation::Bind));
+        assert!(matches!(s.begin_serve(), Ok(Activation::Bind)));
         s.activation_failed();
         s.stopped();
         assert_eq!(s.state(), ServerState::Created);

@@ -50,10 +50,10 @@ pub struct TlsInfo {
 pub enum TlsError {
     /// rustls rejected the peer's data or the configuration.
     #[error("TLS error: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
     /// Reading TLS records failed (a record larger than rustls accepts, say).
     #[error("TLS I/O error: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
     /// A client's first bytes from the server are not the start of a TLS record (holds
     /// the first bytes, 16 at most).
     #[error("the peer does not speak TLS (it sent {0:?})")]
@@ -348,5 +348,13 @@ impl TlsSession {
                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                 .unwrap_or_default(),
         }
+    }
+}
+
+// The causes are in the messages, so they are not `source`s (a chain printer would
+// print them twice): `From` by hand instead of `#[from]`.
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
     }
 }

@@ -43,7 +43,7 @@ fn events(server: &mut Server) -> Vec<Event> {
 }
 
 fn serving(server: &mut Server, hooks: &Hooks) {
-    assert_eq!(server.begin_run(), Ok(Activation::Bind));
+    assert!(matches!(server.begin_run(), Ok(Activation::Bind)));
     server.activated();
     server.init(hooks).unwrap();
     server.serving();
@@ -79,7 +79,7 @@ fn shutdown_fans_out_one_deadline_then_teardown_after_the_last_connection() {
     assert_eq!(server.state(), ServerState::Listening);
     assert_eq!(hooks.teardown.load(Ordering::Relaxed), 1);
     // And it can serve again.
-    assert_eq!(server.begin_run(), Ok(Activation::AlreadyActive));
+    assert!(matches!(server.begin_run(), Ok(Activation::AlreadyActive)));
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn close_serves_accepted_connections_to_their_end() {
     server.teardown_done();
     assert_eq!(events(&mut server), [Event::Stopped]);
     assert_eq!(server.state(), ServerState::Closed);
-    assert_eq!(server.begin_run(), Err(ServerError::ServerClosed));
+    assert!(matches!(server.begin_run(), Err(ServerError::Closed)));
 }
 
 #[test]
@@ -127,16 +127,15 @@ fn a_failing_or_panicking_init_ends_the_run_without_teardown() {
         },
     ] {
         let mut server = Server::new(Duration::from_secs(30));
-        assert_eq!(server.begin_run(), Ok(Activation::Bind));
+        assert!(matches!(server.begin_run(), Ok(Activation::Bind)));
         server.activated();
         let err = server.init(&hooks).unwrap_err();
         assert!(!err.to_string().is_empty());
         assert_eq!(events(&mut server), [Event::Stopped]);
         assert!(!server.is_running());
         assert_eq!(hooks.teardown.load(Ordering::Relaxed), 0);
-        assert_eq!(
-            server.begin_run(),
-            Ok(Activation::AlreadyActive),
+        assert!(
+            matches!(server.begin_run(), Ok(Activation::AlreadyActive)),
             "can try again"
         );
     }
@@ -158,7 +157,10 @@ fn a_second_run_is_refused_while_one_is_going_and_ids_stay_unique_across_runs() 
     let hooks = Hooks::default();
     let mut server = Server::new(Duration::from_secs(30));
     serving(&mut server, &hooks);
-    assert_eq!(server.begin_run(), Err(ServerError::AlreadyRunning));
+    assert!(matches!(
+        server.begin_run(),
+        Err(ServerError::AlreadyRunning)
+    ));
     let first = server.accepted();
     server.closed(first);
     server.shutdown(t0);

@@ -32,7 +32,9 @@ use super::{BoxError, Decode, DeserializeError, Encode, SerializeError};
 /// let e = ConversionError::with_source("bad port", "99999".parse::<u16>().unwrap_err());
 /// assert_eq!(e.message(), "bad port");
 /// assert_eq!(e.to_string(), "bad port: number too large to fit in target type");
-/// assert!(std::error::Error::source(&e).is_some());
+/// assert!(e.cause().is_some());
+/// // The cause is in the message, so it is not also the `source` (printed once).
+/// assert!(std::error::Error::source(&e).is_none());
 /// ```
 #[derive(Debug)]
 pub struct ConversionError {
@@ -61,6 +63,12 @@ impl ConversionError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The error that caused it, if one was given. Its text is already in this error's
+    /// message, so it is not returned by `source`.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
 }
 
 impl fmt::Display for ConversionError {
@@ -73,11 +81,7 @@ impl fmt::Display for ConversionError {
     }
 }
 
-impl std::error::Error for ConversionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as _)
-    }
-}
+impl std::error::Error for ConversionError {}
 
 /// Turns a domain value `T` into the DTO sent on the wire.
 pub trait ToDto<T>: Clone + Send + Sync + 'static {
@@ -368,10 +372,7 @@ mod tests {
                 "{e}"
             );
         }
-        assert_eq!(
-            errs[0].to_string(),
-            "invalid message: cannot convert the received DTO: odd"
-        );
+        assert_eq!(errs[0].to_string(), "cannot convert the received DTO: odd");
         assert!(
             errs[1]
                 .to_string()

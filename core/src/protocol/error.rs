@@ -32,7 +32,7 @@ pub enum ParseError {
         got: usize,
     },
     /// A complete frame was received but its payload is not a valid message.
-    #[error("invalid message: {0}")]
+    #[error(transparent)]
     Deserialize(#[from] DeserializeError),
 }
 
@@ -42,23 +42,23 @@ pub enum ParseError {
 pub enum DeserializeError {
     /// The payload is not valid UTF-8.
     #[error("invalid UTF-8: {0}")]
-    Utf8(#[from] std::str::Utf8Error),
+    Utf8(std::str::Utf8Error),
     /// The payload is not the expected JSON document.
     #[cfg(feature = "json")]
     #[error("invalid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// The payload is not the expected CBOR item.
     #[cfg(feature = "cbor")]
     #[error("invalid CBOR: {0}")]
-    Cbor(#[from] ciborium::de::Error<std::io::Error>),
+    Cbor(ciborium::de::Error<std::io::Error>),
     /// The payload is not the expected MessagePack value.
     #[cfg(feature = "msgpack")]
     #[error("invalid MessagePack: {0}")]
-    MessagePack(#[from] rmp_serde::decode::Error),
+    MessagePack(rmp_serde::decode::Error),
     /// The payload is not valid base64.
     #[cfg(feature = "base64")]
     #[error("invalid base64: {0}")]
-    Base64(#[from] ::base64::DecodeError),
+    Base64(::base64::DecodeError),
     /// The checksum or HMAC signature of a base64 payload does not match (EasyNetwork's
     /// "Invalid token").
     #[cfg(feature = "base64-checksum")]
@@ -67,7 +67,7 @@ pub enum DeserializeError {
     /// The payload is not a valid compressed stream (corrupt, truncated, trailing bytes).
     #[cfg(any(feature = "zlib", feature = "zstd"))]
     #[error("cannot decompress: {0}")]
-    Decompress(#[source] std::io::Error),
+    Decompress(std::io::Error),
     /// The payload decodes to more bytes than allowed (a decompression bomb, for example).
     /// Decoding stopped at the limit: nothing past it was allocated.
     #[error("decoded payload exceeds the limit of {limit} bytes (at least {got} bytes)")]
@@ -80,7 +80,7 @@ pub enum DeserializeError {
     /// A converter rejected the decoded DTO.
     #[cfg(feature = "converter")]
     #[error("cannot convert the received DTO: {0}")]
-    Conversion(#[from] super::ConversionError),
+    Conversion(super::ConversionError),
     /// A custom serializer rejected the payload.
     #[error("{0}")]
     Other(BoxError),
@@ -101,56 +101,97 @@ pub enum SerializeError {
     /// The message could not be encoded as JSON.
     #[cfg(feature = "json")]
     #[error("cannot encode JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// The message could not be encoded as CBOR.
     #[cfg(feature = "cbor")]
     #[error("cannot encode CBOR: {0}")]
-    Cbor(#[from] ciborium::ser::Error<std::io::Error>),
+    Cbor(ciborium::ser::Error<std::io::Error>),
     /// The message could not be encoded as MessagePack.
     #[cfg(feature = "msgpack")]
     #[error("cannot encode MessagePack: {0}")]
-    MessagePack(#[from] rmp_serde::encode::Error),
+    MessagePack(rmp_serde::encode::Error),
     /// The compressor failed.
     #[cfg(any(feature = "zlib", feature = "zstd"))]
     #[error("cannot compress: {0}")]
-    Compress(#[source] std::io::Error),
+    Compress(std::io::Error),
     /// A converter could not turn the message into its DTO.
     #[cfg(feature = "converter")]
     #[error("cannot convert the message to its DTO: {0}")]
-    Conversion(#[from] super::ConversionError),
+    Conversion(super::ConversionError),
     /// A custom serializer failed.
     #[error("{0}")]
     Other(BoxError),
 }
 
-/// A protocol was configured with values that cannot work; raised when it is built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A limit or size must be strictly positive.
-    #[error("{what} must be strictly positive")]
-    Zero {
-        /// The name of the setting.
-        what: &'static str,
-    },
-    /// A setting is outside the range its codec accepts.
-    #[error("{what} must be between {min} and {max}, got {got}")]
-    OutOfRange {
-        /// The name of the setting.
-        what: &'static str,
-        /// The smallest accepted value.
-        min: i64,
-        /// The largest accepted value.
-        max: i64,
-        /// The value given.
-        got: i64,
-    },
-    /// The maximum frame length does not fit in the length prefix.
-    #[error("maximum length {max} does not fit in a {width_bytes}-byte length prefix")]
-    MaxExceedsPrefix {
-        /// The requested maximum.
-        max: usize,
-        /// The width of the prefix in bytes.
-        width_bytes: usize,
-    },
+pub use crate::error::ConfigError;
+
+// The causes are in the messages, so they are not `source`s (a chain printer would
+// print them twice): `From` by hand instead of `#[from]`.
+impl From<std::str::Utf8Error> for DeserializeError {
+    fn from(e: std::str::Utf8Error) -> Self {
+        DeserializeError::Utf8(e)
+    }
+}
+
+#[cfg(feature = "json")]
+impl From<serde_json::Error> for DeserializeError {
+    fn from(e: serde_json::Error) -> Self {
+        DeserializeError::Json(e)
+    }
+}
+
+#[cfg(feature = "cbor")]
+impl From<ciborium::de::Error<std::io::Error>> for DeserializeError {
+    fn from(e: ciborium::de::Error<std::io::Error>) -> Self {
+        DeserializeError::Cbor(e)
+    }
+}
+
+#[cfg(feature = "msgpack")]
+impl From<rmp_serde::decode::Error> for DeserializeError {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        DeserializeError::MessagePack(e)
+    }
+}
+
+#[cfg(feature = "base64")]
+impl From<::base64::DecodeError> for DeserializeError {
+    fn from(e: ::base64::DecodeError) -> Self {
+        DeserializeError::Base64(e)
+    }
+}
+
+#[cfg(feature = "converter")]
+impl From<super::ConversionError> for DeserializeError {
+    fn from(e: super::ConversionError) -> Self {
+        DeserializeError::Conversion(e)
+    }
+}
+
+#[cfg(feature = "json")]
+impl From<serde_json::Error> for SerializeError {
+    fn from(e: serde_json::Error) -> Self {
+        SerializeError::Json(e)
+    }
+}
+
+#[cfg(feature = "cbor")]
+impl From<ciborium::ser::Error<std::io::Error>> for SerializeError {
+    fn from(e: ciborium::ser::Error<std::io::Error>) -> Self {
+        SerializeError::Cbor(e)
+    }
+}
+
+#[cfg(feature = "msgpack")]
+impl From<rmp_serde::encode::Error> for SerializeError {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        SerializeError::MessagePack(e)
+    }
+}
+
+#[cfg(feature = "converter")]
+impl From<super::ConversionError> for SerializeError {
+    fn from(e: super::ConversionError) -> Self {
+        SerializeError::Conversion(e)
+    }
 }

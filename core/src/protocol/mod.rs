@@ -71,9 +71,9 @@ pub use cbor::Cbor;
 #[cfg(feature = "converter")]
 pub use converter::{ConversionError, Converted, Converter, FromDto, Stapled, ToDto};
 pub use error::{BoxError, ConfigError, DeserializeError, ParseError, SerializeError};
-pub use framed::{Datagram, Stream};
 #[cfg(feature = "json")]
 pub use framed::JsonLines;
+pub use framed::{Datagram, Stream};
 #[cfg(feature = "json")]
 pub use json::Json;
 pub use length::{LengthPrefixed, LengthState, PrefixWidth};

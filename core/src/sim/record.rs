@@ -89,7 +89,7 @@ impl Calls {
 /// assert_eq!(calls.of(ConnId(1)), [
 ///     Call::Connection,
 ///     Call::Request("\"hi\"".into()),
-///     Call::ParseError("invalid message: invalid UTF-8: invalid utf-8 sequence of 1 bytes from index 0".into()),
+///     Call::ParseError("invalid UTF-8: invalid utf-8 sequence of 1 bytes from index 0".into()),
 ///     Call::Disconnection,
 /// ]);
 /// ```

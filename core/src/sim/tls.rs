@@ -42,10 +42,10 @@ use rustls::pki_types::{PrivateKeyDer, ServerName};
 pub enum SimTlsError {
     /// The certificate could not be generated.
     #[error("cannot generate the certificate: {0}")]
-    Certificate(#[from] rcgen::Error),
+    Certificate(rcgen::Error),
     /// rustls refused the configuration (the provider lacks what it needs, say).
     #[error("invalid TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
 }
 
 /// A fresh self-signed certificate for `localhost`: a server config serving it, a client
@@ -75,4 +75,18 @@ pub fn self_signed(
         .with_no_client_auth();
     let name = ServerName::try_from("localhost").expect("a valid DNS name");
     Ok((Arc::new(server), Arc::new(client), name))
+}
+
+// The causes are in the messages, so they are not `source`s (a chain printer would
+// print them twice): `From` by hand instead of `#[from]`.
+impl From<rcgen::Error> for SimTlsError {
+    fn from(e: rcgen::Error) -> Self {
+        SimTlsError::Certificate(e)
+    }
+}
+
+impl From<rustls::Error> for SimTlsError {
+    fn from(e: rustls::Error) -> Self {
+        SimTlsError::Config(e)
+    }
 }
