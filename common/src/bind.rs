@@ -1,19 +1,39 @@
 //! Listener sockets: host forms, resolution and socket options, built with socket2.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// Where a server listens: one name, several, or every interface.
+/// Where a server listens: a name, an IP address, a socket address, several of those, or
+/// every interface. Builders' `host` takes anything that converts: `"localhost"`,
+/// `"::1"`, an [`IpAddr`], a [`SocketAddr`], a `Vec` or array of them.
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+/// use easynet_common::{resolve, Host};
+///
+/// let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// assert_eq!(resolve(&Host::from(ip), 9000).unwrap(), [SocketAddr::new(ip, 9000)]);
+/// // A socket address keeps its own port.
+/// let sa = SocketAddr::new(ip, 7000);
+/// assert_eq!(resolve(&Host::from(sa), 9000).unwrap(), [sa]);
+/// let both = Host::from(vec![Host::from(sa), Host::from("127.0.0.1")]);
+/// assert_eq!(resolve(&both, 9000).unwrap().len(), 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Host {
     /// Every interface: `0.0.0.0` and `::` (one listener each).
     All,
     /// One host name or address; a name may resolve to several addresses.
     Name(String),
-    /// Several names; results are de-duplicated and sorted, one listener per address.
-    List(Vec<String>),
+    /// One IP address, with the builder's port.
+    Ip(IpAddr),
+    /// One socket address, bound as is: its port, not the builder's.
+    Addr(SocketAddr),
+    /// Several hosts; results are de-duplicated and sorted, one listener per address.
+    List(Vec<Host>),
 }
 
 impl From<&str> for Host {
@@ -32,9 +52,45 @@ impl From<String> for Host {
     }
 }
 
-impl<S: Into<String>> From<Vec<S>> for Host {
-    fn from(names: Vec<S>) -> Self {
-        Host::List(names.into_iter().map(Into::into).collect())
+impl From<&String> for Host {
+    fn from(name: &String) -> Self {
+        Host::from(name.as_str())
+    }
+}
+
+impl From<IpAddr> for Host {
+    fn from(ip: IpAddr) -> Self {
+        Host::Ip(ip)
+    }
+}
+
+impl From<Ipv4Addr> for Host {
+    fn from(ip: Ipv4Addr) -> Self {
+        Host::Ip(ip.into())
+    }
+}
+
+impl From<Ipv6Addr> for Host {
+    fn from(ip: Ipv6Addr) -> Self {
+        Host::Ip(ip.into())
+    }
+}
+
+impl From<SocketAddr> for Host {
+    fn from(addr: SocketAddr) -> Self {
+        Host::Addr(addr)
+    }
+}
+
+impl<H: Into<Host>> From<Vec<H>> for Host {
+    fn from(hosts: Vec<H>) -> Self {
+        Host::List(hosts.into_iter().map(Into::into).collect())
+    }
+}
+
+impl<H: Into<Host>, const N: usize> From<[H; N]> for Host {
+    fn from(hosts: [H; N]) -> Self {
+        Host::List(hosts.into_iter().map(Into::into).collect())
     }
 }
 
@@ -51,20 +107,8 @@ pub use easynet_core::error::BindError;
 
 /// Resolves `host` with `port` into the sorted, de-duplicated addresses to bind.
 pub fn resolve(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let mut addrs: Vec<SocketAddr> = match host {
-        Host::All => vec![
-            SocketAddr::from(([0, 0, 0, 0], port)),
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
-        ],
-        Host::Name(name) => (name.as_str(), port).to_socket_addrs()?.collect(),
-        Host::List(names) => {
-            let mut all = Vec::new();
-            for name in names {
-                all.extend((name.as_str(), port).to_socket_addrs()?);
-            }
-            all
-        }
-    };
+    let mut addrs = Vec::new();
+    resolve_into(host, port, &mut addrs)?;
     addrs.sort();
     addrs.dedup();
     if addrs.is_empty() {
@@ -74,6 +118,24 @@ pub fn resolve(host: &Host, port: u16) -> io::Result<Vec<SocketAddr>> {
         ));
     }
     Ok(addrs)
+}
+
+fn resolve_into(host: &Host, port: u16, addrs: &mut Vec<SocketAddr>) -> io::Result<()> {
+    match host {
+        Host::All => addrs.extend([
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        ]),
+        Host::Name(name) => addrs.extend((name.as_str(), port).to_socket_addrs()?),
+        Host::Ip(ip) => addrs.push(SocketAddr::new(*ip, port)),
+        Host::Addr(addr) => addrs.push(*addr),
+        Host::List(hosts) => {
+            for host in hosts {
+                resolve_into(host, port, addrs)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn socket(addr: SocketAddr, ty: Type, protocol: Protocol, reuse_port: bool) -> io::Result<Socket> {

@@ -386,14 +386,17 @@ macro_rules! unix_stream_setters {
 #[macro_export]
 macro_rules! listen_setters {
     ($settings:ident) => {
-        /// Listens on one host name or address (may resolve to several addresses).
+        /// Listens on a host: a name or address string (a name may resolve to several
+        /// addresses), an `IpAddr`, a `SocketAddr` (bound with its own port), or a `Vec`
+        /// or array of those. Default `"localhost"`.
         pub fn host(mut self, host: impl Into<$crate::Host>) -> Self {
             self.$settings.listen.host = host.into();
             self
         }
 
-        /// Listens on several hosts, one socket per resolved address (de-duplicated, sorted).
-        pub fn hosts<I: IntoIterator<Item = T>, T: Into<String>>(mut self, hosts: I) -> Self {
+        /// Listens on several hosts (anything [`host`](Self::host) takes), one socket per
+        /// resolved address (de-duplicated, sorted).
+        pub fn hosts<I: IntoIterator<Item = T>, T: Into<$crate::Host>>(mut self, hosts: I) -> Self {
             self.$settings.listen.host =
                 $crate::Host::List(hosts.into_iter().map(Into::into).collect());
             self
