@@ -23,6 +23,27 @@ pub use easynet_core::{rustls, tls};
 pub mod guide;
 pub mod prelude;
 
+/// `use easynet::*` brings nothing named `tokio` or `mio` into scope, so the runtime's
+/// attribute and the crates keep their names:
+///
+/// ```no_run
+/// use easynet::*;
+///
+/// #[tokio::main]
+/// async fn main() {
+///     let _server = aio::AsyncTcpServer::builder(protocol::Stream::lines(), |_| Echo)
+///         .host("127.0.0.1")
+///         .build()
+///         .unwrap();
+///     tokio::task::yield_now().await;
+/// }
+/// # struct Echo;
+/// # impl handler::StreamHandler for Echo { type Request = String; type Response = String;
+/// #   fn handle(&mut self, _: &mut handler::StreamContext<'_, String>, _: handler::Received<String>) -> handler::HandlerResult { Ok(handler::Next::recv()) } }
+/// ```
+#[cfg(all(doctest, feature = "tokio"))]
+pub struct GlobImportDoctest;
+
 /// The blocking servers and clients (the mio driver, crate `easynet-mio`): `serve` runs
 /// the server on the calling thread. Named after what it is rather than its event loop, so
 /// that `use easynet::*` does not shadow the `mio` crate.

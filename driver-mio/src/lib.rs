@@ -1,10 +1,49 @@
-//! Blocking ("standalone") easynet servers and clients on a mio event loop.
+//! Blocking easynet servers and clients on a mio event loop.
 //!
-//! [`TcpServer`] is EasyNetwork's StandaloneTCPNetworkServer: `serve`
-//! blocks the calling thread on a mio event loop that moves bytes between sockets and the
-//! core's [`Session`](easynet_core::stream::Session)s, which run the portable handlers (the
-//! same handler values the tokio driver runs). A [`ServerHandle`] (`Send + Sync + Clone`)
-//! stops it from any thread through a `mio::Waker`.
+//! A server's [`serve`](TcpServer::serve) runs the server on the calling thread: a mio
+//! event loop moves bytes between the sockets and the core's
+//! [`Session`](easynet_core::stream::Session)s, which run your portable handlers (the same
+//! handler values the tokio driver runs). [`ServerThread`] runs a server on a thread of
+//! its own and returns once it serves; a [`ServerHandle`] (`Send + Sync + Clone`) shuts it
+//! down from any thread. The clients ([`TcpClient`], [`UdpClient`], ...) block on each call.
+//!
+//! Handlers run on the event loop: a handler that blocks (a long computation, a blocking
+//! call, a sleep) stalls every connection of that loop. Hand such work to a thread of your
+//! own, or use the tokio driver's async handlers.
+//!
+//! # Quick start
+//!
+//! ```
+//! use easynet_mio::{ServerThread, TcpClient, TcpServer};
+//! use easynet_core::handler::{HandlerResult, Next, Received, StreamContext, StreamHandler};
+//! use easynet_core::protocol::Stream;
+//!
+//! struct Upper;
+//!
+//! impl StreamHandler for Upper {
+//!     type Request = String;
+//!     type Response = String;
+//!
+//!     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+//!         if let Received::Request(line) = r {
+//!             cx.send(&line.to_uppercase())?;
+//!         }
+//!         Ok(Next::recv())
+//!     }
+//! }
+//!
+//! let server = TcpServer::builder(Stream::lines(), |_| Upper)
+//!     .host("127.0.0.1") // port 0 (the default): the system picks one
+//!     .build()?;
+//! let mut thread = ServerThread::start(server)?; // or `server.serve()` on this thread
+//!
+//! let mut client = TcpClient::connect(thread.addresses()[0], Stream::lines())?;
+//! client.send(&"hello".to_owned())?;
+//! assert_eq!(client.recv()?, "HELLO");
+//! client.close();
+//! thread.join(None)?; // graceful shutdown
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Running on N cores
 //!

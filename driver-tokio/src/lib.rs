@@ -1,11 +1,60 @@
 //! Async easynet servers and clients on tokio.
 //!
-//! [`AsyncTcpServer`] is EasyNetwork's AsyncTCPNetworkServer: a builder for the listening
-//! options (host forms, port 0, backlog, reuse_port, max_recv_size, TLS with its timeouts),
-//! `activate`, `serve` (or `serve_with_shutdown`), `shutdown`, `close`. Each
-//! connection is one tokio task that moves bytes between its socket and the core's
-//! [`Session`](easynet_core::stream::Session), which runs the portable handler; there is no
-//! second state machine here.
+//! A server ([`AsyncTcpServer`], [`AsyncUdpServer`], the Unix ones) is built from a protocol
+//! and a handler factory, then [`serve`](AsyncTcpServer::serve)d on the current runtime
+//! (or [`serve_with_shutdown`](AsyncTcpServer::serve_with_shutdown) until a signal) and
+//! stopped with [`shutdown`](AsyncTcpServer::shutdown); it is `Clone`, every clone the same
+//! server. Each connection is one tokio task that moves bytes between its socket and the
+//! core's [`Session`](easynet_core::stream::Session), which runs the handler.
+//!
+//! Two kinds of handlers: portable ones (`StreamHandler`, `DatagramHandler`) are plain
+//! functions called on the connection's task, so they must not block or run long (that
+//! task, and on a `current_thread` runtime every connection, waits); async ones
+//! ([`AsyncStreamHandler`], [`AsyncDatagramHandler`]) `await` freely on a
+//! [`StreamPeer`] / [`DatagramPeer`].
+//!
+//! # Quick start
+//!
+//! ```
+//! use easynet_tokio::{AsyncTcpClient, AsyncTcpServer};
+//! use easynet_core::handler::{HandlerResult, Next, Received, StreamContext, StreamHandler};
+//! use easynet_core::protocol::Stream;
+//!
+//! struct Upper;
+//!
+//! impl StreamHandler for Upper {
+//!     type Request = String;
+//!     type Response = String;
+//!
+//!     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+//!         if let Received::Request(line) = r {
+//!             cx.send(&line.to_uppercase())?;
+//!         }
+//!         Ok(Next::recv())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = AsyncTcpServer::builder(Stream::lines(), |_| Upper)
+//!     .host("127.0.0.1") // port 0 (the default): the system picks one
+//!     .build()?;
+//! server.activate().await?; // bind now, to learn the address
+//! let addr = server.addresses()[0];
+//! let running = tokio::spawn({
+//!     let server = server.clone();
+//!     async move { server.serve().await }
+//! });
+//!
+//! let mut client = AsyncTcpClient::connect(addr, Stream::lines()).await?;
+//! client.send(&"hello".to_owned()).await?;
+//! assert_eq!(client.recv().await?, "HELLO");
+//! client.close().await;
+//!
+//! server.shutdown().await; // graceful
+//! running.await??;
+//! # Ok(()) }
+//! ```
 //!
 //! # Running on N cores
 //!

@@ -15,6 +15,7 @@
 //! 10. [`operations`]: limits, counters, socket activation, certificate rotation,
 //!     restarts.
 //! 11. [`writing_a_driver`]: running the sans-IO core in an event loop of your own.
+//! 12. [`from_easynetwork`]: every name of EasyNetwork's servers API and its easynet name.
 
 #[doc = include_str!("quick_start.md")]
 #[cfg(all(feature = "tokio", feature = "mio", feature = "json"))]
@@ -69,3 +70,8 @@ pub mod operations {}
 
 #[doc = include_str!("writing_a_driver.md")]
 pub mod writing_a_driver {}
+
+#[doc = include_str!("from_easynetwork.md")]
+#[cfg(feature = "mio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
+pub mod from_easynetwork {}
