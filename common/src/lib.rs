@@ -1,5 +1,10 @@
 //! What the easynet drivers share: host forms and listener sockets built with socket2, and
-//! the [`EventSet`] that `serve` signals when a server is up.
+//! the [`EventSet`] that `serve_notify` signals when a server is up.
+//!
+//! Applications use these types through `easynet-tokio`, `easynet-mio` or the `easynet`
+//! facade, which re-export them. The socket helpers (`tcp_listeners`, `start_connect`,
+//! `recv_from_with_drops`, ...) are public for third-party drivers; the builder setter
+//! macros the two drivers share are hidden and not part of the API.
 //!
 //! ```
 //! use easynet_common::{Host, resolve};

@@ -333,6 +333,7 @@ fn inherited_dup(socket: &socket2::Socket) -> Result<std::os::fd::OwnedFd, crate
 /// Setter methods for a Unix server builder with a `settings` field holding
 /// `addr: Option<UnixAddr>` and `shutdown_timeout`.
 #[macro_export]
+#[doc(hidden)]
 macro_rules! unix_setters {
     ($settings:ident) => {
         /// Binds this filesystem path. A socket file nobody listens on is replaced; a path
@@ -375,6 +376,7 @@ macro_rules! unix_setters {
 
 /// Setter methods for a Unix stream builder with a `settings: UnixStreamSettings` field.
 #[macro_export]
+#[doc(hidden)]
 macro_rules! unix_stream_setters {
     ($settings:ident) => {
         $crate::unix_setters!($settings);
@@ -384,6 +386,7 @@ macro_rules! unix_stream_setters {
 
 /// Setter methods for a builder with a `settings` field holding a `listen: Listen`.
 #[macro_export]
+#[doc(hidden)]
 macro_rules! listen_setters {
     ($settings:ident) => {
         /// Listens on a host: a name or address string (a name may resolve to several
@@ -444,6 +447,7 @@ macro_rules! listen_setters {
 
 /// The stream setters TCP and Unix builders share.
 #[macro_export]
+#[doc(hidden)]
 macro_rules! stream_setters {
     ($settings:ident) => {
         /// The listen backlog; default 100.
@@ -501,6 +505,7 @@ macro_rules! stream_setters {
 
 /// Setter methods for a TCP builder with a `settings: TcpSettings` field.
 #[macro_export]
+#[doc(hidden)]
 macro_rules! tcp_setters {
     ($settings:ident) => {
         $crate::listen_setters!($settings);

@@ -150,7 +150,7 @@ async def run_server(args: argparse.Namespace) -> None:
         server = AsyncUDPNetworkServer("127.0.0.1", 0, DatagramProtocol(serializer), DatagramEcho())
     async with server:
         is_up = asyncio.Event()
-        serving = asyncio.create_task(server.serve_notify(is_up_event=is_up))
+        serving = asyncio.create_task(server.serve_forever(is_up_event=is_up))
         await asyncio.wait_for(is_up.wait(), 30)
         emit("listening", port=server.get_addresses()[0].port)
         # The test closes our standard input to stop us (or dies, which closes it too).
