@@ -23,7 +23,7 @@
 //!
 //! let now = Instant::now();
 //! let mut server = Server::new(Duration::from_secs(30));
-//! assert_eq!(server.begin_run(), Ok(Activation::Bind)); // the driver binds one listener
+//! assert!(matches!(server.begin_run(), Ok(Activation::Bind))); // the driver binds one listener
 //! server.activated();
 //! assert!(server.init(&|_: &easynet_core::handler::ConnInfo| ()).is_ok());
 //! server.serving();

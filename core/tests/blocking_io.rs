@@ -433,7 +433,7 @@ impl Server {
 impl TlsPeer {
     fn new(id: &Identity) -> Self {
         let (script, log) = Script::echo();
-        let mut sim = StreamSim::builder(script, Stream::lines())
+        let mut sim = StreamSim::builder_with_service(Stream::lines(), script)
             .tls(id.server_config(), id.client_config(), localhost())
             .build();
         let raw = sim.connect_raw();

@@ -41,7 +41,7 @@ fn idle_config() -> StreamConfig {
 
 #[test]
 fn a_silent_connection_is_closed_gracefully_at_the_idle_timeout_and_no_earlier() {
-    let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Echo)
         .config(idle_config())
         .build();
     let silent = sim.connect();
@@ -51,7 +51,7 @@ fn a_silent_connection_is_closed_gracefully_at_the_idle_timeout_and_no_earlier()
 
 #[test]
 fn each_byte_restarts_the_idle_timeout_and_talkers_are_kept() {
-    let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Echo)
         .config(idle_config())
         .build();
     let trickle = sim.connect();
@@ -75,7 +75,7 @@ fn each_byte_restarts_the_idle_timeout_and_talkers_are_kept() {
 
 #[test]
 fn requests_read_before_the_idle_timeout_are_answered_before_the_close() {
-    let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Echo)
         .config(idle_config())
         .build();
     let c = sim.connect();
@@ -106,7 +106,7 @@ impl AsyncStreamHandler for Busy {
 
 #[test]
 fn the_idle_timeout_ends_an_async_handler_waiting_without_a_deadline() {
-    let mut sim = StreamSim::builder(|_: &ConnInfo| Busy, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Busy)
         .config(idle_config())
         .build_async();
     let c = sim.connect();
@@ -121,7 +121,7 @@ fn the_idle_timeout_ends_an_async_handler_waiting_without_a_deadline() {
 #[test]
 fn no_idle_timeout_by_default() {
     assert_eq!(StreamConfig::default().idle_timeout, None);
-    let mut sim = StreamSim::new(|_: &ConnInfo| Echo, Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Echo);
     let c = sim.connect();
     assert_eq!(sim.advance_to_next_deadline(), None);
     sim.advance(Duration::from_secs(24 * 3600));
@@ -180,7 +180,7 @@ fn no_accepting_outside_a_serving_run_or_after_a_shutdown_whatever_the_room() {
 #[test]
 fn under_tls_a_silent_handshake_is_dropped_and_a_silent_session_closed_with_close_notify() {
     let id = support::certs::Identity::localhost();
-    let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Echo)
         .config(idle_config()) // 10 s, well before the 60 s handshake deadline
         .tls(
             id.server_config(),

@@ -72,7 +72,7 @@ fn world(config: StreamConfig) -> World {
         pushers: p.clone(),
         gone: g.clone(),
     });
-    let sim = StreamSim::builder(service, Stream::lines())
+    let sim = StreamSim::builder(Stream::lines(), service)
         .config(config)
         .build();
     World { sim, pushers, gone }
@@ -237,7 +237,7 @@ fn a_chat_of_fifty_clients_delivers_every_line_to_every_other_once() {
             self.0.remove(cx.pusher().info().id);
         }
     }
-    let mut sim = StreamSim::new(move |_: &ConnInfo| Chat(r.clone()), Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), move |_: &ConnInfo| Chat(r.clone()));
     let clients: Vec<_> = (0..50).map(|_| sim.connect()).collect();
     for (n, &c) in clients.iter().enumerate() {
         sim.send(c, &format!("hello from {n}"));
@@ -287,7 +287,7 @@ impl AsyncStreamHandler for AsyncSub {
 fn async_handlers_push_too() {
     let slot = Arc::new(Mutex::new(None));
     let s = slot.clone();
-    let mut sim = StreamSim::new_async(move |_: &ConnInfo| AsyncSub(s.clone()), Stream::lines());
+    let mut sim = StreamSim::new_async(Stream::lines(), move |_: &ConnInfo| AsyncSub(s.clone()));
     let c = sim.connect();
     let pusher = slot.lock().unwrap().clone().unwrap();
     std::thread::spawn(move || pusher.try_send("pushed".to_owned()).unwrap())
@@ -363,19 +363,17 @@ fn datagram_peers_are_pushed_to_from_other_threads() {
     let kept = Kept::default();
     let k = kept.clone();
     datagram_push(
-        DatagramSim::new(
-            move |_: &ConnInfo| DatagramSub(k.clone()),
-            Datagram::lines(),
-        ),
+        DatagramSim::new(Datagram::lines(), move |_: &ConnInfo| {
+            DatagramSub(k.clone())
+        }),
         kept,
     );
     let kept = Kept::default();
     let k = kept.clone();
     datagram_push(
-        DatagramSim::new_async(
-            move |_: &ConnInfo| AsyncDatagramSub(k.clone()),
-            Datagram::lines(),
-        ),
+        DatagramSim::new_async(Datagram::lines(), move |_: &ConnInfo| {
+            AsyncDatagramSub(k.clone())
+        }),
         kept,
     );
 }

@@ -79,7 +79,7 @@ impl AsyncStreamHandler for AsyncEcho {
 
 #[test]
 fn echo_with_chunked_reads_and_writes() {
-    let mut sim = StreamSim::builder(echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), echo)
         .faults(Faults::chunked(3))
         .seed(7)
         .build();
@@ -93,7 +93,7 @@ fn echo_with_chunked_reads_and_writes() {
 
 #[test]
 fn an_async_handler_runs_without_a_runtime() {
-    let mut sim = StreamSim::new_async(|_: &ConnInfo| AsyncEcho, Stream::lines());
+    let mut sim = StreamSim::new_async(Stream::lines(), |_: &ConnInfo| AsyncEcho);
     let c = sim.connect();
     sim.send(c, &"one".to_owned());
     sim.send_bytes(c, b"\xff\n");
@@ -113,7 +113,7 @@ fn an_async_handler_runs_without_a_runtime() {
 #[test]
 fn shutdown_answers_every_request_already_read() {
     for seed in 0..20 {
-        let mut sim = StreamSim::builder(echo, Stream::lines())
+        let mut sim = StreamSim::builder(Stream::lines(), echo)
             .faults(Faults::chunked(7))
             .seed(seed)
             .build();
@@ -137,7 +137,7 @@ fn shutdown_answers_every_request_already_read() {
 
 #[test]
 fn a_client_that_keeps_sending_during_shutdown_gets_every_answer_then_the_end() {
-    let mut sim = StreamSim::new(echo, Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), echo);
     let c = sim.connect();
     sim.send(c, &"before".to_owned());
     sim.begin_shutdown();
@@ -158,7 +158,7 @@ fn a_client_that_keeps_sending_during_shutdown_gets_every_answer_then_the_end() 
 
 #[test]
 fn a_slow_reader_is_bounded_and_reset_at_the_shutdown_deadline() {
-    let mut sim = StreamSim::builder(echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), echo)
         .config(StreamConfig::default().with_write_high_water(4096))
         .faults(Faults::none().with_socket_buffer(1024))
         .shutdown_timeout(Duration::from_secs(5))
@@ -191,7 +191,7 @@ fn a_slow_reader_is_bounded_and_reset_at_the_shutdown_deadline() {
 
 #[test]
 fn a_panicking_handler_closes_only_its_connection() {
-    let mut sim = StreamSim::new(echo, Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), echo);
     let (a, b) = (sim.connect(), sim.connect());
     sim.send(a, &"panic".to_owned());
     sim.send(b, &"still here".to_owned());
@@ -202,12 +202,9 @@ fn a_panicking_handler_closes_only_its_connection() {
 
 #[test]
 fn a_receive_timeout_fires_on_the_virtual_clock() {
-    let mut sim = StreamSim::new(
-        |_: &ConnInfo| Echo {
-            timeout: Some(Duration::from_secs(3)),
-        },
-        Stream::lines(),
-    );
+    let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Echo {
+        timeout: Some(Duration::from_secs(3)),
+    });
     let c = sim.connect();
     sim.send_bytes(c, b"par"); // partial bytes are kept
     assert_eq!(sim.advance_to_next_deadline(), Some(Duration::from_secs(3)));
@@ -248,7 +245,7 @@ fn service_hooks_run_once_in_order() {
             inits: Arc::clone(&inits),
             teardowns: Arc::clone(&teardowns),
         };
-        let mut sim = StreamSim::new(hooks, Stream::lines());
+        let mut sim = StreamSim::builder_with_service(Stream::lines(), hooks).build();
         assert_eq!(inits.load(Ordering::SeqCst), 1);
         assert_eq!(sim.is_serving(), !fail_init);
         let c = sim.connect();
@@ -267,7 +264,7 @@ fn service_hooks_run_once_in_order() {
 #[test]
 fn tls_in_memory() {
     let id = support::certs::Identity::localhost();
-    let mut sim = StreamSim::builder(echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), echo)
         .tls(
             id.server_config(),
             id.client_config(),
@@ -286,7 +283,7 @@ fn tls_in_memory() {
 
 /// Runs one faulty scenario and returns its trace.
 fn faulty_run(seed: u64) -> Vec<easynet_core::sim::Traced> {
-    let mut sim = StreamSim::builder(echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), echo)
         .faults(Faults::chunked(5).with_socket_buffer(64))
         .seed(seed)
         .build();
@@ -340,8 +337,8 @@ impl AsyncDatagramHandler for AsyncUpper {
 
 #[test]
 fn datagrams_portable_and_async() {
-    let mut portable = DatagramSim::new(|_: &ConnInfo| Upper, Datagram::lines());
-    let mut asynchronous = DatagramSim::new_async(|_: &ConnInfo| AsyncUpper, Datagram::lines());
+    let mut portable = DatagramSim::new(Datagram::lines(), |_: &ConnInfo| Upper);
+    let mut asynchronous = DatagramSim::new_async(Datagram::lines(), |_: &ConnInfo| AsyncUpper);
     let (p, q) = (portable.peer(), asynchronous.peer());
     portable.send(p, &"a".to_owned());
     asynchronous.send(q, &"b".to_owned());
@@ -353,7 +350,7 @@ fn datagrams_portable_and_async() {
 }
 
 fn datagram_run(seed: u64) -> (Vec<String>, Vec<easynet_core::sim::Traced>) {
-    let mut sim = DatagramSim::builder(|_: &ConnInfo| Upper, Datagram::lines())
+    let mut sim = DatagramSim::builder(Datagram::lines(), |_: &ConnInfo| Upper)
         .faults(Faults::none().with_datagram_faults(200, 200, 200))
         .seed(seed)
         .build();
@@ -399,7 +396,7 @@ proptest! {
         let input = b"alpha\nbeta\n\xff\ngamma\n";
         let expected = ["alpha", "beta", "error", "gamma"];
         if asynchronous {
-            let mut sim = StreamSim::builder(|_: &ConnInfo| AsyncEcho, Stream::lines())
+            let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| AsyncEcho)
                 .faults(faults)
                 .seed(seed)
                 .build_async();
@@ -409,7 +406,7 @@ proptest! {
             }
             prop_assert_eq!(sim.replies(c), expected);
         } else {
-            let mut sim = StreamSim::builder(echo, Stream::lines())
+            let mut sim = StreamSim::builder(Stream::lines(), echo)
                 .faults(faults)
                 .seed(seed)
                 .build();
@@ -425,7 +422,7 @@ proptest! {
 #[test]
 fn handler_calls_and_logs_are_observable() {
     let (service, calls) = easynet_core::sim::record(|_: &ConnInfo| AsyncEcho);
-    let mut sim = StreamSim::builder(service, Stream::lines())
+    let mut sim = StreamSim::builder_with_service(Stream::lines(), service)
         .capture_logs()
         .build_async();
     let c = sim.connect();
@@ -439,7 +436,7 @@ fn handler_calls_and_logs_are_observable() {
     assert!(seen.iter().filter(|c| **c == Call::Handle).count() >= 2);
 
     let (service, calls) = easynet_core::sim::record(echo);
-    let mut sim = StreamSim::builder(service, Stream::lines())
+    let mut sim = StreamSim::builder_with_service(Stream::lines(), service)
         .capture_logs()
         .build();
     let c = sim.connect();

@@ -44,7 +44,7 @@ fn echo(_: &ConnInfo) -> Echo {
 
 #[test]
 fn stream_counters_match_what_the_clients_sent() {
-    let mut sim = StreamSim::new(echo, Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), echo);
     // Client a: 3 requests, 2 undecodable lines, then closes itself (quit).
     let a = sim.connect();
     let sent_a: &[u8] = b"one\ntwo\n\xff\xfe\n\xff\nthree\nquit\n";
@@ -80,7 +80,7 @@ fn stream_counters_match_what_the_clients_sent() {
 
 #[test]
 fn a_shutdown_is_counted_as_the_reason() {
-    let mut sim = StreamSim::new(echo, Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), echo);
     let a = sim.connect();
     sim.send_bytes(a, b"x\n");
     assert_eq!(sim.stats().open, 1);
@@ -91,7 +91,7 @@ fn a_shutdown_is_counted_as_the_reason() {
 
 #[test]
 fn reconnecting_does_not_buy_more_log_lines() {
-    let mut sim = StreamSim::builder(echo, Stream::lines())
+    let mut sim = StreamSim::builder(Stream::lines(), echo)
         .capture_logs()
         .build();
     // 100 connections from one host, each making its handler fail, in one instant.
@@ -143,7 +143,7 @@ impl AsyncStreamHandler for AsyncEcho {
 
 #[test]
 fn async_handlers_are_counted_the_same() {
-    let mut sim = StreamSim::new_async(|_: &ConnInfo| AsyncEcho, Stream::lines());
+    let mut sim = StreamSim::new_async(Stream::lines(), |_: &ConnInfo| AsyncEcho);
     let a = sim.connect();
     sim.send_bytes(a, b"one\n\xff\ntwo\n");
     sim.close(a);
@@ -187,7 +187,7 @@ impl DatagramHandler for DgramEcho {
 fn datagram_counters_and_log_limits() {
     let capture = Capture::default();
     let s = tracing::subscriber::with_default(capture.clone(), || {
-        let mut sim = DatagramSim::new(|_: &ConnInfo| DgramEcho, Datagram::lines());
+        let mut sim = DatagramSim::new(Datagram::lines(), |_: &ConnInfo| DgramEcho);
         let p = sim.peer();
         sim.send_bytes(p, b"hello");
         sim.send_bytes(p, b"\xff");

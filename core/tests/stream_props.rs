@@ -93,7 +93,7 @@ proptest! {
                 }
             }
         });
-        let mut sim = StreamSim::builder(script, Stream::lines())
+        let mut sim = StreamSim::builder_with_service(Stream::lines(), script)
             .shutdown_timeout(Duration::from_millis(grace))
             .seed(seed)
             .build();

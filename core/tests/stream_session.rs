@@ -32,7 +32,7 @@ const DISCONNECTED: Seen = Seen::Disconnected {
 
 /// The simulated server running `script`'s handlers, speaking lines.
 fn lines(script: Script) -> StreamSim<Script, Lp> {
-    StreamSim::new(script, Stream::lines())
+    StreamSim::builder_with_service(Stream::lines(), script).build()
 }
 
 /// Lets a lingering close run out (the server releases its socket once the client has
@@ -173,7 +173,7 @@ fn parse_error_reaches_the_handler_and_the_next_line_is_served() {
 fn over_long_line_is_a_parse_error_and_the_connection_goes_on() {
     let (script, l) = Script::echo();
     let lines = Stream::<_, _, String, String>::new(Lines::new().limit(8).unwrap(), Utf8::new());
-    let mut sim = StreamSim::new(script, lines);
+    let mut sim = StreamSim::builder_with_service(lines, script).build();
     let c = sim.connect();
     sim.send_bytes(c, b"0123456789ABCDEF");
     sim.send_bytes(c, b"GH\nnext\n");
@@ -316,7 +316,7 @@ fn reset_by_peer_calls_on_disconnection_and_aborts() {
 #[test]
 fn shutdown_answers_what_was_read_then_closes_gracefully() {
     let (script, l) = Script::echo();
-    let mut sim = StreamSim::builder(script, Stream::lines())
+    let mut sim = StreamSim::builder_with_service(Stream::lines(), script)
         .shutdown_timeout(Duration::from_secs(5))
         .faults(Faults::none().with_socket_buffer(4))
         .build();
@@ -352,7 +352,7 @@ fn shutdown_answers_what_was_read_then_closes_gracefully() {
 #[test]
 fn shutdown_deadline_aborts_a_peer_that_never_reads() {
     let (script, _) = Script::echo();
-    let mut sim = StreamSim::builder(script, Stream::lines())
+    let mut sim = StreamSim::builder_with_service(Stream::lines(), script)
         .shutdown_timeout(Duration::from_secs(2))
         .faults(Faults::none().with_socket_buffer(1))
         .build();
@@ -378,7 +378,7 @@ fn graceful_close_is_bounded_by_the_shutdown_timeout() {
         Ok(Next::recv())
     });
     let config = StreamConfig::default().with_shutdown_timeout(Duration::from_secs(3));
-    let mut sim = StreamSim::builder(script, Stream::lines())
+    let mut sim = StreamSim::builder_with_service(Stream::lines(), script)
         .config(config)
         .faults(Faults::none().with_socket_buffer(10))
         .build();
@@ -396,7 +396,7 @@ fn graceful_close_is_bounded_by_the_shutdown_timeout() {
 fn reading_stops_while_the_write_queue_is_over_the_high_water_mark() {
     let (script, _) = Script::echo();
     let config = StreamConfig::default().with_write_high_water(64);
-    let mut sim = StreamSim::builder(script, Stream::lines())
+    let mut sim = StreamSim::builder_with_service(Stream::lines(), script)
         .config(config)
         .faults(Faults::none().with_socket_buffer(1))
         .build();

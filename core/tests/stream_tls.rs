@@ -25,7 +25,7 @@ fn tls(
     client: Arc<rustls::ClientConfig>,
     config: StreamConfig,
 ) -> StreamSim<Script, Lp> {
-    StreamSim::builder(script, Stream::lines())
+    StreamSim::builder_with_service(Stream::lines(), script)
         .tls(server, client, localhost())
         .config(config)
         .build()

@@ -8,7 +8,7 @@
 //! use easynet_core::sim::{ClientState, StreamSim};
 //! use sim_downstream::Kv;
 //!
-//! let mut sim = StreamSim::new(Kv::default(), Stream::lines());
+//! let mut sim = StreamSim::builder_with_service(Stream::lines(), Kv::default()).build();
 //! let (a, b) = (sim.connect(), sim.connect());
 //! sim.send(a, &"SET colour blue".to_owned());
 //! sim.send(b, &"GET colour".to_owned());

@@ -11,7 +11,7 @@ const REPLIES: [&str; 5] = ["OK", "1", "ERROR", "OK", "NOT FOUND"];
 proptest! {
     #[test]
     fn any_chunking_and_faults_give_the_same_replies(faults in strategy::faults(), seed in strategy::seed(), cuts in strategy::chunking(16)) {
-        let mut sim = StreamSim::builder(Kv::default(), Stream::lines()).faults(faults).seed(seed).build();
+        let mut sim = StreamSim::builder_with_service(Stream::lines(), Kv::default()).faults(faults).seed(seed).build();
         let c = sim.connect();
         for piece in strategy::split(SCRIPT, &cuts) {
             sim.send_bytes(c, piece);
@@ -21,7 +21,7 @@ proptest! {
 
     #[test]
     fn shutdown_answers_every_request_read(n in 1..200usize, faults in strategy::faults(), seed in strategy::seed()) {
-        let mut sim = StreamSim::builder(Kv::default(), Stream::lines()).faults(faults).seed(seed).build();
+        let mut sim = StreamSim::builder_with_service(Stream::lines(), Kv::default()).faults(faults).seed(seed).build();
         let c = sim.connect();
         for i in 0..n {
             sim.send(c, &format!("SET k{i} {i}"));
@@ -33,7 +33,7 @@ proptest! {
 
     #[test]
     fn an_idle_connection_is_closed_after_exactly_the_idle_timeout(quiet_ms in 0..30_000u64) {
-        let mut sim = StreamSim::new(Kv::default(), Stream::lines());
+        let mut sim = StreamSim::builder_with_service(Stream::lines(), Kv::default()).build();
         let c = sim.connect();
         sim.advance(std::time::Duration::from_millis(quiet_ms));
         sim.send(c, &"GET x".to_owned());

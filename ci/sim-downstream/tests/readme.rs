@@ -8,7 +8,7 @@ use easynet_core::handler::{
 };
 use easynet_core::protocol::Stream;
 use easynet_core::sim::{ClientState, StreamSim};
-use easynet_core::stream::{StreamPeer, AsyncStreamHandler};
+use easynet_core::stream::{AsyncStreamHandler, StreamPeer};
 
 struct Upper;
 
@@ -44,7 +44,7 @@ impl AsyncStreamHandler for AsyncUpper {
 
 #[test]
 fn the_readme_handler() {
-    let mut sim = StreamSim::new(|_: &ConnInfo| Upper, Stream::lines());
+    let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Upper);
     let c = sim.connect();
     sim.send(c, &"hello".to_owned());
     assert_eq!(sim.replies(c), ["HELLO"]);
@@ -63,7 +63,7 @@ fn the_readme_handler() {
 
 #[test]
 fn an_async_handler() {
-    let mut sim = StreamSim::new_async(|_: &ConnInfo| AsyncUpper, Stream::lines());
+    let mut sim = StreamSim::new_async(Stream::lines(), |_: &ConnInfo| AsyncUpper);
     let c = sim.connect();
     sim.send(c, &"hello".to_owned());
     assert_eq!(sim.replies(c), ["HELLO"]);

@@ -37,7 +37,7 @@
 //!
 //! let slot = Arc::new(Mutex::new(None));
 //! let shared = slot.clone();
-//! let mut sim = StreamSim::new(move |_: &ConnInfo| Subscribe(shared.clone()), Stream::lines());
+//! let mut sim = StreamSim::new(Stream::lines(), move |_: &ConnInfo| Subscribe(shared.clone()));
 //! let client = sim.connect();
 //! let pusher = slot.lock().unwrap().clone().unwrap();
 //! // From any thread, while the handler waits for a request:

@@ -264,7 +264,7 @@ fn local() -> SocketAddr {
 ///     }
 /// }
 ///
-/// let mut sim = DatagramSim::builder(|_: &ConnInfo| Upper, Datagram::lines())
+/// let mut sim = DatagramSim::builder(Datagram::lines(), |_: &ConnInfo| Upper)
 ///     .faults(Faults::none().with_datagram_faults(0, 1000, 0)) // every datagram twice
 ///     .build_async();
 /// let peer = sim.peer();
@@ -306,24 +306,39 @@ where
     S: Service,
     P: DatagramServerProtocol + DatagramClientProtocol,
 {
-    /// A simulation of `service` speaking `protocol` with portable handlers.
-    pub fn new(service: S, protocol: P) -> Self
+    /// A simulation of a server speaking `protocol` with portable handlers that `factory`
+    /// makes (one per peer; `|_| MyHandler` needs no annotation), default settings,
+    /// seed 0. The argument order is the servers' builders'.
+    pub fn new<H>(protocol: P, factory: S) -> Self
     where
-        S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+        S: Fn(&crate::handler::ConnInfo) -> H + Service<Handler = H>,
+        H: DatagramHandler<Request = P::Request, Response = P::Response>,
     {
-        Self::builder(service, protocol).build()
+        Self::builder_with_service(protocol, factory).build()
     }
 
-    /// A simulation of `service` with [`AsyncDatagramHandler`]s.
-    pub fn new_async(service: S, protocol: P) -> Self
+    /// As [`new`](Self::new), with [`AsyncDatagramHandler`]s.
+    pub fn new_async<H>(protocol: P, factory: S) -> Self
     where
-        S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+        S: Fn(&crate::handler::ConnInfo) -> H + Service<Handler = H>,
+        H: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
     {
-        Self::builder(service, protocol).build_async()
+        Self::builder_with_service(protocol, factory).build_async()
     }
 
     /// Settings first: endpoint config, shutdown timeout, seed, faults.
-    pub fn builder(service: S, protocol: P) -> DatagramSimBuilder<S, P> {
+    /// Handlers come from `factory`, as for [`new`](Self::new).
+    pub fn builder<H>(protocol: P, factory: S) -> DatagramSimBuilder<S, P>
+    where
+        S: Fn(&crate::handler::ConnInfo) -> H + Send + Sync + 'static,
+    {
+        Self::builder_with_service(protocol, factory)
+    }
+
+    /// Settings first, with handlers from a [`Service`] (its `on_start` / `on_stop` hooks
+    /// run as a server's would): `.build()` for portable handlers, `.build_async()` for
+    /// async ones.
+    pub fn builder_with_service(protocol: P, service: S) -> DatagramSimBuilder<S, P> {
         DatagramSimBuilder {
             service,
             protocol,

@@ -33,7 +33,7 @@
 //!     }
 //! }
 //!
-//! let mut sim = StreamSim::new(|_: &ConnInfo| Echo, Stream::lines());
+//! let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Echo);
 //! let client = sim.connect();
 //! sim.send(client, &"hello".to_owned());
 //! sim.send_bytes(client, b"wor");

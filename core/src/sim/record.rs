@@ -82,7 +82,7 @@ impl Calls {
 /// }
 ///
 /// let (service, calls) = record(|_: &ConnInfo| Echo);
-/// let mut sim = StreamSim::new(service, Stream::lines());
+/// let mut sim = StreamSim::builder_with_service(Stream::lines(), service).build();
 /// let client = sim.connect();
 /// sim.send_bytes(client, b"hi\n\xff\n");
 /// sim.close(client);

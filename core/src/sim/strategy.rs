@@ -19,7 +19,7 @@
 //! }
 //!
 //! proptest!(ProptestConfig::with_cases(16), |(faults in strategy::faults(), seed in strategy::seed(), cuts in strategy::chunking(64))| {
-//!     let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines()).faults(faults).seed(seed).build();
+//!     let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Echo).faults(faults).seed(seed).build();
 //!     let client = sim.connect();
 //!     for chunk in strategy::split(b"one\ntwo\nthree\n", &cuts) {
 //!         sim.send_bytes(client, chunk);

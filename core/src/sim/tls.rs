@@ -21,7 +21,7 @@
 //!
 //! let provider = Arc::new(rustls::crypto::ring::default_provider());
 //! let (server, client, name) = tls::self_signed(provider).unwrap();
-//! let mut sim = StreamSim::builder(|_: &ConnInfo| Echo, Stream::lines())
+//! let mut sim = StreamSim::builder(Stream::lines(), |_: &ConnInfo| Echo)
 //!     .tls(server, client, name)
 //!     .build();
 //! let c = sim.connect();

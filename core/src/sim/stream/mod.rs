@@ -117,25 +117,39 @@ where
     S: Service,
     P: StreamServerProtocol + StreamClientProtocol,
 {
-    /// A simulation of `service` speaking `protocol` with portable handlers, default
-    /// settings, seed 0.
-    pub fn new(service: S, protocol: P) -> Self
+    /// A simulation of a server speaking `protocol` with portable handlers that `factory`
+    /// makes (one per connection; `|_| MyHandler` needs no annotation), default settings,
+    /// seed 0. The argument order is the servers' builders'.
+    pub fn new<H>(protocol: P, factory: S) -> Self
     where
-        S::Handler: StreamHandler<Request = P::Request, Response = P::Response>,
+        S: Fn(&crate::handler::ConnInfo) -> H + Service<Handler = H>,
+        H: StreamHandler<Request = P::Request, Response = P::Response>,
     {
-        Self::builder(service, protocol).build()
+        Self::builder_with_service(protocol, factory).build()
     }
 
-    /// A simulation of `service` with [`AsyncStreamHandler`]s, default settings, seed 0.
-    pub fn new_async(service: S, protocol: P) -> Self
+    /// As [`new`](Self::new), with [`AsyncStreamHandler`]s.
+    pub fn new_async<H>(protocol: P, factory: S) -> Self
     where
-        S::Handler: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
+        S: Fn(&crate::handler::ConnInfo) -> H + Service<Handler = H>,
+        H: AsyncStreamHandler<Request = P::Request, Response = P::Response>,
     {
-        Self::builder(service, protocol).build_async()
+        Self::builder_with_service(protocol, factory).build_async()
     }
 
     /// Settings first: connection config, shutdown timeout, seed, faults, TLS.
-    pub fn builder(service: S, protocol: P) -> StreamSimBuilder<S, P> {
+    /// Handlers come from `factory`, as for [`new`](Self::new).
+    pub fn builder<H>(protocol: P, factory: S) -> StreamSimBuilder<S, P>
+    where
+        S: Fn(&crate::handler::ConnInfo) -> H + Send + Sync + 'static,
+    {
+        Self::builder_with_service(protocol, factory)
+    }
+
+    /// Settings first, with handlers from a [`Service`] (its `on_start` / `on_stop` hooks
+    /// run as a server's would): `.build()` for portable handlers, `.build_async()` for
+    /// async ones.
+    pub fn builder_with_service(protocol: P, service: S) -> StreamSimBuilder<S, P> {
         StreamSimBuilder {
             service,
             protocol,
@@ -282,7 +296,7 @@ where
     /// #         Ok(Next::recv())
     /// #     }
     /// # }
-    /// let mut sim = StreamSim::new(|_: &ConnInfo| Echo, Stream::lines());
+    /// let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Echo);
     /// let client = sim.connect_without_running();
     /// assert!(sim.trace().iter().all(|t| !matches!(t.event, easynet_core::sim::Event::Read { .. })));
     /// sim.send(client, &"early".to_owned()); // now everything runs
@@ -311,7 +325,7 @@ where
     /// #         Ok(Next::recv())
     /// #     }
     /// # }
-    /// let mut sim = StreamSim::new(|_: &ConnInfo| Echo, Stream::lines());
+    /// let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Echo);
     /// let raw = sim.connect_raw();
     /// sim.send_bytes(raw, b"ping\n");
     /// assert_eq!(sim.received_bytes(raw), b"ping\n");
@@ -559,7 +573,7 @@ where
     ///         Ok(Next::Close)
     ///     }
     /// }
-    /// let mut sim = StreamSim::new(|_: &ConnInfo| Once, Stream::lines());
+    /// let mut sim = StreamSim::new(Stream::lines(), |_: &ConnInfo| Once);
     /// let client = sim.connect();
     /// sim.send(client, &"bye".to_owned());
     /// assert_eq!(sim.replies(client), ["bye"]);
