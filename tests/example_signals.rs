@@ -66,7 +66,11 @@ impl Server {
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
+                Ok(line) if line.contains(text) => {
+                    // stderr is a pipe here, not a terminal: no colour codes in the log.
+                    assert!(!line.contains('\x1b'), "ANSI escape in {line:?}");
+                    return line;
+                }
                 Ok(_) => {}
                 Err(e) => panic!("no log line with {text:?}: {e}"),
             }

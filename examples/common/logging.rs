@@ -18,6 +18,8 @@ pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
                 .from_env_lossy(),
         )
         .with_writer(stderr)
+        // Colours only for a terminal: a pipe or a file gets plain lines.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     guard
 }
