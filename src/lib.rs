@@ -14,8 +14,8 @@
 #[cfg(feature = "sim")]
 pub use easynet_core::sim;
 pub use easynet_core::{
-    ConnId, accept, addr, datagram, handler, lifecycle, log_limit, protocol, push, server, stats,
-    stream,
+    ConnId, accept, addr, datagram, error, handler, lifecycle, log_limit, protocol, push, server,
+    stats, stream,
 };
 #[cfg(feature = "tls")]
 pub use easynet_core::{rustls, tls};

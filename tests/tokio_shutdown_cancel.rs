@@ -51,6 +51,27 @@ async fn ends(mut reader: BufReader<TcpStream>) {
         .expect("the connection did not end");
 }
 
+/// Serves `$server` on a task and sends one line from a client that reads the answer:
+/// the serve task, the client and the answer.
+macro_rules! serving {
+    ($server:expr) => {{
+        $server.activate().await.unwrap();
+        let addr = $server.addresses()[0];
+        let running = tokio::spawn({
+            let server = $server.clone();
+            async move { server.serve().await }
+        });
+        let mut client = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        client.get_mut().write_all(b"hi\n").await.unwrap();
+        let mut line = String::new();
+        timeout(LIMIT, client.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        (running, client, line)
+    }};
+}
+
 #[tokio::test]
 async fn a_dropped_shutdown_within_keeps_its_deadline() {
     let server = AsyncTcpServer::builder(Stream::lines(), |_| Stuck)
@@ -58,19 +79,7 @@ async fn a_dropped_shutdown_within_keeps_its_deadline() {
         .shutdown_timeout(Duration::from_secs(3600))
         .build_async()
         .unwrap();
-    server.activate().await.unwrap();
-    let addr = server.addresses()[0];
-    let running = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve().await }
-    });
-    let mut client = BufReader::new(TcpStream::connect(addr).await.unwrap());
-    client.get_mut().write_all(b"work\n").await.unwrap();
-    let mut line = String::new();
-    timeout(LIMIT, client.read_line(&mut line))
-        .await
-        .unwrap()
-        .unwrap();
+    let (running, client, line) = serving!(server);
     assert_eq!(line, "busy\n");
 
     // Polled once, then dropped: the handler is still working, so it cannot be done yet.
@@ -99,19 +108,7 @@ async fn a_dropped_shutdown_still_shuts_down() {
         .host("127.0.0.1")
         .build()
         .unwrap();
-    server.activate().await.unwrap();
-    let addr = server.addresses()[0];
-    let running = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve().await }
-    });
-    let mut client = BufReader::new(TcpStream::connect(addr).await.unwrap());
-    client.get_mut().write_all(b"hi\n").await.unwrap();
-    let mut line = String::new();
-    timeout(LIMIT, client.read_line(&mut line))
-        .await
-        .unwrap()
-        .unwrap();
+    let (running, client, line) = serving!(server);
     assert_eq!(line, "hi\n");
 
     let once = timeout(Duration::ZERO, server.shutdown()).await;

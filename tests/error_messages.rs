@@ -1,13 +1,13 @@
-//! Every error prints each cause once: the cause is in the error's own message and not also
+//! Every error of every crate prints each cause once: the cause is in the error's own message and not also
 //! its `source`, so a chain printer (anyhow's `{:#}`, a log line with the error chain)
 //! shows it once, and a plain `{}` still shows it.
 
 use std::error::Error;
 use std::io;
 
-use easynet_core::error::{BindError, ConfigError, ServerError};
-use easynet_core::protocol::{ConversionError, DeserializeError, ParseError};
-use easynet_core::stream::HandshakeError;
+use easynet::error::{BindError, ConfigError, ServerError};
+use easynet::protocol::{ConversionError, DeserializeError, ParseError};
+use easynet::stream::HandshakeError;
 
 /// What a chain printer shows: every error of the chain, joined by ": ".
 fn chain(e: &dyn Error) -> String {
@@ -42,7 +42,7 @@ fn server_errors_print_their_cause_once() {
     let bind = BindError::new(addr, io::Error::from(io::ErrorKind::AddrInUse));
     once(&bind, "address in use");
     once(&ServerError::Bind(vec![bind]), "address in use");
-    let unix = easynet_core::addr::UnixAddr::abstract_name("x");
+    let unix = easynet::addr::UnixAddr::abstract_name("x");
     once(
         &ServerError::bind_unix(&unix, io::Error::other("taken")),
         "taken",
@@ -71,7 +71,7 @@ fn parse_errors_print_their_cause_once() {
 #[cfg(feature = "json")]
 #[test]
 fn codec_errors_print_their_cause_once() {
-    use easynet_core::protocol::SerializeError;
+    use easynet::protocol::SerializeError;
     let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
     let text = json.to_string();
     once(&ParseError::from(DeserializeError::from(json)), &text);
@@ -84,7 +84,8 @@ fn codec_errors_print_their_cause_once() {
 #[cfg(feature = "tls")]
 #[test]
 fn tls_errors_print_their_cause_once() {
-    use easynet_core::tls::TlsError;
+    use easynet::rustls;
+    use easynet::tls::TlsError;
     let rustls = || rustls::Error::General("bad record".into());
     once(&TlsError::from(rustls()), "bad record");
     once(&TlsError::Io(io::Error::other("too large")), "too large");
@@ -94,6 +95,35 @@ fn tls_errors_print_their_cause_once() {
 #[cfg(feature = "sim-tls")]
 #[test]
 fn sim_tls_errors_print_their_cause_once() {
-    let e = easynet_core::sim::tls::SimTlsError::from(rustls::Error::General("no provider".into()));
+    let e =
+        easynet::sim::tls::SimTlsError::from(easynet::rustls::Error::General("no provider".into()));
     once(&e, "no provider");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn client_errors_print_their_cause_once() {
+    use easynet::aio::ClientError;
+    once(
+        &ClientError::Io(io::Error::other("connection reset")),
+        "connection reset",
+    );
+    let handshake = easynet::stream::HandshakeError::Io(io::Error::other("overflow"));
+    once(&ClientError::Handshake(handshake), "overflow");
+    let utf8 = std::str::from_utf8(std::hint::black_box(&[0xff])).unwrap_err();
+    let text = utf8.to_string();
+    let parse =
+        easynet::protocol::ParseError::from(easynet::protocol::DeserializeError::from(utf8));
+    once(&ClientError::Parse(parse), &text);
+}
+
+#[cfg(all(unix, feature = "tokio"))]
+#[test]
+fn activation_errors_print_their_cause_once() {
+    use easynet::aio::ActivationError;
+    let e = ActivationError::NotASocket {
+        fd: 3,
+        error: io::Error::other("not a socket at all"),
+    };
+    once(&e, "not a socket at all");
 }
