@@ -1,26 +1,13 @@
 //! Builders take hosts as names, `IpAddr`s, `SocketAddr`s and lists of them, and closure
-//! factories without annotations (`|_| Echo`), on both drivers.
+//! factories without annotations (`|_| Echo { timeout: None }`), on both drivers.
 #![cfg(all(feature = "tokio", feature = "mio"))]
 
+mod support;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use support::drivers::Echo;
 
 use easynet::blocking::{ServerThread, TcpClient, TcpServer};
-use easynet::handler::{HandlerResult, Next, Received, StreamContext, StreamHandler};
 use easynet::protocol::Stream;
-
-struct Echo;
-
-impl StreamHandler for Echo {
-    type Request = String;
-    type Response = String;
-
-    fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
-        if let Received::Request(line) = r {
-            cx.send(&line)?;
-        }
-        Ok(Next::recv())
-    }
-}
 
 const LOCAL4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -46,7 +33,7 @@ fn free_port() -> u16 {
 #[test]
 fn mio_ip_socket_addr_and_lists() {
     // An IpAddr takes the builder's port (0: any).
-    let server = TcpServer::builder(Stream::lines(), |_| Echo)
+    let server = TcpServer::builder(Stream::lines(), |_| Echo { timeout: None })
         .host(LOCAL4)
         .build()
         .unwrap();
@@ -59,7 +46,7 @@ fn mio_ip_socket_addr_and_lists() {
 
     // A SocketAddr keeps its own port, whatever `port` says.
     let wanted = SocketAddr::new(LOCAL4, free_port());
-    let server = TcpServer::builder(Stream::lines(), |_| Echo)
+    let server = TcpServer::builder(Stream::lines(), |_| Echo { timeout: None })
         .host(wanted)
         .port(1)
         .build()
@@ -75,7 +62,7 @@ fn mio_ip_socket_addr_and_lists() {
         hosts.push(Ipv6Addr::LOCALHOST.into());
     }
     let expected = hosts.len() - 1;
-    let server = TcpServer::builder(Stream::lines(), |_| Echo)
+    let server = TcpServer::builder(Stream::lines(), |_| Echo { timeout: None })
         .hosts(hosts)
         .build()
         .unwrap();
@@ -93,7 +80,7 @@ async fn tokio_ip_socket_addr_and_lists() {
     use easynet::aio::{AsyncTcpClient, AsyncTcpServer};
 
     let wanted = SocketAddr::new(LOCAL4, free_port());
-    let server = AsyncTcpServer::builder(Stream::lines(), |_| Echo)
+    let server = AsyncTcpServer::builder(Stream::lines(), |_| Echo { timeout: None })
         .host([wanted])
         .build()
         .unwrap();

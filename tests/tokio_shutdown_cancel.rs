@@ -3,10 +3,12 @@
 //! its deadline.
 #![cfg(feature = "tokio")]
 
+mod support;
 use std::time::{Duration, Instant};
+use support::drivers::Echo;
 
 use easynet::aio::{AsyncStreamHandler, AsyncTcpServer, StreamPeer};
-use easynet::handler::{HandlerError, HandlerResult, Next, Received, StreamContext, StreamHandler};
+use easynet::handler::HandlerError;
 use easynet::protocol::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -26,20 +28,6 @@ impl AsyncStreamHandler for Stuck {
         peer.send(&"busy".to_owned()).await?;
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(())
-    }
-}
-
-struct Echo;
-
-impl StreamHandler for Echo {
-    type Request = String;
-    type Response = String;
-
-    fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
-        if let Received::Request(line) = r {
-            cx.send(&line)?;
-        }
-        Ok(Next::recv())
     }
 }
 
@@ -104,7 +92,7 @@ async fn a_dropped_shutdown_within_keeps_its_deadline() {
 
 #[tokio::test]
 async fn a_dropped_shutdown_still_shuts_down() {
-    let server = AsyncTcpServer::builder(Stream::lines(), |_| Echo)
+    let server = AsyncTcpServer::builder(Stream::lines(), |_| Echo { timeout: None })
         .host("127.0.0.1")
         .build()
         .unwrap();
