@@ -1,6 +1,6 @@
-//! [`EventSet`]: what `serve` signals once the server is up.
+//! [`EventSet`]: what `serve_notify` signals once the server is up.
 
-/// Something `serve` can set once the server is serving (EasyNetwork's
+/// Something `serve_notify` sets once the server is serving (EasyNetwork's
 /// `SupportsEventSet`). `set` must be idempotent.
 ///
 /// ```

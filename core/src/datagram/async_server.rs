@@ -21,10 +21,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::async_client::{
+use super::contain::{self, Scope};
+use super::peer::{
     AsyncDatagramHandler, Codec, DatagramPeer, Link, LinkRef, RecvSlot, lock, run_routine,
 };
-use super::contain::{self, Scope};
 use super::{
     DatagramConfig, DatagramStats, PeerInfo, Reply, RoutineId, RoutineOutput, RoutineTable,
     Transmit,

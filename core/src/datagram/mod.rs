@@ -25,9 +25,9 @@
 //! holds at most [`DatagramConfig::max_pending`] datagrams, more are dropped and counted,
 //! and peers idle for [`DatagramConfig::idle_timeout`] are forgotten (their handler dropped).
 
-mod async_client;
 mod async_server;
 pub mod contain;
+mod peer;
 mod peers;
 mod routines;
 mod server;
@@ -39,8 +39,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::ConfigError;
 
-pub use async_client::{AsyncDatagramHandler, DatagramPeer, DatagramSendError};
 pub use async_server::{AsyncDatagramServer, AsyncOutput, SendId};
+pub use peer::{AsyncDatagramHandler, DatagramPeer, DatagramSendError};
 pub use peers::{
     Arrival, DatagramStats, PeerEvent, PeerInfo, PeerTable, Recv, RoutineError, RoutineState,
 };

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use super::async_client::{Shared, SharedRef, StreamPeer, lock};
+use super::peer::{Shared, SharedRef, StreamPeer, lock};
 use super::session::{drop_contained, log_handler_error, make_handler};
 use super::{Action, Connection, Driven, ServerRole};
 use crate::handler::{ConnInfo, HandlerError, Service};

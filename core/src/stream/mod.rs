@@ -23,22 +23,22 @@
 //! blocking socket (rustls's `complete_io` shape).
 
 mod action;
-mod async_client;
 mod async_session;
 pub mod blocking;
 mod connection;
 mod driven;
 mod handshake;
 mod idle;
+mod peer;
 mod role;
 mod session;
 
 pub use action::{Action, Want};
-pub use async_client::{RecvError, StreamPeer};
 pub use async_session::{AsyncSession, AsyncStreamHandler};
 pub use connection::Connection;
 pub use driven::Driven;
 pub use handshake::HandshakeError;
+pub use peer::{RecvError, StreamPeer};
 pub use role::{ClientRole, Role, ServerRole};
 pub use session::{HANDLER_CALLS_PER_TURN, Session};
 
