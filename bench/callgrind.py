@@ -12,7 +12,9 @@ For each workload and server, the server runs under `valgrind --tool=callgrind` 
 a fixed load from `loadgen --requests N` (one connection by default, so that every message takes the same path and the counts repeat; N requests): once with N1 and
 once with N2 requests per connection. Instructions per message = (Ir(N2) - Ir(N1)) /
 (messages(N2) - messages(N1)), so start-up, the TLS handshakes, connection set-up and
-shutdown cancel out. `--syscalls` also counts system calls per message the same way, from
+shutdown cancel out. The loop's waits (`epoll_wait` calls) are counted under valgrind too: a
+wait costs about 1 500 instructions on tokio, and whether the server finds the next request
+without waiting depends on timing, which valgrind changes. `--syscalls` also counts system calls per message the same way, from
 separate runs without valgrind (`perf stat` on the syscall tracepoints; strace would slow the
 server so much that its reads never find the socket empty).
 """
@@ -115,13 +117,42 @@ def callgrind_ir(impl, transport, size, pipeline, requests, conns):
             msgs = load(transport, size, pipeline, requests, conns)
         finally:
             stop(proc)
-        total = 0
+        total = waits = 0
         for name in os.listdir(d):  # one file per thread with --separate-threads; one here
-            with open(os.path.join(d, name)) as f:
-                for line in f:
-                    if line.startswith("summary:") or line.startswith("totals:"):
-                        total = max(total, int(line.split()[1]))
-        return total, msgs
+            total = max(total, read_total(os.path.join(d, name)))
+            waits += count_calls(os.path.join(d, name), "epoll_wait")
+        return (total, waits), msgs
+
+
+def read_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    return 0
+
+
+def count_calls(path, function):
+    """Calls of `function` in a callgrind output file (its `cfn=` / `calls=` lines)."""
+    names, callee, calls = {}, None, 0
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("fn=", "cfn=")):
+                key, _, rest = line.rstrip("\n").partition("=")
+                m = re.match(r"\((\d+)\)(?: (.*))?$", rest)
+                if m:
+                    if m.group(2):
+                        names[m.group(1)] = m.group(2)
+                    name = names.get(m.group(1), "")
+                else:
+                    name = rest
+                if key == "cfn":
+                    callee = name
+            elif line.startswith("calls=") and callee is not None:
+                if callee == function:
+                    calls += int(line[6:].split()[0])
+                callee = None
+    return calls
 
 
 SYSCALLS = ["recvfrom", "sendto", "writev", "readv", "epoll_wait", "read", "write"]
@@ -161,7 +192,7 @@ def per_msg(measure, impl, row, conns):
     if isinstance(a, dict):
         diff = {k: (b.get(k, 0) - a.get(k, 0)) / (m2 - m1) for k in set(a) | set(b)}
         return {k: v for k, v in diff.items() if v >= 0.05}
-    return (b - a) / (m2 - m1)
+    return tuple((y - x) / (m2 - m1) for x, y in zip(a, b))
 
 
 def main():
@@ -175,17 +206,18 @@ def main():
     a = ap.parse_args()
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
     rows = [r for r in (ROWS if a.driver == "mio" else ROWS_TOKIO) if not a.rows or re.search(a.rows, f"{r[0]} {r[2] // 1024} KiB {r[3]}")]
-    print("| workload | size | msgs/req | server | instructions/msg, median (min–max)" + (" | syscalls/msg" if a.syscalls else "") + " |")
-    print("|---|---|---|---|---" + ("|---" if a.syscalls else "") + "|")
+    print("| workload | size | msgs/req | server | instructions/msg, median (min–max) | waits/msg under valgrind" + (" | syscalls/msg" if a.syscalls else "") + " |")
+    print("|---|---|---|---|---|---" + ("|---" if a.syscalls else "") + "|")
     for row in rows:
         name, _, size, pipeline, ours, theirs = row
         for impl in [ours] + theirs:
             if a.impls and not re.search(a.impls, impl):
                 continue
-            irs = sorted(per_msg(callgrind_ir, impl, row, a.conns) for _ in range(a.rounds))
-            ir = irs[len(irs) // 2]
+            runs = sorted(per_msg(callgrind_ir, impl, row, a.conns) for _ in range(a.rounds))
+            ir, waits = runs[len(runs) // 2]
+            irs = [r[0] for r in runs]
             spread = f" ({irs[0]:.0f}–{irs[-1]:.0f})" if len(irs) > 1 else ""
-            cells = [name, f"{size // 1024} KiB", str(pipeline), impl, f"{ir:.0f}{spread}"]
+            cells = [name, f"{size // 1024} KiB", str(pipeline), impl, f"{ir:.0f}{spread}", f"{waits:.2f}"]
             if a.syscalls:
                 runs = [per_msg(perf_syscalls, impl, row, a.conns) for _ in range(a.rounds)]
                 calls = {k: sorted(r.get(k, 0.0) for r in runs)[len(runs) // 2] for k in runs[0]}

@@ -745,7 +745,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 };
                 // A shutdown's deadline holds even for an owner that never closes (an async
                 // handler awaiting something else).
-                [recv, self.shutdown, idle].into_iter().flatten().min()
+                earliest(earliest(recv, self.shutdown), idle)
             }
             Phase::Closed(_) => None,
         }
@@ -903,6 +903,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 
     /// A close asked through a pusher, taken once. Before a graceful one, every frame
     /// pushed before it is queued (past the high-water mark too): it goes out first.
+    #[inline]
     pub(crate) fn take_close_asked(&mut self) -> Option<CloseAsked> {
         let how = self.outbox.as_ref().and_then(|o| o.take_close())?;
         if how == CloseAsked::Graceful
@@ -1049,6 +1050,16 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 }
             }
         }
+    }
+}
+
+/// The earlier of two optional instants (asked at every `poll_action`).
+#[inline]
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 

@@ -27,6 +27,7 @@ impl IdleTimer {
     }
 
     /// Bytes came at `now` (or the connection starts).
+    #[inline]
     pub(super) fn touch(&mut self, now: Instant) {
         let Some(timeout) = self.timeout else {
             return;
@@ -39,6 +40,7 @@ impl IdleTimer {
     }
 
     /// Starts the timer if nothing has yet.
+    #[inline]
     pub(super) fn start(&mut self, now: Instant) {
         if self.last.is_none() {
             self.touch(now);
@@ -46,6 +48,7 @@ impl IdleTimer {
     }
 
     /// When [`expired`](Self::expired) has something to look at.
+    #[inline]
     pub(super) fn next(&self) -> Option<Instant> {
         self.check
     }
