@@ -153,7 +153,7 @@ impl DatagramHandler for Sum {
         r: Received<Vec<i64>>,
     ) -> HandlerResult {
         if let Received::Request(v) = r {
-            cx.send(&v.iter().sum())?;
+            cx.send(v.iter().sum::<i64>())?;
         }
         Ok(Next::Close)
     }

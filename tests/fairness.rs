@@ -54,7 +54,7 @@ impl StreamHandler for Quiet {
             }
             Received::Request(line) => cx.send(&line)?,
             Received::Timeout => {}
-            Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+            Received::ParseError(e) => cx.send(format!("error: {e}"))?,
         }
         Ok(Next::recv())
     }

@@ -43,7 +43,7 @@ impl DatagramHandler for Probe {
             Received::Request(t) if t == "panic" => panic!("requested panic"),
             Received::Request(t) if t == "fail" => return Err("requested failure".into()),
             Received::Request(t) => cx.send(&t)?,
-            Received::ParseError(e) => cx.send(&describe(&e))?,
+            Received::ParseError(e) => cx.send(describe(&e))?,
             Received::Timeout => {}
         }
         Ok(Next::Close)

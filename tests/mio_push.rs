@@ -202,7 +202,7 @@ impl StreamHandler for Chat {
 
     fn on_connection(&mut self, cx: &mut StreamContext<'_, String>) -> HandlerResult {
         self.0.insert(cx.pusher());
-        cx.send(&"joined".to_owned())?;
+        cx.send("joined".to_owned())?;
         Ok(Next::recv())
     }
 
@@ -266,7 +266,7 @@ impl DatagramHandler for UdpSub {
         _: Received<String>,
     ) -> HandlerResult {
         let _ = self.0.lock().unwrap().send(cx.pusher());
-        cx.send(&"ok".to_owned())?;
+        cx.send("ok".to_owned())?;
         Ok(Next::Close)
     }
 }

@@ -174,7 +174,7 @@ impl DatagramHandler for Collect {
         r: Received<String>,
     ) -> HandlerResult {
         let Received::Request(text) = r else {
-            cx.send(&"other".to_owned())?;
+            cx.send("other".to_owned())?;
             return Ok(Next::Close);
         };
         if self.want > 0 {
@@ -183,7 +183,7 @@ impl DatagramHandler for Collect {
                 return Ok(Next::recv());
             }
             self.want = 0;
-            cx.send(&std::mem::take(&mut self.got).join(","))?;
+            cx.send(std::mem::take(&mut self.got).join(","))?;
             return Ok(Next::Close);
         }
         if let Some(n) = text.strip_prefix("collect ") {
@@ -239,7 +239,7 @@ impl easynet::handler::StreamHandler for Stopper {
         if let Received::Request(line) = r
             && line == "stop"
         {
-            cx.send(&"bye".to_owned())?;
+            cx.send("bye".to_owned())?;
             // On the loop thread: this must not wait for the loop it blocks.
             self.0.get().expect("handle set").shutdown(None);
         }

@@ -117,7 +117,7 @@ impl DatagramHandler for Upper {
         r: Received<String>,
     ) -> HandlerResult {
         if let Received::Request(text) = r {
-            cx.send(&text.to_uppercase())?;
+            cx.send(text.to_uppercase())?;
         }
         Ok(Next::Close)
     }

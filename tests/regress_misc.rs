@@ -54,12 +54,12 @@ impl StreamHandler for Echo {
     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
         match r {
             Received::Request(l) if l == "forever" => {
-                cx.send(&"ok".to_owned())?;
+                cx.send("ok".to_owned())?;
                 return Ok(Next::recv_timeout(Duration::MAX));
             }
             Received::Request(l) => cx.send(&l)?,
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+            Received::Timeout => cx.send("timeout".to_owned())?,
+            Received::ParseError(e) => cx.send(format!("error: {e}"))?,
         }
         Ok(Next::recv())
     }
@@ -80,12 +80,12 @@ impl DatagramHandler for DgramEcho {
     ) -> HandlerResult {
         match r {
             Received::Request(l) if l == "forever" => {
-                cx.send(&"ok".to_owned())?;
+                cx.send("ok".to_owned())?;
                 return Ok(Next::recv_timeout(Duration::MAX));
             }
             Received::Request(l) => cx.send(&l)?,
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+            Received::Timeout => cx.send("timeout".to_owned())?,
+            Received::ParseError(e) => cx.send(format!("error: {e}"))?,
         }
         Ok(Next::Close)
     }

@@ -143,7 +143,7 @@ impl DatagramHandler for DgramEcho {
         match r {
             Received::Request(l) if l == "fail" => return Err("failed on request".into()),
             Received::Request(l) => cx.send(&l)?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
             Received::Timeout => {}
         }
         Ok(Next::Close)

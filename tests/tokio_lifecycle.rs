@@ -390,7 +390,7 @@ impl StreamHandler for AskStop {
     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
         if let Received::Request(line) = r {
             if line == "stop" {
-                cx.send(&"stopping".to_owned())?;
+                cx.send("stopping".to_owned())?;
                 let _ = self.stop.send(());
             } else {
                 cx.send(&line)?;

@@ -30,7 +30,7 @@ impl StreamHandler for Echo {
             .tls
             .as_ref()
             .expect("TLS info after the handshake");
-        cx.send(&format!("hello {:?}", tls.protocol_version.unwrap()))?;
+        cx.send(format!("hello {:?}", tls.protocol_version.unwrap()))?;
         Ok(Next::recv())
     }
 

@@ -34,12 +34,12 @@ impl DatagramHandler for Handler {
         let text = match r {
             Received::Request(t) => t,
             Received::ParseError(_) => {
-                cx.send(&"error".to_owned())?;
+                cx.send("error".to_owned())?;
                 return Ok(Next::Close);
             }
             Received::Timeout => {
                 self.waiting = false;
-                cx.send(&"timeout".to_owned())?;
+                cx.send("timeout".to_owned())?;
                 return Ok(Next::Close);
             }
         };
@@ -63,7 +63,7 @@ impl DatagramHandler for Handler {
         }
         if self.waiting {
             self.waiting = false;
-            cx.send(&format!("late {text}"))?;
+            cx.send(format!("late {text}"))?;
             return Ok(Next::Close);
         }
         cx.send(&text)?;

@@ -143,10 +143,106 @@ impl ConnInfo {
     }
 }
 
+/// A response given to a `send`: the message itself (owned) or a reference to it.
+///
+/// Made by [`IntoResponse`]; what the send paths look at to choose between encoding a copy
+/// and taking the message's own buffer.
+#[derive(Debug)]
+pub enum MaybeOwned<'a, T> {
+    /// The message, given away: its buffer can be queued without a copy (a `String` or a
+    /// `Bytes` response under [`Lines`](crate::protocol::Lines),
+    /// [`LengthPrefixed`](crate::protocol::LengthPrefixed) or
+    /// [`RawChunks`](crate::protocol::RawChunks)).
+    Owned(T),
+    /// A reference: the message is encoded into the write queue (a copy of its bytes).
+    Borrowed(&'a T),
+}
+
+/// What `send` takes: a response by value (`cx.send(line)`) or by reference
+/// (`cx.send(&line)`).
+///
+/// Implemented for `T` and `&T`, so every `send` takes either. Giving the message away lets
+/// the connection queue its buffer as it is: a large `String` line goes to the socket without
+/// being copied, its separator appended in its spare capacity. A reference keeps the message
+/// for the caller and copies its bytes.
+///
+/// Since `send` is generic, an argument whose type is inferred from `send` alone is
+/// ambiguous (`cx.send(v.iter().sum())`, `cx.send(x.into())`): name the type
+/// (`sum::<i64>()`) or pass a reference, as before.
+///
+/// ```
+/// use easynet_core::handler::{HandlerResult, IntoResponse, MaybeOwned, Next, Received, StreamContext, StreamHandler};
+///
+/// struct Echo;
+///
+/// impl StreamHandler for Echo {
+///     type Request = String;
+///     type Response = String;
+///
+///     fn handle(&mut self, cx: &mut StreamContext<'_, String>, received: Received<String>) -> HandlerResult {
+///         match received {
+///             // Owned: the line's own buffer is queued, no copy.
+///             Received::Request(line) => cx.send(line)?,
+///             // Borrowed works as well.
+///             Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+///             Received::Timeout => {}
+///         }
+///         Ok(Next::recv())
+///     }
+/// }
+/// # let _ = Echo;
+///
+/// let line = String::from("hi");
+/// let borrowed: MaybeOwned<'_, String> = (&line).into_response();
+/// assert!(matches!(borrowed, MaybeOwned::Borrowed(_)));
+/// let owned: MaybeOwned<'_, String> = line.into_response();
+/// assert!(matches!(owned, MaybeOwned::Owned(_)));
+/// ```
+pub trait IntoResponse<T> {
+    /// The response, owned or borrowed.
+    fn into_response<'a>(self) -> MaybeOwned<'a, T>
+    where
+        Self: 'a;
+}
+
+impl<T> IntoResponse<T> for T {
+    fn into_response<'a>(self) -> MaybeOwned<'a, T>
+    where
+        Self: 'a,
+    {
+        MaybeOwned::Owned(self)
+    }
+}
+
+impl<T> IntoResponse<T> for &T {
+    fn into_response<'a>(self) -> MaybeOwned<'a, T>
+    where
+        Self: 'a,
+    {
+        MaybeOwned::Borrowed(self)
+    }
+}
+
 /// Where a context's responses go; implemented by the connection and endpoint machines.
 pub(crate) trait ResponseSink<Resp> {
     fn send(&mut self, response: &Resp) -> Result<(), SendError>;
+    /// Sends `response`, taking it: its buffer is queued without a copy where the protocol
+    /// allows. By default it is encoded as a borrowed one.
+    fn send_owned(&mut self, response: Resp) -> Result<(), SendError> {
+        self.send(&response)
+    }
     fn is_closing(&self) -> bool;
+}
+
+/// Sends `response` into `sink`, owned or borrowed as it was given.
+pub(crate) fn send_into<Resp>(
+    sink: &mut (impl ResponseSink<Resp> + ?Sized),
+    response: impl IntoResponse<Resp>,
+) -> Result<(), SendError> {
+    match response.into_response() {
+        MaybeOwned::Owned(r) => sink.send_owned(r),
+        MaybeOwned::Borrowed(r) => sink.send(r),
+    }
 }
 
 /// A stream connection as its handler context sees it.
@@ -181,10 +277,13 @@ impl<Resp> std::fmt::Debug for StreamContext<'_, Resp> {
 impl<Resp> StreamContext<'_, Resp> {
     /// Encodes `response` and queues it for sending, in call order.
     ///
+    /// Takes the response by value (`cx.send(line)`: its buffer is queued without a copy
+    /// where the protocol allows, see [`IntoResponse`]) or by reference (`cx.send(&line)`).
+    ///
     /// Fails with [`SendError::Closed`] once the client is closing (for example inside
     /// `on_disconnection`), and with [`SendError::Serialize`] if it cannot be encoded.
-    pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
-        self.sink.send(response)
+    pub fn send(&mut self, response: impl IntoResponse<Resp>) -> Result<(), SendError> {
+        send_into(self.sink, response)
     }
 
     /// A [`Pusher`](crate::push::Pusher) for this connection: keep it (it is `Clone + Send +
@@ -276,9 +375,11 @@ impl<Resp> std::fmt::Debug for DatagramContext<'_, Resp> {
 }
 
 impl<Resp> DatagramContext<'_, Resp> {
-    /// Encodes `response` as one datagram to this peer and queues it.
-    pub fn send(&mut self, response: &Resp) -> Result<(), SendError> {
-        self.sink.send(response)
+    /// Encodes `response` as one datagram to this peer and queues it. Takes the response
+    /// by value or by reference ([`IntoResponse`]); by value, a `Bytes` datagram is sent
+    /// without a copy.
+    pub fn send(&mut self, response: impl IntoResponse<Resp>) -> Result<(), SendError> {
+        send_into(self.sink, response)
     }
 
     /// A [`DatagramPusher`](crate::push::DatagramPusher) for this peer: keep it to send to

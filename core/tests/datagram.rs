@@ -165,13 +165,13 @@ fn call(port: u16, serial: u64, what: &str) -> (SocketAddr, u64, String) {
 
 /// Echoes each datagram and ends the routine.
 fn echo_once(cx: &mut DatagramContext<'_, String>, what: &str, _: usize) -> HandlerResult {
-    cx.send(&what.to_owned())?;
+    cx.send(what.to_owned())?;
     Ok(Next::Close)
 }
 
 /// Echoes everything it gets and keeps receiving, with a 5 s timeout.
 fn echo_loop(cx: &mut DatagramContext<'_, String>, what: &str, _: usize) -> HandlerResult {
-    cx.send(&what.to_owned())?;
+    cx.send(what.to_owned())?;
     Ok(Next::recv_timeout(Duration::from_secs(5)))
 }
 
@@ -186,7 +186,7 @@ fn fragile(cx: &mut DatagramContext<'_, String>, what: &str, _: usize) -> Handle
         "boom" => Err("boom".into()),
         "panic" => panic!("handler panicked on purpose"),
         _ => {
-            cx.send(&what.to_owned())?;
+            cx.send(what.to_owned())?;
             Ok(Next::recv())
         }
     }
@@ -369,7 +369,7 @@ fn serialize_error_is_returned_to_the_handler_and_nothing_is_sent() {
     fn too_big(cx: &mut DatagramContext<'_, String>, _: &str, _: usize) -> HandlerResult {
         let huge = "x".repeat(70_000);
         match cx.send(&huge) {
-            Err(SendError::Serialize(_)) => cx.send(&"too big".to_owned())?,
+            Err(SendError::Serialize(_)) => cx.send("too big".to_owned())?,
             other => panic!("unexpected {other:?}"),
         }
         Ok(Next::Close)

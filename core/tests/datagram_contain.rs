@@ -96,7 +96,7 @@ impl DatagramHandler for Probe {
             return Ok(Next::Close);
         };
         match text.as_str() {
-            "encode" => cx.send(&"encode-panic".to_owned())?,
+            "encode" => cx.send("encode-panic".to_owned())?,
             "closed" => return Err(SendError::Closed.into()),
             "bad-display" => return Err(BadDisplay.into()),
             "drop-panic" => {

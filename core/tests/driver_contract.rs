@@ -54,8 +54,8 @@ impl StreamHandler for Echo {
                 return Ok(Next::recv_timeout(Duration::MAX));
             }
             Received::Request(l) => cx.send(&l)?,
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::Timeout => cx.send("timeout".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
         }
         Ok(Next::recv())
     }

@@ -309,7 +309,7 @@ impl DatagramHandler for DatagramSub {
         _: Received<String>,
     ) -> HandlerResult {
         self.0.lock().unwrap().push(cx.pusher());
-        cx.send(&"ok".to_owned())?;
+        cx.send("ok".to_owned())?;
         Ok(Next::Close)
     }
 }

@@ -42,8 +42,8 @@ impl StreamHandler for Echo {
             Received::Request(l) if l == "quit" => return Ok(Next::Close),
             Received::Request(l) if l == "panic" => panic!("requested panic"),
             Received::Request(l) => cx.send(&l)?,
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::Timeout => cx.send("timeout".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
         }
         Ok(Next::Recv {
             timeout: self.timeout,
@@ -314,7 +314,7 @@ impl DatagramHandler for Upper {
         r: Received<String>,
     ) -> HandlerResult {
         if let Received::Request(text) = r {
-            cx.send(&text.to_uppercase())?;
+            cx.send(text.to_uppercase())?;
         }
         Ok(Next::Close)
     }

@@ -31,7 +31,7 @@ impl StreamHandler for Echo {
             Received::Request(l) if l == "fail" => return Err("failed on request".into()),
             Received::Request(l) if l == "panic" => panic!("requested panic"),
             Received::Request(l) => cx.send(&l)?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
             Received::Timeout => {}
         }
         Ok(Next::recv())
@@ -176,7 +176,7 @@ impl DatagramHandler for DgramEcho {
             Received::Request(l) if l == "fail" => return Err("failed on request".into()),
             Received::Request(l) if l == "panic" => panic!("requested panic"),
             Received::Request(l) => cx.send(&l)?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
             Received::Timeout => {}
         }
         Ok(Next::Close)

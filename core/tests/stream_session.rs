@@ -274,7 +274,7 @@ fn on_connection_error_closes_without_on_disconnection() {
 #[test]
 fn on_connection_close_skips_handle_but_calls_on_disconnection() {
     let (script, l) = Script::new(|cx, _| {
-        cx.send(&"go away".to_owned())?;
+        cx.send("go away".to_owned())?;
         Ok(Next::Close)
     });
     let mut sim = lines(script);
@@ -372,7 +372,7 @@ fn shutdown_deadline_aborts_a_peer_that_never_reads() {
 fn graceful_close_is_bounded_by_the_shutdown_timeout() {
     let (script, _) = Script::new(|cx, seen| {
         if let Seen::Request(_) = seen {
-            cx.send(&"x".repeat(100))?;
+            cx.send("x".repeat(100))?;
             return Ok(Next::Close);
         }
         Ok(Next::recv())

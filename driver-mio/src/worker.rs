@@ -19,7 +19,7 @@ use easynet_core::accept::{AcceptAction, AcceptGate};
 use easynet_core::addr::Addr;
 use easynet_core::handler::{ConnInfo, Service, StreamHandler};
 use easynet_core::protocol::StreamServerProtocol;
-use easynet_core::stream::{Action, CloseHow, Connection, Driven, Session, StreamConfig};
+use easynet_core::stream::{Action, CloseHow, Connection, Driven, Session, StreamConfig, Want};
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -494,8 +494,15 @@ where
         }
         let mut reads = 0;
         let mut again = false;
+        // The `Want` a write that emptied the queue left valid (`Driven::wants_write`): one
+        // `poll_action` less per answer.
+        let mut kept: Option<Want> = None;
         let timeout = loop {
-            let want = match e.session.poll_action(now) {
+            let action = match kept.take() {
+                Some(want) => Action::Io(want),
+                None => e.session.poll_action(now),
+            };
+            let want = match action {
                 Action::Io(want) => want,
                 Action::ShutdownWrite => {
                     L::shutdown_write(&e.stream);
@@ -519,7 +526,16 @@ where
             };
             if want.write && e.writable {
                 match e.session.write_to(&mut e.stream) {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if want.read
+                            && !Driven::wants_write(&e.session)
+                            && !Driven::wakeable(&e.session)
+                        {
+                            let mut want = want;
+                            want.write = false;
+                            kept = Some(want);
+                        }
+                    }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => e.session.handle_io_error(now),

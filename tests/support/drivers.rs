@@ -33,8 +33,8 @@ impl StreamHandler for Echo {
             Received::Request(l) if l == "quit" => return Ok(Next::Close),
             Received::Request(l) if l == "panic" => panic!("requested panic"),
             Received::Request(l) => cx.send(&l)?,
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::Timeout => cx.send("timeout".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
         }
         Ok(Next::Recv {
             timeout: self.timeout,

@@ -90,8 +90,8 @@ impl<T: Msg> StreamHandler for Probe<T> {
                 self.handled.fetch_add(1, Ordering::SeqCst);
                 cx.send(&m)?;
             }
-            Received::Timeout => cx.send(&T::from("timeout".to_owned()))?,
-            Received::ParseError(e) => cx.send(&T::from(describe(&e)))?,
+            Received::Timeout => cx.send(T::from("timeout".to_owned()))?,
+            Received::ParseError(e) => cx.send(T::from(describe(&e)))?,
         }
         Ok(Next::Recv { timeout: None })
     }

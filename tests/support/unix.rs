@@ -74,8 +74,8 @@ impl StreamHandler for Whoami {
                 let reply = answer(cx.info(), l);
                 cx.send(&reply)?;
             }
-            Received::Timeout => cx.send(&"timeout".to_owned())?,
-            Received::ParseError(_) => cx.send(&"error".to_owned())?,
+            Received::Timeout => cx.send("timeout".to_owned())?,
+            Received::ParseError(_) => cx.send("error".to_owned())?,
         }
         Ok(Next::recv())
     }
@@ -101,7 +101,7 @@ impl DatagramHandler for Whoami {
                 cx.send(&reply)?;
             }
             Received::ParseError(easynet::protocol::ParseError::FrameTooLarge { limit, got }) => {
-                cx.send(&too_large(got, limit))?;
+                cx.send(too_large(got, limit))?;
             }
             _ => {}
         }

@@ -79,8 +79,8 @@ impl StreamHandler for KvHandler {
 
     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
         match r {
-            Received::Request(line) => cx.send(&self.answer(&line))?,
-            Received::ParseError(_) => cx.send(&"ERROR".to_owned())?,
+            Received::Request(line) => cx.send(self.answer(&line))?,
+            Received::ParseError(_) => cx.send("ERROR".to_owned())?,
             Received::Timeout => return Ok(Next::Close),
         }
         Ok(Next::recv_timeout(IDLE))

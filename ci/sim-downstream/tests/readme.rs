@@ -18,8 +18,8 @@ impl StreamHandler for Upper {
 
     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
         match r {
-            Received::Request(line) => cx.send(&line.to_uppercase())?,
-            Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+            Received::Request(line) => cx.send(line.to_uppercase())?,
+            Received::ParseError(e) => cx.send(format!("error: {e}"))?,
             Received::Timeout => return Ok(Next::Close),
         }
         Ok(Next::recv_timeout(Duration::from_secs(60)))
@@ -37,7 +37,7 @@ impl AsyncStreamHandler for AsyncUpper {
         client: &mut StreamPeer<String, String>,
     ) -> Result<(), HandlerError> {
         let line = client.recv_timeout(Duration::from_secs(60)).await?;
-        client.send(&line.to_uppercase()).await?;
+        client.send(line.to_uppercase()).await?;
         Ok(())
     }
 }

@@ -210,6 +210,24 @@ pub(crate) fn encode_in<P: DatagramServerProtocol + ?Sized>(
     )
 }
 
+/// [`encode_in`], taking the response: the datagram comes back whole when it is the
+/// response's own buffer (`Ok(Ok(Some))`, no copy), else it was appended to `dst`.
+pub(crate) fn encode_owned_in<P: DatagramServerProtocol + ?Sized>(
+    scope: Option<&Scope<'_>>,
+    protocol: &P,
+    info: &ConnInfo,
+    response: P::Response,
+    dst: &mut BytesMut,
+) -> Result<Result<Option<bytes::Bytes>, SerializeError>, Panicked> {
+    contained(
+        scope,
+        &info.peer,
+        info.id,
+        "datagram protocol (encode)",
+        || protocol.encode_response_owned(response, dst),
+    )
+}
+
 /// Logs the error a handler returned, by the rule of [`HandlerError`]: a send on a closed
 /// client is one WARN, anything else one ERROR. [`SendError::Closed`] is recognised here;
 /// `closed_send` says the error is a driver's own closed-send error. The error is

@@ -7,6 +7,7 @@
 //! back what the routine does next ([`PeerTable::recv`] or [`PeerTable::finish`]).
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -218,17 +219,57 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
     /// A peer whose wait deadline has already passed gets its [`PeerEvent::Timeout`] first
     /// (the datagram is then queued), so a late driver sees the same order as a punctual one.
     pub fn arrive(&mut self, now: Instant, peer: A, item: T) -> Arrival<T> {
+        match self.arrive_then(now, peer, item, |d| {
+            if d.started {
+                Arrival::Start(d.item)
+            } else {
+                Arrival::Deliver(d.item)
+            }
+        }) {
+            Ok(arrival) | Err(arrival) => arrival,
+        }
+    }
+
+    /// [`arrive`](Self::arrive), and when the datagram starts a routine or reaches the
+    /// waiting one, one step of that routine on the same lookup of the peer (as
+    /// [`step_routine`](Self::step_routine)). `Err` is what became of a datagram that ran
+    /// nothing (queued, dropped, closed).
+    pub(crate) fn arrive_step(
+        &mut self,
+        now: Instant,
+        peer: A,
+        item: T,
+        run: impl FnOnce(ConnId, &mut U, T) -> (crate::handler::Next, bool),
+    ) -> Result<Result<Stepped<T>, RoutineError<A>>, Arrival<T>> {
+        self.arrive_then(now, peer, item, |d| {
+            let (next, deferred) = run(d.p.id, &mut d.p.state, d.item);
+            apply_next(
+                d.timers, d.queued, d.config, d.p, d.peer, now, next, deferred,
+            )
+        })
+    }
+
+    /// The one lookup of an arrival: `deliver` gets the peer when the datagram starts its
+    /// routine or reaches the waiting one; anything else is the `Err` arrival.
+    fn arrive_then<R>(
+        &mut self,
+        now: Instant,
+        peer: A,
+        item: T,
+        deliver: impl FnOnce(Delivered<'_, T, U, A>) -> R,
+    ) -> Result<R, Arrival<T>> {
         if self.closed {
             self.count_dropped(1);
-            return Arrival::Closed(item);
+            return Err(Arrival::Closed(item));
         }
-        let Some(p) = self.peers.get_mut(&peer) else {
-            let id = ConnId(self.next_id);
-            self.next_id += 1;
-            tracing::debug!(%peer, conn = %id, "new datagram peer");
-            self.peers.insert(
-                peer,
-                Peer {
+        let key = peer.clone();
+        let p = match self.peers.entry(peer) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let id = ConnId(self.next_id);
+                self.next_id += 1;
+                tracing::debug!(peer = %key, conn = %id, "new datagram peer");
+                let p = v.insert(Peer {
                     id,
                     routine: RoutineState::Running,
                     queue: VecDeque::new(),
@@ -236,36 +277,44 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
                     last_activity: now,
                     timer: None,
                     state: U::default(),
-                },
-            );
-            return Arrival::Start(item);
+                });
+                return Ok(deliver(Delivered {
+                    p,
+                    timers: &mut self.timers,
+                    queued: &mut self.queued,
+                    config: &self.config,
+                    peer: &key,
+                    item,
+                    started: true,
+                }));
+            }
         };
         p.last_activity = now;
-        match p.routine {
+        let started = match p.routine {
             RoutineState::Idle => {
                 // The idle timer stays: it is checked against `last_activity` when it fires,
                 // which spares two timer-set operations per datagram.
                 p.routine = RoutineState::Running;
-                Arrival::Start(item)
+                true
             }
             RoutineState::Waiting { deadline } if deadline.is_some_and(|d| d <= now) => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, &peer, p, None);
-                self.events.push_back(PeerEvent::Timeout { peer });
+                set_timer(&mut self.timers, &key, p, None);
+                self.events.push_back(PeerEvent::Timeout { peer: key });
                 // The queue of a waiting routine is empty and max_pending >= 1.
                 p.queue.push_back(item);
                 self.queued += 1;
-                Arrival::Queued
+                return Err(Arrival::Queued);
             }
             RoutineState::Waiting { .. } => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, &peer, p, None);
-                Arrival::Deliver(item)
+                set_timer(&mut self.timers, &key, p, None);
+                false
             }
             RoutineState::Running if p.queue.len() < self.config.max_pending => {
                 p.queue.push_back(item);
                 self.queued += 1;
-                Arrival::Queued
+                return Err(Arrival::Queued);
             }
             RoutineState::Running => {
                 p.dropped += 1;
@@ -275,14 +324,23 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
                 }
                 // Rate-limited: warn at the 1st, 2nd, 4th, 8th... drop of a peer.
                 if p.dropped.is_power_of_two() {
-                    tracing::warn!(%peer, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
+                    tracing::warn!(peer = %key, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
                         "datagram queue full, dropping datagrams");
                 } else {
-                    tracing::trace!(%peer, conn = %p.id, dropped = p.dropped, "datagram dropped");
+                    tracing::trace!(peer = %key, conn = %p.id, dropped = p.dropped, "datagram dropped");
                 }
-                Arrival::Dropped(item)
+                return Err(Arrival::Dropped(item));
             }
-        }
+        };
+        Ok(deliver(Delivered {
+            p,
+            timers: &mut self.timers,
+            queued: &mut self.queued,
+            config: &self.config,
+            peer: &key,
+            item,
+            started,
+        }))
     }
 }
 
@@ -331,22 +389,43 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             .peers
             .get_mut(peer)
             .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
-        match p.routine {
-            RoutineState::Idle => return Err(RoutineError::NoRoutine(peer.clone())),
-            RoutineState::Waiting { .. } => return Err(RoutineError::AlreadyWaiting(peer.clone())),
-            RoutineState::Running => {}
+        recv_on(
+            &mut self.timers,
+            &mut self.queued,
+            p,
+            peer,
+            now,
+            deadline,
+            immediate,
+        )
+    }
+
+    /// One step of the running routine of `peer` with one lookup of the peer instead of
+    /// two: `run` calls its handler with the peer's handle and state and says what the
+    /// routine does next; that is applied as [`recv`](Self::recv) (or, with `deferred`,
+    /// [`recv_deferred`](Self::recv_deferred)) or [`finish`](Self::finish) would. `None`
+    /// when the peer is unknown (or the table closed).
+    pub(crate) fn step_routine(
+        &mut self,
+        now: Instant,
+        peer: &A,
+        run: impl FnOnce(ConnId, &mut U) -> (crate::handler::Next, bool),
+    ) -> Option<Result<Stepped<T>, RoutineError<A>>> {
+        if self.closed {
+            return None;
         }
-        p.last_activity = now;
-        if let Some(item) = p.queue.pop_front() {
-            self.queued -= 1;
-            return Ok(Recv::Ready(item));
-        }
-        if immediate {
-            return Ok(Recv::Timeout);
-        }
-        p.routine = RoutineState::Waiting { deadline };
-        set_timer(&mut self.timers, peer, p, deadline);
-        Ok(Recv::Waiting)
+        let p = self.peers.get_mut(peer)?;
+        let (next, deferred) = run(p.id, &mut p.state);
+        Some(apply_next(
+            &mut self.timers,
+            &mut self.queued,
+            &self.config,
+            p,
+            peer,
+            now,
+            next,
+            deferred,
+        ))
     }
 
     /// The waiting routine of `peer` stops waiting (its receive was cancelled): it is running
@@ -394,23 +473,14 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             .peers
             .get_mut(peer)
             .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
-        if p.routine == RoutineState::Idle {
-            return Err(RoutineError::NoRoutine(peer.clone()));
-        }
-        p.last_activity = now;
-        if let Some(item) = p.queue.pop_front() {
-            self.queued -= 1;
-            p.routine = RoutineState::Running;
-            return Ok(Some(item));
-        }
-        p.routine = RoutineState::Idle;
-        // Give back what a burst made the queue grow to.
-        p.queue.shrink_to(4);
-        if p.timer.is_none() {
-            let evict_at = now.checked_add(self.config.idle_timeout);
-            set_timer(&mut self.timers, peer, p, evict_at);
-        }
-        Ok(None)
+        finish_on(
+            &mut self.timers,
+            &mut self.queued,
+            &self.config,
+            p,
+            peer,
+            now,
+        )
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work: a
@@ -556,6 +626,112 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             queued: self.queued,
         }
     }
+}
+
+/// What [`PeerTable::step_routine`] applied after the handler's call.
+#[derive(Debug)]
+pub(crate) enum Stepped<T> {
+    /// The routine asked for its next datagram: as [`PeerTable::recv`].
+    Recv(Recv<T>),
+    /// The routine ended: as [`PeerTable::finish`].
+    Finished(Option<T>),
+}
+
+/// A peer a datagram starts (or reaches) the routine of, with what stepping it needs.
+struct Delivered<'a, T, U, A> {
+    p: &'a mut Peer<T, U>,
+    timers: &'a mut BTreeSet<(Instant, A)>,
+    queued: &'a mut usize,
+    config: &'a DatagramConfig,
+    peer: &'a A,
+    item: T,
+    /// A new routine (else the waiting one got it).
+    started: bool,
+}
+
+/// What the routine of a peer already looked up asks next, applied as
+/// [`PeerTable::recv`] (`deferred`: [`PeerTable::recv_deferred`]) or
+/// [`PeerTable::finish`].
+#[allow(clippy::too_many_arguments)]
+fn apply_next<T, U, A: PeerAddr>(
+    timers: &mut BTreeSet<(Instant, A)>,
+    queued: &mut usize,
+    config: &DatagramConfig,
+    p: &mut Peer<T, U>,
+    peer: &A,
+    now: Instant,
+    next: crate::handler::Next,
+    deferred: bool,
+) -> Result<Stepped<T>, RoutineError<A>> {
+    match next {
+        crate::handler::Next::Recv { timeout } => {
+            let (deadline, immediate) = match timeout {
+                Some(t) if t.is_zero() => (Some(now), !deferred),
+                Some(t) => (now.checked_add(t), false),
+                None => (None, false),
+            };
+            recv_on(timers, queued, p, peer, now, deadline, immediate).map(Stepped::Recv)
+        }
+        crate::handler::Next::Close => {
+            finish_on(timers, queued, config, p, peer, now).map(Stepped::Finished)
+        }
+    }
+}
+
+/// [`PeerTable::recv`] on a peer already looked up.
+fn recv_on<T, U, A: PeerAddr>(
+    timers: &mut BTreeSet<(Instant, A)>,
+    queued: &mut usize,
+    p: &mut Peer<T, U>,
+    peer: &A,
+    now: Instant,
+    deadline: Option<Instant>,
+    immediate: bool,
+) -> Result<Recv<T>, RoutineError<A>> {
+    match p.routine {
+        RoutineState::Idle => return Err(RoutineError::NoRoutine(peer.clone())),
+        RoutineState::Waiting { .. } => return Err(RoutineError::AlreadyWaiting(peer.clone())),
+        RoutineState::Running => {}
+    }
+    p.last_activity = now;
+    if let Some(item) = p.queue.pop_front() {
+        *queued -= 1;
+        return Ok(Recv::Ready(item));
+    }
+    if immediate {
+        return Ok(Recv::Timeout);
+    }
+    p.routine = RoutineState::Waiting { deadline };
+    set_timer(timers, peer, p, deadline);
+    Ok(Recv::Waiting)
+}
+
+/// [`PeerTable::finish`] on a peer already looked up.
+fn finish_on<T, U, A: PeerAddr>(
+    timers: &mut BTreeSet<(Instant, A)>,
+    queued: &mut usize,
+    config: &DatagramConfig,
+    p: &mut Peer<T, U>,
+    peer: &A,
+    now: Instant,
+) -> Result<Option<T>, RoutineError<A>> {
+    if p.routine == RoutineState::Idle {
+        return Err(RoutineError::NoRoutine(peer.clone()));
+    }
+    p.last_activity = now;
+    if let Some(item) = p.queue.pop_front() {
+        *queued -= 1;
+        p.routine = RoutineState::Running;
+        return Ok(Some(item));
+    }
+    p.routine = RoutineState::Idle;
+    // Give back what a burst made the queue grow to.
+    p.queue.shrink_to(4);
+    if p.timer.is_none() {
+        let evict_at = now.checked_add(config.idle_timeout);
+        set_timer(timers, peer, p, evict_at);
+    }
+    Ok(None)
 }
 
 fn set_timer<T, U, A: PeerAddr>(

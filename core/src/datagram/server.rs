@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::contain::{self, HandlerSlot, Panicked, Scope};
+use super::peers::Stepped;
 use super::{
     DatagramConfig, DatagramStats, Output, Payload, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
 };
@@ -162,12 +163,40 @@ where
         self.recorder.add(Counter::DatagramsIn, 1);
         self.recorder.add(Counter::BytesIn, data.len() as u64);
         let payload = Payload::new(data, self.max_datagram_size);
-        match self.table.arrive(now, from.clone(), payload) {
-            super::Arrival::Start(d) | super::Arrival::Deliver(d) => {
-                self.drive(now, from, Step::Datagram(d));
+        let scope = Scope {
+            recorder: Some(&self.recorder),
+            now,
+        };
+        let (service, protocol, out) = (&*self.service, &*self.protocol, &mut self.out);
+        let (pushed, encoder, local) = (&self.pushed, &self.encoder, &self.local_addr);
+        // The arrival and the routine's first step on one lookup of the peer.
+        let stepped = self
+            .table
+            .arrive_step(now, from.clone(), payload, |id, slot, d| {
+                let info = ConnInfo::new(id, from.to_addr(), local.clone());
+                let step = Step::Datagram(d);
+                let next = call(
+                    &scope,
+                    service,
+                    protocol,
+                    (pushed, encoder),
+                    out,
+                    slot,
+                    &info,
+                    &from,
+                    step,
+                );
+                (next, false)
+            });
+        match stepped {
+            Ok(stepped) => {
+                let mut immediate_timeouts = 0;
+                if let Some(step) = next_step(Some(stepped), &mut immediate_timeouts) {
+                    self.drive_from(now, from, step, immediate_timeouts);
+                }
             }
             // Queued behind a deadline that had passed unnoticed: the timeout goes first.
-            _ => self.process_events(now),
+            Err(_) => self.process_events(now),
         }
     }
 
@@ -275,59 +304,63 @@ where
 
     /// Runs the routine of `peer` from `step` until it waits or the peer goes idle. Bounded:
     /// it consumes only what is queued now, and a repeated zero-timeout poll is deferred.
-    fn drive(&mut self, now: Instant, peer: A, mut step: Step) {
-        let mut immediate_timeouts = 0u32;
+    fn drive(&mut self, now: Instant, peer: A, step: Step) {
+        self.drive_from(now, peer, step, 0);
+    }
+
+    /// [`drive`](Self::drive), after `immediate_timeouts` zero-timeout receives that timed
+    /// out at once.
+    fn drive_from(&mut self, now: Instant, peer: A, mut step: Step, mut immediate_timeouts: u32) {
         loop {
             if self.closing {
                 return;
             }
-            let Some((id, slot)) = self.table.id_and_state_mut(&peer) else {
-                return;
-            };
-            let info = ConnInfo::new(id, peer.to_addr(), self.local_addr.clone());
             let scope = Scope {
                 recorder: Some(&self.recorder),
                 now,
             };
-            let next = call(
-                &scope,
-                &*self.service,
-                &*self.protocol,
-                (&self.pushed, &self.encoder),
-                &mut self.out,
-                slot,
-                &info,
-                &peer,
-                step,
-            );
-            let resumed = match next {
-                Next::Recv { timeout } => {
-                    let r = if timeout.is_some_and(|t| t.is_zero()) && immediate_timeouts > 0 {
-                        self.table.recv_deferred(now, &peer)
-                    } else {
-                        self.table.recv(now, &peer, timeout)
-                    };
-                    match r {
-                        Ok(Recv::Ready(data)) => Some(Step::Datagram(data)),
-                        Ok(Recv::Timeout) => {
-                            immediate_timeouts += 1;
-                            Some(Step::Timeout)
-                        }
-                        _ => None,
-                    }
-                }
-                Next::Close => self
-                    .table
-                    .finish(now, &peer)
-                    .ok()
-                    .flatten()
-                    .map(Step::Datagram),
-            };
-            match resumed {
+            let (service, protocol, out) = (&*self.service, &*self.protocol, &mut self.out);
+            let (pushed, encoder, local) = (&self.pushed, &self.encoder, &self.local_addr);
+            // One lookup of the peer for the handler's call and what it asks next.
+            let stepped = self.table.step_routine(now, &peer, |id, slot| {
+                let info = ConnInfo::new(id, peer.to_addr(), local.clone());
+                let next = call(
+                    &scope,
+                    service,
+                    protocol,
+                    (pushed, encoder),
+                    out,
+                    slot,
+                    &info,
+                    &peer,
+                    step,
+                );
+                // A zero timeout again after one that timed out at once waits for the next
+                // timer instead (no spin inside one call).
+                (next, immediate_timeouts > 0)
+            });
+            match next_step(stepped, &mut immediate_timeouts) {
                 Some(s) => step = s,
                 None => return,
             }
         }
+    }
+}
+
+/// What the routine runs next after a step: a datagram, an immediate timeout (counted), or
+/// nothing (it waits, the peer is idle, or it is gone).
+fn next_step<A>(
+    stepped: Option<Result<Stepped<Payload>, super::RoutineError<A>>>,
+    immediate_timeouts: &mut u32,
+) -> Option<Step> {
+    match stepped {
+        Some(Ok(Stepped::Recv(Recv::Ready(data)))) => Some(Step::Datagram(data)),
+        Some(Ok(Stepped::Recv(Recv::Timeout))) => {
+            *immediate_timeouts += 1;
+            Some(Step::Timeout)
+        }
+        Some(Ok(Stepped::Finished(Some(data)))) => Some(Step::Datagram(data)),
+        _ => None,
     }
 }
 
@@ -433,6 +466,29 @@ impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'
         self.out.push_back(Transmit {
             to: self.to.clone(),
             data: data.freeze(),
+        });
+        Ok(())
+    }
+
+    fn send_owned(&mut self, response: P::Response) -> Result<(), SendError> {
+        if self.closing {
+            return Err(SendError::Closed);
+        }
+        let mut data = BytesMut::new();
+        let data = match contain::encode_owned_in(
+            Some(self.scope),
+            self.protocol,
+            self.info,
+            response,
+            &mut data,
+        ) {
+            Ok(encoded) => encoded?.unwrap_or_else(|| data.freeze()),
+            // As in `send`: logged already, the routine ends.
+            Err(Panicked) => std::panic::resume_unwind(Box::new(Panicked)),
+        };
+        self.out.push_back(Transmit {
+            to: self.to.clone(),
+            data,
         });
         Ok(())
     }

@@ -7,8 +7,9 @@ use bytes::BytesMut;
 
 use super::{
     ConfigError, DatagramClientProtocol, DatagramProtocol, DatagramServerProtocol, Decode, Encode,
-    Framing, LengthPrefixed, Lines, MAX_DATAGRAM_SIZE, ParseError, PrefixWidth, RawBytes,
-    RawChunks, SerializeError, StreamClientProtocol, StreamProtocol, StreamServerProtocol, Utf8,
+    Framing, LengthPrefixed, Lines, MAX_DATAGRAM_SIZE, OwnedFrame, OwnedPayload, ParseError,
+    PrefixWidth, RawBytes, RawChunks, SerializeError, StreamClientProtocol, StreamProtocol,
+    StreamServerProtocol, Utf8,
 };
 
 /// A stream protocol: framing `F`, serializer `S`, requests `Req`, responses `Resp`.
@@ -193,6 +194,35 @@ where
         }
         res
     }
+
+    /// The owned path: the serializer hands its payload over whole (then the framing frames
+    /// it without a copy) or encodes it into `dst` (then the frame is finished there).
+    fn encode_owned_with<T>(
+        &self,
+        item: T,
+        dst: &mut BytesMut,
+        encode: impl FnOnce(&S, T, &mut BytesMut) -> Result<Option<OwnedPayload>, SerializeError>,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        let before = dst.len();
+        let mark = self.framing.encode_start(dst);
+        let res = match encode(&self.serializer, item, dst) {
+            Ok(None) => self.framing.encode_end(dst, mark).map(|()| None),
+            // A small payload is copied (cheaper than a queue entry): the borrowed path.
+            Ok(Some(payload)) if payload.len() < super::OWNED_MIN => {
+                dst.extend_from_slice(payload.as_slice());
+                self.framing.encode_end(dst, mark).map(|()| None)
+            }
+            Ok(Some(payload)) => {
+                dst.truncate(before); // the head placeholder: the framing writes its own
+                self.framing.encode_owned(payload, dst)
+            }
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            dst.truncate(before);
+        }
+        res
+    }
 }
 
 impl<F, S, Req, Resp> StreamServerProtocol for Stream<F, S, Req, Resp>
@@ -220,6 +250,14 @@ where
             .then(|| self.serializer.encode_shared(item))
             .flatten()
     }
+
+    fn encode_response_owned(
+        &self,
+        item: Resp,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        self.encode_owned_with(item, dst, |s, item, d| s.encode_owned(item, d))
+    }
 }
 
 impl<F, S, Req, Resp> StreamClientProtocol for Stream<F, S, Req, Resp>
@@ -246,6 +284,14 @@ where
             .is_transparent()
             .then(|| self.serializer.encode_shared(item))
             .flatten()
+    }
+
+    fn encode_request_owned(
+        &self,
+        item: Req,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        self.encode_owned_with(item, dst, |s, item, d| s.encode_owned(item, d))
     }
 }
 
@@ -380,6 +426,25 @@ where
     fn encode_response(&self, item: &Resp, dst: &mut BytesMut) -> Result<(), SerializeError> {
         self.serializer.encode(item, dst)?;
         Self::check_size(dst)
+    }
+
+    fn encode_response_owned(
+        &self,
+        item: Resp,
+        dst: &mut BytesMut,
+    ) -> Result<Option<bytes::Bytes>, SerializeError> {
+        match self.serializer.encode_owned(item, dst)? {
+            Some(payload) => {
+                if payload.len() > MAX_DATAGRAM_SIZE {
+                    return Err(SerializeError::TooLarge {
+                        limit: MAX_DATAGRAM_SIZE,
+                        got: payload.len(),
+                    });
+                }
+                Ok(Some(payload.into_bytes()))
+            }
+            None => Self::check_size(dst).map(|()| None),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use super::{ConfigError, Framing, ParseError, SerializeError};
+use super::{ConfigError, Framing, OwnedFrame, OwnedPayload, ParseError, SerializeError};
 
 /// Width of the length prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,5 +149,23 @@ impl Framing for LengthPrefixed {
         let be = (len as u64).to_be_bytes();
         dst[mark..mark + header].copy_from_slice(&be[8 - header..]);
         Ok(())
+    }
+
+    /// The prefix goes to `dst`, the payload follows as it is (no copy).
+    fn encode_owned(
+        &self,
+        payload: OwnedPayload,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        let len = payload.len();
+        if len > self.max {
+            return Err(SerializeError::TooLarge {
+                limit: self.max,
+                got: len,
+            });
+        }
+        let be = (len as u64).to_be_bytes();
+        dst.extend_from_slice(&be[8 - self.width.bytes()..]);
+        Ok(Some(OwnedFrame::new(payload)))
     }
 }

@@ -2,7 +2,9 @@
 
 use bytes::{Buf, BytesMut};
 
-use super::{ConfigError, DEFAULT_LIMIT, Framing, ParseError, SerializeError};
+use super::{
+    ConfigError, DEFAULT_LIMIT, Framing, OwnedFrame, OwnedPayload, ParseError, SerializeError,
+};
 
 /// The byte sequence that ends a line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -219,6 +221,26 @@ impl Framing for Lines {
             dst.extend_from_slice(sep);
         }
         Ok(())
+    }
+
+    /// The line as it is; the separator (unless it ends the line already) is appended in
+    /// its spare capacity, or else follows as the frame's tail. Never copies the payload.
+    fn encode_owned(
+        &self,
+        payload: OwnedPayload,
+        _dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        let sep = self.separator.as_bytes();
+        if payload.as_slice().ends_with(sep) {
+            return Ok(Some(OwnedFrame::new(payload)));
+        }
+        Ok(Some(match payload {
+            OwnedPayload::Vec(mut v) if v.capacity() - v.len() >= sep.len() => {
+                v.extend_from_slice(sep);
+                OwnedFrame::new(OwnedPayload::Vec(v))
+            }
+            other => OwnedFrame::new(other).with_tail(sep),
+        }))
     }
 }
 

@@ -85,7 +85,83 @@ pub use text::{RawBytes, Utf8};
 #[cfg(feature = "zlib")]
 pub use zlib::Zlib;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+
+/// A payload handed over whole by [`Encode::encode_owned`]: the message's own buffer,
+/// queued for the socket as it is, without a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnedPayload {
+    /// A vector of its own (a `String`'s bytes): a framing may append its trailer (a line
+    /// separator) in its spare capacity.
+    Vec(Vec<u8>),
+    /// Shared bytes (a `Bytes` message).
+    Shared(Bytes),
+}
+
+impl OwnedPayload {
+    /// The payload's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            OwnedPayload::Vec(v) => v,
+            OwnedPayload::Shared(b) => b,
+        }
+    }
+
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// True when the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload as shared bytes, without a copy.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            OwnedPayload::Vec(v) => Bytes::from(v),
+            OwnedPayload::Shared(b) => b,
+        }
+    }
+}
+
+impl AsRef<[u8]> for OwnedPayload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// A frame around a payload handed over whole ([`Framing::encode_owned`]): the frame's head
+/// (a length prefix, say) was appended to the caller's buffer; then come `body`, then
+/// `tail` (a separator that did not fit in the body's spare capacity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnedFrame {
+    /// The payload, as it goes out.
+    pub body: OwnedPayload,
+    /// Bytes that follow the body.
+    pub tail: &'static [u8],
+}
+
+impl OwnedFrame {
+    /// A frame that is `body` (after the head the framing wrote), nothing after it.
+    pub fn new(body: OwnedPayload) -> Self {
+        Self { body, tail: b"" }
+    }
+
+    /// This frame with `tail` after its body.
+    pub fn with_tail(mut self, tail: &'static [u8]) -> Self {
+        self.tail = tail;
+        self
+    }
+}
+
+/// Owned payloads at least this long are framed without a copy ([`Framing::encode_owned`]);
+/// shorter ones are copied into the write buffer, which costs less than queueing a buffer of
+/// their own.
+pub(crate) const OWNED_MIN: usize = 4096;
 
 /// Default limit of a line, a length-prefixed frame or a JSON document: 64 KiB.
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
@@ -124,6 +200,31 @@ pub trait Framing: Clone + Send + Sync + 'static {
     fn is_transparent(&self) -> bool {
         false
     }
+
+    /// Frames a payload handed over whole ([`Encode::encode_owned`]) without copying it:
+    /// appends the frame's head to `dst` and returns the body and what follows it
+    /// (`Ok(Some)`), or appends the whole frame to `dst` (`Ok(None)`, a copy). On error
+    /// `dst` is unchanged.
+    ///
+    /// By default the payload is copied between [`encode_start`](Framing::encode_start)
+    /// and [`encode_end`](Framing::encode_end), so a framing that does not override this
+    /// frames owned and borrowed messages alike.
+    fn encode_owned(
+        &self,
+        payload: OwnedPayload,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        let before = dst.len();
+        let mark = self.encode_start(dst);
+        dst.extend_from_slice(payload.as_slice());
+        match self.encode_end(dst, mark) {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                dst.truncate(before);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Turns a message into a frame payload.
@@ -136,6 +237,21 @@ pub trait Encode<T>: Clone + Send + Sync + 'static {
     fn encode_shared(&self, item: &T) -> Option<bytes::Bytes> {
         let _ = item;
         None
+    }
+
+    /// Encodes `item`, taking it: when the payload is the message's own buffer (a
+    /// `String`'s bytes, a `Bytes`), returns it whole (`Ok(Some)`, nothing appended to
+    /// `dst`) so that it is queued without a copy; otherwise appends the payload to `dst`
+    /// and returns `Ok(None)`. On error `dst` is unchanged.
+    ///
+    /// The bytes must be those [`encode`](Encode::encode) would append. By default this is
+    /// `encode(&item, dst)`.
+    fn encode_owned(
+        &self,
+        item: T,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedPayload>, SerializeError> {
+        self.encode(&item, dst).map(|()| None)
     }
 }
 
@@ -179,6 +295,19 @@ pub trait StreamServerProtocol: StreamProtocol {
         let _ = item;
         None
     }
+
+    /// Frames one response, taking it: the head is appended to `dst` and the body (the
+    /// response's own buffer) returned to be queued without a copy (`Ok(Some)`), or the
+    /// whole frame is appended to `dst` (`Ok(None)`). On error `dst` is unchanged. The
+    /// bytes are those of [`encode_response`](Self::encode_response); by default it is
+    /// used.
+    fn encode_response_owned(
+        &self,
+        item: Self::Response,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        self.encode_response(&item, dst).map(|()| None)
+    }
 }
 
 /// The client side of a stream protocol: encodes requests, decodes responses.
@@ -201,6 +330,15 @@ pub trait StreamClientProtocol: StreamProtocol {
         let _ = item;
         None
     }
+
+    /// Like [`StreamServerProtocol::encode_response_owned`], for requests.
+    fn encode_request_owned(
+        &self,
+        item: Self::Request,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        self.encode_request(&item, dst).map(|()| None)
+    }
 }
 
 /// What both sides of a datagram protocol share: the message types.
@@ -221,6 +359,18 @@ pub trait DatagramServerProtocol: DatagramProtocol {
         item: &Self::Response,
         dst: &mut BytesMut,
     ) -> Result<(), SerializeError>;
+
+    /// Encodes one response datagram, taking it: the datagram is returned whole when it is
+    /// the response's own buffer (`Ok(Some)`, no copy; `dst` untouched), or appended to
+    /// `dst` (which the caller gives empty) as [`encode_response`](Self::encode_response)
+    /// does (`Ok(None)`, the default).
+    fn encode_response_owned(
+        &self,
+        item: Self::Response,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerializeError> {
+        self.encode_response(&item, dst).map(|()| None)
+    }
 }
 
 /// The client side of a datagram protocol.

@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 
-use super::{Framing, ParseError, SerializeError};
+use super::{Framing, OwnedFrame, OwnedPayload, ParseError, SerializeError};
 
 /// No framing: whatever bytes are buffered form one frame; nothing is added on send.
 ///
@@ -40,5 +40,13 @@ impl Framing for RawChunks {
 
     fn is_transparent(&self) -> bool {
         true
+    }
+
+    fn encode_owned(
+        &self,
+        payload: OwnedPayload,
+        _dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        Ok(Some(OwnedFrame::new(payload)))
     }
 }

@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Decode, DeserializeError, Encode, SerializeError};
+use super::{Decode, DeserializeError, Encode, OwnedPayload, SerializeError};
 
 /// UTF-8 text as `String`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +28,15 @@ impl Encode<String> for Utf8 {
     fn encode(&self, item: &String, dst: &mut BytesMut) -> Result<(), SerializeError> {
         dst.extend_from_slice(item.as_bytes());
         Ok(())
+    }
+
+    /// The `String`'s own bytes (no copy).
+    fn encode_owned(
+        &self,
+        item: String,
+        _dst: &mut BytesMut,
+    ) -> Result<Option<OwnedPayload>, SerializeError> {
+        Ok(Some(OwnedPayload::Vec(item.into_bytes())))
     }
 }
 
@@ -67,12 +76,30 @@ impl Encode<Bytes> for RawBytes {
     fn encode_shared(&self, item: &Bytes) -> Option<Bytes> {
         Some(item.clone())
     }
+
+    /// The `Bytes` as they are (no copy).
+    fn encode_owned(
+        &self,
+        item: Bytes,
+        _dst: &mut BytesMut,
+    ) -> Result<Option<OwnedPayload>, SerializeError> {
+        Ok(Some(OwnedPayload::Shared(item)))
+    }
 }
 
 impl Encode<Vec<u8>> for RawBytes {
     fn encode(&self, item: &Vec<u8>, dst: &mut BytesMut) -> Result<(), SerializeError> {
         dst.extend_from_slice(item);
         Ok(())
+    }
+
+    /// The vector as it is (no copy).
+    fn encode_owned(
+        &self,
+        item: Vec<u8>,
+        _dst: &mut BytesMut,
+    ) -> Result<Option<OwnedPayload>, SerializeError> {
+        Ok(Some(OwnedPayload::Vec(item)))
     }
 }
 

@@ -13,15 +13,18 @@ use super::idle::IdleTimer;
 use super::{CloseHow, HandshakeError, Role, StreamConfig};
 use crate::handler::{ConnInfo, Received, ResponseSink, SendError, StreamSink};
 use crate::panic_message;
-use crate::protocol::{SerializeError, StreamProtocol};
+use crate::protocol::{OwnedFrame, SerializeError, StreamProtocol};
 use crate::push::{CloseAsked, Encoder, Outbox, Pusher};
-use crate::stats::{CloseReason, ConnCounts};
+use crate::stats::{CloseReason, ConnCounts, Counter};
 #[cfg(feature = "tls")]
 use crate::tls::TlsSession;
 
 /// Shared payloads at least this large are queued without a copy; smaller ones are copied
 /// into the write buffer, which is cheaper than a queue entry.
 const SHARED_MIN: usize = 4096;
+
+/// Most buffers given to one vectored write by [`Connection::write_to`].
+const MAX_WRITE_SLICES: usize = 16;
 
 /// Plaintext bytes of one TLS record: answers gathered past this go to rustls at once.
 #[cfg(feature = "tls")]
@@ -599,6 +602,46 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         Ok(())
     }
 
+    /// Encodes and queues one message, taking it: the same bytes as
+    /// [`send`](Self::send), but a large message's own buffer (a `String` line, `Bytes`)
+    /// is queued as it is instead of being copied, when the protocol allows
+    /// ([`StreamServerProtocol::encode_response_owned`](crate::protocol::StreamServerProtocol::encode_response_owned)).
+    pub fn send_owned(&mut self, item: R::Outgoing) -> Result<(), SendError> {
+        if self.is_closing() {
+            return Err(SendError::Closed);
+        }
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            // rustls copies the plaintext into its records anyway.
+            return self.send(&item);
+        }
+        if let Some(frame) = R::encode_owned(&self.protocol, item, &mut self.wbuf)? {
+            self.queue_owned(frame);
+        }
+        Ok(())
+    }
+
+    /// Queues a frame whose head is in `wbuf` already: a small body is copied after it
+    /// (cheaper than a queue entry), a large one queued as it is; the tail goes after it.
+    fn queue_owned(&mut self, frame: OwnedFrame) {
+        let OwnedFrame { body, tail } = frame;
+        if body.len() < SHARED_MIN {
+            self.wbuf.extend_from_slice(body.as_slice());
+        } else {
+            // What was encoded before goes first (the frame's head with it).
+            if !self.wbuf.is_empty() {
+                let head = self.wbuf.split().freeze();
+                self.chunked += head.len();
+                self.chunks.push_back(head);
+            }
+            let body = body.into_bytes();
+            self.chunked += body.len();
+            self.chunks.push_back(body);
+        }
+        // After the queued chunks: written with them in one vectored write.
+        self.wbuf.extend_from_slice(tail);
+    }
+
     fn clear_writes(&mut self) {
         self.chunks.clear();
         self.chunked = 0;
@@ -663,15 +706,36 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             };
             return Ok(n);
         }
-        let data = match self.chunks.front() {
-            Some(chunk) => &chunk[..],
-            None => &self.wbuf[..],
+        let n = if self.chunks.is_empty() {
+            if self.wbuf.is_empty() {
+                return Ok(0);
+            }
+            out.write(&self.wbuf)?
+        } else {
+            // Queued chunks and the buffer after them in one vectored write (a large
+            // owned line and its separator, pushed frames).
+            let mut slices = [std::io::IoSlice::new(&[]); MAX_WRITE_SLICES];
+            let mut count = 0;
+            for chunk in self.chunks.iter().take(MAX_WRITE_SLICES) {
+                slices[count] = std::io::IoSlice::new(chunk);
+                count += 1;
+            }
+            if count < MAX_WRITE_SLICES && !self.wbuf.is_empty() {
+                slices[count] = std::io::IoSlice::new(&self.wbuf);
+                count += 1;
+            }
+            if count == 1 {
+                out.write(&slices[0])?
+            } else {
+                out.write_vectored(&slices[..count])?
+            }
         };
-        if data.is_empty() {
-            return Ok(0);
+        // Counted at once (no fold later): a loop may skip the `poll_action` after a write
+        // that emptied the queue (`Driven::wants_write`), and the stats stay current.
+        self.drain_queue(n);
+        if let Some(r) = &self.config.recorder {
+            r.add(Counter::BytesOut, n as u64);
         }
-        let n = out.write(data)?;
-        self.advance(n);
         Ok(n)
     }
 
@@ -689,17 +753,24 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// `n` bytes of [`transmit`](Self::transmit) were written.
     pub fn advance(&mut self, n: usize) {
         self.counts.bytes_out += n as u64;
-        match self.chunks.front_mut() {
-            Some(chunk) => {
-                let n = n.min(chunk.len());
-                chunk.advance(n);
-                self.chunked -= n;
-                if chunk.is_empty() {
-                    self.chunks.pop_front();
-                }
+        self.drain_queue(n);
+    }
+
+    /// Takes `n` written bytes off the write queue.
+    fn drain_queue(&mut self, n: usize) {
+        let mut n = n;
+        // Across chunks too: `write_to` writes several at once.
+        while let Some(chunk) = self.chunks.front_mut() {
+            let k = n.min(chunk.len());
+            chunk.advance(k);
+            self.chunked -= k;
+            n -= k;
+            if !chunk.is_empty() {
+                return;
             }
-            None => self.wbuf.advance(n.min(self.wbuf.len())),
+            self.chunks.pop_front();
         }
+        self.wbuf.advance(n.min(self.wbuf.len()));
     }
 
     /// Bytes queued for the socket (under TLS, ciphertext still in rustls counted by the
@@ -1066,6 +1137,10 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 impl<P: StreamProtocol, R: Role<P>> ResponseSink<R::Outgoing> for Connection<P, R> {
     fn send(&mut self, response: &R::Outgoing) -> Result<(), SendError> {
         Connection::send(self, response)
+    }
+
+    fn send_owned(&mut self, response: R::Outgoing) -> Result<(), SendError> {
+        Connection::send_owned(self, response)
     }
 
     fn is_closing(&self) -> bool {

@@ -50,6 +50,16 @@ pub trait Driven: Send + 'static {
         false
     }
 
+    /// False once a [`write_to`](Self::write_to) left nothing queued. A loop may then act
+    /// on the [`Want`](super::Want) it had before the write without asking
+    /// [`poll_action`](Self::poll_action) again, when that `Want` had `read` set and the
+    /// connection is not [`wakeable`](Self::wakeable): writing only drains the queue, so
+    /// reading stays wanted and the timeout stays the same. True (always ask again) by
+    /// default.
+    fn wants_write(&self) -> bool {
+        true
+    }
+
     /// Ready when something outside the connection (an async handler's timer or channel)
     /// woke it: the driver then calls [`resume`](Self::resume). Registers `cx`'s waker
     /// otherwise. Portable handlers are never woken from outside.
@@ -95,6 +105,9 @@ impl<P: crate::protocol::StreamProtocol, R: super::Role<P>> Driven for super::Co
     }
     fn read_size(&self) -> usize {
         super::Connection::read_size(self)
+    }
+    fn wants_write(&self) -> bool {
+        super::Connection::wants_write(self)
     }
     fn info(&self) -> &ConnInfo {
         super::Connection::info(self)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{Connection, ServerRole};
 use crate::addr::Addr;
-use crate::handler::{ConnInfo, Received, SendError};
+use crate::handler::{ConnInfo, IntoResponse, MaybeOwned, Received, SendError};
 use crate::protocol::{ParseError, StreamServerProtocol};
 
 /// Receives one `handle` call may complete in one turn before the other connections get
@@ -43,6 +43,7 @@ pub(crate) trait ConnOps<In, Out>: Send {
     fn cancel_recv(&mut self);
     fn poll_received(&mut self, now: Instant) -> Option<Received<In>>;
     fn send(&mut self, item: &Out) -> Result<(), SendError>;
+    fn send_owned(&mut self, item: Out) -> Result<(), SendError>;
     fn queued(&self) -> usize;
     fn high_water(&self) -> usize;
     fn close(&mut self, now: Instant);
@@ -69,6 +70,9 @@ impl<P: StreamServerProtocol> ConnOps<P::Request, P::Response> for Connection<P,
     }
     fn send(&mut self, item: &P::Response) -> Result<(), SendError> {
         Connection::send(self, item)
+    }
+    fn send_owned(&mut self, item: P::Response) -> Result<(), SendError> {
+        Connection::send_owned(self, item)
     }
     fn queued(&self) -> usize {
         Connection::queued(self)
@@ -219,8 +223,17 @@ impl<Req, Resp> StreamPeer<Req, Resp> {
     /// Cancel safety: the response is queued whole when the future is first polled;
     /// dropping the future later (while it waits for room) does not take it back, and
     /// dropping it before does not send it. Responses never interleave.
-    pub async fn send(&mut self, response: &Resp) -> Result<(), SendError> {
-        lock(&self.shared).conn.send(response)?;
+    ///
+    /// Takes the response by value (its buffer queued without a copy where the protocol
+    /// allows) or by reference ([`IntoResponse`]).
+    pub async fn send(&mut self, response: impl IntoResponse<Resp>) -> Result<(), SendError> {
+        {
+            let mut shared = lock(&self.shared);
+            match response.into_response() {
+                MaybeOwned::Owned(r) => shared.conn.send_owned(r)?,
+                MaybeOwned::Borrowed(r) => shared.conn.send(r)?,
+            }
+        }
         RoomFuture {
             shared: &self.shared,
         }

@@ -3,7 +3,8 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::{
-    ParseError, SerializeError, StreamClientProtocol, StreamProtocol, StreamServerProtocol,
+    OwnedFrame, ParseError, SerializeError, StreamClientProtocol, StreamProtocol,
+    StreamServerProtocol,
 };
 
 /// Which side of the protocol a [`Connection`](super::Connection) speaks.
@@ -31,6 +32,17 @@ pub trait Role<P: StreamProtocol>: Send + 'static {
 
     /// The framed outgoing message as shared bytes, when that needs no copy.
     fn shared(protocol: &P, item: &Self::Outgoing) -> Option<Bytes>;
+
+    /// Frames one outgoing message, taking it: its head appended to `dst` and its body
+    /// returned to be queued without a copy, or the whole frame appended to `dst`
+    /// (`Ok(None)`, the default: [`encode`](Role::encode)).
+    fn encode_owned(
+        protocol: &P,
+        item: Self::Outgoing,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        Self::encode(protocol, &item, dst).map(|()| None)
+    }
 }
 
 /// The server side: receives requests, sends responses.
@@ -61,6 +73,14 @@ impl<P: StreamServerProtocol> Role<P> for ServerRole {
     fn shared(protocol: &P, item: &P::Response) -> Option<Bytes> {
         protocol.response_bytes(item)
     }
+
+    fn encode_owned(
+        protocol: &P,
+        item: P::Response,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        protocol.encode_response_owned(item, dst)
+    }
 }
 
 impl<P: StreamClientProtocol> Role<P> for ClientRole {
@@ -82,5 +102,13 @@ impl<P: StreamClientProtocol> Role<P> for ClientRole {
 
     fn shared(protocol: &P, item: &P::Request) -> Option<Bytes> {
         protocol.request_bytes(item)
+    }
+
+    fn encode_owned(
+        protocol: &P,
+        item: P::Request,
+        dst: &mut BytesMut,
+    ) -> Result<Option<OwnedFrame>, SerializeError> {
+        protocol.encode_request_owned(item, dst)
     }
 }

@@ -533,6 +533,9 @@ where
     fn read_size(&self) -> usize {
         self.conn.read_size()
     }
+    fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
     fn info(&self) -> &ConnInfo {
         self.conn.info()
     }

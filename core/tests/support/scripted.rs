@@ -68,8 +68,8 @@ impl Script {
         Self::new(|cx, seen| {
             match seen {
                 Seen::Request(r) => cx.send(r)?,
-                Seen::Timeout => cx.send(&"timeout".to_owned())?,
-                Seen::ParseError(_) => cx.send(&"error".to_owned())?,
+                Seen::Timeout => cx.send("timeout".to_owned())?,
+                Seen::ParseError(_) => cx.send("error".to_owned())?,
                 _ => {}
             }
             Ok(easynet_core::handler::Next::recv())
@@ -132,7 +132,7 @@ impl StreamHandler for Scripted {
 
     fn on_disconnection(&mut self, cx: &mut StreamContext<'_, String>) {
         let closing = cx.is_closing();
-        let send_refused = matches!(cx.send(&"bye".to_owned()), Err(SendError::Closed));
+        let send_refused = matches!(cx.send("bye".to_owned()), Err(SendError::Closed));
         self.push(Seen::Disconnected {
             closing,
             send_refused,

@@ -42,7 +42,7 @@ impl<T: Send + 'static> StreamHandler for Echo<T> {
     type Response = T;
     fn handle(&mut self, cx: &mut StreamContext<'_, T>, r: Received<T>) -> HandlerResult {
         if let Received::Request(m) = r {
-            cx.send(&m)?;
+            cx.send(m)?;
         }
         Ok(Next::recv())
     }
@@ -53,7 +53,7 @@ impl<T: Send + 'static> DatagramHandler for Echo<T> {
     type Response = T;
     fn handle(&mut self, cx: &mut DatagramContext<'_, T>, r: Received<T>) -> HandlerResult {
         if let Received::Request(m) = r {
-            cx.send(&m)?;
+            cx.send(m)?;
         }
         Ok(Next::Close)
     }
