@@ -16,7 +16,7 @@
 //!
 //!     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
 //!         if let Received::Request(line) = r {
-//!             cx.send(&line)?;
+//!             cx.send(line)?;
 //!         }
 //!         Ok(Next::recv())
 //!     }

@@ -20,7 +20,7 @@
 //!         match received {
 //!             Received::Request(line) if line == "quit" => return Ok(Next::Close),
 //!             Received::Request(line) => cx.send(&line)?,
-//!             Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+//!             Received::ParseError(e) => cx.send(format!("error: {e}"))?,
 //!             Received::Timeout => {}
 //!         }
 //!         Ok(Next::recv())
@@ -184,7 +184,7 @@ pub enum MaybeOwned<'a, T> {
 ///             // Owned: the line's own buffer is queued, no copy.
 ///             Received::Request(line) => cx.send(line)?,
 ///             // Borrowed works as well.
-///             Received::ParseError(e) => cx.send(&format!("error: {e}"))?,
+///             Received::ParseError(e) => cx.send(format!("error: {e}"))?,
 ///             Received::Timeout => {}
 ///         }
 ///         Ok(Next::recv())

@@ -304,7 +304,7 @@ fn protocols_without_an_owned_path_encode_owned_messages_as_borrowed_ones() {
 mod through_the_simulator {
     use bytes::BytesMut;
     use easynet_core::handler::{
-        ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
+        DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
         StreamHandler,
     };
     use easynet_core::protocol::{
@@ -349,7 +349,7 @@ mod through_the_simulator {
 
     #[test]
     fn owned_answers_reach_the_client_whole_and_in_order() {
-        let mut sim = StreamSim::new(|_: &ConnInfo| OwnedEcho, Stream::lines());
+        let mut sim = StreamSim::new(Stream::lines(), |_| OwnedEcho);
         let c = sim.connect();
         let big = "b".repeat(60_000);
         let mut sent = format!("one\n{big}\ntwo\n").into_bytes();
@@ -389,7 +389,7 @@ mod through_the_simulator {
     #[test]
     fn a_panic_in_an_owned_encode_ends_only_its_connection() {
         let protocol: Stream<Lines, Boom, String, String> = Stream::new(Lines::new(), Boom);
-        let mut sim = StreamSim::new(|_: &ConnInfo| OwnedEcho, protocol);
+        let mut sim = StreamSim::new(protocol, |_| OwnedEcho);
         let (bad, good) = (sim.connect(), sim.connect());
         sim.send_bytes(bad, b"fine\nboom\n");
         sim.send_bytes(good, b"ok\n");
@@ -403,7 +403,7 @@ mod through_the_simulator {
     #[test]
     fn a_panic_in_an_owned_datagram_encode_ends_only_that_routine() {
         let protocol: Datagram<Boom, String, String> = Datagram::new(Boom);
-        let mut sim = DatagramSim::new(|_: &ConnInfo| OwnedEcho, protocol);
+        let mut sim = DatagramSim::new(protocol, |_| OwnedEcho);
         let (a, b) = (sim.peer(), sim.peer());
         sim.send_bytes(a, b"boom");
         sim.send_bytes(b, b"hello");

@@ -28,7 +28,7 @@
 //!
 //!     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
 //!         if let Received::Request(line) = r {
-//!             cx.send(&line.to_uppercase())?;
+//!             cx.send(line.to_uppercase())?;
 //!         }
 //!         Ok(Next::recv())
 //!     }

@@ -62,7 +62,7 @@ enum Step {
 ///
 ///     fn handle(&mut self, cx: &mut DatagramContext<'_, String>, received: Received<String>) -> HandlerResult {
 ///         if let Received::Request(text) = received {
-///             cx.send(&text.to_uppercase())?;
+///             cx.send(text.to_uppercase())?;
 ///         }
 ///         Ok(Next::Close) // one datagram per routine
 ///     }

@@ -26,8 +26,8 @@
 //!     fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
 //!         match r {
 //!             Received::Request(line) => cx.send(&line)?,
-//!             Received::Timeout => cx.send(&"timeout".to_owned())?,
-//!             Received::ParseError(_) => cx.send(&"error".to_owned())?,
+//!             Received::Timeout => cx.send("timeout".to_owned())?,
+//!             Received::ParseError(_) => cx.send("error".to_owned())?,
 //!         }
 //!         Ok(Next::recv_timeout(Duration::from_secs(5)))
 //!     }
