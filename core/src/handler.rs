@@ -183,7 +183,7 @@ pub enum MaybeOwned<'a, T> {
 ///         match received {
 ///             // Owned: the line's own buffer is queued, no copy.
 ///             Received::Request(line) => cx.send(line)?,
-///             // Borrowed works as well.
+///             // A reference works as well (the bytes are then copied): `cx.send(&msg)`.
 ///             Received::ParseError(e) => cx.send(format!("error: {e}"))?,
 ///             Received::Timeout => {}
 ///         }
