@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use easynet_core::stream::{Action, CloseHow, Driven};
+use easynet_core::stream::{Action, CloseHow, Driven, Want};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 #[cfg(unix)]
@@ -229,8 +229,15 @@ where
     D: Driven,
     O: Future<Output = ()>,
 {
+    // The `Want` a write that emptied the queue left valid (see below): one `poll_action`
+    // less per answer.
+    let mut kept: Option<Want> = None;
     loop {
-        let want = match session.poll_action(ready.now) {
+        let action = match kept.take() {
+            Some(want) => Action::Io(want),
+            None => session.poll_action(ready.now),
+        };
+        let want = match action {
             Action::Io(want) => want,
             Action::ShutdownWrite => {
                 stream.shutdown_write().await;
@@ -261,6 +268,13 @@ where
         };
         if want.write && ready.writable {
             match session.write_to(&mut TryWriter(&*stream)) {
+                // A write only drains the queue: when it emptied it and nothing else can
+                // change the session meanwhile, reading stays wanted with the same deadline.
+                Ok(_) if want.read && !session.wants_write() && !session.wakeable() => {
+                    let mut want = want;
+                    want.write = false;
+                    kept = Some(want);
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
