@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use easynet_core::stream::{Action, CloseHow, Driven, Want};
-use tokio::io::{AsyncWriteExt, Interest};
+use easynet_core::stream::{Action, CloseHow, Driven};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -20,11 +20,8 @@ use tokio::sync::watch;
 /// The socket calls a connection task and the async clients make; TCP and Unix streams
 /// (and [`StreamSocket`](crate::StreamSocket), either of them) have them.
 pub(crate) trait ConnStream: Send + Sync + 'static {
-    /// Reads without waiting: the bytes read (0: end of stream) and whether the read
-    /// drained the socket (see [`short_read`]).
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)>;
-    /// As [`try_read`](Self::try_read), into `buf`'s spare capacity.
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<(usize, bool)>;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
     /// Read readiness without a waiter future (one waker slot, this task's).
@@ -42,21 +39,11 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
 macro_rules! conn_stream {
     ($t:ty) => {
         impl ConnStream for $t {
-            fn try_read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-                let (len, mut short) = (buf.len(), 0);
-                // One readiness check: the read itself is the socket's own.
-                let res = <$t>::try_io(self, Interest::READABLE, || {
-                    let read = std::io::Read::read(&mut &*socket2::SockRef::from(self), buf);
-                    short_read(len, &mut short, read)
-                });
-                drained(res, short)
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$t>::try_read(self, buf)
             }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<(usize, bool)> {
-                let (len, mut short) = (buf.capacity() - buf.len(), 0);
-                let res = <$t>::try_io(self, Interest::READABLE, || {
-                    short_read(len, &mut short, <$t>::try_read_buf(self, buf))
-                });
-                drained(res, short)
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$t>::try_read_buf(self, buf)
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
@@ -81,32 +68,6 @@ macro_rules! conn_stream {
             }
         }
     };
-}
-
-/// A read of up to `len` bytes (`res`) under tokio's own rule for stream sockets (its
-/// `poll_read` does the same): a read that returns less than it asked for emptied the
-/// kernel's buffer, so it is reported to `try_io` as one that would block, which clears the
-/// socket's read readiness; the loop then waits for the next readiness event instead of
-/// making a read that would block (one system call per request less). `try_io` clears it
-/// against the readiness event it saw before the read: bytes that arrive after the read set
-/// it again, nothing is missed. The short read's length goes to `short`.
-fn short_read(len: usize, short: &mut usize, res: io::Result<usize>) -> io::Result<usize> {
-    let n = res?;
-    if n > 0 && n < len {
-        *short = n;
-        return Err(io::ErrorKind::WouldBlock.into());
-    }
-    Ok(n)
-}
-
-/// `try_io`'s answer after [`short_read`]: the bytes read and true when the read drained
-/// the socket.
-fn drained(res: io::Result<usize>, short: usize) -> io::Result<(usize, bool)> {
-    match res {
-        Ok(n) => Ok((n, false)),
-        Err(_) if short > 0 => Ok((short, true)),
-        Err(e) => Err(e),
-    }
 }
 
 conn_stream!(TcpStream);
@@ -143,8 +104,7 @@ pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Reads what is available into the session; false when the socket would block or the read
-/// drained it.
+/// Reads what is available into the session; false when the socket would block.
 pub(crate) fn read_into<St, F>(stream: &St, read_size: usize, mut feed: F) -> bool
 where
     St: ConnStream,
@@ -155,9 +115,9 @@ where
             buf.resize(read_size, 0);
         }
         match stream.try_read(&mut buf[..read_size]) {
-            Ok((n, drained)) => {
+            Ok(n) => {
                 feed(Ok(&buf[..n]));
-                !drained
+                true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
@@ -229,15 +189,8 @@ where
     D: Driven,
     O: Future<Output = ()>,
 {
-    // The `Want` a write that emptied the queue left valid (see below): one `poll_action`
-    // less per answer.
-    let mut kept: Option<Want> = None;
     loop {
-        let action = match kept.take() {
-            Some(want) => Action::Io(want),
-            None => session.poll_action(ready.now),
-        };
-        let want = match action {
+        let want = match session.poll_action(ready.now) {
             Action::Io(want) => want,
             Action::ShutdownWrite => {
                 stream.shutdown_write().await;
@@ -268,13 +221,6 @@ where
         };
         if want.write && ready.writable {
             match session.write_to(&mut TryWriter(&*stream)) {
-                // A write only drains the queue: when it emptied it and nothing else can
-                // change the session meanwhile, reading stays wanted with the same deadline.
-                Ok(_) if want.read && !session.wants_write() && !session.wakeable() => {
-                    let mut want = want;
-                    want.write = false;
-                    kept = Some(want);
-                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -314,40 +260,19 @@ where
         if !want.read && !want.write && deadline.is_none() && !has_other && !session.wakeable() {
             return Turn::Idle;
         }
-        // One wait for the first of these, in this order (a hand-written `select!`: no
-        // future per branch; the timer is made only when there is a deadline).
         let mut other = other;
-        let mut sleep = std::pin::pin!(sleep_until(deadline));
         let stream = &*stream;
-        let woken = std::future::poll_fn(|cx| {
-            if want.read
-                && let Poll::Ready(res) = stream.poll_read_ready(cx)
-            {
-                return Poll::Ready(Woken::Read(res.is_ok()));
-            }
-            if want.write
-                && let Poll::Ready(res) = stream.poll_write_ready(cx)
-            {
-                return Poll::Ready(Woken::Write(res.is_ok()));
-            }
-            if session.poll_wake(cx).is_ready() {
-                return Poll::Ready(Woken::Outside);
-            }
+        let woken = tokio::select! {
+            biased;
+            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => Woken::Read(res.is_ok()),
+            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => Woken::Write(res.is_ok()),
+            () = std::future::poll_fn(|cx| session.poll_wake(cx)) => Woken::Outside,
             // After the socket: a wake-up for data does not poll it again.
-            if let Some(o) = other.as_mut()
-                && o.as_mut().poll(cx).is_ready()
-            {
-                return Poll::Ready(Woken::Other);
+            () = async { if let Some(o) = other.as_mut() { o.as_mut().await } }, if has_other => {
+                return Turn::Other;
             }
-            if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Woken::Timer);
-            }
-            Poll::Pending
-        })
-        .await;
-        if let Woken::Other = woken {
-            return Turn::Other;
-        }
+            () = sleep_until(deadline), if deadline.is_some() => Woken::Timer,
+        };
         ready.now = now();
         match woken {
             Woken::Read(true) => {
@@ -358,7 +283,6 @@ where
             Woken::Read(false) | Woken::Write(false) => session.handle_io_error(ready.now),
             Woken::Outside => session.resume(ready.now),
             Woken::Timer => session.handle_timeout(ready.now),
-            Woken::Other => {}
         }
         return Turn::Progress;
     }
@@ -372,8 +296,6 @@ enum Woken {
     Write(bool),
     /// An async handler was woken from outside.
     Outside,
-    /// The caller's own future completed.
-    Other,
     /// The session's deadline.
     Timer,
 }
@@ -386,15 +308,17 @@ enum Woken {
 pub(crate) async fn drive<St: ConnStream, D: Driven>(
     mut stream: St,
     mut session: D,
-    shutdown: watch::Receiver<Option<Instant>>,
+    mut shutdown: watch::Receiver<Option<Instant>>,
 ) -> CloseHow {
     let mut ready = Readiness::default();
-    let mut orders = Orders::new(shutdown);
+    // One `changed()` future at a time, registered with the channel once: made again only
+    // after it fired (a shutdown order), not at every wait.
+    let mut order = next_order(&shutdown);
     let mut gone = false;
     loop {
-        match orders.rx.has_changed() {
+        match shutdown.has_changed() {
             Ok(true) => {
-                if let Some(deadline) = *orders.rx.borrow_and_update() {
+                if let Some(deadline) = *shutdown.borrow_and_update() {
                     session.shutdown(now(), deadline);
                 }
             }
@@ -402,16 +326,16 @@ pub(crate) async fn drive<St: ConnStream, D: Driven>(
             Err(_) if !gone => {
                 // The server is gone: stop now, or by the deadline it had set.
                 gone = true;
-                let deadline = orders.rx.borrow_and_update().unwrap_or_else(now);
+                let deadline = shutdown.borrow_and_update().unwrap_or_else(now);
                 session.shutdown(now(), deadline);
             }
             Err(_) => {}
         }
-        let other = (!gone).then_some(std::pin::Pin::new(&mut orders));
+        let other = (!gone).then_some(order.as_mut());
         match turn(&mut stream, &mut session, &mut ready, other, true).await {
             Turn::Closed(how) => return how,
             // Woken by the channel: an order, or the server gone; looked at above.
-            Turn::Other => orders.rearm(),
+            Turn::Other => order = next_order(&shutdown),
             Turn::Progress => {}
             Turn::Idle => {
                 // Nothing can happen any more (should not occur): do not hang.
@@ -422,78 +346,24 @@ pub(crate) async fn drive<St: ConnStream, D: Driven>(
     }
 }
 
-/// The run's shutdown orders as one branch of a connection's wait: ready when an order
-/// came that [`drive`] has not looked at, or when the server is gone.
-///
-/// The channel's `changed()` future (a `Notify` waiter, whose poll takes a lock and a unit
-/// of the task's budget) is polled only to register the task's waker: once, and again after
-/// it fired or when the task's waker changed. The waits in between check the channel's
-/// version only.
-struct Orders {
-    /// What [`drive`] reads the orders from.
-    rx: watch::Receiver<Option<Instant>>,
-    /// Resolves at the next order after what `rx` had seen when it was made.
-    changed: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// The waker `changed` holds, once polled.
-    waker: Option<std::task::Waker>,
-}
-
-impl Orders {
-    fn new(rx: watch::Receiver<Option<Instant>>) -> Self {
-        let changed = next_order(&rx);
-        Self {
-            rx,
-            changed,
-            waker: None,
-        }
-    }
-
-    /// After an order: wait for the next one.
-    fn rearm(&mut self) {
-        self.changed = next_order(&self.rx);
-        self.waker = None;
-    }
-}
-
-impl Future for Orders {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if !matches!(this.rx.has_changed(), Ok(false)) {
-            return Poll::Ready(());
-        }
-        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return Poll::Pending; // `changed` wakes this task
-        }
-        if this.changed.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        this.waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
 /// Resolves at the next shutdown order after what `seen` has seen, or when the server is
 /// gone.
 fn next_order(
     seen: &watch::Receiver<Option<Instant>>,
-) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+) -> std::pin::Pin<Box<impl Future<Output = ()> + use<>>> {
     let mut rx = seen.clone();
-    // Outside tokio's task budget: a poll that returns `Pending` has registered the waker
-    // ([`Orders`] counts on it), never "budget spent, try again".
-    Box::pin(tokio::task::unconstrained(async move {
+    Box::pin(async move {
         let _ = rx.changed().await;
-    }))
+    })
 }
 
-/// Reads once into the session; false when the socket would block or the read drained it.
+/// Reads once into the session; false when the socket would block.
 fn read_once<St: ConnStream, D: Driven>(stream: &St, session: &mut D, now: Instant) -> bool {
     if let Some(buf) = session.read_buffer() {
         return match stream.try_read_buf(buf) {
-            Ok((n, drained)) => {
+            Ok(n) => {
                 session.handle_read_in_place(now, n);
-                !drained
+                true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
