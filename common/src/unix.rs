@@ -110,16 +110,38 @@ fn unnamed_error() -> io::Error {
 /// Linux abstract names, so servers read it here. Unnamed when the peer is not bound.
 pub fn peer_addr(socket: &impl AsFd) -> UnixAddr {
     match socket2::SockRef::from(socket).peer_addr() {
-        Ok(addr) => {
-            if let Some(path) = addr.as_pathname() {
-                UnixAddr::pathname(path)
-            } else if let Some(name) = addr.as_abstract_namespace() {
-                UnixAddr::abstract_name(name)
-            } else {
-                UnixAddr::unnamed()
-            }
-        }
+        Ok(addr) => from_sock_addr(&addr),
         Err(_) => UnixAddr::unnamed(),
+    }
+}
+
+/// What a Unix stream client knows of its connection: `peer` when the caller knows it (the
+/// address it connected to, which not every OS reports back for an abstract name), else the
+/// socket's peer; the socket's own address; the server's credentials where the OS gives them.
+pub fn client_info(
+    socket: &impl AsFd,
+    peer: Option<UnixAddr>,
+) -> io::Result<easynet_core::handler::ConnInfo> {
+    let sock = socket2::SockRef::from(socket);
+    let peer = match peer {
+        Some(peer) => peer,
+        None => from_sock_addr(&sock.peer_addr()?),
+    };
+    let local = from_sock_addr(&sock.local_addr()?);
+    Ok(
+        easynet_core::handler::ConnInfo::new(easynet_core::ConnId(0), peer, local)
+            .with_peer_cred(peer_cred(socket).ok()),
+    )
+}
+
+/// The core form of a socket2 Unix address (getpeername / getsockname keep abstract names).
+fn from_sock_addr(addr: &SockAddr) -> UnixAddr {
+    if let Some(path) = addr.as_pathname() {
+        UnixAddr::pathname(path)
+    } else if let Some(name) = addr.as_abstract_namespace() {
+        UnixAddr::abstract_name(name)
+    } else {
+        UnixAddr::unnamed()
     }
 }
 

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use easynet_common::ClientError;
 use easynet_common::unix::{self as sys, SocketFile, UnixStreamClientOptions};
-use easynet_core::ConnId;
 use easynet_core::addr::{PeerCred, UnixAddr};
-use easynet_core::handler::ConnInfo;
 use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
 use easynet_core::stream::Connection;
 
@@ -124,13 +122,7 @@ impl<P: StreamClientProtocol> UnixStreamClient<P> {
         protocol: P,
         options: UnixStreamClientOptions,
     ) -> Result<Self, ClientError> {
-        let peer = match peer {
-            Some(peer) => peer,
-            None => sys::to_unix_addr(&stream.peer_addr()?),
-        };
-        let local = sys::to_unix_addr(&stream.local_addr()?);
-        let info =
-            ConnInfo::new(ConnId(0), peer, local).with_peer_cred(sys::peer_cred(&stream).ok());
+        let info = sys::client_info(&stream, peer)?;
         let conn = Connection::new(Arc::new(protocol), options.stream, info);
         Ok(Self {
             inner: StreamClient::new(ClientStream::Unix(stream), conn),

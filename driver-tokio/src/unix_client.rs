@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use easynet_common::ClientError;
 use easynet_common::unix::{self as sys, SocketFile, UnixStreamClientOptions};
-use easynet_core::ConnId;
 use easynet_core::addr::{PeerCred, UnixAddr};
-use easynet_core::handler::ConnInfo;
 use easynet_core::protocol::{DatagramClientProtocol, StreamClientProtocol};
 use easynet_core::stream::Connection;
 use tokio::net::{UnixDatagram, UnixStream};
@@ -152,13 +150,7 @@ impl<P: StreamClientProtocol> AsyncUnixStreamClient<P> {
     ) -> Result<Self, ClientError> {
         std.set_nonblocking(true)?;
         let stream = UnixStream::from_std(std)?;
-        let peer = match peer {
-            Some(peer) => peer,
-            None => sys::to_unix_addr(&stream.peer_addr()?.into()),
-        };
-        let local = sys::to_unix_addr(&stream.local_addr()?.into());
-        let info =
-            ConnInfo::new(ConnId(0), peer, local).with_peer_cred(sys::peer_cred(&stream).ok());
+        let info = sys::client_info(&stream, peer)?;
         let conn = Connection::new(Arc::new(protocol), options.stream, info);
         Ok(Self {
             inner: StreamClient::new(stream.into(), conn),
