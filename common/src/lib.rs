@@ -23,6 +23,7 @@
 mod activation;
 mod bind;
 mod client;
+mod dgram_codec;
 mod error;
 mod event;
 mod recv;
@@ -45,6 +46,7 @@ pub use client::{
     HAPPY_EYEBALLS_DELAY, TcpClientOptions, attempt_order, attempts_failed, connect_timed_out,
     start_connect,
 };
+pub use dgram_codec::{DatagramCodec, client_closed};
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
 pub use recv::recv_into;

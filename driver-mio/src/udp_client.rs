@@ -5,8 +5,8 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use easynet_common::ClientError;
+use easynet_common::DatagramCodec;
 use easynet_core::protocol::DatagramClientProtocol;
 
 /// A blocking UDP client connected to one server address.
@@ -39,10 +39,7 @@ pub(crate) enum ClientDgram {
 pub(crate) struct DgramClient<P> {
     /// `None` once closed: the socket is released then.
     pub(crate) socket: Option<ClientDgram>,
-    protocol: P,
-    buf: Vec<u8>,
-    /// The datagram being sent, kept between sends so that a send does not allocate.
-    out: BytesMut,
+    codec: DatagramCodec<P>,
 }
 
 /// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
@@ -176,9 +173,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
     pub(crate) fn new(socket: ClientDgram, protocol: P) -> Self {
         Self {
             socket: Some(socket),
-            protocol,
-            buf: vec![0; 64 * 1024],
-            out: BytesMut::new(),
+            codec: DatagramCodec::new(protocol),
         }
     }
 
@@ -190,9 +185,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         let Some(socket) = &self.socket else {
             return Err(ClientError::Closed);
         };
-        let out = &mut self.out;
-        out.clear();
-        self.protocol.encode_request(request, out)?;
+        let out = self.codec.encode(request)?;
         match socket {
             ClientDgram::Udp(s) => s.send(out)?,
             #[cfg(unix)]
@@ -210,7 +203,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         };
         // Zero: only what is queued, without waiting (to the OS a zero timeout is none).
         let now_only = timeout == Some(Duration::ZERO);
-        let buf = &mut self.buf;
+        let buf = self.codec.recv_buf();
         macro_rules! recv {
             ($s:expr) => {{
                 let s = $s;
@@ -230,9 +223,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
             ClientDgram::Unix(s) => recv!(s),
         };
         match received {
-            Ok(n) => Ok(self
-                .protocol
-                .decode_response(BytesMut::from(&self.buf[..n]))?),
+            Ok(n) => self.codec.decode(n),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -246,10 +237,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
     }
 }
 
-/// The error of an address asked of a closed client.
-pub(crate) fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "client is closed")
-}
+pub(crate) use easynet_common::client_closed as closed;
 
 /// The responses of a datagram client as they come; see [`UdpClient::responses`].
 pub struct UdpResponses<'a, P> {

@@ -5,8 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use easynet_common::ClientError;
+use easynet_common::DatagramCodec;
 use easynet_core::protocol::DatagramClientProtocol;
 use tokio::net::{ToSocketAddrs, UdpSocket};
 
@@ -42,10 +42,7 @@ pub(crate) enum ClientDgram {
 pub(crate) struct DgramClient<P> {
     /// `None` once closed: the socket is released then.
     pub(crate) socket: Option<ClientDgram>,
-    protocol: P,
-    buf: Vec<u8>,
-    /// The datagram being sent, kept between sends so that a send does not allocate.
-    out: BytesMut,
+    codec: DatagramCodec<P>,
 }
 
 /// The request/response methods of a client wrapping a [`DgramClient`] in `inner`.
@@ -200,9 +197,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
     pub(crate) fn new(socket: ClientDgram, protocol: P) -> Self {
         Self {
             socket: Some(socket),
-            protocol,
-            buf: vec![0; 64 * 1024],
-            out: BytesMut::new(),
+            codec: DatagramCodec::new(protocol),
         }
     }
 
@@ -214,9 +209,7 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         let Some(socket) = &self.socket else {
             return Err(ClientError::Closed);
         };
-        let out = &mut self.out;
-        out.clear();
-        self.protocol.encode_request(request, out)?;
+        let out = self.codec.encode(request)?;
         match socket {
             ClientDgram::Udp(s) => s.send(out).await?,
             #[cfg(unix)]
@@ -231,13 +224,11 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
         };
         // tokio's `recv` is cancel-safe: no datagram is taken unless it returns.
         let n = match socket {
-            ClientDgram::Udp(s) => s.recv(&mut self.buf).await?,
+            ClientDgram::Udp(s) => s.recv(self.codec.recv_buf()).await?,
             #[cfg(unix)]
-            ClientDgram::Unix(s) => s.recv(&mut self.buf).await?,
+            ClientDgram::Unix(s) => s.recv(self.codec.recv_buf()).await?,
         };
-        Ok(self
-            .protocol
-            .decode_response(BytesMut::from(&self.buf[..n]))?)
+        self.codec.decode(n)
     }
 
     pub(crate) async fn recv_timeout(
@@ -266,10 +257,8 @@ impl<P: DatagramClientProtocol> DgramClient<P> {
             #[cfg(unix)]
             ClientDgram::Unix(s) => socket2::SockRef::from(s),
         };
-        match (&*sock).read(&mut self.buf) {
-            Ok(n) => Ok(self
-                .protocol
-                .decode_response(BytesMut::from(&self.buf[..n]))?),
+        match (&*sock).read(self.codec.recv_buf()) {
+            Ok(n) => self.codec.decode(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(ClientError::Timeout),
             Err(e) => Err(ClientError::Io(e)),
         }
@@ -285,10 +274,7 @@ pub(crate) fn unspecified(target: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The error of an address asked of a closed client.
-pub(crate) fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "client is closed")
-}
+pub(crate) use easynet_common::client_closed as closed;
 
 /// The responses of a datagram client as they come; see [`AsyncUdpClient::responses`].
 pub struct UdpResponses<'a, P> {
