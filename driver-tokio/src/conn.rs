@@ -10,18 +10,23 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use easynet_core::stream::{Action, CloseHow, Driven};
-use tokio::io::AsyncWriteExt;
+use easynet_core::stream::{Action, CloseHow, Driven, Want};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
+use crate::orders::Orders;
+
 /// The socket calls a connection task and the async clients make; TCP and Unix streams
 /// (and [`StreamSocket`](crate::StreamSocket), either of them) have them.
 pub(crate) trait ConnStream: Send + Sync + 'static {
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Reads without waiting: the bytes read (0: end of stream) and whether the read
+    /// drained the socket (see [`short_read`]).
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)>;
+    /// As [`try_read`](Self::try_read), into `buf`'s spare capacity.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<(usize, bool)>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
     /// Read readiness without a waiter future (one waker slot, this task's).
@@ -39,11 +44,21 @@ pub(crate) trait ConnStream: Send + Sync + 'static {
 macro_rules! conn_stream {
     ($t:ty) => {
         impl ConnStream for $t {
-            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$t>::try_read(self, buf)
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+                let (len, mut short) = (buf.len(), 0);
+                // One readiness check: the read itself is the socket's own.
+                let res = <$t>::try_io(self, Interest::READABLE, || {
+                    let read = std::io::Read::read(&mut &*socket2::SockRef::from(self), buf);
+                    short_read(len, &mut short, read)
+                });
+                drained(res, short)
             }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-                <$t>::try_read_buf(self, buf)
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<(usize, bool)> {
+                let (len, mut short) = (buf.capacity() - buf.len(), 0);
+                let res = <$t>::try_io(self, Interest::READABLE, || {
+                    short_read(len, &mut short, <$t>::try_read_buf(self, buf))
+                });
+                drained(res, short)
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
@@ -68,6 +83,32 @@ macro_rules! conn_stream {
             }
         }
     };
+}
+
+/// A read of up to `len` bytes (`res`) under tokio's own rule for stream sockets (its
+/// `poll_read` does the same): a read that returns less than it asked for emptied the
+/// kernel's buffer, so it is reported to `try_io` as one that would block, which clears the
+/// socket's read readiness; the loop then waits for the next readiness event instead of
+/// making a read that would block (one system call per request less). `try_io` clears it
+/// against the readiness event it saw before the read: bytes that arrive after the read set
+/// it again, nothing is missed. The short read's length goes to `short`.
+fn short_read(len: usize, short: &mut usize, res: io::Result<usize>) -> io::Result<usize> {
+    let n = res?;
+    if n > 0 && n < len {
+        *short = n;
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    Ok(n)
+}
+
+/// `try_io`'s answer after [`short_read`]: the bytes read and true when the read drained
+/// the socket.
+fn drained(res: io::Result<usize>, short: usize) -> io::Result<(usize, bool)> {
+    match res {
+        Ok(n) => Ok((n, false)),
+        Err(_) if short > 0 => Ok((short, true)),
+        Err(e) => Err(e),
+    }
 }
 
 conn_stream!(TcpStream);
@@ -104,7 +145,8 @@ pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Reads what is available into the session; false when the socket would block.
+/// Reads what is available into the session; false when the socket would block or the read
+/// drained it.
 pub(crate) fn read_into<St, F>(stream: &St, read_size: usize, mut feed: F) -> bool
 where
     St: ConnStream,
@@ -115,9 +157,9 @@ where
             buf.resize(read_size, 0);
         }
         match stream.try_read(&mut buf[..read_size]) {
-            Ok(n) => {
+            Ok((n, drained)) => {
                 feed(Ok(&buf[..n]));
-                true
+                !drained
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
@@ -189,8 +231,15 @@ where
     D: Driven,
     O: Future<Output = ()>,
 {
+    // The `Want` a write that emptied the queue left valid (see below): one `poll_action`
+    // less per answer.
+    let mut kept: Option<Want> = None;
     loop {
-        let want = match session.poll_action(ready.now) {
+        let action = match kept.take() {
+            Some(want) => Action::Io(want),
+            None => session.poll_action(ready.now),
+        };
+        let want = match action {
             Action::Io(want) => want,
             Action::ShutdownWrite => {
                 stream.shutdown_write().await;
@@ -221,6 +270,13 @@ where
         };
         if want.write && ready.writable {
             match session.write_to(&mut TryWriter(&*stream)) {
+                // A write only drains the queue: when it emptied it and nothing else can
+                // change the session meanwhile, reading stays wanted with the same deadline.
+                Ok(_) if want.read && !session.wants_write() && !session.wakeable() => {
+                    let mut want = want;
+                    want.write = false;
+                    kept = Some(want);
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -260,19 +316,40 @@ where
         if !want.read && !want.write && deadline.is_none() && !has_other && !session.wakeable() {
             return Turn::Idle;
         }
+        // One wait for the first of these, in this order (a hand-written `select!`: no
+        // future per branch; the timer is made only when there is a deadline).
         let mut other = other;
+        let mut sleep = std::pin::pin!(sleep_until(deadline));
         let stream = &*stream;
-        let woken = tokio::select! {
-            biased;
-            res = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if want.read => Woken::Read(res.is_ok()),
-            res = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if want.write => Woken::Write(res.is_ok()),
-            () = std::future::poll_fn(|cx| session.poll_wake(cx)) => Woken::Outside,
-            // After the socket: a wake-up for data does not poll it again.
-            () = async { if let Some(o) = other.as_mut() { o.as_mut().await } }, if has_other => {
-                return Turn::Other;
+        let woken = std::future::poll_fn(|cx| {
+            if want.read
+                && let Poll::Ready(res) = stream.poll_read_ready(cx)
+            {
+                return Poll::Ready(Woken::Read(res.is_ok()));
             }
-            () = sleep_until(deadline), if deadline.is_some() => Woken::Timer,
-        };
+            if want.write
+                && let Poll::Ready(res) = stream.poll_write_ready(cx)
+            {
+                return Poll::Ready(Woken::Write(res.is_ok()));
+            }
+            if session.poll_wake(cx).is_ready() {
+                return Poll::Ready(Woken::Outside);
+            }
+            // After the socket: a wake-up for data does not poll it again.
+            if let Some(o) = other.as_mut()
+                && o.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Woken::Other);
+            }
+            if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woken::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Woken::Other = woken {
+            return Turn::Other;
+        }
         ready.now = now();
         match woken {
             Woken::Read(true) => {
@@ -283,6 +360,7 @@ where
             Woken::Read(false) | Woken::Write(false) => session.handle_io_error(ready.now),
             Woken::Outside => session.resume(ready.now),
             Woken::Timer => session.handle_timeout(ready.now),
+            Woken::Other => {}
         }
         return Turn::Progress;
     }
@@ -296,6 +374,8 @@ enum Woken {
     Write(bool),
     /// An async handler was woken from outside.
     Outside,
+    /// The caller's own future completed.
+    Other,
     /// The session's deadline.
     Timer,
 }
@@ -308,34 +388,35 @@ enum Woken {
 pub(crate) async fn drive<St: ConnStream, D: Driven>(
     mut stream: St,
     mut session: D,
-    mut shutdown: watch::Receiver<Option<Instant>>,
+    shutdown: watch::Receiver<Option<Instant>>,
 ) -> CloseHow {
     let mut ready = Readiness::default();
-    // One `changed()` future at a time, registered with the channel once: made again only
-    // after it fired (a shutdown order), not at every wait.
-    let mut order = next_order(&shutdown);
+    let mut orders = Orders::new(shutdown);
     let mut gone = false;
     loop {
-        match shutdown.has_changed() {
+        match orders.rx.has_changed() {
             Ok(true) => {
-                if let Some(deadline) = *shutdown.borrow_and_update() {
+                if let Some(deadline) = *orders.rx.borrow_and_update() {
                     session.shutdown(now(), deadline);
                 }
+                orders.rearm(); // after the look: the next order is one it has not seen
             }
             Ok(false) => {}
             Err(_) if !gone => {
                 // The server is gone: stop now, or by the deadline it had set.
                 gone = true;
-                let deadline = shutdown.borrow_and_update().unwrap_or_else(now);
+                let deadline = orders.rx.borrow_and_update().unwrap_or_else(now);
                 session.shutdown(now(), deadline);
             }
             Err(_) => {}
         }
-        let other = (!gone).then_some(order.as_mut());
+        let other = (!gone).then_some(std::pin::Pin::new(&mut orders));
         match turn(&mut stream, &mut session, &mut ready, other, true).await {
             Turn::Closed(how) => return how,
-            // Woken by the channel: an order, or the server gone; looked at above.
-            Turn::Other => order = next_order(&shutdown),
+            // Woken by the channel: an order or the server gone, looked at above (a `changed`
+            // that resolved without either is made again rather than polled once more).
+            Turn::Other if matches!(orders.rx.has_changed(), Ok(false)) => orders.rearm(),
+            Turn::Other => {}
             Turn::Progress => {}
             Turn::Idle => {
                 // Nothing can happen any more (should not occur): do not hang.
@@ -346,24 +427,13 @@ pub(crate) async fn drive<St: ConnStream, D: Driven>(
     }
 }
 
-/// Resolves at the next shutdown order after what `seen` has seen, or when the server is
-/// gone.
-fn next_order(
-    seen: &watch::Receiver<Option<Instant>>,
-) -> std::pin::Pin<Box<impl Future<Output = ()> + use<>>> {
-    let mut rx = seen.clone();
-    Box::pin(async move {
-        let _ = rx.changed().await;
-    })
-}
-
-/// Reads once into the session; false when the socket would block.
+/// Reads once into the session; false when the socket would block or the read drained it.
 fn read_once<St: ConnStream, D: Driven>(stream: &St, session: &mut D, now: Instant) -> bool {
     if let Some(buf) = session.read_buffer() {
         return match stream.try_read_buf(buf) {
-            Ok(n) => {
+            Ok((n, drained)) => {
                 session.handle_read_in_place(now, n);
-                true
+                !drained
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,

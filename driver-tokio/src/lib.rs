@@ -80,6 +80,7 @@ mod conn;
 mod connect;
 mod datagram_server;
 mod dgram;
+mod orders;
 mod shell;
 mod socket;
 mod stream_server;

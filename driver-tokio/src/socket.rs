@@ -56,11 +56,11 @@ macro_rules! each {
 }
 
 impl ConnStream for StreamSocket {
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        each!(self, s => s.try_read(buf))
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        each!(self, s => ConnStream::try_read(s, buf))
     }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        each!(self, s => s.try_read_buf(buf))
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<(usize, bool)> {
+        each!(self, s => ConnStream::try_read_buf(s, buf))
     }
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, s => s.try_write(buf))
