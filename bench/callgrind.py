@@ -58,6 +58,7 @@ ROWS_TOKIO = [
     ("tcp raw bytes", "tcp", 65536, 1, "easynet-tokio-raw", ["tokio-raw"]),
     ("tls lines", "tls", 1024, 5, "easynet-tokio-tls", ["tokio-rustls"]),
     ("tls lines", "tls", 65536, 1, "easynet-tokio-tls", ["tokio-rustls"]),
+    ("udp", "udp", 1024, 1, "easynet-tokio-udp", ["tokio-udp"]),
 ]
 
 

@@ -3,7 +3,6 @@
 //! receives and sends, containment). This loop only moves datagrams, send results, timers
 //! and wake-ups between the socket and the core.
 
-use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 
@@ -17,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::DropCounter;
 use crate::conn::now;
-use crate::datagram_server::{Event, read_batch};
-use crate::dgram::DgramSocket;
+use crate::datagram_server::read_batch;
+use crate::dgram::{DgramSocket, Event, Wait};
 
 /// One socket's loop for async handlers, until cancelled or closed; then the routines are
 /// dropped (none runs once this returns) and the datagrams they sent already go out.
@@ -45,6 +44,7 @@ where
     let mut socket_drops =
         SocketDrops::starting_at(server.recorder().clone(), socket.drop_count().unwrap_or(0));
     let mut counted = 0;
+    let mut wait = Wait::new(&cancel, &closed);
     loop {
         // Send what the routines sent; each result goes back to its `send`.
         let (next_timeout, resume) = loop {
@@ -79,14 +79,9 @@ where
             tokio::task::consume_budget().await;
             continue;
         }
-        let sleep = next_timeout.map(tokio::time::Instant::from_std);
-        let event = tokio::select! {
-            () = cancel.cancelled() => Event::Stop,
-            () = closed.cancelled() => Event::Stop,
-            res = socket.readable() => Event::Readable(res),
-            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } }, if sleep.is_some() => Event::Timer,
-            () = poll_fn(|cx| server.poll_wake(cx)) => Event::Woken,
-        };
+        let event = wait
+            .wait(&*socket, next_timeout, |cx| server.poll_wake(cx))
+            .await;
         match event {
             Event::Stop => break,
             Event::Readable(res) => {

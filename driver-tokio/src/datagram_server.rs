@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::async_datagram;
 use crate::conn::now;
-use crate::dgram::DgramSocket;
+use crate::dgram::{DgramSocket, Event, Wait};
 use crate::shell::Shell;
 use crate::{DropCounter, EventSet, ServerError};
 use easynet_core::datagram::AsyncDatagramHandler;
@@ -185,14 +185,6 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
     }
 }
 
-/// What woke a socket loop.
-pub(crate) enum Event {
-    Stop,
-    Readable(io::Result<()>),
-    Timer,
-    Woken,
-}
-
 /// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
 /// `deliver`; a datagram that cannot be answered is counted and dropped. The kernel's drop
 /// counts read with them go to `socket_drops`.
@@ -244,6 +236,7 @@ where
         socket.drop_count().unwrap_or(0),
     );
     let mut counted = 0;
+    let mut wait = Wait::new(&cancel, &closed);
     loop {
         let dropped = endpoint.drops();
         drops.add(dropped - counted);
@@ -261,15 +254,10 @@ where
                 _ => {}
             }
         };
-        let sleep = next_timeout.map(tokio::time::Instant::from_std);
-        let event = tokio::select! {
-            () = cancel.cancelled() => Event::Stop,
-            () = closed.cancelled() => Event::Stop,
-            res = socket.readable() => Event::Readable(res),
-            () = async { if let Some(t) = sleep { tokio::time::sleep_until(t).await } }, if sleep.is_some() => Event::Timer,
-            // Pushed datagrams wait in the endpoint; the next drain sends them.
-            () = std::future::poll_fn(|cx| endpoint.poll_wake(cx)) => Event::Woken,
-        };
+        // Pushed datagrams wait in the endpoint; the next drain sends them.
+        let event = wait
+            .wait(&*socket, next_timeout, |cx| endpoint.poll_wake(cx))
+            .await;
         match event {
             Event::Stop => break,
             Event::Readable(res) => {

@@ -4,8 +4,12 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
+use crate::relay::Relayed;
 #[cfg(unix)]
 use easynet_common::unix::SocketFile;
 use easynet_core::addr::PeerAddr;
@@ -14,6 +18,74 @@ use easynet_core::addr::UnixAddr;
 use tokio::net::UdpSocket;
 #[cfg(unix)]
 use tokio::net::UnixDatagram;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// What woke a socket loop.
+pub(crate) enum Event {
+    Stop,
+    Readable(io::Result<()>),
+    Timer,
+    Woken,
+}
+
+/// A socket loop's wait, made once per loop: the stop signals, the timer and the socket's
+/// readiness are polled in place at every wait, not made again per datagram (a
+/// cancellation future per wait registered and removed a `Notify` waiter; a timer per wait
+/// went in and out of the timer wheel).
+pub(crate) struct Wait {
+    cancel: Relayed<Pin<Box<WaitForCancellationFutureOwned>>>,
+    closed: Relayed<Pin<Box<WaitForCancellationFutureOwned>>>,
+    sleep: Pin<Box<Sleep>>,
+    /// Where `sleep` is set; moved only to an earlier deadline. A later one lets it fire
+    /// first: the core's timers ignore an early call and give their next deadline.
+    armed: Option<tokio::time::Instant>,
+}
+
+impl Wait {
+    pub(crate) fn new(cancel: &CancellationToken, closed: &CancellationToken) -> Self {
+        Self {
+            cancel: Relayed::new(Box::pin(cancel.clone().cancelled_owned())),
+            closed: Relayed::new(Box::pin(closed.clone().cancelled_owned())),
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Waits for the first of: a stop, the socket readable, the core's `timeout`, an
+    /// outside wake-up (`poll_wake`), in that order.
+    pub(crate) async fn wait<D: DgramSocket>(
+        &mut self,
+        socket: &D,
+        timeout: Option<Instant>,
+        mut poll_wake: impl FnMut(&mut Context<'_>) -> Poll<()>,
+    ) -> Event {
+        let timeout = timeout.map(tokio::time::Instant::from_std);
+        if let Some(t) = timeout
+            && self.armed.is_none_or(|a| t < a)
+        {
+            self.sleep.as_mut().reset(t);
+            self.armed = Some(t);
+        }
+        std::future::poll_fn(|cx| {
+            if self.cancel.poll(cx).is_ready() || self.closed.poll(cx).is_ready() {
+                return Poll::Ready(Event::Stop);
+            }
+            if let Poll::Ready(res) = socket.poll_recv_ready(cx) {
+                return Poll::Ready(Event::Readable(res));
+            }
+            if timeout.is_some() && self.sleep.as_mut().poll(cx).is_ready() {
+                self.armed = None;
+                return Poll::Ready(Event::Timer);
+            }
+            if poll_wake(cx).is_ready() {
+                return Poll::Ready(Event::Woken);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
 
 /// A bound datagram socket the server loops receive on and answer from.
 pub(crate) trait DgramSocket: Send + Sync + 'static {
@@ -26,7 +98,8 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     fn try_recv_from(&self, buf: &mut [u8])
     -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     fn try_send_to(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Read readiness without a waiter future (one waker slot: the socket loop's).
+    fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
     fn local(&self) -> io::Result<Self::Addr>;
     /// The kernel's drop count now, where [`try_recv_from`](Self::try_recv_from) reports one.
@@ -67,8 +140,8 @@ impl DgramSocket for UdpSocket {
     fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         UdpSocket::try_send_to(self, buf, *to)
     }
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        UdpSocket::readable(self)
+    fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        UdpSocket::poll_recv_ready(self, cx)
     }
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
         UdpSocket::writable(self)
@@ -106,8 +179,8 @@ impl DgramSocket for UnixDgram {
             easynet_common::unix::send_to(&*self.socket, buf, to)
         })
     }
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.socket.readable()
+    fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.socket.poll_recv_ready(cx)
     }
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
         self.socket.writable()

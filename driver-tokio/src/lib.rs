@@ -81,6 +81,7 @@ mod connect;
 mod datagram_server;
 mod dgram;
 mod orders;
+mod relay;
 mod shell;
 mod socket;
 mod stream_server;

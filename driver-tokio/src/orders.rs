@@ -1,21 +1,18 @@
 //! A server run's shutdown orders as one branch of a connection task's wait.
 //!
 //! The run sends each connection its shutdown deadline on a `watch` channel
-//! ([`ShutdownOrders`](crate::shell::ShutdownOrders)). Polling the channel's `changed()`
-//! future at every wait costs a lock and a unit of the task's budget, so [`Orders`] polls it
-//! only to register the task's waker, and again after it woke the task: a wake-up may be
-//! spurious (the channel wakes its waiters shard by shard, so a waiter that registered
-//! during another order's wake-up is woken without a new order), and it spends the
-//! registration either way, so only a new poll makes the next order wake the task.
+//! ([`ShutdownOrders`](crate::shell::ShutdownOrders)). [`Orders`] compares the channel's
+//! version at every wait and polls its `changed()` future only through [`Relayed`]: to
+//! register the task's waker, and again after any wake-up.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::sync::watch;
+
+use crate::relay::Relayed;
 
 /// A future that resolves at the next order after the one `rx` had seen.
 type Changed = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -27,26 +24,7 @@ pub(crate) struct Orders {
     pub(crate) rx: watch::Receiver<Option<Instant>>,
     /// Makes `changed` (the channel's own in the driver, a test double in the tests).
     make: fn(&watch::Receiver<Option<Instant>>) -> Changed,
-    changed: Changed,
-    /// The waker `changed` holds, once polled: this task's, behind a flag that says it woke.
-    relay: Option<Arc<Relay>>,
-}
-
-/// Passes `changed`'s wake-up on to the task and remembers that it came.
-struct Relay {
-    task: Waker,
-    woke: AtomicBool,
-}
-
-impl Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woke.store(true, Ordering::Release);
-        self.task.wake_by_ref();
-    }
+    changed: Relayed<Changed>,
 }
 
 impl Orders {
@@ -58,19 +36,13 @@ impl Orders {
         rx: watch::Receiver<Option<Instant>>,
         make: fn(&watch::Receiver<Option<Instant>>) -> Changed,
     ) -> Self {
-        let changed = make(&rx);
-        Self {
-            rx,
-            make,
-            changed,
-            relay: None,
-        }
+        let changed = Relayed::new(make(&rx));
+        Self { rx, make, changed }
     }
 
-    /// After an order: wait for the next one.
+    /// After the caller looked at an order: wait for the next one.
     pub(crate) fn rearm(&mut self) {
-        self.changed = (self.make)(&self.rx);
-        self.relay = None;
+        self.changed = Relayed::new((self.make)(&self.rx));
     }
 }
 
@@ -82,29 +54,7 @@ impl Future for Orders {
         if !matches!(this.rx.has_changed(), Ok(false)) {
             return Poll::Ready(());
         }
-        let relay = match &this.relay {
-            Some(r) if r.task.will_wake(cx.waker()) => {
-                if !r.woke.swap(false, Ordering::AcqRel) {
-                    return Poll::Pending; // still registered: `changed` wakes this task
-                }
-                r.clone()
-            }
-            _ => Arc::new(Relay {
-                task: cx.waker().clone(),
-                woke: AtomicBool::new(false),
-            }),
-        };
-        this.relay = Some(relay.clone());
-        let waker = Waker::from(relay);
-        if this
-            .changed
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready()
-        {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+        this.changed.poll(cx)
     }
 }
 
@@ -113,7 +63,7 @@ impl Future for Orders {
 fn next_order(seen: &watch::Receiver<Option<Instant>>) -> Changed {
     let mut rx = seen.clone();
     // Outside tokio's task budget: a poll that returns `Pending` has registered the waker
-    // ([`Orders`] counts on it), never "budget spent, try again".
+    // ([`Relayed`] counts on it), never "budget spent, try again".
     Box::pin(tokio::task::unconstrained(async move {
         let _ = rx.changed().await;
     }))
@@ -122,44 +72,12 @@ fn next_order(seen: &watch::Receiver<Option<Instant>>) -> Changed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::sync::atomic::AtomicUsize;
+    use crate::relay::tests::{Count, held, reset_held, wake_held};
+    use std::sync::Arc;
+    use std::task::Waker;
 
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Count {
-        fn get(&self) -> usize {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    thread_local! {
-        /// The waker the test double of `changed` holds (one registration, as a `Notify`
-        /// waiter: a wake-up spends it).
-        static HELD: RefCell<Option<Waker>> = const { RefCell::new(None) };
-    }
-
-    /// A `changed` that never resolves by itself: the test wakes what it holds.
-    fn held(_: &watch::Receiver<Option<Instant>>) -> Changed {
-        Box::pin(std::future::poll_fn(|cx| {
-            HELD.with_borrow_mut(|h| *h = Some(cx.waker().clone()));
-            Poll::Pending
-        }))
-    }
-
-    /// Wakes what the test double holds, as the channel does; false when it holds nothing.
-    fn wake_held() -> bool {
-        HELD.with_borrow_mut(|h| h.take())
-            .map(Waker::wake)
-            .is_some()
+    fn held_changed(_: &watch::Receiver<Option<Instant>>) -> Changed {
+        Box::pin(held())
     }
 
     fn poll(orders: &mut Orders, task: &Arc<Count>) -> Poll<()> {
@@ -172,40 +90,21 @@ mod tests {
         // The lost second signal of tests/example_signals.rs (1 run in 5 before): the
         // channel woke a waiter that had registered during the first order's wake-up; the
         // next wait did not poll `changed` again, so the second order woke nobody.
+        reset_held();
         let (tx, rx) = watch::channel(None);
-        let mut orders = Orders::with(rx, held);
+        let mut orders = Orders::with(rx, held_changed);
         let task = Arc::new(Count::default());
         assert!(poll(&mut orders, &task).is_pending());
-        assert!(wake_held(), "registered at the first wait");
+        assert!(wake_held(false), "registered at the first wait");
         assert_eq!(task.get(), 1);
         assert!(poll(&mut orders, &task).is_pending(), "no order yet");
         tx.send_replace(Some(Instant::now()));
-        assert!(wake_held(), "registered again after the spurious wake-up");
+        assert!(
+            wake_held(true),
+            "registered again after the spurious wake-up"
+        );
         assert_eq!(task.get(), 2);
         assert!(poll(&mut orders, &task).is_ready());
-    }
-
-    #[test]
-    fn waits_in_between_do_not_poll_the_channel() {
-        let (_tx, rx) = watch::channel(None);
-        let mut orders = Orders::with(rx, held);
-        let task = Arc::new(Count::default());
-        assert!(poll(&mut orders, &task).is_pending());
-        HELD.with_borrow_mut(|h| *h = None);
-        assert!(poll(&mut orders, &task).is_pending());
-        assert!(!wake_held(), "the second wait did not poll `changed`");
-    }
-
-    #[test]
-    fn another_task_registers_its_own_waker() {
-        let (tx, rx) = watch::channel(None);
-        let mut orders = Orders::with(rx, held);
-        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
-        assert!(poll(&mut orders, &first).is_pending());
-        assert!(poll(&mut orders, &second).is_pending());
-        tx.send_replace(Some(Instant::now()));
-        assert!(wake_held());
-        assert_eq!((first.get(), second.get()), (0, 1));
     }
 
     #[tokio::test]
