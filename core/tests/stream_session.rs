@@ -75,6 +75,40 @@ fn pipelined_requests_of_one_read_are_answered_in_one_transmit() {
 }
 
 #[test]
+fn a_write_that_empties_the_queue_keeps_the_want_poll_action_would_give() {
+    use easynet_core::stream::{Action, Driven};
+    // Driven::want_after_write: both drivers act on it instead of asking again.
+    let (script, _) = Script::new(|cx, seen| {
+        if let Seen::Request(r) = seen {
+            cx.send(r)?;
+        }
+        Ok(Next::recv_timeout(Duration::from_secs(5)))
+    });
+    let now = Instant::now();
+    let mut s = session(&script, StreamConfig::default(), now);
+    s.handle_read(now, b"hello\n");
+    let Action::Io(want) = s.poll_action(now) else {
+        panic!("an answer to write")
+    };
+    assert!(want.read && want.write);
+    // A write that leaves bytes queued: ask again.
+    let mut part = [0u8; 3];
+    s.write_to(&mut &mut part[..]).unwrap();
+    assert_eq!(s.want_after_write(want), None);
+    let mut out = Vec::new();
+    s.write_to(&mut out).unwrap();
+    assert_eq!(out, b"lo\n");
+    let kept = s.want_after_write(want).expect("the queue is empty");
+    assert!(kept.read && !kept.write);
+    assert_eq!(kept.timeout, want.timeout);
+    assert_eq!(
+        s.poll_action(now),
+        Action::Io(kept),
+        "what poll_action says too"
+    );
+}
+
+#[test]
 fn a_request_split_across_reads_is_completed() {
     let (script, l) = Script::echo();
     let mut sim = lines(script);

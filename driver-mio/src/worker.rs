@@ -494,8 +494,7 @@ where
         }
         let mut reads = 0;
         let mut again = false;
-        // The `Want` a write that emptied the queue left valid (`Driven::wants_write`): one
-        // `poll_action` less per answer.
+        // The `Want` a write left valid (`Driven::want_after_write`).
         let mut kept: Option<Want> = None;
         let timeout = loop {
             let action = match kept.take() {
@@ -526,16 +525,7 @@ where
             };
             if want.write && e.writable {
                 match e.session.write_to(&mut e.stream) {
-                    Ok(_) => {
-                        if want.read
-                            && !Driven::wants_write(&e.session)
-                            && !Driven::wakeable(&e.session)
-                        {
-                            let mut want = want;
-                            want.write = false;
-                            kept = Some(want);
-                        }
-                    }
+                    Ok(_) => kept = e.session.want_after_write(want),
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => e.session.handle_io_error(now),

@@ -231,8 +231,7 @@ where
     D: Driven,
     O: Future<Output = ()>,
 {
-    // The `Want` a write that emptied the queue left valid (see below): one `poll_action`
-    // less per answer.
+    // The `Want` a write left valid (`Driven::want_after_write`).
     let mut kept: Option<Want> = None;
     loop {
         let action = match kept.take() {
@@ -270,14 +269,7 @@ where
         };
         if want.write && ready.writable {
             match session.write_to(&mut TryWriter(&*stream)) {
-                // A write only drains the queue: when it emptied it and nothing else can
-                // change the session meanwhile, reading stays wanted with the same deadline.
-                Ok(_) if want.read && !session.wants_write() && !session.wakeable() => {
-                    let mut want = want;
-                    want.write = false;
-                    kept = Some(want);
-                }
-                Ok(_) => {}
+                Ok(_) => kept = session.want_after_write(want),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => session.handle_io_error(ready.now),

@@ -50,14 +50,24 @@ pub trait Driven: Send + 'static {
         false
     }
 
-    /// False once a [`write_to`](Self::write_to) left nothing queued. A loop may then act
-    /// on the [`Want`](super::Want) it had before the write without asking
-    /// [`poll_action`](Self::poll_action) again, when that `Want` had `read` set and the
-    /// connection is not [`wakeable`](Self::wakeable): writing only drains the queue, so
-    /// reading stays wanted and the timeout stays the same. True (always ask again) by
-    /// default.
+    /// False once a [`write_to`](Self::write_to) left nothing queued (see
+    /// [`want_after_write`](Self::want_after_write)). True (always ask again) by default.
     fn wants_write(&self) -> bool {
         true
+    }
+
+    /// After a [`write_to`](Self::write_to) for `want` that did not fail: the
+    /// [`Want`](super::Want) to act on next without asking
+    /// [`poll_action`](Self::poll_action) again, or `None` to ask. A write only drains the
+    /// queue, so once it emptied it (not [`wants_write`](Self::wants_write)), a `want` that
+    /// had `read` set still holds, writing aside, with the same timeout, unless something
+    /// outside the connection can change it ([`wakeable`](Self::wakeable)). One
+    /// `poll_action` less per answer.
+    fn want_after_write(&self, want: super::Want) -> Option<super::Want> {
+        (want.read && !self.wants_write() && !self.wakeable()).then_some(super::Want {
+            write: false,
+            ..want
+        })
     }
 
     /// Ready when something outside the connection (an async handler's timer or channel)
