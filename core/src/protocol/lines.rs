@@ -29,6 +29,16 @@ impl Separator {
         }
     }
 
+    /// True when `buf` ends with the separator (a byte compare, not a `memcmp` call: this
+    /// runs once per line sent).
+    fn ends(self, buf: &[u8]) -> bool {
+        match self {
+            Separator::Lf => buf.last() == Some(&b'\n'),
+            Separator::Cr => buf.last() == Some(&b'\r'),
+            Separator::CrLf => buf.ends_with(b"\r\n"),
+        }
+    }
+
     /// The last byte of the separator: the one to search for.
     const fn last(self) -> u8 {
         match self {
@@ -180,9 +190,11 @@ impl Framing for Lines {
                     });
                 }
                 // A large last line takes the buffer itself (its allocation too, so a
-                // `String` can be made of it without a copy). Small lines are split off:
-                // copying them is cheaper than a new buffer for the next read.
-                let mut line = if end == src.len() && end >= TAKE_MIN {
+                // `String` can be made of it without a copy) unless most of that would be
+                // wasted (then the line is copied anyway, and the buffer is better kept for
+                // the next read). Small lines are split off: copying them is cheaper than a
+                // new buffer for the next read.
+                let mut line = if end == src.len() && end >= TAKE_MIN && src.capacity() <= 2 * end {
                     std::mem::take(src)
                 } else {
                     src.split_to(end)
@@ -214,11 +226,10 @@ impl Framing for Lines {
     }
 
     fn encode_end(&self, dst: &mut BytesMut, mark: usize) -> Result<(), SerializeError> {
-        let sep = self.separator.as_bytes();
         // As EasyNetwork: a message that already ends with the separator gets no second one
         // (which the peer would read as an extra empty line).
-        if !dst[mark..].ends_with(sep) {
-            dst.extend_from_slice(sep);
+        if !self.separator.ends(&dst[mark..]) {
+            dst.extend_from_slice(self.separator.as_bytes());
         }
         Ok(())
     }
@@ -231,7 +242,7 @@ impl Framing for Lines {
         _dst: &mut BytesMut,
     ) -> Result<Option<OwnedFrame>, SerializeError> {
         let sep = self.separator.as_bytes();
-        if payload.as_slice().ends_with(sep) {
+        if self.separator.ends(payload.as_slice()) {
             return Ok(Some(OwnedFrame::new(payload)));
         }
         Ok(Some(match payload {

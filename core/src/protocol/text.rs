@@ -1,5 +1,7 @@
 //! Serializers for text and raw bytes.
 
+use std::cell::Cell;
+
 use bytes::{Bytes, BytesMut};
 
 use super::{Decode, DeserializeError, Encode, OwnedPayload, SerializeError};
@@ -30,13 +32,54 @@ impl Encode<String> for Utf8 {
         Ok(())
     }
 
-    /// The `String`'s own bytes (no copy).
+    /// The `String`'s own bytes (no copy). A short one is copied into `dst`, as the framing
+    /// would copy it, and its allocation kept for the next line decoded on this thread.
     fn encode_owned(
         &self,
         item: String,
-        _dst: &mut BytesMut,
+        dst: &mut BytesMut,
     ) -> Result<Option<OwnedPayload>, SerializeError> {
+        if item.len() < super::OWNED_MIN {
+            dst.extend_from_slice(item.as_bytes());
+            spare::keep(item);
+            return Ok(None);
+        }
         Ok(Some(OwnedPayload::Vec(item.into_bytes())))
+    }
+}
+
+/// One spent short `String` per thread. An answer copied into a write buffer leaves its
+/// allocation here and the next short line decoded on the thread takes it: an echo or a
+/// request/answer loop then does no allocation (and no free) per message.
+mod spare {
+    use super::Cell;
+
+    /// Longest allocation kept: the answers copied are shorter than 4 KiB.
+    const MAX: usize = 8 * 1024;
+
+    thread_local! {
+        static SPARE: Cell<String> = const { Cell::new(String::new()) };
+    }
+
+    pub(super) fn keep(s: String) {
+        if s.capacity() <= MAX {
+            // `try_with`: not during the thread's teardown.
+            let _ = SPARE.try_with(|c| c.set(s));
+        }
+    }
+
+    /// `text` as a `String`, in the spare allocation when that wastes little (at most a
+    /// quarter): a decoded line may be kept long by the handler. A spare that does not fit
+    /// is dropped; the next answer leaves another.
+    pub(super) fn string(text: &str) -> String {
+        let mut s = SPARE.try_with(Cell::take).unwrap_or_default();
+        // Wrapping: a capacity below `text.len()` is a huge difference.
+        if s.capacity().wrapping_sub(text.len()) > text.len() / 4 + 32 {
+            return text.to_owned();
+        }
+        s.clear();
+        s.push_str(text);
+        s
     }
 }
 
@@ -59,7 +102,7 @@ impl Decode<String> for Utf8 {
         if payload.len() >= OWNED_MIN && payload.capacity() <= 2 * payload.len() {
             return String::from_utf8(Vec::from(payload)).map_err(|e| e.utf8_error().into());
         }
-        Ok(std::str::from_utf8(&payload)?.to_owned())
+        Ok(spare::string(std::str::from_utf8(&payload)?))
     }
 }
 
@@ -134,6 +177,35 @@ mod tests {
         assert_eq!(Utf8::trimming_newline().decode(p()).unwrap(), "hi");
         let lf2 = BytesMut::from(&b"hi\n\n"[..]);
         assert_eq!(Utf8::trimming_newline().decode(lf2).unwrap(), "hi\n");
+    }
+
+    #[test]
+    fn a_short_owned_answer_is_copied_and_its_buffer_decodes_the_next_line() {
+        let mut out = BytesMut::from(&b"head"[..]);
+        let answer = String::from("hello");
+        let ptr = answer.as_ptr();
+        assert!(
+            Utf8::new()
+                .encode_owned(answer, &mut out)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(&out[..], b"headhello");
+        let next = Utf8::new().decode(BytesMut::from(&b"world"[..])).unwrap();
+        assert_eq!(next, "world");
+        assert_eq!(next.as_ptr(), ptr, "the spare buffer");
+        // A spare much larger than the line is not used: the line may be kept long.
+        let mut roomy = String::with_capacity(2_000);
+        roomy.push_str("roomy");
+        let ptr = roomy.as_ptr();
+        Utf8::new().encode_owned(roomy, &mut out).unwrap();
+        let line = Utf8::new().decode(BytesMut::from(&b"x"[..])).unwrap();
+        assert_eq!(line, "x");
+        assert_ne!(line.as_ptr(), ptr);
+        assert!(line.capacity() < 100);
+        // A large answer is handed over whole.
+        let big = "b".repeat(5_000);
+        assert!(Utf8::new().encode_owned(big, &mut out).unwrap().is_some());
     }
 
     #[test]

@@ -35,7 +35,10 @@ const TLS_RECORD: usize = 16 * 1024;
 /// back on that one read made the next request's first (full) read a copy.
 const SMALL_READS_TO_COPY: u8 = 4;
 
+mod chunk;
 mod observe;
+
+use chunk::Chunk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -97,7 +100,7 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     /// Received plaintext not yet decoded.
     rbuf: BytesMut,
     /// Large shared payloads queued as they are (no copy), ahead of `wbuf`.
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     /// Bytes in `chunks`.
     chunked: usize,
     /// Bytes for the socket (ciphertext under TLS), after `chunks`.
@@ -592,10 +595,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             if !self.wbuf.is_empty() {
                 let head = self.wbuf.split().freeze();
                 self.chunked += head.len();
-                self.chunks.push_back(head);
+                self.chunks.push_back(head.into());
             }
             self.chunked += bytes.len();
-            self.chunks.push_back(bytes);
+            self.chunks.push_back(bytes.into());
             return Ok(());
         }
         R::encode(&self.protocol, item, &mut self.wbuf)?;
@@ -632,11 +635,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             if !self.wbuf.is_empty() {
                 let head = self.wbuf.split().freeze();
                 self.chunked += head.len();
-                self.chunks.push_back(head);
+                self.chunks.push_back(head.into());
             }
-            let body = body.into_bytes();
             self.chunked += body.len();
-            self.chunks.push_back(body);
+            self.chunks.push_back(body.into());
         }
         // After the queued chunks: written with them in one vectored write.
         self.wbuf.extend_from_slice(tail);
@@ -1039,10 +1041,10 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if !self.wbuf.is_empty() {
             let head = self.wbuf.split().freeze();
             self.chunked += head.len();
-            self.chunks.push_back(head);
+            self.chunks.push_back(head.into());
         }
         self.chunked += frame.len();
-        self.chunks.push_back(frame);
+        self.chunks.push_back(frame.into());
     }
 
     /// What the driver does next: the one question a server's loop asks (see
@@ -1246,5 +1248,50 @@ mod tests {
         assert_eq!(conn.queued(), 0);
         conn.close(Instant::now());
         assert_eq!(conn.poll_close(), Some(CloseHow::Graceful));
+    }
+    /// A writer that takes at most `max` bytes a call, vectored or not.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+    }
+
+    impl std::io::Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn large_owned_lines_are_queued_as_they_are_and_written_in_order() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let info = ConnInfo::new(ConnId(1), addr, addr);
+        let mut conn: Connection<_, ServerRole> =
+            Connection::new(Arc::new(Stream::lines()), StreamConfig::default(), info);
+        // Spare room: the separator goes in it. None: it follows as the frame's tail.
+        let mut roomy = String::with_capacity(6_000);
+        roomy.push_str(&"r".repeat(5_000));
+        let tight = "t".repeat(5_000);
+        let ptr = roomy.as_ptr();
+        conn.send_owned("a".into()).unwrap();
+        conn.send_owned(roomy).unwrap();
+        conn.send_owned(tight).unwrap();
+        conn.send_owned("c".into()).unwrap();
+        assert_eq!(conn.queued(), 2 + 5_001 * 2 + 2);
+        conn.advance(2);
+        assert_eq!(conn.transmit().as_ptr(), ptr, "the String's own buffer");
+        let mut out = Trickle {
+            out: b"a\n".to_vec(),
+            max: 3_000,
+        };
+        while conn.write_to(&mut out).unwrap() > 0 {}
+        let expected = format!("a\n{}\n{}\nc\n", "r".repeat(5_000), "t".repeat(5_000));
+        assert_eq!(out.out, expected.as_bytes());
+        assert_eq!(conn.queued(), 0);
     }
 }
