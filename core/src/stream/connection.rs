@@ -1249,6 +1249,7 @@ mod tests {
         conn.close(Instant::now());
         assert_eq!(conn.poll_close(), Some(CloseHow::Graceful));
     }
+
     /// A writer that takes at most `max` bytes a call, vectored or not.
     struct Trickle {
         out: Vec<u8>,
