@@ -1,5 +1,7 @@
 //! The kernel's per-socket drop count on UDP sockets (Linux SO_RXQ_OVFL): enable it, then
-//! read it with each datagram. Elsewhere enabling does nothing and no count is read.
+//! read it with a datagram ([`recv_from_with_drops`]; the drivers do so with the first of
+//! each batch, `easynet_core::stats::SocketDrops::read_with`, and read the rest with the
+//! cheaper `recvfrom`). Elsewhere enabling does nothing and no count is read.
 
 use std::io;
 use std::net::SocketAddr;

@@ -299,6 +299,17 @@ impl SocketDrops {
         }
     }
 
+    /// Whether to read the kernel's count with the `i`th datagram (from 0) of a batch read
+    /// without waiting: with the first only. The first datagram after a quiet spell then
+    /// carries the count as it is (what was dropped while the loop was away is counted by
+    /// the next datagram), and a flood reads it once per batch; the others are read with
+    /// the plain, cheaper call (`recvfrom`: a `recvmsg` with its control buffer for every
+    /// datagram cost about 0.4 µs each, 7% of the pipelined UDP echo's throughput).
+    #[inline]
+    pub fn read_with(i: usize) -> bool {
+        i == 0
+    }
+
     /// The kernel's cumulative count read with a datagram: adds what it grew by.
     pub fn report(&mut self, reported: u32) {
         let grown = reported.wrapping_sub(self.last);

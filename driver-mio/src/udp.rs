@@ -188,9 +188,14 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     type Addr: PeerAddr;
 
     /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
-    /// socket), and the loop drops it. Last, the socket's drop count when the kernel
-    /// reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets have none).
-    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
+    /// socket), and the loop drops it. Last, when `drops` asks for it, the socket's drop
+    /// count if the kernel reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets
+    /// have none); see [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask.
+    fn recv_dgram(
+        &self,
+        buf: &mut [u8],
+        drops: bool,
+    ) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
     /// The kernel's drop count now, where [`recv_dgram`](Self::recv_dgram) reports one.
     fn drop_count(&self) -> Option<u32> {
@@ -201,7 +206,15 @@ pub(crate) trait MioDgram: Source + Send + 'static {
 impl MioDgram for UdpSocket {
     type Addr = SocketAddr;
 
-    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+    fn recv_dgram(
+        &self,
+        buf: &mut [u8],
+        drops: bool,
+    ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+        if !drops {
+            // recvfrom: cheaper than recvmsg and its control buffer.
+            return self.recv_from(buf).map(|(n, from)| (n, Some(from), None));
+        }
         // try_io: mio's own bookkeeping of a WouldBlock (needed on some platforms).
         self.try_io(|| bind::recv_from_with_drops(self, buf))
             .map(|(n, from, drops)| (n, Some(from), drops))
@@ -332,8 +345,8 @@ where
             }
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
+                let received = e.socket.recv_dgram(&mut buf, SocketDrops::read_with(reads));
                 reads += 1;
-                let received = e.socket.recv_dgram(&mut buf);
                 if let Ok((_, _, Some(count))) = received {
                     e.socket_drops.report(count);
                 }

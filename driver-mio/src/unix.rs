@@ -68,7 +68,11 @@ impl MioListener for UnixListener {
 impl MioDgram for UnixDatagram {
     type Addr = UnixAddr;
 
-    fn recv_dgram(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
+    fn recv_dgram(
+        &self,
+        buf: &mut [u8],
+        _drops: bool,
+    ) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
         // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
         // rather than dropping.
         let (n, from) = self.recv_from(buf)?;

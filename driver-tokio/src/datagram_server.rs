@@ -199,8 +199,8 @@ pub(crate) fn read_batch<D: DgramSocket>(
         if buf.len() < MAX_DATAGRAM {
             buf.resize(MAX_DATAGRAM, 0);
         }
-        for _ in 0..READ_BUDGET {
-            let received = socket.try_recv_from(buf);
+        for i in 0..READ_BUDGET {
+            let received = socket.try_recv_from(buf, SocketDrops::read_with(i));
             if let Ok((_, _, Some(count))) = received {
                 socket_drops.report(count);
             }

@@ -93,10 +93,14 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     type Addr: PeerAddr;
 
     /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
-    /// socket), and the caller drops it. Last, the socket's drop count when the kernel
-    /// reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets have none).
-    fn try_recv_from(&self, buf: &mut [u8])
-    -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
+    /// socket), and the caller drops it. Last, when `drops` asks for it, the socket's drop
+    /// count if the kernel reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets
+    /// have none); see [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask.
+    fn try_recv_from(
+        &self,
+        buf: &mut [u8],
+        drops: bool,
+    ) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     fn try_send_to(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
     /// Read readiness without a waiter future (one waker slot: the socket loop's).
     fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -130,7 +134,12 @@ impl DgramSocket for UdpSocket {
     fn try_recv_from(
         &self,
         buf: &mut [u8],
+        drops: bool,
     ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+        if !drops {
+            // recvfrom: cheaper than recvmsg and its control buffer.
+            return UdpSocket::try_recv_from(self, buf).map(|(n, from)| (n, Some(from), None));
+        }
         // try_io clears the readiness on WouldBlock, as try_recv_from does.
         self.try_io(tokio::io::Interest::READABLE, || {
             easynet_common::recv_from_with_drops(self, buf)
@@ -167,7 +176,11 @@ pub(crate) struct UnixDgram {
 impl DgramSocket for UnixDgram {
     type Addr = UnixAddr;
 
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
+    fn try_recv_from(
+        &self,
+        buf: &mut [u8],
+        _drops: bool,
+    ) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
         // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
         // rather than dropping.
         let (n, from) = self.socket.try_recv_from(buf)?;
