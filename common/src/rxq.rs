@@ -130,12 +130,36 @@ pub fn recv_from_with_drops<'a, S>(
 where
     socket2::SockRef<'a>: From<&'a S>,
 {
+    recv_from_counting(socket, buf, true)
+}
+
+/// [`recv_from_with_drops`] when `drops` is true; otherwise a plain `recvfrom` (cheaper:
+/// no control buffer) that reports no count. The drivers ask for the count with the first
+/// datagram of each batch only (`easynet_core::stats::SocketDrops::read_with`).
+///
+/// ```
+/// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// client.send_to(b"hi", server.local_addr()?)?;
+/// let mut buf = [0u8; 16];
+/// let (n, _, drops) = easynet_common::recv_from_counting(&server, &mut buf, false)?;
+/// assert_eq!((&buf[..n], drops), (&b"hi"[..], None));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn recv_from_counting<'a, S>(
+    socket: &'a S,
+    buf: &mut [u8],
+    drops: bool,
+) -> io::Result<(usize, SocketAddr, Option<u32>)>
+where
+    socket2::SockRef<'a>: From<&'a S>,
+{
     let sock = socket2::SockRef::from(socket);
     // SAFETY: the socket only writes initialized bytes into the slice, and an initialized
     // `[u8]` is a valid `[MaybeUninit<u8>]`.
     let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
     #[cfg(target_os = "linux")]
-    {
+    if drops {
         use std::mem::MaybeUninit;
         // cmsghdr needs its alignment; room for SO_RXQ_OVFL and a few more (options a
         // given socket may have on), which are skipped.
@@ -160,13 +184,12 @@ where
         // SAFETY: the kernel initialized the first `msg_controllen` bytes it reported.
         let control = unsafe { &*(&control.0[..len] as *const [MaybeUninit<u8>] as *const [u8]) };
         let from = addr.as_socket().ok_or_else(not_inet)?;
-        Ok((n, from, rxq_ovfl(control)))
+        return Ok((n, from, rxq_ovfl(control)));
     }
     #[cfg(not(target_os = "linux"))]
-    {
-        let (n, from) = sock.recv_from(uninit)?;
-        Ok((n, from.as_socket().ok_or_else(not_inet)?, None))
-    }
+    let _ = drops;
+    let (n, from) = sock.recv_from(uninit)?;
+    Ok((n, from.as_socket().ok_or_else(not_inet)?, None))
 }
 
 fn not_inet() -> io::Error {

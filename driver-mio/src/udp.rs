@@ -211,12 +211,8 @@ impl MioDgram for UdpSocket {
         buf: &mut [u8],
         drops: bool,
     ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
-        if !drops {
-            // recvfrom: cheaper than recvmsg and its control buffer.
-            return self.recv_from(buf).map(|(n, from)| (n, Some(from), None));
-        }
         // try_io: mio's own bookkeeping of a WouldBlock (needed on some platforms).
-        self.try_io(|| bind::recv_from_with_drops(self, buf))
+        self.try_io(|| bind::recv_from_counting(self, buf, drops))
             .map(|(n, from, drops)| (n, Some(from), drops))
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {

@@ -136,13 +136,9 @@ impl DgramSocket for UdpSocket {
         buf: &mut [u8],
         drops: bool,
     ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
-        if !drops {
-            // recvfrom: cheaper than recvmsg and its control buffer.
-            return UdpSocket::try_recv_from(self, buf).map(|(n, from)| (n, Some(from), None));
-        }
         // try_io clears the readiness on WouldBlock, as try_recv_from does.
         self.try_io(tokio::io::Interest::READABLE, || {
-            easynet_common::recv_from_with_drops(self, buf)
+            easynet_common::recv_from_counting(self, buf, drops)
         })
         .map(|(n, from, drops)| (n, Some(from), drops))
     }
