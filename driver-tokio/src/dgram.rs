@@ -54,6 +54,9 @@ impl Wait {
 
     /// Waits for the first of: a stop, the socket readable, the core's `timeout`, an
     /// outside wake-up (`poll_wake`), in that order.
+    ///
+    /// Cancel safe: it consumes nothing (readiness stays until read, the timer stays set),
+    /// so a wait dropped part-way is simply waited again.
     pub(crate) async fn wait<D: DgramSocket>(
         &mut self,
         socket: &D,
@@ -196,5 +199,49 @@ impl DgramSocket for UnixDgram {
     }
     fn local(&self) -> io::Result<UnixAddr> {
         Ok(self.local.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_wait_dropped_part_way_can_be_waited_again() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (cancel, closed) = (CancellationToken::new(), CancellationToken::new());
+        let mut wait = Wait::new(&cancel, &closed);
+        let later = Instant::now() + Duration::from_secs(3600);
+        let never = |_: &mut Context<'_>| Poll::Pending;
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(10),
+            wait.wait(&socket, Some(later), never),
+        )
+        .await;
+        assert!(dropped.is_err(), "nothing to wake it");
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"x", socket.local_addr().unwrap()).unwrap();
+        let woken = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait.wait(&socket, Some(later), never),
+        );
+        assert!(matches!(woken.await, Ok(Event::Readable(Ok(())))));
+        let soon = Instant::now() + Duration::from_millis(5);
+        let mut buf = [0u8; 8];
+        DgramSocket::try_recv_from(&socket, &mut buf, false).unwrap();
+        // As the loop does: read until the socket would block (that clears readiness).
+        assert!(DgramSocket::try_recv_from(&socket, &mut buf, false).is_err());
+        let timer = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait.wait(&socket, Some(soon), never),
+        );
+        assert!(
+            matches!(timer.await, Ok(Event::Timer)),
+            "an earlier deadline moves the timer"
+        );
+        cancel.cancel();
+        let stop = tokio::time::timeout(Duration::from_secs(10), wait.wait(&socket, None, never));
+        assert!(matches!(stop.await, Ok(Event::Stop)));
     }
 }
