@@ -41,6 +41,8 @@ ROWS = [
     ("tcp lines", "tcp", 10240, 5, "easynet-mio-lines", ["mio-lines"]),
     ("tcp lines", "tcp", 65536, 1, "easynet-mio-lines", ["mio-lines"]),
     ("tcp lines", "tcp", 65536, 5, "easynet-mio-lines", ["mio-lines"]),
+    ("tcp lines as ByteString", "tcp", 1024, 5, "easynet-mio-bytestring", ["mio-lines"]),
+    ("tcp lines as ByteString", "tcp", 10240, 5, "easynet-mio-bytestring", ["mio-lines"]),
     ("tcp raw bytes", "tcp", 1024, 1, "easynet-mio-raw", ["mio-raw"]),
     ("tcp raw bytes", "tcp", 1024, 5, "easynet-mio-raw", ["mio-raw"]),
     ("tcp raw bytes", "tcp", 65536, 1, "easynet-mio-raw", ["mio-raw"]),

@@ -150,6 +150,9 @@ def main():
         for p in (1, 5):
             pairs.append(("tcp lines, tokio", "easynet-tokio-lines", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
             pairs.append(("tcp lines, mio", "easynet-mio-lines", "mio-lines", "hand-written mio", "tcp", size, p))
+            # The same echo with lines as `ByteString` (no copy, like the hand-written loop).
+            pairs.append(("tcp lines as ByteString, tokio", "easynet-tokio-bytestring", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
+            pairs.append(("tcp lines as ByteString, mio", "easynet-mio-bytestring", "mio-lines", "hand-written mio", "tcp", size, p))
             pairs.append(("tcp raw bytes, tokio", "easynet-tokio-raw", "tokio-raw", "raw tokio echo", "tcp", size, p))
             pairs.append(("tcp raw bytes, mio", "easynet-mio-raw", "mio-raw", "hand-written mio", "tcp", size, p))
             pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))

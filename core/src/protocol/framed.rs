@@ -72,6 +72,23 @@ impl Stream<Lines, Utf8, String, String> {
     }
 }
 
+#[cfg(feature = "bytestring")]
+impl Stream<Lines, super::Utf8Shared, super::ByteString, super::ByteString> {
+    /// UTF-8 lines as [`ByteString`](super::ByteString)s that share the read buffer: no
+    /// allocation and no copy per line, in or out (a `String` line costs one of each).
+    /// Otherwise as [`Stream::lines`].
+    ///
+    /// ```
+    /// use easynet_core::protocol::{ByteString, Stream, StreamProtocol};
+    ///
+    /// let proto = Stream::lines_shared();
+    /// let _: &dyn StreamProtocol<Request = ByteString, Response = ByteString, Decoder = _> = &proto;
+    /// ```
+    pub fn lines_shared() -> Self {
+        Self::new(Lines::new(), super::Utf8Shared::new())
+    }
+}
+
 impl Stream<LengthPrefixed, RawBytes, bytes::Bytes, bytes::Bytes> {
     /// Frames of raw bytes behind a big-endian length prefix of `width`, at most `max` bytes.
     ///

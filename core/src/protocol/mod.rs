@@ -43,6 +43,7 @@
 mod base64;
 #[cfg(feature = "cbor")]
 mod cbor;
+mod checked;
 #[cfg(any(feature = "zlib", feature = "zstd"))]
 mod compress;
 #[cfg(feature = "converter")]
@@ -66,6 +67,9 @@ mod zstd;
 pub use self::base64::{Base64, Base64Alphabet};
 #[cfg(feature = "zstd")]
 pub use self::zstd::Zstd;
+/// Text that shares its buffer ([`Utf8`] decodes lines into it without a copy).
+#[cfg(feature = "bytestring")]
+pub use bytestring::ByteString;
 #[cfg(feature = "cbor")]
 pub use cbor::Cbor;
 #[cfg(feature = "converter")]
@@ -81,6 +85,8 @@ pub use lines::{LineState, Lines, Separator};
 #[cfg(feature = "msgpack")]
 pub use msgpack::MessagePack;
 pub use raw::RawChunks;
+#[cfg(feature = "bytestring")]
+pub use text::Utf8Shared;
 pub use text::{RawBytes, Utf8};
 #[cfg(feature = "zlib")]
 pub use zlib::Zlib;

@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Decode, DeserializeError, Encode, OwnedPayload, SerializeError};
+use super::{Decode, DeserializeError, Encode, OwnedPayload, SerializeError, checked};
 
 /// UTF-8 text as `String`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,8 +86,9 @@ mod spare {
 /// Payloads at least this long are made into a `String` without a copy when they can be.
 const OWNED_MIN: usize = 4096;
 
-impl Decode<String> for Utf8 {
-    fn decode(&self, mut payload: BytesMut) -> Result<String, DeserializeError> {
+impl Utf8 {
+    /// Strips one trailing LF or CRLF when asked to.
+    fn trim(&self, payload: &mut BytesMut) {
         if self.trim_newline {
             if payload.ends_with(b"\n") {
                 payload.truncate(payload.len() - 1);
@@ -96,13 +97,92 @@ impl Decode<String> for Utf8 {
                 payload.truncate(payload.len() - 1);
             }
         }
+    }
+}
+
+impl Decode<String> for Utf8 {
+    fn decode(&self, mut payload: BytesMut) -> Result<String, DeserializeError> {
+        self.trim(&mut payload);
         // A large payload that owns its allocation (a frame that was a whole read) becomes
         // the `String` without a copy, unless most of that allocation would be wasted.
-        // Small ones are copied: cheaper than finding out.
+        // One that shares its buffer (a line in the middle of a read) is copied, and so are
+        // small ones: cheaper than finding out.
         if payload.len() >= OWNED_MIN && payload.capacity() <= 2 * payload.len() {
-            return String::from_utf8(Vec::from(payload)).map_err(|e| e.utf8_error().into());
+            return match payload.freeze().try_into_mut() {
+                Ok(own) => Ok(checked::string(Vec::from(own))?),
+                Err(shared) => Ok(spare::string(checked::str(&shared)?)),
+            };
         }
-        Ok(spare::string(std::str::from_utf8(&payload)?))
+        Ok(spare::string(checked::str(&payload)?))
+    }
+}
+
+/// UTF-8 text as [`ByteString`](bytestring::ByteString), sharing the frame's buffer:
+/// decoding checks it and never copies, and sending one queues its bytes as they are. A
+/// handler that echoes or forwards lines does no allocation and no copy per line; a
+/// `String` ([`Utf8`]) costs one of each. Its own type, not a second impl on [`Utf8`], so
+/// that enabling the feature leaves `Utf8`'s message type inferred as before.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use easynet_core::protocol::{ByteString, Decode, Encode, Utf8Shared};
+///
+/// let line: ByteString = Utf8Shared::new().decode(BytesMut::from("héllo")).unwrap();
+/// assert_eq!(&line[..], "héllo");
+/// assert!(Utf8Shared::new().decode(BytesMut::from(&b"\xff"[..])).is_err());
+/// assert_eq!(Utf8Shared::new().encode_shared(&line).unwrap(), "héllo".as_bytes());
+/// ```
+#[cfg(feature = "bytestring")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Utf8Shared {
+    text: Utf8,
+}
+
+#[cfg(feature = "bytestring")]
+impl Utf8Shared {
+    /// Text as is.
+    pub const fn new() -> Self {
+        Self { text: Utf8::new() }
+    }
+
+    /// Text with one trailing LF or CRLF stripped on decode (for datagrams sent by line tools).
+    pub const fn trimming_newline() -> Self {
+        Self {
+            text: Utf8::trimming_newline(),
+        }
+    }
+}
+
+#[cfg(feature = "bytestring")]
+impl Decode<bytestring::ByteString> for Utf8Shared {
+    fn decode(&self, mut payload: BytesMut) -> Result<bytestring::ByteString, DeserializeError> {
+        self.text.trim(&mut payload);
+        Ok(checked::byte_string(payload.freeze())?)
+    }
+}
+
+/// The text's own bytes, shared (no copy).
+#[cfg(feature = "bytestring")]
+impl Encode<bytestring::ByteString> for Utf8Shared {
+    fn encode(
+        &self,
+        item: &bytestring::ByteString,
+        dst: &mut BytesMut,
+    ) -> Result<(), SerializeError> {
+        dst.extend_from_slice(item.as_bytes());
+        Ok(())
+    }
+
+    fn encode_shared(&self, item: &bytestring::ByteString) -> Option<Bytes> {
+        Some(item.as_bytes().clone())
+    }
+
+    fn encode_owned(
+        &self,
+        item: bytestring::ByteString,
+        _dst: &mut BytesMut,
+    ) -> Result<Option<OwnedPayload>, SerializeError> {
+        Ok(Some(OwnedPayload::Shared(item.into_bytes())))
     }
 }
 
@@ -168,6 +248,54 @@ mod tests {
             .decode(BytesMut::from(&b"\xff"[..]))
             .unwrap_err();
         assert!(matches!(err, DeserializeError::Utf8(_)));
+    }
+
+    /// A large payload that owns its buffer becomes the `String` in place; one that shares
+    /// it (a line in the middle of a read) is copied; both are checked the same way.
+    #[test]
+    fn a_large_payload_is_taken_when_it_owns_its_buffer_and_copied_when_it_shares_it() {
+        let text = "é".repeat(3000);
+        let own = BytesMut::from(text.as_bytes());
+        let ptr = own.as_ptr();
+        let s: String = Utf8::new().decode(own).unwrap();
+        assert_eq!((s.as_ptr(), &s[..]), (ptr, &text[..]));
+
+        let mut read = BytesMut::from(format!("{text}\nnext").as_bytes());
+        let line = read.split_to(text.len());
+        let ptr = line.as_ptr();
+        let s: String = Utf8::new().decode(line).unwrap();
+        assert_ne!(s.as_ptr(), ptr);
+        assert_eq!(s, text);
+
+        let mut bad = text.into_bytes();
+        bad[5000] = 0xff;
+        let mut read = BytesMut::from(&bad[..]);
+        read.extend_from_slice(b"\nnext");
+        let shared = read.split_to(bad.len());
+        for payload in [BytesMut::from(&bad[..]), shared] {
+            let err = Decode::<String>::decode(&Utf8::new(), payload).unwrap_err();
+            assert!(matches!(err, DeserializeError::Utf8(e) if e.valid_up_to() == 5000));
+        }
+    }
+
+    #[cfg(feature = "bytestring")]
+    #[test]
+    fn a_byte_string_shares_the_frame_and_is_sent_as_it_is() {
+        use bytestring::ByteString;
+        let mut read = BytesMut::from(&b"h\xc3\xa9llo\r\nnext"[..]);
+        let line = read.split_to(8);
+        let ptr = line.as_ptr();
+        let s: ByteString = Utf8Shared::trimming_newline().decode(line).unwrap();
+        assert_eq!((s.as_ptr(), &s[..]), (ptr, "héllo"));
+        let shared = Utf8Shared::new().encode_shared(&s).unwrap();
+        assert_eq!(shared.as_ptr(), ptr);
+        let owned = Utf8Shared::new().encode_owned(s.clone(), &mut BytesMut::new());
+        assert_eq!(owned.unwrap(), Some(OwnedPayload::Shared(shared)));
+        let mut dst = BytesMut::new();
+        Utf8Shared::new().encode(&s, &mut dst).unwrap();
+        assert_eq!(&dst[..], "héllo".as_bytes());
+        let err = Utf8Shared::new().decode(BytesMut::from(&b"ok\xc3"[..]));
+        assert!(matches!(err, Err(DeserializeError::Utf8(e)) if e.valid_up_to() == 2));
     }
 
     #[test]

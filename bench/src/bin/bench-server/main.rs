@@ -9,6 +9,7 @@
 //!
 //! IMPL: easynet-tokio-lines easynet-tokio-raw easynet-tokio-tls easynet-tokio-udp
 //!       easynet-mio-lines easynet-mio-raw easynet-mio-tls easynet-mio-udp
+//!       easynet-tokio-bytestring easynet-mio-bytestring   (lines as `ByteString`: no copy)
 //!       tokio-lines tokio-raw tokio-rustls tokio-udp
 //!       mio-lines mio-raw mio-rustls mio-udp   (the hand-written mio loops: `mio_baseline`)
 //!
@@ -27,7 +28,7 @@ use easynet::handler::{
     ConnInfo, DatagramContext, DatagramHandler, HandlerResult, Next, Received, StreamContext,
     StreamHandler,
 };
-use easynet::protocol::{Datagram, Stream};
+use easynet::protocol::{ByteString, Datagram, Stream};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -112,6 +113,13 @@ fn main() -> Result<(), BoxError> {
         "easynet-mio-lines" => {
             easynet_mio_tcp(addr, Stream::lines(), echo::<String>, None, workers)
         }
+        "easynet-mio-bytestring" => easynet_mio_tcp(
+            addr,
+            Stream::lines_shared(),
+            echo::<ByteString>,
+            None,
+            workers,
+        ),
         "easynet-mio-raw" => easynet_mio_tcp(addr, Stream::raw(), echo::<Bytes>, None, workers),
         "easynet-mio-tls" => easynet_mio_tcp(
             addr,
@@ -209,7 +217,10 @@ async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), 
     use easynet::aio::{AsyncTcpServer, AsyncUdpServer};
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     match which {
-        "easynet-tokio-lines" | "easynet-tokio-raw" | "easynet-tokio-tls" => {
+        "easynet-tokio-lines"
+        | "easynet-tokio-raw"
+        | "easynet-tokio-tls"
+        | "easynet-tokio-bytestring" => {
             macro_rules! serve {
                 ($server:expr) => {{
                     let server = $server;
@@ -225,6 +236,13 @@ async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), 
             match which {
                 "easynet-tokio-raw" => serve!(
                     AsyncTcpServer::builder(Stream::raw(), echo::<Bytes>)
+                        .host("127.0.0.1")
+                        .port(addr.port())
+                        .log_client_connection(false)
+                        .build()?
+                ),
+                "easynet-tokio-bytestring" => serve!(
+                    AsyncTcpServer::builder(Stream::lines_shared(), echo::<ByteString>)
                         .host("127.0.0.1")
                         .port(addr.port())
                         .log_client_connection(false)
