@@ -4,7 +4,7 @@ same settings, and prints the BENCHMARKS.md table with the ratio easynet / basel
 
     cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick] [--rows REGEX] [--no-idle]
     python3 bench/run.py --scaling [--seconds 2] [--rounds 3]      # 1 vs 2 workers, mio and tokio
-    python3 bench/run.py --idle-only --idle-conns 1000,10000,100000 --sources 4
+    python3 bench/run.py --idle-only --idle-conns 1000,10000,100000 --sources 4 [--idle-shards S]
 
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
 same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`) are the
@@ -12,6 +12,10 @@ strengthened hand-written loops of `bench/src/bin/bench-server/mio_baseline.rs`;
 TLS row is compared with both the mio + rustls loop and tokio-rustls. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
 generator to CPU 1, which makes runs repeatable to a few percent. Each row runs easynet and its baseline `rounds` times each, alternating
 (A B A B ...), and reports the median of each.
+
+Idle connections beyond what one process may open (`ulimit -Hn`) are spread over S servers of
+the same kind, each on its own port (PORT + k) with its own `loadgen idle`, all held at once;
+the memory per connection is the sum of the servers' RSS growth over all the connections.
 """
 
 import argparse
@@ -23,12 +27,15 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
 BIN = os.environ.get("BENCH_BIN", os.path.join(TARGET, "release"))
 TLS_DIR = os.path.join(TARGET, "bench-tls")
 PORT = int(os.environ.get("BENCH_PORT", "9150"))
+IDLE_PER_PROCESS = 16000  # connections per server (and load generator) when they are sharded
+IDLE_TIMEOUT = 600  # seconds for one idle measurement, sharded or not
 PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
@@ -42,10 +49,10 @@ def more_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start(impl, workers=None, cpu=0):
+def start(impl, workers=None, cpu=0, port=PORT):
     extra = ["--workers", str(workers)] if workers else []
     proc = subprocess.Popen(
-        pinned(cpu, [os.path.join(BIN, "bench-server"), impl, "--port", str(PORT), "--tls-dir", TLS_DIR] + extra),
+        pinned(cpu, [os.path.join(BIN, "bench-server"), impl, "--port", str(port), "--tls-dir", TLS_DIR] + extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -109,11 +116,77 @@ def idle(impl, conns, sources=1):
         out = subprocess.run(
             [os.path.join(BIN, "loadgen"), "idle", "--addr", f"127.0.0.1:{PORT}", "--conns", str(conns),
              "--pid", str(proc.pid), "--sources", str(sources)],
-            capture_output=True, text=True, timeout=600, check=True, preexec_fn=more_files,
+            capture_output=True, text=True, timeout=IDLE_TIMEOUT, check=True, preexec_fn=more_files,
         ).stdout
     finally:
         stop(proc)
-    return parse(out)
+    return held(parse(out), conns)
+
+
+def held(r, conns):
+    """The load generator held every connection and the server had a socket open for each."""
+    if r["conns"] != conns or r["server_sockets"] < conns:
+        raise RuntimeError(f"{r['conns']:.0f} connections held, {r['server_sockets']:.0f} server sockets")
+    return r
+
+
+def idle_shards(conns, forced):
+    """Servers for `conns` idle connections: one while a process may open them all, else
+    enough that each server and its load generator stays well under the open-file hard limit."""
+    if forced:
+        return forced
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or conns + 100 <= hard:
+        return 1
+    return -(-conns // min(IDLE_PER_PROCESS, hard - 100))
+
+
+def idle_sharded(impl, conns, shards, sources):
+    """`conns` idle connections over `shards` servers on PORT, PORT + 1, ..., each with its own
+    load generator; all are connected before any measures, so all are held at once."""
+    sizes = [conns // shards + (k < conns % shards) for k in range(shards)]
+    procs = []
+    watchdog = threading.Timer(IDLE_TIMEOUT, lambda: [p.kill() for p in procs])
+    watchdog.daemon = True
+    watchdog.start()
+    failed = lambda k, err: RuntimeError(f"loadgen {k}: " + (
+        f"killed after {IDLE_TIMEOUT} s" if watchdog.finished.is_set() else err.strip() or "no output"))
+    try:
+        servers = []
+        for k in range(shards):
+            servers.append(start(impl, port=PORT + k))
+            procs.append(servers[-1])
+        gens = []
+        for k, (n, server) in enumerate(zip(sizes, servers)):
+            gens.append(subprocess.Popen(
+                [os.path.join(BIN, "loadgen"), "idle", "--addr", f"127.0.0.1:{PORT + k}", "--conns", str(n),
+                 "--pid", str(server.pid), "--sources", str(sources), "--hold"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                preexec_fn=more_files))
+            procs.append(gens[-1])
+        for k, g in enumerate(gens):
+            if not g.stdout.readline().startswith("connected="):
+                g.kill()
+                raise failed(k, g.stderr.read())
+        for g in gens:  # every connection is open: each load generator now measures its server
+            g.stdin.write("\n")
+            g.stdin.flush()
+        runs = []
+        for k, (g, n) in enumerate(zip(gens, sizes)):
+            out, err = g.communicate()
+            if g.returncode:
+                raise failed(k, err)
+            runs.append(held(parse(out), n))
+    finally:
+        watchdog.cancel()
+        for p in procs[shards:]:
+            p.kill()
+            p.wait()
+        for p in procs[:shards]:
+            stop(p)
+    total = {k: sum(r[k] for r in runs) for k in ("rss_before_kib", "rss_after_kib", "conns", "server_sockets")}
+    total["kib_per_conn"] = (total["rss_after_kib"] - total["rss_before_kib"]) / conns
+    return total
 
 
 def summarize(runs):
@@ -133,8 +206,11 @@ def main():
     ap.add_argument("--idle-conns", default="1000,10000", help="idle table sizes, comma-separated")
     ap.add_argument("--sources", type=int, default=1,
                     help="idle: connect from 127.0.0.1..K (more connections than one address has ports)")
+    ap.add_argument("--idle-shards", type=int, default=0, metavar="S",
+                    help="idle: S server processes (and load generators) per size; 0: as many as the open-file limit needs")
     ap.add_argument("--scaling", action="store_true", help="only the 1 vs 2 worker table (mio workers, tokio multi-thread)")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: every `finally` stops its servers
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
     if a.scaling:
         return scaling(a)
@@ -185,17 +261,29 @@ def main():
 
 
 def idle_table(a):
-    print("| idle connections | server | KiB per connection | RSS before → after (KiB) |")
-    print("|---|---|---|---|")
-    for conns in (int(c) for c in a.idle_conns.split(",")):
+    sizes = [(int(c), idle_shards(int(c), a.idle_shards)) for c in a.idle_conns.split(",")]
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for conns, shards in sizes:
+        if shards > 1:
+            why = "--idle-shards" if a.idle_shards else f"`ulimit -Hn` is {hard} files per process"
+            print(f"{conns} idle connections: {shards} servers × ≤{-(-conns // shards)} connections on ports "
+                  f"{PORT}..{PORT + shards - 1}, one `loadgen idle` each, all held at once ({why}); "
+                  "KiB per connection = sum of the servers' RSS growth / all connections.\n")
+    print("| idle connections | server | KiB per connection | RSS before → after (KiB) | processes × connections | server sockets |")
+    print("|---|---|---|---|---|---|")
+    for conns, shards in sizes:
         for impl in ("easynet-tokio-lines", "tokio-lines", "easynet-mio-lines", "mio-lines"):
+            split = f"{shards} × ≤{-(-conns // shards)}" if shards > 1 else "1"
             try:
-                r = idle(impl, conns, a.sources)
-            except subprocess.CalledProcessError as e:
+                r = idle_sharded(impl, conns, shards, a.sources) if shards > 1 else idle(impl, conns, a.sources)
+            except (subprocess.SubprocessError, RuntimeError) as e:
                 # Usually the open-file limit (`ulimit -Hn`) of the server or the load generator.
-                print(f"| {conns} | {impl} | failed: {e.stderr.strip()[:120]} | |", flush=True)
+                why = e.stderr if isinstance(e, subprocess.CalledProcessError) else str(e)
+                print(f"| {conns} | {impl} | failed: {why.strip()[:120]} | | {split} | |", flush=True)
                 continue
-            print(f"| {conns} | {impl} | {r['kib_per_conn']:.2f} | {r['rss_before_kib']:.0f} → {r['rss_after_kib']:.0f} |", flush=True)
+            sigma = "Σ " if shards > 1 else ""
+            print(f"| {conns} | {impl} | {r['kib_per_conn']:.2f} | {sigma}{r['rss_before_kib']:.0f} → {r['rss_after_kib']:.0f} | "
+                  f"{split} | {r['server_sockets']:.0f} |", flush=True)
     return 0
 
 
