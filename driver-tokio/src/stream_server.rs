@@ -71,12 +71,10 @@ where
     St: ConnStream,
 {
     Arc::new(move |stream, info, shutdown| {
-        let session = new_conn(info).and_then(|c| Session::start(now(), &*service, c));
-        Box::pin(async move {
-            if let Some(session) = session {
-                conn::drive(stream, session, shutdown).await;
-            }
-        })
+        match new_conn(info).and_then(|c| Session::start(now(), &*service, c)) {
+            Some(session) => Box::pin(conn::drive(stream, session, shutdown)),
+            None => Box::pin(std::future::ready(())),
+        }
     })
 }
 
@@ -89,12 +87,10 @@ where
     St: ConnStream,
 {
     Arc::new(move |stream, info, shutdown| {
-        let session = new_conn(info).and_then(|c| AsyncSession::start(now(), &*service, c));
-        Box::pin(async move {
-            if let Some(session) = session {
-                conn::drive(stream, session, shutdown).await;
-            }
-        })
+        match new_conn(info).and_then(|c| AsyncSession::start(now(), &*service, c)) {
+            Some(session) => Box::pin(conn::drive(stream, session, shutdown)),
+            None => Box::pin(std::future::ready(())),
+        }
     })
 }
 

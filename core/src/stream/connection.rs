@@ -105,8 +105,10 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     chunked: usize,
     /// Bytes for the socket (ciphertext under TLS), after `chunks`.
     wbuf: BytesMut,
+    /// Boxed: a rustls session is over a kilobyte, which a plain connection should not
+    /// carry (an idle connection's memory is mostly this struct).
     #[cfg(feature = "tls")]
-    tls: Option<TlsSession>,
+    tls: Option<Box<TlsSession>>,
     /// Answers encoded under TLS and not yet given to rustls: the answers of one turn go to
     /// rustls together (one record for several small answers, not one each), when bytes
     /// are taken for the socket or a record's worth has gathered.
@@ -150,8 +152,9 @@ pub struct Connection<P: StreamProtocol, R: Role<P>> {
     reason: Option<CloseReason>,
     /// The end was counted in the recorder.
     counted: bool,
-    /// Why the TLS handshake failed, for a client to return.
-    handshake_error: Option<HandshakeError>,
+    /// Why the TLS handshake failed, for a client to return. Boxed: only a failed
+    /// handshake has one, and inline it would take 64 bytes of every connection.
+    handshake_error: Option<Box<HandshakeError>>,
     _role: PhantomData<fn() -> R>,
 }
 
@@ -219,7 +222,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         let deadline = crate::deadline_after(now, config.tls_handshake_timeout);
         let mut conn = Self::new(protocol, config, info);
         tls.write_ciphertext(&mut conn.wbuf); // a client's hello
-        conn.tls = Some(tls);
+        conn.tls = Some(Box::new(tls));
         conn.phase = Phase::Handshaking { deadline };
         conn.ready = false;
         conn
@@ -251,7 +254,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         Some(
             self.handshake_error
                 .take()
-                .unwrap_or(HandshakeError::Abandoned),
+                .map_or(HandshakeError::Abandoned, |e| *e),
         )
     }
 
@@ -330,11 +333,11 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                         // The client's connect returns it.
                         tracing::debug!(peer = %self.info.peer, error = %err, "error during TLS handshake");
                     }
-                    self.handshake_error = Some(match err {
+                    self.handshake_error = Some(Box::new(match err {
                         crate::tls::TlsError::Rustls(e) => HandshakeError::Tls(e),
                         crate::tls::TlsError::NotTls(b) => HandshakeError::NotTls(b),
                         crate::tls::TlsError::Io(e) => HandshakeError::Io(e),
-                    });
+                    }));
                 } else {
                     tracing::debug!(conn = %self.info.id, peer = %self.info.peer, error = %err, "TLS error");
                 }
@@ -428,7 +431,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.end_because(CloseReason::ByPeer);
         }
         if let Phase::Handshaking { .. } = self.phase {
-            self.handshake_error.get_or_insert(HandshakeError::Eof);
+            self.handshake_error
+                .get_or_insert_with(|| Box::new(HandshakeError::Eof));
             self.closing = true;
             self.phase = Phase::Closed(CloseHow::Abort);
         }
@@ -468,8 +472,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
                 tracing::debug!(conn = %self.info.id, peer = %self.info.peer, "TLS handshake timed out");
                 self.counts.handshake_failures += 1;
                 self.end_because(CloseReason::Timeout);
-                self.handshake_error =
-                    Some(HandshakeError::Timeout(self.config.tls_handshake_timeout));
+                self.handshake_error = Some(Box::new(HandshakeError::Timeout(
+                    self.config.tls_handshake_timeout,
+                )));
                 self.closing = true;
                 self.clear_writes();
                 self.phase = Phase::Closed(CloseHow::Abort);
