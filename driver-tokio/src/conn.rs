@@ -378,6 +378,11 @@ enum Woken {
 /// to an earlier one when the shutdown is hurried (the session keeps the earliest); its
 /// sender dropped means the server is gone.
 ///
+/// Cancel safety: the future owns the socket and the session, and runs as its own task.
+/// Dropping it (the task aborted, the runtime gone) closes the socket at once and drops
+/// the handler with its `Drop` contained, without `on_disconnection`. The server itself
+/// never aborts it: a shutdown reaches it as an order through `shutdown`.
+///
 /// An `async` block rather than an `async fn`: an `async fn`'s future holds each argument
 /// twice (as given and in the local it is moved into, rust-lang/rust#62958), and the
 /// session is most of what an idle connection's task holds.
@@ -460,6 +465,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use easynet_core::ConnId;
     use easynet_core::handler::{
@@ -467,6 +474,7 @@ mod tests {
     };
     use easynet_core::protocol::Stream;
     use easynet_core::stream::{Session, StreamConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::watch;
 
@@ -507,5 +515,74 @@ mod tests {
             "the task is {} bytes for a {session_size}-byte session: it holds a copy of it",
             size_of_val(&task)
         );
+    }
+
+    /// Echoes; counts its drops (and panics in `Drop`, user code the session contains);
+    /// notes `on_disconnection`.
+    struct Watched {
+        drops: Arc<AtomicUsize>,
+        told: Arc<AtomicBool>,
+    }
+
+    impl StreamHandler for Watched {
+        type Request = String;
+        type Response = String;
+        fn handle(
+            &mut self,
+            cx: &mut StreamContext<'_, String>,
+            r: Received<String>,
+        ) -> HandlerResult {
+            if let Received::Request(line) = r {
+                cx.send(line)?;
+            }
+            Ok(Next::recv())
+        }
+        fn on_disconnection(&mut self, _: &mut StreamContext<'_, String>) {
+            self.told.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+            panic!("a handler's Drop panics");
+        }
+    }
+
+    /// Cancel safety as `drive` states it: the future dropped part-way closes the socket
+    /// and drops the handler (its panicking `Drop` contained), without `on_disconnection`.
+    #[tokio::test]
+    async fn a_dropped_connection_future_closes_the_socket_and_drops_the_handler() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (drops, told) = (Arc::default(), Arc::default());
+        let handler = Watched {
+            drops: Arc::clone(&drops),
+            told: Arc::clone(&told),
+        };
+        let info = ConnInfo::new(ConnId(1), peer, addr);
+        let session = Session::new(
+            now(),
+            handler,
+            Arc::new(Stream::lines()),
+            StreamConfig::default(),
+            info,
+        );
+        let (_orders, rx) = watch::channel(None);
+        let mut task = Box::pin(drive(stream, session, rx));
+        client.write_all(b"hi\n").await.unwrap();
+        let mut answer = [0; 3];
+        tokio::select! {
+            () = &mut task => panic!("the connection ended on its own"),
+            read = client.read_exact(&mut answer) => { read.unwrap(); }
+        }
+        assert_eq!(&answer, b"hi\n");
+        drop(task);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(!told.load(Ordering::SeqCst));
+        let eof = tokio::time::timeout(Duration::from_secs(10), client.read(&mut answer)).await;
+        assert_eq!(eof.unwrap().unwrap(), 0, "the socket is closed");
     }
 }
