@@ -462,14 +462,17 @@ mod tests {
     use crate::protocol::Stream;
     use crate::stream::ServerRole;
 
-    #[test]
-    fn in_place_reads_survive_a_short_read_and_end_after_four() {
+    /// A server connection with the default settings.
+    fn server<P: crate::protocol::StreamServerProtocol>(protocol: P) -> Connection<P, ServerRole> {
         let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let info = ConnInfo::new(ConnId(1), addr, addr);
-        let config = StreamConfig::default();
-        let read_size = config.read_size;
-        let mut conn: Connection<_, ServerRole> =
-            Connection::new(Arc::new(Stream::raw()), config, info);
+        Connection::new(Arc::new(protocol), StreamConfig::default(), info)
+    }
+
+    #[test]
+    fn in_place_reads_survive_a_short_read_and_end_after_four() {
+        let read_size = StreamConfig::default().read_size;
+        let mut conn = server(Stream::raw());
         let now = Instant::now();
         assert!(
             conn.read_buffer().is_none(),
@@ -494,10 +497,7 @@ mod tests {
 
     #[test]
     fn large_shared_payloads_are_queued_without_copy_and_keep_their_order() {
-        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let info = ConnInfo::new(ConnId(1), addr, addr);
-        let mut conn: Connection<_, ServerRole> =
-            Connection::new(Arc::new(Stream::raw()), StreamConfig::default(), info);
+        let mut conn = server(Stream::raw());
         let big = Bytes::from(vec![b'b'; 10_000]);
         let small = |c: u8| Bytes::from(vec![c; 10]);
         conn.send(&small(b'a')).unwrap();
@@ -542,10 +542,7 @@ mod tests {
 
     #[test]
     fn large_owned_lines_are_queued_as_they_are_and_written_in_order() {
-        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let info = ConnInfo::new(ConnId(1), addr, addr);
-        let mut conn: Connection<_, ServerRole> =
-            Connection::new(Arc::new(Stream::lines()), StreamConfig::default(), info);
+        let mut conn = server(Stream::lines());
         // Spare room: the separator goes in it. None: it follows as the frame's tail.
         let mut roomy = String::with_capacity(6_000);
         roomy.push_str(&"r".repeat(5_000));

@@ -92,12 +92,11 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[allow(unused_mut)]
         let mut waiting = await_close_notify && !self.eof;
         #[cfg(feature = "tls")]
-        self.flush_plaintext();
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            tls.write_ciphertext(&mut self.wbuf);
-            self.tls_pending = 0;
-            waiting &= !tls.peer_closed();
+        {
+            self.seal();
+            if let Some(tls) = &self.tls {
+                waiting &= !tls.peer_closed();
+            }
         }
         self.queued() == 0 && !waiting
     }

@@ -21,14 +21,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             return Ok(());
         }
         if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
-            // What was encoded before goes first.
-            if !self.wbuf.is_empty() {
-                let head = self.wbuf.split().freeze();
-                self.chunked += head.len();
-                self.chunks.push_back(head.into());
-            }
-            self.chunked += bytes.len();
-            self.chunks.push_back(bytes.into());
+            self.queue_chunk(bytes.into());
             return Ok(());
         }
         R::encode(&self.protocol, item, &mut self.wbuf)?;
@@ -61,17 +54,22 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         if body.len() < SHARED_MIN {
             self.wbuf.extend_from_slice(body.as_slice());
         } else {
-            // What was encoded before goes first (the frame's head with it).
-            if !self.wbuf.is_empty() {
-                let head = self.wbuf.split().freeze();
-                self.chunked += head.len();
-                self.chunks.push_back(head.into());
-            }
-            self.chunked += body.len();
-            self.chunks.push_back(body.into());
+            self.queue_chunk(body.into()); // after the frame's head
         }
         // After the queued chunks: written with them in one vectored write.
         self.wbuf.extend_from_slice(tail);
+    }
+
+    /// Queues `chunk` as it is, after what the write buffer holds so far (which goes
+    /// first, as a chunk of its own).
+    pub(super) fn queue_chunk(&mut self, chunk: Chunk) {
+        if !self.wbuf.is_empty() {
+            let head = self.wbuf.split().freeze();
+            self.chunked += head.len();
+            self.chunks.push_back(head.into());
+        }
+        self.chunked += chunk.len();
+        self.chunks.push_back(chunk);
     }
 
     pub(super) fn clear_writes(&mut self) {
@@ -97,15 +95,21 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
     }
 
-    /// Bytes to write to the socket, in order; empty when nothing is queued.
-    pub fn transmit(&mut self) -> &[u8] {
-        #[cfg(feature = "tls")]
+    /// Under TLS: everything gathered for rustls, and what rustls has to send, as records
+    /// in the write buffer.
+    #[cfg(feature = "tls")]
+    pub(super) fn seal(&mut self) {
         self.flush_plaintext();
-        #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             tls.write_ciphertext(&mut self.wbuf);
             self.tls_pending = 0;
         }
+    }
+
+    /// Bytes to write to the socket, in order; empty when nothing is queued.
+    pub fn transmit(&mut self) -> &[u8] {
+        #[cfg(feature = "tls")]
+        self.seal();
         match self.chunks.front() {
             Some(chunk) => chunk,
             None => &self.wbuf,

@@ -98,13 +98,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.wbuf.extend_from_slice(&frame);
             return;
         }
-        if !self.wbuf.is_empty() {
-            let head = self.wbuf.split().freeze();
-            self.chunked += head.len();
-            self.chunks.push_back(head.into());
-        }
-        self.chunked += frame.len();
-        self.chunks.push_back(frame.into());
+        self.queue_chunk(frame.into());
     }
 }
 
