@@ -152,9 +152,6 @@ impl Default for Lines {
     }
 }
 
-/// Lines at least this long that end the buffer take it whole instead of being split off.
-const TAKE_MIN: usize = 4096;
-
 impl Framing for Lines {
     type State = LineState;
 
@@ -194,7 +191,7 @@ impl Framing for Lines {
                 // wasted (then the line is copied anyway, and the buffer is better kept for
                 // the next read). Small lines are split off: copying them is cheaper than a
                 // new buffer for the next read.
-                let mut line = if end == src.len() && end >= TAKE_MIN && src.capacity() <= 2 * end {
+                let mut line = if end == src.len() && super::worth_owning(end, src.capacity()) {
                     std::mem::take(src)
                 } else {
                     src.split_to(end)

@@ -169,6 +169,14 @@ impl OwnedFrame {
 /// their own.
 pub(crate) const OWNED_MIN: usize = 4096;
 
+/// True when a received frame of `len` bytes whose buffer holds `capacity` is worth
+/// handing over whole (its message made of it without a copy): one rule for the framing
+/// that gives a line its read buffer and the serializer that takes it. Large, and not
+/// mostly spare room, which a message kept long would hold on to.
+pub(crate) fn worth_owning(len: usize, capacity: usize) -> bool {
+    len >= OWNED_MIN && capacity <= 2 * len
+}
+
 /// Default limit of a line, a length-prefixed frame or a JSON document: 64 KiB.
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
 

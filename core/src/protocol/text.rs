@@ -83,9 +83,6 @@ mod spare {
     }
 }
 
-/// Payloads at least this long are made into a `String` without a copy when they can be.
-const OWNED_MIN: usize = 4096;
-
 impl Utf8 {
     /// Strips one trailing LF or CRLF when asked to.
     fn trim(&self, payload: &mut BytesMut) {
@@ -107,7 +104,7 @@ impl Decode<String> for Utf8 {
         // the `String` without a copy, unless most of that allocation would be wasted.
         // One that shares its buffer (a line in the middle of a read) is copied, and so are
         // small ones: cheaper than finding out.
-        if payload.len() >= OWNED_MIN && payload.capacity() <= 2 * payload.len() {
+        if super::worth_owning(payload.len(), payload.capacity()) {
             return match payload.freeze().try_into_mut() {
                 Ok(own) => Ok(checked::string(Vec::from(own))?),
                 Err(shared) => Ok(spare::string(checked::str(&shared)?)),
