@@ -478,7 +478,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::watch;
 
-    use super::{drive, now};
+    use super::{Driven, drive, now};
 
     /// Bytes of the loop's own state besides the session: the socket, the orders, the
     /// readiness and one wait (about 460 in a test build, 2026-11-30).
@@ -498,15 +498,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_connection_task_holds_its_session_once() {
+    /// A connection accepted on loopback: the server's socket, a lines session over it with
+    /// `handler`, and the client.
+    async fn accepted<H>(handler: H) -> (TcpStream, impl Driven, TcpStream)
+    where
+        H: StreamHandler<Request = String, Response = String>,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let info = ConnInfo::new(ConnId(1), peer, addr);
         let protocol = Arc::new(Stream::lines());
-        let session = Session::new(now(), Quiet, protocol, StreamConfig::default(), info);
+        let session = Session::new(now(), handler, protocol, StreamConfig::default(), info);
+        (stream, session, client)
+    }
+
+    #[tokio::test]
+    async fn a_connection_task_holds_its_session_once() {
+        let (stream, session, _client) = accepted(Quiet).await;
         let session_size = size_of_val(&session);
         let (_orders, rx) = watch::channel(None);
         let task = drive(stream, session, rx);
@@ -553,23 +563,12 @@ mod tests {
     /// and drops the handler (its panicking `Drop` contained), without `on_disconnection`.
     #[tokio::test]
     async fn a_dropped_connection_future_closes_the_socket_and_drops_the_handler() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
         let (drops, told) = (Arc::default(), Arc::default());
         let handler = Watched {
             drops: Arc::clone(&drops),
             told: Arc::clone(&told),
         };
-        let info = ConnInfo::new(ConnId(1), peer, addr);
-        let session = Session::new(
-            now(),
-            handler,
-            Arc::new(Stream::lines()),
-            StreamConfig::default(),
-            info,
-        );
+        let (stream, session, mut client) = accepted(handler).await;
         let (_orders, rx) = watch::channel(None);
         let mut task = Box::pin(drive(stream, session, rx));
         client.write_all(b"hi\n").await.unwrap();
