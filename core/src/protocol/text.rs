@@ -57,6 +57,9 @@ mod spare {
     /// Longest allocation kept: the answers copied are shorter than 4 KiB.
     const MAX: usize = 8 * 1024;
 
+    /// Spare bytes a new `String` gets: the longest line separator (CRLF).
+    const SEPARATOR_ROOM: usize = 2;
+
     thread_local! {
         static SPARE: Cell<String> = const { Cell::new(String::new()) };
     }
@@ -75,7 +78,11 @@ mod spare {
         let mut s = SPARE.try_with(Cell::take).unwrap_or_default();
         // Wrapping: a capacity below `text.len()` is a huge difference.
         if s.capacity().wrapping_sub(text.len()) > text.len() / 4 + 32 {
-            return text.to_owned();
+            // Room for a line separator: a large line echoed or forwarded then goes out as
+            // one buffer, its separator appended in place, not as a second (tiny) one.
+            let mut s = String::with_capacity(text.len() + SEPARATOR_ROOM);
+            s.push_str(text);
+            return s;
         }
         s.clear();
         s.push_str(text);
@@ -272,6 +279,37 @@ mod tests {
         for payload in [BytesMut::from(&bad[..]), shared] {
             let err = Decode::<String>::decode(&Utf8::new(), payload).unwrap_err();
             assert!(matches!(err, DeserializeError::Utf8(e) if e.valid_up_to() == 5000));
+        }
+    }
+
+    /// A large line copied out of its read (one of several) has room for its separator, so
+    /// that echoing or forwarding it queues one buffer, not the line and a one-byte tail.
+    #[test]
+    fn a_copied_line_is_sent_back_with_its_separator_in_place() {
+        use crate::protocol::{Lines, OwnedFrame, Separator, Stream, StreamServerProtocol};
+        for sep in [Separator::Lf, Separator::CrLf] {
+            let proto: Stream<Lines, Utf8, String, String> =
+                Stream::new(Lines::new().separator(sep), Utf8::new());
+            let line = "x".repeat(5_000);
+            let end = std::str::from_utf8(sep.as_bytes()).unwrap();
+            let mut read = BytesMut::from(format!("{line}{end}{line}{end}").as_bytes());
+            let mut state = Default::default();
+            let got = proto
+                .decode_request(&mut state, &mut read)
+                .unwrap()
+                .unwrap();
+            assert!(
+                !read.is_empty(),
+                "the first of two lines: copied, not taken"
+            );
+            let frame = proto
+                .encode_response_owned(got, &mut BytesMut::new())
+                .unwrap();
+            let Some(OwnedFrame { body, tail, .. }) = frame else {
+                panic!("a large line is framed as it is");
+            };
+            assert_eq!(tail, b"", "{sep:?}: no separate tail");
+            assert_eq!(body.as_slice(), format!("{line}{end}").as_bytes());
         }
     }
 

@@ -53,11 +53,16 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         let OwnedFrame { body, tail } = frame;
         if body.len() < SHARED_MIN {
             self.wbuf.extend_from_slice(body.as_slice());
-        } else {
-            self.queue_chunk(body.into()); // after the frame's head
+            self.wbuf.extend_from_slice(tail);
+            return;
         }
-        // After the queued chunks: written with them in one vectored write.
-        self.wbuf.extend_from_slice(tail);
+        self.queue_chunk(body.into()); // after the frame's head
+        if !tail.is_empty() {
+            // Queued as it is: in the write buffer, the next large answer would split it
+            // off into a chunk of its own anyway, at the cost of a shared buffer.
+            self.chunked += tail.len();
+            self.chunks.push_back(Bytes::from_static(tail).into());
+        }
     }
 
     /// Queues `chunk` as it is, after what the write buffer holds so far (which goes
