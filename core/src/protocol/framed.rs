@@ -380,6 +380,23 @@ impl Datagram<Utf8, String, String> {
     }
 }
 
+#[cfg(feature = "bytestring")]
+impl Datagram<super::Utf8Shared, super::ByteString, super::ByteString> {
+    /// UTF-8 text as [`ByteString`](super::ByteString)s that share the received datagram's
+    /// buffer: no copy in or out. Otherwise as [`Datagram::lines`].
+    ///
+    /// ```
+    /// use easynet_core::protocol::{ByteString, Datagram, DatagramServerProtocol};
+    ///
+    /// let proto = Datagram::lines_shared();
+    /// let line: ByteString = proto.decode_request(bytes::BytesMut::from("héllo\r\n")).unwrap();
+    /// assert_eq!(&line[..], "héllo");
+    /// ```
+    pub fn lines_shared() -> Self {
+        Self::new(super::Utf8Shared::trimming_newline())
+    }
+}
+
 #[cfg(feature = "json")]
 impl<Req, Resp> Datagram<super::Json, Req, Resp> {
     /// One compact JSON document per datagram.
