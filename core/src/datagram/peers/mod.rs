@@ -5,13 +5,17 @@
 //! runs the routine of a peer whenever the table hands it something (an [`Arrival`], a
 //! [`Recv`], the datagram returned by [`PeerTable::finish`] or a [`PeerEvent`]) and reports
 //! back what the routine does next ([`PeerTable::recv`] or [`PeerTable::finish`]).
+//!
+//! Peers are found by address through `map` (std's keyed SipHash, fed once per address by
+//! `hasher`, and the last peer found tried first): one busy peer costs no hashing.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod hasher;
+mod map;
 mod outcomes;
 mod step;
 
@@ -19,6 +23,7 @@ use super::DatagramConfig;
 use crate::ConnId;
 use crate::addr::PeerAddr;
 use crate::protocol::ConfigError;
+use map::PeerMap;
 pub use outcomes::{Arrival, DatagramStats, PeerEvent, PeerInfo, Recv, RoutineError, RoutineState};
 pub(crate) use step::Stepped;
 use step::{Delivered, Peer, apply_next, finish_on, recv_on, set_timer};
@@ -50,7 +55,7 @@ use step::{Delivered, Peer, apply_next, finish_on, recv_on, set_timer};
 /// ```
 pub struct PeerTable<T, U = (), A = SocketAddr> {
     config: DatagramConfig,
-    peers: HashMap<A, Peer<T, U>>,
+    peers: PeerMap<A, Peer<T, U>>,
     timers: BTreeSet<(Instant, A)>,
     events: VecDeque<PeerEvent<U, A>>,
     next_id: u64,
@@ -76,7 +81,7 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
         config.validate()?;
         Ok(Self {
             config,
-            peers: HashMap::new(),
+            peers: PeerMap::default(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             next_id: 0,
@@ -142,28 +147,30 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             self.count_dropped(1);
             return Err(Arrival::Closed(item));
         }
-        let key = peer.clone();
-        let p = match self.peers.entry(peer) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
+        let p = match self.peers.get_mut(&peer) {
+            Some(p) => p,
+            None => {
                 let id = ConnId(self.next_id);
                 self.next_id += 1;
-                tracing::debug!(peer = %key, conn = %id, "new datagram peer");
-                let p = v.insert(Peer {
-                    id,
-                    routine: RoutineState::Running,
-                    queue: VecDeque::new(),
-                    dropped: 0,
-                    last_activity: now,
-                    timer: None,
-                    state: U::default(),
-                });
+                tracing::debug!(%peer, conn = %id, "new datagram peer");
+                let p = self.peers.insert(
+                    peer.clone(),
+                    Peer {
+                        id,
+                        routine: RoutineState::Running,
+                        queue: VecDeque::new(),
+                        dropped: 0,
+                        last_activity: now,
+                        timer: None,
+                        state: U::default(),
+                    },
+                );
                 return Ok(deliver(Delivered {
                     p,
                     timers: &mut self.timers,
                     queued: &mut self.queued,
                     config: &self.config,
-                    peer: &key,
+                    peer: &peer,
                     item,
                     started: true,
                 }));
@@ -179,8 +186,8 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             }
             RoutineState::Waiting { deadline } if deadline.is_some_and(|d| d <= now) => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, &key, p, None);
-                self.events.push_back(PeerEvent::Timeout { peer: key });
+                set_timer(&mut self.timers, &peer, p, None);
+                self.events.push_back(PeerEvent::Timeout { peer });
                 // The queue of a waiting routine is empty and max_pending >= 1.
                 p.queue.push_back(item);
                 self.queued += 1;
@@ -188,7 +195,7 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             }
             RoutineState::Waiting { .. } => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, &key, p, None);
+                set_timer(&mut self.timers, &peer, p, None);
                 false
             }
             RoutineState::Running if p.queue.len() < self.config.max_pending => {
@@ -204,10 +211,10 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
                 }
                 // Rate-limited: warn at the 1st, 2nd, 4th, 8th... drop of a peer.
                 if p.dropped.is_power_of_two() {
-                    tracing::warn!(peer = %key, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
+                    tracing::warn!(%peer, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
                         "datagram queue full, dropping datagrams");
                 } else {
-                    tracing::trace!(peer = %key, conn = %p.id, dropped = p.dropped, "datagram dropped");
+                    tracing::trace!(%peer, conn = %p.id, dropped = p.dropped, "datagram dropped");
                 }
                 return Err(Arrival::Dropped(item));
             }
@@ -217,7 +224,7 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             timers: &mut self.timers,
             queued: &mut self.queued,
             config: &self.config,
-            peer: &key,
+            peer: &peer,
             item,
             started,
         }))
