@@ -224,6 +224,67 @@ fn udp_server_runs_per_peer_routines() {
     thread.join(None).unwrap();
 }
 
+/// Echoes each datagram by value (its answer shares the datagram's buffer) and keeps the
+/// ones whose first byte is a multiple of 7.
+struct Keep(Arc<std::sync::Mutex<Vec<bytes::Bytes>>>);
+
+impl DatagramHandler for Keep {
+    type Request = bytes::Bytes;
+    type Response = bytes::Bytes;
+
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, bytes::Bytes>,
+        r: Received<bytes::Bytes>,
+    ) -> HandlerResult {
+        if let Received::Request(data) = r {
+            if data[0] % 7 == 0 {
+                self.0.lock().unwrap().push(data.clone());
+            }
+            cx.send(data)?;
+        }
+        Ok(Next::Close)
+    }
+}
+
+/// Datagrams are read in place into a buffer that is reused once its datagram is gone
+/// (issue 16): answers sent from it, and requests a handler keeps, must never see a later
+/// datagram's bytes, one at a time or in bursts.
+#[test]
+fn udp_answers_and_kept_requests_keep_their_bytes() {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let k = kept.clone();
+    let server = UdpServer::builder(Datagram::raw(), move |_: &ConnInfo| Keep(k.clone()))
+        .host("127.0.0.1")
+        .build()
+        .unwrap();
+    let mut thread = ServerThread::start(server).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(thread.addresses()[0]).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    let datagram = |i: u8| vec![i; 1 + usize::from(i) * 37];
+    let mut buf = vec![0u8; 65536];
+    // One at a time, then in bursts of 10 (read in one turn of the loop).
+    for i in 0..100u8 {
+        client.send(&datagram(i)).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(buf[..n], datagram(i), "answer {i}");
+    }
+    for burst in (100..200u8).step_by(10) {
+        for i in burst..burst + 10 {
+            client.send(&datagram(i)).unwrap();
+        }
+        for i in burst..burst + 10 {
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(buf[..n], datagram(i), "answer {i}");
+        }
+    }
+    thread.join(None).unwrap();
+    let kept = kept.lock().unwrap();
+    let want: Vec<_> = (0..200u8).filter(|i| i % 7 == 0).map(datagram).collect();
+    assert_eq!(kept.iter().map(|d| d.to_vec()).collect::<Vec<_>>(), want);
+}
+
 /// Answers "bye" to "stop", then stops its own server through the handle.
 struct Stopper(Arc<std::sync::OnceLock<easynet::blocking::ServerHandle>>);
 

@@ -49,7 +49,7 @@ pub use client::{
 pub use dgram_codec::{DatagramCodec, client_closed};
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
-pub use recv::recv_into;
+pub use recv::{DatagramBuffers, MAX_DATAGRAM, recv_into};
 pub use rxq::{enable_socket_drops, recv_from_counting, recv_from_with_drops, socket_drop_count};
 pub use sendq::unsent_bytes;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};

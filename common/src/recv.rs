@@ -1,4 +1,5 @@
-//! Reading a socket straight into a receive buffer (a connection's in-place reads).
+//! Reading a socket straight into a receive buffer: a connection's in-place reads, a
+//! datagram loop's [`DatagramBuffers`].
 
 use std::io;
 
@@ -18,4 +19,153 @@ where
     // most the length it was given), so `len` bytes are initialized and `len <= capacity`.
     unsafe { buf.set_len(len) };
     Ok(n)
+}
+
+/// Room a datagram read is given: the largest UDP datagram, and Unix datagrams up to 64 KiB
+/// (longer ones arrive cut to this; see `DatagramConfig::max_datagram_size`).
+pub const MAX_DATAGRAM: usize = 64 * 1024;
+
+/// Where a datagram loop reads its datagrams, each returned as a buffer of its own.
+///
+/// A datagram is read straight into a buffer that goes with it to the core (no copy, no
+/// allocation) whenever that buffer is free again, that is when nothing read into it
+/// before is still held: a handler that answers and forgets its request frees it as soon
+/// as the answer is sent. While a datagram read into it is still held (a handler kept it,
+/// its answer waits for the socket), datagrams are read into a scratch buffer and copied
+/// into an allocation of their size, as a loop does without this type. So a held datagram
+/// never pins more than that one buffer of [`MAX_DATAGRAM`] bytes: a loop's memory is two
+/// such buffers whatever its handlers keep.
+///
+/// ```
+/// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// client.send_to(b"one", server.local_addr()?)?;
+/// client.send_to(b"two", server.local_addr()?)?;
+/// let mut buffers = easynet_common::DatagramBuffers::new();
+/// let (one, _, _) = buffers.recv_from_counting(&server, false)?; // read in place
+/// let (two, from, _) = buffers.recv_from_counting(&server, false)?; // `one` is held: copied
+/// assert_eq!((&one[..], &two[..], from), (&b"one"[..], &b"two"[..], client.local_addr()?));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct DatagramBuffers {
+    /// Read into in place while nothing split off it is alive; made at its first use.
+    shared: Option<BytesMut>,
+    /// Read into while `shared` is held; made at its first use.
+    scratch: Vec<u8>,
+}
+
+impl Default for DatagramBuffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DatagramBuffers {
+    /// The buffers of one loop.
+    pub fn new() -> Self {
+        Self {
+            shared: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Receives one UDP datagram as [`recv_from_counting`](crate::recv_from_counting) does,
+    /// in a buffer of its own.
+    pub fn recv_from_counting<'a, S>(
+        &mut self,
+        socket: &'a S,
+        drops: bool,
+    ) -> io::Result<(BytesMut, std::net::SocketAddr, Option<u32>)>
+    where
+        socket2::SockRef<'a>: From<&'a S>,
+    {
+        let shared = self
+            .shared
+            .get_or_insert_with(|| BytesMut::with_capacity(MAX_DATAGRAM));
+        if shared.try_reclaim(MAX_DATAGRAM) {
+            let room = &mut shared.spare_capacity_mut()[..MAX_DATAGRAM];
+            let (n, from, count) = crate::rxq::recv_from_uninit(socket, room, drops)?;
+            // SAFETY: the receive initialized the first `n` bytes of the spare capacity
+            // (it returns at most the length it was given).
+            unsafe { shared.set_len(n) };
+            return Ok((shared.split_to(n), from, count));
+        }
+        let scratch = self.scratch();
+        let (n, from, count) = crate::recv_from_counting(socket, scratch, drops)?;
+        Ok((BytesMut::from(&scratch[..n]), from, count))
+    }
+
+    /// The scratch buffer, [`MAX_DATAGRAM`] bytes long, for a socket read into it; copy
+    /// the datagram out.
+    pub fn scratch(&mut self) -> &mut [u8] {
+        if self.scratch.is_empty() {
+            self.scratch = vec![0; MAX_DATAGRAM];
+        }
+        &mut self.scratch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(server.local_addr().unwrap()).unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn reads_in_place_again_once_the_datagram_is_dropped() {
+        let (server, client) = pair();
+        let mut buffers = DatagramBuffers::new();
+        let mut base = None;
+        for text in [&b"first"[..], b"second", b"third"] {
+            client.send(text).unwrap();
+            let (data, from, _) = buffers.recv_from_counting(&server, false).unwrap();
+            assert_eq!((&data[..], from), (text, client.local_addr().unwrap()));
+            // The same memory each time: no allocation per datagram.
+            assert_eq!(*base.get_or_insert(data.as_ptr()), data.as_ptr());
+        }
+        client.send(b"").unwrap();
+        let (data, _, _) = buffers.recv_from_counting(&server, false).unwrap();
+        assert!(data.is_empty());
+        assert!(buffers.scratch.is_empty());
+    }
+
+    #[test]
+    fn held_datagrams_are_copied_and_pin_one_buffer_at_most() {
+        let (server, client) = pair();
+        let mut buffers = DatagramBuffers::new();
+        let mut held = Vec::new();
+        for i in 0..4u8 {
+            client.send(&[i; 100]).unwrap();
+            let (data, _, _) = buffers.recv_from_counting(&server, false).unwrap();
+            assert_eq!(&data[..], &[i; 100][..]);
+            held.push(data);
+        }
+        // The first went in place; the others, read while it was held, were copied into
+        // allocations of their size.
+        let base = held[0].as_ptr();
+        assert!(held[1..].iter().all(|d| d.capacity() == 100));
+        assert_eq!(buffers.scratch.len(), MAX_DATAGRAM);
+        drop(held.remove(0));
+        client.send(b"again").unwrap();
+        let (data, _, _) = buffers.recv_from_counting(&server, false).unwrap();
+        assert_eq!(&data[..], b"again");
+        assert_eq!(data.as_ptr(), base); // in place again
+    }
+
+    #[test]
+    fn a_full_size_datagram_fits_in_place() {
+        let (server, client) = pair();
+        let mut buffers = DatagramBuffers::new();
+        let big = vec![7u8; 65_507];
+        client.send(&big).unwrap();
+        let (data, _, _) = buffers.recv_from_counting(&server, true).unwrap();
+        assert_eq!(data.len(), big.len());
+        assert!(buffers.scratch.is_empty());
+    }
 }

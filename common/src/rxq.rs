@@ -4,6 +4,7 @@
 //! cheaper `recvfrom`). Elsewhere enabling does nothing and no count is read.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 /// Asks the kernel to report the socket's receive-buffer drops with each datagram
@@ -154,13 +155,25 @@ pub fn recv_from_counting<'a, S>(
 where
     socket2::SockRef<'a>: From<&'a S>,
 {
-    let sock = socket2::SockRef::from(socket);
     // SAFETY: the socket only writes initialized bytes into the slice, and an initialized
     // `[u8]` is a valid `[MaybeUninit<u8>]`.
-    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    recv_from_uninit(socket, uninit, drops)
+}
+
+/// [`recv_from_counting`] into memory not initialized yet: the first `n` bytes of `buf`
+/// are initialized when it returns `n`.
+pub(crate) fn recv_from_uninit<'a, S>(
+    socket: &'a S,
+    buf: &mut [MaybeUninit<u8>],
+    drops: bool,
+) -> io::Result<(usize, SocketAddr, Option<u32>)>
+where
+    socket2::SockRef<'a>: From<&'a S>,
+{
+    let sock = socket2::SockRef::from(socket);
     #[cfg(target_os = "linux")]
     if drops {
-        use std::mem::MaybeUninit;
         // cmsghdr needs its alignment; room for SO_RXQ_OVFL and a few more (options a
         // given socket may have on), which are skipped.
         #[repr(C, align(8))]
@@ -173,7 +186,7 @@ where
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
             )
         };
-        let mut bufs = [socket2::MaybeUninitSlice::new(uninit)];
+        let mut bufs = [socket2::MaybeUninitSlice::new(buf)];
         let mut msg = socket2::MsgHdrMut::new()
             .with_addr(&mut addr)
             .with_buffers(&mut bufs)
@@ -188,7 +201,7 @@ where
     }
     #[cfg(not(target_os = "linux"))]
     let _ = drops;
-    let (n, from) = sock.recv_from(uninit)?;
+    let (n, from) = sock.recv_from(buf)?;
     Ok((n, from.as_socket().ok_or_else(not_inet)?, None))
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use easynet_common::{self as bind, EventSet, UdpSettings};
+use easynet_common::{self as bind, DatagramBuffers, EventSet, UdpSettings};
 use easynet_core::addr::PeerAddr;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
@@ -187,15 +187,16 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     /// What peers are keyed by.
     type Addr: PeerAddr;
 
-    /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
-    /// socket), and the loop drops it. Last, when `drops` asks for it, the socket's drop
-    /// count if the kernel reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets
-    /// have none); see [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask.
+    /// One datagram, read with `buffers` into a buffer of its own; the sender is `None`
+    /// when it cannot be answered (an unnamed Unix socket), and the loop drops it. Last,
+    /// when `drops` asks for it, the socket's drop count if the kernel reports it (UDP on
+    /// Linux: SO_RXQ_OVFL; Unix datagram sockets have none); see
+    /// [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask.
     fn recv_dgram(
         &self,
-        buf: &mut [u8],
+        buffers: &mut DatagramBuffers,
         drops: bool,
-    ) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
+    ) -> io::Result<(BytesMut, Option<Self::Addr>, Option<u32>)>;
     fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
     /// The kernel's drop count now, where [`recv_dgram`](Self::recv_dgram) reports one.
     fn drop_count(&self) -> Option<u32> {
@@ -208,12 +209,12 @@ impl MioDgram for UdpSocket {
 
     fn recv_dgram(
         &self,
-        buf: &mut [u8],
+        buffers: &mut DatagramBuffers,
         drops: bool,
-    ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+    ) -> io::Result<(BytesMut, Option<SocketAddr>, Option<u32>)> {
         // try_io: mio's own bookkeeping of a WouldBlock (needed on some platforms).
-        self.try_io(|| bind::recv_from_counting(self, buf, drops))
-            .map(|(n, from, drops)| (n, Some(from), drops))
+        self.try_io(|| buffers.recv_from_counting(self, drops))
+            .map(|(data, from, drops)| (data, Some(from), drops))
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         self.send_to(buf, *to)
@@ -327,29 +328,52 @@ where
     P: DatagramServerProtocol,
 {
     let mut events = Events::with_capacity(256);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buffers = DatagramBuffers::new();
+    // Orders and pushed datagrams come with a wake-up (WAKER): the locks of the run state
+    // and of the push queues are taken after one, not on every turn.
+    let mut woken = true;
     loop {
-        let orders = control.orders();
-        if orders.shutdown.is_some() || orders.closed {
-            return Ok(());
+        if woken {
+            let orders = control.orders();
+            if orders.shutdown.is_some() || orders.closed {
+                return Ok(());
+            }
         }
         let now = Instant::now();
         let mut busy = false;
         for (i, e) in endpoints.iter_mut().enumerate() {
+            // Output made outside the reads: pushed datagrams (after a wake-up), timeouts,
+            // datagrams that waited for room (a writable event).
+            let mut output = e.writable && !e.pending.is_empty();
+            if woken {
+                // Registers the waker (first turn) and takes a push's signal.
+                let _ = e
+                    .server
+                    .poll_wake(&mut std::task::Context::from_waker(wake));
+                output = true;
+            }
             if e.server.poll_timeout().is_some_and(|t| t <= now) {
                 e.server.handle_timeout(now);
+                output = true;
+            }
+            if output {
+                flush(e, Some((poll.registry(), i)));
             }
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
-                let received = e.socket.recv_dgram(&mut buf, SocketDrops::read_with(reads));
+                let received = e
+                    .socket
+                    .recv_dgram(&mut buffers, SocketDrops::read_with(reads));
                 reads += 1;
                 if let Ok((_, _, Some(count))) = received {
                     e.socket_drops.report(count);
                 }
                 match received {
-                    Ok((n, Some(from), _)) => {
-                        e.server
-                            .handle_datagram(now, from, BytesMut::from(&buf[..n]))
+                    Ok((data, Some(from), _)) => {
+                        e.server.handle_datagram(now, from, data);
+                        // Answers go out before the next read: the peer can go on at once,
+                        // and the buffer the datagram was read into is free again.
+                        flush(e, Some((poll.registry(), i)));
                     }
                     Ok((_, None, _)) => {
                         e.server.recorder().add_dropped(1);
@@ -362,13 +386,8 @@ where
             }
             busy |= e.readable;
             count_drops(e, drops);
-            flush(e, Some((poll.registry(), i)));
-            // Pushed datagrams: drained by the next flush; the waker wakes the poll.
-            busy |= e
-                .server
-                .poll_wake(&mut std::task::Context::from_waker(wake))
-                .is_ready();
         }
+        woken = false;
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
@@ -384,6 +403,7 @@ where
             Err(e) => return Err(e),
         }
         for event in events.iter() {
+            woken |= event.token() == WAKER;
             if let Some(e) = endpoints.get_mut(event.token().0) {
                 e.readable |= event.is_readable();
                 e.writable |= event.is_writable();
@@ -414,21 +434,17 @@ where
     S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
     P: DatagramServerProtocol,
 {
-    while let Output::Transmit(t) = e.server.poll_output() {
-        e.pending.push_back(t);
-    }
+    // Those waiting for room first, in order.
     while e.writable {
         let Some(t) = e.pending.front() else { break };
-        match e.socket.send_dgram(&t.data, &t.to) {
-            Ok(_) => {
-                e.pending.pop_front();
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.writable = false,
-            Err(err) => {
-                // The handler has returned already; log (ARCHITECTURE.md, datagrams).
-                tracing::warn!(peer = %t.to, error = %err, "datagram send failed");
-                e.pending.pop_front();
-            }
+        if send(&e.socket, t, &mut e.writable) {
+            e.pending.pop_front();
+        }
+    }
+    while let Output::Transmit(t) = e.server.poll_output() {
+        // Straight from the core while nothing waits: no queueing per datagram.
+        if !(e.writable && e.pending.is_empty() && send(&e.socket, &t, &mut e.writable)) {
+            e.pending.push_back(t);
         }
     }
     let waiting = !e.pending.is_empty();
@@ -443,6 +459,23 @@ where
         match registry.reregister(&mut e.socket, Token(token), interest) {
             Ok(()) => e.write_interest = waiting,
             Err(err) => tracing::warn!(error = %err, "cannot change the socket's interest"),
+        }
+    }
+}
+
+/// Sends `t` from `socket`: false if it must wait for room (`writable` is cleared), true
+/// once it is gone (sent, or failed and logged).
+fn send<D: MioDgram>(socket: &D, t: &Transmit<D::Addr>, writable: &mut bool) -> bool {
+    match socket.send_dgram(&t.data, &t.to) {
+        Ok(_) => true,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+            *writable = false;
+            false
+        }
+        Err(err) => {
+            // The handler has returned already; log (ARCHITECTURE.md, datagrams).
+            tracing::warn!(peer = %t.to, error = %err, "datagram send failed");
+            true
         }
     }
 }

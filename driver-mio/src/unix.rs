@@ -15,8 +15,9 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use easynet_common::unix::{self as sys};
-use easynet_common::{EventSet, UnixDatagramSettings, UnixStreamSettings};
+use easynet_common::{DatagramBuffers, EventSet, UnixDatagramSettings, UnixStreamSettings};
 use easynet_core::ConnId;
 use easynet_core::addr::{Addr, UnixAddr};
 use easynet_core::datagram::DatagramConfig;
@@ -70,14 +71,19 @@ impl MioDgram for UnixDatagram {
 
     fn recv_dgram(
         &self,
-        buf: &mut [u8],
+        buffers: &mut DatagramBuffers,
         _drops: bool,
-    ) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
+    ) -> io::Result<(BytesMut, Option<UnixAddr>, Option<u32>)> {
         // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
-        // rather than dropping.
+        // rather than dropping. Read into the scratch buffer and copied: a Unix sender
+        // costs an allocation per datagram anyway (its address).
+        let buf = buffers.scratch();
         let (n, from) = self.recv_from(buf)?;
         let from = sys::to_unix_addr(&from);
-        Ok((n, (!from.is_unnamed()).then_some(from), None))
+        if from.is_unnamed() {
+            return Ok((BytesMut::new(), None, None));
+        }
+        Ok((BytesMut::from(&buf[..n]), Some(from), None))
     }
     fn send_dgram(&self, buf: &[u8], to: &UnixAddr) -> io::Result<usize> {
         sys::send_to(self, buf, to)

@@ -65,6 +65,7 @@ pub enum Payload {
 
 impl Payload {
     /// `data` as queued under a size `limit`.
+    #[inline]
     pub fn new(data: BytesMut, limit: usize) -> Self {
         if data.len() > limit {
             Payload::TooLarge {

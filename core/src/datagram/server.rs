@@ -14,6 +14,7 @@ use super::peers::Stepped;
 use super::{
     DatagramConfig, DatagramStats, Output, Payload, PeerEvent, PeerInfo, PeerTable, Recv, Transmit,
 };
+use crate::ConnId;
 use crate::addr::{Addr, PeerAddr};
 use crate::handler::{
     ConnInfo, DatagramContext, DatagramHandler, DatagramSink, Next, Received, ResponseSink,
@@ -96,6 +97,9 @@ pub struct DatagramServer<S: Service, P: DatagramServerProtocol, A = SocketAddr>
     local: A,
     // Made once: handlers get it per call without converting `local` again.
     local_addr: Addr,
+    /// What the handlers of the last peer called saw: a peer sending datagrams in a row
+    /// gets the same one again.
+    last_info: Option<ConnInfo>,
     // The user state of a peer is its handler; empty until made, or after it failed.
     table: PeerTable<Payload, HandlerSlot<S::Handler>, A>,
     out: VecDeque<Transmit<A>>,
@@ -148,6 +152,7 @@ where
             service,
             protocol,
             local_addr: local.to_addr(),
+            last_info: None,
             local,
             max_datagram_size: config.max_datagram_size,
             table: PeerTable::new(config)?,
@@ -169,11 +174,12 @@ where
         };
         let (service, protocol, out) = (&*self.service, &*self.protocol, &mut self.out);
         let (pushed, encoder, local) = (&self.pushed, &self.encoder, &self.local_addr);
+        let last_info = &mut self.last_info;
         // The arrival and the routine's first step on one lookup of the peer.
         let stepped = self
             .table
             .arrive_step(now, from.clone(), payload, |id, slot, d| {
-                let info = ConnInfo::new(id, from.to_addr(), local.clone());
+                let info = info_for(last_info, id, &from, local);
                 let step = Step::Datagram(d);
                 let next = call(
                     &scope,
@@ -182,7 +188,7 @@ where
                     (pushed, encoder),
                     out,
                     slot,
-                    &info,
+                    info,
                     &from,
                     step,
                 );
@@ -225,8 +231,9 @@ where
     }
 
     /// The next thing for the driver to do; [`Output::Idle`] ends each drain loop.
+    #[inline]
     pub fn poll_output(&mut self) -> Output<A> {
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.pushed.has_queued() {
             self.take_pushed();
         }
         match self.out.pop_front() {
@@ -252,6 +259,7 @@ where
         self.pushed.poll(cx)
     }
 
+    #[cold]
     fn take_pushed(&mut self) {
         let out = &mut self.out;
         self.pushed.drain(|to, data| match A::from_addr(&to) {
@@ -321,9 +329,10 @@ where
             };
             let (service, protocol, out) = (&*self.service, &*self.protocol, &mut self.out);
             let (pushed, encoder, local) = (&self.pushed, &self.encoder, &self.local_addr);
+            let last_info = &mut self.last_info;
             // One lookup of the peer for the handler's call and what it asks next.
             let stepped = self.table.step_routine(now, &peer, |id, slot| {
-                let info = ConnInfo::new(id, peer.to_addr(), local.clone());
+                let info = info_for(last_info, id, &peer, local);
                 let next = call(
                     &scope,
                     service,
@@ -331,7 +340,7 @@ where
                     (pushed, encoder),
                     out,
                     slot,
-                    &info,
+                    info,
                     &peer,
                     step,
                 );
@@ -345,6 +354,20 @@ where
             }
         }
     }
+}
+
+/// The `ConnInfo` of peer `id` at `peer`, made again only when another peer was called last.
+/// Ids are never reused within a table, so the id alone tells.
+fn info_for<'a, A: PeerAddr>(
+    last: &'a mut Option<ConnInfo>,
+    id: ConnId,
+    peer: &A,
+    local: &Addr,
+) -> &'a ConnInfo {
+    if last.as_ref().is_some_and(|info| info.id != id) {
+        *last = None;
+    }
+    last.get_or_insert_with(|| ConnInfo::new(id, peer.to_addr(), local.clone()))
 }
 
 /// What the routine runs next after a step: a datagram, an immediate timeout (counted), or
@@ -556,6 +579,35 @@ mod tests {
         );
         assert_ne!(server.peer(&a).unwrap().id, server.peer(&b).unwrap().id);
         assert_eq!(server.local_addr(), &local);
+    }
+
+    /// The `ConnInfo` kept for the last peer is never shown to another one.
+    #[test]
+    fn each_call_sees_its_own_peer() {
+        let local: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut server = DatagramServer::new(
+            Arc::new(|_: &ConnInfo| Who),
+            Arc::new(Datagram::lines()),
+            local,
+            DatagramConfig::default(),
+        )
+        .unwrap();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "[::1]:1".parse().unwrap();
+        let now = Instant::now();
+        let order = [a, a, b, a, b, b];
+        for peer in order {
+            server.handle_datagram(now, peer, BytesMut::from(&b"x\n"[..]));
+        }
+        let mut sent = Vec::new();
+        while let Output::Transmit(t) = server.poll_output() {
+            sent.push((t.to, t.data));
+        }
+        let want: Vec<_> = order
+            .iter()
+            .map(|p| (*p, bytes::Bytes::from(format!("{p} -> {local}"))))
+            .collect();
+        assert_eq!(sent, want);
     }
 
     #[test]

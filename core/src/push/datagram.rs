@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -16,6 +17,10 @@ use crate::protocol::{DatagramServerProtocol, SerializeError};
 #[derive(Debug)]
 pub(crate) struct DatagramOutbox {
     state: Mutex<DatagramState>,
+    /// Set with each datagram queued, cleared when they are taken (under the lock): the
+    /// endpoints look for pushed datagrams after every datagram they handle, and without the
+    /// lock when there are none.
+    queued: AtomicBool,
     limit: usize,
 }
 
@@ -32,6 +37,7 @@ impl DatagramOutbox {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             state: Mutex::new(DatagramState::default()),
+            queued: AtomicBool::new(false),
             limit: limit.max(1),
         }
     }
@@ -50,6 +56,7 @@ impl DatagramOutbox {
         }
         let wake = s.datagrams.is_empty();
         s.datagrams.push_back((to, datagram));
+        self.queued.store(true, Ordering::Release);
         s.signaled |= wake;
         let driver = if wake { s.driver.clone() } else { None };
         drop(s);
@@ -59,9 +66,24 @@ impl DatagramOutbox {
         Ok(())
     }
 
+    /// True if datagrams may be queued (false: [`drain`](Self::drain) would find none).
+    #[inline]
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// Takes every queued datagram.
     pub(crate) fn drain(&self, mut f: impl FnMut(Addr, Bytes)) {
-        let taken = std::mem::take(&mut self.lock().datagrams);
+        // A push this misses wakes the driver, which drains again (after the lock of its
+        // `poll`, which shows the flag set).
+        if !self.has_queued() {
+            return;
+        }
+        let taken = {
+            let mut s = self.lock();
+            self.queued.store(false, Ordering::Release);
+            std::mem::take(&mut s.datagrams)
+        };
         for (to, datagram) in taken {
             f(to, datagram);
         }
@@ -72,6 +94,7 @@ impl DatagramOutbox {
         let mut s = self.lock();
         s.closed = true;
         s.datagrams.clear();
+        self.queued.store(false, Ordering::Release);
     }
 
     /// Registers the driver's waker; ready once after each push into an empty queue.
@@ -174,5 +197,59 @@ impl<T> DatagramPusher<T> {
     /// The peer.
     pub fn info(&self) -> &ConnInfo {
         &self.info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drained(outbox: &DatagramOutbox) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        outbox.drain(|_, d| got.push(d));
+        got
+    }
+
+    #[test]
+    fn the_queued_flag_follows_the_queue() {
+        let outbox = DatagramOutbox::new(4);
+        let to: Addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9)).into();
+        assert!(!outbox.has_queued());
+        assert!(drained(&outbox).is_empty());
+        outbox.push(to.clone(), Bytes::from_static(b"a")).unwrap();
+        outbox.push(to.clone(), Bytes::from_static(b"b")).unwrap();
+        assert!(outbox.has_queued());
+        assert_eq!(drained(&outbox), [&b"a"[..], b"b"]);
+        assert!(!outbox.has_queued());
+        outbox.push(to.clone(), Bytes::from_static(b"c")).unwrap();
+        outbox.close();
+        assert!(!outbox.has_queued());
+        assert!(drained(&outbox).is_empty());
+    }
+
+    /// Pushes from other threads are all taken, whenever the drains run.
+    #[test]
+    fn concurrent_pushes_are_never_lost() {
+        let outbox = Arc::new(DatagramOutbox::new(usize::MAX));
+        let to: Addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9)).into();
+        let pushers: Vec<_> = (0..4)
+            .map(|_| {
+                let (outbox, to) = (outbox.clone(), to.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        outbox.push(to.clone(), Bytes::from_static(b"x")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut taken = 0;
+        while pushers.iter().any(|p| !p.is_finished()) {
+            taken += drained(&outbox).len();
+        }
+        for p in pushers {
+            p.join().unwrap();
+        }
+        taken += drained(&outbox).len();
+        assert_eq!(taken, 4000);
     }
 }

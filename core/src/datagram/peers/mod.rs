@@ -5,143 +5,28 @@
 //! runs the routine of a peer whenever the table hands it something (an [`Arrival`], a
 //! [`Recv`], the datagram returned by [`PeerTable::finish`] or a [`PeerEvent`]) and reports
 //! back what the routine does next ([`PeerTable::recv`] or [`PeerTable::finish`]).
+//!
+//! Peers are found by address through `map` (std's keyed SipHash, fed once per address by
+//! `hasher`, and the last peer found tried first): one busy peer costs no hashing.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+mod hasher;
+mod map;
+mod outcomes;
+mod step;
 
 use super::DatagramConfig;
 use crate::ConnId;
 use crate::addr::PeerAddr;
 use crate::protocol::ConfigError;
-
-/// Where a peer's routine stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoutineState {
-    /// No routine is active; the queue is empty.
-    Idle,
-    /// The routine is busy (its handler is running); new datagrams are queued.
-    Running,
-    /// The routine waits for its next datagram, until `deadline` if there is one.
-    Waiting {
-        /// When [`PeerEvent::Timeout`] is due; `None` waits for ever (until shutdown).
-        deadline: Option<Instant>,
-    },
-}
-
-/// What happened to a datagram given to [`PeerTable::arrive`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum Arrival<T> {
-    /// No routine was active: a new routine starts with this datagram and is now running.
-    Start(T),
-    /// The routine was waiting: it gets this datagram now and is running again.
-    Deliver(T),
-    /// The routine is busy: the datagram waits in the peer's queue.
-    Queued,
-    /// The peer's queue is full: the datagram was dropped and counted.
-    Dropped(T),
-    /// The table is shut down: the datagram was dropped and counted.
-    Closed(T),
-}
-
-/// What a routine gets when it asks for its next datagram with [`PeerTable::recv`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum Recv<T> {
-    /// The oldest queued datagram.
-    Ready(T),
-    /// Nothing queued and a zero timeout: the wait timed out at once.
-    Timeout,
-    /// Nothing queued: the routine now waits; an [`Arrival::Deliver`] or a
-    /// [`PeerEvent::Timeout`] resumes it.
-    Waiting,
-    /// The table is shut down; the routine must end.
-    Closed,
-}
-
-/// What the table reports from timers and shutdown; drain with [`PeerTable::poll_event`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum PeerEvent<U, A = SocketAddr> {
-    /// The waiting routine of `peer` hit its deadline; it is running again and gets a timeout.
-    Timeout {
-        /// The peer.
-        peer: A,
-    },
-    /// `peer` was idle for the idle timeout and was forgotten; `state` is its user state.
-    Evicted {
-        /// The peer.
-        peer: A,
-        /// The handle it had; a later datagram from it gets a new one.
-        id: ConnId,
-        /// Its per-peer user state, handed back so the caller can release it.
-        state: U,
-    },
-    /// Shutdown ended the routine of `peer`, which was waiting for a datagram.
-    Closed {
-        /// The peer.
-        peer: A,
-    },
-}
-
-/// A misuse of the routine calls by the caller (never caused by peer input).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RoutineError<A = SocketAddr> {
-    /// The table has no such peer (never seen, or evicted).
-    #[error("unknown datagram peer {0}")]
-    UnknownPeer(A),
-    /// The peer has no active routine.
-    #[error("datagram peer {0} has no active routine")]
-    NoRoutine(A),
-    /// The peer's routine is already waiting for a datagram.
-    #[error("the routine of datagram peer {0} is already waiting")]
-    AlreadyWaiting(A),
-}
-
-/// Counters of a [`PeerTable`] (and of the server built on it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DatagramStats {
-    /// Datagrams dropped: queue full, arrived after shutdown, or still queued at shutdown.
-    pub dropped: u64,
-    /// Peers currently known.
-    pub peers: usize,
-    /// Peers evicted after being idle.
-    pub evicted: u64,
-    /// Datagrams waiting in all queues now.
-    pub queued: usize,
-}
-
-/// A snapshot of one peer, from [`PeerTable::peer`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PeerInfo {
-    /// The peer's handle.
-    pub id: ConnId,
-    /// Where its routine stands.
-    pub routine: RoutineState,
-    /// Datagrams waiting in its queue.
-    pub queued: usize,
-    /// Datagrams of this peer dropped because its queue was full.
-    pub dropped: u64,
-    /// The last arrival or routine call of this peer.
-    pub last_activity: Instant,
-}
-
-struct Peer<T, U> {
-    id: ConnId,
-    routine: RoutineState,
-    queue: VecDeque<T>,
-    dropped: u64,
-    last_activity: Instant,
-    // The one timer a peer can have: its wait deadline, or its eviction time when idle.
-    timer: Option<Instant>,
-    state: U,
-}
+use map::PeerMap;
+pub use outcomes::{Arrival, DatagramStats, PeerEvent, PeerInfo, Recv, RoutineError, RoutineState};
+pub(crate) use step::Stepped;
+use step::{Delivered, Peer, apply_next, finish_on, recv_on, set_timer};
 
 /// The per-peer routine machine of a datagram endpoint.
 ///
@@ -170,7 +55,7 @@ struct Peer<T, U> {
 /// ```
 pub struct PeerTable<T, U = (), A = SocketAddr> {
     config: DatagramConfig,
-    peers: HashMap<A, Peer<T, U>>,
+    peers: PeerMap<A, Peer<T, U>>,
     timers: BTreeSet<(Instant, A)>,
     events: VecDeque<PeerEvent<U, A>>,
     next_id: u64,
@@ -196,7 +81,7 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
         config.validate()?;
         Ok(Self {
             config,
-            peers: HashMap::new(),
+            peers: PeerMap::default(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             next_id: 0,
@@ -262,28 +147,30 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             self.count_dropped(1);
             return Err(Arrival::Closed(item));
         }
-        let key = peer.clone();
-        let p = match self.peers.entry(peer) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
+        let p = match self.peers.get_mut(&peer) {
+            Some(p) => p,
+            None => {
                 let id = ConnId(self.next_id);
                 self.next_id += 1;
-                tracing::debug!(peer = %key, conn = %id, "new datagram peer");
-                let p = v.insert(Peer {
-                    id,
-                    routine: RoutineState::Running,
-                    queue: VecDeque::new(),
-                    dropped: 0,
-                    last_activity: now,
-                    timer: None,
-                    state: U::default(),
-                });
+                tracing::debug!(%peer, conn = %id, "new datagram peer");
+                let p = self.peers.insert(
+                    peer.clone(),
+                    Peer {
+                        id,
+                        routine: RoutineState::Running,
+                        queue: VecDeque::new(),
+                        dropped: 0,
+                        last_activity: now,
+                        timer: None,
+                        state: U::default(),
+                    },
+                );
                 return Ok(deliver(Delivered {
                     p,
                     timers: &mut self.timers,
                     queued: &mut self.queued,
                     config: &self.config,
-                    peer: &key,
+                    peer: &peer,
                     item,
                     started: true,
                 }));
@@ -299,8 +186,8 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             }
             RoutineState::Waiting { deadline } if deadline.is_some_and(|d| d <= now) => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, &key, p, None);
-                self.events.push_back(PeerEvent::Timeout { peer: key });
+                set_timer(&mut self.timers, &peer, p, None);
+                self.events.push_back(PeerEvent::Timeout { peer });
                 // The queue of a waiting routine is empty and max_pending >= 1.
                 p.queue.push_back(item);
                 self.queued += 1;
@@ -308,7 +195,7 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             }
             RoutineState::Waiting { .. } => {
                 p.routine = RoutineState::Running;
-                set_timer(&mut self.timers, &key, p, None);
+                set_timer(&mut self.timers, &peer, p, None);
                 false
             }
             RoutineState::Running if p.queue.len() < self.config.max_pending => {
@@ -324,10 +211,10 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
                 }
                 // Rate-limited: warn at the 1st, 2nd, 4th, 8th... drop of a peer.
                 if p.dropped.is_power_of_two() {
-                    tracing::warn!(peer = %key, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
+                    tracing::warn!(%peer, conn = %p.id, dropped = p.dropped, max_pending = self.config.max_pending,
                         "datagram queue full, dropping datagrams");
                 } else {
-                    tracing::trace!(peer = %key, conn = %p.id, dropped = p.dropped, "datagram dropped");
+                    tracing::trace!(%peer, conn = %p.id, dropped = p.dropped, "datagram dropped");
                 }
                 return Err(Arrival::Dropped(item));
             }
@@ -337,7 +224,7 @@ impl<T, U: Default, A: PeerAddr> PeerTable<T, U, A> {
             timers: &mut self.timers,
             queued: &mut self.queued,
             config: &self.config,
-            peer: &key,
+            peer: &peer,
             item,
             started,
         }))
@@ -625,126 +512,5 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             evicted: self.evicted,
             queued: self.queued,
         }
-    }
-}
-
-/// What [`PeerTable::step_routine`] applied after the handler's call.
-#[derive(Debug)]
-pub(crate) enum Stepped<T> {
-    /// The routine asked for its next datagram: as [`PeerTable::recv`].
-    Recv(Recv<T>),
-    /// The routine ended: as [`PeerTable::finish`].
-    Finished(Option<T>),
-}
-
-/// A peer a datagram starts (or reaches) the routine of, with what stepping it needs.
-struct Delivered<'a, T, U, A> {
-    p: &'a mut Peer<T, U>,
-    timers: &'a mut BTreeSet<(Instant, A)>,
-    queued: &'a mut usize,
-    config: &'a DatagramConfig,
-    peer: &'a A,
-    item: T,
-    /// A new routine (else the waiting one got it).
-    started: bool,
-}
-
-/// What the routine of a peer already looked up asks next, applied as
-/// [`PeerTable::recv`] (`deferred`: [`PeerTable::recv_deferred`]) or
-/// [`PeerTable::finish`].
-#[allow(clippy::too_many_arguments)]
-fn apply_next<T, U, A: PeerAddr>(
-    timers: &mut BTreeSet<(Instant, A)>,
-    queued: &mut usize,
-    config: &DatagramConfig,
-    p: &mut Peer<T, U>,
-    peer: &A,
-    now: Instant,
-    next: crate::handler::Next,
-    deferred: bool,
-) -> Result<Stepped<T>, RoutineError<A>> {
-    match next {
-        crate::handler::Next::Recv { timeout } => {
-            let (deadline, immediate) = match timeout {
-                Some(t) if t.is_zero() => (Some(now), !deferred),
-                Some(t) => (now.checked_add(t), false),
-                None => (None, false),
-            };
-            recv_on(timers, queued, p, peer, now, deadline, immediate).map(Stepped::Recv)
-        }
-        crate::handler::Next::Close => {
-            finish_on(timers, queued, config, p, peer, now).map(Stepped::Finished)
-        }
-    }
-}
-
-/// [`PeerTable::recv`] on a peer already looked up.
-fn recv_on<T, U, A: PeerAddr>(
-    timers: &mut BTreeSet<(Instant, A)>,
-    queued: &mut usize,
-    p: &mut Peer<T, U>,
-    peer: &A,
-    now: Instant,
-    deadline: Option<Instant>,
-    immediate: bool,
-) -> Result<Recv<T>, RoutineError<A>> {
-    match p.routine {
-        RoutineState::Idle => return Err(RoutineError::NoRoutine(peer.clone())),
-        RoutineState::Waiting { .. } => return Err(RoutineError::AlreadyWaiting(peer.clone())),
-        RoutineState::Running => {}
-    }
-    p.last_activity = now;
-    if let Some(item) = p.queue.pop_front() {
-        *queued -= 1;
-        return Ok(Recv::Ready(item));
-    }
-    if immediate {
-        return Ok(Recv::Timeout);
-    }
-    p.routine = RoutineState::Waiting { deadline };
-    set_timer(timers, peer, p, deadline);
-    Ok(Recv::Waiting)
-}
-
-/// [`PeerTable::finish`] on a peer already looked up.
-fn finish_on<T, U, A: PeerAddr>(
-    timers: &mut BTreeSet<(Instant, A)>,
-    queued: &mut usize,
-    config: &DatagramConfig,
-    p: &mut Peer<T, U>,
-    peer: &A,
-    now: Instant,
-) -> Result<Option<T>, RoutineError<A>> {
-    if p.routine == RoutineState::Idle {
-        return Err(RoutineError::NoRoutine(peer.clone()));
-    }
-    p.last_activity = now;
-    if let Some(item) = p.queue.pop_front() {
-        *queued -= 1;
-        p.routine = RoutineState::Running;
-        return Ok(Some(item));
-    }
-    p.routine = RoutineState::Idle;
-    // Give back what a burst made the queue grow to.
-    p.queue.shrink_to(4);
-    if p.timer.is_none() {
-        let evict_at = now.checked_add(config.idle_timeout);
-        set_timer(timers, peer, p, evict_at);
-    }
-    Ok(None)
-}
-
-fn set_timer<T, U, A: PeerAddr>(
-    timers: &mut BTreeSet<(Instant, A)>,
-    addr: &A,
-    p: &mut Peer<T, U>,
-    at: Option<Instant>,
-) {
-    if let Some(old) = p.timer.take() {
-        timers.remove(&(old, addr.clone()));
-    }
-    if let Some(at) = at {
-        timers.insert((at, addr.clone()));
-        p.timer = Some(at);
     }
 }

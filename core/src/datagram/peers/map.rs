@@ -1,0 +1,204 @@
+//! [`PeerMap`]: the peers of a table by address, the last one found kept at hand.
+//!
+//! A peer often sends several datagrams in a row, and each datagram looks its peer up
+//! more than once (its arrival, then what its routine asks next). The entries live in a
+//! slab, found through an index keyed with std's SipHash ([`OneWriteState`]; addresses
+//! are chosen by senders, so the hash stays keyed); the slot of the last lookup is tried
+//! first and, when it holds that address, the address is not hashed at all. The slot
+//! keeps its address, so a slot freed or reused since is simply a miss: nothing to
+//! invalidate.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use super::hasher::OneWriteState;
+
+/// Peers `V` by address `A`; see the module.
+pub(super) struct PeerMap<A, V> {
+    index: HashMap<A, usize, OneWriteState>,
+    slots: Vec<Option<(A, V)>>,
+    /// Vacant slots of `slots`, reused first.
+    free: Vec<usize>,
+    /// The slot of the last lookup (any index: it is checked).
+    last: usize,
+}
+
+impl<A, V> Default for PeerMap<A, V> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            last: 0,
+        }
+    }
+}
+
+impl<A: Hash + Eq + Clone, V> PeerMap<A, V> {
+    /// The slot of `peer`, which becomes the last one found.
+    #[inline]
+    fn find(&mut self, peer: &A) -> Option<usize> {
+        if matches!(self.slots.get(self.last), Some(Some((a, _))) if a == peer) {
+            return Some(self.last);
+        }
+        let slot = *self.index.get(peer)?;
+        self.last = slot;
+        Some(slot)
+    }
+
+    /// The slot of `peer`, read only: the last one found is tried first, and stays so.
+    fn find_ref(&self, peer: &A) -> Option<usize> {
+        if matches!(self.slots.get(self.last), Some(Some((a, _))) if a == peer) {
+            return Some(self.last);
+        }
+        self.index.get(peer).copied()
+    }
+
+    pub(super) fn get(&self, peer: &A) -> Option<&V> {
+        let slot = self.find_ref(peer)?;
+        self.slots[slot].as_ref().map(|(_, v)| v)
+    }
+
+    #[inline]
+    pub(super) fn get_mut(&mut self, peer: &A) -> Option<&mut V> {
+        let slot = self.find(peer)?;
+        self.slots[slot].as_mut().map(|(_, v)| v)
+    }
+
+    /// Adds `peer`, which is not in the map; it becomes the last one found.
+    pub(super) fn insert(&mut self, peer: A, value: V) -> &mut V {
+        let entry = Some((peer.clone(), value));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = entry;
+                slot
+            }
+            None => {
+                self.slots.push(entry);
+                self.slots.len() - 1
+            }
+        };
+        let old = self.index.insert(peer, slot);
+        debug_assert!(old.is_none(), "a peer inserted twice");
+        self.last = slot;
+        let (_, value) = self.slots[slot].as_mut().expect("the slot just filled");
+        value
+    }
+
+    pub(super) fn remove(&mut self, peer: &A) -> Option<V> {
+        let slot = self.index.remove(peer)?;
+        self.free.push(slot);
+        self.slots[slot].take().map(|(_, v)| v)
+    }
+
+    /// Takes every peer out, in slot order (the order of their arrival, but for reused
+    /// slots).
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (A, V)> {
+        self.index.clear();
+        self.free.clear();
+        std::mem::take(&mut self.slots).into_iter().flatten()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&A, &mut V)> {
+        self.slots.iter_mut().flatten().map(|(a, v)| (&*a, v))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        Get(u8),
+        GetMut(u8, u32),
+        Remove(u8),
+        Drain,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few addresses: the same ones come back, as peers do.
+        let addr = 0u8..6;
+        prop_oneof![
+            3 => (addr.clone(), any::<u32>()).prop_map(|(a, v)| Op::Insert(a, v)),
+            3 => addr.clone().prop_map(Op::Get),
+            3 => (addr.clone(), any::<u32>()).prop_map(|(a, v)| Op::GetMut(a, v)),
+            2 => addr.prop_map(Op::Remove),
+            1 => Just(Op::Drain),
+        ]
+    }
+
+    fn addr(a: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, a], 4000 + u16::from(a)))
+    }
+
+    proptest! {
+        /// Any sequence of lookups, insertions and removals agrees with a plain HashMap.
+        #[test]
+        fn behaves_as_a_hash_map(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut map = PeerMap::default();
+            let mut model: HashMap<SocketAddr, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(a, v) => {
+                        // The table inserts only peers it does not know.
+                        if let std::collections::hash_map::Entry::Vacant(e) = model.entry(addr(a)) {
+                            e.insert(v);
+                            prop_assert_eq!(*map.insert(addr(a), v), v);
+                        }
+                    }
+                    Op::Get(a) => prop_assert_eq!(map.get(&addr(a)), model.get(&addr(a))),
+                    Op::GetMut(a, v) => {
+                        let got = map.get_mut(&addr(a)).map(|x| std::mem::replace(x, v));
+                        let want = model.get_mut(&addr(a)).map(|x| std::mem::replace(x, v));
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Remove(a) => prop_assert_eq!(map.remove(&addr(a)), model.remove(&addr(a))),
+                    Op::Drain => {
+                        let mut got: Vec<_> = map.drain().collect();
+                        let mut want: Vec<_> = model.drain().collect();
+                        got.sort();
+                        want.sort();
+                        prop_assert_eq!(got, want);
+                    }
+                }
+                prop_assert_eq!(map.len(), model.len());
+                prop_assert_eq!(map.is_empty(), model.is_empty());
+                let mut all: Vec<_> = map.iter_mut().map(|(a, v)| (*a, *v)).collect();
+                let mut want: Vec<_> = model.iter().map(|(a, v)| (*a, *v)).collect();
+                all.sort();
+                want.sort();
+                prop_assert_eq!(all, want);
+                // Freed slots are reused: no more slots than peers ever known at once.
+                prop_assert_eq!(map.slots.len() - map.free.len(), map.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_reused_slot_is_not_taken_for_its_former_peer() {
+        let mut map = PeerMap::default();
+        map.insert(addr(1), 1);
+        assert_eq!(map.get_mut(&addr(1)), Some(&mut 1)); // the last one found
+        assert_eq!(map.remove(&addr(1)), Some(1));
+        map.insert(addr(2), 2); // the same slot
+        assert_eq!(map.slots.len(), 1);
+        assert_eq!(map.get_mut(&addr(1)), None);
+        assert_eq!(map.get(&addr(1)), None);
+        assert_eq!(map.get_mut(&addr(2)), Some(&mut 2));
+    }
+}
