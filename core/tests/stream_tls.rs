@@ -105,6 +105,37 @@ fn large_messages_cross_in_both_directions() {
     assert_eq!(sim.replies(c), [big.as_str(); 3]);
 }
 
+/// Owned answers (`cx.send(line)`) under TLS: the same lines as borrowed ones, short and
+/// large, two in one turn, one that ends with its separator already.
+#[test]
+fn owned_answers_cross_as_borrowed_ones_do() {
+    let id = Identity::localhost();
+    let (script, _) = Script::new(|cx, seen| {
+        if let Seen::Request(r) = seen {
+            cx.send(r.clone())?;
+            if r == "twice" {
+                cx.send("again\n".to_owned())?;
+            }
+        }
+        Ok(Next::recv())
+    });
+    let mut sim = tls(
+        script,
+        id.server_config(),
+        id.client_config(),
+        StreamConfig::default(),
+    );
+    let c = sim.connect();
+    let (big, huge) = ("y".repeat(5_000), "z".repeat(60_000));
+    for line in ["a", &big, "twice", &huge, "b"] {
+        sim.send(c, &line.to_owned());
+    }
+    assert_eq!(
+        sim.replies(c),
+        ["a", big.as_str(), "twice", "again", huge.as_str(), "b"]
+    );
+}
+
 #[test]
 fn tls12_only_server_negotiates_tls12() {
     let id = Identity::localhost();

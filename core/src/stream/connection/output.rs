@@ -14,10 +14,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             // Gathered with the turn's other answers (`flush_plaintext`).
             let before = self.scratch.len();
             R::encode(&self.protocol, item, &mut self.scratch)?;
-            self.tls_pending += self.scratch.len() - before;
-            if self.scratch.len() >= TLS_RECORD {
-                self.flush_plaintext();
-            }
+            self.gathered(before);
             return Ok(());
         }
         if let Some(bytes) = R::shared(&self.protocol, item).filter(|b| b.len() >= SHARED_MIN) {
@@ -38,8 +35,18 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            // rustls copies the plaintext into its records anyway.
-            return self.send(&item);
+            // rustls copies the plaintext into its records anyway, so the frame is gathered
+            // as bytes; the owned path still runs, so that a short `String` leaves its
+            // allocation for the next line decoded (as without TLS).
+            let before = self.scratch.len();
+            if let Some(OwnedFrame { body, tail }) =
+                R::encode_owned(&self.protocol, item, &mut self.scratch)?
+            {
+                self.scratch.extend_from_slice(body.as_slice());
+                self.scratch.extend_from_slice(tail);
+            }
+            self.gathered(before);
+            return Ok(());
         }
         if let Some(frame) = R::encode_owned(&self.protocol, item, &mut self.wbuf)? {
             self.queue_owned(frame);
@@ -85,6 +92,15 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         {
             self.tls_pending = 0;
             self.scratch.clear();
+        }
+    }
+
+    /// Counts the plaintext gathered since `before` and hands a record's worth to rustls.
+    #[cfg(feature = "tls")]
+    fn gathered(&mut self, before: usize) {
+        self.tls_pending += self.scratch.len() - before;
+        if self.scratch.len() >= TLS_RECORD {
+            self.flush_plaintext();
         }
     }
 
