@@ -31,6 +31,12 @@ fn tls(
         .build()
 }
 
+/// A TLS server running `script` with a localhost certificate its clients trust.
+fn localhost_tls(script: Script, config: StreamConfig) -> StreamSim<Script, Lp> {
+    let id = Identity::localhost();
+    tls(script, id.server_config(), id.client_config(), config)
+}
+
 /// Closes after the first request.
 fn closes_on_a_request() -> (Script, Log) {
     Script::new(|_, seen| {
@@ -49,7 +55,6 @@ const DISCONNECTED: Seen = Seen::Disconnected {
 
 #[test]
 fn handshake_then_echo_with_tls_info_in_on_connection() {
-    let id = Identity::localhost();
     let seen_tls = Arc::new(Mutex::new(None));
     let s = seen_tls.clone();
     let (script, log) = Script::new(move |cx, seen| {
@@ -61,12 +66,7 @@ fn handshake_then_echo_with_tls_info_in_on_connection() {
         }
         Ok(Next::recv())
     });
-    let mut sim = tls(
-        script,
-        id.server_config(),
-        id.client_config(),
-        StreamConfig::default(),
-    );
+    let mut sim = localhost_tls(script, StreamConfig::default());
     // A peer that never says hello: no handler call before the handshake.
     let silent = sim.connect_raw();
     assert_eq!(log.of(0), []);
@@ -89,14 +89,8 @@ fn handshake_then_echo_with_tls_info_in_on_connection() {
 
 #[test]
 fn large_messages_cross_in_both_directions() {
-    let id = Identity::localhost();
     let (script, _) = Script::echo();
-    let mut sim = tls(
-        script,
-        id.server_config(),
-        id.client_config(),
-        StreamConfig::default(),
-    );
+    let mut sim = localhost_tls(script, StreamConfig::default());
     let c = sim.connect();
     let big = "z".repeat(60_000);
     for _ in 0..3 {
@@ -109,7 +103,6 @@ fn large_messages_cross_in_both_directions() {
 /// large, two in one turn, one that ends with its separator already.
 #[test]
 fn owned_answers_cross_as_borrowed_ones_do() {
-    let id = Identity::localhost();
     let (script, _) = Script::new(|cx, seen| {
         if let Seen::Request(r) = seen {
             cx.send(r.clone())?;
@@ -119,12 +112,7 @@ fn owned_answers_cross_as_borrowed_ones_do() {
         }
         Ok(Next::recv())
     });
-    let mut sim = tls(
-        script,
-        id.server_config(),
-        id.client_config(),
-        StreamConfig::default(),
-    );
+    let mut sim = localhost_tls(script, StreamConfig::default());
     let c = sim.connect();
     let (big, huge) = ("y".repeat(5_000), "z".repeat(60_000));
     for line in ["a", &big, "twice", &huge, "b"] {
@@ -160,10 +148,9 @@ fn tls12_only_server_negotiates_tls12() {
 
 #[test]
 fn a_handshake_timeout_the_clock_cannot_add_waits_for_ever() {
-    let id = Identity::localhost();
     let (script, _log) = Script::echo();
     let config = StreamConfig::default().with_tls_handshake_timeout(Duration::MAX);
-    let mut sim = tls(script, id.server_config(), id.client_config(), config);
+    let mut sim = localhost_tls(script, config);
     let c = sim.connect_raw(); // no hello: the handshake waits
     let year = Duration::from_secs(365 * 24 * 3600);
     assert!(sim.next_deadline().is_none_or(|t| t > sim.now() + year));
@@ -176,10 +163,9 @@ fn a_handshake_timeout_the_clock_cannot_add_waits_for_ever() {
 
 #[test]
 fn handshake_timeout_closes_abortively_without_handler_calls() {
-    let id = Identity::localhost();
     let (script, log) = Script::echo();
     let config = StreamConfig::default().with_tls_handshake_timeout(Duration::from_secs(2));
-    let mut sim = tls(script, id.server_config(), id.client_config(), config);
+    let mut sim = localhost_tls(script, config);
     // The client never sends its hello.
     let c = sim.connect_raw();
     assert_eq!(
@@ -196,14 +182,8 @@ fn handshake_timeout_closes_abortively_without_handler_calls() {
 
 #[test]
 fn garbage_instead_of_a_hello_sends_an_alert_and_calls_no_handler() {
-    let id = Identity::localhost();
     let (script, log) = Script::echo();
-    let mut sim = tls(
-        script,
-        id.server_config(),
-        id.client_config(),
-        StreamConfig::default(),
-    );
+    let mut sim = localhost_tls(script, StreamConfig::default());
     let c = sim.connect_raw();
     sim.send_bytes(c, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let alert = sim.received_bytes(c).to_vec();
@@ -243,14 +223,8 @@ fn untrusted_server_certificate_fails_the_client_and_the_server_sees_nothing() {
 
 #[test]
 fn graceful_close_exchanges_close_notify() {
-    let id = Identity::localhost();
     let (script, log) = closes_on_a_request();
-    let mut sim = tls(
-        script,
-        id.server_config(),
-        id.client_config(),
-        StreamConfig::default(),
-    );
+    let mut sim = localhost_tls(script, StreamConfig::default());
     let c = sim.connect();
     sim.send(c, &"bye".to_owned());
     assert_eq!(log.seen().last(), Some(&DISCONNECTED));
@@ -268,14 +242,8 @@ fn graceful_close_exchanges_close_notify() {
 
 #[test]
 fn close_notify_wait_is_bounded_then_resets() {
-    let id = Identity::localhost();
     let config = StreamConfig::default().with_shutdown_timeout(Duration::from_secs(5));
-    let mut sim = tls(
-        closes_on_a_request().0,
-        id.server_config(),
-        id.client_config(),
-        config,
-    );
+    let mut sim = localhost_tls(closes_on_a_request().0, config);
     let c = sim.connect();
     sim.send(c, &"bye".to_owned());
     // The client never answers with its close_notify.
@@ -286,14 +254,8 @@ fn close_notify_wait_is_bounded_then_resets() {
 
 #[test]
 fn not_standard_compatible_closes_without_close_notify() {
-    let id = Identity::localhost();
     let config = StreamConfig::default().with_tls_standard_compatible(false);
-    let mut sim = tls(
-        closes_on_a_request().0,
-        id.server_config(),
-        id.client_config(),
-        config,
-    );
+    let mut sim = localhost_tls(closes_on_a_request().0, config);
     let c = sim.connect();
     let before = sim.received_bytes(c).len();
     sim.send(c, &"bye".to_owned());
@@ -311,14 +273,8 @@ fn not_standard_compatible_closes_without_close_notify() {
 
 #[test]
 fn tcp_eof_without_close_notify_is_a_disconnect() {
-    let id = Identity::localhost();
     let (script, log) = Script::echo();
-    let mut sim = tls(
-        script,
-        id.server_config(),
-        id.client_config(),
-        StreamConfig::default(),
-    );
+    let mut sim = localhost_tls(script, StreamConfig::default());
     let c = sim.connect();
     sim.shutdown_write(c); // a FIN, no close_notify
     assert_eq!(log.seen().last(), Some(&DISCONNECTED));
