@@ -38,15 +38,13 @@ impl<A: Hash + Eq + Clone, V> PeerMap<A, V> {
     /// The slot of `peer`, which becomes the last one found.
     #[inline]
     fn find(&mut self, peer: &A) -> Option<usize> {
-        if matches!(self.slots.get(self.last), Some(Some((a, _))) if a == peer) {
-            return Some(self.last);
-        }
-        let slot = *self.index.get(peer)?;
+        let slot = self.find_ref(peer)?;
         self.last = slot;
         Some(slot)
     }
 
     /// The slot of `peer`, read only: the last one found is tried first, and stays so.
+    #[inline]
     fn find_ref(&self, peer: &A) -> Option<usize> {
         if matches!(self.slots.get(self.last), Some(Some((a, _))) if a == peer) {
             return Some(self.last);

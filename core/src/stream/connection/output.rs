@@ -39,11 +39,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             // as bytes; the owned path still runs, so that a short `String` leaves its
             // allocation for the next line decoded (as without TLS).
             let before = self.scratch.len();
-            if let Some(OwnedFrame { body, tail }) =
-                R::encode_owned(&self.protocol, item, &mut self.scratch)?
-            {
-                self.scratch.extend_from_slice(body.as_slice());
-                self.scratch.extend_from_slice(tail);
+            if let Some(frame) = R::encode_owned(&self.protocol, item, &mut self.scratch)? {
+                frame.append_to(&mut self.scratch);
             }
             self.gathered(before);
             return Ok(());
@@ -57,12 +54,11 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// Queues a frame whose head is in `wbuf` already: a small body is copied after it
     /// (cheaper than a queue entry), a large one queued as it is; the tail goes after it.
     fn queue_owned(&mut self, frame: OwnedFrame) {
-        let OwnedFrame { body, tail } = frame;
-        if body.len() < SHARED_MIN {
-            self.wbuf.extend_from_slice(body.as_slice());
-            self.wbuf.extend_from_slice(tail);
+        if frame.body.len() < SHARED_MIN {
+            frame.append_to(&mut self.wbuf);
             return;
         }
+        let OwnedFrame { body, tail } = frame;
         self.queue_chunk(body.into()); // after the frame's head
         if !tail.is_empty() {
             // Queued as it is: in the write buffer, the next large answer would split it
