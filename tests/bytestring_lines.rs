@@ -20,7 +20,19 @@ use easynet::handler::{
 use easynet::protocol::{ByteString, Datagram, ParseError, Stream};
 use support::drivers::{self, Opts, Running};
 
-/// Echoes each line; a line that is not UTF-8 gets "bad utf-8".
+/// The echo's answer: the text itself, "bad utf-8" for text that is not UTF-8.
+fn answer(r: Received<ByteString>) -> Option<ByteString> {
+    match r {
+        Received::Request(text) => Some(text),
+        Received::ParseError(ParseError::Deserialize(_)) => {
+            Some(ByteString::from_static("bad utf-8"))
+        }
+        Received::ParseError(e) => panic!("unexpected parse error {e}"),
+        Received::Timeout => None,
+    }
+}
+
+/// Echoes each line.
 struct Echo;
 
 impl StreamHandler for Echo {
@@ -32,13 +44,8 @@ impl StreamHandler for Echo {
         cx: &mut StreamContext<'_, ByteString>,
         r: Received<ByteString>,
     ) -> HandlerResult {
-        match r {
-            Received::Request(line) => cx.send(line)?,
-            Received::ParseError(ParseError::Deserialize(_)) => {
-                cx.send(ByteString::from_static("bad utf-8"))?
-            }
-            Received::ParseError(e) => panic!("unexpected parse error {e}"),
-            Received::Timeout => {}
+        if let Some(text) = answer(r) {
+            cx.send(text)?;
         }
         Ok(Next::recv())
     }
@@ -91,7 +98,7 @@ fn tokio_echoes_byte_string_lines() {
     ));
 }
 
-/// Echoes each datagram's text; one that is not UTF-8 gets "bad utf-8".
+/// Echoes each datagram's text.
 struct DatagramEcho;
 
 impl DatagramHandler for DatagramEcho {
@@ -103,13 +110,8 @@ impl DatagramHandler for DatagramEcho {
         cx: &mut DatagramContext<'_, ByteString>,
         r: Received<ByteString>,
     ) -> HandlerResult {
-        match r {
-            Received::Request(text) => cx.send(text)?,
-            Received::ParseError(ParseError::Deserialize(_)) => {
-                cx.send(ByteString::from_static("bad utf-8"))?
-            }
-            Received::ParseError(e) => panic!("unexpected parse error {e}"),
-            Received::Timeout => {}
+        if let Some(text) = answer(r) {
+            cx.send(text)?;
         }
         Ok(Next::Close)
     }
