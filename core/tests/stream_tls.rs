@@ -9,7 +9,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use easynet_core::handler::Next;
+use easynet_core::handler::{
+    ConnInfo, HandlerResult, Next, Received, StreamContext, StreamHandler,
+};
 use easynet_core::protocol::{Lines, Stream, Utf8};
 use easynet_core::sim::{ClientState, Event, Side, StreamSim};
 use easynet_core::stream::{CloseHow, StreamConfig};
@@ -122,6 +124,80 @@ fn owned_answers_cross_as_borrowed_ones_do() {
         sim.replies(c),
         ["a", big.as_str(), "twice", "again", huge.as_str(), "b"]
     );
+}
+
+/// Owned answers of a record's worth or more go to rustls without being gathered first,
+/// yet make the records borrowed ones make: the server writes as many ciphertext bytes.
+#[test]
+fn large_owned_answers_make_the_records_borrowed_ones_make() {
+    let lines = [
+        "a".to_owned(),
+        "x".repeat(3 * 16_384 - 1),
+        "y".repeat(2 * 16_384),
+        "z".repeat(40_000),
+        "b".to_owned(),
+    ];
+    let sent = |owned: bool| {
+        let (script, _) = Script::new(move |cx, seen| {
+            if let Seen::Request(r) = seen {
+                if owned {
+                    cx.send(r.clone())?;
+                } else {
+                    cx.send(r)?;
+                }
+            }
+            Ok(Next::recv())
+        });
+        let mut sim = localhost_tls(script, StreamConfig::default());
+        let c = sim.connect();
+        // After the handshake, whose size varies (ECDSA signatures do).
+        let handshake = sim.stats().bytes_out;
+        for line in &lines {
+            sim.send(c, line);
+        }
+        assert_eq!(sim.replies(c), lines);
+        sim.stats().bytes_out - handshake
+    };
+    assert_eq!(sent(true), sent(false));
+}
+
+/// Echoes lines as they came (owned), noting where each line's bytes were.
+struct NotesBuffers(Arc<Mutex<Vec<usize>>>);
+
+impl StreamHandler for NotesBuffers {
+    type Request = String;
+    type Response = String;
+    fn handle(&mut self, cx: &mut StreamContext<'_, String>, r: Received<String>) -> HandlerResult {
+        if let Received::Request(line) = r {
+            self.0.lock().unwrap().push(line.as_ptr() as usize);
+            cx.send(line)?;
+        }
+        Ok(Next::recv())
+    }
+}
+
+/// Under TLS a large line echoed owned is copied by rustls; its buffer then receives the
+/// next large line, so echoing large lines allocates no buffer per request.
+#[test]
+fn a_large_echoed_lines_buffer_receives_the_next_line() {
+    let id = Identity::localhost();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let mut sim = StreamSim::builder(Stream::lines(), move |_: &ConnInfo| NotesBuffers(s.clone()))
+        .tls(id.server_config(), id.client_config(), localhost())
+        .build();
+    let c = sim.connect();
+    let lines: Vec<String> = (b'a'..=b'd')
+        .map(|b| (b as char).to_string().repeat(40_000))
+        .collect();
+    for line in &lines {
+        sim.send(c, line);
+        assert_eq!(sim.replies(c), [line.as_str()]);
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 4);
+    // The first line's buffer was new; after it, each line lands where the last one was.
+    assert!(seen[1..].iter().all(|&p| p == seen[1]), "{seen:x?}");
 }
 
 #[test]

@@ -71,6 +71,31 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         }
     }
 
+    /// A large answer's own buffer, once its bytes are taken (rustls copies them into its
+    /// records), becomes the receive buffer when that is empty and smaller: the next large
+    /// read lands in it. Echoing large messages then allocates no buffer per request, and
+    /// the heap does not grow and shrink by one each time (which the allocator may hand
+    /// back to the system, to be faulted in again).
+    #[cfg(feature = "tls")]
+    pub(super) fn recycle(&mut self, body: crate::protocol::OwnedPayload) {
+        use crate::protocol::OwnedPayload;
+        if !self.large_reads || !self.rbuf.is_empty() {
+            return;
+        }
+        let room = match &body {
+            OwnedPayload::Vec(v) => v.capacity(),
+            OwnedPayload::Shared(b) => b.len(),
+        };
+        // Not an outsized one: a connection keeps at most two reads' worth.
+        if room <= self.rbuf.capacity() || room > 2 * self.config.max_read_size() {
+            return;
+        }
+        if let Ok(mut buf) = body.into_bytes().try_into_mut() {
+            buf.clear();
+            self.rbuf = buf;
+        }
+    }
+
     /// Chooses how the next read is done (see [`read_buffer`](Self::read_buffer)) and how
     /// large it is ([`read_size`](Self::read_size)).
     fn note_read(&mut self, n: usize) {

@@ -39,10 +39,18 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             // as bytes; the owned path still runs, so that a short `String` leaves its
             // allocation for the next line decoded (as without TLS).
             let before = self.scratch.len();
-            if let Some(frame) = R::encode_owned(&self.protocol, item, &mut self.scratch)? {
-                frame.append_to(&mut self.scratch);
-            }
+            let frame = R::encode_owned(&self.protocol, item, &mut self.scratch)?;
             self.gathered(before);
+            if let Some(frame) = frame {
+                let body = frame.body.as_slice();
+                // Whole records' worth straight to rustls; the rest is gathered, so the
+                // records come out as if the frame had been gathered whole.
+                let direct = body.len() - body.len() % TLS_RECORD;
+                self.gather(&body[..direct]);
+                self.gather(&body[direct..]);
+                self.gather(frame.tail);
+                self.recycle(frame.body);
+            }
             return Ok(());
         }
         if let Some(frame) = R::encode_owned(&self.protocol, item, &mut self.wbuf)? {
@@ -97,6 +105,25 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         self.tls_pending += self.scratch.len() - before;
         if self.scratch.len() >= TLS_RECORD {
             self.flush_plaintext();
+        }
+    }
+
+    /// Hands `data` to rustls after what is gathered: a record's worth or more straight
+    /// (rustls copies it into its records anyway), less gathered with the turn's other
+    /// answers so that they share records.
+    #[cfg(feature = "tls")]
+    pub(super) fn gather(&mut self, data: &[u8]) {
+        self.tls_pending += data.len();
+        if data.len() >= TLS_RECORD {
+            self.flush_plaintext();
+            if let Some(tls) = self.tls.as_mut() {
+                tls.write_plaintext(data);
+            }
+        } else {
+            self.scratch.extend_from_slice(data);
+            if self.scratch.len() >= TLS_RECORD {
+                self.flush_plaintext();
+            }
         }
     }
 

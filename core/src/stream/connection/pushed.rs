@@ -80,18 +80,7 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
             // After the answers gathered before it (`send`), in order.
-            self.tls_pending += frame.len();
-            if frame.len() >= TLS_RECORD {
-                self.flush_plaintext();
-                if let Some(tls) = self.tls.as_mut() {
-                    tls.write_plaintext(&frame);
-                }
-            } else {
-                self.scratch.extend_from_slice(&frame);
-                if self.scratch.len() >= TLS_RECORD {
-                    self.flush_plaintext();
-                }
-            }
+            self.gather(&frame);
             return;
         }
         if frame.len() < SHARED_MIN && self.chunks.is_empty() {
