@@ -395,7 +395,9 @@ where
                 .iter()
                 .filter_map(|e| e.server.poll_timeout())
                 .min()
-                .map(|t| t.saturating_duration_since(Instant::now()))
+                // From the turn's clock read: late by the turn's handling at most, which
+                // the poll's millisecond rounding covers.
+                .map(|t| t.saturating_duration_since(now))
         };
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}

@@ -265,8 +265,13 @@ where
         // One clock read per wake-up: the time after the wait serves the events and then
         // the next turn's orders and timers (late by the events' handling at most).
         let mut now = Instant::now();
+        // Orders and pushers' wake-ups come with a WAKER event: the run state's lock and
+        // the woken list's are taken after one, not on every turn.
+        let mut woken = true;
         loop {
-            self.apply_orders(now);
+            if woken {
+                self.apply_orders(now);
+            }
             self.fire_timers(now);
             if self.gate.poll_timeout().is_some_and(|t| t <= now) {
                 self.gate.handle_timeout(now);
@@ -295,9 +300,11 @@ where
                 }
                 return Err(e);
             }
+            woken = false;
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
+                    woken = true;
                     continue;
                 }
                 if token.0 < self.conn_base {
@@ -319,9 +326,12 @@ where
                     self.pump(now, idx);
                 }
             }
-            let woken =
+            if !woken {
+                continue;
+            }
+            let conns =
                 std::mem::take(&mut *self.woken.conns.lock().unwrap_or_else(|e| e.into_inner()));
-            for (idx, generation) in woken {
+            for (idx, generation) in conns {
                 if let Some(Some(e)) = self.conns.get(idx)
                     && e.generation == generation
                 {
