@@ -1,17 +1,18 @@
-//! [`PeerMap`]: the peers of a table by address, the last one found kept at hand.
+//! [`PeerMap`]: the peers of a table by address, recently found ones kept at hand.
 //!
 //! A peer often sends several datagrams in a row, and each datagram looks its peer up
-//! more than once (its arrival, then what its routine asks next). The entries live in a
-//! slab, found through an index keyed with std's SipHash ([`OneWriteState`]; addresses
-//! are chosen by senders, so the hash stays keyed); the slot of the last lookup is tried
-//! first and, when it holds that address, the address is not hashed at all. The slot
-//! keeps its address, so a slot freed or reused since is simply a miss: nothing to
-//! invalidate.
+//! more than once (its arrival, then what its routine asks next); several peers also take
+//! turns. The entries live in a slab, found through an index keyed with std's SipHash
+//! ([`OneWriteState`]; addresses are chosen by senders, so the hash stays keyed). A hint
+//! by a cheap fold of the address ([`Hints`]) is tried first and, when its slot holds
+//! that address, the address is not hashed with SipHash at all. A slot keeps its address,
+//! so a slot freed or reused since is simply a miss: nothing to invalidate.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use super::hasher::OneWriteState;
+use super::hint::Hints;
 
 /// Peers `V` by address `A`; see the module.
 pub(super) struct PeerMap<A, V> {
@@ -19,8 +20,8 @@ pub(super) struct PeerMap<A, V> {
     slots: Vec<Option<(A, V)>>,
     /// Vacant slots of `slots`, reused first.
     free: Vec<usize>,
-    /// The slot of the last lookup (any index: it is checked).
-    last: usize,
+    /// Slots of recent lookups (any index: they are checked).
+    hints: Hints,
 }
 
 impl<A, V> Default for PeerMap<A, V> {
@@ -29,27 +30,37 @@ impl<A, V> Default for PeerMap<A, V> {
             index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            last: 0,
+            hints: Hints::default(),
         }
     }
 }
 
 impl<A: Hash + Eq + Clone, V> PeerMap<A, V> {
-    /// The slot of `peer`, which becomes the last one found.
+    /// The slot of `peer`, whose hint it becomes.
     #[inline]
     fn find(&mut self, peer: &A) -> Option<usize> {
-        let slot = self.find_ref(peer)?;
-        self.last = slot;
+        let (at, slot) = self.lookup(peer);
+        let slot = slot?;
+        self.hints.set(at, slot);
         Some(slot)
     }
 
-    /// The slot of `peer`, read only: the last one found is tried first, and stays so.
+    /// The slot of `peer`, read only.
     #[inline]
     fn find_ref(&self, peer: &A) -> Option<usize> {
-        if matches!(self.slots.get(self.last), Some(Some((a, _))) if a == peer) {
-            return Some(self.last);
+        self.lookup(peer).1
+    }
+
+    /// `peer`'s hint position and its slot: the hint's when that slot holds `peer`, else
+    /// the keyed index's.
+    #[inline]
+    fn lookup(&self, peer: &A) -> (usize, Option<usize>) {
+        let at = Hints::position(peer);
+        let slot = self.hints.get(at);
+        if matches!(self.slots.get(slot), Some(Some((a, _))) if a == peer) {
+            return (at, Some(slot));
         }
-        self.index.get(peer).copied()
+        (at, self.index.get(peer).copied())
     }
 
     pub(super) fn get(&self, peer: &A) -> Option<&V> {
@@ -63,8 +74,9 @@ impl<A: Hash + Eq + Clone, V> PeerMap<A, V> {
         self.slots[slot].as_mut().map(|(_, v)| v)
     }
 
-    /// Adds `peer`, which is not in the map; it becomes the last one found.
+    /// Adds `peer`, which is not in the map; its slot becomes its hint.
     pub(super) fn insert(&mut self, peer: A, value: V) -> &mut V {
+        let at = Hints::position(&peer);
         let entry = Some((peer.clone(), value));
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -78,7 +90,7 @@ impl<A: Hash + Eq + Clone, V> PeerMap<A, V> {
         };
         let old = self.index.insert(peer, slot);
         debug_assert!(old.is_none(), "a peer inserted twice");
-        self.last = slot;
+        self.hints.set(at, slot);
         let (_, value) = self.slots[slot].as_mut().expect("the slot just filled");
         value
     }
@@ -187,11 +199,36 @@ mod tests {
         }
     }
 
+    /// More peers than hint positions: hints are shared and overwritten, and every peer is
+    /// still found (or not, once removed), in any order.
+    #[test]
+    fn peers_sharing_hint_positions_are_all_found() {
+        let peer = |i: u16| SocketAddr::from(([127, 0, (i >> 8) as u8, i as u8], 40_000 + i));
+        let mut map = PeerMap::default();
+        for i in 0..1_000 {
+            map.insert(peer(i), i);
+        }
+        for round in 0..3 {
+            for i in (0..1_000).rev().step_by(1 + round) {
+                assert_eq!(map.get_mut(&peer(i)), Some(&mut i.clone()));
+                assert_eq!(map.get(&peer(i)), Some(&i));
+            }
+        }
+        for i in (0..1_000).step_by(3) {
+            assert_eq!(map.remove(&peer(i)), Some(i));
+        }
+        for i in 0..1_000 {
+            let want = (i % 3 != 0).then_some(i);
+            assert_eq!(map.get_mut(&peer(i)).copied(), want);
+            assert_eq!(map.get(&peer(i)).copied(), want);
+        }
+    }
+
     #[test]
     fn a_reused_slot_is_not_taken_for_its_former_peer() {
         let mut map = PeerMap::default();
         map.insert(addr(1), 1);
-        assert_eq!(map.get_mut(&addr(1)), Some(&mut 1)); // the last one found
+        assert_eq!(map.get_mut(&addr(1)), Some(&mut 1)); // its slot is its hint
         assert_eq!(map.remove(&addr(1)), Some(1));
         map.insert(addr(2), 2); // the same slot
         assert_eq!(map.slots.len(), 1);

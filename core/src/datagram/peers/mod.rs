@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod hasher;
+mod hint;
 mod map;
 mod outcomes;
 mod step;
