@@ -522,6 +522,29 @@ mod tests {
         assert_eq!(conn.poll_close(), Some(CloseHow::Graceful));
     }
 
+    /// A write that empties the buffer leaves its room where it was: the next answers are
+    /// appended in place, and a partial write still leaves the rest first in line.
+    #[test]
+    fn an_emptied_write_buffer_keeps_its_room() {
+        let mut conn = server(Stream::raw());
+        let small = |c: u8| Bytes::from(vec![c; 100]);
+        conn.send(&small(b'a')).unwrap();
+        let (start, room) = (conn.transmit().as_ptr(), conn.wbuf.capacity());
+        conn.advance(100);
+        assert_eq!(conn.queued(), 0);
+        assert_eq!(conn.wbuf.capacity(), room);
+        conn.send(&small(b'b')).unwrap();
+        assert_eq!(
+            conn.transmit().as_ptr(),
+            start,
+            "appended at the buffer's start"
+        );
+        conn.advance(40);
+        assert_eq!(conn.transmit(), &[b'b'; 60][..]);
+        conn.advance(60);
+        assert_eq!(conn.queued(), 0);
+    }
+
     /// A writer that takes at most `max` bytes a call, vectored or not.
     struct Trickle {
         out: Vec<u8>,

@@ -250,7 +250,13 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             }
             self.chunks.pop_front();
         }
-        self.wbuf.advance(n.min(self.wbuf.len()));
+        if n >= self.wbuf.len() {
+            // Emptied: the buffer's start stays where it is, with all its room, so the next
+            // answer is appended without reclaiming the space `advance` would skip.
+            self.wbuf.clear();
+        } else {
+            self.wbuf.advance(n);
+        }
     }
 
     /// Bytes queued for the socket (under TLS, ciphertext still in rustls counted by the
