@@ -6,8 +6,9 @@
 //! [`Recv`], the datagram returned by [`PeerTable::finish`] or a [`PeerEvent`]) and reports
 //! back what the routine does next ([`PeerTable::recv`] or [`PeerTable::finish`]).
 //!
-//! Peers are found by address through `map` (std's keyed SipHash, fed once per address by
-//! `hasher`, and the last peer found tried first): one busy peer costs no hashing.
+//! Peers are found by address through `map`: std's keyed SipHash, fed once per address by
+//! `hasher`, behind a checked hint by FxHash (`hint`), so one busy peer, or a few taking
+//! turns, cost no SipHash.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, VecDeque};
@@ -273,10 +274,7 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
         if self.closed {
             return Ok(Recv::Closed);
         }
-        let p = self
-            .peers
-            .get_mut(peer)
-            .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
+        let p = known(&mut self.peers, peer)?;
         recv_on(
             &mut self.timers,
             &mut self.queued,
@@ -328,10 +326,7 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             return Ok(false);
         }
         let peer = peer.borrow();
-        let p = self
-            .peers
-            .get_mut(peer)
-            .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
+        let p = known(&mut self.peers, peer)?;
         match p.routine {
             RoutineState::Idle => Err(RoutineError::NoRoutine(peer.clone())),
             RoutineState::Running => Ok(false),
@@ -357,10 +352,7 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             return Ok(None);
         }
         let peer = peer.borrow();
-        let p = self
-            .peers
-            .get_mut(peer)
-            .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))?;
+        let p = known(&mut self.peers, peer)?;
         finish_on(
             &mut self.timers,
             &mut self.queued,
@@ -514,4 +506,14 @@ impl<T, U, A: PeerAddr> PeerTable<T, U, A> {
             queued: self.queued,
         }
     }
+}
+
+/// The entry of `peer`, or [`RoutineError::UnknownPeer`] for one the table does not know.
+fn known<'a, T, U, A: PeerAddr>(
+    peers: &'a mut PeerMap<A, Peer<T, U>>,
+    peer: &A,
+) -> Result<&'a mut Peer<T, U>, RoutineError<A>> {
+    peers
+        .get_mut(peer)
+        .ok_or_else(|| RoutineError::UnknownPeer(peer.clone()))
 }
