@@ -162,13 +162,6 @@ impl OwnedFrame {
         self.tail = tail;
         self
     }
-
-    /// Appends the body and the tail to `dst` (after the head the framing wrote there):
-    /// the frame copied, where queueing its body is not worth it.
-    pub(crate) fn append_to(&self, dst: &mut BytesMut) {
-        dst.extend_from_slice(self.body.as_slice());
-        dst.extend_from_slice(self.tail);
-    }
 }
 
 /// Owned payloads at least this long are framed without a copy ([`Framing::encode_owned`]);

@@ -63,7 +63,8 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// (cheaper than a queue entry), a large one queued as it is; the tail goes after it.
     fn queue_owned(&mut self, frame: OwnedFrame) {
         if frame.body.len() < SHARED_MIN {
-            frame.append_to(&mut self.wbuf);
+            self.wbuf.extend_from_slice(frame.body.as_slice());
+            self.wbuf.extend_from_slice(frame.tail);
             return;
         }
         let OwnedFrame { body, tail } = frame;
