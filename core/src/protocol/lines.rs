@@ -1,6 +1,6 @@
 //! [`Lines`]: frames separated by LF, CR or CRLF, with a length limit.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 use super::{
     ConfigError, DEFAULT_LIMIT, Framing, OwnedFrame, OwnedPayload, ParseError, SerializeError,
@@ -36,6 +36,16 @@ impl Separator {
             Separator::Lf => buf.last() == Some(&b'\n'),
             Separator::Cr => buf.last() == Some(&b'\r'),
             Separator::CrLf => buf.ends_with(b"\r\n"),
+        }
+    }
+
+    /// Appends the separator: a store per byte, where `extend_from_slice` of a slice not
+    /// known when compiling calls `memcpy` for one byte (once per line sent).
+    fn append_to(self, dst: &mut BytesMut) {
+        match self {
+            Separator::Lf => dst.put_u8(b'\n'),
+            Separator::Cr => dst.put_u8(b'\r'),
+            Separator::CrLf => dst.put_slice(b"\r\n"),
         }
     }
 
@@ -226,7 +236,7 @@ impl Framing for Lines {
         // As EasyNetwork: a message that already ends with the separator gets no second one
         // (which the peer would read as an extra empty line).
         if !self.separator.ends(&dst[mark..]) {
-            dst.extend_from_slice(self.separator.as_bytes());
+            self.separator.append_to(dst);
         }
         Ok(())
     }
@@ -284,5 +294,12 @@ mod tests {
         assert_eq!(encode(Separator::Lf, "a"), b"a\n");
         // The separator of the previous message in the buffer does not count.
         assert_eq!(encode(Separator::Lf, ""), b"\n");
+    }
+
+    #[test]
+    fn each_separator_is_appended_whole() {
+        assert_eq!(encode(Separator::Lf, "a"), b"a\n");
+        assert_eq!(encode(Separator::Cr, "a"), b"a\r");
+        assert_eq!(encode(Separator::CrLf, "a"), b"a\r\n");
     }
 }
