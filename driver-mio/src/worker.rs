@@ -169,6 +169,10 @@ struct Entry<
     generation: u64,
     /// Made once the session can be woken from outside (it handed out a pusher).
     waker: Option<Waker>,
+    /// What the last turn ended waiting for (read, write), while only a socket event can
+    /// change it; its timeout is `timer`. Taken by the next turn ([`Worker::pump_event`]).
+    /// Two flags, not a `Want`: an idle connection's memory is mostly this struct.
+    waiting: Option<(bool, bool)>,
 }
 
 /// One connection slot of a worker.
@@ -317,7 +321,7 @@ where
                     e.read_closed |= closed;
                     e.readable |= event.is_readable() || closed;
                     e.writable |= event.is_writable() || event.is_write_closed();
-                    self.pump(now, idx);
+                    self.pump_event(now, idx);
                 }
             }
             for idx in std::mem::take(&mut self.ready) {
@@ -489,24 +493,45 @@ where
             timer: None,
             generation: self.generation,
             waker: None,
+            waiting: None,
         });
         self.pump(now, idx);
     }
 
+    /// A socket event's turn: it starts from the `Want` the last turn ended on, when that
+    /// still holds, instead of asking `poll_action` again (one less per request).
+    fn pump_event(&mut self, now: Instant, idx: usize) {
+        self.turn(now, idx, true);
+    }
+
     /// Does what one connection's session asks until it must wait, then arms its timer.
+    /// For turns that something other than a socket event began (accept, timers, orders,
+    /// wake-ups, resumes): the session may have changed, so it is asked afresh.
     fn pump(&mut self, now: Instant, idx: usize) {
+        self.turn(now, idx, false);
+    }
+
+    fn turn(&mut self, now: Instant, idx: usize, event: bool) {
         let buf = &mut self.buf;
         let Some(Some(e)) = self.conns.get_mut(idx) else {
             return;
         };
+        // Only socket events reach the session between turns without a call of ours that
+        // could change its state (a deadline passed meanwhile is the timer's turn, and the
+        // session acts on it after the read or write anyway).
+        let last = e.waiting.take().filter(|_| event).map(|(read, write)| {
+            let mut want = Want::default();
+            (want.read, want.write, want.timeout) = (read, write, e.timer);
+            want
+        });
         if std::mem::take(&mut e.resume) {
             e.session.resume(now);
         }
         let mut reads = 0;
         let mut again = false;
-        // The `Want` a write left valid (`Driven::want_after_write`).
-        let mut kept: Option<Want> = None;
-        let timeout = loop {
+        // The `Want` a write left valid (`Driven::want_after_write`), or the last turn's.
+        let mut kept: Option<Want> = last;
+        let end = loop {
             let action = match kept.take() {
                 Some(want) => Action::Io(want),
                 None => e.session.poll_action(now),
@@ -545,7 +570,7 @@ where
             if want.read && e.readable {
                 if reads == READ_BUDGET {
                     again = true; // others get a turn; this one goes on next round
-                    break want.timeout;
+                    break want;
                 }
                 reads += 1;
                 // In place when the session offers its receive buffer (bulk transfers),
@@ -586,8 +611,9 @@ where
                 e.resume = true;
                 again = true;
             }
-            break want.timeout;
+            break want;
         };
+        let timeout = end.timeout;
         // A session with pushers is woken when one queues a frame while it waits.
         if Driven::wakeable(&e.session) {
             let waker = e.waker.get_or_insert_with(|| {
@@ -610,6 +636,11 @@ where
         if again && !e.queued {
             e.queued = true;
             self.ready.push(idx);
+        }
+        // Kept as `want_after_write` keeps one: not for a session woken from outside or
+        // one with a turn to come.
+        if !again && !Driven::wakeable(&e.session) {
+            e.waiting = Some((end.read, end.write));
         }
     }
 
