@@ -76,8 +76,11 @@ fn close_refuses_new_connections_and_serves_existing_ones_to_their_end() {
     let server = Arc::new(echo_server());
     let handle = server.handle();
     let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
     let s = server.clone();
-    let run = std::thread::spawn(move || s.serve_notify(tx));
+    std::thread::spawn(move || {
+        let _ = done_tx.send(s.serve_notify(tx));
+    });
     rx.recv_timeout(LIMIT).unwrap();
     let addr = handle.addresses()[0];
     let c = TcpStream::connect(addr).unwrap();
@@ -101,7 +104,12 @@ fn close_refuses_new_connections_and_serves_existing_ones_to_their_end() {
     l.clear();
     reader.read_line(&mut l).unwrap();
     assert_eq!(l, "after\n");
-    run.join().unwrap().unwrap(); // returns once the last connection ended
+    // Returns once the last connection ended; bounded, so a close that never comes fails.
+    let ended = done_rx.recv_timeout(LIMIT);
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "serve did not return: {ended:?}"
+    );
     assert!(matches!(server.serve(), Err(ServerError::Closed)));
 }
 

@@ -511,6 +511,8 @@ where
         self.turn(now, idx, false);
     }
 
+    /// One turn of a connection; `event`: a socket event began it (see
+    /// [`pump_event`](Self::pump_event)).
     fn turn(&mut self, now: Instant, idx: usize, event: bool) {
         let buf = &mut self.buf;
         let Some(Some(e)) = self.conns.get_mut(idx) else {
