@@ -109,6 +109,46 @@ fn a_write_that_empties_the_queue_keeps_the_want_poll_action_would_give() {
 }
 
 #[test]
+fn a_turns_last_want_is_kept_for_the_next_event_unless_something_else_can_change_it() {
+    use easynet_core::stream::{Action, Driven};
+    // Driven::want_until_event: the mio worker starts an event's turn from it.
+    let (script, _) = Script::new(|cx, seen| {
+        if let Seen::Request(r) = seen {
+            if r == "push" {
+                drop(cx.pusher());
+            }
+            cx.send(r)?;
+        }
+        Ok(Next::recv_timeout(Duration::from_secs(5)))
+    });
+    let now = Instant::now();
+    let mut s = session(&script, StreamConfig::default(), now);
+    let Action::Io(want) = s.poll_action(now) else {
+        panic!("waiting for a request")
+    };
+    assert!(want.read && !want.write && want.timeout.is_some());
+    assert_eq!(s.want_until_event(want), Some(want));
+    assert_eq!(
+        s.poll_action(now),
+        Action::Io(want),
+        "what poll_action says too"
+    );
+    // Handler work waits: the next turn must resume it.
+    let mut resume = want;
+    resume.resume = true;
+    assert_eq!(s.want_until_event(resume), None);
+    // A pusher can queue frames from outside between turns: always ask.
+    s.handle_read(now, b"push\n");
+    let mut out = Vec::new();
+    s.write_to(&mut out).unwrap();
+    assert_eq!(out, b"push\n");
+    let Action::Io(want) = s.poll_action(now) else {
+        panic!("waiting for a request")
+    };
+    assert_eq!(s.want_until_event(want), None);
+}
+
+#[test]
 fn a_request_split_across_reads_is_completed() {
     let (script, l) = Script::echo();
     let mut sim = lines(script);

@@ -170,7 +170,8 @@ struct Entry<
     /// Made once the session can be woken from outside (it handed out a pusher).
     waker: Option<Waker>,
     /// What the last turn ended waiting for (read, write), while only a socket event can
-    /// change it; its timeout is `timer`. Taken by the next turn ([`Worker::pump_event`]).
+    /// change it (`Driven::want_until_event`); its timeout is `timer`. Taken by the next
+    /// turn ([`Worker::pump_event`]).
     /// Two flags, not a `Want`: an idle connection's memory is mostly this struct.
     waiting: Option<(bool, bool)>,
 }
@@ -518,9 +519,9 @@ where
         let Some(Some(e)) = self.conns.get_mut(idx) else {
             return;
         };
-        // Only socket events reach the session between turns without a call of ours that
-        // could change its state (a deadline passed meanwhile is the timer's turn, and the
-        // session acts on it after the read or write anyway).
+        // `Driven::want_until_event`: kept for socket events only; every other turn follows
+        // a call that may have changed the session (a deadline passed meanwhile is the
+        // timer's turn, and the session acts on it after the read or write anyway).
         let last = e.waiting.take().filter(|_| event).map(|(read, write)| {
             let mut want = Want::default();
             (want.read, want.write, want.timeout) = (read, write, e.timer);
@@ -639,10 +640,9 @@ where
             e.queued = true;
             self.ready.push(idx);
         }
-        // Kept as `want_after_write` keeps one: not for a session woken from outside or
-        // one with a turn to come.
-        if !again && !Driven::wakeable(&e.session) {
-            e.waiting = Some((end.read, end.write));
+        // Not for one with a turn to come (its next turn is not an event's).
+        if !again {
+            e.waiting = Driven::want_until_event(&e.session, end).map(|w| (w.read, w.write));
         }
     }
 

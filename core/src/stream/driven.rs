@@ -70,6 +70,17 @@ pub trait Driven: Send + 'static {
         })
     }
 
+    /// The `Want` a turn ended on (the last [`poll_action`](Self::poll_action) or
+    /// [`want_after_write`](Self::want_after_write) acted on), for the next turn to start
+    /// from when a socket event begins it, or `None` to ask. Until the driver calls the
+    /// connection again (`handle_timeout`, `shutdown`, `resume`...), only the socket changes
+    /// what it waits for, unless handler work waits (`want.resume`) or something outside
+    /// the connection can change it ([`wakeable`](Self::wakeable)). One `poll_action` less
+    /// per request.
+    fn want_until_event(&self, want: super::Want) -> Option<super::Want> {
+        (!want.resume && !self.wakeable()).then_some(want)
+    }
+
     /// Ready when something outside the connection (an async handler's timer or channel)
     /// woke it: the driver then calls [`resume`](Self::resume). Registers `cx`'s waker
     /// otherwise. Portable handlers are never woken from outside.
