@@ -10,8 +10,11 @@ Every server is single-threaded; the load generator is a single-threaded tokio c
 same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`) are the
 strengthened hand-written loops of `bench/src/bin/bench-server/mio_baseline.rs`; easynet's mio
 TLS row is compared with both the mio + rustls loop and tokio-rustls. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
-generator to CPU 1, which makes runs repeatable to a few percent. Each row runs easynet and its baseline `rounds` times each, alternating
-(A B A B ...), and reports the median of each.
+generator to CPU 1. Each row runs `rounds` rounds of easynet and its baseline back to back
+(A B, B A, A B, ...) and reports the median of each (msgs/s, CPU), and the ratio as the median
+of the rounds' own ratios with their range: the machine's speed drifts (kernel time per message
+by up to 2x from one minute to the next), and two runs of one round share its state.
+"CPU ratio" is the same median for server CPU per message (below 1.0: easynet uses less).
 
 Idle connections beyond what one process may open (`ulimit -Hn`) are spread over S servers of
 the same kind, each on its own port (PORT + k) with its own `loadgen idle`, all held at once;
@@ -195,6 +198,13 @@ def idle_sharded(impl, conns, shards, sources):
     return total
 
 
+def paired(ours, theirs, key):
+    """Median, lowest and highest of the rounds' ratios easynet / baseline for `key` (each
+    round's two runs were back to back)."""
+    ratios = [o[key] / t[key] if t[key] else float("nan") for o, t in zip(ours, theirs)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
 def summarize(runs):
     med = lambda k: statistics.median(r[k] for r in runs)
     return {k: med(k) for k in runs[0]}
@@ -244,19 +254,24 @@ def main():
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
 
-    print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | server CPU µs/msg easynet / baseline | user + system µs/msg easynet / baseline | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | rounds' ratios | CPU ratio | server CPU µs/msg easynet / baseline | user + system µs/msg easynet / baseline | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     if a.rows:
         pairs = [r for r in pairs if re.search(a.rows, f"{r[0]} {r[5] // 1024} KiB {r[6]}")]
     for (name, ours, theirs, label, transport, size, p) in pairs:
         results = {}
-        for _ in range(a.rounds):
-            for impl in (ours, theirs):
+        for k in range(a.rounds):
+            # Back to back, the first one alternating: a round's two runs share the machine's
+            # state of the moment (this shared 2-core machine drifts by up to 2x in kernel
+            # time from one minute to the next), so the per-round ratio cancels it.
+            for impl in ((ours, theirs) if k % 2 == 0 else (theirs, ours)):
                 results.setdefault(impl, []).append(load(impl, transport, size, p, a.conns, a.seconds))
         o, t = summarize(results[ours]), summarize(results[theirs])
-        ratio = o["msgs_per_s"] / t["msgs_per_s"] if t["msgs_per_s"] else float("nan")
+        ratio, low, high = paired(results[ours], results[theirs], "msgs_per_s")
+        cpu_ratio, _, _ = paired(results[ours], results[theirs], "cpu_us_per_msg")
         errors = sum(r["errors"] for r in results[ours] + results[theirs])
         print(f"| {name} | {size // 1024} KiB | {p} | {o['msgs_per_s']:.0f} | {label} | {t['msgs_per_s']:.0f} | **{ratio:.2f}** | "
+              f"{low:.2f}–{high:.2f} | {cpu_ratio:.2f} | "
               f"{o['cpu_us_per_msg']:.2f} / {t['cpu_us_per_msg']:.2f} | "
               f"{o['user_us_per_msg']:.2f} + {o['sys_us_per_msg']:.2f} / {t['user_us_per_msg']:.2f} + {t['sys_us_per_msg']:.2f} | {o['mib_per_s']:.1f} | {o['p50_us']:.0f}/{o['p99_us']:.0f}/{o['max_us']:.0f} | "
               f"{t['p50_us']:.0f}/{t['p99_us']:.0f}/{t['max_us']:.0f} | {errors:.0f} |", flush=True)
