@@ -314,19 +314,23 @@ def scaling(a):
     worker threads. Nothing pinned (the server may use both CPUs; the load generator runs
     on them too, with as many threads as the server has workers)."""
     conns = max(a.conns, 16)
-    print(f"| server | workers | size | msgs/req | msgs/s | server CPU µs/msg | p50/p99/max µs | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| server | workers | size | msgs/req | msgs/s | 2 workers / 1 (rounds' range) | server CPU µs/msg | p50/p99/max µs | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for impl, transport in (("easynet-mio-lines", "tcp"), ("easynet-tokio-lines", "tcp"),
                             ("easynet-mio-tls", "tls"), ("easynet-tokio-tls", "tls")):
         for size, p in ((1024, 1), (1024, 5)):
             if a.rows and not re.search(a.rows, f"{impl} {size // 1024} KiB {p}"):
                 continue
+            runs = {1: [], 2: []}
+            for k in range(a.rounds):  # paired as in the main table: 1 and 2 back to back
+                for workers in ((1, 2) if k % 2 == 0 else (2, 1)):
+                    runs[workers].append(load(impl, transport, size, p, conns, a.seconds, workers, threads=workers))
+            scale, low, high = paired(runs[2], runs[1], "msgs_per_s")
             for workers in (1, 2):
-                runs = [load(impl, transport, size, p, conns, a.seconds, workers, threads=workers)
-                        for _ in range(a.rounds)]
-                r = summarize(runs)
-                errors = sum(x["errors"] for x in runs)
-                print(f"| {impl} | {workers} | {size // 1024} KiB | {p} | {r['msgs_per_s']:.0f} | {r['cpu_us_per_msg']:.2f} | "
+                r = summarize(runs[workers])
+                errors = sum(x["errors"] for x in runs[workers])
+                gain = f"**{scale:.2f}** ({low:.2f}–{high:.2f})" if workers == 2 else ""
+                print(f"| {impl} | {workers} | {size // 1024} KiB | {p} | {r['msgs_per_s']:.0f} | {gain} | {r['cpu_us_per_msg']:.2f} | "
                       f"{r['p50_us']:.0f}/{r['p99_us']:.0f}/{r['max_us']:.0f} | {errors:.0f} |", flush=True)
     return 0
 
