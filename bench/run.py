@@ -198,10 +198,10 @@ def idle_sharded(impl, conns, shards, sources):
     return total
 
 
-def paired(ours, theirs, key):
-    """Median, lowest and highest of the rounds' ratios easynet / baseline for `key` (each
-    round's two runs were back to back)."""
-    ratios = [o[key] / t[key] if t[key] else float("nan") for o, t in zip(ours, theirs)]
+def paired(a, b, key):
+    """Median, lowest and highest of the rounds' ratios a / b for `key` (easynet / baseline,
+    or 2 workers / 1), from runs listed round by round; each round's two ran back to back."""
+    ratios = [x[key] / y[key] if y[key] else float("nan") for x, y in zip(a, b)]
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
