@@ -32,6 +32,11 @@ where
 
     /// Event-loop threads; each has its own listeners on the same port (SO_REUSEPORT) and
     /// the kernel spreads connections over them. Default 1.
+    ///
+    /// A connection stays on the loop that accepted it (no work stealing). Give each loop a
+    /// core of its own: while the scheduler has a loop's thread off the CPU, that loop's
+    /// connections wait, so with more busy threads than cores the tail latency grows by
+    /// milliseconds (BENCHMARKS.md, "1 vs 2 workers, paired").
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
