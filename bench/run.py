@@ -250,6 +250,8 @@ def main():
             pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
             pairs.append(("tls lines, mio", "easynet-mio-tls", "mio-rustls", "hand-written mio + rustls", "tls", size, p))
             pairs.append(("tls lines, mio", "easynet-mio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
+            # Like-for-like with the mio + rustls loop, which makes no `String` either.
+            pairs.append(("tls lines as ByteString, mio", "easynet-mio-tls-bytestring", "mio-rustls", "hand-written mio + rustls", "tls", size, p))
     for size, p in udp_rows:
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))

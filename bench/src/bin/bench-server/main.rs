@@ -10,6 +10,7 @@
 //! IMPL: easynet-tokio-lines easynet-tokio-raw easynet-tokio-tls easynet-tokio-udp
 //!       easynet-mio-lines easynet-mio-raw easynet-mio-tls easynet-mio-udp
 //!       easynet-tokio-bytestring easynet-mio-bytestring   (lines as `ByteString`: no copy)
+//!       easynet-mio-tls-bytestring   (TLS lines as `ByteString`)
 //!       tokio-lines tokio-raw tokio-rustls tokio-udp
 //!       mio-lines mio-raw mio-rustls mio-udp   (the hand-written mio loops: `mio_baseline`)
 //!
@@ -125,6 +126,13 @@ fn main() -> Result<(), BoxError> {
             addr,
             Stream::lines(),
             echo::<String>,
+            Some(server_config(&tls_dir)?),
+            workers,
+        ),
+        "easynet-mio-tls-bytestring" => easynet_mio_tcp(
+            addr,
+            Stream::lines_shared(),
+            echo::<ByteString>,
             Some(server_config(&tls_dir)?),
             workers,
         ),
