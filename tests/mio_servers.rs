@@ -41,6 +41,21 @@ fn roundtrip(addr: std::net::SocketAddr, text: &str) -> Option<String> {
     Some(line.trim_end().to_owned())
 }
 
+/// Runs `serve` (handed the up-signal) on a thread and returns once the server is up, with
+/// where its result arrives: wait for it with a deadline, so that a run that never ends
+/// fails the test instead of hanging it.
+fn serve_in_background(
+    serve: impl FnOnce(mpsc::Sender<()>) -> Result<(), ServerError> + Send + 'static,
+) -> mpsc::Receiver<Result<(), ServerError>> {
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(serve(tx));
+    });
+    rx.recv_timeout(LIMIT).expect("server up");
+    done_rx
+}
+
 #[test]
 fn handle_controls_the_run_from_other_threads_and_serving_again_binds_anew() {
     let server = Arc::new(echo_server());
@@ -75,13 +90,8 @@ fn handle_controls_the_run_from_other_threads_and_serving_again_binds_anew() {
 fn close_refuses_new_connections_and_serves_existing_ones_to_their_end() {
     let server = Arc::new(echo_server());
     let handle = server.handle();
-    let (tx, rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
     let s = server.clone();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(s.serve_notify(tx));
-    });
-    rx.recv_timeout(LIMIT).unwrap();
+    let done_rx = serve_in_background(move |up| s.serve_notify(up));
     let addr = handle.addresses()[0];
     let c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(LIMIT)).unwrap();
@@ -327,12 +337,7 @@ fn a_handler_stops_its_own_server_without_blocking_its_loop() {
         .unwrap();
     slot.set(server.handle()).unwrap();
     let handle = server.handle();
-    let (tx, rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(server.serve_notify(tx));
-    });
-    rx.recv_timeout(LIMIT).expect("server up");
+    let done_rx = serve_in_background(move |up| server.serve_notify(up));
     let addr = handle.addresses()[0];
     assert_eq!(roundtrip(addr, "stop").as_deref(), Some("bye"));
     let ended = done_rx.recv_timeout(Duration::from_secs(5));

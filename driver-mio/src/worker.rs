@@ -171,7 +171,7 @@ struct Entry<
     waker: Option<Waker>,
     /// What the last turn ended waiting for (read, write), while only a socket event can
     /// change it (`Driven::want_until_event`); its timeout is `timer`. Taken by the next
-    /// turn ([`Worker::pump_event`]).
+    /// turn ([`Worker::turn`]).
     /// Two flags, not a `Want`: an idle connection's memory is mostly this struct.
     waiting: Option<(bool, bool)>,
 }
@@ -322,7 +322,7 @@ where
                     e.read_closed |= closed;
                     e.readable |= event.is_readable() || closed;
                     e.writable |= event.is_writable() || event.is_write_closed();
-                    self.pump_event(now, idx);
+                    self.turn(now, idx, true); // from the last turn's wait, if kept
                 }
             }
             for idx in std::mem::take(&mut self.ready) {
@@ -499,12 +499,6 @@ where
         self.pump(now, idx);
     }
 
-    /// A socket event's turn: it starts from the `Want` the last turn ended on, when that
-    /// still holds, instead of asking `poll_action` again (one less per request).
-    fn pump_event(&mut self, now: Instant, idx: usize) {
-        self.turn(now, idx, true);
-    }
-
     /// Does what one connection's session asks until it must wait, then arms its timer.
     /// For turns that something other than a socket event began (accept, timers, orders,
     /// wake-ups, resumes): the session may have changed, so it is asked afresh.
@@ -512,8 +506,9 @@ where
         self.turn(now, idx, false);
     }
 
-    /// One turn of a connection; `event`: a socket event began it (see
-    /// [`pump_event`](Self::pump_event)).
+    /// One turn of a connection. `event`: a socket event began it, so it starts from the
+    /// `Want` the last turn ended on when that still holds (`Entry::waiting`) instead of
+    /// asking `poll_action` again: one less per request.
     fn turn(&mut self, now: Instant, idx: usize, event: bool) {
         let buf = &mut self.buf;
         let Some(Some(e)) = self.conns.get_mut(idx) else {
@@ -521,12 +516,17 @@ where
         };
         // `Driven::want_until_event`: kept for socket events only; every other turn follows
         // a call that may have changed the session (a deadline passed meanwhile is the
-        // timer's turn, and the session acts on it after the read or write anyway).
-        let last = e.waiting.take().filter(|_| event).map(|(read, write)| {
-            let mut want = Want::default();
-            (want.read, want.write, want.timeout) = (read, write, e.timer);
-            want
-        });
+        // timer's turn, and the session acts on it after the read or write anyway), and so
+        // does a resume (never pending with a kept wait today: said here, not assumed).
+        let last = e
+            .waiting
+            .take()
+            .filter(|_| event && !e.resume)
+            .map(|(read, write)| {
+                let mut want = Want::default();
+                (want.read, want.write, want.timeout) = (read, write, e.timer);
+                want
+            });
         if std::mem::take(&mut e.resume) {
             e.session.resume(now);
         }
