@@ -40,8 +40,9 @@ impl Separator {
     }
 
     /// Appends the separator: a store per byte, where `extend_from_slice` of a slice not
-    /// known when compiling calls `memcpy` for one byte (once per line sent).
-    fn append_to(self, dst: &mut BytesMut) {
+    /// known when compiling calls `memcpy` for one byte (once per line sent). Into the
+    /// write buffer or an owned line's spare capacity alike.
+    fn append_to(self, dst: &mut impl BufMut) {
         match self {
             Separator::Lf => dst.put_u8(b'\n'),
             Separator::Cr => dst.put_u8(b'\r'),
@@ -254,7 +255,7 @@ impl Framing for Lines {
         }
         Ok(Some(match payload {
             OwnedPayload::Vec(mut v) if v.capacity() - v.len() >= sep.len() => {
-                v.extend_from_slice(sep);
+                self.separator.append_to(&mut v);
                 OwnedFrame::new(OwnedPayload::Vec(v))
             }
             other => OwnedFrame::new(other).with_tail(sep),
