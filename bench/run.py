@@ -198,6 +198,18 @@ def idle_sharded(impl, conns, shards, sources):
     return total
 
 
+def alternating(rounds, first, second, run):
+    """`rounds` rounds of `run(first)` and `run(second)` back to back, which one goes first
+    alternating (A B, B A, ...): a round's two runs share the machine's state of the moment
+    (this shared 2-core machine drifts by up to 2x in kernel time from one minute to the
+    next), so the round's own ratio cancels it. Returns the runs of each, round by round."""
+    runs = {first: [], second: []}
+    for k in range(rounds):
+        for x in ((first, second) if k % 2 == 0 else (second, first)):
+            runs[x].append(run(x))
+    return runs[first], runs[second]
+
+
 def paired(a, b, key):
     """Median, lowest and highest of the rounds' ratios a / b for `key` (easynet / baseline,
     or 2 workers / 1), from runs listed round by round; each round's two ran back to back."""
@@ -261,17 +273,12 @@ def main():
     if a.rows:
         pairs = [r for r in pairs if re.search(a.rows, f"{r[0]} {r[5] // 1024} KiB {r[6]}")]
     for (name, ours, theirs, label, transport, size, p) in pairs:
-        results = {}
-        for k in range(a.rounds):
-            # Back to back, the first one alternating: a round's two runs share the machine's
-            # state of the moment (this shared 2-core machine drifts by up to 2x in kernel
-            # time from one minute to the next), so the per-round ratio cancels it.
-            for impl in ((ours, theirs) if k % 2 == 0 else (theirs, ours)):
-                results.setdefault(impl, []).append(load(impl, transport, size, p, a.conns, a.seconds))
-        o, t = summarize(results[ours]), summarize(results[theirs])
-        ratio, low, high = paired(results[ours], results[theirs], "msgs_per_s")
-        cpu_ratio, _, _ = paired(results[ours], results[theirs], "cpu_us_per_msg")
-        errors = sum(r["errors"] for r in results[ours] + results[theirs])
+        runs_o, runs_t = alternating(a.rounds, ours, theirs,
+                                     lambda impl: load(impl, transport, size, p, a.conns, a.seconds))
+        o, t = summarize(runs_o), summarize(runs_t)
+        ratio, low, high = paired(runs_o, runs_t, "msgs_per_s")
+        cpu_ratio, _, _ = paired(runs_o, runs_t, "cpu_us_per_msg")
+        errors = sum(r["errors"] for r in runs_o + runs_t)
         print(f"| {name} | {size // 1024} KiB | {p} | {o['msgs_per_s']:.0f} | {label} | {t['msgs_per_s']:.0f} | **{ratio:.2f}** | "
               f"{low:.2f}–{high:.2f} | {cpu_ratio:.2f} | "
               f"{o['cpu_us_per_msg']:.2f} / {t['cpu_us_per_msg']:.2f} | "
@@ -323,10 +330,8 @@ def scaling(a):
         for size, p in ((1024, 1), (1024, 5)):
             if a.rows and not re.search(a.rows, f"{impl} {size // 1024} KiB {p}"):
                 continue
-            runs = {1: [], 2: []}
-            for k in range(a.rounds):  # paired as in the main table: 1 and 2 back to back
-                for workers in ((1, 2) if k % 2 == 0 else (2, 1)):
-                    runs[workers].append(load(impl, transport, size, p, conns, a.seconds, workers, threads=workers))
+            runs = dict(zip((1, 2), alternating(
+                a.rounds, 1, 2, lambda w: load(impl, transport, size, p, conns, a.seconds, w, threads=w))))
             scale, low, high = paired(runs[2], runs[1], "msgs_per_s")
             for workers in (1, 2):
                 r = summarize(runs[workers])
