@@ -51,6 +51,7 @@ ROWS = [
     ("tls lines", "tls", 65536, 1, "easynet-mio-tls", ["mio-rustls", "tokio-rustls"]),
     ("tls lines as ByteString", "tls", 1024, 5, "easynet-mio-tls-bytestring", ["mio-rustls"]),
     ("udp", "udp", 1024, 1, "easynet-mio-udp", ["mio-udp"]),
+    ("udp", "udp", 1024, 5, "easynet-mio-udp", ["mio-udp"]),
 ]
 
 

@@ -7,7 +7,7 @@ same settings, and prints the BENCHMARKS.md table with the ratio easynet / basel
     python3 bench/run.py --idle-only --idle-conns 1000,10000,100000 --sources 4 [--idle-shards S]
 
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
-same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`) are the
+same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`, `mio-udp-mmsg`) are the
 strengthened hand-written loops of `bench/src/bin/bench-server/mio_baseline.rs`; easynet's mio
 TLS row is compared with both the mio + rustls loop and tokio-rustls. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
 generator to CPU 1. Each row runs `rounds` rounds of easynet and its baseline back to back
@@ -267,6 +267,8 @@ def main():
     for size, p in udp_rows:
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
+        # Linux: the loop with batched system calls, as easynet's mio driver reads and sends.
+        pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp-mmsg", "mio UDP, recvmmsg + sendmmsg", "udp", size, p))
 
     print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | rounds' ratios | CPU ratio | server CPU µs/msg easynet / baseline | user + system µs/msg easynet / baseline | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

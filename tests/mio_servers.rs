@@ -303,6 +303,46 @@ fn udp_answers_and_kept_requests_keep_their_bytes() {
     assert_eq!(kept.iter().map(|d| d.to_vec()).collect::<Vec<_>>(), want);
 }
 
+/// Datagrams from several peers read and answered in batches (`recvmmsg`/`sendmmsg` on
+/// Linux): each peer gets every answer, in its order, whatever the batches mix.
+#[test]
+fn udp_bursts_from_several_peers_are_answered_in_each_peers_order() {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let k = kept.clone();
+    let server = UdpServer::builder(Datagram::raw(), move |_: &ConnInfo| Keep(k.clone()))
+        .host("127.0.0.1")
+        .build()
+        .unwrap();
+    let mut thread = ServerThread::start(server).unwrap();
+    let peers: Vec<UdpSocket> = (0..3)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(thread.addresses()[0]).unwrap();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            s
+        })
+        .collect();
+    // Byte 0: the peer; byte 1: its sequence number (never a multiple of 7 at byte 0 for
+    // peers 1 and 2: only peer 0's are kept, so kept ones stay in the buffer meanwhile).
+    let datagram = |p: u8, i: u8| vec![p * 8, i, p ^ i];
+    for round in 0..4u8 {
+        for i in 0..25u8 {
+            for (p, s) in peers.iter().enumerate() {
+                s.send(&datagram(p as u8, round * 25 + i)).unwrap();
+            }
+        }
+        let mut buf = [0u8; 16];
+        for (p, s) in peers.iter().enumerate() {
+            for i in 0..25u8 {
+                let n = s.recv(&mut buf).unwrap();
+                assert_eq!(buf[..n], datagram(p as u8, round * 25 + i), "peer {p}");
+            }
+        }
+    }
+    thread.join(None).unwrap();
+    assert_eq!(kept.lock().unwrap().len(), 100, "all of peer 0's kept");
+}
+
 /// Answers "bye" to "stop", then stops its own server through the handle.
 struct Stopper(Arc<std::sync::OnceLock<easynet::blocking::ServerHandle>>);
 

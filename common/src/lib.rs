@@ -26,6 +26,8 @@ mod client;
 mod dgram_codec;
 mod error;
 mod event;
+#[cfg(target_os = "linux")]
+mod mmsg;
 mod recv;
 mod rxq;
 mod sendq;
@@ -49,7 +51,9 @@ pub use client::{
 pub use dgram_codec::{DatagramCodec, client_closed};
 pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
-pub use recv::{DatagramBuffers, MAX_DATAGRAM, recv_into};
+#[cfg(target_os = "linux")]
+pub use mmsg::send_batch_to;
+pub use recv::{DATAGRAM_BATCH, DatagramBuffers, MAX_DATAGRAM, recv_into};
 pub use rxq::{enable_socket_drops, recv_from_counting, recv_from_with_drops, socket_drop_count};
 pub use sendq::unsent_bytes;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};

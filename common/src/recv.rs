@@ -25,6 +25,11 @@ where
 /// (longer ones arrive cut to this; see `DatagramConfig::max_datagram_size`).
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 
+/// Most datagrams a loop moves with one system call: Linux's `recvmmsg` and `sendmmsg`
+/// (`DatagramBuffers::recv_batch_from`, `send_batch_to`); elsewhere the drivers still take
+/// answers from the core this many at a time and send them one by one.
+pub const DATAGRAM_BATCH: usize = 8;
+
 /// Where a datagram loop reads its datagrams, each returned as a buffer of its own.
 ///
 /// A datagram is read straight into a buffer that goes with it to the core (no copy, no
@@ -32,9 +37,11 @@ pub const MAX_DATAGRAM: usize = 64 * 1024;
 /// before is still held: a handler that answers and forgets its request frees it as soon
 /// as the answer is sent. While a datagram read into it is still held (a handler kept it,
 /// its answer waits for the socket), datagrams are read into a scratch buffer and copied
-/// into an allocation of their size, as a loop does without this type. So a held datagram
-/// never pins more than that one buffer of [`MAX_DATAGRAM`] bytes: a loop's memory is two
-/// such buffers whatever its handlers keep.
+/// into an allocation of their size, as a loop does without this type. So a loop's memory
+/// is the shared buffer and the scratch buffer whatever its handlers keep: [`MAX_DATAGRAM`]
+/// bytes each, or for batched reads (Linux, `recv_batch_from`) a shared buffer of
+/// [`DATAGRAM_BATCH`] slots of that size, of which only the pages datagrams land in are
+/// touched.
 ///
 /// ```
 /// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
@@ -51,6 +58,9 @@ pub const MAX_DATAGRAM: usize = 64 * 1024;
 pub struct DatagramBuffers {
     /// Read into in place while nothing split off it is alive; made at its first use.
     shared: Option<BytesMut>,
+    /// `shared` was made by a batch read: a batch's worth of room, all of it initialized.
+    #[cfg(target_os = "linux")]
+    batched: bool,
     /// Read into while `shared` is held; made at its first use.
     scratch: Vec<u8>,
 }
@@ -66,8 +76,28 @@ impl DatagramBuffers {
     pub fn new() -> Self {
         Self {
             shared: None,
+            #[cfg(target_os = "linux")]
+            batched: false,
             scratch: Vec::new(),
         }
+    }
+
+    /// The shared buffer with room for a batch in slots, every byte of its allocation
+    /// initialized (so that a batch's length may span a slot's unread rest); `None` while
+    /// something read into it before is still held, or when single reads made it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn batch_room(&mut self) -> Option<&mut BytesMut> {
+        use crate::mmsg::BATCH_ROOM;
+        if self.shared.is_none() {
+            // Zeroed by the allocator (fresh pages at this size): no page is touched before
+            // a datagram lands in it.
+            let mut room = BytesMut::zeroed(BATCH_ROOM);
+            room.clear();
+            self.shared = Some(room);
+            self.batched = true;
+        }
+        let shared = self.shared.as_mut()?;
+        (self.batched && shared.try_reclaim(BATCH_ROOM)).then_some(shared)
     }
 
     /// Receives one UDP datagram as [`recv_from_counting`](crate::recv_from_counting) does,

@@ -174,11 +174,7 @@ where
     let sock = socket2::SockRef::from(socket);
     #[cfg(target_os = "linux")]
     if drops {
-        // cmsghdr needs its alignment; room for SO_RXQ_OVFL and a few more (options a
-        // given socket may have on), which are skipped.
-        #[repr(C, align(8))]
-        struct Control([MaybeUninit<u8>; 128]);
-        let mut control = Control([MaybeUninit::uninit(); 128]);
+        let mut control = Control::new();
         // SAFETY: a zeroed sockaddr_storage with its full length is what recvmsg fills in.
         let mut addr = unsafe {
             socket2::SockAddr::new(
@@ -193,11 +189,8 @@ where
             .with_control(&mut control.0);
         let n = sock.recvmsg(&mut msg, 0)?;
         let len = msg.control_len(); // the last use of `msg`: `control` is ours again
-        let len = len.min(control.0.len());
-        // SAFETY: the kernel initialized the first `msg_controllen` bytes it reported.
-        let control = unsafe { &*(&control.0[..len] as *const [MaybeUninit<u8>] as *const [u8]) };
         let from = addr.as_socket().ok_or_else(not_inet)?;
-        return Ok((n, from, rxq_ovfl(control)));
+        return Ok((n, from, rxq_ovfl(control.received(len))));
     }
     #[cfg(not(target_os = "linux"))]
     let _ = drops;
@@ -209,10 +202,38 @@ fn not_inet() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
 }
 
+/// A receive's control buffer: cmsghdr needs its alignment; room for SO_RXQ_OVFL and a
+/// few more (options a given socket may have on), which are skipped.
+#[cfg(target_os = "linux")]
+#[repr(C, align(8))]
+pub(crate) struct Control([MaybeUninit<u8>; 128]);
+
+#[cfg(target_os = "linux")]
+impl Control {
+    pub(crate) fn new() -> Self {
+        Self([MaybeUninit::uninit(); 128])
+    }
+
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut MaybeUninit<u8> {
+        self.0.as_mut_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The bytes a receive reported it wrote (`msg_controllen`).
+    pub(crate) fn received(&self, len: usize) -> &[u8] {
+        let len = len.min(self.0.len());
+        // SAFETY: the kernel initialized the first `msg_controllen` bytes it reported.
+        unsafe { &*(&self.0[..len] as *const [MaybeUninit<u8>] as *const [u8]) }
+    }
+}
+
 /// The SO_RXQ_OVFL count in a received control buffer (the bytes `recvmsg` reported),
 /// if there is one.
 #[cfg(target_os = "linux")]
-fn rxq_ovfl(control: &[u8]) -> Option<u32> {
+pub(crate) fn rxq_ovfl(control: &[u8]) -> Option<u32> {
     if control.is_empty() {
         return None;
     }

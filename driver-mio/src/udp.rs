@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use easynet_common::{self as bind, DatagramBuffers, EventSet, UdpSettings};
+use easynet_common::{self as bind, DATAGRAM_BATCH, DatagramBuffers, EventSet, UdpSettings};
 use easynet_core::addr::PeerAddr;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
@@ -100,6 +100,8 @@ struct Endpoint<S: Service, P: DatagramServerProtocol, D: MioDgram> {
     socket: D,
     server: DatagramServer<S, P, D::Addr>,
     pending: VecDeque<Transmit<D::Addr>>,
+    /// Datagrams taken from `server` to be sent together; empty between flushes.
+    batch: Vec<Transmit<D::Addr>>,
     /// The kernel's drop count of `socket` (counted into `server`'s recorder).
     socket_drops: SocketDrops,
     /// Drops of `server` already added to the server's counter.
@@ -198,6 +200,27 @@ pub(crate) trait MioDgram: Source + Send + 'static {
         drops: bool,
     ) -> io::Result<(BytesMut, Option<Self::Addr>, Option<u32>)>;
     fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
+    /// Datagrams read by one system call, each given to `each` as
+    /// [`recv_dgram`](Self::recv_dgram) returns it; how many, and the drop count as
+    /// `recv_dgram` reports it. By default one, with `recv_dgram`; UDP on Linux reads up to
+    /// [`DATAGRAM_BATCH`](easynet_common::DATAGRAM_BATCH) with `recvmmsg`.
+    fn recv_dgrams(
+        &self,
+        buffers: &mut DatagramBuffers,
+        drops: bool,
+        mut each: impl FnMut(BytesMut, Option<Self::Addr>),
+    ) -> io::Result<(usize, Option<u32>)> {
+        let (data, from, count) = self.recv_dgram(buffers, drops)?;
+        each(data, from);
+        Ok((1, count))
+    }
+    /// Sends datagrams from the front of `ts` (not empty) by one system call, in order;
+    /// how many went (fewer when the socket filled up or the next one failed), or the
+    /// first one's error. By default the first alone; UDP on Linux sends up to
+    /// [`DATAGRAM_BATCH`](easynet_common::DATAGRAM_BATCH) with `sendmmsg`.
+    fn send_dgrams(&self, ts: &[Transmit<Self::Addr>]) -> io::Result<usize> {
+        self.send_dgram(&ts[0].data, &ts[0].to).map(|_| 1)
+    }
     /// The kernel's drop count now, where [`recv_dgram`](Self::recv_dgram) reports one.
     fn drop_count(&self) -> Option<u32> {
         None
@@ -218,6 +241,19 @@ impl MioDgram for UdpSocket {
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         self.send_to(buf, *to)
+    }
+    #[cfg(target_os = "linux")]
+    fn recv_dgrams(
+        &self,
+        buffers: &mut DatagramBuffers,
+        drops: bool,
+        mut each: impl FnMut(BytesMut, Option<SocketAddr>),
+    ) -> io::Result<(usize, Option<u32>)> {
+        self.try_io(|| buffers.recv_batch_from(self, drops, |data, from| each(data, Some(from))))
+    }
+    #[cfg(target_os = "linux")]
+    fn send_dgrams(&self, ts: &[Transmit]) -> io::Result<usize> {
+        self.try_io(|| bind::send_batch_to(self, ts))
     }
     fn drop_count(&self) -> Option<u32> {
         bind::socket_drop_count(self)
@@ -274,6 +310,7 @@ where
             socket_drops,
             server,
             pending: VecDeque::new(),
+            batch: Vec::with_capacity(DATAGRAM_BATCH),
             counted: 0,
             readable: true,
             writable: true,
@@ -361,27 +398,34 @@ where
             }
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
-                let received = e
-                    .socket
-                    .recv_dgram(&mut buffers, SocketDrops::read_with(reads));
-                reads += 1;
-                if let Ok((_, _, Some(count))) = received {
-                    e.socket_drops.report(count);
-                }
+                let (server, unnamed) = (&mut e.server, &mut e.unnamed);
+                let received = e.socket.recv_dgrams(
+                    &mut buffers,
+                    SocketDrops::read_with(reads),
+                    |data, from| match from {
+                        Some(from) => server.handle_datagram(now, from, data),
+                        None => {
+                            server.recorder().add_dropped(1);
+                            unanswerable(unnamed, drops);
+                        }
+                    },
+                );
                 match received {
-                    Ok((data, Some(from), _)) => {
-                        e.server.handle_datagram(now, from, data);
-                        // Answers go out before the next read: the peer can go on at once,
-                        // and the buffer the datagram was read into is free again.
+                    Ok((n, count)) => {
+                        reads += n;
+                        if let Some(count) = count {
+                            e.socket_drops.report(count);
+                        }
+                        // Answers go out before the next read: the peers can go on at once,
+                        // and the buffer the datagrams were read into is free again.
                         flush(e, Some((poll.registry(), i)));
-                    }
-                    Ok((_, None, _)) => {
-                        e.server.recorder().add_dropped(1);
-                        unanswerable(&mut e.unnamed, drops);
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
                     // ICMP errors from an earlier send concern one peer only.
-                    Err(err) => tracing::debug!(error = %err, "datagram receive error"),
+                    Err(err) => {
+                        reads += 1;
+                        tracing::debug!(error = %err, "datagram receive error");
+                    }
                 }
             }
             busy |= e.readable;
@@ -437,16 +481,29 @@ where
     P: DatagramServerProtocol,
 {
     // Those waiting for room first, in order.
-    while e.writable {
-        let Some(t) = e.pending.front() else { break };
-        if send(&e.socket, t, &mut e.writable) {
-            e.pending.pop_front();
-        }
+    while e.writable && !e.pending.is_empty() {
+        let gone = send(&e.socket, e.pending.as_slices().0, &mut e.writable);
+        e.pending.drain(..gone);
     }
-    while let Output::Transmit(t) = e.server.poll_output() {
-        // Straight from the core while nothing waits: no queueing per datagram.
-        if !(e.writable && e.pending.is_empty() && send(&e.socket, &t, &mut e.writable)) {
-            e.pending.push_back(t);
+    // Then the core's, a batch at a time, straight from it while nothing waits.
+    loop {
+        while e.batch.len() < DATAGRAM_BATCH {
+            let Output::Transmit(t) = e.server.poll_output() else {
+                break;
+            };
+            e.batch.push(t);
+        }
+        let last = e.batch.len() < DATAGRAM_BATCH;
+        let gone = if e.writable && e.pending.is_empty() && !e.batch.is_empty() {
+            send(&e.socket, &e.batch, &mut e.writable)
+        } else {
+            0
+        };
+        e.pending.extend(e.batch.drain(gone..));
+        // Sent ones let go of the buffer their request was read into.
+        e.batch.clear();
+        if last {
+            break;
         }
     }
     let waiting = !e.pending.is_empty();
@@ -465,21 +522,25 @@ where
     }
 }
 
-/// Sends `t` from `socket`: false if it must wait for room (`writable` is cleared), true
-/// once it is gone (sent, or failed and logged).
-fn send<D: MioDgram>(socket: &D, t: &Transmit<D::Addr>, writable: &mut bool) -> bool {
-    match socket.send_dgram(&t.data, &t.to) {
-        Ok(_) => true,
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-            *writable = false;
-            false
-        }
-        Err(err) => {
-            // The handler has returned already; log (ARCHITECTURE.md, datagrams).
-            tracing::warn!(peer = %t.to, error = %err, "datagram send failed");
-            true
+/// Sends `ts` from `socket` in order until all are gone (sent, or failed and logged) or it
+/// must wait for room (`writable` is cleared); returns how many are gone.
+fn send<D: MioDgram>(socket: &D, ts: &[Transmit<D::Addr>], writable: &mut bool) -> usize {
+    let mut gone = 0;
+    while gone < ts.len() {
+        match socket.send_dgrams(&ts[gone..]) {
+            Ok(n) => gone += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                *writable = false;
+                break;
+            }
+            Err(err) => {
+                // The handler has returned already; log (ARCHITECTURE.md, datagrams).
+                tracing::warn!(peer = %ts[gone].to, error = %err, "datagram send failed");
+                gone += 1;
+            }
         }
     }
+    gone
 }
 
 /// Logs a datagram from a sender that cannot be answered (an unnamed Unix socket); it is
@@ -513,3 +574,6 @@ macro_rules! dropped_datagrams {
 }
 pub(crate) use dropped_datagrams;
 dropped_datagrams!(UdpServer);
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,8 @@
 //!       easynet-tokio-bytestring easynet-mio-bytestring   (lines as `ByteString`: no copy)
 //!       easynet-mio-tls-bytestring   (TLS lines as `ByteString`)
 //!       tokio-lines tokio-raw tokio-rustls tokio-udp
-//!       mio-lines mio-raw mio-rustls mio-udp   (the hand-written mio loops: `mio_baseline`)
+//!       mio-lines mio-raw mio-rustls mio-udp mio-udp-mmsg   (the hand-written mio loops:
+//!       `mio_baseline`; the last on Linux only)
 //!
 //! `--workers N` (easynet stream servers only): N mio event loops (`workers(N)`), or a tokio
 //! multi-thread runtime with N worker threads instead of the `current_thread` runtime.
@@ -154,6 +155,8 @@ fn main() -> Result<(), BoxError> {
             Some(server_config(&tls_dir)?),
         ),
         "mio-udp" => mio_baseline::serve_udp(addr),
+        #[cfg(target_os = "linux")]
+        "mio-udp-mmsg" => mio_baseline::serve_udp_mmsg(addr),
         other => {
             let rt = match workers {
                 Some(n) => tokio::runtime::Builder::new_multi_thread()
