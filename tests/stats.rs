@@ -346,3 +346,86 @@ fn mio_socket_drops_are_counted() {
         "mio",
     );
 }
+
+/// Drops that happen while the loop is busy in a turn are counted with the next datagram
+/// it reads, even within that turn: a server's loop held by its handler twice in one turn
+/// (a second "block" queued behind the burst that overflowed the socket), then one more
+/// datagram queued after the drops. Once it is answered, every drop is counted.
+#[cfg(target_os = "linux")]
+fn drops_during_a_turn_are_counted(start: fn(std::sync::Arc<Gate>, UdpSocket) -> Running) {
+    const BURST: u64 = 200;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(1)
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = std::sync::Arc::new(Gate {
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let server = start(gate, socket);
+    let client = || {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        c
+    };
+    let (blocker, burst) = (client(), client());
+    let before = kernel_drops(port);
+    blocker.send_to(b"block", server.addr).unwrap();
+    entered.recv_timeout(LIMIT).unwrap();
+    // Queued first (the socket is empty): it holds the loop again in the same turn.
+    burst.send_to(b"block", server.addr).unwrap();
+    for i in 0..BURST {
+        burst
+            .send_to(format!("d{i}").as_bytes(), server.addr)
+            .unwrap();
+    }
+    let dropped = kernel_drops(port) - before;
+    assert!(dropped > 0, "the burst overflowed the socket");
+    release.send(()).unwrap();
+    entered.recv_timeout(LIMIT).unwrap();
+    // The loop is held again, in the turn that read the burst; this one is queued after
+    // the drops, and read in that turn once the handler lets go.
+    burst.send_to(b"last", server.addr).unwrap();
+    release.send(()).unwrap();
+    let mut buf = [0; 64];
+    let n = blocker.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"block");
+    let mut answered = 1;
+    loop {
+        let n = burst.recv(&mut buf).unwrap();
+        answered += 1;
+        if &buf[..n] == b"last" {
+            break;
+        }
+    }
+    let s = wait_for(&server, |s| s.datagrams_out == answered);
+    assert_eq!(s.socket_dropped_datagrams, dropped, "{s:?}");
+    server.stop();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn mio_drops_during_a_turn_are_counted() {
+    drops_during_a_turn_are_counted(|gate, socket| {
+        drivers::mio_udp_on(
+            Datagram::lines(),
+            move |_: &ConnInfo| Gated(gate.clone()),
+            Some(socket),
+        )
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn tokio_drops_during_a_turn_are_counted() {
+    drops_during_a_turn_are_counted(|gate, socket| {
+        drivers::tokio_udp_on(
+            Datagram::lines(),
+            move |_: &ConnInfo| Gated(gate.clone()),
+            Some(socket),
+        )
+    });
+}

@@ -210,7 +210,7 @@ pub(crate) struct Control([MaybeUninit<u8>; 128]);
 
 #[cfg(target_os = "linux")]
 impl Control {
-    pub(crate) fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self([MaybeUninit::uninit(); 128])
     }
 

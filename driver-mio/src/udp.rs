@@ -193,7 +193,8 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     /// when it cannot be answered (an unnamed Unix socket), and the loop drops it. Last,
     /// when `drops` asks for it, the socket's drop count if the kernel reports it (UDP on
     /// Linux: SO_RXQ_OVFL; Unix datagram sockets have none); see
-    /// [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask.
+    /// [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask (the UDP loop asks
+    /// with every read).
     fn recv_dgram(
         &self,
         buffers: &mut DatagramBuffers,
@@ -399,17 +400,17 @@ where
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
                 let (server, unnamed) = (&mut e.server, &mut e.unnamed);
-                let received = e.socket.recv_dgrams(
-                    &mut buffers,
-                    SocketDrops::read_with(reads),
-                    |data, from| match from {
+                // Every read asks for the kernel's drop count (a batch at no extra cost):
+                // drops while the turn handled datagrams are seen with its next read.
+                let received = e
+                    .socket
+                    .recv_dgrams(&mut buffers, true, |data, from| match from {
                         Some(from) => server.handle_datagram(now, from, data),
                         None => {
                             server.recorder().add_dropped(1);
                             unanswerable(unnamed, drops);
                         }
-                    },
-                );
+                    });
                 match received {
                     Ok((n, count)) => {
                         reads += n;

@@ -199,18 +199,27 @@ pub(crate) fn read_batch<D: DgramSocket>(
         if buf.len() < MAX_DATAGRAM {
             buf.resize(MAX_DATAGRAM, 0);
         }
+        let mut read = 0;
         for i in 0..READ_BUDGET {
             let received = socket.try_recv_from(buf, SocketDrops::read_with(i));
             if let Ok((_, _, Some(count))) = received {
                 socket_drops.report(count);
             }
             match received {
-                Ok((n, Some(from), _)) => deliver(from, BytesMut::from(&buf[..n])),
+                Ok((n, Some(from), _)) => {
+                    read += 1;
+                    deliver(from, BytesMut::from(&buf[..n]));
+                }
                 Ok((_, None, _)) => unanswerable(unnamed, drops),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors (connection refused from an earlier send) concern one peer.
                 Err(e) => tracing::debug!(error = %e, "datagram receive error"),
             }
+        }
+        if SocketDrops::read_after(read)
+            && let Some(count) = socket.drop_count()
+        {
+            socket_drops.report(count);
         }
     });
 }
