@@ -1,7 +1,6 @@
 //! The kernel's per-socket drop count on UDP sockets (Linux SO_RXQ_OVFL): enable it, then
-//! read it with a datagram ([`recv_from_with_drops`]; the drivers do so with the first of
-//! each batch, `easynet_core::stats::SocketDrops::read_with`, and read the rest with the
-//! cheaper `recvfrom`). Elsewhere enabling does nothing and no count is read.
+//! read it with a datagram ([`recv_from_with_drops`], or with each datagram of a batch:
+//! `DatagramBuffers::recv_batch_from`). Elsewhere enabling does nothing and no count is read.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -135,8 +134,7 @@ where
 }
 
 /// [`recv_from_with_drops`] when `drops` is true; otherwise a plain `recvfrom` (cheaper:
-/// no control buffer) that reports no count. The drivers ask for the count with the first
-/// datagram of each batch only (`easynet_core::stats::SocketDrops::read_with`).
+/// no control buffer) that reports no count.
 ///
 /// ```
 /// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;

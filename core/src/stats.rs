@@ -268,6 +268,11 @@ impl Recorder {
 /// last one (less than half the `u32` range behind: a datagram queued before the starting
 /// count was taken) adds nothing.
 ///
+/// The drivers ask for the count with every read: their reads are batches (`recvmmsg`),
+/// each datagram with a control buffer that the kernel fills in only once the socket has
+/// dropped, so asking costs nothing until then, and drops while a batch is handled are
+/// seen with the next datagram read.
+///
 /// ```
 /// use easynet_core::stats::{Recorder, SocketDrops};
 ///
@@ -297,32 +302,6 @@ impl SocketDrops {
             last: now,
             recorder,
         }
-    }
-
-    /// Whether to read the kernel's count with the `i`th datagram (from 0) of a batch read
-    /// without waiting: with the first only. The first datagram after a quiet spell then
-    /// carries the count as it is (what was dropped while the loop was away is counted by
-    /// the next datagram), and a flood reads it once per batch; the others are read with
-    /// the plain, cheaper call (`recvfrom`: a `recvmsg` with its control buffer for every
-    /// datagram cost about 0.4 µs each, 7% of the pipelined UDP echo's throughput).
-    ///
-    /// A batch that read more than its first datagram ends with
-    /// [`read_after`](Self::read_after). A driver whose reads carry the count at no extra
-    /// cost (the mio driver's `recvmmsg`, a control buffer per datagram) asks with every
-    /// read instead.
-    #[inline]
-    pub fn read_with(i: usize) -> bool {
-        i == 0
-    }
-
-    /// Whether to read the socket's count as it is now (`socket_drop_count`, one
-    /// `getsockopt`) after a batch of reads without waiting ended with `read` datagrams:
-    /// when some were read without it (all but the first). Drops while the batch was
-    /// handled are then counted at its end, not with the next batch's first datagram,
-    /// which may be long in coming.
-    #[inline]
-    pub fn read_after(read: usize) -> bool {
-        read > 1
     }
 
     /// The kernel's cumulative count read with a datagram: adds what it grew by.

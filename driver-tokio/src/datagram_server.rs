@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use easynet_common::{DATAGRAM_BATCH, DatagramBuffers};
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
@@ -24,14 +25,13 @@ use crate::shell::Shell;
 use crate::{DropCounter, EventSet, ServerError};
 use easynet_core::datagram::AsyncDatagramHandler;
 
-/// Largest datagram read: 64 KiB.
-const MAX_DATAGRAM: usize = 64 * 1024;
 /// Datagrams read per wake-up before the answers go out.
 const READ_BUDGET: usize = 32;
 
 thread_local! {
-    // One receive buffer per worker thread, not per socket or peer.
-    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    // One set of receive buffers per worker thread, not per socket or peer: datagrams
+    // read in place (UDP on Linux: in batches) while nothing read before is held.
+    static RECV_BUFFERS: RefCell<DatagramBuffers> = RefCell::new(DatagramBuffers::new());
 }
 
 /// Serves one bound socket until cancelled.
@@ -186,8 +186,10 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
 }
 
 /// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
-/// `deliver`; a datagram that cannot be answered is counted and dropped. The kernel's drop
-/// counts read with them go to `socket_drops`.
+/// `deliver`; a datagram that cannot be answered is counted and dropped. Every read asks
+/// for the kernel's drop count (free with a batch: a control buffer per datagram), so
+/// drops while the batch is handled are seen with its next read; the counts go to
+/// `socket_drops`.
 pub(crate) fn read_batch<D: DgramSocket>(
     socket: &D,
     socket_drops: &mut SocketDrops,
@@ -195,31 +197,27 @@ pub(crate) fn read_batch<D: DgramSocket>(
     drops: &DropCounter,
     mut deliver: impl FnMut(D::Addr, BytesMut),
 ) {
-    RECV_BUF.with_borrow_mut(|buf| {
-        if buf.len() < MAX_DATAGRAM {
-            buf.resize(MAX_DATAGRAM, 0);
-        }
+    RECV_BUFFERS.with_borrow_mut(|buffers| {
         let mut read = 0;
-        for i in 0..READ_BUDGET {
-            let received = socket.try_recv_from(buf, SocketDrops::read_with(i));
-            if let Ok((_, _, Some(count))) = received {
-                socket_drops.report(count);
-            }
+        while read < READ_BUDGET {
+            let received = socket.try_recv_batch(buffers, true, |data, from| match from {
+                Some(from) => deliver(from, data),
+                None => unanswerable(unnamed, drops),
+            });
             match received {
-                Ok((n, Some(from), _)) => {
-                    read += 1;
-                    deliver(from, BytesMut::from(&buf[..n]));
+                Ok((n, count)) => {
+                    read += n;
+                    if let Some(count) = count {
+                        socket_drops.report(count);
+                    }
                 }
-                Ok((_, None, _)) => unanswerable(unnamed, drops),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors (connection refused from an earlier send) concern one peer.
-                Err(e) => tracing::debug!(error = %e, "datagram receive error"),
+                Err(e) => {
+                    read += 1;
+                    tracing::debug!(error = %e, "datagram receive error");
+                }
             }
-        }
-        if SocketDrops::read_after(read)
-            && let Some(count) = socket.drop_count()
-        {
-            socket_drops.report(count);
         }
     });
 }
@@ -245,22 +243,30 @@ where
         socket.drop_count().unwrap_or(0),
     );
     let mut counted = 0;
+    let mut batch = Vec::with_capacity(DATAGRAM_BATCH);
     let mut wait = Wait::new(&cancel, &closed);
     loop {
         let dropped = endpoint.drops();
         drops.add(dropped - counted);
         counted = dropped;
-        // Send what the handlers produced; the next poll gives the next timer.
+        // Send what the handlers produced, a batch at a time; the last poll gives the next
+        // timer.
         let next_timeout = loop {
-            match endpoint.poll_output() {
-                Output::Transmit(t) => {
-                    if let Err(e) = socket.send_to(&t.data, &t.to).await {
-                        // The handler has returned already; log (ARCHITECTURE.md, datagrams).
-                        tracing::warn!(peer = %t.to, error = %e, "datagram send failed");
-                    }
+            let idle = loop {
+                if batch.len() == DATAGRAM_BATCH {
+                    break None;
                 }
-                Output::Idle { next_timeout } => break next_timeout,
-                _ => {}
+                match endpoint.poll_output() {
+                    Output::Transmit(t) => batch.push(t),
+                    Output::Idle { next_timeout } => break Some(next_timeout),
+                    _ => {}
+                }
+            };
+            socket.send_all(&batch).await;
+            // Sent ones let go of the buffer their request was read into.
+            batch.clear();
+            if let Some(next_timeout) = idle {
+                break next_timeout;
             }
         };
         // Pushed datagrams wait in the endpoint; the next drain sends them.

@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::BytesMut;
+use easynet_common::DatagramBuffers;
+
 use crate::relay::Relayed;
 #[cfg(unix)]
 use easynet_common::unix::SocketFile;
 use easynet_core::addr::PeerAddr;
 #[cfg(unix)]
 use easynet_core::addr::UnixAddr;
+use easynet_core::datagram::Transmit;
 use tokio::net::UdpSocket;
 #[cfg(unix)]
 use tokio::net::UnixDatagram;
@@ -98,12 +102,27 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
     /// socket), and the caller drops it. Last, when `drops` asks for it, the socket's drop
     /// count if the kernel reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets
-    /// have none); see [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask.
+    /// have none).
     fn try_recv_from(
         &self,
         buf: &mut [u8],
         drops: bool,
     ) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
+    /// Datagrams read by one system call, each given to `each` as
+    /// [`try_recv_from`](Self::try_recv_from) returns it; how many, and the drop count as
+    /// `try_recv_from` reports it. By default one, read into `buffers`' scratch buffer and
+    /// copied; UDP on Linux reads up to `DATAGRAM_BATCH` in place with `recvmmsg`.
+    fn try_recv_batch(
+        &self,
+        buffers: &mut DatagramBuffers,
+        drops: bool,
+        mut each: impl FnMut(BytesMut, Option<Self::Addr>),
+    ) -> io::Result<(usize, Option<u32>)> {
+        let buf = buffers.scratch();
+        let (n, from, count) = self.try_recv_from(buf, drops)?;
+        each(BytesMut::from(&buf[..n]), from);
+        Ok((1, count))
+    }
     fn try_send_to(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
     /// Read readiness without a waiter future (one waker slot: the socket loop's).
     fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -112,6 +131,39 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     /// The kernel's drop count now, where [`try_recv_from`](Self::try_recv_from) reports one.
     fn drop_count(&self) -> Option<u32> {
         None
+    }
+
+    /// Sends datagrams from the front of `ts` (not empty) by one system call, in order;
+    /// how many went (fewer when the socket filled up or the next one failed), or the
+    /// first one's error. By default the first alone; UDP on Linux sends up to
+    /// `DATAGRAM_BATCH` with `sendmmsg`.
+    fn try_send_batch(&self, ts: &[Transmit<Self::Addr>]) -> io::Result<usize> {
+        self.try_send_to(&ts[0].data, &ts[0].to).map(|_| 1)
+    }
+
+    /// Sends all of `ts` in order, a batch per call, waiting while the socket would block;
+    /// a datagram that fails is logged and dropped (its handler has returned already:
+    /// ARCHITECTURE.md, datagrams). Cancel safety: a cancelled send leaves the datagrams
+    /// not sent yet unsent; `ts` is the caller's.
+    fn send_all(&self, ts: &[Transmit<Self::Addr>]) -> impl Future<Output = ()> + Send {
+        async move {
+            let mut gone = 0;
+            while gone < ts.len() {
+                match self.try_send_batch(&ts[gone..]) {
+                    Ok(n) => gone += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = self.writable().await {
+                            tracing::warn!(peer = %ts[gone].to, error = %e, "datagram send failed");
+                            gone += 1;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %ts[gone].to, error = %e, "datagram send failed");
+                        gone += 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Sends, waiting while the socket would block.
@@ -144,6 +196,24 @@ impl DgramSocket for UdpSocket {
             easynet_common::recv_from_counting(self, buf, drops)
         })
         .map(|(n, from, drops)| (n, Some(from), drops))
+    }
+    #[cfg(target_os = "linux")]
+    fn try_send_batch(&self, ts: &[Transmit]) -> io::Result<usize> {
+        self.try_io(tokio::io::Interest::WRITABLE, || {
+            easynet_common::send_batch_to(self, ts)
+        })
+    }
+    #[cfg(target_os = "linux")]
+    fn try_recv_batch(
+        &self,
+        buffers: &mut DatagramBuffers,
+        drops: bool,
+        mut each: impl FnMut(BytesMut, Option<SocketAddr>),
+    ) -> io::Result<(usize, Option<u32>)> {
+        // try_io clears the readiness on WouldBlock, as try_recv_from does.
+        self.try_io(tokio::io::Interest::READABLE, || {
+            buffers.recv_batch_from(self, drops, |data, from| each(data, Some(from)))
+        })
     }
     fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         UdpSocket::try_send_to(self, buf, *to)
@@ -205,7 +275,86 @@ impl DgramSocket for UnixDgram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use std::time::Duration;
+
+    /// Sends while it has room (`room` per writable wait), fails every datagram to `bad`,
+    /// and records what it sent and how often `writable` was awaited.
+    struct Fake {
+        room: Mutex<usize>,
+        bad: SocketAddr,
+        sent: Mutex<Vec<u8>>,
+        waits: Mutex<usize>,
+    }
+
+    impl DgramSocket for Fake {
+        type Addr = SocketAddr;
+
+        fn try_recv_from(
+            &self,
+            _: &mut [u8],
+            _: bool,
+        ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
+            if *to == self.bad {
+                return Err(io::ErrorKind::ConnectionRefused.into());
+            }
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            *room -= 1;
+            self.sent.lock().unwrap().push(buf[0]);
+            Ok(buf.len())
+        }
+        /// As `sendmmsg`: in order until one fails; that one's error only when it is first.
+        fn try_send_batch(&self, ts: &[Transmit]) -> io::Result<usize> {
+            for (i, t) in ts.iter().take(easynet_common::DATAGRAM_BATCH).enumerate() {
+                if let Err(e) = self.try_send_to(&t.data, &t.to) {
+                    return if i == 0 { Err(e) } else { Ok(i) };
+                }
+            }
+            Ok(ts.len().min(easynet_common::DATAGRAM_BATCH))
+        }
+        fn poll_recv_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            *self.waits.lock().unwrap() += 1;
+            *self.room.lock().unwrap() = 3;
+            std::future::ready(Ok(()))
+        }
+        fn local(&self) -> io::Result<SocketAddr> {
+            Ok("127.0.0.1:1".parse().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn send_all_waits_for_room_in_order_and_drops_only_what_fails() {
+        let good: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        let bad: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let fake = Fake {
+            room: Mutex::new(2),
+            bad,
+            sent: Mutex::new(Vec::new()),
+            waits: Mutex::new(0),
+        };
+        let ts: Vec<Transmit> = (0..12u8)
+            .map(|i| Transmit {
+                to: if i == 5 { bad } else { good },
+                data: bytes::Bytes::from(vec![i]),
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(10), fake.send_all(&ts))
+            .await
+            .unwrap();
+        let want: Vec<u8> = (0..12).filter(|&i| i != 5).collect();
+        assert_eq!(*fake.sent.lock().unwrap(), want);
+        // 2, then 3 per wait: 11 sent after 3 waits.
+        assert_eq!(*fake.waits.lock().unwrap(), 3);
+    }
 
     #[tokio::test]
     async fn a_wait_dropped_part_way_can_be_waited_again() {
