@@ -234,19 +234,75 @@ fn kernel_drops(port: u16) -> u64 {
         .sum()
 }
 
+/// Datagrams in a burst: far more than the smallest receive buffer holds.
+#[cfg(target_os = "linux")]
+const BURST: u64 = 200;
+
+/// A socket with the smallest receive buffer (the kernel raises 1 to its minimum: a few
+/// small datagrams fit), and its port.
+#[cfg(target_os = "linux")]
+fn small_socket() -> (UdpSocket, u16) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(1)
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// A gate for [`Gated`] handlers, with where they say they entered and what releases them.
+#[cfg(target_os = "linux")]
+fn gate() -> (
+    std::sync::Arc<Gate>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = std::sync::Arc::new(Gate {
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    });
+    (gate, entered, release)
+}
+
+#[cfg(target_os = "linux")]
+fn udp_client() -> UdpSocket {
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    c
+}
+
+/// Sends "d0", "d1"... ([`BURST`] of them). Loopback delivers within `send_to`: each
+/// datagram is queued or dropped on return.
+#[cfg(target_os = "linux")]
+fn burst(from: &UdpSocket, to: std::net::SocketAddr) {
+    for i in 0..BURST {
+        from.send_to(format!("d{i}").as_bytes(), to).unwrap();
+    }
+}
+
+/// Reads answers up to and with "last": how many.
+#[cfg(target_os = "linux")]
+fn answers_until_last(s: &UdpSocket) -> u64 {
+    let mut buf = [0; 64];
+    let mut answered = 0;
+    loop {
+        let n = s.recv(&mut buf).unwrap();
+        answered += 1;
+        if &buf[..n] == b"last" {
+            return answered;
+        }
+    }
+}
+
 /// A server on a socket with the smallest receive buffer, its loop held by a handler, gets
 /// a burst: the kernel drops most of it, and `socket_dropped_datagrams` says exactly how
 /// many (SO_RXQ_OVFL, read with the next datagram; the socket's drops from before the
 /// server had it are left out); every datagram sent is answered or counted.
 #[cfg(target_os = "linux")]
 fn socket_drops_are_counted(start: fn(std::sync::Arc<Gate>, UdpSocket) -> Running, driver: &str) {
-    const BURST: u64 = 200;
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // The kernel raises 1 to its minimum: a few small datagrams fit.
-    socket2::SockRef::from(&socket)
-        .set_recv_buffer_size(1)
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
+    let (socket, port) = small_socket();
     // Drops from before the server has the socket are not the server's.
     let early = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..50 {
@@ -258,27 +314,12 @@ fn socket_drops_are_counted(start: fn(std::sync::Arc<Gate>, UdpSocket) -> Runnin
     while socket.recv_from(&mut [0; 64]).is_ok() {}
     let before = kernel_drops(port);
     assert!(before > 0, "{driver}: drops before the server");
-    let (entered_tx, entered) = std::sync::mpsc::channel();
-    let (release, release_rx) = std::sync::mpsc::channel();
-    let gate = std::sync::Arc::new(Gate {
-        entered: std::sync::Mutex::new(entered_tx),
-        release: std::sync::Mutex::new(release_rx),
-    });
+    let (gate, entered, release) = gate();
     let server = start(gate, socket);
-    let client = |_| {
-        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        c.set_read_timeout(Some(LIMIT)).unwrap();
-        c
-    };
-    let (blocker, burst) = (client(0), client(1));
+    let (blocker, flood) = (udp_client(), udp_client());
     blocker.send_to(b"block", server.addr).unwrap();
     entered.recv_timeout(LIMIT).unwrap();
-    // Loopback delivers within send_to: each datagram is queued or dropped on return.
-    for i in 0..BURST {
-        burst
-            .send_to(format!("d{i}").as_bytes(), server.addr)
-            .unwrap();
-    }
+    burst(&flood, server.addr);
     let dropped = kernel_drops(port) - before;
     assert!(dropped > 0, "{driver}: the burst overflowed the socket");
     release.send(()).unwrap();
@@ -288,15 +329,8 @@ fn socket_drops_are_counted(start: fn(std::sync::Arc<Gate>, UdpSocket) -> Runnin
     // The queued datagrams were read before the drops (their count is the one at queueing);
     // once they are in, one more carries the kernel's count as it is now.
     wait_for(&server, |s| s.datagrams_in == 1 + BURST - dropped);
-    burst.send_to(b"last", server.addr).unwrap();
-    let mut answered = 1; // "block"
-    loop {
-        let n = burst.recv(&mut buf).unwrap();
-        answered += 1;
-        if &buf[..n] == b"last" {
-            break;
-        }
-    }
+    flood.send_to(b"last", server.addr).unwrap();
+    let answered = 1 + answers_until_last(&flood); // and "block"
     let s = wait_for(&server, |s| s.datagrams_out == answered);
     assert_eq!(
         kernel_drops(port),
@@ -353,54 +387,28 @@ fn mio_socket_drops_are_counted() {
 /// datagram queued after the drops. Once it is answered, every drop is counted.
 #[cfg(target_os = "linux")]
 fn drops_during_a_turn_are_counted(start: fn(std::sync::Arc<Gate>, UdpSocket) -> Running) {
-    const BURST: u64 = 200;
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket2::SockRef::from(&socket)
-        .set_recv_buffer_size(1)
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let (entered_tx, entered) = std::sync::mpsc::channel();
-    let (release, release_rx) = std::sync::mpsc::channel();
-    let gate = std::sync::Arc::new(Gate {
-        entered: std::sync::Mutex::new(entered_tx),
-        release: std::sync::Mutex::new(release_rx),
-    });
+    let (socket, port) = small_socket();
+    let (gate, entered, release) = gate();
     let server = start(gate, socket);
-    let client = || {
-        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        c.set_read_timeout(Some(LIMIT)).unwrap();
-        c
-    };
-    let (blocker, burst) = (client(), client());
+    let (blocker, flood) = (udp_client(), udp_client());
     let before = kernel_drops(port);
     blocker.send_to(b"block", server.addr).unwrap();
     entered.recv_timeout(LIMIT).unwrap();
     // Queued first (the socket is empty): it holds the loop again in the same turn.
-    burst.send_to(b"block", server.addr).unwrap();
-    for i in 0..BURST {
-        burst
-            .send_to(format!("d{i}").as_bytes(), server.addr)
-            .unwrap();
-    }
+    flood.send_to(b"block", server.addr).unwrap();
+    burst(&flood, server.addr);
     let dropped = kernel_drops(port) - before;
     assert!(dropped > 0, "the burst overflowed the socket");
     release.send(()).unwrap();
     entered.recv_timeout(LIMIT).unwrap();
     // The loop is held again, in the turn that read the burst; this one is queued after
     // the drops, and read in that turn once the handler lets go.
-    burst.send_to(b"last", server.addr).unwrap();
+    flood.send_to(b"last", server.addr).unwrap();
     release.send(()).unwrap();
     let mut buf = [0; 64];
     let n = blocker.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"block");
-    let mut answered = 1;
-    loop {
-        let n = burst.recv(&mut buf).unwrap();
-        answered += 1;
-        if &buf[..n] == b"last" {
-            break;
-        }
-    }
+    let answered = 1 + answers_until_last(&flood);
     let s = wait_for(&server, |s| s.datagrams_out == answered);
     assert_eq!(s.socket_dropped_datagrams, dropped, "{s:?}");
     server.stop();

@@ -313,8 +313,9 @@ pub(crate) fn serve_tcp(
     }
 }
 
-/// The UDP baseline: `recv_from` into one buffer, `send_to` from it.
-pub(crate) fn serve_udp(addr: SocketAddr) -> Result<(), BoxError> {
+/// Binds a UDP socket on `addr` and calls `drain` with it after every wake-up, until
+/// SIGTERM; `drain` reads until the socket would block.
+fn udp_loop(addr: SocketAddr, mut drain: impl FnMut(&UdpSocket)) -> Result<(), BoxError> {
     let (poll, _waker, stop) = poll_with_stop()?;
     let mut poll = poll;
     let mut socket = UdpSocket::bind(addr)?;
@@ -322,7 +323,6 @@ pub(crate) fn serve_udp(addr: SocketAddr) -> Result<(), BoxError> {
         .register(&mut socket, Token(0), Interest::READABLE)?;
     crate::announce(socket.local_addr()?);
     let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; READ];
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -333,6 +333,14 @@ pub(crate) fn serve_udp(addr: SocketAddr) -> Result<(), BoxError> {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
+        drain(&socket);
+    }
+}
+
+/// The UDP baseline: `recv_from` into one buffer, `send_to` from it.
+pub(crate) fn serve_udp(addr: SocketAddr) -> Result<(), BoxError> {
+    let mut buf = vec![0u8; READ];
+    udp_loop(addr, |socket| {
         loop {
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
@@ -342,7 +350,7 @@ pub(crate) fn serve_udp(addr: SocketAddr) -> Result<(), BoxError> {
                 Err(_) => {}
             }
         }
-    }
+    })
 }
 
 /// Datagrams per `recvmmsg`/`sendmmsg` in `serve_udp_mmsg` (easynet's `DATAGRAM_BATCH`).
@@ -353,30 +361,14 @@ const BATCH: usize = 8;
 #[cfg(target_os = "linux")]
 pub(crate) fn serve_udp_mmsg(addr: SocketAddr) -> Result<(), BoxError> {
     use std::os::fd::AsRawFd;
-    let (poll, _waker, stop) = poll_with_stop()?;
-    let mut poll = poll;
-    let mut socket = UdpSocket::bind(addr)?;
-    poll.registry()
-        .register(&mut socket, Token(0), Interest::READABLE)?;
-    crate::announce(socket.local_addr()?);
-    let fd = socket.as_raw_fd();
-    let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; READ * BATCH];
     // SAFETY (all below): plain C structs, zeroed is valid; pointers set before each call
     // point into `buf`, `names` and `iovs`, which outlive the calls.
     let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e.into());
-        }
-        if stop.load(Ordering::SeqCst) {
-            return Ok(());
-        }
+    udp_loop(addr, |socket| {
+        let fd = socket.as_raw_fd();
         loop {
             for i in 0..BATCH {
                 iovs[i] = libc::iovec {
@@ -413,5 +405,5 @@ pub(crate) fn serve_udp_mmsg(addr: SocketAddr) -> Result<(), BoxError> {
                 sent += r as usize;
             }
         }
-    }
+    })
 }
