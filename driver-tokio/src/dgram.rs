@@ -285,6 +285,30 @@ mod tests {
         bad: SocketAddr,
         sent: Mutex<Vec<u8>>,
         waits: Mutex<usize>,
+        /// `writable` never resolves (a socket that stays full).
+        stuck: bool,
+    }
+
+    impl Fake {
+        fn new(room: usize, stuck: bool) -> Self {
+            Self {
+                room: Mutex::new(room),
+                bad: "127.0.0.1:9".parse().unwrap(),
+                sent: Mutex::new(Vec::new()),
+                waits: Mutex::new(0),
+                stuck,
+            }
+        }
+    }
+
+    fn transmits(n: u8, bad: Option<(u8, SocketAddr)>) -> Vec<Transmit> {
+        let good: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        (0..n)
+            .map(|i| Transmit {
+                to: bad.filter(|(b, _)| *b == i).map_or(good, |(_, to)| to),
+                data: bytes::Bytes::from(vec![i]),
+            })
+            .collect()
     }
 
     impl DgramSocket for Fake {
@@ -323,8 +347,16 @@ mod tests {
         }
         fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
             *self.waits.lock().unwrap() += 1;
-            *self.room.lock().unwrap() = 3;
-            std::future::ready(Ok(()))
+            let stuck = self.stuck;
+            if !stuck {
+                *self.room.lock().unwrap() = 3;
+            }
+            async move {
+                if stuck {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            }
         }
         fn local(&self) -> io::Result<SocketAddr> {
             Ok("127.0.0.1:1".parse().unwrap())
@@ -333,20 +365,8 @@ mod tests {
 
     #[tokio::test]
     async fn send_all_waits_for_room_in_order_and_drops_only_what_fails() {
-        let good: SocketAddr = "127.0.0.1:2000".parse().unwrap();
-        let bad: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let fake = Fake {
-            room: Mutex::new(2),
-            bad,
-            sent: Mutex::new(Vec::new()),
-            waits: Mutex::new(0),
-        };
-        let ts: Vec<Transmit> = (0..12u8)
-            .map(|i| Transmit {
-                to: if i == 5 { bad } else { good },
-                data: bytes::Bytes::from(vec![i]),
-            })
-            .collect();
+        let fake = Fake::new(2, false);
+        let ts = transmits(12, Some((5, fake.bad)));
         tokio::time::timeout(Duration::from_secs(10), fake.send_all(&ts))
             .await
             .unwrap();
@@ -354,6 +374,22 @@ mod tests {
         assert_eq!(*fake.sent.lock().unwrap(), want);
         // 2, then 3 per wait: 11 sent after 3 waits.
         assert_eq!(*fake.waits.lock().unwrap(), 3);
+    }
+
+    /// Cancel safety: a `send_all` dropped while it waits for room has sent what it sent,
+    /// in order, and nothing more; the datagrams are the caller's to send again.
+    #[tokio::test]
+    async fn send_all_cancelled_while_waiting_sends_nothing_more() {
+        let fake = Fake::new(4, true);
+        let ts = transmits(10, None);
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), fake.send_all(&ts)).await;
+        assert!(cancelled.is_err(), "it waits for room that never comes");
+        assert_eq!(*fake.sent.lock().unwrap(), [0, 1, 2, 3]);
+        *fake.room.lock().unwrap() = 100;
+        tokio::time::timeout(Duration::from_secs(10), fake.send_all(&ts[4..]))
+            .await
+            .unwrap();
+        assert_eq!(*fake.sent.lock().unwrap(), (0..10).collect::<Vec<u8>>());
     }
 
     #[tokio::test]
