@@ -24,9 +24,9 @@ impl DatagramBuffers {
     /// asks for it the socket's drop count as
     /// [`recv_from_counting`](crate::recv_from_counting) reports it, from the last datagram
     /// that carries one (every datagram is read with a control buffer: the kernel fills one
-    /// in only once the socket has dropped). At least one datagram, or an error: `WouldBlock` when none is
-    /// queued on a non-blocking socket (a blocking one waits for the first datagram, not
-    /// for a whole batch: `MSG_WAITFORONE`).
+    /// in only once the socket has dropped). At least one datagram, or an error:
+    /// `WouldBlock` when none is queued on a non-blocking socket (a blocking one waits for
+    /// the first datagram, not for a whole batch: `MSG_WAITFORONE`).
     ///
     /// The datagrams are read in place, into slots of the shared buffer, when nothing read
     /// into it before is still held; otherwise one datagram is read as
@@ -165,7 +165,8 @@ fn sender(name: &MaybeUninit<libc::sockaddr_storage>, len: libc::socklen_t) -> O
 /// use easynet_core::datagram::Transmit;
 ///
 /// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
-/// let (a, b) = (std::net::UdpSocket::bind("127.0.0.1:0")?, std::net::UdpSocket::bind("127.0.0.1:0")?);
+/// let a = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let b = std::net::UdpSocket::bind("127.0.0.1:0")?;
 /// let answers = [
 ///     Transmit { to: a.local_addr()?, data: "to a".into() },
 ///     Transmit { to: b.local_addr()?, data: "to b".into() },
