@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use easynet_common::{self as bind, DATAGRAM_BATCH, DatagramBuffers, EventSet, UdpSettings};
 use easynet_core::addr::PeerAddr;
-use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
+use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit, send_in_order};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
 use easynet_core::stats::SocketDrops;
@@ -523,23 +523,12 @@ where
     }
 }
 
-/// Sends `ts` from `socket` in order until all are gone (sent, or failed and logged) or it
-/// must wait for room (`writable` is cleared); returns how many are gone.
+/// Sends `ts` from `socket` in order ([`send_in_order`]); clears `writable` when the
+/// socket is full. Returns how many are gone.
 fn send<D: MioDgram>(socket: &D, ts: &[Transmit<D::Addr>], writable: &mut bool) -> usize {
-    let mut gone = 0;
-    while gone < ts.len() {
-        match socket.send_dgrams(&ts[gone..]) {
-            Ok(n) => gone += n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                *writable = false;
-                break;
-            }
-            Err(err) => {
-                // The handler has returned already; log (ARCHITECTURE.md, datagrams).
-                tracing::warn!(peer = %ts[gone].to, error = %err, "datagram send failed");
-                gone += 1;
-            }
-        }
+    let gone = send_in_order(ts, |ts| socket.send_dgrams(ts));
+    if gone < ts.len() {
+        *writable = false;
     }
     gone
 }

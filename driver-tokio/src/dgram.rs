@@ -18,7 +18,7 @@ use easynet_common::unix::SocketFile;
 use easynet_core::addr::PeerAddr;
 #[cfg(unix)]
 use easynet_core::addr::UnixAddr;
-use easynet_core::datagram::Transmit;
+use easynet_core::datagram::{Transmit, send_in_order};
 use tokio::net::UdpSocket;
 #[cfg(unix)]
 use tokio::net::UnixDatagram;
@@ -148,19 +148,14 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     fn send_all(&self, ts: &[Transmit<Self::Addr>]) -> impl Future<Output = ()> + Send {
         async move {
             let mut gone = 0;
-            while gone < ts.len() {
-                match self.try_send_batch(&ts[gone..]) {
-                    Ok(n) => gone += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = self.writable().await {
-                            tracing::warn!(peer = %ts[gone].to, error = %e, "datagram send failed");
-                            gone += 1;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(peer = %ts[gone].to, error = %e, "datagram send failed");
-                        gone += 1;
-                    }
+            loop {
+                gone += send_in_order(&ts[gone..], |ts| self.try_send_batch(ts));
+                if gone == ts.len() {
+                    return;
+                }
+                if let Err(e) = self.writable().await {
+                    tracing::warn!(peer = %ts[gone].to, error = %e, "datagram send failed");
+                    gone += 1;
                 }
             }
         }

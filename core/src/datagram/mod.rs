@@ -30,6 +30,7 @@ pub mod contain;
 mod peer;
 mod peers;
 mod routines;
+mod send;
 mod server;
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub use peers::{
     Arrival, DatagramStats, PeerEvent, PeerInfo, PeerTable, Recv, RoutineError, RoutineState,
 };
 pub use routines::{Reply, RoutineId, RoutineOutput, RoutineTable};
+pub use send::send_in_order;
 pub use server::DatagramServer;
 
 /// A datagram as queued for its peer's routine: its bytes, or only its length when it is
