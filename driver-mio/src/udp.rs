@@ -191,14 +191,12 @@ pub(crate) trait MioDgram: Source + Send + 'static {
 
     /// One datagram, read with `buffers` into a buffer of its own; the sender is `None`
     /// when it cannot be answered (an unnamed Unix socket), and the loop drops it. Last,
-    /// when `drops` asks for it, the socket's drop count if the kernel reports it (UDP on
-    /// Linux: SO_RXQ_OVFL; Unix datagram sockets have none); see
-    /// [`SocketDrops`](easynet_core::stats::SocketDrops) for when to ask (the UDP loop asks
-    /// with every read).
+    /// the socket's drop count if the kernel reports it (UDP on Linux: SO_RXQ_OVFL, asked
+    /// with every read, see [`SocketDrops`](easynet_core::stats::SocketDrops); Unix datagram
+    /// sockets have none).
     fn recv_dgram(
         &self,
         buffers: &mut DatagramBuffers,
-        drops: bool,
     ) -> io::Result<(BytesMut, Option<Self::Addr>, Option<u32>)>;
     fn send_dgram(&self, buf: &[u8], to: &Self::Addr) -> io::Result<usize>;
     /// Datagrams read by one system call, each given to `each` as
@@ -208,10 +206,9 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     fn recv_dgrams(
         &self,
         buffers: &mut DatagramBuffers,
-        drops: bool,
         mut each: impl FnMut(BytesMut, Option<Self::Addr>),
     ) -> io::Result<(usize, Option<u32>)> {
-        let (data, from, count) = self.recv_dgram(buffers, drops)?;
+        let (data, from, count) = self.recv_dgram(buffers)?;
         each(data, from);
         Ok((1, count))
     }
@@ -234,10 +231,9 @@ impl MioDgram for UdpSocket {
     fn recv_dgram(
         &self,
         buffers: &mut DatagramBuffers,
-        drops: bool,
     ) -> io::Result<(BytesMut, Option<SocketAddr>, Option<u32>)> {
         // try_io: mio's own bookkeeping of a WouldBlock (needed on some platforms).
-        self.try_io(|| buffers.recv_from_counting(self, drops))
+        self.try_io(|| buffers.recv_from_counting(self, true))
             .map(|(data, from, drops)| (data, Some(from), drops))
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
@@ -247,10 +243,9 @@ impl MioDgram for UdpSocket {
     fn recv_dgrams(
         &self,
         buffers: &mut DatagramBuffers,
-        drops: bool,
         mut each: impl FnMut(BytesMut, Option<SocketAddr>),
     ) -> io::Result<(usize, Option<u32>)> {
-        self.try_io(|| buffers.recv_batch_from(self, drops, |data, from| each(data, Some(from))))
+        self.try_io(|| buffers.recv_batch_from(self, true, |data, from| each(data, Some(from))))
     }
     #[cfg(target_os = "linux")]
     fn send_dgrams(&self, ts: &[Transmit]) -> io::Result<usize> {
@@ -400,17 +395,13 @@ where
             let mut reads = 0;
             while e.readable && reads < READ_BUDGET {
                 let (server, unnamed) = (&mut e.server, &mut e.unnamed);
-                // Every read asks for the kernel's drop count (a batch at no extra cost):
-                // drops while the turn handled datagrams are seen with its next read.
-                let received = e
-                    .socket
-                    .recv_dgrams(&mut buffers, true, |data, from| match from {
-                        Some(from) => server.handle_datagram(now, from, data),
-                        None => {
-                            server.recorder().add_dropped(1);
-                            unanswerable(unnamed, drops);
-                        }
-                    });
+                let received = e.socket.recv_dgrams(&mut buffers, |data, from| match from {
+                    Some(from) => server.handle_datagram(now, from, data),
+                    None => {
+                        server.recorder().add_dropped(1);
+                        unanswerable(unnamed, drops);
+                    }
+                });
                 match received {
                     Ok((n, count)) => {
                         reads += n;

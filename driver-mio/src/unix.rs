@@ -72,7 +72,6 @@ impl MioDgram for UnixDatagram {
     fn recv_dgram(
         &self,
         buffers: &mut DatagramBuffers,
-        _drops: bool,
     ) -> io::Result<(BytesMut, Option<UnixAddr>, Option<u32>)> {
         // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
         // rather than dropping. Read into the scratch buffer and copied: a Unix sender

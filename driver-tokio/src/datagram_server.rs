@@ -186,10 +186,8 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
 }
 
 /// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
-/// `deliver`; a datagram that cannot be answered is counted and dropped. Every read asks
-/// for the kernel's drop count (free with a batch: a control buffer per datagram), so
-/// drops while the batch is handled are seen with its next read; the counts go to
-/// `socket_drops`.
+/// `deliver`; a datagram that cannot be answered is counted and dropped. The kernel's drop
+/// counts read with them (every read asks) go to `socket_drops`.
 pub(crate) fn read_batch<D: DgramSocket>(
     socket: &D,
     socket_drops: &mut SocketDrops,
@@ -200,7 +198,7 @@ pub(crate) fn read_batch<D: DgramSocket>(
     RECV_BUFFERS.with_borrow_mut(|buffers| {
         let mut read = 0;
         while read < READ_BUDGET {
-            let received = socket.try_recv_batch(buffers, true, |data, from| match from {
+            let received = socket.try_recv_batch(buffers, |data, from| match from {
                 Some(from) => deliver(from, data),
                 None => unanswerable(unnamed, drops),
             });

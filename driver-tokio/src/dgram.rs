@@ -100,14 +100,11 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     type Addr: PeerAddr;
 
     /// One datagram; the sender is `None` when it cannot be answered (an unnamed Unix
-    /// socket), and the caller drops it. Last, when `drops` asks for it, the socket's drop
-    /// count if the kernel reports it (UDP on Linux: SO_RXQ_OVFL; Unix datagram sockets
-    /// have none).
-    fn try_recv_from(
-        &self,
-        buf: &mut [u8],
-        drops: bool,
-    ) -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
+    /// socket), and the caller drops it. Last, the socket's drop count if the kernel reports
+    /// it (UDP on Linux: SO_RXQ_OVFL, asked with every read, see
+    /// [`SocketDrops`](easynet_core::stats::SocketDrops); Unix datagram sockets have none).
+    fn try_recv_from(&self, buf: &mut [u8])
+    -> io::Result<(usize, Option<Self::Addr>, Option<u32>)>;
     /// Datagrams read by one system call, each given to `each` as
     /// [`try_recv_from`](Self::try_recv_from) returns it; how many, and the drop count as
     /// `try_recv_from` reports it. By default one, read into `buffers`' scratch buffer and
@@ -115,11 +112,10 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     fn try_recv_batch(
         &self,
         buffers: &mut DatagramBuffers,
-        drops: bool,
         mut each: impl FnMut(BytesMut, Option<Self::Addr>),
     ) -> io::Result<(usize, Option<u32>)> {
         let buf = buffers.scratch();
-        let (n, from, count) = self.try_recv_from(buf, drops)?;
+        let (n, from, count) = self.try_recv_from(buf)?;
         each(BytesMut::from(&buf[..n]), from);
         Ok((1, count))
     }
@@ -184,11 +180,10 @@ impl DgramSocket for UdpSocket {
     fn try_recv_from(
         &self,
         buf: &mut [u8],
-        drops: bool,
     ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
         // try_io clears the readiness on WouldBlock, as try_recv_from does.
         self.try_io(tokio::io::Interest::READABLE, || {
-            easynet_common::recv_from_counting(self, buf, drops)
+            easynet_common::recv_from_counting(self, buf, true)
         })
         .map(|(n, from, drops)| (n, Some(from), drops))
     }
@@ -202,12 +197,11 @@ impl DgramSocket for UdpSocket {
     fn try_recv_batch(
         &self,
         buffers: &mut DatagramBuffers,
-        drops: bool,
         mut each: impl FnMut(BytesMut, Option<SocketAddr>),
     ) -> io::Result<(usize, Option<u32>)> {
         // try_io clears the readiness on WouldBlock, as try_recv_from does.
         self.try_io(tokio::io::Interest::READABLE, || {
-            buffers.recv_batch_from(self, drops, |data, from| each(data, Some(from)))
+            buffers.recv_batch_from(self, true, |data, from| each(data, Some(from)))
         })
     }
     fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
@@ -240,11 +234,7 @@ pub(crate) struct UnixDgram {
 impl DgramSocket for UnixDgram {
     type Addr = UnixAddr;
 
-    fn try_recv_from(
-        &self,
-        buf: &mut [u8],
-        _drops: bool,
-    ) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<UnixAddr>, Option<u32>)> {
         // No SO_RXQ_OVFL here: a full Unix datagram socket blocks or refuses its senders
         // rather than dropping.
         let (n, from) = self.socket.try_recv_from(buf)?;
@@ -312,7 +302,6 @@ mod tests {
         fn try_recv_from(
             &self,
             _: &mut [u8],
-            _: bool,
         ) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
             Err(io::ErrorKind::WouldBlock.into())
         }
@@ -409,9 +398,9 @@ mod tests {
         assert!(matches!(woken.await, Ok(Event::Readable(Ok(())))));
         let soon = Instant::now() + Duration::from_millis(5);
         let mut buf = [0u8; 8];
-        DgramSocket::try_recv_from(&socket, &mut buf, false).unwrap();
+        DgramSocket::try_recv_from(&socket, &mut buf).unwrap();
         // As the loop does: read until the socket would block (that clears readiness).
-        assert!(DgramSocket::try_recv_from(&socket, &mut buf, false).is_err());
+        assert!(DgramSocket::try_recv_from(&socket, &mut buf).is_err());
         let timer = tokio::time::timeout(
             Duration::from_secs(10),
             wait.wait(&socket, Some(soon), never),

@@ -51,7 +51,6 @@ impl MioDgram for Fake {
     fn recv_dgram(
         &self,
         _: &mut DatagramBuffers,
-        _: bool,
     ) -> io::Result<(BytesMut, Option<SocketAddr>, Option<u32>)> {
         Err(io::ErrorKind::WouldBlock.into())
     }
