@@ -110,21 +110,20 @@ impl DatagramBuffers {
             }
         };
         // The latest count: datagrams queued later carry counts at least as high.
-        let count = msgs[..n]
-            .iter()
-            .zip(&controls)
-            .rev()
-            .filter(|_| drops)
-            .find_map(|(msg, control)| {
-                // Not a usize with every libc.
-                #[allow(clippy::unnecessary_cast)]
-                let len = msg.msg_hdr.msg_controllen as usize;
-                rxq_ovfl(control.received(len))
-            });
+        let latest = |(msg, control): (&libc::mmsghdr, &Control)| {
+            // Not a usize with every libc.
+            #[allow(clippy::unnecessary_cast)]
+            let len = msg.msg_hdr.msg_controllen as usize;
+            rxq_ovfl(control.received(len))
+        };
+        let count = if drops {
+            msgs[..n].iter().zip(&controls).rev().find_map(latest)
+        } else {
+            None
+        };
         let end = (n - 1) * MAX_DATAGRAM + msgs[n - 1].msg_len as usize;
         // SAFETY: `end` is inside the room the reads were given, and every byte of the
-        // shared buffer's allocation is initialized: it was made zeroed (`batch_room`) and
-        // is written only by socket reads.
+        // shared buffer's allocation is initialized (`DatagramBuffers::shared`).
         unsafe { shared.set_len(end) };
         for (i, (msg, name)) in msgs[..n].iter().zip(&names).enumerate() {
             let len = msg.msg_len as usize;

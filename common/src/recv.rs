@@ -56,11 +56,11 @@ pub const DATAGRAM_BATCH: usize = 8;
 /// ```
 #[derive(Debug)]
 pub struct DatagramBuffers {
-    /// Read into in place while nothing split off it is alive; made at its first use.
+    /// Read into in place while nothing split off it is alive; made at its first use, with
+    /// the room of the read that made it. Every byte of its allocation is initialized (made
+    /// zeroed, written only by socket reads), so a batch's length may span a slot's unread
+    /// rest.
     shared: Option<BytesMut>,
-    /// `shared` was made by a batch read: a batch's worth of room, all of it initialized.
-    #[cfg(target_os = "linux")]
-    batched: bool,
     /// Read into while `shared` is held; made at its first use.
     scratch: Vec<u8>,
 }
@@ -76,28 +76,28 @@ impl DatagramBuffers {
     pub fn new() -> Self {
         Self {
             shared: None,
-            #[cfg(target_os = "linux")]
-            batched: false,
             scratch: Vec::new(),
         }
     }
 
-    /// The shared buffer with room for a batch in slots, every byte of its allocation
-    /// initialized (so that a batch's length may span a slot's unread rest); `None` while
-    /// something read into it before is still held, or when single reads made it.
+    /// The shared buffer, made with `room` bytes if there is none yet.
+    fn shared(&mut self, room: usize) -> &mut BytesMut {
+        self.shared.get_or_insert_with(|| {
+            // Zeroed by the allocator (a batch's room: fresh pages, none touched before a
+            // datagram lands in it).
+            let mut shared = BytesMut::zeroed(room);
+            shared.clear();
+            shared
+        })
+    }
+
+    /// The shared buffer with room for a batch in slots; `None` while something read into
+    /// it before is still held, or when single reads made it (too small).
     #[cfg(target_os = "linux")]
     pub(crate) fn batch_room(&mut self) -> Option<&mut BytesMut> {
         use crate::mmsg::BATCH_ROOM;
-        if self.shared.is_none() {
-            // Zeroed by the allocator (fresh pages at this size): no page is touched before
-            // a datagram lands in it.
-            let mut room = BytesMut::zeroed(BATCH_ROOM);
-            room.clear();
-            self.shared = Some(room);
-            self.batched = true;
-        }
-        let shared = self.shared.as_mut()?;
-        (self.batched && shared.try_reclaim(BATCH_ROOM)).then_some(shared)
+        let shared = self.shared(BATCH_ROOM);
+        shared.try_reclaim(BATCH_ROOM).then_some(shared)
     }
 
     /// Receives one UDP datagram as [`recv_from_counting`](crate::recv_from_counting) does,
@@ -110,9 +110,7 @@ impl DatagramBuffers {
     where
         socket2::SockRef<'a>: From<&'a S>,
     {
-        let shared = self
-            .shared
-            .get_or_insert_with(|| BytesMut::with_capacity(MAX_DATAGRAM));
+        let shared = self.shared(MAX_DATAGRAM);
         if shared.try_reclaim(MAX_DATAGRAM) {
             let room = &mut shared.spare_capacity_mut()[..MAX_DATAGRAM];
             let (n, from, count) = crate::rxq::recv_from_uninit(socket, room, drops)?;
