@@ -221,6 +221,11 @@ pub(crate) fn read_batch<D: DgramSocket>(
 }
 
 /// One socket's loop: datagrams in, handler responses out, timers in between.
+///
+/// Cancel safety: it is meant to be stopped with `cancel` or `closed`, after which it sends
+/// what the core still holds without waiting and returns. Dropped instead (its task
+/// aborted) while it waits for room to send, the batch's datagrams not sent yet are lost
+/// ([`DgramSocket::send_all`]'s cancel safety; the core keeps no copy).
 async fn serve_socket<S, P, D>(
     socket: Arc<D>,
     mut endpoint: DatagramServer<S, P, D::Addr>,
