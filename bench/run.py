@@ -3,6 +3,7 @@
 same settings, and prints the BENCHMARKS.md table with the ratio easynet / baseline.
 
     cargo build --release -p easynet-bench && python3 bench/run.py [--seconds 2] [--rounds 2] [--quick] [--rows REGEX] [--no-idle]
+    python3 bench/run.py --control --no-idle [--rows REGEX] [--rounds 5]   # A/A: the noise floor
     python3 bench/run.py --scaling [--seconds 2] [--rounds 3]      # 1 vs 2 workers, mio and tokio
     python3 bench/run.py --idle-only --idle-conns 1000,10000,100000 --sources 4 [--idle-shards S]
 
@@ -15,6 +16,8 @@ generator to CPU 1. Each row runs `rounds` rounds of easynet and its baseline ba
 of the rounds' own ratios with their range: the machine's speed drifts (kernel time per message
 by up to 2x from one minute to the next), and two runs of one round share its state.
 "CPU ratio" is the same median for server CPU per message (below 1.0: easynet uses less).
+`--control` runs, instead, each mio baseline against itself (A/A), paired the same way: how
+far from 1.0 a row's ratio lands by noise alone.
 
 Idle connections beyond what one process may open (`ulimit -Hn`) are spread over S servers of
 the same kind, each on its own port (PORT + k) with its own `loadgen idle`, all held at once;
@@ -203,11 +206,11 @@ def alternating(rounds, first, second, run):
     alternating (A B, B A, ...): a round's two runs share the machine's state of the moment
     (this shared 2-core machine drifts by up to 2x in kernel time from one minute to the
     next), so the round's own ratio cancels it. Returns the runs of each, round by round."""
-    runs = {first: [], second: []}
+    runs = ([], [])  # by position: `first` and `second` may be the same server (a control row)
     for k in range(rounds):
-        for x in ((first, second) if k % 2 == 0 else (second, first)):
-            runs[x].append(run(x))
-    return runs[first], runs[second]
+        for side in ((0, 1) if k % 2 == 0 else (1, 0)):
+            runs[side].append(run((first, second)[side]))
+    return runs
 
 
 def paired(a, b, key):
@@ -215,6 +218,17 @@ def paired(a, b, key):
     or 2 workers / 1), from runs listed round by round; each round's two ran back to back."""
     ratios = [x[key] / y[key] if y[key] else float("nan") for x, y in zip(a, b)]
     return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def controls(pairs):
+    """A/A rows: each mio baseline of `pairs` against itself, once per setting. The spread of
+    their ratios around 1.0 is what noise alone gives a row, measured the same way."""
+    seen, rows = set(), []
+    for (name, _, theirs, label, transport, size, p) in pairs:
+        if ", mio" in name and (theirs, size, p) not in seen:
+            seen.add((theirs, size, p))
+            rows.append((f"control: {theirs} against itself", theirs, theirs, label, transport, size, p))
+    return rows
 
 
 def summarize(runs):
@@ -237,6 +251,8 @@ def main():
     ap.add_argument("--idle-shards", type=int, default=0, metavar="S",
                     help="idle: S server processes (and load generators) per size; 0: as many as the open-file limit needs")
     ap.add_argument("--scaling", action="store_true", help="only the 1 vs 2 worker table (mio workers, tokio multi-thread)")
+    ap.add_argument("--control", action="store_true",
+                    help="only control rows: each mio baseline of the selected rows against itself, paired the same way")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: every `finally` stops its servers
     subprocess.run([os.path.join(BIN, "bench-server"), "gen-cert", TLS_DIR], check=True)
@@ -270,10 +286,14 @@ def main():
         # Linux: the loop with batched system calls, as easynet's mio driver reads and sends.
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp-mmsg", "mio UDP, recvmmsg + sendmmsg", "udp", size, p))
 
+    if a.control:
+        print("Control rows: the first server's columns are under \"easynet\", the second's under \"baseline\".\n")
     print(f"| workload | size | msgs/req | easynet msgs/s | baseline | baseline msgs/s | ratio | rounds' ratios | CPU ratio | server CPU µs/msg easynet / baseline | user + system µs/msg easynet / baseline | easynet MiB/s | p50/p99/max µs (easynet) | p50/p99/max µs (baseline) | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     if a.rows:
         pairs = [r for r in pairs if re.search(a.rows, f"{r[0]} {r[5] // 1024} KiB {r[6]}")]
+    if a.control:
+        pairs = controls(pairs)
     for (name, ours, theirs, label, transport, size, p) in pairs:
         runs_o, runs_t = alternating(a.rounds, ours, theirs,
                                      lambda impl: load(impl, transport, size, p, a.conns, a.seconds))
