@@ -50,8 +50,8 @@ ROWS = [
     ("tls lines", "tls", 1024, 5, "easynet-mio-tls", ["mio-rustls", "tokio-rustls"]),
     ("tls lines", "tls", 65536, 1, "easynet-mio-tls", ["mio-rustls", "tokio-rustls"]),
     ("tls lines as ByteString", "tls", 1024, 5, "easynet-mio-tls-bytestring", ["mio-rustls"]),
-    ("udp", "udp", 1024, 1, "easynet-mio-udp", ["mio-udp"]),
-    ("udp", "udp", 1024, 5, "easynet-mio-udp", ["mio-udp"]),
+    ("udp", "udp", 1024, 1, "easynet-mio-udp", ["mio-udp", "mio-udp-mmsg"]),
+    ("udp", "udp", 1024, 5, "easynet-mio-udp", ["mio-udp", "mio-udp-mmsg"]),
 ]
 
 
@@ -163,7 +163,7 @@ def count_calls(path, function):
     return calls
 
 
-SYSCALLS = ["recvfrom", "sendto", "writev", "readv", "epoll_wait", "read", "write"]
+SYSCALLS = ["recvfrom", "sendto", "recvmmsg", "sendmmsg", "writev", "readv", "epoll_wait", "read", "write"]
 
 
 def perf_syscalls(impl, transport, size, pipeline, requests, conns):
