@@ -356,18 +356,27 @@ where
     }
 }
 
-/// The `ConnInfo` of peer `id` at `peer`, made again only when another peer was called last.
-/// Ids are never reused within a table, so the id alone tells.
+/// The `ConnInfo` of peer `id` at `peer`: the last one called, with its id and address
+/// changed when another peer was called last (peers taking turns then cost two stores, not
+/// an info made and dropped per datagram). Ids are never reused within a table, so the id
+/// alone tells; handlers see the info by shared reference, so the rest (the local address,
+/// no credentials, no TLS) is as made.
 fn info_for<'a, A: PeerAddr>(
     last: &'a mut Option<ConnInfo>,
     id: ConnId,
     peer: &A,
     local: &Addr,
 ) -> &'a ConnInfo {
-    if last.as_ref().is_some_and(|info| info.id != id) {
-        *last = None;
+    match last {
+        Some(info) => {
+            if info.id != id {
+                info.id = id;
+                info.peer = peer.to_addr();
+            }
+            info
+        }
+        None => last.insert(ConnInfo::new(id, peer.to_addr(), local.clone())),
     }
-    last.get_or_insert_with(|| ConnInfo::new(id, peer.to_addr(), local.clone()))
 }
 
 /// What the routine runs next after a step: a datagram, an immediate timeout (counted), or
