@@ -163,7 +163,7 @@ def count_calls(path, function):
     return calls
 
 
-SYSCALLS = ["recvfrom", "sendto", "recvmmsg", "sendmmsg", "writev", "readv", "epoll_wait", "read", "write"]
+SYSCALLS = ["recvfrom", "sendto", "recvmsg", "recvmmsg", "sendmmsg", "writev", "readv", "epoll_wait", "read", "write"]
 
 
 def perf_syscalls(impl, transport, size, pipeline, requests, conns):

@@ -7,11 +7,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use easynet_common::{DATAGRAM_BATCH, DatagramBuffers};
-use easynet_core::datagram::{DatagramConfig, DatagramServer, Output};
+use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
 use easynet_core::stats::SocketDrops;
@@ -25,7 +25,8 @@ use crate::shell::Shell;
 use crate::{DropCounter, EventSet, ServerError};
 use easynet_core::datagram::AsyncDatagramHandler;
 
-/// Datagrams read per wake-up before the answers go out.
+/// Datagrams read per wake-up before the loop waits again (the portable loop sends each
+/// batch's answers before its next read; the async one after the budget).
 const READ_BUDGET: usize = 32;
 
 thread_local! {
@@ -195,29 +196,78 @@ pub(crate) fn read_batch<D: DgramSocket>(
     drops: &DropCounter,
     mut deliver: impl FnMut(D::Addr, BytesMut),
 ) {
-    RECV_BUFFERS.with_borrow_mut(|buffers| {
-        let mut read = 0;
-        while read < READ_BUDGET {
-            let received = socket.try_recv_batch(buffers, |data, from| match from {
-                Some(from) => deliver(from, data),
-                None => unanswerable(unnamed, drops),
-            });
-            match received {
-                Ok((n, count)) => {
-                    read += n;
-                    if let Some(count) = count {
-                        socket_drops.report(count);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors (connection refused from an earlier send) concern one peer.
-                Err(e) => {
-                    read += 1;
-                    tracing::debug!(error = %e, "datagram receive error");
-                }
-            }
+    let mut read = 0;
+    while read < READ_BUDGET {
+        match read_once(socket, socket_drops, unnamed, drops, &mut deliver) {
+            Some(n) => read += n,
+            None => break,
         }
+    }
+}
+
+/// One read of the socket (a batch where it reads in batches) into `deliver`, as
+/// [`read_batch`] does: how many datagrams it took (a receive error counts one), `None`
+/// when the socket would block.
+fn read_once<D: DgramSocket>(
+    socket: &D,
+    socket_drops: &mut SocketDrops,
+    unnamed: &mut u64,
+    drops: &DropCounter,
+    mut deliver: impl FnMut(D::Addr, BytesMut),
+) -> Option<usize> {
+    let received = RECV_BUFFERS.with_borrow_mut(|buffers| {
+        socket.try_recv_batch(buffers, |data, from| match from {
+            Some(from) => deliver(from, data),
+            None => unanswerable(unnamed, drops),
+        })
     });
+    match received {
+        Ok((n, count)) => {
+            if let Some(count) = count {
+                socket_drops.report(count);
+            }
+            Some(n)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        // ICMP errors (connection refused from an earlier send) concern one peer.
+        Err(e) => {
+            tracing::debug!(error = %e, "datagram receive error");
+            Some(1)
+        }
+    }
+}
+
+/// Sends what the endpoint's handlers produced, a batch at a time, until it is idle; its
+/// next timer.
+async fn send_answers<S, P, D>(
+    endpoint: &mut DatagramServer<S, P, D::Addr>,
+    socket: &D,
+    batch: &mut Vec<Transmit<D::Addr>>,
+) -> Option<Instant>
+where
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: DgramSocket,
+{
+    loop {
+        let idle = loop {
+            if batch.len() == DATAGRAM_BATCH {
+                break None;
+            }
+            match endpoint.poll_output() {
+                Output::Transmit(t) => batch.push(t),
+                Output::Idle { next_timeout } => break Some(next_timeout),
+                _ => {}
+            }
+        };
+        socket.send_all(batch).await;
+        // Sent ones let go of the buffer their request was read into.
+        batch.clear();
+        if let Some(next_timeout) = idle {
+            return next_timeout;
+        }
+    }
 }
 
 /// One socket's loop: datagrams in, handler responses out, timers in between.
@@ -252,26 +302,7 @@ where
         let dropped = endpoint.drops();
         drops.add(dropped - counted);
         counted = dropped;
-        // Send what the handlers produced, a batch at a time; the last poll gives the next
-        // timer.
-        let next_timeout = loop {
-            let idle = loop {
-                if batch.len() == DATAGRAM_BATCH {
-                    break None;
-                }
-                match endpoint.poll_output() {
-                    Output::Transmit(t) => batch.push(t),
-                    Output::Idle { next_timeout } => break Some(next_timeout),
-                    _ => {}
-                }
-            };
-            socket.send_all(&batch).await;
-            // Sent ones let go of the buffer their request was read into.
-            batch.clear();
-            if let Some(next_timeout) = idle {
-                break next_timeout;
-            }
-        };
+        let next_timeout = send_answers(&mut endpoint, &*socket, &mut batch).await;
         // Pushed datagrams wait in the endpoint; the next drain sends them.
         let event = wait
             .wait(&*socket, next_timeout, |cx| endpoint.poll_wake(cx))
@@ -280,13 +311,18 @@ where
             Event::Stop => break,
             Event::Readable(res) => {
                 res?;
-                read_batch(
-                    &*socket,
-                    &mut socket_drops,
-                    &mut unnamed,
-                    &drops,
-                    |from, data| endpoint.handle_datagram(now(), from, data),
-                );
+                let mut read = 0;
+                while read < READ_BUDGET {
+                    let deliver = |from, data| endpoint.handle_datagram(now(), from, data);
+                    match read_once(&*socket, &mut socket_drops, &mut unnamed, &drops, deliver) {
+                        Some(n) => read += n,
+                        None => break,
+                    }
+                    // A batch's answers go out before the next read: its peers go on at
+                    // once, and the buffer it was read into is free again, so the next
+                    // read is a batch in place too, not a single one copied (as mio's loop).
+                    send_answers(&mut endpoint, &*socket, &mut batch).await;
+                }
             }
             Event::Timer => endpoint.handle_timeout(now()),
             Event::Woken => {}
@@ -389,3 +425,6 @@ macro_rules! dropped_datagrams {
     };
 }
 pub(crate) use dropped_datagrams;
+
+#[cfg(test)]
+mod tests;
