@@ -301,6 +301,35 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
+    /// A single read first (`recv_from_counting` on the same buffers) made a shared buffer
+    /// too small for a batch, and every later batch read was a single one.
+    #[test]
+    fn batches_after_a_single_read_on_the_same_buffers() {
+        let server = receiver();
+        let client = bound();
+        let to = server.local_addr().unwrap();
+        let mut buffers = DatagramBuffers::new();
+        client.send_to(b"single", to).unwrap();
+        let (single, _, _) = buffers.recv_from_counting(&server, false).unwrap();
+        assert_eq!(&single[..], b"single");
+        drop(single);
+        for i in 0..4u8 {
+            client.send_to(&[i; 10], to).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < 4 {
+            got.extend(batch(&mut buffers, &server).unwrap());
+            calls += 1;
+        }
+        let want: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
+        let got: Vec<Vec<u8>> = got.iter().map(|(d, _)| d.to_vec()).collect();
+        assert_eq!(got, want);
+        // All four were queued before the first batch read (loopback queues a datagram
+        // before `send_to` returns).
+        assert_eq!(calls, 1, "one batch, not single reads");
+    }
+
     #[test]
     fn a_held_datagram_makes_reads_single_until_it_is_let_go() {
         let server = receiver();

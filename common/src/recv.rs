@@ -30,6 +30,13 @@ pub const MAX_DATAGRAM: usize = 64 * 1024;
 /// answers from the core this many at a time and send them one by one.
 pub const DATAGRAM_BATCH: usize = 8;
 
+/// The shared buffer's room: a batch's where reads are batched, whichever read comes first
+/// (made by a single read, a smaller one would never take a batch).
+#[cfg(target_os = "linux")]
+const SHARED_ROOM: usize = crate::mmsg::BATCH_ROOM;
+#[cfg(not(target_os = "linux"))]
+const SHARED_ROOM: usize = MAX_DATAGRAM;
+
 /// Where a datagram loop reads its datagrams, each returned as a buffer of its own.
 ///
 /// A datagram is read straight into a buffer that goes with it to the core (no copy, no
@@ -39,9 +46,9 @@ pub const DATAGRAM_BATCH: usize = 8;
 /// its answer waits for the socket), datagrams are read into a scratch buffer and copied
 /// into an allocation of their size, as a loop does without this type. So a loop's memory
 /// is the shared buffer and the scratch buffer whatever its handlers keep: [`MAX_DATAGRAM`]
-/// bytes each, or for batched reads (Linux, `recv_batch_from`) a shared buffer of
-/// [`DATAGRAM_BATCH`] slots of that size, of which only the pages datagrams land in are
-/// touched.
+/// bytes each, except that on Linux, where reads may be batched (`recv_batch_from`), the
+/// shared buffer has [`DATAGRAM_BATCH`] slots of that size, of which only the pages
+/// datagrams land in are touched.
 ///
 /// ```
 /// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
@@ -57,7 +64,7 @@ pub const DATAGRAM_BATCH: usize = 8;
 #[derive(Debug)]
 pub struct DatagramBuffers {
     /// Read into in place while nothing split off it is alive; made at its first use, with
-    /// the room of the read that made it. Every byte of its allocation is initialized (made
+    /// [`SHARED_ROOM`] bytes. Every byte of its allocation is initialized (made
     /// zeroed, written only by socket reads), so a batch's length may span a slot's unread
     /// rest.
     shared: Option<BytesMut>,
@@ -80,23 +87,23 @@ impl DatagramBuffers {
         }
     }
 
-    /// The shared buffer, made with `room` bytes if there is none yet.
-    fn shared(&mut self, room: usize) -> &mut BytesMut {
+    /// The shared buffer, made with [`SHARED_ROOM`] if there is none yet.
+    fn shared(&mut self) -> &mut BytesMut {
         self.shared.get_or_insert_with(|| {
-            // Zeroed by the allocator (a batch's room: fresh pages, none touched before a
-            // datagram lands in it).
-            let mut shared = BytesMut::zeroed(room);
+            // Zeroed by the allocator (fresh pages, none touched before a datagram lands in
+            // it: single reads touch the first slot's only).
+            let mut shared = BytesMut::zeroed(SHARED_ROOM);
             shared.clear();
             shared
         })
     }
 
     /// The shared buffer with room for a batch in slots; `None` while something read into
-    /// it before is still held, or when single reads made it (too small).
+    /// it before is still held.
     #[cfg(target_os = "linux")]
     pub(crate) fn batch_room(&mut self) -> Option<&mut BytesMut> {
         use crate::mmsg::BATCH_ROOM;
-        let shared = self.shared(BATCH_ROOM);
+        let shared = self.shared();
         shared.try_reclaim(BATCH_ROOM).then_some(shared)
     }
 
@@ -110,8 +117,9 @@ impl DatagramBuffers {
     where
         socket2::SockRef<'a>: From<&'a S>,
     {
-        let shared = self.shared(MAX_DATAGRAM);
-        if shared.try_reclaim(MAX_DATAGRAM) {
+        let shared = self.shared();
+        // All of it: a single read goes in at its start, as a batch's first datagram would.
+        if shared.try_reclaim(SHARED_ROOM) {
             let room = &mut shared.spare_capacity_mut()[..MAX_DATAGRAM];
             let (n, from, count) = crate::rxq::recv_from_uninit(socket, room, drops)?;
             // SAFETY: the receive initialized the first `n` bytes of the spare capacity
