@@ -238,7 +238,11 @@ fn read_once<D: DgramSocket>(
 }
 
 /// Sends what the endpoint's handlers produced, a batch at a time, until it is idle; its
-/// next timer.
+/// next timer. `batch` is only its scratch space, empty between calls.
+///
+/// Cancel safety: dropped while it waits for room, the datagrams of its batch not sent yet
+/// are lost ([`DgramSocket::send_all`]'s; the core keeps no copy), and those sent stay sent:
+/// a later call starts from what the endpoint holds next and sends nothing twice.
 async fn send_answers<S, P, D>(
     endpoint: &mut DatagramServer<S, P, D::Addr>,
     socket: &D,
@@ -250,6 +254,8 @@ where
     P: DatagramServerProtocol,
     D: DgramSocket,
 {
+    // Left over only by a call dropped part-way: some of it was sent.
+    batch.clear();
     loop {
         let idle = loop {
             if batch.len() == DATAGRAM_BATCH {

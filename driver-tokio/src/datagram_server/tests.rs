@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use easynet_core::handler::{ConnInfo, DatagramContext, HandlerResult, Next, Received};
-use easynet_core::protocol::Datagram;
+use easynet_core::protocol::{Datagram, RawBytes};
 
 /// What the loop did to the socket, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +21,14 @@ enum Op {
 
 /// A socket with datagrams queued, read `DATAGRAM_BATCH` at a time as `recvmmsg` would,
 /// readable while any are queued (then never again: the test stops the loop with its
-/// cancel token); it logs every read that returned some and every send.
+/// cancel token); it logs every read that returned some and every send, and keeps the
+/// first byte of each datagram sent. It sends while it has `room`; with none, it is full
+/// and never becomes writable.
 struct Script {
     queued: Mutex<VecDeque<(SocketAddr, Bytes)>>,
     log: Mutex<Vec<Op>>,
+    sent_bytes: Mutex<Vec<u8>>,
+    room: Mutex<usize>,
 }
 
 impl Script {
@@ -39,6 +43,8 @@ impl Script {
         Self {
             queued: Mutex::new(queued),
             log: Mutex::new(Vec::new()),
+            sent_bytes: Mutex::new(Vec::new()),
+            room: Mutex::new(usize::MAX),
         }
     }
 
@@ -82,8 +88,15 @@ impl DgramSocket for Script {
         unreachable!("the loop sends with try_send_batch")
     }
     fn try_send_batch(&self, ts: &[Transmit]) -> io::Result<usize> {
-        let n = ts.len().min(DATAGRAM_BATCH);
+        let mut room = self.room.lock().unwrap();
+        let n = ts.len().min(DATAGRAM_BATCH).min(*room);
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        *room -= n;
         self.log.lock().unwrap().push(Op::Sent(n));
+        let mut sent = self.sent_bytes.lock().unwrap();
+        sent.extend(ts[..n].iter().map(|t| t.data[0]));
         Ok(n)
     }
     fn poll_recv_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -93,6 +106,9 @@ impl DgramSocket for Script {
         Poll::Ready(Ok(()))
     }
     async fn writable(&self) -> io::Result<()> {
+        if *self.room.lock().unwrap() == 0 {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
     fn local(&self) -> io::Result<SocketAddr> {
@@ -114,15 +130,22 @@ impl DatagramHandler for Echo {
     }
 }
 
-/// Runs the loop on `script` until it has answered `want` datagrams, then stops it.
-async fn serve(script: Arc<Script>, want: usize) {
-    let endpoint = DatagramServer::new(
-        Arc::new(|_: &ConnInfo| Echo),
+type EchoEndpoint = DatagramServer<fn(&ConnInfo) -> Echo, Datagram<RawBytes, Bytes, Bytes>>;
+
+fn echo_endpoint(script: &Script) -> EchoEndpoint {
+    let service: fn(&ConnInfo) -> Echo = |_| Echo;
+    DatagramServer::new(
+        Arc::new(service),
         Arc::new(Datagram::raw()),
         script.local().unwrap(),
         DatagramConfig::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs the loop on `script` until it has answered `want` datagrams, then stops it.
+async fn serve(script: Arc<Script>, want: usize) {
+    let endpoint = echo_endpoint(&script);
     let (cancel, closed) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(serve_socket(
         script.clone(),
@@ -180,4 +203,35 @@ async fn past_the_read_budget_every_batch_is_answered_before_the_next() {
         );
     }
     assert_eq!(script.sent(), total);
+}
+
+/// Cancel safety of `send_answers`: dropped while it waits for room, it has sent what it
+/// sent; called again, it goes on with what the endpoint holds next and sends no datagram
+/// twice (the rest of the dropped batch is lost, as `serve_socket` states).
+#[tokio::test]
+async fn send_answers_dropped_while_waiting_sends_nothing_twice_when_called_again() {
+    let script = Script::new(1, 12); // one peer; datagram i starts with byte i
+    let mut endpoint = echo_endpoint(&script);
+    let queued: Vec<_> = script.queued.lock().unwrap().drain(..).collect();
+    for (from, data) in queued {
+        endpoint.handle_datagram(std::time::Instant::now(), from, BytesMut::from(&data[..]));
+    }
+    *script.room.lock().unwrap() = 3;
+    let mut batch = Vec::new();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        send_answers(&mut endpoint, &script, &mut batch),
+    )
+    .await;
+    assert!(dropped.is_err(), "it waits for room that never comes");
+    assert_eq!(*script.sent_bytes.lock().unwrap(), [0, 1, 2]);
+    *script.room.lock().unwrap() = usize::MAX;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        send_answers(&mut endpoint, &script, &mut batch),
+    )
+    .await
+    .unwrap();
+    // The dropped batch was 0..8: 3..8 are lost, 8..12 follow, none twice.
+    assert_eq!(*script.sent_bytes.lock().unwrap(), [0, 1, 2, 8, 9, 10, 11]);
 }
