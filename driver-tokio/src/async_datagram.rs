@@ -5,6 +5,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use easynet_core::datagram::{
     AsyncDatagramHandler, AsyncDatagramServer, AsyncOutput, DatagramConfig,
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::DropCounter;
 use crate::conn::now;
-use crate::datagram_server::read_batch;
+use crate::datagram_server::{READ_BUDGET, read_once};
 use crate::dgram::{DgramSocket, Event, Wait};
 
 /// One socket's loop for async handlers, until cancelled or closed; then the routines are
@@ -46,20 +47,7 @@ where
     let mut counted = 0;
     let mut wait = Wait::new(&cancel, &closed);
     loop {
-        // Send what the routines sent; each result goes back to its `send`.
-        let (next_timeout, resume) = loop {
-            match server.poll_output() {
-                AsyncOutput::Transmit(id, t) => {
-                    let sent = socket.send_to(&t.data, &t.to).await.map(drop);
-                    server.handle_sent(now(), id, sent);
-                }
-                AsyncOutput::Idle {
-                    next_timeout,
-                    resume,
-                } => break (next_timeout, resume),
-                _ => {}
-            }
-        };
+        let (next_timeout, resume) = send_transmits(&mut server, &*socket).await;
         let dropped = server.drops();
         drops.add(dropped - counted);
         counted = dropped;
@@ -68,13 +56,14 @@ where
             if cancel.is_cancelled() || closed.is_cancelled() {
                 break;
             }
-            read_batch(
+            read_and_answer(
+                &mut server,
                 &*socket,
                 &mut socket_drops,
                 &mut unnamed,
                 &drops,
-                |from, data| server.handle_datagram(now(), from, data),
-            );
+            )
+            .await;
             server.resume(now());
             tokio::task::consume_budget().await;
             continue;
@@ -86,13 +75,14 @@ where
             Event::Stop => break,
             Event::Readable(res) => {
                 res?;
-                read_batch(
+                read_and_answer(
+                    &mut server,
                     &*socket,
                     &mut socket_drops,
                     &mut unnamed,
                     &drops,
-                    |from, data| server.handle_datagram(now(), from, data),
-                );
+                )
+                .await;
             }
             Event::Timer => server.handle_timeout(now()),
             Event::Woken => server.resume(now()),
@@ -106,3 +96,78 @@ where
     }
     Ok(())
 }
+
+/// Sends what the routines sent, one datagram per call, each result back to its `send`,
+/// until the server has nothing more: its next timer, and whether routines are ready to go
+/// on ([`AsyncOutput::Idle`]).
+///
+/// Cancel safety: dropped while it waits for room, the datagram it was sending is lost and
+/// the routine's `send` of it gets no result until shutdown (`Closed`); those sent stay
+/// sent, and the rest stay in the server for a later call, which sends nothing twice.
+/// `serve_socket` never drops it part-way, only whole with the server.
+async fn send_transmits<S, P, D>(
+    server: &mut AsyncDatagramServer<S, P, D::Addr>,
+    socket: &D,
+) -> (Option<Instant>, bool)
+where
+    S: Service,
+    S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: DgramSocket,
+{
+    loop {
+        match server.poll_output() {
+            AsyncOutput::Transmit(id, t) => {
+                let sent = socket.send_to(&t.data, &t.to).await.map(drop);
+                server.handle_sent(now(), id, sent);
+            }
+            AsyncOutput::Idle {
+                next_timeout,
+                resume,
+            } => return (next_timeout, resume),
+            _ => {}
+        }
+    }
+}
+
+/// Reads what the socket has, at most [`READ_BUDGET`] datagrams, answering each read
+/// before the next as the portable loop does: what the routines sent goes out (each result
+/// back to its `send`) and they go on ([`AsyncDatagramServer::resume`]), turn after turn
+/// until none is ready. So a read's requests, and the datagrams queued behind them, are let
+/// go of before the next read (unless a handler keeps one), whose buffer is then free
+/// again: a batch read in place, not one datagram copied. A read of `n` datagrams gets at
+/// most `n` turns: a routine that always sends again keeps neither the socket from being
+/// read nor the loop from stopping.
+///
+/// Cancel safety: that of [`send_transmits`]; the datagrams read are in the server already.
+async fn read_and_answer<S, P, D>(
+    server: &mut AsyncDatagramServer<S, P, D::Addr>,
+    socket: &D,
+    socket_drops: &mut SocketDrops,
+    unnamed: &mut u64,
+    drops: &DropCounter,
+) where
+    S: Service,
+    S::Handler: AsyncDatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+    D: DgramSocket,
+{
+    let mut read = 0;
+    while read < READ_BUDGET {
+        let deliver = |from, data| server.handle_datagram(now(), from, data);
+        let Some(n) = read_once(socket, socket_drops, unnamed, drops, deliver) else {
+            break;
+        };
+        read += n;
+        for turn in 0..=n {
+            let (_, ready) = send_transmits(server, socket).await;
+            if !ready || turn == n {
+                break;
+            }
+            server.resume(now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -25,9 +25,9 @@ use crate::shell::Shell;
 use crate::{DropCounter, EventSet, ServerError};
 use easynet_core::datagram::AsyncDatagramHandler;
 
-/// Datagrams read per wake-up before the loop waits again (the portable loop sends each
-/// batch's answers before its next read; the async one after the budget).
-const READ_BUDGET: usize = 32;
+/// Datagrams read per wake-up before the loop waits again (each batch's answers go out
+/// before the next read, in both loops).
+pub(crate) const READ_BUDGET: usize = 32;
 
 thread_local! {
     // One set of receive buffers per worker thread, not per socket or peer: datagrams
@@ -186,29 +186,11 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
     }
 }
 
-/// Takes what the socket has (at most [`READ_BUDGET`] datagrams, without waiting) into
+/// One read of the socket (a batch where it reads in batches), without waiting, into
 /// `deliver`; a datagram that cannot be answered is counted and dropped. The kernel's drop
-/// counts read with them (every read asks) go to `socket_drops`.
-pub(crate) fn read_batch<D: DgramSocket>(
-    socket: &D,
-    socket_drops: &mut SocketDrops,
-    unnamed: &mut u64,
-    drops: &DropCounter,
-    mut deliver: impl FnMut(D::Addr, BytesMut),
-) {
-    let mut read = 0;
-    while read < READ_BUDGET {
-        match read_once(socket, socket_drops, unnamed, drops, &mut deliver) {
-            Some(n) => read += n,
-            None => break,
-        }
-    }
-}
-
-/// One read of the socket (a batch where it reads in batches) into `deliver`, as
-/// [`read_batch`] does: how many datagrams it took (a receive error counts one), `None`
-/// when the socket would block.
-fn read_once<D: DgramSocket>(
+/// counts read with them (every read asks) go to `socket_drops`. How many datagrams it took
+/// (a receive error counts one), `None` when the socket would block.
+pub(crate) fn read_once<D: DgramSocket>(
     socket: &D,
     socket_drops: &mut SocketDrops,
     unnamed: &mut u64,
