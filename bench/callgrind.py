@@ -66,6 +66,8 @@ ROWS_TOKIO = [
     ("tls lines", "tls", 65536, 1, "easynet-tokio-tls", ["tokio-rustls"]),
     ("udp", "udp", 1024, 1, "easynet-tokio-udp", ["tokio-udp"]),
     ("udp", "udp", 1024, 5, "easynet-tokio-udp", ["tokio-udp"]),
+    ("udp async handler", "udp", 1024, 1, "easynet-tokio-udp-async", ["tokio-udp"]),
+    ("udp async handler", "udp", 1024, 5, "easynet-tokio-udp-async", ["tokio-udp"]),
 ]
 
 

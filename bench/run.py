@@ -282,6 +282,8 @@ def main():
             pairs.append(("tls lines as ByteString, mio", "easynet-mio-tls-bytestring", "mio-rustls", "hand-written mio + rustls", "tls", size, p))
     for size, p in udp_rows:
         pairs.append(("udp, tokio", "easynet-tokio-udp", "tokio-udp", "raw tokio UDP", "udp", size, p))
+        # The same echo as an async handler: a routine per datagram.
+        pairs.append(("udp async handler, tokio", "easynet-tokio-udp-async", "tokio-udp", "raw tokio UDP", "udp", size, p))
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp", "raw mio UDP", "udp", size, p))
         # Linux: the loop with batched system calls, as easynet's mio driver reads and sends.
         pairs.append(("udp, mio", "easynet-mio-udp", "mio-udp-mmsg", "mio UDP, recvmmsg + sendmmsg", "udp", size, p))

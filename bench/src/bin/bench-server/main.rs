@@ -8,6 +8,7 @@
 //! ```
 //!
 //! IMPL: easynet-tokio-lines easynet-tokio-raw easynet-tokio-tls easynet-tokio-udp
+//!       easynet-tokio-udp-async   (the UDP echo as an async handler, a routine per datagram)
 //!       easynet-mio-lines easynet-mio-raw easynet-mio-tls easynet-mio-udp
 //!       easynet-tokio-bytestring easynet-mio-bytestring   (lines as `ByteString`: no copy)
 //!       easynet-mio-tls-bytestring   (TLS lines as `ByteString`)
@@ -224,6 +225,24 @@ where
     Ok(())
 }
 
+/// The datagram echo as an async handler: one routine per datagram, which receives it and
+/// sends it back.
+struct AsyncEcho;
+
+impl easynet::aio::AsyncDatagramHandler for AsyncEcho {
+    type Request = Bytes;
+    type Response = Bytes;
+
+    async fn handle(
+        &mut self,
+        peer: &mut easynet::aio::DatagramPeer<Bytes, Bytes>,
+    ) -> Result<(), easynet::handler::HandlerError> {
+        let data = peer.recv().await?;
+        peer.send(&data).await?;
+        Ok(())
+    }
+}
+
 async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), BoxError> {
     use easynet::aio::{AsyncTcpServer, AsyncUdpServer};
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -282,6 +301,20 @@ async fn tokio_main(which: &str, addr: SocketAddr, tls_dir: &str) -> Result<(), 
                 .host("127.0.0.1")
                 .port(addr.port())
                 .build()?;
+            server.activate().await?;
+            announce(server.addresses()[0]);
+            let s = server.clone();
+            let run = tokio::spawn(async move { s.serve().await });
+            term.recv().await;
+            server.shutdown().await;
+            run.await??;
+            Ok(())
+        }
+        "easynet-tokio-udp-async" => {
+            let server = AsyncUdpServer::builder(Datagram::raw(), |_: &ConnInfo| AsyncEcho)
+                .host("127.0.0.1")
+                .port(addr.port())
+                .build_async()?;
             server.activate().await?;
             announce(server.addresses()[0]);
             let s = server.clone();
