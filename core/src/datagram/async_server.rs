@@ -33,7 +33,7 @@ use super::{
 use crate::addr::PeerAddr;
 use crate::handler::{ConnInfo, Service};
 use crate::protocol::{ConfigError, DatagramServerProtocol};
-use crate::push::{DatagramEncoder, DatagramOutbox, DatagramPusher, Encoder};
+use crate::push::{DatagramEncoder, DatagramOutbox, Encoder};
 use crate::stats::{Counter, Recorder};
 
 /// Polls of one routine in one turn before the other routines and the socket get theirs.
@@ -438,13 +438,12 @@ where
     ) {
         let link: LinkRef = Arc::new(Mutex::new(Link::new()));
         let codec: Arc<dyn Codec<P::Request, P::Response>> = self.protocol.clone();
-        let pusher = DatagramPusher::new(self.pushed.clone(), self.encoder.clone(), info.clone());
         let client = DatagramPeer::new(
             info.clone(),
             codec,
             first,
             link.clone(),
-            pusher,
+            (self.pushed.clone(), self.encoder.clone()),
             self.recorder.clone(),
         );
         let wake = Arc::new(RoutineWake {

@@ -21,7 +21,7 @@ use super::contain::{self, Panicked, Scope};
 use crate::addr::Addr;
 use crate::handler::{ConnInfo, HandlerError};
 use crate::protocol::{DatagramServerProtocol, ParseError, SerializeError};
-use crate::push::DatagramPusher;
+use crate::push::{DatagramOutbox, DatagramPusher, Encoder};
 use crate::stats::Recorder;
 use crate::stream::RecvError;
 
@@ -198,7 +198,10 @@ pub struct DatagramPeer<Req, Resp> {
     codec: Arc<dyn Codec<Req, Resp>>,
     first: Option<Payload>,
     link: LinkRef,
-    pusher: DatagramPusher<Resp>,
+    /// What [`pusher`](Self::pusher) makes a pusher of, when asked: most routines never ask,
+    /// and making one costs an allocation and a copy of the info.
+    outbox: Arc<DatagramOutbox>,
+    encoder: Arc<dyn Encoder<Resp>>,
     recorder: Recorder,
 }
 
@@ -230,7 +233,7 @@ impl<Req, Resp> DatagramPeer<Req, Resp> {
         codec: Arc<dyn Codec<Req, Resp>>,
         first: Payload,
         link: LinkRef,
-        pusher: DatagramPusher<Resp>,
+        (outbox, encoder): (Arc<DatagramOutbox>, Arc<dyn Encoder<Resp>>),
         recorder: Recorder,
     ) -> Self {
         Self {
@@ -238,7 +241,8 @@ impl<Req, Resp> DatagramPeer<Req, Resp> {
             codec,
             first: Some(first),
             link,
-            pusher,
+            outbox,
+            encoder,
             recorder,
         }
     }
@@ -246,7 +250,11 @@ impl<Req, Resp> DatagramPeer<Req, Resp> {
     /// A [`DatagramPusher`] for this peer: keep it to send to the peer later, from any
     /// thread or task, after this routine returned too (server push).
     pub fn pusher(&self) -> DatagramPusher<Resp> {
-        self.pusher.clone()
+        DatagramPusher::new(
+            self.outbox.clone(),
+            self.encoder.clone(),
+            self.info.clone(),
+        )
     }
 
     /// The next datagram of this peer (the one that started the routine first).
