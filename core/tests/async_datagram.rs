@@ -164,6 +164,16 @@ impl AsyncDatagramHandler for Script {
                 }
                 format!("drained {n}")
             }
+            // Wakes itself in its last poll: its waker ends queued.
+            "wake-last" => {
+                client.send(&"waking".to_owned()).await?;
+                poll_fn(|cx| {
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(())
+                })
+                .await;
+                return Ok(());
+            }
             "forever" => loop {
                 client.recv().await?;
             },
@@ -300,6 +310,22 @@ fn a_routine_answers_and_the_next_datagram_starts_the_next_routine() {
     );
     assert_eq!(h.server.routines(), 0);
     assert_eq!(h.made.load(Ordering::SeqCst), 2, "one handler per peer");
+}
+
+/// An ended routine's link and waker are kept for the next routine (of any peer). The
+/// waker's last poll left a wake-up queued; the next routine's own wake-up still reaches it
+/// (the reuse and each poll clear the flag).
+#[test]
+fn a_routine_after_one_that_woke_itself_last_is_woken() {
+    let mut h = Harness::new(DatagramConfig::default());
+    h.datagram(A, "wake-last");
+    assert_eq!(h.texts(A), ["waking"]);
+    assert_eq!(h.server.routines(), 0);
+    h.datagram(B, "wait-signal");
+    assert!(h.sent().is_empty());
+    h.signal.set();
+    h.settle();
+    assert_eq!(h.texts(B), ["woken"]);
 }
 
 #[test]

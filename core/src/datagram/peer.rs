@@ -172,6 +172,23 @@ impl Link {
         }
     }
 
+    /// Empties it for the next routine, keeping its buffers' room (up to a few entries);
+    /// false when they grew too large to keep.
+    pub(crate) fn reset(&mut self) -> bool {
+        const KEPT: usize = 4;
+        if self.outbox.capacity() > KEPT || self.sends.capacity() > KEPT {
+            return false;
+        }
+        *self = Self {
+            outbox: std::mem::take(&mut self.outbox),
+            sends: std::mem::take(&mut self.sends),
+            ..Self::new()
+        };
+        self.outbox.clear();
+        self.sends.clear();
+        true
+    }
+
     /// Gives send `seq` its result; if its call went away, the result comes back.
     pub(crate) fn sent(&mut self, seq: u64, result: io::Result<()>) -> Result<(), io::Error> {
         match self.sends.iter_mut().find(|(s, _)| *s == seq) {
@@ -250,11 +267,7 @@ impl<Req, Resp> DatagramPeer<Req, Resp> {
     /// A [`DatagramPusher`] for this peer: keep it to send to the peer later, from any
     /// thread or task, after this routine returned too (server push).
     pub fn pusher(&self) -> DatagramPusher<Resp> {
-        DatagramPusher::new(
-            self.outbox.clone(),
-            self.encoder.clone(),
-            self.info.clone(),
-        )
+        DatagramPusher::new(self.outbox.clone(), self.encoder.clone(), self.info.clone())
     }
 
     /// The next datagram of this peer (the one that started the routine first).
