@@ -32,6 +32,7 @@ fn addr(port: u16) -> SocketAddr {
 
 const A: u16 = 40001;
 const B: u16 = 40002;
+const C: u16 = 40003;
 
 /// UTF-8 text that panics decoding `decode-panic`.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,14 @@ impl Encode<String> for Touchy {
     fn encode(&self, item: &String, dst: &mut BytesMut) -> Result<(), SerializeError> {
         dst.extend_from_slice(item.as_bytes());
         Ok(())
+    }
+
+    /// Shares nothing; panics for `shared-panic` (asked first on every send).
+    fn encode_shared(&self, item: &String) -> Option<bytes::Bytes> {
+        if item == "shared-panic" {
+            panic!("encode_shared panicked on purpose");
+        }
+        None
     }
 }
 
@@ -460,6 +469,10 @@ fn panics_and_errors_end_one_routine_and_are_logged_once() {
         h.datagram(A, "decode-panic");
         h.datagram(A, "fail");
         h.datagram(A, "closed");
+        // Echoed: the send's encode_shared panics. A second later, so that the log budget
+        // of 127.0.0.1 (A's, B's and C's), which A spent, has room again.
+        h.advance_ms(1000);
+        h.datagram(C, "shared-panic");
         h.datagram(B, "still here");
         h.datagram(A, "and here");
         assert_eq!(
@@ -467,7 +480,7 @@ fn panics_and_errors_end_one_routine_and_are_logged_once() {
             vec![(B, "still here".to_owned()), (A, "and here".to_owned())]
         );
         // Each failed routine dropped its handler; the next got a fresh one.
-        assert_eq!(h.made.load(Ordering::SeqCst), 1 + 4 + 1 + 1);
+        assert_eq!(h.made.load(Ordering::SeqCst), 1 + 4 + 1 + 1 + 1);
     });
     let logs = capture.logs();
     let count = |level: Level, needle: &str| {
@@ -479,10 +492,11 @@ fn panics_and_errors_end_one_routine_and_are_logged_once() {
     assert_eq!(count(Level::ERROR, "handler panicked on purpose"), 1);
     assert_eq!(count(Level::ERROR, "Decode panicked on purpose"), 1);
     assert_eq!(count(Level::ERROR, "handler failed on purpose"), 1);
+    assert_eq!(count(Level::ERROR, "encode_shared panicked on purpose"), 1);
     assert_eq!(count(Level::WARN, "closed client"), 1);
     assert_eq!(
         logs.iter().filter(|l| l.level == Level::ERROR).count(),
-        4,
+        5,
         "{logs:#?}"
     );
 }

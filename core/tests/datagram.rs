@@ -874,3 +874,53 @@ fn routine_table_shutdown_drops_queues_and_answers_nothing() {
     assert!(outputs(&mut t).is_empty());
     assert_eq!(t.poll_timeout(), None);
 }
+
+/// Echoes raw bytes with a borrowed send (`cx.send(&data)`).
+struct BorrowedEcho;
+
+impl DatagramHandler for BorrowedEcho {
+    type Request = Bytes;
+    type Response = Bytes;
+
+    fn handle(&mut self, cx: &mut DatagramContext<'_, Bytes>, r: Received<Bytes>) -> HandlerResult {
+        if let Received::Request(data) = r {
+            cx.send(&data)?;
+        }
+        Ok(Next::Close)
+    }
+}
+
+/// A borrowed send of bytes the protocol can share (raw bytes) queues the request's own
+/// buffer, not a copy; one too large for a datagram is still the typed error.
+#[test]
+fn a_borrowed_send_of_shared_bytes_is_not_copied() {
+    type Raw = Datagram<easynet_core::protocol::RawBytes, Bytes, Bytes>;
+    let service = |_: &ConnInfo| BorrowedEcho;
+    let mut server: DatagramServer<_, Raw> = DatagramServer::new(
+        Arc::new(service),
+        Arc::new(Datagram::raw()),
+        addr(LOCAL),
+        DatagramConfig::default(),
+    )
+    .unwrap();
+    let request = BytesMut::from(&b"shared"[..]);
+    let at = request.as_ptr();
+    server.handle_datagram(Clock::new().now(), addr(A), request);
+    match server.poll_output() {
+        Output::Transmit(t) => {
+            assert_eq!(&t.data[..], b"shared");
+            assert_eq!(t.data.as_ptr(), at, "the request's buffer, not a copy");
+        }
+        other => panic!("{other:?}"),
+    }
+    use easynet_core::protocol::{DatagramServerProtocol, MAX_DATAGRAM_SIZE, SerializeError};
+    let raw = Datagram::raw();
+    let fits = Bytes::from(vec![7; MAX_DATAGRAM_SIZE]);
+    assert_eq!(raw.response_bytes(&fits).unwrap().as_ptr(), fits.as_ptr());
+    let large = Bytes::from(vec![7; MAX_DATAGRAM_SIZE + 1]);
+    assert_eq!(raw.response_bytes(&large), None);
+    let err = raw
+        .encode_response(&large, &mut BytesMut::new())
+        .unwrap_err();
+    assert!(matches!(err, SerializeError::TooLarge { .. }), "{err:?}");
+}

@@ -53,6 +53,14 @@ impl Encode<String> for Touchy {
         dst.extend_from_slice(item.as_bytes());
         Ok(())
     }
+
+    /// Shares nothing; panics for `shared-panic` (asked first on a borrowed send).
+    fn encode_shared(&self, item: &String) -> Option<Bytes> {
+        if item == "shared-panic" {
+            panic!("encode_shared panicked on purpose");
+        }
+        None
+    }
 }
 
 /// An error whose `Display` panics.
@@ -97,6 +105,11 @@ impl DatagramHandler for Probe {
         };
         match text.as_str() {
             "encode" => cx.send("encode-panic".to_owned())?,
+            "shared" => {
+                // The borrowed send is the path under test (it asks encode_shared first).
+                #[allow(clippy::needless_borrows_for_generic_args)]
+                cx.send(&"shared-panic".to_owned())?;
+            }
             "closed" => return Err(SendError::Closed.into()),
             "bad-display" => return Err(BadDisplay.into()),
             "drop-panic" => {
@@ -260,6 +273,26 @@ fn a_panicking_encode_ends_that_routine_once_logged_and_the_endpoint_goes_on() {
     let errors = h.logs.at(Level::ERROR, A);
     assert_eq!(errors.len(), 1, "logged once: {errors:?}");
     assert!(errors[0].text.contains("on purpose"), "{errors:?}");
+    assert_eq!(
+        h.made.load(Ordering::SeqCst),
+        3,
+        "the peer got a fresh handler"
+    );
+}
+
+#[test]
+fn a_panicking_encode_shared_ends_that_routine_once_logged_and_the_endpoint_goes_on() {
+    let mut h = Harness::new(0, DatagramConfig::default());
+    h.send(A, "shared");
+    h.send(A, "a1");
+    h.send(B, "b1");
+    assert_eq!(h.sent(), vec![reply(A, "a1"), reply(B, "b1")]);
+    let errors = h.logs.at(Level::ERROR, A);
+    assert_eq!(errors.len(), 1, "logged once: {errors:?}");
+    assert!(
+        errors[0].text.contains("encode_shared panicked"),
+        "{errors:?}"
+    );
     assert_eq!(
         h.made.load(Ordering::SeqCst),
         3,

@@ -210,6 +210,30 @@ pub(crate) fn encode_in<P: DatagramServerProtocol + ?Sized>(
     )
 }
 
+/// [`encode_in`] into a datagram of its own: the response's own bytes when the protocol
+/// shares them ([`DatagramServerProtocol::response_bytes`], no copy), else a new buffer.
+pub(crate) fn encode_bytes_in<P: DatagramServerProtocol + ?Sized>(
+    scope: Option<&Scope<'_>>,
+    protocol: &P,
+    info: &ConnInfo,
+    response: &P::Response,
+) -> Result<Result<bytes::Bytes, SerializeError>, Panicked> {
+    contained(
+        scope,
+        &info.peer,
+        info.id,
+        "datagram protocol (encode)",
+        || match protocol.response_bytes(response) {
+            Some(data) => Ok(data),
+            None => {
+                let mut dst = BytesMut::new();
+                protocol.encode_response(response, &mut dst)?;
+                Ok(dst.freeze())
+            }
+        },
+    )
+}
+
 /// [`encode_in`], taking the response: the datagram comes back whole when it is the
 /// response's own buffer (`Ok(Ok(Some))`, no copy), else it was appended to `dst`.
 pub(crate) fn encode_owned_in<P: DatagramServerProtocol + ?Sized>(

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::Payload;
 use super::contain::{self, Panicked, Scope};
@@ -103,8 +103,7 @@ pub(crate) trait Codec<Req, Resp>: Send + Sync {
         scope: Option<&Scope<'_>>,
         info: &ConnInfo,
         item: &Resp,
-        dst: &mut BytesMut,
-    ) -> Result<Result<(), SerializeError>, Panicked>;
+    ) -> Result<Result<Bytes, SerializeError>, Panicked>;
 }
 
 impl<P: DatagramServerProtocol> Codec<P::Request, P::Response> for P {
@@ -121,9 +120,8 @@ impl<P: DatagramServerProtocol> Codec<P::Request, P::Response> for P {
         scope: Option<&Scope<'_>>,
         info: &ConnInfo,
         item: &P::Response,
-        dst: &mut BytesMut,
-    ) -> Result<Result<(), SerializeError>, Panicked> {
-        contain::encode_in(scope, self, info, item, dst)
+    ) -> Result<Result<Bytes, SerializeError>, Panicked> {
+        contain::encode_bytes_in(scope, self, info, item)
     }
 }
 
@@ -444,22 +442,18 @@ impl<Req, Resp> Future for SendFuture<'_, Req, Resp> {
             if lock(&client.link).closing {
                 return Poll::Ready(Err(DatagramSendError::Closed));
             }
-            let mut out = BytesMut::new();
-            let encoded = client.scoped(|scope| {
-                client
-                    .codec
-                    .encode(scope, &client.info, self.response, &mut out)
-            });
-            match encoded {
-                Ok(Ok(())) => {}
+            let encoded =
+                client.scoped(|scope| client.codec.encode(scope, &client.info, self.response));
+            let out = match encoded {
+                Ok(Ok(out)) => out,
                 Ok(Err(e)) => return Poll::Ready(Err(e.into())),
                 // As in `decode`: logged already, the routine ends.
                 Err(Panicked) => resume_unwind(Box::new(Panicked)),
-            }
+            };
             let mut link = lock(&client.link);
             let seq = link.next_send;
             link.next_send += 1;
-            link.outbox.push_back((seq, out.freeze()));
+            link.outbox.push_back((seq, out));
             link.sends.push((seq, None));
             drop(link);
             self.seq = Some(seq);

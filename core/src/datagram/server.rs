@@ -482,22 +482,16 @@ impl<P: DatagramServerProtocol, A: Clone> ResponseSink<P::Response> for Outbox<'
         if self.closing {
             return Err(SendError::Closed);
         }
-        let mut data = BytesMut::new();
-        match contain::encode_in(
-            Some(self.scope),
-            self.protocol,
-            self.info,
-            response,
-            &mut data,
-        ) {
-            Ok(encoded) => encoded?,
-            // Logged already: unwinding ends the routine like a handler panic, not logged
-            // again (the payload is `Panicked`).
-            Err(Panicked) => std::panic::resume_unwind(Box::new(Panicked)),
-        }
+        let data =
+            match contain::encode_bytes_in(Some(self.scope), self.protocol, self.info, response) {
+                Ok(encoded) => encoded?,
+                // Logged already: unwinding ends the routine like a handler panic, not logged
+                // again (the payload is `Panicked`).
+                Err(Panicked) => std::panic::resume_unwind(Box::new(Panicked)),
+            };
         self.out.push_back(Transmit {
             to: self.to.clone(),
-            data: data.freeze(),
+            data,
         });
         Ok(())
     }

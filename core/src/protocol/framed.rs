@@ -480,6 +480,13 @@ where
             None => Self::check_size(dst).map(|()| None),
         }
     }
+
+    fn response_bytes(&self, item: &Resp) -> Option<bytes::Bytes> {
+        // Too large: `encode_response` says so.
+        self.serializer
+            .encode_shared(item)
+            .filter(|data| data.len() <= MAX_DATAGRAM_SIZE)
+    }
 }
 
 impl<S, Req, Resp> DatagramClientProtocol for Datagram<S, Req, Resp>

@@ -385,6 +385,15 @@ pub trait DatagramServerProtocol: DatagramProtocol {
     ) -> Result<Option<Bytes>, SerializeError> {
         self.encode_response(&item, dst).map(|()| None)
     }
+
+    /// The whole response datagram as shared bytes when that needs no copy (raw bytes, text
+    /// as `ByteString`): a borrowed send then queues it as is. `None` by default, and then
+    /// [`encode_response`](Self::encode_response) makes it. When `Some`, the bytes are
+    /// those `encode_response` would append, within the datagram size limit.
+    fn response_bytes(&self, item: &Self::Response) -> Option<Bytes> {
+        let _ = item;
+        None
+    }
 }
 
 /// The client side of a datagram protocol.
