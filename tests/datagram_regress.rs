@@ -87,13 +87,25 @@ impl Subscriber for Capture {
 }
 
 impl Capture {
-    /// The events at `level` that name `peer`.
-    fn at(&self, level: Level, peer: &str) -> Vec<Log> {
+    /// The events at `level` that name `peer` (`peer=` it, whole), from event `since` on.
+    fn at(&self, level: Level, peer: &str, since: usize) -> Vec<Log> {
+        let field = format!(" peer={peer}");
+        let names = |text: &str| {
+            text.match_indices(&field).any(|(i, _)| {
+                text[i + field.len()..].starts_with([' ', '"']) || i + field.len() == text.len()
+            })
+        };
         let lock = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lock.iter()
-            .filter(|l| l.level == level && l.text.contains(peer))
+            .skip(since)
+            .filter(|l| l.level == level && names(&l.text))
             .cloned()
             .collect()
+    }
+
+    /// Events so far.
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -382,41 +394,49 @@ fn start(kind: Kind, factory_panics: usize) -> Running {
     }
 }
 
-/// A peer of a running server, with an address of its own.
-enum Peer {
+/// A peer of a running server, with an address of its own, and where the logs stood when
+/// it got that address: an earlier test's peer may have had the same port.
+struct Peer {
+    sock: Sock,
+    since: usize,
+}
+
+enum Sock {
     Udp(UdpSocket, SocketAddr),
     Unix(UnixDatagram, PathBuf, TempPath),
 }
 
 impl Peer {
     fn new(target: &Target) -> Self {
-        match target {
+        let since = logs().len();
+        let sock = match target {
             Target::Udp(to) => {
                 let s = UdpSocket::bind("127.0.0.1:0").unwrap();
                 s.set_read_timeout(Some(LIMIT)).unwrap();
-                Peer::Udp(s, *to)
+                Sock::Udp(s, *to)
             }
             Target::Unix(to) => {
                 let me = TempPath::new("regress-peer");
                 let s = UnixDatagram::bind(me.path()).unwrap();
                 s.set_read_timeout(Some(LIMIT)).unwrap();
-                Peer::Unix(s, to.clone(), me)
+                Sock::Unix(s, to.clone(), me)
             }
-        }
+        };
+        Self { sock, since }
     }
 
     /// How the server names this peer in its logs.
     fn name(&self) -> String {
-        match self {
-            Peer::Udp(s, _) => s.local_addr().unwrap().to_string(),
-            Peer::Unix(_, _, me) => me.path().display().to_string(),
+        match &self.sock {
+            Sock::Udp(s, _) => s.local_addr().unwrap().to_string(),
+            Sock::Unix(_, _, me) => me.path().display().to_string(),
         }
     }
 
     fn send(&self, text: &str) {
-        match self {
-            Peer::Udp(s, to) => s.send_to(text.as_bytes(), to).map(drop),
-            Peer::Unix(s, to, _) => s.send_to(text.as_bytes(), to).map(drop),
+        match &self.sock {
+            Sock::Udp(s, to) => s.send_to(text.as_bytes(), to).map(drop),
+            Sock::Unix(s, to, _) => s.send_to(text.as_bytes(), to).map(drop),
         }
         .unwrap();
     }
@@ -424,9 +444,9 @@ impl Peer {
     /// The next answer; fails the test after [`LIMIT`].
     fn recv(&self) -> String {
         let mut buf = [0u8; 1024];
-        let n = match self {
-            Peer::Udp(s, _) => s.recv(&mut buf),
-            Peer::Unix(s, _, _) => s.recv(&mut buf),
+        let n = match &self.sock {
+            Sock::Udp(s, _) => s.recv(&mut buf),
+            Sock::Unix(s, _, _) => s.recv(&mut buf),
         }
         .expect("an answer in time (is the server still serving?)");
         String::from_utf8(buf[..n].to_vec()).unwrap()
@@ -438,11 +458,11 @@ impl Peer {
     }
 
     fn errors(&self) -> Vec<Log> {
-        logs().at(Level::ERROR, &self.name())
+        logs().at(Level::ERROR, &self.name(), self.since)
     }
 
     fn warnings(&self) -> Vec<Log> {
-        logs().at(Level::WARN, &self.name())
+        logs().at(Level::WARN, &self.name(), self.since)
     }
 }
 
