@@ -377,3 +377,53 @@ fn datagram_peers_are_pushed_to_from_other_threads() {
         kept,
     );
 }
+
+/// Keeps the peer's pusher of raw bytes.
+struct RawSub(Arc<Mutex<Option<DatagramPusher<bytes::Bytes>>>>);
+
+impl DatagramHandler for RawSub {
+    type Request = bytes::Bytes;
+    type Response = bytes::Bytes;
+    fn handle(
+        &mut self,
+        cx: &mut DatagramContext<'_, bytes::Bytes>,
+        _: Received<bytes::Bytes>,
+    ) -> HandlerResult {
+        *self.0.lock().unwrap() = Some(cx.pusher());
+        Ok(Next::Close)
+    }
+}
+
+/// A pusher encodes bytes the protocol can share (raw bytes) without a copy, as a borrowed
+/// send does.
+#[test]
+fn a_datagram_pusher_shares_raw_bytes() {
+    use easynet_core::datagram::{DatagramConfig, DatagramServer};
+    type Raw = Datagram<easynet_core::protocol::RawBytes, bytes::Bytes, bytes::Bytes>;
+    let kept = Arc::new(Mutex::new(None));
+    let k = kept.clone();
+    let service = move |_: &ConnInfo| RawSub(k.clone());
+    let local: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    let mut server: DatagramServer<_, Raw> = DatagramServer::new(
+        Arc::new(service),
+        Arc::new(Datagram::raw()),
+        local,
+        DatagramConfig::default(),
+    )
+    .unwrap();
+    let peer: std::net::SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let now = std::time::Instant::now();
+    server.handle_datagram(now, peer, bytes::BytesMut::from(&b"subscribe"[..]));
+    let pusher = kept
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the handler kept its pusher");
+    let message = bytes::Bytes::from_static(b"pushed");
+    let datagram = pusher.encode(&message).unwrap();
+    assert_eq!(
+        datagram.as_ptr(),
+        message.as_ptr(),
+        "the message's bytes, not a copy"
+    );
+}

@@ -223,14 +223,7 @@ pub(crate) fn encode_bytes_in<P: DatagramServerProtocol + ?Sized>(
         &info.peer,
         info.id,
         "datagram protocol (encode)",
-        || match protocol.response_bytes(response) {
-            Some(data) => Ok(data),
-            None => {
-                let mut dst = BytesMut::new();
-                protocol.encode_response(response, &mut dst)?;
-                Ok(dst.freeze())
-            }
-        },
+        || crate::protocol::response_datagram(protocol, response),
     )
 }
 

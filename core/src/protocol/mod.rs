@@ -396,6 +396,21 @@ pub trait DatagramServerProtocol: DatagramProtocol {
     }
 }
 
+/// One response datagram of its own: the response's own bytes when the protocol shares them
+/// ([`DatagramServerProtocol::response_bytes`], no copy), else encoded into a new buffer.
+/// What a borrowed send and a pusher queue.
+pub(crate) fn response_datagram<P: DatagramServerProtocol + ?Sized>(
+    protocol: &P,
+    item: &P::Response,
+) -> Result<Bytes, SerializeError> {
+    if let Some(data) = protocol.response_bytes(item) {
+        return Ok(data);
+    }
+    let mut dst = BytesMut::new();
+    protocol.encode_response(item, &mut dst)?;
+    Ok(dst.freeze())
+}
+
 /// The client side of a datagram protocol.
 pub trait DatagramClientProtocol: DatagramProtocol {
     /// Parses one datagram as a response.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{Encoder, TrySendError};
 use crate::addr::Addr;
@@ -115,8 +115,8 @@ impl DatagramOutbox {
 pub(crate) struct DatagramEncoder<P>(pub(crate) Arc<P>);
 
 impl<P: DatagramServerProtocol> Encoder<P::Response> for DatagramEncoder<P> {
-    fn encode(&self, item: &P::Response, dst: &mut BytesMut) -> Result<(), SerializeError> {
-        self.0.encode_response(item, dst)
+    fn encode(&self, item: &P::Response) -> Result<Bytes, SerializeError> {
+        crate::protocol::response_datagram(&*self.0, item)
     }
 }
 
@@ -168,9 +168,7 @@ impl<T> DatagramPusher<T> {
 
     /// Encodes `message` as one datagram of the endpoint's protocol.
     pub fn encode(&self, message: &T) -> Result<Bytes, SerializeError> {
-        let mut dst = BytesMut::new();
-        self.encoder.encode(message, &mut dst)?;
-        Ok(dst.freeze())
+        self.encoder.encode(message)
     }
 
     /// Queues `message` as one datagram to this peer, or gives it back.

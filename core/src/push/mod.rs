@@ -52,7 +52,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::handler::ConnInfo;
 use crate::protocol::SerializeError;
@@ -242,7 +242,9 @@ impl Outbox {
 
 /// Encodes a connection's outgoing messages, without the protocol type.
 pub(crate) trait Encoder<T>: Send + Sync {
-    fn encode(&self, item: &T, dst: &mut BytesMut) -> Result<(), SerializeError>;
+    /// One frame (or datagram) of `item`: its own bytes when the protocol shares them (no
+    /// copy), else encoded into a new buffer.
+    fn encode(&self, item: &T) -> Result<Bytes, SerializeError>;
 }
 
 /// Sends to one connection from anywhere; see the [module docs](self). Cheap to clone;
@@ -284,9 +286,7 @@ impl<T> Pusher<T> {
 
     /// Encodes `message` as one frame of the connection's protocol.
     pub fn encode(&self, message: &T) -> Result<Bytes, SerializeError> {
-        let mut dst = BytesMut::new();
-        self.encoder.encode(message, &mut dst)?;
-        Ok(dst.freeze())
+        self.encoder.encode(message)
     }
 
     /// Queues `message` now, or gives it back: [`TrySendError::Full`] while the queue is at

@@ -95,7 +95,12 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
 struct RoleEncoder<P, R>(Arc<P>, PhantomData<fn() -> R>);
 
 impl<P: StreamProtocol, R: Role<P>> Encoder<R::Outgoing> for RoleEncoder<P, R> {
-    fn encode(&self, item: &R::Outgoing, dst: &mut BytesMut) -> Result<(), SerializeError> {
-        R::encode(&self.0, item, dst)
+    fn encode(&self, item: &R::Outgoing) -> Result<Bytes, SerializeError> {
+        if let Some(frame) = R::shared(&self.0, item) {
+            return Ok(frame);
+        }
+        let mut dst = BytesMut::new();
+        R::encode(&self.0, item, &mut dst)?;
+        Ok(dst.freeze())
     }
 }
