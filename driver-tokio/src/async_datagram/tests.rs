@@ -307,3 +307,47 @@ async fn send_transmits_dropped_while_waiting_sends_nothing_twice_when_called_ag
         [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]
     );
 }
+
+/// Cancel safety of `read_and_answer`: dropped while it waits for room, the datagrams it
+/// read are in the server and those it sent stay sent; the datagram it was sending is lost.
+/// The loop goes on with the server, which sends the rest once, none twice.
+#[tokio::test]
+async fn read_and_answer_dropped_while_waiting_loses_only_the_datagram_being_sent() {
+    // 8 peers, one datagram each: one batch read in place.
+    let script = Script::new(8, 1);
+    let service: fn(&ConnInfo) -> Echo = |_| Echo;
+    let mut server = AsyncDatagramServer::new(
+        Arc::new(service),
+        Arc::new(Datagram::raw()),
+        script.local().unwrap(),
+        DatagramConfig::default(),
+    )
+    .unwrap();
+    let drops = DropCounter::default();
+    let mut socket_drops = SocketDrops::starting_at(server.recorder().clone(), 0);
+    let mut unnamed = 0;
+    *script.room.lock().unwrap() = 3;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        read_and_answer(
+            &mut server,
+            &script,
+            &mut socket_drops,
+            &mut unnamed,
+            &drops,
+        ),
+    )
+    .await;
+    assert!(dropped.is_err(), "it waits for room that never comes");
+    assert!(script.queued.lock().unwrap().is_empty(), "all 8 were read");
+    assert_eq!(script.sent(), 3);
+    *script.room.lock().unwrap() = usize::MAX;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        send_transmits(&mut server, &script),
+    )
+    .await
+    .unwrap();
+    // The fourth was being sent: lost; the other seven went once each.
+    assert_eq!(script.sent(), 7);
+}
