@@ -10,7 +10,10 @@ same settings, and prints the BENCHMARKS.md table with the ratio easynet / basel
 Every server is single-threaded; the load generator is a single-threaded tokio client on the
 same machine. The mio baselines (`mio-lines`, `mio-raw`, `mio-rustls`, `mio-udp`, `mio-udp-mmsg`) are the
 strengthened hand-written loops of `bench/src/bin/bench-server/mio_baseline.rs`; easynet's mio
-TLS row is compared with both the mio + rustls loop and tokio-rustls. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
+TLS row is compared with both the mio + rustls loop and tokio-rustls. Rows are like for like:
+easynet's `String` line rows against the loops that hand a `String` per line to a handler too
+(`mio-lines-string`, `mio-rustls-string`; tokio-util's `LinesCodec` makes `String`s as well),
+its `ByteString` rows against the loops that make none. With `taskset` available (util-linux) the server is pinned to CPU 0 and the load
 generator to CPU 1. Each row runs `rounds` rounds of easynet and its baseline back to back
 (A B, B A, A B, ...) and reports the median of each (msgs/s, CPU), and the ratio as the median
 of the rounds' own ratios with their range: the machine's speed drifts (kernel time per message
@@ -269,14 +272,15 @@ def main():
     for size in sizes:
         for p in (1, 5):
             pairs.append(("tcp lines, tokio", "easynet-tokio-lines", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
-            pairs.append(("tcp lines, mio", "easynet-mio-lines", "mio-lines", "hand-written mio", "tcp", size, p))
+            # Lines as `String`: each line copied into its own `String`, on both sides.
+            pairs.append(("tcp lines, mio", "easynet-mio-lines", "mio-lines-string", "hand-written mio, String per line", "tcp", size, p))
             # The same echo with lines as `ByteString` (no copy, like the hand-written loop).
             pairs.append(("tcp lines as ByteString, tokio", "easynet-tokio-bytestring", "tokio-lines", "Framed<LinesCodec>", "tcp", size, p))
             pairs.append(("tcp lines as ByteString, mio", "easynet-mio-bytestring", "mio-lines", "hand-written mio", "tcp", size, p))
             pairs.append(("tcp raw bytes, tokio", "easynet-tokio-raw", "tokio-raw", "raw tokio echo", "tcp", size, p))
             pairs.append(("tcp raw bytes, mio", "easynet-mio-raw", "mio-raw", "hand-written mio", "tcp", size, p))
             pairs.append(("tls lines, tokio", "easynet-tokio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
-            pairs.append(("tls lines, mio", "easynet-mio-tls", "mio-rustls", "hand-written mio + rustls", "tls", size, p))
+            pairs.append(("tls lines, mio", "easynet-mio-tls", "mio-rustls-string", "hand-written mio + rustls, String per line", "tls", size, p))
             pairs.append(("tls lines, mio", "easynet-mio-tls", "tokio-rustls", "tokio-rustls + LinesCodec", "tls", size, p))
             # Like-for-like with the mio + rustls loop, which makes no `String` either.
             pairs.append(("tls lines as ByteString, mio", "easynet-mio-tls-bytestring", "mio-rustls", "hand-written mio + rustls", "tls", size, p))

@@ -15,6 +15,7 @@
 //!       tokio-lines tokio-raw tokio-rustls tokio-udp
 //!       mio-lines mio-raw mio-rustls mio-udp mio-udp-mmsg   (the hand-written mio loops:
 //!       `mio_baseline`; the last on Linux only)
+//!       mio-lines-string mio-rustls-string   (the mio line loops with a `String` per line)
 //!
 //! `--workers N` (easynet stream servers only): N mio event loops (`workers(N)`), or a tokio
 //! multi-thread runtime with N worker threads instead of the `current_thread` runtime.
@@ -149,7 +150,13 @@ fn main() -> Result<(), BoxError> {
             Ok(())
         }
         "mio-lines" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Lines, None),
+        "mio-lines-string" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::LinesString, None),
         "mio-raw" => mio_baseline::serve_tcp(addr, mio_baseline::Kind::Raw, None),
+        "mio-rustls-string" => mio_baseline::serve_tcp(
+            addr,
+            mio_baseline::Kind::TlsLinesString,
+            Some(server_config(&tls_dir)?),
+        ),
         "mio-rustls" => mio_baseline::serve_tcp(
             addr,
             mio_baseline::Kind::TlsLines,

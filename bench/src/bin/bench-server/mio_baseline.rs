@@ -13,12 +13,18 @@
 //! - `mio-rustls`: the line echo over rustls: socket reads of 64 KiB into one buffer fed to
 //!   rustls, plaintext drained with `fill_buf` (no zero-filled staging), answers written to
 //!   rustls's writer and its records to the socket with `write_tls` (vectored).
+//! - `mio-lines-string`, `mio-rustls-string`: the same loops with a `String` per line, as a
+//!   user writes them when the handler takes `String`s (what easynet's `Stream::lines()` and
+//!   tokio-util's `LinesCodec` hand over): each line is checked and copied into its own
+//!   `String`, given to an echo handler, and the answers are written from those `String`s, each
+//!   with its newline, in one vectored write (`writev`, or one plaintext write to rustls).
 //! - `mio-udp`: `recv_from` into one 64 KiB buffer, `send_to` from it.
 //! - `mio-udp-mmsg` (Linux): the same with batched system calls, as easynet's mio driver
 //!   makes them: up to 8 datagrams per `recvmmsg`, each into a 64 KiB slot, echoed with one
 //!   `sendmmsg`.
 
-use std::io::{self, BufRead, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +47,15 @@ pub(crate) enum Kind {
     Raw,
     Lines,
     TlsLines,
+    /// Lines handed to the handler as `String`s.
+    LinesString,
+    /// TLS lines handed to the handler as `String`s.
+    TlsLinesString,
+}
+
+/// The handler of the `*String` kinds: an echo.
+fn handle(line: String) -> String {
+    line
 }
 
 /// A poll with a waker that SIGTERM sets off, and the flag it sets. The caller keeps the
@@ -61,6 +76,8 @@ struct Conn {
     sock: TcpStream,
     data: Data,
     tls: Option<rustls::ServerConnection>,
+    /// `*String` kinds: answers not yet written.
+    answers: Answers,
     readable: bool,
     writable: bool,
 }
@@ -103,14 +120,84 @@ impl Data {
     }
 }
 
+impl Data {
+    /// `*String` kinds: every complete line read so far goes to [`handle`] as a `String` (a
+    /// copy, checked to be UTF-8; an invalid line is dropped) and its answer is queued; the
+    /// rest (a partial line) moves to the front.
+    fn take_lines(&mut self, answers: &mut Answers) -> Result<(), Gone> {
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..self.filled]) {
+            let end = self.scanned + i + 1;
+            if let Ok(line) = std::str::from_utf8(&self.buf[start..end - 1]) {
+                answers.queue.push_back(handle(line.to_owned()));
+            }
+            start = end;
+            self.scanned = end;
+        }
+        if start > 0 {
+            self.buf.copy_within(start..self.filled, 0);
+            self.filled -= start;
+        }
+        self.scanned = self.filled;
+        if self.filled > MAX_LINE {
+            return Err(Gone);
+        }
+        Ok(())
+    }
+}
+
+/// Up to this many answers go in one `writev` (two slices each).
+const GATHER: usize = 32;
+
+/// `*String` kinds: the answers not yet written, each to be followed by a newline.
+#[derive(Default)]
+struct Answers {
+    queue: VecDeque<String>,
+    /// Bytes of the first answer (with its newline) written already.
+    head: usize,
+}
+
+impl Answers {
+    /// Fills `iov` with what is left to write of the first answers; returns how many slices.
+    fn slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let (mut n, mut skip) = (0, self.head);
+        for answer in self.queue.iter().take(iov.len() / 2) {
+            for part in [answer.as_bytes(), b"\n"] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                } else {
+                    iov[n] = IoSlice::new(&part[skip..]);
+                    (n, skip) = (n + 1, 0);
+                }
+            }
+        }
+        n
+    }
+
+    /// Drops the answers that `written` more bytes complete.
+    fn written(&mut self, written: usize) {
+        let mut done = self.head + written;
+        while let Some(answer) = self.queue.front() {
+            if done < answer.len() + 1 {
+                break;
+            }
+            done -= answer.len() + 1;
+            self.queue.pop_front();
+        }
+        self.head = done;
+    }
+}
+
 /// Why a connection ends.
 struct Gone;
 
 impl Conn {
     /// Does everything the socket allows; `Err` when the connection is finished.
     fn service(&mut self, kind: Kind, rbuf: &mut [u8]) -> Result<(), Gone> {
-        if self.tls.is_some() {
-            return self.service_tls(rbuf);
+        match kind {
+            Kind::TlsLines | Kind::TlsLinesString => return self.service_tls(kind, rbuf),
+            Kind::LinesString => return self.service_strings(),
+            Kind::Raw | Kind::Lines => {}
         }
         loop {
             while self.data.out_start < self.data.out_end {
@@ -160,7 +247,40 @@ impl Conn {
         }
     }
 
-    fn service_tls(&mut self, rbuf: &mut [u8]) -> Result<(), Gone> {
+    /// `mio-lines-string`: as `service`, with the answers written from their `String`s.
+    fn service_strings(&mut self) -> Result<(), Gone> {
+        loop {
+            while !self.answers.queue.is_empty() {
+                if !self.writable {
+                    return Ok(()); // socket full: wait for writable, read nothing meanwhile
+                }
+                let mut iov = [IoSlice::new(&[]); 2 * GATHER];
+                let n = self.answers.slices(&mut iov);
+                match self.sock.write_vectored(&iov[..n]) {
+                    Ok(n) => self.answers.written(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(Gone),
+                }
+            }
+            if !self.readable {
+                return Ok(());
+            }
+            if self.data.buf.len() - self.data.filled < READ {
+                self.data.buf.resize(self.data.filled + READ, 0);
+            }
+            match self.sock.read(&mut self.data.buf[self.data.filled..]) {
+                Ok(0) => return Err(Gone),
+                Ok(n) => self.data.filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Gone),
+            }
+            self.data.take_lines(&mut self.answers)?;
+        }
+    }
+
+    fn service_tls(&mut self, kind: Kind, rbuf: &mut [u8]) -> Result<(), Gone> {
         loop {
             let Some(tls) = self.tls.as_mut() else {
                 return Err(Gone);
@@ -213,7 +333,19 @@ impl Conn {
                         reader.consume(len);
                     }
                     self.data.filled = self.data.buf.len();
-                    self.data.complete_lines()?;
+                    if kind == Kind::TlsLinesString {
+                        self.data.take_lines(&mut self.answers)?;
+                        self.data.buf.truncate(self.data.filled);
+                        // One plaintext write of every answer and its newline: rustls
+                        // seals it as one payload (the buffer limit is off: it takes all).
+                        let parts: Vec<IoSlice<'_>> = (self.answers.queue.iter())
+                            .flat_map(|a| [IoSlice::new(a.as_bytes()), IoSlice::new(b"\n")])
+                            .collect();
+                        let _ = tls.writer().write_vectored(&parts);
+                        self.answers.queue.clear();
+                    } else {
+                        self.data.complete_lines()?;
+                    }
                     if self.data.out_end > 0 {
                         // Takes it all: the buffer limit is off.
                         let _ = tls.writer().write_all(&self.data.buf[..self.data.out_end]);
@@ -291,6 +423,7 @@ pub(crate) fn serve_tcp(
                         sock,
                         data: Data::default(),
                         tls: session,
+                        answers: Answers::default(),
                         readable: false,
                         writable: false,
                     });
@@ -407,3 +540,6 @@ pub(crate) fn serve_udp_mmsg(addr: SocketAddr) -> Result<(), BoxError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;
