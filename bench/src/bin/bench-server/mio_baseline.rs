@@ -118,9 +118,7 @@ impl Data {
         }
         Ok(())
     }
-}
 
-impl Data {
     /// `*String` kinds: every complete line read so far goes to [`handle`] as a `String` (a
     /// copy, checked to be UTF-8; an invalid line is dropped) and its answer is queued; the
     /// rest (a partial line) moves to the front.
