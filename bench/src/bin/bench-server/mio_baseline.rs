@@ -225,16 +225,7 @@ impl Conn {
             if !self.readable {
                 return Ok(());
             }
-            if self.data.buf.len() - self.data.filled < READ {
-                self.data.buf.resize(self.data.filled + READ, 0);
-            }
-            match self.sock.read(&mut self.data.buf[self.data.filled..]) {
-                Ok(0) => return Err(Gone),
-                Ok(n) => self.data.filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Gone),
-            }
+            self.read_more()?;
             match kind {
                 Kind::Raw => {
                     self.data.out_end = self.data.filled;
@@ -242,6 +233,27 @@ impl Conn {
                 }
                 _ => self.data.complete_lines()?,
             }
+        }
+    }
+
+    /// One read of up to [`READ`] bytes after what the buffer holds (it grows to make room);
+    /// `WouldBlock` clears `readable`.
+    fn read_more(&mut self) -> Result<(), Gone> {
+        if self.data.buf.len() - self.data.filled < READ {
+            self.data.buf.resize(self.data.filled + READ, 0);
+        }
+        match self.sock.read(&mut self.data.buf[self.data.filled..]) {
+            Ok(0) => Err(Gone),
+            Ok(n) => {
+                self.data.filled += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(_) => Err(Gone),
         }
     }
 
@@ -264,16 +276,7 @@ impl Conn {
             if !self.readable {
                 return Ok(());
             }
-            if self.data.buf.len() - self.data.filled < READ {
-                self.data.buf.resize(self.data.filled + READ, 0);
-            }
-            match self.sock.read(&mut self.data.buf[self.data.filled..]) {
-                Ok(0) => return Err(Gone),
-                Ok(n) => self.data.filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Gone),
-            }
+            self.read_more()?;
             self.data.take_lines(&mut self.answers)?;
         }
     }
