@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use easynet_common::{DATAGRAM_BATCH, DatagramBuffers};
 use easynet_core::datagram::DatagramPeer;
 use easynet_core::handler::{ConnInfo, HandlerError};
-use easynet_core::protocol::Datagram;
+use easynet_core::protocol::{Datagram, RawBytes};
 
 /// What the loop did to the socket, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +175,21 @@ impl AsyncDatagramHandler for Echo {
     }
 }
 
+/// A server of [`Echo`] routines on raw datagrams.
+type EchoServer = AsyncDatagramServer<fn(&ConnInfo) -> Echo, Datagram<RawBytes, Bytes, Bytes>>;
+
+/// The server of [`Echo`] routines on raw datagrams, at `script`'s address.
+fn echo_server(script: &Script) -> EchoServer {
+    let service: fn(&ConnInfo) -> Echo = |_| Echo;
+    AsyncDatagramServer::new(
+        Arc::new(service),
+        Arc::new(Datagram::raw()),
+        script.local().unwrap(),
+        DatagramConfig::default(),
+    )
+    .unwrap()
+}
+
 /// Runs the loop on `script` until it has sent `want` datagrams whose first byte is not
 /// `FLOOD`, then stops it.
 async fn serve(script: Arc<Script>, want: usize) {
@@ -274,14 +289,7 @@ async fn a_routine_sending_forever_leaves_room_for_reads_and_the_stop() {
 #[tokio::test]
 async fn send_transmits_dropped_while_waiting_sends_nothing_twice_when_called_again() {
     let script = Script::new(0, 0);
-    let service: fn(&ConnInfo) -> Echo = |_| Echo;
-    let mut server = AsyncDatagramServer::new(
-        Arc::new(service),
-        Arc::new(Datagram::raw()),
-        script.local().unwrap(),
-        DatagramConfig::default(),
-    )
-    .unwrap();
+    let mut server = echo_server(&script);
     for i in 0..12 {
         let data = BytesMut::from(&[i; SIZE][..]);
         server.handle_datagram(std::time::Instant::now(), peer(i.into()), data);
@@ -315,14 +323,7 @@ async fn send_transmits_dropped_while_waiting_sends_nothing_twice_when_called_ag
 async fn read_and_answer_dropped_while_waiting_loses_only_the_datagram_being_sent() {
     // 8 peers, one datagram each: one batch read in place.
     let script = Script::new(8, 1);
-    let service: fn(&ConnInfo) -> Echo = |_| Echo;
-    let mut server = AsyncDatagramServer::new(
-        Arc::new(service),
-        Arc::new(Datagram::raw()),
-        script.local().unwrap(),
-        DatagramConfig::default(),
-    )
-    .unwrap();
+    let mut server = echo_server(&script);
     let drops = DropCounter::default();
     let mut socket_drops = SocketDrops::starting_at(server.recorder().clone(), 0);
     let mut unnamed = 0;
