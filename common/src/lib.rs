@@ -53,7 +53,7 @@ pub use error::{ClientError, ConfigError, ServerError};
 pub use event::EventSet;
 #[cfg(target_os = "linux")]
 pub use mmsg::send_batch_to;
-pub use recv::{DATAGRAM_BATCH, DatagramBuffers, MAX_DATAGRAM, recv_into};
+pub use recv::{DATAGRAM_BATCH, DatagramBuffers, MAX_DATAGRAM, ReadAhead, recv_into};
 pub use rxq::{enable_socket_drops, recv_from_counting, recv_from_with_drops, socket_drop_count};
 pub use sendq::unsent_bytes;
 pub use settings::{Listen, TcpSettings, UdpSettings, UnixDatagramSettings, UnixStreamSettings};

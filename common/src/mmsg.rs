@@ -19,8 +19,9 @@ use crate::rxq::{Control, rxq_ovfl};
 pub(crate) const BATCH_ROOM: usize = DATAGRAM_BATCH * MAX_DATAGRAM;
 
 impl DatagramBuffers {
-    /// Receives up to [`DATAGRAM_BATCH`] UDP datagrams with one `recvmmsg`, each in a buffer
-    /// of its own that `each` is given with its sender; returns how many, and when `drops`
+    /// Receives up to `max` UDP datagrams (1 to [`DATAGRAM_BATCH`]; a loop asks as its
+    /// [`ReadAhead`](crate::ReadAhead) says) with one `recvmmsg`, each in a buffer of its
+    /// own that `each` is given with its sender; returns how many, and when `drops`
     /// asks for it the socket's drop count as
     /// [`recv_from_counting`](crate::recv_from_counting) reports it, from the last datagram
     /// that carries one (every datagram is read with a control buffer: the kernel fills one
@@ -33,15 +34,18 @@ impl DatagramBuffers {
     /// [`recv_from_counting`](Self::recv_from_counting) does.
     ///
     /// ```
+    /// use easynet_common::{DATAGRAM_BATCH, DatagramBuffers};
+    ///
     /// let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
     /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
     /// client.send_to(b"one", server.local_addr()?)?;
     /// client.send_to(b"two", server.local_addr()?)?;
-    /// let mut buffers = easynet_common::DatagramBuffers::new();
+    /// let mut buffers = DatagramBuffers::new();
     /// let mut got = Vec::new();
     /// while got.len() < 2 {
     ///     // Both, usually: loopback queues a datagram before `send_to` returns.
-    ///     buffers.recv_batch_from(&server, false, |data, from| got.push((data, from)))?;
+    ///     let each = |data, from| got.push((data, from));
+    ///     buffers.recv_batch_from(&server, false, DATAGRAM_BATCH, each)?;
     /// }
     /// assert_eq!((&got[0].0[..], &got[1].0[..]), (&b"one"[..], &b"two"[..]));
     /// assert_eq!(got[1].1, client.local_addr()?);
@@ -51,8 +55,10 @@ impl DatagramBuffers {
         &mut self,
         socket: &S,
         drops: bool,
+        max: usize,
         mut each: impl FnMut(BytesMut, SocketAddr),
     ) -> io::Result<(usize, Option<u32>)> {
+        let max = max.clamp(1, DATAGRAM_BATCH);
         let Some(shared) = self.batch_room() else {
             let (data, from, count) = self.recv_from_counting(socket, drops)?;
             each(data, from);
@@ -67,7 +73,8 @@ impl DatagramBuffers {
         let mut controls = [const { Control::new() }; DATAGRAM_BATCH];
         // SAFETY: mmsghdr is plain C data; all zeros is an empty header.
         let mut msgs: [libc::mmsghdr; DATAGRAM_BATCH] = unsafe { std::mem::zeroed() };
-        for (i, ((msg, name), iov)) in msgs.iter_mut().zip(&mut names).zip(&mut iovs).enumerate() {
+        let headers = msgs.iter_mut().zip(&mut names).zip(&mut iovs).take(max);
+        for (i, ((msg, name), iov)) in headers.enumerate() {
             let iov = iov.write(libc::iovec {
                 // SAFETY: slot `i` lies inside `room` (BATCH_ROOM bytes at least).
                 iov_base: unsafe { base.add(i * MAX_DATAGRAM) }.cast(),
@@ -80,7 +87,7 @@ impl DatagramBuffers {
             h.msg_iovlen = 1;
         }
         if drops {
-            for (msg, control) in msgs.iter_mut().zip(&mut controls) {
+            for (msg, control) in msgs.iter_mut().zip(&mut controls).take(max) {
                 msg.msg_hdr.msg_control = control.as_mut_ptr().cast();
                 msg.msg_hdr.msg_controllen = control.len() as _;
             }
@@ -93,7 +100,7 @@ impl DatagramBuffers {
                 libc::recvmmsg(
                     fd,
                     msgs.as_mut_ptr(),
-                    DATAGRAM_BATCH as _,
+                    max as _,
                     libc::MSG_WAITFORONE as _,
                     std::ptr::null_mut(),
                 )
@@ -249,7 +256,8 @@ mod tests {
         server: &UdpSocket,
     ) -> io::Result<Vec<(BytesMut, SocketAddr)>> {
         let mut got = Vec::new();
-        let (n, _) = buffers.recv_batch_from(server, false, |d, f| got.push((d, f)))?;
+        let each = |d, f| got.push((d, f));
+        let (n, _) = buffers.recv_batch_from(server, false, DATAGRAM_BATCH, each)?;
         assert_eq!(n, got.len());
         Ok(got)
     }
@@ -330,6 +338,38 @@ mod tests {
         assert_eq!(calls, 1, "one batch, not single reads");
     }
 
+    /// A loop's reads as its `ReadAhead` asks: 1, 2, 4, then the 3 left (fewer than asked:
+    /// one next), then 1 of the next 2.
+    #[test]
+    fn reads_no_more_than_asked() {
+        let server = receiver();
+        let client = bound();
+        let to = server.local_addr().unwrap();
+        for i in 0..10u8 {
+            client.send_to(&[i], to).unwrap();
+        }
+        let mut buffers = DatagramBuffers::new();
+        let mut ahead = crate::ReadAhead::new();
+        let mut read = |ahead: &mut crate::ReadAhead| {
+            let mut got = Vec::new();
+            let (n, _) = buffers
+                .recv_batch_from(&server, false, ahead.next(), |d, _| got.push(d[0]))
+                .unwrap();
+            ahead.got(n);
+            got
+        };
+        let sizes: Vec<Vec<u8>> = (0..4).map(|_| read(&mut ahead)).collect();
+        assert_eq!(
+            sizes,
+            [vec![0], vec![1, 2], vec![3, 4, 5, 6], vec![7, 8, 9]]
+        );
+        assert_eq!(ahead.next(), 1);
+        client.send_to(&[10], to).unwrap();
+        client.send_to(&[11], to).unwrap();
+        assert_eq!(read(&mut ahead), [10]);
+        assert_eq!(read(&mut ahead), [11]);
+    }
+
     #[test]
     fn a_held_datagram_makes_reads_single_until_it_is_let_go() {
         let server = receiver();
@@ -378,7 +418,7 @@ mod tests {
         let mut buffers = DatagramBuffers::new();
         let drained = |buffers: &mut DatagramBuffers| {
             let mut last = None;
-            while let Ok((_, d)) = buffers.recv_batch_from(&server, true, |_, _| {}) {
+            while let Ok((_, d)) = buffers.recv_batch_from(&server, true, 8, |_, _| {}) {
                 last = d.or(last);
             }
             last

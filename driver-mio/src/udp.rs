@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use easynet_common::{self as bind, DATAGRAM_BATCH, DatagramBuffers, EventSet, UdpSettings};
+use easynet_common::{
+    self as bind, DATAGRAM_BATCH, DatagramBuffers, EventSet, ReadAhead, UdpSettings,
+};
 use easynet_core::addr::PeerAddr;
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit, send_in_order};
 use easynet_core::handler::{DatagramHandler, Service};
@@ -106,6 +108,8 @@ struct Endpoint<S: Service, P: DatagramServerProtocol, D: MioDgram> {
     socket_drops: SocketDrops,
     /// Drops of `server` already added to the server's counter.
     counted: u64,
+    /// Datagrams the next read asks for (batched reads).
+    read_ahead: ReadAhead,
     readable: bool,
     writable: bool,
     /// Registered for writable events too: only while datagrams wait for room (mio#1718;
@@ -202,10 +206,11 @@ pub(crate) trait MioDgram: Source + Send + 'static {
     /// Datagrams read by one system call, each given to `each` as
     /// [`recv_dgram`](Self::recv_dgram) returns it; how many, and the drop count as
     /// `recv_dgram` reports it. By default one, with `recv_dgram`; UDP on Linux reads up to
-    /// [`DATAGRAM_BATCH`](easynet_common::DATAGRAM_BATCH) with `recvmmsg`.
+    /// `max` (1 to [`DATAGRAM_BATCH`](easynet_common::DATAGRAM_BATCH)) with `recvmmsg`.
     fn recv_dgrams(
         &self,
         buffers: &mut DatagramBuffers,
+        _max: usize,
         mut each: impl FnMut(BytesMut, Option<Self::Addr>),
     ) -> io::Result<(usize, Option<u32>)> {
         let (data, from, count) = self.recv_dgram(buffers)?;
@@ -243,9 +248,12 @@ impl MioDgram for UdpSocket {
     fn recv_dgrams(
         &self,
         buffers: &mut DatagramBuffers,
+        max: usize,
         mut each: impl FnMut(BytesMut, Option<SocketAddr>),
     ) -> io::Result<(usize, Option<u32>)> {
-        self.try_io(|| buffers.recv_batch_from(self, true, |data, from| each(data, Some(from))))
+        self.try_io(|| {
+            buffers.recv_batch_from(self, true, max, |data, from| each(data, Some(from)))
+        })
     }
     #[cfg(target_os = "linux")]
     fn send_dgrams(&self, ts: &[Transmit]) -> io::Result<usize> {
@@ -308,6 +316,7 @@ where
             pending: VecDeque::new(),
             batch: Vec::with_capacity(DATAGRAM_BATCH),
             counted: 0,
+            read_ahead: ReadAhead::new(),
             readable: true,
             writable: true,
             write_interest: false,
@@ -392,34 +401,7 @@ where
             if output {
                 flush(e, Some((poll.registry(), i)));
             }
-            let mut reads = 0;
-            while e.readable && reads < READ_BUDGET {
-                let (server, unnamed) = (&mut e.server, &mut e.unnamed);
-                let received = e.socket.recv_dgrams(&mut buffers, |data, from| match from {
-                    Some(from) => server.handle_datagram(now, from, data),
-                    None => {
-                        server.recorder().add_dropped(1);
-                        unanswerable(unnamed, drops);
-                    }
-                });
-                match received {
-                    Ok((n, count)) => {
-                        reads += n;
-                        if let Some(count) = count {
-                            e.socket_drops.report(count);
-                        }
-                        // Answers go out before the next read: the peers can go on at once,
-                        // and the buffer the datagrams were read into is free again.
-                        flush(e, Some((poll.registry(), i)));
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => e.readable = false,
-                    // ICMP errors from an earlier send concern one peer only.
-                    Err(err) => {
-                        reads += 1;
-                        tracing::debug!(error = %err, "datagram receive error");
-                    }
-                }
-            }
+            read(e, &mut buffers, now, Some((poll.registry(), i)), drops);
             busy |= e.readable;
             count_drops(e, drops);
         }
@@ -445,6 +427,56 @@ where
             if let Some(e) = endpoints.get_mut(event.token().0) {
                 e.readable |= event.is_readable();
                 e.writable |= event.is_writable();
+            }
+        }
+    }
+}
+
+/// Reads the endpoint's socket until it would block or [`READ_BUDGET`] datagrams are read,
+/// as many per read as its [`ReadAhead`] asks, and sends each read's answers before the
+/// next read: the peers can go on at once, and the buffer the datagrams were read into is
+/// free again. With the endpoint's registry and token, [`flush`] asks for writable events
+/// while answers wait.
+fn read<S, P, D>(
+    e: &mut Endpoint<S, P, D>,
+    buffers: &mut DatagramBuffers,
+    now: Instant,
+    registry: Option<(&mio::Registry, usize)>,
+    drops: &DropCounter,
+) where
+    D: MioDgram,
+    S: Service,
+    S::Handler: DatagramHandler<Request = P::Request, Response = P::Response>,
+    P: DatagramServerProtocol,
+{
+    let mut reads = 0;
+    while e.readable && reads < READ_BUDGET {
+        let (server, unnamed) = (&mut e.server, &mut e.unnamed);
+        let ask = e.read_ahead.next();
+        let received = e.socket.recv_dgrams(buffers, ask, |data, from| match from {
+            Some(from) => server.handle_datagram(now, from, data),
+            None => {
+                server.recorder().add_dropped(1);
+                unanswerable(unnamed, drops);
+            }
+        });
+        match received {
+            Ok((n, count)) => {
+                reads += n;
+                e.read_ahead.got(n);
+                if let Some(count) = count {
+                    e.socket_drops.report(count);
+                }
+                flush(e, registry);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                e.readable = false;
+                e.read_ahead.drained();
+            }
+            // ICMP errors from an earlier send concern one peer only.
+            Err(err) => {
+                reads += 1;
+                tracing::debug!(error = %err, "datagram receive error");
             }
         }
     }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::DropCounter;
 use crate::conn::now;
-use crate::datagram_server::{READ_BUDGET, read_once};
+use crate::datagram_server::{READ_BUDGET, Reads, read_once};
 use crate::dgram::{DgramSocket, Event, Wait};
 
 /// One socket's loop for async handlers, until cancelled or closed; then the routines are
@@ -40,10 +40,11 @@ where
     let local = socket.local()?;
     let mut server =
         AsyncDatagramServer::new(service, protocol, local, config).map_err(io::Error::other)?;
-    let mut unnamed = 0u64;
     // Drops from before this run (a given socket, an earlier run) are not ours.
-    let mut socket_drops =
-        SocketDrops::starting_at(server.recorder().clone(), socket.drop_count().unwrap_or(0));
+    let mut reads = Reads::new(SocketDrops::starting_at(
+        server.recorder().clone(),
+        socket.drop_count().unwrap_or(0),
+    ));
     let mut counted = 0;
     let mut wait = Wait::new(&cancel, &closed);
     loop {
@@ -56,14 +57,7 @@ where
             if cancel.is_cancelled() || closed.is_cancelled() {
                 break;
             }
-            read_and_answer(
-                &mut server,
-                &*socket,
-                &mut socket_drops,
-                &mut unnamed,
-                &drops,
-            )
-            .await;
+            read_and_answer(&mut server, &*socket, &mut reads, &drops).await;
             server.resume(now());
             tokio::task::consume_budget().await;
             continue;
@@ -75,14 +69,7 @@ where
             Event::Stop => break,
             Event::Readable(res) => {
                 res?;
-                read_and_answer(
-                    &mut server,
-                    &*socket,
-                    &mut socket_drops,
-                    &mut unnamed,
-                    &drops,
-                )
-                .await;
+                read_and_answer(&mut server, &*socket, &mut reads, &drops).await;
             }
             Event::Timer => server.handle_timeout(now()),
             Event::Woken => server.resume(now()),
@@ -143,8 +130,7 @@ where
 async fn read_and_answer<S, P, D>(
     server: &mut AsyncDatagramServer<S, P, D::Addr>,
     socket: &D,
-    socket_drops: &mut SocketDrops,
-    unnamed: &mut u64,
+    reads: &mut Reads,
     drops: &DropCounter,
 ) where
     S: Service,
@@ -155,7 +141,7 @@ async fn read_and_answer<S, P, D>(
     let mut read = 0;
     while read < READ_BUDGET {
         let deliver = |from, data| server.handle_datagram(now(), from, data);
-        let Some(n) = read_once(socket, socket_drops, unnamed, drops, deliver) else {
+        let Some(n) = read_once(socket, reads, drops, deliver) else {
             break;
         };
         read += n;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use easynet_common::{DATAGRAM_BATCH, DatagramBuffers};
+use easynet_common::{DATAGRAM_BATCH, DatagramBuffers, ReadAhead};
 use easynet_core::datagram::{DatagramConfig, DatagramServer, Output, Transmit};
 use easynet_core::handler::{DatagramHandler, Service};
 use easynet_core::protocol::DatagramServerProtocol;
@@ -186,31 +186,55 @@ pub(crate) fn unanswerable(count: &mut u64, drops: &DropCounter) {
     }
 }
 
-/// One read of the socket (a batch where it reads in batches), without waiting, into
-/// `deliver`; a datagram that cannot be answered is counted and dropped. The kernel's drop
-/// counts read with them (every read asks) go to `socket_drops`. How many datagrams it took
-/// (a receive error counts one), `None` when the socket would block.
+/// What a socket loop keeps from one read to the next.
+pub(crate) struct Reads {
+    /// The kernel's drop count, read with the datagrams (every read asks).
+    pub(crate) socket_drops: SocketDrops,
+    /// Datagrams dropped because their sender cannot be answered.
+    pub(crate) unnamed: u64,
+    /// Datagrams the next read asks for (batched reads).
+    pub(crate) ahead: ReadAhead,
+}
+
+impl Reads {
+    pub(crate) fn new(socket_drops: SocketDrops) -> Self {
+        Self {
+            socket_drops,
+            unnamed: 0,
+            ahead: ReadAhead::new(),
+        }
+    }
+}
+
+/// One read of the socket (a batch of up to `reads.ahead` where it reads in batches),
+/// without waiting, into `deliver`; a datagram that cannot be answered is counted and
+/// dropped. How many datagrams it took (a receive error counts one), `None` when the socket
+/// would block.
 pub(crate) fn read_once<D: DgramSocket>(
     socket: &D,
-    socket_drops: &mut SocketDrops,
-    unnamed: &mut u64,
+    reads: &mut Reads,
     drops: &DropCounter,
     mut deliver: impl FnMut(D::Addr, BytesMut),
 ) -> Option<usize> {
+    let unnamed = &mut reads.unnamed;
     let received = RECV_BUFFERS.with_borrow_mut(|buffers| {
-        socket.try_recv_batch(buffers, |data, from| match from {
+        socket.try_recv_batch(buffers, reads.ahead.next(), |data, from| match from {
             Some(from) => deliver(from, data),
             None => unanswerable(unnamed, drops),
         })
     });
     match received {
         Ok((n, count)) => {
+            reads.ahead.got(n);
             if let Some(count) = count {
-                socket_drops.report(count);
+                reads.socket_drops.report(count);
             }
             Some(n)
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            reads.ahead.drained();
+            None
+        }
         // ICMP errors (connection refused from an earlier send) concern one peer.
         Err(e) => {
             tracing::debug!(error = %e, "datagram receive error");
@@ -277,12 +301,11 @@ where
     P: DatagramServerProtocol,
     D: DgramSocket,
 {
-    let mut unnamed = 0u64;
     // Drops from before this run (a given socket, an earlier run) are not ours.
-    let mut socket_drops = SocketDrops::starting_at(
+    let mut reads = Reads::new(SocketDrops::starting_at(
         endpoint.recorder().clone(),
         socket.drop_count().unwrap_or(0),
-    );
+    ));
     let mut counted = 0;
     let mut batch = Vec::with_capacity(DATAGRAM_BATCH);
     let mut wait = Wait::new(&cancel, &closed);
@@ -302,7 +325,7 @@ where
                 let mut read = 0;
                 while read < READ_BUDGET {
                     let deliver = |from, data| endpoint.handle_datagram(now(), from, data);
-                    match read_once(&*socket, &mut socket_drops, &mut unnamed, &drops, deliver) {
+                    match read_once(&*socket, &mut reads, &drops, deliver) {
                         Some(n) => read += n,
                         None => break,
                     }

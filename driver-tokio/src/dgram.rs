@@ -108,10 +108,12 @@ pub(crate) trait DgramSocket: Send + Sync + 'static {
     /// Datagrams read by one system call, each given to `each` as
     /// [`try_recv_from`](Self::try_recv_from) returns it; how many, and the drop count as
     /// `try_recv_from` reports it. By default one, read into `buffers`' scratch buffer and
-    /// copied; UDP on Linux reads up to `DATAGRAM_BATCH` in place with `recvmmsg`.
+    /// copied; UDP on Linux reads up to `max` (1 to `DATAGRAM_BATCH`) in place with
+    /// `recvmmsg`.
     fn try_recv_batch(
         &self,
         buffers: &mut DatagramBuffers,
+        _max: usize,
         mut each: impl FnMut(BytesMut, Option<Self::Addr>),
     ) -> io::Result<(usize, Option<u32>)> {
         let buf = buffers.scratch();
@@ -197,11 +199,12 @@ impl DgramSocket for UdpSocket {
     fn try_recv_batch(
         &self,
         buffers: &mut DatagramBuffers,
+        max: usize,
         mut each: impl FnMut(BytesMut, Option<SocketAddr>),
     ) -> io::Result<(usize, Option<u32>)> {
         // try_io clears the readiness on WouldBlock, as try_recv_from does.
         self.try_io(tokio::io::Interest::READABLE, || {
-            buffers.recv_batch_from(self, true, |data, from| each(data, Some(from)))
+            buffers.recv_batch_from(self, true, max, |data, from| each(data, Some(from)))
         })
     }
     fn try_send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {

@@ -11,12 +11,24 @@ use mio::{Registry, Token};
 
 use super::*;
 
-/// A datagram socket that sends while it has room, fails every datagram to `bad`, and
-/// records what it sent.
+/// A datagram socket with datagrams queued, read as many at a time as asked (as
+/// `recvmmsg` would). It sends while it has room, fails every datagram to `bad`, records
+/// what it sent, and logs its reads and batched sends.
 struct Fake {
     room: Mutex<usize>,
     bad: SocketAddr,
     sent: Mutex<Vec<(SocketAddr, Bytes)>>,
+    queued: Mutex<VecDeque<(SocketAddr, Bytes)>>,
+    log: Mutex<Vec<Op>>,
+}
+
+/// What the loop did to the socket, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// A read that returned this many datagrams.
+    Read(usize),
+    /// A batched send of this many datagrams.
+    Sent(usize),
 }
 
 impl Fake {
@@ -25,6 +37,8 @@ impl Fake {
             room: Mutex::new(room),
             bad: "127.0.0.1:9".parse().unwrap(),
             sent: Mutex::new(Vec::new()),
+            queued: Mutex::new(VecDeque::new()),
+            log: Mutex::new(Vec::new()),
         }
     }
 
@@ -52,7 +66,27 @@ impl MioDgram for Fake {
         &self,
         _: &mut DatagramBuffers,
     ) -> io::Result<(BytesMut, Option<SocketAddr>, Option<u32>)> {
-        Err(io::ErrorKind::WouldBlock.into())
+        unreachable!("the loop reads with recv_dgrams")
+    }
+    fn recv_dgrams(
+        &self,
+        _: &mut DatagramBuffers,
+        max: usize,
+        mut each: impl FnMut(BytesMut, Option<SocketAddr>),
+    ) -> io::Result<(usize, Option<u32>)> {
+        let taken: Vec<_> = {
+            let mut queued = self.queued.lock().unwrap();
+            let n = queued.len().min(max);
+            queued.drain(..n).collect()
+        };
+        if taken.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.log.lock().unwrap().push(Op::Read(taken.len()));
+        for (from, data) in &taken {
+            each(BytesMut::from(&data[..]), Some(*from));
+        }
+        Ok((taken.len(), None))
     }
     fn send_dgram(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
         if *to == self.bad {
@@ -71,12 +105,18 @@ impl MioDgram for Fake {
     }
     /// As `sendmmsg`: in order until one fails; that one's error only when it is the first.
     fn send_dgrams(&self, ts: &[Transmit]) -> io::Result<usize> {
+        let mut sent = ts.len().min(DATAGRAM_BATCH);
         for (i, t) in ts.iter().take(DATAGRAM_BATCH).enumerate() {
             if let Err(err) = self.send_dgram(&t.data, &t.to) {
-                return if i == 0 { Err(err) } else { Ok(i) };
+                if i == 0 {
+                    return Err(err);
+                }
+                sent = i;
+                break;
             }
         }
-        Ok(ts.len().min(DATAGRAM_BATCH))
+        self.log.lock().unwrap().push(Op::Sent(sent));
+        Ok(sent)
     }
 }
 
@@ -113,6 +153,7 @@ fn endpoint(room: usize) -> Endpoint<EchoService, Raw, Fake> {
         batch: Vec::new(),
         socket_drops: SocketDrops::starting_at(Default::default(), 0),
         counted: 0,
+        read_ahead: ReadAhead::new(),
         readable: true,
         writable: true,
         write_interest: false,
@@ -175,4 +216,35 @@ fn a_failed_send_is_dropped_and_the_rest_of_its_batch_goes_on() {
         .collect();
     assert_eq!(sent, [(good, 0), (good, 2), (good, 4)]);
     assert!(e.pending.is_empty() && e.writable);
+}
+
+/// Each read asks for what the endpoint's `ReadAhead` says (one, then twice as many while
+/// reads fill up), and its answers go out before the next read.
+#[test]
+fn reads_as_the_read_ahead_asks_and_answers_each_read_before_the_next() {
+    let mut e = endpoint(usize::MAX);
+    let sent: Vec<_> = (0..20u8)
+        .map(|i| {
+            let from = SocketAddr::from(([127, 0, 0, 1], 2000 + u16::from(i % 3)));
+            (from, Bytes::from(vec![i]))
+        })
+        .collect();
+    e.socket.queued.lock().unwrap().extend(sent.iter().cloned());
+    let drops = DropCounter::default();
+    read(
+        &mut e,
+        &mut DatagramBuffers::new(),
+        Instant::now(),
+        None,
+        &drops,
+    );
+    let expected: Vec<Op> = [1, 2, 4, 8, 5]
+        .iter()
+        .flat_map(|&n| [Op::Read(n), Op::Sent(n)])
+        .collect();
+    assert_eq!(*e.socket.log.lock().unwrap(), expected);
+    assert_eq!(e.socket.sent(), sent, "every one answered, in order");
+    // It read until the socket would block: the next wake-up's first read takes one.
+    assert!(!e.readable);
+    assert_eq!(e.read_ahead.next(), 1);
 }
