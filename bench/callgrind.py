@@ -22,6 +22,7 @@ server so much that its reads never find the socket empty).
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,9 @@ ROWS = [
     ("tls lines", "tls", 1024, 5, "easynet-mio-tls", ["mio-rustls-string", "mio-rustls", "tokio-rustls"]),
     ("tls lines", "tls", 65536, 1, "easynet-mio-tls", ["mio-rustls-string", "mio-rustls", "tokio-rustls"]),
     ("tls lines as ByteString", "tls", 1024, 5, "easynet-mio-tls-bytestring", ["mio-rustls"]),
+    ("tls lines as ByteString", "tls", 10240, 5, "easynet-mio-tls-bytestring", ["mio-rustls"]),
+    ("tls lines as ByteString", "tls", 65536, 1, "easynet-mio-tls-bytestring", ["mio-rustls"]),
+    ("tls lines as ByteString", "tls", 65536, 5, "easynet-mio-tls-bytestring", ["mio-rustls"]),
     ("udp", "udp", 1024, 1, "easynet-mio-udp", ["mio-udp", "mio-udp-mmsg"]),
     ("udp", "udp", 1024, 5, "easynet-mio-udp", ["mio-udp", "mio-udp-mmsg"]),
 ]
@@ -127,6 +131,10 @@ def callgrind_ir(impl, transport, size, pipeline, requests, conns):
             msgs = load(transport, size, pipeline, requests, conns)
         finally:
             stop(proc)
+        keep = os.environ.get("CALLGRIND_KEEP")  # a directory to keep the output files in
+        if keep:
+            for name in os.listdir(d):
+                shutil.copy(os.path.join(d, name), os.path.join(keep, f"{impl}-{size}-{pipeline}-{name}"))
         total = waits = 0
         for name in os.listdir(d):  # one file per thread with --separate-threads; one here
             total = max(total, read_total(os.path.join(d, name)))

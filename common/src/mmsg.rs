@@ -358,9 +358,9 @@ mod tests {
             ahead.got(n);
             got
         };
-        let sizes: Vec<Vec<u8>> = (0..4).map(|_| read(&mut ahead)).collect();
+        let reads: Vec<Vec<u8>> = (0..4).map(|_| read(&mut ahead)).collect();
         assert_eq!(
-            sizes,
+            reads,
             [vec![0], vec![1, 2], vec![3, 4, 5, 6], vec![7, 8, 9]]
         );
         assert_eq!(ahead.next(), 1);

@@ -28,6 +28,9 @@ use bytes::{BufMut, BytesMut};
 /// Bytes of a server's first record header a client checks before rustls sees them.
 const HEADER_CHECKED: u8 = 3;
 
+/// The most plaintext one TLS record carries.
+pub(crate) const MAX_RECORD: usize = 16 * 1024;
+
 /// What the handshake settled, for handlers and logs.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -251,6 +254,12 @@ impl TlsSession {
         if self.checked < HEADER_CHECKED {
             self.check_first_bytes(data)?;
         }
+        if data.len() > MAX_RECORD && !self.conn.is_handshaking() {
+            // Several records: room for all their plaintext at once (records only add to
+            // its length), as growing record by record would copy what came before each
+            // time.
+            plaintext.reserve(data.len());
+        }
         while !data.is_empty() {
             // read_tls takes what fits in its buffer; process and drain, then go on.
             let n = self.conn.read_tls(&mut data).map_err(TlsError::Io)?;
@@ -296,6 +305,17 @@ impl TlsSession {
         // With the buffer limit off, rustls takes everything (buffered until the handshake
         // completes when needed).
         let _ = self.conn.writer().write_all(data);
+    }
+
+    /// Queues `parts`, one after another, as one payload: rustls cuts its records across
+    /// them (copying each byte once, into its record), so they need not be joined first.
+    pub fn write_plaintext_vectored<const N: usize>(&mut self, parts: [&[u8]; N]) {
+        // With the buffer limit off, rustls takes all of it in one call.
+        let taken = self
+            .conn
+            .writer()
+            .write_vectored(&parts.map(io::IoSlice::new));
+        debug_assert_eq!(taken.ok(), Some(parts.iter().map(|p| p.len()).sum()));
     }
 
     /// Appends every pending TLS record to `out`.

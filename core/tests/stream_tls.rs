@@ -161,6 +161,34 @@ fn large_owned_answers_make_the_records_borrowed_ones_make() {
     assert_eq!(sent(true), sent(false));
 }
 
+/// Large owned answers go to rustls with their separator as one payload, after the
+/// small answers gathered before them in the same turn: every answer arrives whole and in
+/// order, whatever its length against a record's (16 KiB).
+#[test]
+fn large_owned_answers_amid_small_ones_in_one_turn_arrive_in_order() {
+    let answers = [
+        "a".to_owned(),
+        "x".repeat(3 * 16_384 + 5),
+        "b".to_owned(),
+        "y".repeat(16_384),
+        "z".repeat(16_383),
+        "c".to_owned(),
+    ];
+    let sent = answers.clone();
+    let (script, _) = Script::new(move |cx, seen| {
+        if matches!(seen, Seen::Request(r) if r == "go") {
+            for answer in &sent {
+                cx.send(answer.clone())?;
+            }
+        }
+        Ok(Next::recv())
+    });
+    let mut sim = localhost_tls(script, StreamConfig::default());
+    let c = sim.connect();
+    sim.send(c, &"go".to_owned());
+    assert_eq!(sim.replies(c), answers);
+}
+
 /// Echoes lines as they came (owned), noting where each line's bytes were.
 struct NotesBuffers(Arc<Mutex<Vec<usize>>>);
 

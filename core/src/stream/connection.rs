@@ -33,7 +33,7 @@ const MAX_WRITE_SLICES: usize = 16;
 
 /// Plaintext bytes of one TLS record: answers gathered past this go to rustls at once.
 #[cfg(feature = "tls")]
-const TLS_RECORD: usize = 16 * 1024;
+const TLS_RECORD: usize = crate::tls::MAX_RECORD;
 
 /// Small reads in a row after which a connection reading in place goes back to reading
 /// through the driver's shared buffer. A bulk request often ends with a short read; switching

@@ -43,12 +43,19 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             self.gathered(before);
             if let Some(frame) = frame {
                 let body = frame.body.as_slice();
-                // Whole records' worth straight to rustls; the rest is gathered, so the
-                // records come out as if the frame had been gathered whole.
-                let direct = body.len() - body.len() % TLS_RECORD;
-                self.gather(&body[..direct]);
-                self.gather(&body[direct..]);
-                self.gather(frame.tail);
+                if body.len() >= TLS_RECORD {
+                    // A record's worth or more goes straight to rustls after what is
+                    // gathered, its tail with it in one payload: gathering the body's last
+                    // part would copy it once more.
+                    self.flush_plaintext();
+                    self.tls_pending += body.len() + frame.tail.len();
+                    if let Some(tls) = self.tls.as_mut() {
+                        tls.write_plaintext_vectored([body, frame.tail]);
+                    }
+                } else {
+                    self.gather(body);
+                    self.gather(frame.tail);
+                }
                 self.recycle(frame.body);
             }
             return Ok(());
