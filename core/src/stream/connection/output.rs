@@ -44,14 +44,9 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
             if let Some(frame) = frame {
                 let body = frame.body.as_slice();
                 if body.len() >= TLS_RECORD {
-                    // A record's worth or more goes straight to rustls after what is
-                    // gathered, its tail with it in one payload: gathering the body's last
-                    // part would copy it once more.
-                    self.flush_plaintext();
-                    self.tls_pending += body.len() + frame.tail.len();
-                    if let Some(tls) = self.tls.as_mut() {
-                        tls.write_plaintext_vectored([body, frame.tail]);
-                    }
+                    // Its tail with it in one payload: gathering the body's last part
+                    // would copy it once more.
+                    self.hand_over([body, frame.tail]);
                 } else {
                     self.gather(body);
                     self.gather(frame.tail);
@@ -121,17 +116,25 @@ impl<P: StreamProtocol, R: Role<P>> Connection<P, R> {
     /// answers so that they share records.
     #[cfg(feature = "tls")]
     pub(super) fn gather(&mut self, data: &[u8]) {
-        self.tls_pending += data.len();
         if data.len() >= TLS_RECORD {
-            self.flush_plaintext();
-            if let Some(tls) = self.tls.as_mut() {
-                tls.write_plaintext(data);
-            }
+            self.hand_over([data]);
         } else {
+            self.tls_pending += data.len();
             self.scratch.extend_from_slice(data);
             if self.scratch.len() >= TLS_RECORD {
                 self.flush_plaintext();
             }
+        }
+    }
+
+    /// Hands `parts` to rustls as one payload, after what is gathered, without gathering
+    /// them: a record's worth or more, which rustls copies into its records anyway.
+    #[cfg(feature = "tls")]
+    fn hand_over<const N: usize>(&mut self, parts: [&[u8]; N]) {
+        self.flush_plaintext();
+        self.tls_pending += parts.iter().map(|p| p.len()).sum::<usize>();
+        if let Some(tls) = self.tls.as_mut() {
+            tls.write_plaintext_vectored(parts);
         }
     }
 
